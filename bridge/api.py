@@ -1,0 +1,288 @@
+"""The channel registry: every IPC channel and notification topic, with its types.
+
+This module is the one place that spells channel names. The server dispatches from a
+:class:`Registry`, the schema generator emits from it, and the Python client calls
+through the :class:`ChannelSpec` constants. Applications register their own channels and
+topics through the same API that registers ``llm-config:*``::
+
+    registry = default_registry()
+    PING = ChannelSpec("app:ping", params=PingParams, result=PingResult, summary="Ping.")
+
+    @registry.handler(PING)
+    async def ping(params: PingParams) -> PingResult: ...
+
+Names follow Electron's ``namespace:verb`` convention; ``rpc.*`` names are reserved by
+JSON-RPC 2.0 §4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, TypeAdapter
+
+from bridge.errors import (
+    BridgeError,
+    ConfigNotFoundError,
+    ConfigOperationFailedError,
+    DuplicateConfigNameError,
+    ServiceUnavailableError,
+    ValidationError,
+    VersionConflictError,
+)
+from bridge.models import (
+    CreateParams,
+    DeleteParams,
+    DeleteResult,
+    EmptyParams,
+    IdParams,
+    InitializeResult,
+    LlmConfigChanged,
+    LlmConfigView,
+    RefreshResult,
+    Snapshot,
+    UpdateParams,
+    WireModel,
+)
+
+P = TypeVar("P", bound=BaseModel)
+R = TypeVar("R")
+
+PROTOCOL_VERSION = 1
+"""Wire protocol version reported by ``bridge:hello`` and OpenRPC ``info.version``."""
+
+
+@dataclass(frozen=True)
+class ChannelSpec(Generic[P, R]):
+    """A channel's contract: name, by-name params model, result type and errors.
+
+    Attributes:
+        name: channel (JSON-RPC method) name, e.g. ``llm-config:read``.
+        params: pydantic model of the by-name params (``EmptyParams`` for none or ``{}``).
+        result: result type (a model, ``X | None``, ``list[X]``...).
+        summary: one line for the OpenRPC document.
+        errors: error classes the channel may return besides -32602/-32603/5003.
+        params_optional: True when the params may be omitted entirely.
+    """
+
+    name: str
+    params: type[P]
+    result: Any
+    summary: str
+    errors: tuple[type[BridgeError], ...] = ()
+    params_optional: bool = False
+    result_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Build the result adapter once (serialization is on the hot path)."""
+        object.__setattr__(self, "result_adapter", TypeAdapter(self.result))
+
+    def dump_result(self, value: R) -> Any:
+        """Return ``value`` as JSON-ready data with wire (camelCase) names."""
+        return self.result_adapter.dump_python(value, mode="json", by_alias=True)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A notification topic (server → renderer), e.g. ``llm-config:changed``.
+
+    Attributes:
+        name: the JSON-RPC notification ``method``.
+        payload: pydantic model of ``params``.
+        summary: one line for the OpenRPC document.
+    """
+
+    name: str
+    payload: type[WireModel]
+    summary: str
+
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A channel spec bound to the coroutine that serves it."""
+
+    spec: ChannelSpec[Any, Any]
+    handler: Handler
+
+
+class Registry:
+    """Channels and topics a server exposes; the single source for dispatch and schemas."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._channels: dict[str, Registration] = {}
+        self._topics: dict[str, TopicSpec] = {}
+
+    def add(self, spec: ChannelSpec[P, R], handler: Callable[[P], Awaitable[R]]) -> None:
+        """Serve ``spec`` with ``handler`` (called with the validated params model).
+
+        Raises:
+            ValueError: the name is already registered.
+        """
+        if spec.name in self._channels:
+            raise ValueError(f"channel {spec.name!r} is already registered")
+        self._channels[spec.name] = Registration(spec, handler)
+
+    def handler(
+        self, spec: ChannelSpec[P, R]
+    ) -> Callable[[Callable[[P], Awaitable[R]]], Callable[[P], Awaitable[R]]]:
+        """Decorator form of :meth:`add`."""
+
+        def register(fn: Callable[[P], Awaitable[R]]) -> Callable[[P], Awaitable[R]]:
+            self.add(spec, fn)
+            return fn
+
+        return register
+
+    def add_topic(self, topic: TopicSpec) -> None:
+        """Declare a notification topic (for ``bridge:hello`` and the schemas)."""
+        self._topics[topic.name] = topic
+
+    def get(self, name: str) -> Registration | None:
+        """Return the registration of channel ``name``, or None."""
+        return self._channels.get(name)
+
+    @property
+    def channels(self) -> list[ChannelSpec[Any, Any]]:
+        """Every channel spec, sorted by name."""
+        return [self._channels[name].spec for name in sorted(self._channels)]
+
+    @property
+    def topics(self) -> list[TopicSpec]:
+        """Every topic, sorted by name."""
+        return [self._topics[name] for name in sorted(self._topics)]
+
+    def names(self) -> list[str]:
+        """Sorted channel names (as reported by ``bridge:hello``)."""
+        return sorted(self._channels)
+
+
+# ---- the built-in channels -------------------------------------------------------------
+
+_WRITE_ERRORS: tuple[type[BridgeError], ...] = (ConfigOperationFailedError, ServiceUnavailableError)
+
+LLM_CONFIG_CREATE: ChannelSpec[CreateParams, LlmConfigView] = ChannelSpec(
+    "llm-config:create",
+    CreateParams,
+    LlmConfigView,
+    "Create an LLM provider config; returns its view (no API key).",
+    (ValidationError, DuplicateConfigNameError, *_WRITE_ERRORS),
+)
+LLM_CONFIG_READ: ChannelSpec[IdParams, LlmConfigView | None] = ChannelSpec(
+    "llm-config:read",
+    IdParams,
+    LlmConfigView | None,
+    "Read one config by id from the cache; null when unknown.",
+    (ValidationError, ServiceUnavailableError),
+)
+LLM_CONFIG_UPDATE: ChannelSpec[UpdateParams, LlmConfigView] = ChannelSpec(
+    "llm-config:update",
+    UpdateParams,
+    LlmConfigView,
+    "Patch a config; omitted fields keep their value, baseUrl null clears it.",
+    (
+        ValidationError,
+        ConfigNotFoundError,
+        VersionConflictError,
+        DuplicateConfigNameError,
+        *_WRITE_ERRORS,
+    ),
+)
+LLM_CONFIG_DELETE: ChannelSpec[DeleteParams, DeleteResult] = ChannelSpec(
+    "llm-config:delete",
+    DeleteParams,
+    DeleteResult,
+    "Delete a config; {deleted: false} when the id is unknown.",
+    (ValidationError, VersionConflictError, *_WRITE_ERRORS),
+)
+LLM_CONFIG_LIST: ChannelSpec[EmptyParams, list[LlmConfigView]] = ChannelSpec(
+    "llm-config:list",
+    EmptyParams,
+    list[LlmConfigView],
+    "Every config in creation order.",
+    (ServiceUnavailableError,),
+    params_optional=True,
+)
+LLM_CONFIG_SNAPSHOT: ChannelSpec[EmptyParams, Snapshot] = ChannelSpec(
+    "llm-config:snapshot",
+    EmptyParams,
+    Snapshot,
+    "Every config and the revision they reflect (for resync after reconnect).",
+    (ServiceUnavailableError,),
+    params_optional=True,
+)
+LLM_CONFIG_INITIALIZE: ChannelSpec[EmptyParams, InitializeResult] = ChannelSpec(
+    "llm-config:initialize",
+    EmptyParams,
+    InitializeResult,
+    "Load the cache if not yet loaded (idempotent).",
+    (ServiceUnavailableError,),
+    params_optional=True,
+)
+LLM_CONFIG_REFRESH_CACHE: ChannelSpec[EmptyParams, RefreshResult] = ChannelSpec(
+    "llm-config:refresh-cache",
+    EmptyParams,
+    RefreshResult,
+    "Reload the cache from the store; an event is sent for every difference.",
+    _WRITE_ERRORS,
+    params_optional=True,
+)
+
+LLM_CONFIG_CHANGED = TopicSpec(
+    "llm-config:changed",
+    LlmConfigChanged,
+    "A config was created, updated or deleted (by any renderer or process).",
+)
+
+LLM_CONFIG_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (
+    LLM_CONFIG_CREATE,
+    LLM_CONFIG_READ,
+    LLM_CONFIG_UPDATE,
+    LLM_CONFIG_DELETE,
+    LLM_CONFIG_LIST,
+    LLM_CONFIG_SNAPSHOT,
+    LLM_CONFIG_INITIALIZE,
+    LLM_CONFIG_REFRESH_CACHE,
+)
+
+
+class HelloResult(WireModel):
+    """Result of ``bridge:hello``: what a renderer checks before it trusts the server."""
+
+    server_version: str
+    protocol_version: int
+    schema_hash: str
+    channels: list[str]
+    revision: int
+    secret_backend: str
+    recovered_from: str | None = None
+
+
+BRIDGE_HELLO: ChannelSpec[EmptyParams, HelloResult] = ChannelSpec(
+    "bridge:hello",
+    EmptyParams,
+    HelloResult,
+    "Server and protocol versions, schema hash, channel names and current revision.",
+    params_optional=True,
+)
+RPC_DISCOVER: ChannelSpec[EmptyParams, dict[str, Any]] = ChannelSpec(
+    "rpc.discover",
+    EmptyParams,
+    dict[str, Any],
+    "The OpenRPC 1.3 document of this server.",
+    params_optional=True,
+)
+
+BUILTIN_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (
+    *LLM_CONFIG_CHANNELS,
+    BRIDGE_HELLO,
+    RPC_DISCOVER,
+)
+"""Every channel a stock ``bridge serve`` exposes."""
+BUILTIN_TOPICS: tuple[TopicSpec, ...] = (LLM_CONFIG_CHANGED,)
+"""Every topic a stock ``bridge serve`` publishes."""

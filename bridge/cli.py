@@ -1,0 +1,411 @@
+"""The composition root: ``bridge serve``, ``bridge schemas``, ``bridge call``; ``serve()``.
+
+This is the only module that wires concrete classes together (store, key, service,
+dispatcher, server). Applications embedding bridge call :func:`start_bridge` or
+:func:`serve` with a :class:`~bridge.api.Registry` holding their own channels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import platformdirs
+import structlog
+
+from bridge import api, schemas
+from bridge.errors import BridgeError, StartupError
+from bridge.keystore import KeyCipher, SecretBackend, load_data_key
+from bridge.log import configure_logging
+from bridge.models import EmptyParams, WireModel
+from bridge.rpc.dispatch import Dispatcher
+from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings
+from bridge.service import LlmConfigService, register_llm_config_channels
+from bridge.storage import DB_FILE_NAME, SqliteConfigStore
+
+log = structlog.get_logger(__name__)
+
+APP_NAME: Final = "bridge"
+CONNECTION_FILE_NAME: Final = "connection.json"
+
+
+def server_version() -> str:
+    """Return the installed package version (``0+unknown`` from a bare checkout)."""
+    try:
+        return metadata.version("bridge")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+def default_data_dir() -> Path:
+    """Return the platform's user data directory for bridge (``platformdirs``)."""
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+@dataclass
+class BridgeOptions:
+    """Everything ``bridge serve`` can be told; the defaults are DESIGN's.
+
+    Attributes:
+        data_dir: holds ``bridge.db``, ``bridge.key`` and ``connection.json``.
+        secret_backend: where the data key lives (``auto``, ``keyring``, ``file``).
+        token: bearer token; None → ``BRIDGE_TOKEN`` or a fresh ``token_urlsafe(32)``.
+        server: transport settings (host, port, limits) minus the token.
+        poll_interval_s: how often other processes' commits are looked for, in seconds.
+    """
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    secret_backend: SecretBackend = SecretBackend.AUTO
+    token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    uds: Path | None = None
+    allow_origins: frozenset[str] = frozenset()
+    allow_hosts: frozenset[str] = frozenset()
+    max_message_bytes: int = 256 * 1024
+    max_batch: int = 100
+    max_connections: int = 64
+    outbound_cap_bytes: int = 1024 * 1024
+    ping_interval_s: float = 20.0
+    shutdown_timeout_s: float = 5.0
+    poll_interval_s: float = 0.2
+
+
+@dataclass
+class Bridge:
+    """A running bridge: its URL, token, service and server. Close with :meth:`close`."""
+
+    url: str
+    token: str
+    registry: api.Registry
+    service: LlmConfigService
+    server: BridgeServer
+    store: SqliteConfigStore
+
+    def connection_info(self) -> dict[str, Any]:
+        """The ready line / connection file object: ``{event, url, token, pid, socket?}``."""
+        info: dict[str, Any] = {
+            "event": "ready",
+            "url": self.url,
+            "token": self.token,
+            "pid": os.getpid(),
+        }
+        if self.server.settings.uds is not None:
+            info["socket"] = str(self.server.settings.uds)
+        return info
+
+    def notify(self, topic: api.TopicSpec, payload: WireModel) -> None:
+        """Send a notification on an application topic to every renderer, now."""
+        self.server.notify(topic, payload.model_dump(mode="json"))
+
+    async def close(self) -> None:
+        """Graceful shutdown (DESIGN §7), then close the service and the store."""
+        await self.server.shutdown()
+        await self.service.close()
+        await self.store.close()
+
+
+def _resolve_token(explicit: str | None) -> str:
+    token = explicit or os.environ.get("BRIDGE_TOKEN") or secrets.token_urlsafe(32)
+    if not TOKEN_PATTERN.match(token):
+        raise StartupError("The token must match [A-Za-z0-9_-]{32,}")
+    return token
+
+
+async def start_bridge(options: BridgeOptions | None = None, registry: api.Registry | None = None) -> Bridge:
+    """Open the store, load the data key, and start serving.
+
+    Args:
+        options: settings; defaults to :class:`BridgeOptions` ().
+        registry: a registry holding the application's own channels and topics; the
+            ``llm-config:*``, ``bridge:hello`` and ``rpc.discover`` channels are added.
+
+    Returns:
+        The running :class:`Bridge`.
+
+    Raises:
+        StartupError: the data key is lost while ciphertexts exist, or the token is malformed.
+        OSError: the port is busy.
+    """
+    options = options or BridgeOptions()
+    registry = registry or api.Registry()
+    token = _resolve_token(options.token)
+    store = SqliteConfigStore(options.data_dir / DB_FILE_NAME, poll_interval_s=options.poll_interval_s)
+    await store.open()
+    try:
+        key = await asyncio.to_thread(
+            load_data_key,
+            options.data_dir,
+            options.secret_backend,
+            must_exist=await store.has_ciphertexts(),
+        )
+    except BaseException:
+        await store.close()
+        raise
+    if key.backend == "file":
+        log.warning("secret_backend_file", detail="data key kept in a 0600 file, not the OS keyring")
+    service = LlmConfigService(store, KeyCipher(key))
+    register_llm_config_channels(registry, service)
+
+    document: dict[str, Any] = {}
+
+    async def hello(_: EmptyParams) -> api.HelloResult:
+        revision, _configs = await service.snapshot()
+        return api.HelloResult(
+            server_version=server_version(),
+            protocol_version=api.PROTOCOL_VERSION,
+            schema_hash=schemas.schema_hash(document),
+            channels=registry.names(),
+            revision=revision,
+            secret_backend=key.backend,
+            recovered_from=store.recovered_from,
+        )
+
+    async def discover(_: EmptyParams) -> dict[str, Any]:
+        return document
+
+    registry.add(api.BRIDGE_HELLO, hello)
+    registry.add(api.RPC_DISCOVER, discover)
+    document.update(schemas.openrpc_document(registry.channels, registry.topics))
+
+    settings = ServerSettings(
+        token=token,
+        host=options.host,
+        port=options.port,
+        uds=options.uds,
+        allow_origins=options.allow_origins,
+        allow_hosts=options.allow_hosts,
+        max_message_bytes=options.max_message_bytes,
+        max_batch=options.max_batch,
+        max_connections=options.max_connections,
+        outbound_cap_bytes=options.outbound_cap_bytes,
+        ping_interval_s=options.ping_interval_s,
+        shutdown_timeout_s=options.shutdown_timeout_s,
+    )
+    server = BridgeServer(Dispatcher(registry, max_batch=options.max_batch), settings)
+    service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
+    try:
+        await service.initialize()
+        await server.start()
+    except BaseException:
+        await service.close()
+        await store.close()
+        raise
+    return Bridge(server.url, token, registry, service, server, store)
+
+
+def _write_connection_file(path: Path, info: dict[str, Any]) -> None:
+    """Write ``info`` atomically to ``path`` with mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(orjson.dumps(info))
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _emit(line: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+async def serve(
+    options: BridgeOptions | None = None,
+    registry: api.Registry | None = None,
+    *,
+    connection_file: Path | None = None,
+    exit_with_parent: bool = False,
+    on_ready: Callable[[Bridge], Awaitable[None] | None] | None = None,
+) -> None:
+    """Run a bridge until SIGTERM/SIGINT (or stdin EOF with ``exit_with_parent``).
+
+    Writes the connection file (0600, atomic; removed on exit) and calls ``on_ready``
+    once listening. See :func:`start_bridge` for ``options`` and ``registry``.
+    """
+    options = options or BridgeOptions()
+    bridge = await start_bridge(options, registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if exit_with_parent:
+        _watch_stdin(loop, stop)
+    conn_path = connection_file or options.data_dir / CONNECTION_FILE_NAME
+    try:
+        _write_connection_file(conn_path, bridge.connection_info())
+        if on_ready is not None:
+            maybe = on_ready(bridge)
+            if maybe is not None:
+                await maybe
+        await stop.wait()
+        log.info("shutdown_started")
+    finally:
+        await bridge.close()
+        with contextlib.suppress(FileNotFoundError):
+            conn_path.unlink()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Set ``stop`` when stdin reaches EOF: the parent app is gone (sidecar pattern)."""
+
+    def wait_for_eof() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while sys.stdin.buffer.read(4096):
+                pass
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=wait_for_eof, name="exit-with-parent", daemon=True).start()
+
+
+# ---- command line -------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridge", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    srv = sub.add_parser("serve", help="serve renderers over JSON-RPC 2.0 / WebSocket")
+    srv.add_argument("--data-dir", type=Path, help="data directory (default: the platform's user data dir)")
+    srv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
+    srv.add_argument("--uds", type=Path, help="serve on this Unix socket (mode 0600) instead of TCP")
+    srv.add_argument("--token-file", type=Path, help="read the token from this file (else BRIDGE_TOKEN)")
+    srv.add_argument("--connection-file", type=Path, help="where to write the connection file")
+    srv.add_argument("--allow-origin", action="append", default=[], help="accept this exact Origin")
+    srv.add_argument("--allow-host", action="append", default=[], help="accept this Host name")
+    srv.add_argument(
+        "--secret-backend",
+        choices=[b.value for b in SecretBackend],
+        default="auto",
+        help="data key source",
+    )
+    srv.add_argument("--max-connections", type=int, default=64)
+    srv.add_argument("--max-message-bytes", type=int, default=256 * 1024)
+    srv.add_argument("--max-batch", type=int, default=100)
+    srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    srv.add_argument("--exit-with-parent", action="store_true", help="shut down when stdin closes")
+
+    sch = sub.add_parser("schemas", help="write (or --check) the generated schemas")
+    sch.add_argument("--out", type=Path, default=Path("schemas"), help="output directory (default schemas/)")
+    sch.add_argument("--check", action="store_true", help="exit 1 if the files differ from the code")
+
+    call = sub.add_parser("call", help="invoke a channel on a running server and print the result")
+    call.add_argument("channel")
+    call.add_argument("params", nargs="?", help="JSON object of params")
+    call.add_argument("--connection-file", type=Path, help="connection file of the running server")
+    call.add_argument("--data-dir", type=Path, help="data directory holding connection.json")
+    call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    return parser
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    token = None
+    if args.token_file is not None:
+        token = args.token_file.read_text(encoding="utf-8").strip()
+    options = BridgeOptions(
+        data_dir=args.data_dir or default_data_dir(),
+        secret_backend=SecretBackend(args.secret_backend),
+        token=token,
+        host=args.host,
+        port=args.port,
+        uds=args.uds,
+        allow_origins=frozenset(args.allow_origin),
+        allow_hosts=frozenset(h.lower() for h in args.allow_host),
+        max_message_bytes=args.max_message_bytes,
+        max_batch=args.max_batch,
+        max_connections=args.max_connections,
+    )
+
+    def announce(bridge: Bridge) -> None:
+        _emit(bridge.connection_info())
+
+    try:
+        asyncio.run(
+            serve(
+                options,
+                connection_file=args.connection_file,
+                exit_with_parent=args.exit_with_parent,
+                on_ready=announce,
+            )
+        )
+    except StartupError as exc:
+        _emit({"event": "error", "error": exc.code, "message": exc.message})
+        return 2
+    except OSError as exc:
+        _emit(
+            {
+                "event": "error",
+                "error": "ADDRESS_UNAVAILABLE",
+                "message": f"cannot listen: {exc.strerror}",
+            }
+        )
+        return 2
+    return 0
+
+
+def _schemas_command(args: argparse.Namespace) -> int:
+    from bridge.schemas import write_schemas  # noqa: PLC0415 - only this command needs it
+
+    return write_schemas(args.out, check=args.check)
+
+
+def _call_command(args: argparse.Namespace) -> int:
+    from bridge.client import BridgeClient, read_connection_file  # noqa: PLC0415
+
+    path = args.connection_file or (args.data_dir or default_data_dir()) / CONNECTION_FILE_NAME
+    try:
+        params = None if args.params is None else json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        _emit({"error": {"code": "INVALID_PARAMS_JSON", "message": f"params are not JSON: {exc.msg}"}})
+        return 2
+
+    async def run() -> Any:
+        info = read_connection_file(path)
+        async with BridgeClient(info.url, info.token, unix_socket=info.socket) as client:
+            return await asyncio.wait_for(client.invoke(args.channel, params), args.timeout)
+
+    try:
+        result = asyncio.run(run())
+    except BridgeError as exc:
+        _emit({"error": {"code": exc.rpc_code, "message": exc.message, "data": exc.to_data()}})
+        return 1
+    except (OSError, TimeoutError) as exc:
+        _emit(
+            {
+                "error": {
+                    "code": "UNREACHABLE",
+                    "message": f"cannot reach the server: {type(exc).__name__}",
+                }
+            }
+        )
+        return 1
+    _emit({"result": result})
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bridge`` command; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve_command(args)
+    if args.command == "schemas":
+        return _schemas_command(args)
+    return _call_command(args)

@@ -1,0 +1,5 @@
+"""Python renderer client: ``BridgeClient`` (never imports the service or storage)."""
+
+from bridge.client.client import BridgeClient, ConnectionInfo, read_connection_file
+
+__all__ = ["BridgeClient", "ConnectionInfo", "read_connection_file"]

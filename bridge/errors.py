@@ -1,0 +1,270 @@
+"""Errors of bridge, each carrying its JSON-RPC 2.0 error code and string code.
+
+The tree (DESIGN §5)::
+
+    BridgeError                      -32603  INTERNAL_ERROR
+    ├── ParseError                   -32700  PARSE_ERROR
+    ├── InvalidRequestError          -32600  INVALID_REQUEST
+    ├── MethodNotFoundError          -32601  METHOD_NOT_FOUND
+    ├── ValidationError              -32602  VALIDATION_ERROR
+    ├── ConfigNotFoundError            4004  CONFIG_NOT_FOUND
+    ├── DuplicateConfigNameError       4009  DUPLICATE_CONFIG_NAME
+    ├── VersionConflictError           4012  VERSION_CONFLICT
+    ├── RateLimitedError               4029  RATE_LIMITED
+    ├── ConfigOperationFailedError     5000  CONFIG_OPERATION_FAILED
+    ├── ServiceUnavailableError        5003  SERVICE_UNAVAILABLE
+    └── (client side only)
+        ├── ConnectionLostError               pending call failed: the socket dropped
+        └── AuthenticationError               handshake refused with 401/403 (terminal)
+
+Messages are built from structured fields and never echo submitted values or secrets.
+``to_data()`` gives the JSON-RPC ``error.data`` object: ``{code, name}`` plus optional
+``context`` and ``errors``. The Python client rebuilds these classes from ``data.code``
+with :func:`error_from_wire`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One failed rule on one field.
+
+    Attributes:
+        field: dotted path from the params root in wire names (``config.customName``).
+        code: field code (``REQUIRED``, ``INVALID_FORMAT``, ``INVALID_LENGTH``,
+            ``INVALID_ENUM``, ``INVALID_URL``, ``API_KEY_FORMAT``,
+            ``PROVIDER_SPECIFIC``, ``UNKNOWN_FIELD``).
+        message: human-readable text that never repeats the submitted value.
+    """
+
+    field: str
+    code: str
+    message: str
+
+    def to_wire(self) -> dict[str, str]:
+        """Return ``{field, code, message}`` for ``error.data.errors``."""
+        return {"field": self.field, "code": self.code, "message": self.message}
+
+
+class BridgeError(Exception):
+    """Root of every bridge error; also the generic internal error (-32603).
+
+    Attributes:
+        rpc_code: JSON-RPC 2.0 ``error.code`` (JSON-RPC 2.0 §5.1 or the 4xxx/5xxx range).
+        code: string code sent as ``error.data.code``.
+        context: optional non-secret details sent as ``error.data.context``.
+    """
+
+    rpc_code: ClassVar[int] = -32603
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    default_message: ClassVar[str] = "Internal error"
+
+    def __init__(self, message: str | None = None, *, context: dict[str, Any] | None = None) -> None:
+        """Build the error; ``message`` defaults to the class's fixed text."""
+        self.message = message or self.default_message
+        self.context = context
+        super().__init__(self.message)
+
+    @property
+    def name(self) -> str:
+        """The class name, sent as ``error.data.name``."""
+        return type(self).__name__
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the ``error.data`` object: ``{code, name, context?}``."""
+        data: dict[str, Any] = {"code": self.code, "name": self.name}
+        if self.context:
+            data["context"] = self.context
+        return data
+
+
+class ParseError(BridgeError):
+    """The frame is not JSON (RFC 8259), holds NaN/Infinity, is too deep, or is binary."""
+
+    rpc_code = -32700
+    code = "PARSE_ERROR"
+    default_message = "Parse error"
+
+
+class InvalidRequestError(BridgeError):
+    """The JSON is not a valid JSON-RPC 2.0 request (JSON-RPC 2.0 §4, §6)."""
+
+    rpc_code = -32600
+    code = "INVALID_REQUEST"
+    default_message = "Invalid request"
+
+
+class MethodNotFoundError(BridgeError):
+    """No channel has this name."""
+
+    rpc_code = -32601
+    code = "METHOD_NOT_FOUND"
+    default_message = "Method not found"
+
+
+class ValidationError(BridgeError):
+    """Params fail the schema or a domain rule; ``errors`` lists every failure.
+
+    Args:
+        errors: field errors in model field order.
+    """
+
+    rpc_code = -32602
+    code = "VALIDATION_ERROR"
+    default_message = "Invalid params"
+
+    def __init__(self, errors: list[FieldError], message: str | None = None) -> None:
+        """Build from the list of field errors (at least one)."""
+        self.errors = list(errors)
+        fields = ", ".join(dict.fromkeys(e.field for e in self.errors))
+        super().__init__(message or f"Invalid params: {fields}")
+
+    def to_data(self) -> dict[str, Any]:
+        """Return ``{code, name, errors: [{field, code, message}]}``."""
+        data = super().to_data()
+        data["errors"] = [e.to_wire() for e in self.errors]
+        return data
+
+
+class ConfigNotFoundError(BridgeError):
+    """No config has the given id (update of an unknown id)."""
+
+    rpc_code = 4004
+    code = "CONFIG_NOT_FOUND"
+    default_message = "Config not found"
+
+    def __init__(self, config_id: str) -> None:
+        """Build for ``config_id`` (a UUID: not a secret)."""
+        self.config_id = config_id
+        super().__init__(f"Config {config_id} not found", context={"id": config_id})
+
+
+class DuplicateConfigNameError(BridgeError):
+    """Another config already uses this name (compared by ``name_key``)."""
+
+    rpc_code = 4009
+    code = "DUPLICATE_CONFIG_NAME"
+    default_message = "A config with this name already exists"
+
+
+class VersionConflictError(BridgeError):
+    """``expectedVersion`` does not match the stored version."""
+
+    rpc_code = 4012
+    code = "VERSION_CONFLICT"
+    default_message = "Version conflict"
+
+    def __init__(self, config_id: str, expected: int, actual: int) -> None:
+        """Build with the expected and the stored version."""
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"Config {config_id} is at version {actual}, not {expected}",
+            context={"id": config_id, "expectedVersion": expected, "actualVersion": actual},
+        )
+
+
+class RateLimitedError(BridgeError):
+    """The connection exceeded its optional request rate limit."""
+
+    rpc_code = 4029
+    code = "RATE_LIMITED"
+    default_message = "Rate limit exceeded"
+
+
+class ConfigOperationFailedError(BridgeError):
+    """The store failed; the cache is unchanged."""
+
+    rpc_code = 5000
+    code = "CONFIG_OPERATION_FAILED"
+    default_message = "The config store failed; nothing was changed"
+
+
+class ServiceUnavailableError(BridgeError):
+    """The server is shutting down."""
+
+    rpc_code = 5003
+    code = "SERVICE_UNAVAILABLE"
+    default_message = "Service unavailable: shutting down"
+
+
+class ConnectionLostError(BridgeError):
+    """Client side: the connection dropped before the call's response arrived.
+
+    A write that fails this way may or may not have been applied; it is never retried
+    automatically.
+    """
+
+    code = "CONNECTION_LOST"
+    default_message = "Connection lost before the response arrived"
+
+
+class AuthenticationError(BridgeError):
+    """Client side: the handshake was refused (HTTP 401/403 or close 1008); terminal."""
+
+    code = "AUTHENTICATION_FAILED"
+    default_message = "The server refused the handshake"
+
+
+class ProtocolMismatchError(BridgeError):
+    """Client side: the server speaks another ``protocolVersion``; terminal."""
+
+    code = "PROTOCOL_MISMATCH"
+    default_message = "The server speaks another protocol version"
+
+
+class StartupError(BridgeError):
+    """The server cannot start safely (data key lost, port busy); the message names why."""
+
+    code = "STARTUP_FAILED"
+    default_message = "The server cannot start"
+
+
+WIRE_ERRORS: dict[str, type[BridgeError]] = {
+    cls.code: cls
+    for cls in (
+        BridgeError,
+        ParseError,
+        InvalidRequestError,
+        MethodNotFoundError,
+        ValidationError,
+        ConfigNotFoundError,
+        DuplicateConfigNameError,
+        VersionConflictError,
+        RateLimitedError,
+        ConfigOperationFailedError,
+        ServiceUnavailableError,
+    )
+}
+"""Every error that may travel on the wire, by ``data.code``."""
+
+
+def error_from_wire(error: dict[str, Any]) -> BridgeError:
+    """Rebuild the server's exception from a JSON-RPC ``error`` object.
+
+    Args:
+        error: ``{code, message, data?}`` as received.
+
+    Returns:
+        An instance of the class named by ``data.code`` (``BridgeError`` when unknown),
+        with ``message``, ``context`` and, for ``ValidationError``, ``errors`` restored.
+    """
+    data = error.get("data") if isinstance(error.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    cls = WIRE_ERRORS.get(str(data.get("code")), BridgeError)
+    message = str(error.get("message", cls.default_message))
+    exc: BridgeError
+    if cls is ValidationError:
+        raw = data.get("errors") or []
+        exc = ValidationError(
+            [FieldError(str(e.get("field")), str(e.get("code")), str(e.get("message"))) for e in raw],
+            message,
+        )
+    else:
+        exc = BridgeError.__new__(cls)
+        BridgeError.__init__(exc, message, context=data.get("context"))
+    return exc

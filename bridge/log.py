@@ -1,0 +1,118 @@
+"""structlog setup: JSON lines on stderr (console rendering on a TTY), secrets redacted.
+
+Standard-library loggers (``websockets``, ``asyncio``) are routed through the same
+processors. Tracebacks are rendered without local variables, and a redaction processor
+masks values under secret-looking keys and API-key-shaped strings before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Final
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED: Final = "[redacted]"
+_SECRET_KEY = re.compile(r"(api[_-]?key|token|authorization|secret|password|cookie)", re.IGNORECASE)
+_SECRET_VALUE = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]+|bridge\.v1\.token\.[A-Za-z0-9_\-]+"
+    r"|([?&]token=)[^&\s\"']+)"
+)
+
+
+def _scrub_text(text: str) -> str:
+    return _SECRET_VALUE.sub(lambda m: (m.group(2) or "") + REDACTED, text)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _scrub_text(value)
+    if isinstance(value, MutableMapping):
+        return {
+            k: (
+                REDACTED
+                if isinstance(k, str) and _SECRET_KEY.search(k) and k != "secret_backend"
+                else _scrub(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Structlog processor: mask secret-named keys and API-key/token-shaped substrings."""
+    return _scrub(event_dict)  # type: ignore[no-any-return]
+
+
+def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
+    """Send structlog and stdlib logging to stderr through one redacting pipeline.
+
+    Args:
+        level: minimum level name (``debug``, ``info``, ``warning``, ``error``).
+        json: JSON lines when True, console rendering when False; default: JSON unless
+            stderr is a TTY.
+    """
+    if json is None:
+        json = not sys.stderr.isatty()
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: Processor
+    if json:
+        renderer = structlog.processors.JSONRenderer()
+        exc_processor: Processor = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+    else:
+        renderer = structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
+            if _has_rich()
+            else structlog.dev.plain_traceback
+        )
+        exc_processor = _identity
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            exc_processor,
+            redact_secrets,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # websockets at DEBUG prints request paths (query tokens), headers and frames; its
+    # INFO lines repeat our own connection events.
+    logging.getLogger("websockets").setLevel(max(numeric, logging.WARNING))
+
+
+def _identity(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    return event_dict
+
+
+def _has_rich() -> bool:
+    try:
+        import rich  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True

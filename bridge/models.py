@@ -1,0 +1,428 @@
+"""Domain models: LLM provider configurations and their change events (DESIGN §2).
+
+Wire names are camelCase (pydantic aliases); Python names are snake_case. Input models
+reject unknown fields; every rule failure is reported as a :class:`bridge.errors.FieldError`
+with the codes of DESIGN §5 by :func:`field_errors`, never with pydantic's own text
+(which echoes ``input_value``).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from bridge.errors import FieldError, ValidationError
+
+NAME_MAX = 100
+API_KEY_MAX = 500
+BASE_URL_MAX = 2048
+OPENAI_KEY_MIN = 40
+ANTHROPIC_KEY_MIN = 50
+GOOGLE_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{35,45}\Z")
+_PREVIEW_MIN = 10
+MASKED_PREVIEW = "••••••••"
+
+
+class Provider(StrEnum):
+    """LLM provider of a config; decides the API-key format (DESIGN §2)."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GOOGLE = "google"
+    CUSTOM = "custom"
+
+
+class WireModel(BaseModel):
+    """Base for every model that crosses the wire: camelCase aliases, unknown keys rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+
+def nfc_length(text: str) -> int:
+    """Return the length of ``text`` in Unicode code points after NFC normalisation."""
+    return len(unicodedata.normalize("NFC", text))
+
+
+def name_key(name: str) -> str:
+    """Return the uniqueness key of a config name: ``casefold(NFC(trim(name)))``.
+
+    "Straße" and "STRASSE" share a key. Every backend holds it in a unique index.
+    """
+    return unicodedata.normalize("NFC", name.strip()).casefold()
+
+
+def api_key_preview(api_key: str) -> str:
+    """Return the masked preview: first 3 + ``...`` + last 3, or ``••••••••`` under 10 chars."""
+    if len(api_key) < _PREVIEW_MIN:
+        return MASKED_PREVIEW
+    return f"{api_key[:3]}...{api_key[-3:]}"
+
+
+def _fail(code: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(code, message)
+
+
+def _check_name(value: str) -> str:
+    value = value.strip()
+    if not 1 <= nfc_length(value) <= NAME_MAX:
+        raise _fail("INVALID_LENGTH", f"must be 1 to {NAME_MAX} characters after trimming")
+    return value
+
+
+def _check_api_key(value: str) -> str:
+    value = value.strip()
+    if not 1 <= nfc_length(value) <= API_KEY_MAX:
+        raise _fail("INVALID_LENGTH", f"must be 1 to {API_KEY_MAX} characters")
+    if any(ch.isspace() for ch in value):
+        raise _fail("API_KEY_FORMAT", "must not contain whitespace")
+    return value
+
+
+_URL_ADAPTER: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+
+
+def _check_base_url(value: str) -> str:
+    value = value.strip()
+    if len(value) > BASE_URL_MAX:
+        raise _fail("INVALID_LENGTH", f"must be at most {BASE_URL_MAX} characters")
+    try:
+        url = _URL_ADAPTER.validate_python(value)
+    except PydanticValidationError:
+        raise _fail("INVALID_URL", "must be an absolute http or https URL with a host") from None
+    if not url.host:
+        raise _fail("INVALID_URL", "must be an absolute http or https URL with a host")
+    if url.username or url.password:
+        raise _fail("INVALID_URL", "must not contain credentials (user:pass@)")
+    return value
+
+
+def check_api_key_format(provider: Provider, api_key: str) -> None:
+    """Raise ``PydanticCustomError('API_KEY_FORMAT')`` when the key does not fit ``provider``.
+
+    Formats (DESIGN §2): openai starts ``sk-`` and has ≥ 40 characters; anthropic starts
+    ``sk-ant-`` and has ≥ 50; google matches ``^[A-Za-z0-9_-]{35,45}$``; custom any.
+    """
+    if provider is Provider.OPENAI:
+        ok = api_key.startswith("sk-") and len(api_key) >= OPENAI_KEY_MIN
+        rule = f"an OpenAI key starts with 'sk-' and has at least {OPENAI_KEY_MIN} characters"
+    elif provider is Provider.ANTHROPIC:
+        ok = api_key.startswith("sk-ant-") and len(api_key) >= ANTHROPIC_KEY_MIN
+        rule = f"an Anthropic key starts with 'sk-ant-' and has at least {ANTHROPIC_KEY_MIN} characters"
+    elif provider is Provider.GOOGLE:
+        ok = GOOGLE_KEY_PATTERN.match(api_key) is not None
+        rule = "a Google key has 35 to 45 characters from A-Z, a-z, 0-9, '_' and '-'"
+    else:
+        return
+    if not ok:
+        raise _fail("API_KEY_FORMAT", rule)
+
+
+CustomName = Annotated[str, Field(description="Display name; unique case-insensitively.")]
+ApiKey = Annotated[str, Field(description="Provider API key; write-only over IPC.")]
+BaseUrl = Annotated[str, Field(description="Absolute http(s) URL of the provider's API.")]
+
+
+class LlmConfigInput(WireModel):
+    """Params of ``llm-config:create``: a new LLM provider configuration.
+
+    Rules (DESIGN §2): ``customName`` trimmed, 1..100 code points after NFC, unique by
+    :func:`name_key`; ``apiKey`` trimmed, no inner whitespace, 1..500, provider format;
+    ``baseUrl`` optional absolute http(s) URL with a host and no credentials, ≤ 2048,
+    stored as given (trimmed), required for ``custom``; ``useAuthHeader`` strict boolean.
+    """
+
+    custom_name: CustomName
+    provider: Provider
+    api_key: ApiKey = Field(repr=False)
+    base_url: BaseUrl | None = Field(default=None, validate_default=True)
+    use_auth_header: StrictBool = True
+
+    @field_validator("custom_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_name(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: str, info: ValidationInfo) -> str:
+        value = _check_api_key(value)
+        provider = info.data.get("provider")
+        if isinstance(provider, Provider):
+            check_api_key_format(provider, value)
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if info.data.get("provider") is Provider.CUSTOM:
+                raise _fail("PROVIDER_SPECIFIC", "is required for the custom provider")
+            return None
+        return _check_base_url(value)
+
+
+class LlmConfigPatch(WireModel):
+    """``updates`` of ``llm-config:update``: every field optional.
+
+    An omitted field keeps its value; ``baseUrl: null`` clears it; ``null`` elsewhere is
+    INVALID_FORMAT. The merged result must satisfy every rule of :class:`LlmConfigInput`.
+    """
+
+    custom_name: CustomName | None = None
+    provider: Provider | None = None
+    api_key: ApiKey | None = Field(default=None, repr=False)
+    base_url: BaseUrl | None = None
+    use_auth_header: StrictBool | None = None
+
+    @field_validator("custom_name", "provider", "api_key", "use_auth_header", mode="wrap")
+    @classmethod
+    def _no_null(cls, value: Any, handler: Any) -> Any:
+        if value is None:
+            raise _fail("INVALID_FORMAT", "must not be null")
+        return handler(value)
+
+    @field_validator("custom_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_name(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: str) -> str:
+        return _check_api_key(value)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_base_url(value)
+
+    def changes(self) -> dict[str, Any]:
+        """Return the fields the client sent, by Python name (``base_url`` may be None)."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class LlmConfigView(WireModel):
+    """A config as renderers see it: no ``apiKey``, a masked ``apiKeyPreview`` instead.
+
+    Every key is always present; ``baseUrl`` is a string or null. Timestamps are ISO 8601
+    UTC with millisecond precision and a ``Z`` suffix.
+    """
+
+    id: str = Field(description="UUID v4, server-generated.")
+    custom_name: str
+    provider: Provider
+    api_key_preview: str = Field(description="First 3 + '...' + last 3, or '••••••••'.")
+    base_url: str | None
+    use_auth_header: bool
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    updated_at: str = Field(json_schema_extra={"format": "date-time"})
+    version: int = Field(ge=1, description="1 on create, +1 on every effective update.")
+
+
+class ChangeType(StrEnum):
+    """Kind of change in ``llm-config:changed``."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+class LlmConfigChanged(WireModel):
+    """Payload of the ``llm-config:changed`` notification (server → renderer).
+
+    ``config`` is the view after the change; absent for ``deleted``. ``revision`` is the
+    store's gap-free global revision, increasing in commit order.
+    """
+
+    type: ChangeType
+    id: str
+    revision: int = Field(ge=1)
+    config: LlmConfigView | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the wire payload (``config`` omitted for ``deleted``)."""
+        payload: dict[str, Any] = {
+            "type": self.type.value,
+            "id": self.id,
+            "revision": self.revision,
+        }
+        if self.config is not None:
+            payload["config"] = self.config.model_dump(mode="json")
+        return payload
+
+
+# ---- channel params and results -------------------------------------------------------
+
+ConfigId = Annotated[str, Field(description="Config id (UUID).")]
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+
+
+def _check_id(value: str) -> str:
+    if not _UUID_RE.match(value):
+        raise _fail("INVALID_FORMAT", "must be a UUID")
+    return value.lower()
+
+
+class EmptyParams(WireModel):
+    """Params of channels that take none: absent or ``{}``."""
+
+
+class CreateParams(WireModel):
+    """Params of ``llm-config:create``: ``{config: LlmConfigInput}``."""
+
+    config: LlmConfigInput
+
+
+class IdParams(WireModel):
+    """Params of ``llm-config:read``: ``{id}``."""
+
+    id: ConfigId
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return _check_id(value)
+
+
+class UpdateParams(WireModel):
+    """Params of ``llm-config:update``: ``{id, updates: LlmConfigPatch, expectedVersion?}``."""
+
+    id: ConfigId
+    updates: LlmConfigPatch
+    expected_version: StrictInt | None = Field(default=None, ge=1)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return _check_id(value)
+
+
+class DeleteParams(WireModel):
+    """Params of ``llm-config:delete``: ``{id, expectedVersion?}``."""
+
+    id: ConfigId
+    expected_version: StrictInt | None = Field(default=None, ge=1)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return _check_id(value)
+
+
+class DeleteResult(WireModel):
+    """Result of ``llm-config:delete``: ``{deleted}``; false when the id was unknown."""
+
+    deleted: bool
+
+
+class Snapshot(WireModel):
+    """Result of ``llm-config:snapshot``: every view and the revision they reflect."""
+
+    revision: int = Field(ge=0)
+    configs: list[LlmConfigView]
+
+
+class InitializeResult(WireModel):
+    """Result of ``llm-config:initialize``: ``{initialized: true, count}``."""
+
+    initialized: Literal[True] = True
+    count: int = Field(ge=0)
+
+
+class RefreshResult(WireModel):
+    """Result of ``llm-config:refresh-cache``: ``{count, revision}``."""
+
+    count: int = Field(ge=0)
+    revision: int = Field(ge=0)
+
+
+# ---- pydantic errors → field errors ----------------------------------------------------
+
+_TYPE_CODES = {
+    "missing": "REQUIRED",
+    "extra_forbidden": "UNKNOWN_FIELD",
+    "literal_error": "INVALID_ENUM",
+    "enum": "INVALID_ENUM",
+    "string_too_short": "INVALID_LENGTH",
+    "string_too_long": "INVALID_LENGTH",
+}
+_MESSAGES = {
+    "REQUIRED": "is required",
+    "UNKNOWN_FIELD": "is not a known field",
+    "INVALID_ENUM": "is not one of the allowed values",
+    "INVALID_LENGTH": "has an invalid length",
+    "INVALID_FORMAT": "has the wrong type or format",
+}
+_WIRE_CODES = frozenset(
+    {
+        "REQUIRED",
+        "INVALID_FORMAT",
+        "INVALID_LENGTH",
+        "INVALID_ENUM",
+        "INVALID_URL",
+        "API_KEY_FORMAT",
+        "PROVIDER_SPECIFIC",
+        "UNKNOWN_FIELD",
+    }
+)
+
+
+def field_errors(exc: PydanticValidationError, prefix: tuple[str, ...] = ()) -> list[FieldError]:
+    """Translate a pydantic error into field errors with the codes of DESIGN §5.
+
+    Args:
+        exc: the pydantic error (validated by alias, so ``loc`` holds wire names).
+        prefix: path prepended to every ``field`` (e.g. ``("updates",)``).
+
+    Returns:
+        One :class:`FieldError` per failure, in the order pydantic met them (model field
+        order, unknown fields last). Messages are ours: no submitted value is echoed.
+    """
+    out: list[FieldError] = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        kind = err["type"]
+        if kind in _WIRE_CODES:
+            code, message = kind, err["msg"]
+        else:
+            code = _TYPE_CODES.get(kind, "INVALID_FORMAT")
+            message = "is out of range" if kind == "greater_than_equal" else _MESSAGES[code]
+        # A default validated by validate_default is reported under its Python name.
+        # An unknown key is reported as sent.
+        loc = err["loc"]
+        head = [to_camel(p) if isinstance(p, str) else str(p) for p in loc[:-1]]
+        last = [
+            str(p) if kind == "extra_forbidden" or not isinstance(p, str) else to_camel(p) for p in loc[-1:]
+        ]
+        path = (*prefix, *head, *last)
+        out.append(FieldError(".".join(path) or "params", code, message))
+    return out
+
+
+def validation_error(exc: PydanticValidationError, prefix: tuple[str, ...] = ()) -> ValidationError:
+    """Return the bridge :class:`ValidationError` (-32602) for a pydantic error."""
+    return ValidationError(field_errors(exc, prefix))

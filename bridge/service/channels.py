@@ -1,0 +1,62 @@
+"""Binds the ``llm-config:*`` channels of :mod:`bridge.api` to an ``LlmConfigService``."""
+
+from __future__ import annotations
+
+from bridge import api
+from bridge.models import (
+    CreateParams,
+    DeleteParams,
+    DeleteResult,
+    EmptyParams,
+    IdParams,
+    InitializeResult,
+    LlmConfigView,
+    RefreshResult,
+    Snapshot,
+    UpdateParams,
+)
+from bridge.service.llm_config import LlmConfigService
+
+
+def register_llm_config_channels(registry: api.Registry, service: LlmConfigService) -> None:
+    """Serve every ``llm-config:*`` channel and declare ``llm-config:changed`` on ``registry``.
+
+    Raises:
+        ValueError: one of the names is already registered.
+    """
+
+    async def create(params: CreateParams) -> LlmConfigView:
+        return await service.create(params.config)
+
+    async def read(params: IdParams) -> LlmConfigView | None:
+        return await service.read(params.id)
+
+    async def update(params: UpdateParams) -> LlmConfigView:
+        return await service.update(params.id, params.updates, params.expected_version)
+
+    async def delete(params: DeleteParams) -> DeleteResult:
+        return DeleteResult(deleted=await service.delete(params.id, params.expected_version))
+
+    async def list_(_: EmptyParams) -> list[LlmConfigView]:
+        return await service.list()
+
+    async def snapshot(_: EmptyParams) -> Snapshot:
+        revision, configs = await service.snapshot()
+        return Snapshot(revision=revision, configs=configs)
+
+    async def initialize(_: EmptyParams) -> InitializeResult:
+        return InitializeResult(count=await service.initialize())
+
+    async def refresh(_: EmptyParams) -> RefreshResult:
+        count, revision = await service.refresh()
+        return RefreshResult(count=count, revision=revision)
+
+    registry.add(api.LLM_CONFIG_CREATE, create)
+    registry.add(api.LLM_CONFIG_READ, read)
+    registry.add(api.LLM_CONFIG_UPDATE, update)
+    registry.add(api.LLM_CONFIG_DELETE, delete)
+    registry.add(api.LLM_CONFIG_LIST, list_)
+    registry.add(api.LLM_CONFIG_SNAPSHOT, snapshot)
+    registry.add(api.LLM_CONFIG_INITIALIZE, initialize)
+    registry.add(api.LLM_CONFIG_REFRESH_CACHE, refresh)
+    registry.add_topic(api.LLM_CONFIG_CHANGED)

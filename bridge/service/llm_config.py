@@ -1,0 +1,405 @@
+"""``LlmConfigService``: the write-through cache over a ``ConfigStore`` (DESIGN §4).
+
+Reads come from the cache (O(1) by id, no store access). Writes go to the store first;
+the cache changes only after commit, and events are published after commit in revision
+order, other processes' changes first. The cache never holds a plaintext API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from pydantic import ValidationError as PydanticValidationError
+
+from bridge.errors import BridgeError, ConfigOperationFailedError, ServiceUnavailableError
+from bridge.keystore import KeyCipher
+from bridge.models import (
+    ChangeType,
+    LlmConfigChanged,
+    LlmConfigInput,
+    LlmConfigPatch,
+    LlmConfigView,
+    Provider,
+    api_key_preview,
+    name_key,
+    validation_error,
+)
+from bridge.service.events import EventBus
+from bridge.storage.base import ConfigStore, StoredConfig, WriteOutcome
+
+log = structlog.get_logger(__name__)
+
+
+def utc_now() -> str:
+    """Return the current time as ISO 8601 UTC with milliseconds and a ``Z`` suffix."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_view(row: StoredConfig) -> LlmConfigView:
+    """Return the renderer-facing view of a stored row (no API key)."""
+    return LlmConfigView.model_construct(
+        id=row.id,
+        custom_name=row.custom_name,
+        provider=Provider(row.provider),
+        api_key_preview=row.api_key_preview,
+        base_url=row.base_url,
+        use_auth_header=row.use_auth_header,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    row: StoredConfig
+    view: LlmConfigView
+
+
+@dataclass(frozen=True, slots=True)
+class CacheInfo:
+    """Cache statistics: ``count`` configs at ``revision``; ``loaded`` once initialized."""
+
+    count: int
+    revision: int
+    loaded: bool
+    load_failed: bool
+
+
+class LlmConfigService:
+    """Owns LLM provider configs: validation, cache, events and concurrency. No sockets.
+
+    Args:
+        store: the durable store (opened by the caller).
+        cipher: seals API keys for the store and opens them for :meth:`get_api_key`.
+        watch: follow other processes' commits through ``store.wait_for_change``.
+
+    Subscribe to :attr:`events` for ``LlmConfigChanged`` events (synchronous callbacks).
+    """
+
+    def __init__(self, store: ConfigStore, cipher: KeyCipher, *, watch: bool = True) -> None:
+        """Wire the service; nothing is loaded until the first operation."""
+        self._store = store
+        self._cipher = cipher
+        self._watch = watch
+        self._cache: dict[str, _Entry] = {}
+        self._revision = 0
+        self._lock = asyncio.Lock()
+        self._load_task: asyncio.Task[None] | None = None
+        self._loaded = False
+        self._load_failed = False
+        self._closed = False
+        self._watcher: asyncio.Task[None] | None = None
+        self.events: EventBus[LlmConfigChanged] = EventBus()
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def _ensure_loaded(self) -> None:
+        if self._closed:
+            raise ServiceUnavailableError
+        if self._loaded:
+            return
+        if self._load_task is None:
+            self._load_task = asyncio.ensure_future(self._initial_load())
+        await asyncio.shield(self._load_task)
+
+    async def _initial_load(self) -> None:
+        async with self._lock:
+            try:
+                state = await self._store.load()
+            except Exception:
+                log.exception("cache_load_failed")
+                self._load_failed = True
+            else:
+                self._cache = {row.id: _Entry(row, to_view(row)) for row in state.configs}
+                self._revision = state.revision
+                self._load_failed = False
+                log.info("cache_loaded", count=len(self._cache), revision=self._revision)
+            self._loaded = True
+        if self._watch and self._watcher is None:
+            self._watcher = asyncio.create_task(self._follow_store(), name="store-watcher")
+
+    async def initialize(self) -> int:
+        """Load the cache if not yet loaded (idempotent); returns the number of configs."""
+        await self._ensure_loaded()
+        return len(self._cache)
+
+    async def close(self) -> None:
+        """Stop following the store and clear the cache; later calls raise 5003."""
+        self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        async with self._lock:
+            self._cache.clear()
+
+    async def _follow_store(self) -> None:
+        """Apply other processes' commits as they are noticed (DESIGN §3)."""
+        while not self._closed:
+            try:
+                await self._store.wait_for_change()
+                async with self._lock:
+                    await self._apply(await self._store.changes_since(self._revision))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("store_follow_failed")
+                await asyncio.sleep(1.0)
+
+    # ---- reads ----------------------------------------------------------------------
+
+    async def read(self, config_id: str) -> LlmConfigView | None:
+        """Return the view of ``config_id`` from the cache, or None when unknown."""
+        await self._ensure_loaded()
+        entry = self._cache.get(config_id)
+        return None if entry is None else entry.view
+
+    async def list(self) -> list[LlmConfigView]:
+        """Return every view in creation order (empty list when none)."""
+        await self._ensure_loaded()
+        return [entry.view for entry in self._cache.values()]
+
+    async def snapshot(self) -> tuple[int, builtins.list[LlmConfigView]]:
+        """Return ``(revision, views)``: the cache and the revision it reflects."""
+        await self._ensure_loaded()
+        return self._revision, [entry.view for entry in self._cache.values()]
+
+    async def get_api_key(self, config_id: str) -> str | None:
+        """Return the plaintext API key of ``config_id`` (decrypted now), or None if unknown.
+
+        For in-process consumers only; never sent over IPC.
+
+        Raises:
+            ConfigOperationFailedError: the ciphertext does not decrypt with the data key.
+        """
+        await self._ensure_loaded()
+        entry = self._cache.get(config_id)
+        if entry is None:
+            return None
+        try:
+            return self._cipher.decrypt(entry.row.api_key_ct, config_id)
+        except Exception:
+            log.exception("api_key_decrypt_failed", id=config_id)
+            raise ConfigOperationFailedError from None
+
+    def cache_info(self) -> CacheInfo:
+        """Return the cache's size, revision and load state (no store access)."""
+        return CacheInfo(len(self._cache), self._revision, self._loaded, self._load_failed)
+
+    async def validate_cache(self) -> dict[str, Any]:
+        """Compare the cache with the store.
+
+        Returns:
+            ``{"cacheCount", "storeCount", "missing": [ids in store only],
+            "stale": [ids that differ], "extra": [ids in cache only], "consistent": bool}``.
+        """
+        await self._ensure_loaded()
+        async with self._lock:
+            state = await self._store.load()
+            stored = {row.id: row for row in state.configs}
+            missing = [cid for cid in stored if cid not in self._cache]
+            extra = [cid for cid in self._cache if cid not in stored]
+            stale = [cid for cid, row in stored.items() if cid in self._cache and self._cache[cid].row != row]
+            return {
+                "cacheCount": len(self._cache),
+                "storeCount": len(stored),
+                "missing": missing,
+                "stale": stale,
+                "extra": extra,
+                "consistent": not (missing or extra or stale),
+            }
+
+    # ---- writes ---------------------------------------------------------------------
+
+    async def _write(self, op: Callable[[int], Any]) -> WriteOutcome:
+        """Run one store write under the lock, then apply and publish its changes."""
+        await self._ensure_loaded()
+        async with self._lock:
+            try:
+                outcome: WriteOutcome = await op(self._revision)
+            except BridgeError:
+                raise
+            except Exception:
+                log.exception("store_write_failed")
+                raise ConfigOperationFailedError from None
+            await self._apply(outcome)
+            return outcome
+
+    async def create(self, data: LlmConfigInput) -> LlmConfigView:
+        """Store a new config and return its view (version 1, ``createdAt == updatedAt``).
+
+        Raises:
+            DuplicateConfigNameError (4009): the name's key is taken.
+            ConfigOperationFailedError (5000): the store or the encryption failed.
+        """
+        config_id = str(uuid.uuid4())
+        now = utc_now()
+        try:
+            sealed = self._cipher.encrypt(data.api_key, config_id)
+        except Exception:
+            log.exception("api_key_encrypt_failed")
+            raise ConfigOperationFailedError from None
+        row = StoredConfig(
+            id=config_id,
+            custom_name=data.custom_name,
+            name_key=name_key(data.custom_name),
+            provider=data.provider.value,
+            api_key_ct=sealed,
+            api_key_preview=api_key_preview(data.api_key),
+            base_url=data.base_url,
+            use_auth_header=data.use_auth_header,
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        await self._write(lambda since: self._store.insert(row, since))
+        return to_view(row)
+
+    async def update(
+        self, config_id: str, patch: LlmConfigPatch, expected_version: int | None = None
+    ) -> LlmConfigView:
+        """Apply ``patch`` and return the new view; a patch that changes nothing is a no-op.
+
+        Checks run in the store's write transaction in the order of DESIGN §4:
+        existence, ``expectedVersion``, the merged result's rules, the unique name.
+
+        Raises:
+            ConfigNotFoundError (4004), VersionConflictError (4012),
+            ValidationError (-32602, fields under ``updates.``),
+            DuplicateConfigNameError (4009), ConfigOperationFailedError (5000).
+        """
+        changes = patch.changes()
+
+        def mutate(current: StoredConfig) -> StoredConfig | None:
+            return self._merge(current, changes)
+
+        outcome = await self._write(
+            lambda since: self._store.update(config_id, mutate, expected_version, since)
+        )
+        assert outcome.current is not None
+        return to_view(outcome.current)
+
+    def _merge(self, current: StoredConfig, changes: dict[str, Any]) -> StoredConfig | None:
+        old_key = self._cipher.decrypt(current.api_key_ct, current.id)
+        merged: dict[str, Any] = {
+            "custom_name": current.custom_name,
+            "provider": current.provider,
+            "api_key": old_key,
+            "base_url": current.base_url,
+            "use_auth_header": current.use_auth_header,
+        }
+        merged.update(changes)
+        try:
+            valid = LlmConfigInput.model_validate(merged)
+        except PydanticValidationError as exc:
+            raise validation_error(exc, ("updates",)) from None
+        if (
+            valid.custom_name == current.custom_name
+            and valid.provider.value == current.provider
+            and valid.api_key == old_key
+            and valid.base_url == current.base_url
+            and valid.use_auth_header == current.use_auth_header
+        ):
+            return None
+        key_changed = valid.api_key != old_key
+        return replace(
+            current,
+            custom_name=valid.custom_name,
+            name_key=name_key(valid.custom_name),
+            provider=valid.provider.value,
+            api_key_ct=self._cipher.encrypt(valid.api_key, current.id) if key_changed else current.api_key_ct,
+            api_key_preview=api_key_preview(valid.api_key),
+            base_url=valid.base_url,
+            use_auth_header=valid.use_auth_header,
+            updated_at=utc_now(),
+            version=current.version + 1,
+        )
+
+    async def delete(self, config_id: str, expected_version: int | None = None) -> bool:
+        """Delete ``config_id``; returns False (and emits nothing) when it is unknown.
+
+        Raises:
+            VersionConflictError (4012): it exists and ``expected_version`` differs.
+            ConfigOperationFailedError (5000): the store failed.
+        """
+        outcome = await self._write(lambda since: self._store.delete(config_id, expected_version, since))
+        return outcome.written
+
+    async def refresh(self) -> tuple[int, int]:
+        """Reload everything from the store, emit an event per difference.
+
+        Returns:
+            ``(count, revision)`` after the reload.
+
+        Raises:
+            ConfigOperationFailedError (5000): the store could not be read.
+        """
+        if self._closed:
+            raise ServiceUnavailableError
+        if not self._loaded:
+            await self._ensure_loaded()
+        async with self._lock:
+            try:
+                state = await self._store.load()
+            except Exception:
+                log.exception("cache_refresh_failed")
+                raise ConfigOperationFailedError from None
+            self._load_failed = False
+            self._replace_all(state.configs, state.revision)
+            return len(self._cache), self._revision
+
+    # ---- applying committed changes ---------------------------------------------------
+
+    async def _apply(self, outcome: WriteOutcome) -> None:
+        """Apply committed changes to the cache and publish them (lock held)."""
+        if outcome.changes is None:
+            state = await self._store.load()
+            self._replace_all(state.configs, state.revision)
+            return
+        last = {change.id: change.revision for change in outcome.changes}
+        for change in outcome.changes:
+            # The feed gives each id's present row: only its last change in the batch counts.
+            if last[change.id] == change.revision:
+                self._apply_row(change.id, change.config, change.revision)
+        self._revision = max(self._revision, outcome.revision)
+
+    def _apply_row(self, config_id: str, row: StoredConfig | None, revision: int) -> None:
+        entry = self._cache.get(config_id)
+        if row is None:
+            if entry is None:
+                return
+            del self._cache[config_id]
+            self.events.publish(LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision))
+            return
+        if entry is not None and entry.row == row:
+            return
+        view = to_view(row)
+        self._cache[config_id] = _Entry(row, view)
+        kind = ChangeType.CREATED if entry is None else ChangeType.UPDATED
+        self.events.publish(LlmConfigChanged(type=kind, id=config_id, revision=revision, config=view))
+
+    def _replace_all(self, rows: Iterable[StoredConfig], revision: int) -> None:
+        """Swap in a full reload; events for each difference carry ``revision``."""
+        fresh = {row.id: row for row in rows}
+        for config_id in [cid for cid in self._cache if cid not in fresh]:
+            self._apply_row(config_id, None, revision)
+        old = self._cache
+        self._cache = {}
+        for config_id, row in fresh.items():
+            previous = old.get(config_id)
+            if previous is not None and previous.row == row:
+                self._cache[config_id] = previous
+            else:
+                if previous is not None:
+                    self._cache[config_id] = previous
+                self._apply_row(config_id, row, revision)
+        self._revision = revision

@@ -1,0 +1,377 @@
+"""``SqliteConfigStore``: the embedded default store (standard-library ``sqlite3``).
+
+WAL, ``synchronous=FULL``, ``busy_timeout`` 5 s, every write in ``BEGIN IMMEDIATE``,
+``PRAGMA quick_check`` on open (DESIGN §3). All SQLite work runs on one dedicated thread
+so the event loop never blocks on disk. Several processes may share the file: the
+unique ``name_key`` index, existence, ``expectedVersion`` and version + 1 are checked in
+the write transaction, and each write bumps the ``revision`` counter row by exactly one
+and appends to the ``changes`` log, which other processes read after noticing
+``PRAGMA data_version`` move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import structlog
+
+from bridge.errors import ConfigNotFoundError, DuplicateConfigNameError, VersionConflictError
+from bridge.models import ChangeType
+from bridge.storage.base import Change, Mutation, StoredConfig, StoreState, WriteOutcome
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+DB_FILE_NAME: Final = "bridge.db"
+SCHEMA_VERSION: Final = 1
+BUSY_TIMEOUT_MS: Final = 5000
+CHANGE_LOG_KEEP: Final = 10_000
+"""Changes kept in the log; a process further behind reloads everything."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    revision INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (id, revision) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS configs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    custom_name TEXT NOT NULL,
+    name_key TEXT NOT NULL UNIQUE,
+    provider TEXT NOT NULL,
+    api_key_ct BLOB NOT NULL,
+    api_key_preview TEXT NOT NULL,
+    base_url TEXT,
+    use_auth_header INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changes (
+    revision INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL
+);
+"""
+_COLUMNS = (
+    "id, custom_name, name_key, provider, api_key_ct, api_key_preview, base_url, "
+    "use_auth_header, created_at, updated_at, version"
+)
+
+
+def _row(values: tuple[Any, ...]) -> StoredConfig:
+    (cid, name, key, provider, ct, preview, url, auth, created, updated, version) = values
+    return StoredConfig(
+        id=str(cid),
+        custom_name=str(name),
+        name_key=str(key),
+        provider=str(provider),
+        api_key_ct=bytes(ct),
+        api_key_preview=str(preview),
+        base_url=None if url is None else str(url),
+        use_auth_header=bool(auth),
+        created_at=str(created),
+        updated_at=str(updated),
+        version=int(version),
+    )
+
+
+def _is_name_conflict(exc: sqlite3.IntegrityError) -> bool:
+    return "configs.name_key" in str(exc)
+
+
+class SqliteConfigStore:
+    """The :class:`~bridge.storage.base.ConfigStore` on one SQLite file.
+
+    Args:
+        path: the database file (``<data-dir>/bridge.db``); created with its directory.
+        poll_interval_s: how often ``wait_for_change`` polls ``PRAGMA data_version``, in
+            seconds (DESIGN §3: other processes' commits are noticed within 1 s).
+    """
+
+    def __init__(self, path: Path, *, poll_interval_s: float = 0.2) -> None:
+        """Configure the store; nothing touches the disk until :meth:`open`."""
+        self.path = path
+        self.poll_interval_s = poll_interval_s
+        self.recovered_from: str | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._data_version = 0
+
+    # ---- plumbing -------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Check integrity, set the pragmas of DESIGN §3, create or refuse the schema."""
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        (result,) = conn.execute("PRAGMA quick_check").fetchone()
+        if result != "ok":
+            raise sqlite3.DatabaseError("quick_check failed")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        (user_version,) = conn.execute("PRAGMA user_version").fetchone()
+        if user_version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema version {user_version}; this bridge knows "
+                f"{SCHEMA_VERSION}: upgrade bridge"
+            )
+        if user_version == 0:
+            conn.execute("BEGIN IMMEDIATE")
+            # executescript() would COMMIT first: run the statements one by one.
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+
+    def _quarantine(self) -> str:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                src.replace(f"{target}{suffix}")
+        return str(target)
+
+    def _open_sync(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            # Not a database / malformed: keep the bytes, start empty (DESIGN §3).
+            self.recovered_from = self._quarantine()
+            log.error(  # noqa: TRY400 - the cause is named; a traceback adds nothing
+                "store_quarantined",
+                path=str(self.path),
+                moved_to=self.recovered_from,
+                reason=type(exc).__name__,
+            )
+            return self._connect()
+
+    async def open(self) -> None:
+        """Open or create the database; a corrupt one is moved aside and replaced."""
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(self._executor, self._open_sync)
+        self._data_version = await self._run(_data_version)
+
+    async def close(self) -> None:
+        """Close the connection and its thread; idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+
+    # ---- reads ----------------------------------------------------------------------
+
+    async def has_ciphertexts(self) -> bool:
+        """Return True when any config row exists (each holds an encrypted key)."""
+        return await self._run(
+            lambda c: c.execute("SELECT EXISTS (SELECT 1 FROM configs)").fetchone()[0] == 1
+        )
+
+    async def load(self) -> StoreState:
+        """Return every config in creation order and the revision, in one transaction."""
+
+        def work(conn: sqlite3.Connection) -> StoreState:
+            conn.execute("BEGIN")
+            try:
+                (revision,) = conn.execute("SELECT revision FROM meta").fetchone()
+                rows = conn.execute(f"SELECT {_COLUMNS} FROM configs ORDER BY seq").fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return StoreState(int(revision), [_row(r) for r in rows])
+
+        return await self._run(work)
+
+    async def changes_since(self, since: int) -> WriteOutcome:
+        """Return the changes after ``since`` in revision order (None: reload needed)."""
+
+        def work(conn: sqlite3.Connection) -> WriteOutcome:
+            conn.execute("BEGIN")
+            try:
+                return _feed(conn, since, None)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._run(work)
+
+    async def wait_for_change(self) -> None:
+        """Poll ``PRAGMA data_version`` until another connection has committed."""
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            version = await self._run(_data_version)
+            if version != self._data_version:
+                self._data_version = version
+                return
+
+    # ---- writes ---------------------------------------------------------------------
+
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], StoredConfig | None], since: int
+    ) -> WriteOutcome:
+        """Run ``fn`` in ``BEGIN IMMEDIATE``; the outcome's feed includes its own change."""
+
+        def work(conn: sqlite3.Connection) -> WriteOutcome:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (revision_before,) = conn.execute("SELECT revision FROM meta").fetchone()
+                current = fn(conn)
+                outcome = _feed(conn, since, current)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return replace(outcome, written=outcome.revision != revision_before)
+
+        return await self._run(work)
+
+    async def insert(self, config: StoredConfig, since: int) -> WriteOutcome:
+        """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
+
+        def fn(conn: sqlite3.Connection) -> StoredConfig | None:
+            try:
+                conn.execute(
+                    f"INSERT INTO configs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    _values(config),
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_name_conflict(exc):
+                    raise DuplicateConfigNameError from None
+                raise
+            _bump(conn, config.id, ChangeType.CREATED)
+            return config
+
+        return await self._write(fn, since)
+
+    async def update(
+        self, config_id: str, mutate: Mutation, expected_version: int | None, since: int
+    ) -> WriteOutcome:
+        """Apply ``mutate`` to the current row in the write transaction (see protocol)."""
+
+        def fn(conn: sqlite3.Connection) -> StoredConfig | None:
+            found = conn.execute(f"SELECT {_COLUMNS} FROM configs WHERE id = ?", (config_id,)).fetchone()
+            if found is None:
+                raise ConfigNotFoundError(config_id)
+            current = _row(found)
+            if expected_version is not None and expected_version != current.version:
+                raise VersionConflictError(config_id, expected_version, current.version)
+            updated = mutate(current)
+            if updated is None:
+                return current
+            try:
+                conn.execute(
+                    "UPDATE configs SET custom_name=?, name_key=?, provider=?, api_key_ct=?, "
+                    "api_key_preview=?, base_url=?, use_auth_header=?, updated_at=?, "
+                    "version=version + 1 WHERE id=? AND version=?",
+                    (
+                        updated.custom_name,
+                        updated.name_key,
+                        updated.provider,
+                        updated.api_key_ct,
+                        updated.api_key_preview,
+                        updated.base_url,
+                        int(updated.use_auth_header),
+                        updated.updated_at,
+                        config_id,
+                        current.version,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if _is_name_conflict(exc):
+                    raise DuplicateConfigNameError from None
+                raise
+            _bump(conn, config_id, ChangeType.UPDATED)
+            return updated
+
+        return await self._write(fn, since)
+
+    async def delete(self, config_id: str, expected_version: int | None, since: int) -> WriteOutcome:
+        """Delete at the next revision; unknown id → no change, no error."""
+
+        def fn(conn: sqlite3.Connection) -> StoredConfig | None:
+            found = conn.execute("SELECT version FROM configs WHERE id = ?", (config_id,)).fetchone()
+            if found is None:
+                return None
+            if expected_version is not None and expected_version != found[0]:
+                raise VersionConflictError(config_id, expected_version, int(found[0]))
+            conn.execute("DELETE FROM configs WHERE id = ?", (config_id,))
+            _bump(conn, config_id, ChangeType.DELETED)
+            return None
+
+        return await self._write(fn, since)
+
+
+def _values(c: StoredConfig) -> tuple[object, ...]:
+    return (
+        c.id,
+        c.custom_name,
+        c.name_key,
+        c.provider,
+        c.api_key_ct,
+        c.api_key_preview,
+        c.base_url,
+        int(c.use_auth_header),
+        c.created_at,
+        c.updated_at,
+        c.version,
+    )
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _bump(conn: sqlite3.Connection, config_id: str, kind: ChangeType) -> int:
+    """Increment the revision counter row and log the change; returns the new revision."""
+    (revision,) = conn.execute("UPDATE meta SET revision = revision + 1 RETURNING revision").fetchone()
+    conn.execute(
+        "INSERT INTO changes (revision, id, type) VALUES (?, ?, ?)",
+        (revision, config_id, kind.value),
+    )
+    if revision % 1000 == 0:
+        conn.execute("DELETE FROM changes WHERE revision <= ?", (revision - CHANGE_LOG_KEEP,))
+    return int(revision)
+
+
+def _feed(conn: sqlite3.Connection, since: int, current: StoredConfig | None) -> WriteOutcome:
+    """Read the change log after ``since`` joined with the rows' present state."""
+    (revision,) = conn.execute("SELECT revision FROM meta").fetchone()
+    if revision == since:
+        return WriteOutcome([], current, int(revision))
+    (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
+    if oldest is None or oldest > since + 1:
+        return WriteOutcome(None, current, int(revision))
+    rows = conn.execute(
+        f"SELECT c.revision, c.type, c.id, {', '.join('k.' + n.strip() for n in _COLUMNS.split(','))} "
+        "FROM changes c LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? ORDER BY c.revision",
+        (since,),
+    ).fetchall()
+    changes = [
+        Change(int(r[0]), ChangeType(r[1]), str(r[2]), None if r[3] is None else _row(r[3:])) for r in rows
+    ]
+    return WriteOutcome(changes, current, int(revision))
