@@ -1,0 +1,152 @@
+"""The settings page in headless Chromium (Debian's), driven by Playwright, against a real server."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from bridge.client import BridgeClient
+from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ServedBridge, start_bridge_process
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 10_000
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+@pytest.fixture(scope="module")
+def page_server() -> Iterator[str]:
+    """Serve examples/renderer/ over HTTP on 127.0.0.1:0; yields the origin."""
+    handler = functools.partial(_QuietHandler, directory=str(ROOT / "examples" / "renderer"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+
+@pytest.fixture
+def allowed_bridge(tmp_path: Path, page_server: str) -> Iterator[ServedBridge]:
+    token_file = tmp_path / "token"
+    token_file.write_text("T" * 43)
+    served = start_bridge_process(
+        tmp_path / "data", "--allow-origin", page_server, "--token-file", str(token_file)
+    )
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+async def open_page(browser: Browser, origin: str, served: ServedBridge) -> Page:
+    page = await browser.new_page()
+    await page.goto(f"{origin}/index.html#url={served.url}&token={served.token}")
+    await expect(page.locator("#status")).to_have_text("Connected", timeout=TIMEOUT_MS)
+    return page
+
+
+async def fill_and_save(page: Page, name: str, provider: str, key: str) -> None:
+    await page.fill("input[name=customName]", name)
+    await page.select_option("select[name=provider]", provider)
+    await page.fill("input[name=apiKey]", key)
+    await page.click("#save")
+
+
+async def test_two_pages_stay_in_sync_and_resync_after_restart(
+    browser: Browser, page_server: str, allowed_bridge: ServedBridge, tmp_path: Path
+) -> None:
+    page_a = await open_page(browser, page_server, allowed_bridge)
+    page_b = await open_page(browser, page_server, allowed_bridge)
+
+    # Created through A's visible form, it appears in B without reload, key masked.
+    await fill_and_save(page_a, "Team OpenAI", "openai", OPENAI_KEY)
+    row_b = page_b.locator("tr", has_text="Team OpenAI")
+    await expect(row_b).to_be_visible(timeout=TIMEOUT_MS)
+    await expect(row_b.locator("td.key")).to_have_text(f"sk-...{OPENAI_KEY[-3:]}")
+    assert OPENAI_KEY not in await page_b.content()
+
+    # An invalid key shows its field error next to the field.
+    await fill_and_save(page_a, "Bad Claude", "anthropic", "sk-ant-short")
+    await expect(page_a.locator('.field-error[data-field="apiKey"]')).to_contain_text(
+        "sk-ant-", timeout=TIMEOUT_MS
+    )
+    await expect(page_b.locator("tr", has_text="Bad Claude")).to_have_count(0)
+
+    # Deleting in B removes it from A.
+    await page_b.click("button[aria-label='Delete Team OpenAI']")
+    await expect(page_a.locator("tr", has_text="Team OpenAI")).to_have_count(0, timeout=TIMEOUT_MS)
+
+    # Restart the server on the same port and token: both pages reconnect and resync,
+    # including a change made while they were away.
+    assert allowed_bridge.stop() == 0
+    await expect(page_a.locator("#status")).not_to_have_text("Connected", timeout=TIMEOUT_MS)
+    token_file = tmp_path / "token"
+    restarted = start_bridge_process(
+        allowed_bridge.data_dir,
+        "--allow-origin",
+        page_server,
+        "--token-file",
+        str(token_file),
+        "--port",
+        str(allowed_bridge.port),
+    )
+    try:
+        async with BridgeClient(restarted.url, restarted.token) as client:
+            await client.create_config({"customName": "Made While Away", "provider": "anthropic", "apiKey": ANTHROPIC_KEY})
+        for page in (page_a, page_b):
+            await expect(page.locator("#status")).to_have_text("Connected", timeout=3 * TIMEOUT_MS)
+            await expect(page.locator("tr", has_text="Made While Away")).to_be_visible(timeout=TIMEOUT_MS)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page_a.screenshot(path=str(ARTIFACTS / "settings-page.png"), full_page=True)
+    finally:
+        restarted.stop()
+
+
+async def test_page_from_an_origin_not_allowlisted_cannot_connect(
+    browser: Browser, page_server: str, tmp_path: Path
+) -> None:
+    served = start_bridge_process(tmp_path / "data")  # no --allow-origin
+    try:
+        page = await browser.new_page()
+        await page.goto(f"{page_server}/index.html#url={served.url}&token={served.token}")
+        await expect(page.locator("#status")).to_have_text("Reconnecting…", timeout=TIMEOUT_MS)
+        assert "handshake_refused" in served.log_text()
+        assert '"status": 403' in served.log_text()
+    finally:
+        served.stop()
