@@ -22,7 +22,12 @@ from typing import Any, Final, TypeVar
 
 import structlog
 
-from bridge.errors import ConfigNotFoundError, DuplicateConfigNameError, VersionConflictError
+from bridge.errors import (
+    ConfigNotFoundError,
+    DuplicateConfigNameError,
+    SchemaTooNewError,
+    VersionConflictError,
+)
 from bridge.models import ChangeType
 from bridge.storage.base import Change, Mutation, StoredConfig, StoreState, WriteOutcome
 
@@ -31,7 +36,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 DB_FILE_NAME: Final = "bridge.db"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""``PRAGMA user_version`` of the schema below; 1 lacked ``configs.revision``."""
 BUSY_TIMEOUT_MS: Final = 5000
 CHANGE_LOG_KEEP: Final = 10_000
 """Changes kept in the log; a process further behind reloads everything."""
@@ -54,7 +60,8 @@ CREATE TABLE IF NOT EXISTS configs (
     use_auth_header INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS changes (
     revision INTEGER PRIMARY KEY,
@@ -64,12 +71,19 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 _COLUMNS = (
     "id, custom_name, name_key, provider, api_key_ct, api_key_preview, base_url, "
-    "use_auth_header, created_at, updated_at, version"
+    "use_auth_header, created_at, updated_at, version, revision"
+)
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE configs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+    (
+        "UPDATE configs SET revision = COALESCE("
+        "(SELECT MAX(c.revision) FROM changes c WHERE c.id = configs.id), 0)"
+    ),
 )
 
 
 def _row(values: tuple[Any, ...]) -> StoredConfig:
-    (cid, name, key, provider, ct, preview, url, auth, created, updated, version) = values
+    (cid, name, key, provider, ct, preview, url, auth, created, updated, version, revision) = values
     return StoredConfig(
         id=str(cid),
         custom_name=str(name),
@@ -82,6 +96,7 @@ def _row(values: tuple[Any, ...]) -> StoredConfig:
         created_at=str(created),
         updated_at=str(updated),
         version=int(version),
+        revision=int(revision),
     )
 
 
@@ -136,17 +151,33 @@ class SqliteConfigStore:
         conn.execute("PRAGMA synchronous = FULL")
         (user_version,) = conn.execute("PRAGMA user_version").fetchone()
         if user_version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.path} has schema version {user_version}; this bridge knows "
-                f"{SCHEMA_VERSION}: upgrade bridge"
-            )
-        if user_version == 0:
-            conn.execute("BEGIN IMMEDIATE")
-            # executescript() would COMMIT first: run the statements one by one.
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
+            raise SchemaTooNewError(self.path, user_version)
+        if user_version < SCHEMA_VERSION:
+            self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Create the schema or migrate it to :data:`SCHEMA_VERSION` in one transaction.
+
+        The version is read again under the write lock: another process may have
+        migrated the file between our first look and ``BEGIN IMMEDIATE``.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (user_version,) = conn.execute("PRAGMA user_version").fetchone()
+            if user_version == 0:
+                # executescript() would COMMIT first: run the statements one by one.
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+            elif user_version == 1:
+                for statement in _MIGRATE_1_TO_2:
+                    conn.execute(statement)
+                log.info("store_migrated", path=str(self.path), from_version=1, to_version=2)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _quarantine(self) -> str:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -254,17 +285,17 @@ class SqliteConfigStore:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
 
         def fn(conn: sqlite3.Connection) -> StoredConfig | None:
+            written = replace(config, revision=_bump(conn, config.id, ChangeType.CREATED))
             try:
                 conn.execute(
-                    f"INSERT INTO configs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    _values(config),
+                    f"INSERT INTO configs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _values(written),
                 )
             except sqlite3.IntegrityError as exc:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
-            _bump(conn, config.id, ChangeType.CREATED)
-            return config
+            return written
 
         return await self._write(fn, since)
 
@@ -283,11 +314,12 @@ class SqliteConfigStore:
             updated = mutate(current)
             if updated is None:
                 return current
+            updated = replace(updated, revision=_bump(conn, config_id, ChangeType.UPDATED))
             try:
                 conn.execute(
                     "UPDATE configs SET custom_name=?, name_key=?, provider=?, api_key_ct=?, "
                     "api_key_preview=?, base_url=?, use_auth_header=?, updated_at=?, "
-                    "version=version + 1 WHERE id=? AND version=?",
+                    "version=version + 1, revision=? WHERE id=? AND version=?",
                     (
                         updated.custom_name,
                         updated.name_key,
@@ -297,6 +329,7 @@ class SqliteConfigStore:
                         updated.base_url,
                         int(updated.use_auth_header),
                         updated.updated_at,
+                        updated.revision,
                         config_id,
                         current.version,
                     ),
@@ -305,7 +338,6 @@ class SqliteConfigStore:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
-            _bump(conn, config_id, ChangeType.UPDATED)
             return updated
 
         return await self._write(fn, since)
@@ -339,6 +371,7 @@ def _values(c: StoredConfig) -> tuple[object, ...]:
         c.created_at,
         c.updated_at,
         c.version,
+        c.revision,
     )
 
 
