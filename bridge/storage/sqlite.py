@@ -100,6 +100,12 @@ def _row(values: tuple[Any, ...]) -> StoredConfig:
     )
 
 
+def _is_busy(exc: sqlite3.DatabaseError) -> bool:
+    """True for lock contention (another process holds the file), which is not damage."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED} or "locked" in str(exc)
+
+
 def _is_name_conflict(exc: sqlite3.IntegrityError) -> bool:
     return "configs.name_key" in str(exc)
 
@@ -142,16 +148,17 @@ class SqliteConfigStore:
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Check integrity, set the pragmas of DESIGN §3, create or refuse the schema."""
+        """Refuse a newer schema, set the pragmas of DESIGN §3, create or migrate the schema.
+
+        The version is checked before ``journal_mode`` is set: a file from a newer bridge
+        is left byte-for-byte untouched.
+        """
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        (result,) = conn.execute("PRAGMA quick_check").fetchone()
-        if result != "ok":
-            raise sqlite3.DatabaseError("quick_check failed")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
         (user_version,) = conn.execute("PRAGMA user_version").fetchone()
         if user_version > SCHEMA_VERSION:
             raise SchemaTooNewError(self.path, user_version)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
         if user_version < SCHEMA_VERSION:
             self._migrate(conn)
 
@@ -188,20 +195,48 @@ class SqliteConfigStore:
                 src.replace(f"{target}{suffix}")
         return str(target)
 
+    def _damage(self) -> str | None:
+        """Return why the existing file is unusable, or None when it is healthy or absent.
+
+        ``PRAGMA quick_check`` runs on a read-only connection: a read-write connection to a
+        damaged file may delete its ``-wal`` on close or checkpoint WAL frames into it,
+        and the quarantined copy must keep the original bytes.
+
+        Raises:
+            sqlite3.OperationalError: the file is locked or busy (not damage: never moved).
+        """
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return None
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+        except sqlite3.DatabaseError as exc:
+            return f"unreadable ({type(exc).__name__})"
+        try:
+            (result,) = conn.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):
+                raise
+            return f"not a database or malformed ({type(exc).__name__})"
+        finally:
+            conn.close()
+        return None if result == "ok" else "quick_check failed"
+
     def _open_sync(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as exc:
-            # Not a database / malformed: keep the bytes, start empty (DESIGN §3).
-            self.recovered_from = self._quarantine()
-            log.error(  # noqa: TRY400 - the cause is named; a traceback adds nothing
-                "store_quarantined",
-                path=str(self.path),
-                moved_to=self.recovered_from,
-                reason=type(exc).__name__,
-            )
-            return self._connect()
+        reason = self._damage()
+        if reason is None:
+            try:
+                return self._connect()
+            except sqlite3.DatabaseError as exc:
+                if _is_busy(exc):
+                    raise
+                reason = f"failed to open ({type(exc).__name__})"
+        # Keep the bytes, start empty (DESIGN §3).
+        self.recovered_from = self._quarantine()
+        log.error("store_quarantined", path=str(self.path), moved_to=self.recovered_from, reason=reason)
+        return self._connect()
 
     async def open(self) -> None:
         """Open or create the database; a corrupt one is moved aside and replaced."""
