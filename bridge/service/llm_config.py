@@ -365,11 +365,9 @@ class LlmConfigService:
             state = await self._store.load()
             self._replace_all(state.configs, state.revision)
             return
-        last = {change.id: change.revision for change in outcome.changes}
         for change in outcome.changes:
-            # The feed gives each id's present row: only its last change in the batch counts.
-            if last[change.id] == change.revision:
-                self._apply_row(change.id, change.config, change.revision)
+            # Each change carries its row as of its revision: one event per revision.
+            self._apply_row(change.id, change.config, change.revision)
         self._revision = max(self._revision, outcome.revision)
 
     def _apply_row(self, config_id: str, row: StoredConfig | None, revision: int) -> None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+import orjson
 import structlog
 
 from bridge.errors import (
@@ -66,7 +67,8 @@ CREATE TABLE IF NOT EXISTS configs (
 CREATE TABLE IF NOT EXISTS changes (
     revision INTEGER PRIMARY KEY,
     id TEXT NOT NULL,
-    type TEXT NOT NULL
+    type TEXT NOT NULL,
+    row BLOB
 );
 """
 _COLUMNS = (
@@ -75,6 +77,7 @@ _COLUMNS = (
 )
 _MIGRATE_1_TO_2 = (
     "ALTER TABLE configs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE changes ADD COLUMN row BLOB",
     (
         "UPDATE configs SET revision = COALESCE("
         "(SELECT MAX(c.revision) FROM changes c WHERE c.id = configs.id), 0)"
@@ -230,7 +233,12 @@ class SqliteConfigStore:
             try:
                 return self._connect()
             except sqlite3.DatabaseError as exc:
-                if _is_busy(exc):
+                # Only damage is quarantined; a lock, an I/O error or a failed migration
+                # is raised and leaves the file where it is.
+                if getattr(exc, "sqlite_errorcode", None) not in {
+                    sqlite3.SQLITE_CORRUPT,
+                    sqlite3.SQLITE_NOTADB,
+                }:
                     raise
                 reason = f"failed to open ({type(exc).__name__})"
         # Keep the bytes, start empty (DESIGN §3).
@@ -320,7 +328,7 @@ class SqliteConfigStore:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
 
         def fn(conn: sqlite3.Connection) -> StoredConfig | None:
-            written = replace(config, revision=_bump(conn, config.id, ChangeType.CREATED))
+            written = replace(config, revision=_next_revision(conn))
             try:
                 conn.execute(
                     f"INSERT INTO configs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -330,6 +338,7 @@ class SqliteConfigStore:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
+            _log(conn, written.revision, ChangeType.CREATED, config.id, written)
             return written
 
         return await self._write(fn, since)
@@ -349,7 +358,7 @@ class SqliteConfigStore:
             updated = mutate(current)
             if updated is None:
                 return current
-            updated = replace(updated, revision=_bump(conn, config_id, ChangeType.UPDATED))
+            updated = replace(updated, revision=_next_revision(conn))
             try:
                 conn.execute(
                     "UPDATE configs SET custom_name=?, name_key=?, provider=?, api_key_ct=?, "
@@ -373,6 +382,7 @@ class SqliteConfigStore:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
+            _log(conn, updated.revision, ChangeType.UPDATED, config_id, updated)
             return updated
 
         return await self._write(fn, since)
@@ -387,7 +397,7 @@ class SqliteConfigStore:
             if expected_version is not None and expected_version != found[0]:
                 raise VersionConflictError(config_id, expected_version, int(found[0]))
             conn.execute("DELETE FROM configs WHERE id = ?", (config_id,))
-            _bump(conn, config_id, ChangeType.DELETED)
+            _log(conn, _next_revision(conn), ChangeType.DELETED, config_id, None)
             return None
 
         return await self._write(fn, since)
@@ -414,20 +424,41 @@ def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-def _bump(conn: sqlite3.Connection, config_id: str, kind: ChangeType) -> int:
-    """Increment the revision counter row and log the change; returns the new revision."""
+def _next_revision(conn: sqlite3.Connection) -> int:
+    """Increment the global revision counter row; returns the new revision (gap-free)."""
     (revision,) = conn.execute("UPDATE meta SET revision = revision + 1 RETURNING revision").fetchone()
-    conn.execute(
-        "INSERT INTO changes (revision, id, type) VALUES (?, ?, ?)",
-        (revision, config_id, kind.value),
-    )
-    if revision % 1000 == 0:
-        conn.execute("DELETE FROM changes WHERE revision <= ?", (revision - CHANGE_LOG_KEEP,))
     return int(revision)
 
 
+def _encode_row(row: StoredConfig) -> bytes:
+    values = list(_values(row))
+    values[4] = row.api_key_ct.hex()  # still the ciphertext: the log never holds a plain key
+    return orjson.dumps(values)
+
+
+def _decode_row(blob: bytes) -> StoredConfig:
+    values = orjson.loads(blob)
+    values[4] = bytes.fromhex(values[4])
+    return _row(tuple(values))
+
+
+def _log(
+    conn: sqlite3.Connection, revision: int, kind: ChangeType, config_id: str, row: StoredConfig | None
+) -> None:
+    """Append one change with the row as of ``revision`` (None for deletes); trim the log."""
+    conn.execute(
+        "INSERT INTO changes (revision, id, type, row) VALUES (?, ?, ?, ?)",
+        (revision, config_id, kind.value, None if row is None else _encode_row(row)),
+    )
+    if revision % 1000 == 0:
+        conn.execute("DELETE FROM changes WHERE revision <= ?", (revision - CHANGE_LOG_KEEP,))
+
+
 def _feed(conn: sqlite3.Connection, since: int, current: StoredConfig | None) -> WriteOutcome:
-    """Read the change log after ``since`` joined with the rows' present state."""
+    """Read the change log after ``since``, each change with its row as of that revision.
+
+    Changes logged by schema 1 carry no row; they fall back to the row's present state.
+    """
     (revision,) = conn.execute("SELECT revision FROM meta").fetchone()
     if revision == since:
         return WriteOutcome([], current, int(revision))
@@ -435,11 +466,18 @@ def _feed(conn: sqlite3.Connection, since: int, current: StoredConfig | None) ->
     if oldest is None or oldest > since + 1:
         return WriteOutcome(None, current, int(revision))
     rows = conn.execute(
-        f"SELECT c.revision, c.type, c.id, {', '.join('k.' + n.strip() for n in _COLUMNS.split(','))} "
+        f"SELECT c.revision, c.type, c.id, c.row, {', '.join('k.' + n.strip() for n in _COLUMNS.split(','))} "
         "FROM changes c LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? ORDER BY c.revision",
         (since,),
     ).fetchall()
-    changes = [
-        Change(int(r[0]), ChangeType(r[1]), str(r[2]), None if r[3] is None else _row(r[3:])) for r in rows
-    ]
+    changes: list[Change] = []
+    for r in rows:
+        kind = ChangeType(r[1])
+        config: StoredConfig | None = None
+        if kind is not ChangeType.DELETED:
+            if r[3] is not None:
+                config = _decode_row(bytes(r[3]))
+            elif r[4] is not None:
+                config = _row(r[4:])
+        changes.append(Change(int(r[0]), kind, str(r[2]), config))
     return WriteOutcome(changes, current, int(revision))

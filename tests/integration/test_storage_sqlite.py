@@ -112,6 +112,7 @@ async def test_schema_1_database_is_migrated_with_row_revisions_from_the_log(tmp
     with sqlite3.connect(db, isolation_level=None) as conn:
         # Rebuild the schema-1 shape: no configs.revision column.
         conn.execute("ALTER TABLE configs DROP COLUMN revision")
+        conn.execute("ALTER TABLE changes DROP COLUMN row")
         conn.execute("DELETE FROM changes WHERE revision = 1")
         conn.execute("PRAGMA user_version = 1")
     conn.close()
