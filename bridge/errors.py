@@ -13,6 +13,8 @@ The tree (DESIGN §5)::
     ├── RateLimitedError               4029  RATE_LIMITED
     ├── ConfigOperationFailedError     5000  CONFIG_OPERATION_FAILED
     ├── ServiceUnavailableError        5003  SERVICE_UNAVAILABLE
+    ├── StartupError                         cannot start safely (never on the wire)
+    │   └── SchemaTooNewError                 the database comes from a newer bridge
     └── (client side only)
         ├── ConnectionLostError               pending call failed: the socket dropped
         └── AuthenticationError               handshake refused with 401/403 (terminal)
@@ -222,6 +224,20 @@ class StartupError(BridgeError):
 
     code = "STARTUP_FAILED"
     default_message = "The server cannot start"
+
+
+class SchemaTooNewError(StartupError):
+    """The database was written by a newer bridge (its ``PRAGMA user_version`` is higher).
+
+    Never treated as corruption: the file is left untouched.
+    """
+
+    def __init__(self, path: object, found: int) -> None:
+        """Build for the database at ``path`` whose schema version is ``found``."""
+        self.found = found
+        super().__init__(
+            f"{path} has schema version {found}, newer than this bridge understands; upgrade bridge"
+        )
 
 
 WIRE_ERRORS: dict[str, type[BridgeError]] = {

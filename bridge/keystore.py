@@ -218,4 +218,10 @@ def load_data_key(
         return key
     if backend is SecretBackend.KEYRING:
         raise StartupError("No usable OS keyring answered (--secret-backend keyring)")
+    if must_exist and not key_file.exists():
+        raise StartupError(
+            f"No usable OS keyring answered within {keyring_timeout_s:g} s and the data key file "
+            f"{key_file} is missing, but the store holds encrypted API keys; unlock the keyring "
+            "or restore the file (nothing was changed)"
+        )
     return _load_file_key(key_file, must_exist=must_exist)

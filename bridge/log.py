@@ -19,7 +19,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 REDACTED: Final = "[redacted]"
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|authorization|secret|password|cookie)", re.IGNORECASE)
 _SECRET_VALUE = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-\.=]+|bridge\.v1\.token\.[A-Za-z0-9_\-]+"
+    r"(sk-[A-Za-z0-9_\-]{8,}|AIza[A-Za-z0-9_\-]{20,}|Bearer\s+[A-Za-z0-9_\-\.=]+|bridge\.v1\.token\.[A-Za-z0-9_\-]+"
     r"|([?&]token=)[^&\s\"']+)"
 )
 

@@ -12,6 +12,7 @@ import re
 import unicodedata
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -114,9 +115,12 @@ def _check_base_url(value: str) -> str:
         url = _URL_ADAPTER.validate_python(value)
     except PydanticValidationError:
         raise _fail("INVALID_URL", "must be an absolute http or https URL with a host") from None
-    if not url.host:
+    # The WHATWG parser behind HttpUrl repairs "https:///x" into host "x"; the value is
+    # stored as given, so its own authority must hold the host and no userinfo.
+    authority = urlsplit(value).netloc
+    if not url.host or not authority:
         raise _fail("INVALID_URL", "must be an absolute http or https URL with a host")
-    if url.username or url.password:
+    if url.username or url.password or "@" in authority:
         raise _fail("INVALID_URL", "must not contain credentials (user:pass@)")
     return value
 

@@ -16,7 +16,7 @@ import pytest
 
 OPENAI_KEY = "sk-" + "A1b2C3d4E5f6G7h8I9j0" * 2  # 43 chars
 ANTHROPIC_KEY = "sk-ant-" + "Z9y8X7w6V5u4T3s2R1q0" * 3  # 67 chars
-GOOGLE_KEY = "AIzaSy" + "Gq1Wm2Xn3Yo4Zp5Ar6Bs7Ct8Du"  # 32+6 = 38 chars
+GOOGLE_KEY = "AIzaSy" + "Gq1Wm2Xn3Yo4Zp5Ar6Bs7Ct8Du9Ev0Fw1"  # 6+33 = 39 chars
 CUSTOM_KEY = "local-llm-secret-42"
 
 

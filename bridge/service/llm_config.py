@@ -365,11 +365,9 @@ class LlmConfigService:
             state = await self._store.load()
             self._replace_all(state.configs, state.revision)
             return
-        last = {change.id: change.revision for change in outcome.changes}
         for change in outcome.changes:
-            # The feed gives each id's present row: only its last change in the batch counts.
-            if last[change.id] == change.revision:
-                self._apply_row(change.id, change.config, change.revision)
+            # Each change carries its row as of its revision: one event per revision.
+            self._apply_row(change.id, change.config, change.revision)
         self._revision = max(self._revision, outcome.revision)
 
     def _apply_row(self, config_id: str, row: StoredConfig | None, revision: int) -> None:
@@ -388,18 +386,29 @@ class LlmConfigService:
         self.events.publish(LlmConfigChanged(type=kind, id=config_id, revision=revision, config=view))
 
     def _replace_all(self, rows: Iterable[StoredConfig], revision: int) -> None:
-        """Swap in a full reload; events for each difference carry ``revision``."""
-        fresh = {row.id: row for row in rows}
-        for config_id in [cid for cid in self._cache if cid not in fresh]:
-            self._apply_row(config_id, None, revision)
+        """Swap in a full reload and publish one event per difference.
+
+        Created and updated configs carry their row's own revision (distinct, and in
+        increasing order); deletions carry ``revision`` (the store's current one) and come
+        last, because the row that would say when it was deleted is gone.
+        """
         old = self._cache
-        self._cache = {}
-        for config_id, row in fresh.items():
-            previous = old.get(config_id)
+        fresh: dict[str, _Entry] = {}
+        differences: builtins.list[tuple[int, ChangeType, StoredConfig]] = []
+        for row in rows:
+            previous = old.get(row.id)
             if previous is not None and previous.row == row:
-                self._cache[config_id] = previous
-            else:
-                if previous is not None:
-                    self._cache[config_id] = previous
-                self._apply_row(config_id, row, revision)
+                fresh[row.id] = previous
+                continue
+            fresh[row.id] = _Entry(row, to_view(row))
+            kind = ChangeType.CREATED if previous is None else ChangeType.UPDATED
+            differences.append((row.revision or revision, kind, row))
+        deleted = [config_id for config_id in old if config_id not in fresh]
+        self._cache = fresh
         self._revision = revision
+        differences.sort(key=lambda item: item[0])
+        for row_revision, kind, row in differences:
+            view = fresh[row.id].view
+            self.events.publish(LlmConfigChanged(type=kind, id=row.id, revision=row_revision, config=view))
+        for config_id in deleted:
+            self.events.publish(LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision))

@@ -32,6 +32,8 @@ class StoredConfig:
         created_at: ISO 8601 UTC with milliseconds and ``Z``.
         updated_at: same format; equal to ``created_at`` on create.
         version: 1 on create, +1 on every effective update.
+        revision: the global revision of the row's last write (0 until the store sets it,
+            and for rows migrated from schema 1 with no logged change).
     """
 
     id: str
@@ -45,6 +47,7 @@ class StoredConfig:
     created_at: str
     updated_at: str
     version: int
+    revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)

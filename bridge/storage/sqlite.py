@@ -20,9 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+import orjson
 import structlog
 
-from bridge.errors import ConfigNotFoundError, DuplicateConfigNameError, VersionConflictError
+from bridge.errors import (
+    ConfigNotFoundError,
+    DuplicateConfigNameError,
+    SchemaTooNewError,
+    VersionConflictError,
+)
 from bridge.models import ChangeType
 from bridge.storage.base import Change, Mutation, StoredConfig, StoreState, WriteOutcome
 
@@ -31,7 +37,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 DB_FILE_NAME: Final = "bridge.db"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""``PRAGMA user_version`` of the schema below; 1 lacked ``configs.revision``."""
 BUSY_TIMEOUT_MS: Final = 5000
 CHANGE_LOG_KEEP: Final = 10_000
 """Changes kept in the log; a process further behind reloads everything."""
@@ -54,22 +61,32 @@ CREATE TABLE IF NOT EXISTS configs (
     use_auth_header INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS changes (
     revision INTEGER PRIMARY KEY,
     id TEXT NOT NULL,
-    type TEXT NOT NULL
+    type TEXT NOT NULL,
+    row BLOB
 );
 """
 _COLUMNS = (
     "id, custom_name, name_key, provider, api_key_ct, api_key_preview, base_url, "
-    "use_auth_header, created_at, updated_at, version"
+    "use_auth_header, created_at, updated_at, version, revision"
+)
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE configs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE changes ADD COLUMN row BLOB",
+    (
+        "UPDATE configs SET revision = COALESCE("
+        "(SELECT MAX(c.revision) FROM changes c WHERE c.id = configs.id), 0)"
+    ),
 )
 
 
 def _row(values: tuple[Any, ...]) -> StoredConfig:
-    (cid, name, key, provider, ct, preview, url, auth, created, updated, version) = values
+    (cid, name, key, provider, ct, preview, url, auth, created, updated, version, revision) = values
     return StoredConfig(
         id=str(cid),
         custom_name=str(name),
@@ -82,7 +99,14 @@ def _row(values: tuple[Any, ...]) -> StoredConfig:
         created_at=str(created),
         updated_at=str(updated),
         version=int(version),
+        revision=int(revision),
     )
+
+
+def _is_busy(exc: sqlite3.DatabaseError) -> bool:
+    """True for lock contention (another process holds the file), which is not damage."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED} or "locked" in str(exc)
 
 
 def _is_name_conflict(exc: sqlite3.IntegrityError) -> bool:
@@ -127,26 +151,43 @@ class SqliteConfigStore:
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Check integrity, set the pragmas of DESIGN §3, create or refuse the schema."""
+        """Refuse a newer schema, set the pragmas of DESIGN §3, create or migrate the schema.
+
+        The version is checked before ``journal_mode`` is set: a file from a newer bridge
+        is left byte-for-byte untouched.
+        """
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        (result,) = conn.execute("PRAGMA quick_check").fetchone()
-        if result != "ok":
-            raise sqlite3.DatabaseError("quick_check failed")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
         (user_version,) = conn.execute("PRAGMA user_version").fetchone()
         if user_version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.path} has schema version {user_version}; this bridge knows "
-                f"{SCHEMA_VERSION}: upgrade bridge"
-            )
-        if user_version == 0:
-            conn.execute("BEGIN IMMEDIATE")
-            # executescript() would COMMIT first: run the statements one by one.
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
+            raise SchemaTooNewError(self.path, user_version)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        if user_version < SCHEMA_VERSION:
+            self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Create the schema or migrate it to :data:`SCHEMA_VERSION` in one transaction.
+
+        The version is read again under the write lock: another process may have
+        migrated the file between our first look and ``BEGIN IMMEDIATE``.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (user_version,) = conn.execute("PRAGMA user_version").fetchone()
+            if user_version == 0:
+                # executescript() would COMMIT first: run the statements one by one.
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+            elif user_version == 1:
+                for statement in _MIGRATE_1_TO_2:
+                    conn.execute(statement)
+                log.info("store_migrated", path=str(self.path), from_version=1, to_version=2)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _quarantine(self) -> str:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -157,20 +198,53 @@ class SqliteConfigStore:
                 src.replace(f"{target}{suffix}")
         return str(target)
 
+    def _damage(self) -> str | None:
+        """Return why the existing file is unusable, or None when it is healthy or absent.
+
+        ``PRAGMA quick_check`` runs on a read-only connection: a read-write connection to a
+        damaged file may delete its ``-wal`` on close or checkpoint WAL frames into it,
+        and the quarantined copy must keep the original bytes.
+
+        Raises:
+            sqlite3.OperationalError: the file is locked or busy (not damage: never moved).
+        """
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return None
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+        except sqlite3.DatabaseError as exc:
+            return f"unreadable ({type(exc).__name__})"
+        try:
+            (result,) = conn.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):
+                raise
+            return f"not a database or malformed ({type(exc).__name__})"
+        finally:
+            conn.close()
+        return None if result == "ok" else "quick_check failed"
+
     def _open_sync(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as exc:
-            # Not a database / malformed: keep the bytes, start empty (DESIGN §3).
-            self.recovered_from = self._quarantine()
-            log.error(  # noqa: TRY400 - the cause is named; a traceback adds nothing
-                "store_quarantined",
-                path=str(self.path),
-                moved_to=self.recovered_from,
-                reason=type(exc).__name__,
-            )
-            return self._connect()
+        reason = self._damage()
+        if reason is None:
+            try:
+                return self._connect()
+            except sqlite3.DatabaseError as exc:
+                # Only damage is quarantined; a lock, an I/O error or a failed migration
+                # is raised and leaves the file where it is.
+                if getattr(exc, "sqlite_errorcode", None) not in {
+                    sqlite3.SQLITE_CORRUPT,
+                    sqlite3.SQLITE_NOTADB,
+                }:
+                    raise
+                reason = f"failed to open ({type(exc).__name__})"
+        # Keep the bytes, start empty (DESIGN §3).
+        self.recovered_from = self._quarantine()
+        log.error("store_quarantined", path=str(self.path), moved_to=self.recovered_from, reason=reason)
+        return self._connect()
 
     async def open(self) -> None:
         """Open or create the database; a corrupt one is moved aside and replaced."""
@@ -254,17 +328,18 @@ class SqliteConfigStore:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
 
         def fn(conn: sqlite3.Connection) -> StoredConfig | None:
+            written = replace(config, revision=_next_revision(conn))
             try:
                 conn.execute(
-                    f"INSERT INTO configs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    _values(config),
+                    f"INSERT INTO configs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _values(written),
                 )
             except sqlite3.IntegrityError as exc:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
-            _bump(conn, config.id, ChangeType.CREATED)
-            return config
+            _log(conn, written.revision, ChangeType.CREATED, config.id, written)
+            return written
 
         return await self._write(fn, since)
 
@@ -283,11 +358,12 @@ class SqliteConfigStore:
             updated = mutate(current)
             if updated is None:
                 return current
+            updated = replace(updated, revision=_next_revision(conn))
             try:
                 conn.execute(
                     "UPDATE configs SET custom_name=?, name_key=?, provider=?, api_key_ct=?, "
                     "api_key_preview=?, base_url=?, use_auth_header=?, updated_at=?, "
-                    "version=version + 1 WHERE id=? AND version=?",
+                    "version=version + 1, revision=? WHERE id=? AND version=?",
                     (
                         updated.custom_name,
                         updated.name_key,
@@ -297,6 +373,7 @@ class SqliteConfigStore:
                         updated.base_url,
                         int(updated.use_auth_header),
                         updated.updated_at,
+                        updated.revision,
                         config_id,
                         current.version,
                     ),
@@ -305,7 +382,7 @@ class SqliteConfigStore:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
-            _bump(conn, config_id, ChangeType.UPDATED)
+            _log(conn, updated.revision, ChangeType.UPDATED, config_id, updated)
             return updated
 
         return await self._write(fn, since)
@@ -320,7 +397,7 @@ class SqliteConfigStore:
             if expected_version is not None and expected_version != found[0]:
                 raise VersionConflictError(config_id, expected_version, int(found[0]))
             conn.execute("DELETE FROM configs WHERE id = ?", (config_id,))
-            _bump(conn, config_id, ChangeType.DELETED)
+            _log(conn, _next_revision(conn), ChangeType.DELETED, config_id, None)
             return None
 
         return await self._write(fn, since)
@@ -339,6 +416,7 @@ def _values(c: StoredConfig) -> tuple[object, ...]:
         c.created_at,
         c.updated_at,
         c.version,
+        c.revision,
     )
 
 
@@ -346,20 +424,41 @@ def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-def _bump(conn: sqlite3.Connection, config_id: str, kind: ChangeType) -> int:
-    """Increment the revision counter row and log the change; returns the new revision."""
+def _next_revision(conn: sqlite3.Connection) -> int:
+    """Increment the global revision counter row; returns the new revision (gap-free)."""
     (revision,) = conn.execute("UPDATE meta SET revision = revision + 1 RETURNING revision").fetchone()
-    conn.execute(
-        "INSERT INTO changes (revision, id, type) VALUES (?, ?, ?)",
-        (revision, config_id, kind.value),
-    )
-    if revision % 1000 == 0:
-        conn.execute("DELETE FROM changes WHERE revision <= ?", (revision - CHANGE_LOG_KEEP,))
     return int(revision)
 
 
+def _encode_row(row: StoredConfig) -> bytes:
+    values = list(_values(row))
+    values[4] = row.api_key_ct.hex()  # still the ciphertext: the log never holds a plain key
+    return orjson.dumps(values)
+
+
+def _decode_row(blob: bytes) -> StoredConfig:
+    values = orjson.loads(blob)
+    values[4] = bytes.fromhex(values[4])
+    return _row(tuple(values))
+
+
+def _log(
+    conn: sqlite3.Connection, revision: int, kind: ChangeType, config_id: str, row: StoredConfig | None
+) -> None:
+    """Append one change with the row as of ``revision`` (None for deletes); trim the log."""
+    conn.execute(
+        "INSERT INTO changes (revision, id, type, row) VALUES (?, ?, ?, ?)",
+        (revision, config_id, kind.value, None if row is None else _encode_row(row)),
+    )
+    if revision % 1000 == 0:
+        conn.execute("DELETE FROM changes WHERE revision <= ?", (revision - CHANGE_LOG_KEEP,))
+
+
 def _feed(conn: sqlite3.Connection, since: int, current: StoredConfig | None) -> WriteOutcome:
-    """Read the change log after ``since`` joined with the rows' present state."""
+    """Read the change log after ``since``, each change with its row as of that revision.
+
+    Changes logged by schema 1 carry no row; they fall back to the row's present state.
+    """
     (revision,) = conn.execute("SELECT revision FROM meta").fetchone()
     if revision == since:
         return WriteOutcome([], current, int(revision))
@@ -367,11 +466,18 @@ def _feed(conn: sqlite3.Connection, since: int, current: StoredConfig | None) ->
     if oldest is None or oldest > since + 1:
         return WriteOutcome(None, current, int(revision))
     rows = conn.execute(
-        f"SELECT c.revision, c.type, c.id, {', '.join('k.' + n.strip() for n in _COLUMNS.split(','))} "
+        f"SELECT c.revision, c.type, c.id, c.row, {', '.join('k.' + n.strip() for n in _COLUMNS.split(','))} "
         "FROM changes c LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? ORDER BY c.revision",
         (since,),
     ).fetchall()
-    changes = [
-        Change(int(r[0]), ChangeType(r[1]), str(r[2]), None if r[3] is None else _row(r[3:])) for r in rows
-    ]
+    changes: list[Change] = []
+    for r in rows:
+        kind = ChangeType(r[1])
+        config: StoredConfig | None = None
+        if kind is not ChangeType.DELETED:
+            if r[3] is not None:
+                config = _decode_row(bytes(r[3]))
+            elif r[4] is not None:
+                config = _row(r[4:])
+        changes.append(Change(int(r[0]), kind, str(r[2]), config))
     return WriteOutcome(changes, current, int(revision))

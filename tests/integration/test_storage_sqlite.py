@@ -1,0 +1,191 @@
+"""SqliteConfigStore on real files: corruption, keys on disk, lost data key, migration (DESIGN §3)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from bridge.errors import SchemaTooNewError
+from bridge.keystore import KEY_FILE_NAME, KeyCipher, SecretBackend, load_data_key
+from bridge.models import LlmConfigInput
+from bridge.service import LlmConfigService
+from bridge.storage import SqliteConfigStore
+from tests.conftest import ANTHROPIC_KEY, CUSTOM_KEY, GOOGLE_KEY, OPENAI_KEY
+
+
+async def seed(data_dir: Path, count: int = 2) -> None:
+    store = SqliteConfigStore(data_dir / "bridge.db")
+    await store.open()
+    svc = LlmConfigService(store, KeyCipher(load_data_key(data_dir, SecretBackend.FILE, must_exist=False)))
+    for i in range(count):
+        await svc.create(
+            LlmConfigInput.model_validate({"customName": f"C{i}", "provider": "openai", "apiKey": OPENAI_KEY})
+        )
+    await svc.close()
+    await store.close()
+
+
+def truncate_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def zero_fill(path: Path) -> None:
+    path.write_bytes(b"\0" * path.stat().st_size)
+
+
+def garbage(path: Path) -> None:
+    path.write_bytes(b"this is not a database\n" * 300)
+
+
+def smash_page_two(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[4096:8192] = b"\xff" * 4096
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [truncate_half, zero_fill, garbage, smash_page_two])
+async def test_corrupt_database_is_quarantined_with_original_bytes_and_store_starts_empty(
+    tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    await seed(tmp_path, count=40)
+    db = tmp_path / "bridge.db"
+    damage(db)
+    original = db.read_bytes()
+    wal = tmp_path / "bridge.db-wal"
+    wal.write_bytes(b"wal bytes")
+
+    store = SqliteConfigStore(db)
+    with capture_logs() as logs:
+        await store.open()
+    try:
+        assert store.recovered_from is not None
+        moved = Path(store.recovered_from)
+        assert moved.parent == tmp_path
+        assert moved.name.startswith("bridge.db.corrupt-")
+        assert moved.name.endswith("Z")
+        assert moved.read_bytes() == original
+        assert Path(f"{moved}-wal").read_bytes() == b"wal bytes"
+        assert [e["event"] for e in logs] == ["store_quarantined"]
+        state = await store.load()
+        assert (state.revision, state.configs) == (0, [])
+    finally:
+        await store.close()
+
+
+async def test_healthy_database_is_not_quarantined(tmp_path: Path) -> None:
+    await seed(tmp_path)
+    store = SqliteConfigStore(tmp_path / "bridge.db")
+    await store.open()
+    try:
+        assert store.recovered_from is None
+        assert len((await store.load()).configs) == 2
+        assert not list(tmp_path.glob("*.corrupt-*"))
+    finally:
+        await store.close()
+
+
+async def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    db = tmp_path / "bridge.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    before = db.read_bytes()
+    store = SqliteConfigStore(db)
+    with pytest.raises(SchemaTooNewError, match="schema version 99"):
+        await store.open()
+    store._executor.shutdown()
+    assert db.read_bytes() == before
+    assert not list(tmp_path.glob("*.corrupt-*"))
+
+
+async def test_schema_1_database_is_migrated_with_row_revisions_from_the_log(tmp_path: Path) -> None:
+    await seed(tmp_path, count=3)
+    db = tmp_path / "bridge.db"
+    with sqlite3.connect(db, isolation_level=None) as conn:
+        # Rebuild the schema-1 shape: no configs.revision column.
+        conn.execute("ALTER TABLE configs DROP COLUMN revision")
+        conn.execute("ALTER TABLE changes DROP COLUMN row")
+        conn.execute("DELETE FROM changes WHERE revision = 1")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    store = SqliteConfigStore(db)
+    with capture_logs() as logs:
+        await store.open()
+    try:
+        assert [c.revision for c in (await store.load()).configs] == [0, 2, 3]
+        assert [e["event"] for e in logs] == ["store_migrated"]
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as check:
+        assert check.execute("PRAGMA user_version").fetchone() == (2,)
+    check.close()
+
+
+# ---- API keys on disk ---------------------------------------------------------------------
+
+
+async def test_plaintext_keys_of_every_provider_are_absent_from_db_wal_and_shm(tmp_path: Path) -> None:
+    store = SqliteConfigStore(tmp_path / "bridge.db")
+    await store.open()
+    svc = LlmConfigService(store, KeyCipher(load_data_key(tmp_path, SecretBackend.FILE, must_exist=False)))
+    configs = [
+        {"customName": "o", "provider": "openai", "apiKey": OPENAI_KEY},
+        {"customName": "a", "provider": "anthropic", "apiKey": ANTHROPIC_KEY},
+        {"customName": "g", "provider": "google", "apiKey": GOOGLE_KEY},
+        {"customName": "c", "provider": "custom", "apiKey": CUSTOM_KEY, "baseUrl": "http://127.0.0.1:1"},
+    ]
+    try:
+        for config in configs:
+            view = await svc.create(LlmConfigInput.model_validate(config))
+            assert await svc.get_api_key(view.id) == config["apiKey"]
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("bridge.db")]
+        assert {p.name for p in files} >= {"bridge.db", "bridge.db-wal", "bridge.db-shm"}
+        for path in files:
+            data = path.read_bytes()
+            for key in (OPENAI_KEY, ANTHROPIC_KEY, GOOGLE_KEY, CUSTOM_KEY):
+                assert key.encode() not in data, (path.name, key[:3])
+    finally:
+        await svc.close()
+        await store.close()
+    data = (tmp_path / "bridge.db").read_bytes()  # after the checkpoint on close
+    assert all(key.encode() not in data for key in (OPENAI_KEY, ANTHROPIC_KEY, GOOGLE_KEY, CUSTOM_KEY))
+
+
+def run_serve(data_dir: Path) -> tuple[int, dict[str, object]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge", "serve", "--data-dir", str(data_dir), "--secret-backend", "file"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    first = proc.stdout.decode().splitlines()[0]
+    return proc.returncode, json.loads(first)
+
+
+@pytest.mark.parametrize("fault", ["missing", "corrupt"])
+async def test_lost_data_key_refuses_to_start_and_changes_nothing(tmp_path: Path, fault: str) -> None:
+    await seed(tmp_path)
+    key_file = tmp_path / KEY_FILE_NAME
+    if fault == "missing":
+        key_file.unlink()
+    else:
+        key_file.write_text("garbage!\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    code, line = run_serve(tmp_path)
+
+    assert code == 2
+    assert line["event"] == "error"
+    assert line["error"] == "STARTUP_FAILED"
+    assert fault in str(line["message"])
+    assert "bridge.key" in str(line["message"])
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

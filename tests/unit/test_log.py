@@ -1,0 +1,81 @@
+"""Logging: secrets redacted before rendering, tracebacks without locals, JSON lines."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from bridge.log import REDACTED, configure_logging, redact_secrets
+from tests.conftest import ANTHROPIC_KEY, CUSTOM_KEY, GOOGLE_KEY, OPENAI_KEY
+
+
+@contextlib.contextmanager
+def json_logging() -> Iterator[None]:
+    """Configure bridge logging for the test body (pytest swaps root handlers per phase)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("debug", json=True)
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def lines_of(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+
+
+def test_redaction_masks_secret_keys_and_key_shapes() -> None:
+    event = {
+        "event": f"saw {OPENAI_KEY} and {ANTHROPIC_KEY}",
+        "apiKey": GOOGLE_KEY,
+        "api_key": CUSTOM_KEY,
+        "headers": {"Authorization": "Bearer abc", "x": [f"token={OPENAI_KEY}"]},
+        "url": "/ws?token=abcdef&x=1",
+        "secret_backend": "file",
+    }
+    out = redact_secrets(None, "info", event)
+    text = json.dumps(out)
+    for key in (OPENAI_KEY, ANTHROPIC_KEY, GOOGLE_KEY, CUSTOM_KEY, "abcdef"):
+        assert key not in text
+    assert out["apiKey"] == REDACTED
+    assert out["secret_backend"] == "file"
+
+
+def test_debug_lines_are_json_and_never_hold_a_key(capsys: pytest.CaptureFixture[str]) -> None:
+    with json_logging():
+        structlog.get_logger("bridge.test").debug(
+            "config_seen", apiKey=OPENAI_KEY, note=f"key {ANTHROPIC_KEY}", google=GOOGLE_KEY
+        )
+        logging.getLogger("foreign").warning("stdlib says %s", OPENAI_KEY)
+    lines = lines_of(capsys)
+    assert [line["event"] for line in lines] == ["config_seen", f"stdlib says {REDACTED}"]
+    text = json.dumps(lines)
+    assert OPENAI_KEY not in text
+    assert ANTHROPIC_KEY not in text
+    assert GOOGLE_KEY not in text
+
+
+def test_tracebacks_are_rendered_without_local_variables(capsys: pytest.CaptureFixture[str]) -> None:
+
+    def fail(api_key: str) -> None:
+        plain = api_key  # a local holding a key must never be rendered
+        raise RuntimeError(len(plain))
+
+    with json_logging():
+        try:
+            fail(CUSTOM_KEY)
+        except RuntimeError:
+            structlog.get_logger("bridge.test").exception("something_failed")
+    (line,) = lines_of(capsys)
+    assert line["event"] == "something_failed"
+    assert "exception" in line
+    assert CUSTOM_KEY not in json.dumps(line)
+    assert "locals" not in json.dumps(line["exception"])
