@@ -201,7 +201,7 @@ async def test_flooding_client_that_never_reads_only_slows_itself(tmp_path: Path
         await open_ws(bridge) as normal,
     ):
         flooder = await asyncio.to_thread(stalled_socket, port_of(bridge), bridge.token)
-        flooder.setblocking(False)
+        flooder.setblocking(False)  # noqa: FBT003 - socket API
         await normal.send(request("bridge:hello", request_id="sync"))
         assert (await recv_json(normal))["id"] == "sync"
         ws = server_side(bridge, flooder)

@@ -27,8 +27,12 @@ class SumParams(RootModel[list[int]]):
     """Positional params (a RootModel of a list), like ``rpc.on``'s ``["event"]``."""
 
 
-SUM = api.ChannelSpec("test:sum", SumParams, int, "Sum of an array of integers.")
-BOOM = api.ChannelSpec("test:boom", EmptyParams, int, "Always fails unexpectedly.")
+SUM: api.ChannelSpec[SumParams, int] = api.ChannelSpec(
+    "test:sum", SumParams, int, "Sum of an array of integers."
+)
+BOOM: api.ChannelSpec[EmptyParams, int] = api.ChannelSpec(
+    "test:boom", EmptyParams, int, "Always fails unexpectedly."
+)
 SECRET_DETAIL = "internal detail sk-never-shown-to-clients"
 
 
