@@ -63,7 +63,9 @@ class BridgeOptions:
         data_dir: holds ``bridge.db``, ``bridge.key`` and ``connection.json``.
         secret_backend: where the data key lives (``auto``, ``keyring``, ``file``).
         token: bearer token; None → ``BRIDGE_TOKEN`` or a fresh ``token_urlsafe(32)``.
-        server: transport settings (host, port, limits) minus the token.
+        host, port, uds, allow_origins, allow_hosts, max_message_bytes, max_batch,
+        max_connections, outbound_cap_bytes, rate_limit_per_s, ping_interval_s,
+        ping_timeout_s, shutdown_timeout_s: see :class:`~bridge.rpc.server.ServerSettings`.
         poll_interval_s: how often other processes' commits are looked for, in seconds.
     """
 
@@ -79,7 +81,9 @@ class BridgeOptions:
     max_batch: int = 100
     max_connections: int = 64
     outbound_cap_bytes: int = 1024 * 1024
+    rate_limit_per_s: float | None = None
     ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
     shutdown_timeout_s: float = 5.0
     poll_interval_s: float = 0.2
 
@@ -192,7 +196,9 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         max_batch=options.max_batch,
         max_connections=options.max_connections,
         outbound_cap_bytes=options.outbound_cap_bytes,
+        rate_limit_per_s=options.rate_limit_per_s,
         ping_interval_s=options.ping_interval_s,
+        ping_timeout_s=options.ping_timeout_s,
         shutdown_timeout_s=options.shutdown_timeout_s,
     )
     server = BridgeServer(Dispatcher(registry, max_batch=options.max_batch), settings)
@@ -299,6 +305,17 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-connections", type=int, default=64)
     srv.add_argument("--max-message-bytes", type=int, default=256 * 1024)
     srv.add_argument("--max-batch", type=int, default=100)
+    srv.add_argument(
+        "--outbound-cap-bytes", type=int, default=1024 * 1024, help="per-connection send buffer cap"
+    )
+    srv.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="PER_SECOND",
+        help="requests per second per connection (burst of the same size); excess → 4029 (default: off)",
+    )
+    srv.add_argument("--shutdown-timeout", type=float, default=5.0, help="graceful shutdown bound, seconds")
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     srv.add_argument("--exit-with-parent", action="store_true", help="shut down when stdin closes")
 
@@ -332,6 +349,9 @@ def _serve_command(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes,
         max_batch=args.max_batch,
         max_connections=args.max_connections,
+        outbound_cap_bytes=args.outbound_cap_bytes,
+        rate_limit_per_s=args.rate_limit,
+        shutdown_timeout_s=args.shutdown_timeout,
     )
 
     def announce(bridge: Bridge) -> None:

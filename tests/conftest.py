@@ -79,7 +79,8 @@ def start_bridge_process(data_dir: Path, *extra: str, env: dict[str, str] | None
         raise AssertionError(f"bridge serve exited before ready: {log_path.read_text()}")
     ready = json.loads(line)
     assert ready["event"] == "ready", ready
-    port = int(ready["url"].rsplit(":", 1)[1])
+    tail = ready["url"].rsplit(":", 1)[1]
+    port = int(tail) if tail.isdigit() else 0  # 0: served on a Unix socket (--uds)
     return ServedBridge(process, ready["url"], ready["token"], port, data_dir, ready, log_path)
 
 

@@ -1,5 +1,5 @@
 """Python renderer client: ``BridgeClient`` (never imports the service or storage)."""
 
-from bridge.client.client import BridgeClient, ConnectionInfo, read_connection_file
+from bridge.client.client import BridgeClient, ConnectionInfo, ConnectionProvider, read_connection_file
 
-__all__ = ["BridgeClient", "ConnectionInfo", "read_connection_file"]
+__all__ = ["BridgeClient", "ConnectionInfo", "ConnectionProvider", "read_connection_file"]

@@ -36,7 +36,6 @@ log = structlog.get_logger(__name__)
 
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 _REQUEST_KEYS: Final = frozenset({"jsonrpc", "method", "params", "id"})
-_NO_ID: Final = object()
 
 
 def _valid_id(value: Any) -> bool:
@@ -61,15 +60,29 @@ def notification_frame(method: str, params: Any) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
 
 
+Gate = Callable[[], BridgeError | None]
+"""A check run before a call: returns the error to answer instead, or None to proceed."""
+
+
+def _is_notification(message: dict[str, Any]) -> bool:
+    """True for a JSON-RPC 2.0 notification: a ``"2.0"`` object with a string method, no id.
+
+    Such a message is never answered, even when its params or channel are wrong
+    (JSON-RPC 2.0 §4.1); an object lacking ``jsonrpc``/``method`` is not a
+    notification but an invalid request, answered with -32600 and id null (§7).
+    """
+    return "id" not in message and message.get("jsonrpc") == "2.0" and isinstance(message.get("method"), str)
+
+
 class Dispatcher:
     """Turns one received frame into the reply frame (or None) using a :class:`Registry`.
 
     Args:
         registry: the channels to serve.
         max_batch: most entries accepted in one batch; more → one -32600.
-        refuse: called before each call; returns an error to answer instead (e.g.
-            ``ServiceUnavailableError`` while shutting down), or None to proceed. The
-            server sets it to its own gate.
+        refuse: called before each call of a known channel; returns an error to answer
+            instead (e.g. ``ServiceUnavailableError`` while shutting down), or None to
+            proceed. The server sets it to its own gate.
     """
 
     def __init__(
@@ -77,80 +90,102 @@ class Dispatcher:
         registry: Registry,
         *,
         max_batch: int = 100,
-        refuse: Callable[[], BridgeError | None] | None = None,
+        refuse: Gate | None = None,
     ) -> None:
         """Configure the dispatcher."""
         self.registry = registry
         self.max_batch = max_batch
         self.refuse = refuse
 
-    async def handle_frame(self, frame: str | bytes) -> bytes | None:
-        """Answer one WebSocket message.
+    async def handle_frame(self, frame: str | bytes, *, admit: Gate | None = None) -> bytes | None:
+        """Answer one WebSocket message (JSON-RPC 2.0 §4–§6).
 
         Args:
             frame: a text frame (``str``) or a binary frame (``bytes``: always -32700).
+            admit: a per-connection check run for every request and notification before
+                anything else (the optional rate limit: ``RateLimitedError``, 4029).
 
         Returns:
             The reply's UTF-8 JSON bytes, or None when nothing is to be sent (a
-            notification, or a batch of notifications).
+            notification, or a batch of notifications). Never raises for any input.
         """
         if isinstance(frame, bytes):
-            return orjson.dumps(
-                error_response(ParseError("Parse error: binary frames are not accepted"), None)
-            )
+            return _dump_error(ParseError("Parse error: binary frames are not accepted"))
         try:
             message = orjson.loads(frame)
         except orjson.JSONDecodeError:
-            return orjson.dumps(error_response(ParseError(), None))
-        if isinstance(message, list):
-            if not message:
-                return orjson.dumps(error_response(InvalidRequestError("Invalid request: empty batch"), None))
-            if len(message) > self.max_batch:
-                return orjson.dumps(
-                    error_response(
-                        InvalidRequestError(
-                            f"Invalid request: batch of more than {self.max_batch} entries",
-                            context={"maxBatch": self.max_batch},
-                        ),
-                        None,
-                    )
+            # RFC 8259 violations, NaN/Infinity, lone surrogates, depth > 1024, and
+            # numbers that overflow a double all land here.
+            return _dump_error(ParseError())
+        if not isinstance(message, list):
+            reply = await self.handle_message(message, admit)
+            return None if reply is None else _dump_reply(reply)
+        if not message:
+            return _dump_error(InvalidRequestError("Invalid request: empty batch"))
+        if len(message) > self.max_batch:
+            return _dump_error(
+                InvalidRequestError(
+                    f"Invalid request: batch of more than {self.max_batch} entries",
+                    context={"maxBatch": self.max_batch},
                 )
-            replies = [reply for item in message if (reply := await self.handle_message(item)) is not None]
-            return orjson.dumps(replies) if replies else None
-        reply = await self.handle_message(message)
-        return None if reply is None else orjson.dumps(reply)
+            )
+        # Elements run one after the other, in array order; each is answered on its own.
+        parts = [_dump_reply(reply) for item in message if (reply := await self.handle_message(item, admit))]
+        return b"[" + b",".join(parts) + b"]" if parts else None
 
-    async def handle_message(self, message: Any) -> dict[str, Any] | None:
-        """Answer one parsed request object; None for a notification."""
+    async def handle_message(self, message: Any, admit: Gate | None = None) -> dict[str, Any] | None:
+        """Answer one parsed request object; None for a notification (never answered).
+
+        Args:
+            message: one element of the frame (any JSON value).
+            admit: see :meth:`handle_frame`.
+
+        Returns:
+            The response object (``result`` or ``error``), or None for a notification.
+        """
         if not isinstance(message, dict):
             return error_response(InvalidRequestError(), None)
-        request_id = message.get("id", _NO_ID)
-        id_ok = request_id is _NO_ID or _valid_id(request_id)
-        reply_id = request_id if id_ok and request_id is not _NO_ID else None
+        if _is_notification(message):
+            await self._run_quietly(message, admit)
+            return None
+        request_id = message.get("id")
+        id_ok = _valid_id(request_id)
+        reply_id = request_id if id_ok else None
         method = message.get("method")
         params = message.get("params")
         if (
             message.get("jsonrpc") != "2.0"
             or not id_ok
+            or "id" not in message
             or not isinstance(method, str)
-            or not (params is None or isinstance(params, dict | list))
-            or ("params" in message and params is None)
+            or not _params_shape_ok(message)
             or not _REQUEST_KEYS.issuperset(message)
         ):
             return error_response(InvalidRequestError(), reply_id)
-        is_notification = request_id is _NO_ID
         try:
-            result = await self._call(method, params)
+            result = await self._call(method, params, admit)
         except BridgeError as exc:
-            return None if is_notification else error_response(exc, reply_id)
+            return error_response(exc, reply_id)
         except Exception:
-            log.exception("handler_failed", method=method)
-            return None if is_notification else error_response(BridgeError(), reply_id)
-        if is_notification:
-            return None
+            log.exception("handler_failed", method=method[:100])
+            return error_response(BridgeError(), reply_id)
         return {"jsonrpc": "2.0", "id": reply_id, "result": result}
 
-    async def _call(self, method: str, params: dict[str, Any] | list[Any] | None) -> Any:
+    async def _run_quietly(self, message: dict[str, Any], admit: Gate | None) -> None:
+        """Run a notification; whatever goes wrong, nothing is sent back (JSON-RPC 2.0 §4.1)."""
+        method: str = message["method"]
+        if not _params_shape_ok(message) or not _REQUEST_KEYS.issuperset(message):
+            return
+        try:
+            await self._call(method, message.get("params"), admit)
+        except BridgeError:
+            pass  # a client mistake (or 5003): nobody to tell, nothing worth a log line
+        except Exception:
+            log.exception("handler_failed", method=method[:100])
+
+    async def _call(self, method: str, params: Any, admit: Gate | None) -> Any:
+        if admit is not None and (refusal := admit()) is not None:
+            raise refusal
         registration = self.registry.get(method)
         if registration is None:
             raise MethodNotFoundError(context={"method": method[:100]})
@@ -169,3 +204,21 @@ class Dispatcher:
         except PydanticValidationError as exc:
             raise validation_error(exc) from None
         return spec.dump_result(await registration.handler(parsed))
+
+
+def _params_shape_ok(message: dict[str, Any]) -> bool:
+    """``params``, when present, is a structured value (JSON-RPC 2.0 §4.2); null is not."""
+    return "params" not in message or isinstance(message["params"], dict | list)
+
+
+def _dump_error(exc: BridgeError) -> bytes:
+    return orjson.dumps(error_response(exc, None))
+
+
+def _dump_reply(reply: dict[str, Any]) -> bytes:
+    """Serialize one response; a result that is not JSON becomes -32603 for that id only."""
+    try:
+        return orjson.dumps(reply)
+    except TypeError:
+        log.exception("result_not_serializable")
+        return orjson.dumps(error_response(BridgeError(), reply.get("id")))

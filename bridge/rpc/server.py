@@ -15,7 +15,8 @@ import contextlib
 import hmac
 import http
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -26,9 +27,10 @@ from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from bridge.api import TopicSpec
-from bridge.errors import ServiceUnavailableError
+from bridge.errors import BridgeError, RateLimitedError, ServiceUnavailableError
 from bridge.rpc.dispatch import Dispatcher, notification_frame
 
 log = structlog.get_logger(__name__)
@@ -38,6 +40,8 @@ TOKEN_SUBPROTOCOL_PREFIX: Final = "bridge.v1.token."  # noqa: S105 - a prefix, n
 TOKEN_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{32,}\Z")
 CLOSE_GOING_AWAY: Final = 1001
 CLOSE_TRY_AGAIN_LATER: Final = 1013
+CLOSE_FRAME_ROOM: Final = 64
+"""Bytes kept free under the cap for a close frame (header + code + short reason)."""
 
 
 @dataclass
@@ -53,10 +57,17 @@ class ServerSettings:
         allow_hosts: extra ``Host`` names accepted besides localhost/127.0.0.1/[::1].
         max_message_bytes: largest incoming message, in bytes (larger → close 1009).
         max_batch: most entries in one batch.
-        max_connections: most open connections (more → HTTP 503).
-        outbound_cap_bytes: most bytes buffered for one connection before it is closed.
+        max_connections: most open connections (more → HTTP 503); handshakes in
+            progress count.
+        outbound_cap_bytes: most bytes buffered in user space for one connection; a
+            frame that would pass it is not written and the connection is closed with
+            1013 (aborted when even the close frame does not fit).
+        rate_limit_per_s: requests (batch elements count one each) a connection may
+            send per second, with a burst of the same size; None = no limit. Excess
+            requests are answered with 4029 and excess notifications dropped.
         ping_interval_s: keepalive ping period, in seconds.
-        ping_timeout_s: seconds to wait for a pong.
+        ping_timeout_s: seconds to wait for a pong; also how long a connection whose
+            peer stopped reading its responses may stall before it is closed.
         shutdown_timeout_s: bound on graceful shutdown, in seconds.
     """
 
@@ -70,6 +81,7 @@ class ServerSettings:
     max_batch: int = 100
     max_connections: int = 64
     outbound_cap_bytes: int = 1024 * 1024
+    rate_limit_per_s: float | None = None
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     shutdown_timeout_s: float = 5.0
@@ -79,6 +91,42 @@ def _refuse(status: http.HTTPStatus, reason: str) -> Response:
     body = f"{status.value} {status.phrase}: {reason}\n".encode()
     headers = Headers([("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
     return Response(status.value, status.phrase, headers, body)
+
+
+class TokenBucket:
+    """A token bucket: ``rate_per_s`` tokens per second, holding at most ``burst``.
+
+    Args:
+        rate_per_s: refill rate, in tokens per second.
+        burst: capacity, in tokens (starts full).
+        clock: monotonic clock in seconds (injectable for tests).
+    """
+
+    def __init__(self, rate_per_s: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        """Start full."""
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._stamp = clock()
+
+    def take(self) -> bool:
+        """Spend one token; False (and nothing spent) when the bucket is empty."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate_per_s)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+def _single(headers: Headers, name: str) -> str | None:
+    """The header's value when sent exactly once; None when absent; "" when repeated."""
+    values = headers.get_all(name)
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else ""
 
 
 def _offered_subprotocols(request: Request) -> list[str]:
@@ -91,8 +139,13 @@ def _offered_subprotocols(request: Request) -> list[str]:
 
 
 def presented_token(request: Request) -> str | None:
-    """Return the token a client presented: Bearer header, subprotocol pair or ``?token=``."""
-    auth = request.headers.get("Authorization")
+    """Return the token a client presented: Bearer header, subprotocol pair or ``?token=``.
+
+    Returns:
+        The presented string (maybe malformed; "" for a non-Bearer or repeated
+        ``Authorization``), or None when no token was presented at all.
+    """
+    auth = _single(request.headers, "Authorization")
     if auth is not None:
         scheme, _, value = auth.partition(" ")
         return value.strip() if scheme.lower() == "bearer" else ""
@@ -109,6 +162,9 @@ class BridgeServer:
     Args:
         dispatcher: answers frames.
         settings: transport settings.
+
+    Raises:
+        ValueError: the token does not match ``[A-Za-z0-9_-]{32,}``.
     """
 
     def __init__(self, dispatcher: Dispatcher, settings: ServerSettings) -> None:
@@ -120,11 +176,17 @@ class BridgeServer:
         self.settings = settings
         self._token = settings.token.encode()
         self._server: Server | None = None
+        # Open connections that receive notifications; a connection leaves it as soon as
+        # it overflows or closes, before its handler finishes.
         self._connections: set[ServerConnection] = set()
+        # Accepted by the handshake checks, not yet served (or never: the handshake may
+        # still fail); counted against max_connections so a burst cannot pass it.
+        self._admitted: set[ServerConnection] = set()
         self._closing = False
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.port: int | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -171,26 +233,38 @@ class BridgeServer:
         log.info("server_listening", url=self.url)
 
     async def shutdown(self) -> None:
-        """Stop accepting, answer new requests with 5003, finish in-flight work, close 1001.
+        """Graceful shutdown (DESIGN §7), bounded by ``settings.shutdown_timeout_s`` seconds.
 
-        Bounded by ``settings.shutdown_timeout_s`` seconds.
+        In order: stop accepting connections; answer new requests with 5003; wait for
+        the requests in flight to finish and their responses to be written; close every
+        connection with 1001 (aborting those that do not complete the closing handshake
+        before the deadline); wait for the handlers to end.
         """
         if self._server is None:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout_s
         self._closing = True
-        server = self._server
-        # Stop accepting new connections; keep the open ones until in-flight work is done.
+        server, self._server = self._server, None
         server.close(close_connections=False)
         try:
-            await asyncio.wait_for(self._idle.wait(), self.settings.shutdown_timeout_s)
+            async with asyncio.timeout_at(deadline):
+                await self._idle.wait()
         except TimeoutError:
             log.warning("shutdown_in_flight_timeout", in_flight=self._in_flight)
+        targets = [*self._connections, *(ws for ws in server.connections if ws not in self._connections)]
+        self._connections.clear()
         await asyncio.gather(
-            *(ws.close(CLOSE_GOING_AWAY, "server shutting down") for ws in list(self._connections)),
-            return_exceptions=True,
+            *(
+                self._close_or_abort(ws, CLOSE_GOING_AWAY, "server shutting down", deadline - loop.time())
+                for ws in targets
+            )
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), self.settings.shutdown_timeout_s)
+        try:
+            async with asyncio.timeout_at(deadline + 1):
+                await server.wait_closed()
+        except TimeoutError:
+            log.warning("shutdown_handlers_timeout")
         if self.settings.uds is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.settings.uds.unlink()
@@ -201,7 +275,7 @@ class BridgeServer:
     def _host_allowed(self, host: str | None) -> bool:
         if self.settings.uds is not None:
             return True  # no browser can reach a Unix socket: no DNS rebinding
-        if host is None:
+        if not host:
             return False
         host = host.strip().lower()
         names = {"localhost", "127.0.0.1", "[::1]"}
@@ -211,25 +285,35 @@ class BridgeServer:
         return host in self.settings.allow_hosts or bare in self.settings.allow_hosts
 
     def _token_ok(self, token: str | None) -> bool:
+        # The shape check comes first, so only ASCII reaches the comparison; the
+        # comparison is on bytes (compare_digest on str raises for non-ASCII).
         if token is None or not TOKEN_PATTERN.match(token):
             return False
-        return hmac.compare_digest(token.encode(), self._token)
+        return hmac.compare_digest(token.encode("ascii"), self._token)
 
     def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
-        del connection
-        if not self._host_allowed(request.headers.get("Host")):
+        """``process_request`` hook: Host (403) → Origin (403) → token (401) → capacity (503).
+
+        Runs before the 101 response (RFC 6455 §4.2.2); a refused handshake registers
+        nothing and logs one INFO line without the path or any header value.
+        """
+        if not self._host_allowed(_single(request.headers, "Host")):
             log.info("handshake_refused", status=403, reason="host")
             return _refuse(http.HTTPStatus.FORBIDDEN, "Host not allowed")
-        origin = request.headers.get("Origin")
-        if origin is not None and (origin == "null" or origin not in self.settings.allow_origins):
+        origin = _single(request.headers, "Origin")
+        if origin is not None and (origin in {"", "null"} or origin not in self.settings.allow_origins):
             log.info("handshake_refused", status=403, reason="origin")
             return _refuse(http.HTTPStatus.FORBIDDEN, "Origin not allowed")
         if not self._token_ok(presented_token(request)):
             log.info("handshake_refused", status=401, reason="token")
             return _refuse(http.HTTPStatus.UNAUTHORIZED, "missing or invalid token")
-        if len(self._connections) >= self.settings.max_connections or self._closing:
+        if self._closing or len(self._connections) + len(self._admitted) >= self.settings.max_connections:
             log.info("handshake_refused", status=503, reason="capacity")
             return _refuse(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections")
+        self._admitted.add(connection)
+        # If the handshake fails after this point, the handler never runs: release the
+        # slot when the TCP connection goes away.
+        connection.connection_lost_waiter.add_done_callback(lambda _: self._admitted.discard(connection))
         return None
 
     def _select_subprotocol(self, connection: ServerConnection, offered: list[str]) -> str | None:
@@ -240,22 +324,51 @@ class BridgeServer:
     # ---- connections ----------------------------------------------------------------
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
+        self._admitted.discard(ws)
         self._connections.add(ws)
         log.info("connection_opened", connections=len(self._connections))
+        admit = self._rate_gate()
         try:
             async for frame in ws:
                 self._begin()
                 try:
-                    reply = await self.dispatcher.handle_frame(frame)
+                    reply = await self.dispatcher.handle_frame(frame, admit=admit)
                 finally:
                     self._end()
                 if reply is not None:
-                    self._write([ws], reply)
+                    self._send(ws, reply)
+                await self._wait_drained(ws)
         except ConnectionClosed:
             pass
         finally:
             self._connections.discard(ws)
             log.info("connection_closed", code=ws.close_code, connections=len(self._connections))
+
+    def _rate_gate(self) -> Callable[[], BridgeError | None] | None:
+        rate = self.settings.rate_limit_per_s
+        if rate is None:
+            return None
+        bucket = TokenBucket(rate, max(1.0, rate))
+
+        def admit() -> BridgeError | None:
+            return None if bucket.take() else RateLimitedError(context={"limitPerSecond": rate})
+
+        return admit
+
+    async def _wait_drained(self, ws: ServerConnection) -> None:
+        """Stop reading from ``ws`` while its outbound buffer is over websockets' write limit.
+
+        A client that floods requests without reading the responses thus only slows
+        itself: its requests wait in its own TCP window. If the buffer does not drain
+        within ``ping_timeout_s`` seconds, the connection is closed with 1013 (or aborted).
+        """
+        transport = ws.transport
+        if transport is None or transport.is_closing():
+            return
+        try:
+            await asyncio.wait_for(ws.drain(), self.settings.ping_timeout_s)
+        except TimeoutError:
+            self._overflow(ws, transport.get_write_buffer_size(), reason="stalled")
 
     def _begin(self) -> None:
         self._in_flight += 1
@@ -266,34 +379,72 @@ class BridgeServer:
         if self._in_flight == 0:
             self._idle.set()
 
-    def _write(self, connections: Iterable[ServerConnection], frame: bytes) -> None:
-        """Write ``frame`` now to each connection; enforce the outbound cap."""
-        targets = list(connections)
-        broadcast(targets, frame, text=True)
-        cap = self.settings.outbound_cap_bytes
-        for ws in targets:
-            transport = ws.transport
-            if transport is None or transport.is_closing():
-                continue
-            buffered = transport.get_write_buffer_size()
-            if buffered > cap:
-                self._overflow(ws, buffered)
+    def _send(self, ws: ServerConnection, frame: bytes) -> None:
+        """Write ``frame`` to ``ws`` now, unless that would pass the outbound cap.
 
-    def _overflow(self, ws: ServerConnection, buffered: int) -> None:
+        A frame larger than the cap is still written onto an empty buffer (a response
+        that big could never be delivered otherwise); any other frame that would pass
+        the cap is dropped and the connection closed (DESIGN §6).
+        """
+        transport = ws.transport
+        if ws.protocol.state is not State.OPEN or transport is None or transport.is_closing():
+            return
+        buffered = transport.get_write_buffer_size()
+        if buffered and buffered + len(frame) > self.settings.outbound_cap_bytes:
+            self._overflow(ws, buffered, reason="outbound_cap")
+            return
+        broadcast([ws], frame, text=True)
+
+    def _write(self, connections: Iterable[ServerConnection], frame: bytes) -> None:
+        """Write ``frame`` now to each connection; each one is checked against the cap."""
+        for ws in list(connections):
+            self._send(ws, frame)
+
+    def _overflow(self, ws: ServerConnection, buffered: int, *, reason: str) -> None:
+        """Take ``ws`` out of the fan-out and close it with 1013, or abort it."""
         self._connections.discard(ws)
         log.warning(
             "connection_overflowed",
+            reason=reason,
             buffered_bytes=buffered,
             cap_bytes=self.settings.outbound_cap_bytes,
         )
-        # The close frame would queue behind the unread backlog: abort the transport.
-        ws.transport.abort()
+        if buffered + CLOSE_FRAME_ROOM > self.settings.outbound_cap_bytes:
+            # Even the close frame would pass the cap: drop the connection at once.
+            ws.transport.abort()
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._close_or_abort(
+                ws, CLOSE_TRY_AGAIN_LATER, "outbound buffer full", self.settings.ping_timeout_s
+            )
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _close_or_abort(self, ws: ServerConnection, code: int, reason: str, timeout_s: float) -> None:
+        """Close ``ws`` with ``code``; abort the transport if that takes over ``timeout_s`` seconds.
+
+        websockets' ``close()`` can wait forever for a buffer that never drains
+        (websockets issue #1527), hence the outer bound.
+        """
+        try:
+            async with asyncio.timeout(max(timeout_s, 0.0)):
+                await ws.close(code, reason)
+        except TimeoutError:
+            log.info("connection_aborted", code=code)
+        finally:
+            if ws.transport is not None and ws.protocol.state is not State.CLOSED:
+                ws.transport.abort()
 
     def notify(self, topic: TopicSpec, payload: dict[str, Any]) -> None:
-        """Send ``payload`` as a ``topic`` notification to every open connection, now."""
+        """Send ``payload`` as a ``topic`` notification to every open connection, now.
+
+        Written synchronously, so it precedes the response to the request that caused
+        it; a connection whose buffer would pass the cap is closed instead (DESIGN §6).
+        """
         self._write(self._connections, notification_frame(topic.name, payload))
 
     @property
     def connection_count(self) -> int:
-        """Number of open connections."""
+        """Number of open connections that receive notifications."""
         return len(self._connections)

@@ -1,0 +1,30 @@
+"""The public registry: the example application's own channel and topic, end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "custom_channel.py"
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("custom_channel_example", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_custom_channel_and_topic_are_served_and_published(tmp_path: Path) -> None:
+    example = load_example()
+    seen = await example.main(tmp_path / "data")
+    assert seen["echo"] == example.EchoResult(text="héllo", length=5)
+    assert seen["tick"] == {"count": 1}
+    assert example.APP_ECHO.name in seen["channels"]
+    assert seen["channels"] == sorted(seen["channels"])
+    methods = {m["name"] for m in seen["document"]["methods"]}
+    assert {example.APP_ECHO.name, "llm-config:create", "bridge:hello"} <= methods
+    assert example.APP_TICK.name in str(seen["document"])

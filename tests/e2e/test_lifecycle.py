@@ -1,0 +1,256 @@
+"""Sidecar lifecycle and the resilient client, against real ``bridge serve`` subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.client import BridgeClient, ConnectionInfo, read_connection_file
+from bridge.errors import AuthenticationError, BridgeError, ConnectionLostError, ServiceUnavailableError
+from tests.conftest import ServedBridge, openai_config, start_bridge_process
+
+TIMEOUT = 15
+
+
+def write_token(path: Path, token: str) -> Path:
+    path.write_text(token + "\n", encoding="utf-8")
+    return path
+
+
+async def test_restart_on_same_port_reconnects_resyncs_and_replays_missed_changes(tmp_path: Path) -> None:  # noqa: PLR0915 - one scenario, told in order
+    data = tmp_path / "data"
+    token_file = write_token(tmp_path / "token", "T" * 43)
+    first = start_bridge_process(data, "--token-file", str(token_file))
+    port = first.port
+    events: list[dict[str, Any]] = []
+    client = BridgeClient.from_connection_file(
+        data / "connection.json", reconnect=True, backoff_initial_s=0.05, backoff_max_s=0.3
+    )
+    stale_calls = 0
+
+    def stale_provider() -> ConnectionInfo:
+        nonlocal stale_calls
+        stale_calls += 1
+        return ConnectionInfo(first.url, first.token)
+
+    stale = BridgeClient(provider=stale_provider, reconnect=True, backoff_initial_s=0.05, backoff_max_s=0.3)
+    await client.connect()
+    await stale.connect()
+    try:
+        client.on("llm-config:changed", events.append)
+        kept = await client.create_config(openai_config("Kept"))
+        edited = await client.create_config(openai_config("Edited"))
+        gone = await client.create_config(openai_config("Gone"))
+        reader = client._reader
+        assert reader is not None
+        assert await asyncio.to_thread(first.stop) == 0
+        await asyncio.wait_for(reader, TIMEOUT)  # the client saw the connection end
+        assert client.close_code == 1001
+
+        # Changes made while the clients are away, through another server on port 0.
+        other = start_bridge_process(data, "--connection-file", str(tmp_path / "other.json"))
+        try:
+            async with BridgeClient(other.url, other.token) as writer:
+                await writer.update_config(edited.id, {"customName": "Edited twice"})
+                await writer.delete_config(gone.id)
+                born = await writer.create_config(openai_config("Born"))
+        finally:
+            assert await asyncio.to_thread(other.stop) == 0
+
+        events.clear()
+        write_token(token_file, "U" * 43)  # the restarted server has a new token
+        again = start_bridge_process(data, "--token-file", str(token_file), "--port", str(port))
+        try:
+            assert again.port == port
+            await client.wait_connected(TIMEOUT)
+            summary = sorted((e["type"], e["id"]) for e in events)
+            assert summary == sorted([("updated", edited.id), ("deleted", gone.id), ("created", born.id)])
+            assert {e["revision"] for e in events} == {6}
+            assert [v.id for v in await client.list_configs()] == [kept.id, edited.id, born.id]
+
+            # Live events continue after the resync, never duplicated.
+            events.clear()
+            await client.update_config(kept.id, {"customName": "Kept!"})
+            assert [(e["type"], e["revision"]) for e in events] == [("updated", 7)]
+
+            # The client with a stale token gives up with an auth error after ≤ 2 attempts.
+            with pytest.raises(AuthenticationError):
+                await stale.wait_connected(TIMEOUT)
+            with pytest.raises(AuthenticationError):
+                await stale.list_configs()
+            refusals = [line for line in again.log_text().splitlines() if "handshake_refused" in line]
+            assert len(refusals) == 2
+            assert all('"status": 401' in line for line in refusals)
+            assert stale_calls == stale.attempts  # the provider was asked before every attempt
+        finally:
+            assert await asyncio.to_thread(again.stop) == 0
+    finally:
+        await client.close()
+        await stale.close()
+    assert first.token not in first.log_text() + again.log_text()
+    assert "U" * 43 not in again.log_text()
+
+
+async def test_pending_call_fails_with_connection_lost_and_is_not_retried(served: ServedBridge) -> None:
+    client = BridgeClient(served.url, served.token, reconnect=True, backoff_initial_s=0.05)
+    await client.connect()
+    try:
+        ws = client._ws
+        assert ws is not None
+        call = asyncio.ensure_future(client.invoke("llm-config:list"))
+        ws.transport.abort()  # fault injection: the socket drops under the call
+        with pytest.raises((ConnectionLostError, BridgeError)):
+            await asyncio.wait_for(call, TIMEOUT)
+        await client.wait_connected(TIMEOUT)
+        assert await client.list_configs() == []
+    finally:
+        await client.close()
+
+
+async def test_sigterm_under_write_load_keeps_every_acknowledged_write(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    served = start_bridge_process(data)
+    acknowledged: list[str] = []
+    outcomes: list[str] = []
+    started = asyncio.Event()
+
+    async def writer(n: int) -> int | None:
+        async with BridgeClient(served.url, served.token) as client:
+            i = 0
+            while True:
+                try:
+                    view = await client.create_config(openai_config(f"w{n}-{i}"))
+                except ServiceUnavailableError:
+                    outcomes.append("5003")
+                except ConnectionLostError:
+                    outcomes.append("lost")
+                    return client.close_code
+                else:
+                    acknowledged.append(view.id)
+                    if len(acknowledged) >= 30:
+                        started.set()
+                i += 1
+
+    tasks = [asyncio.ensure_future(writer(n)) for n in range(3)]
+    await asyncio.wait_for(started.wait(), TIMEOUT)
+    served.process.send_signal(signal.SIGTERM)
+    codes = await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
+    assert served.stop() == 0  # already exiting: waits, then closes the pipe
+    assert codes == [1001, 1001, 1001]
+    assert not (data / "connection.json").exists()
+
+    again = start_bridge_process(data)
+    try:
+        async with BridgeClient(again.url, again.token) as client:
+            stored = {v.id for v in await client.list_configs()}
+        assert set(acknowledged) <= stored
+    finally:
+        assert again.stop() == 0
+
+
+def test_busy_port_prints_one_json_error_line_and_exits_non_zero(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "serve",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--secret-backend",
+                "file",
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    lines = done.stdout.decode().splitlines()
+    assert done.returncode != 0
+    assert len(lines) == 1
+    assert json.loads(lines[0])["event"] == "error"
+    assert json.loads(lines[0])["error"] == "ADDRESS_UNAVAILABLE"
+
+
+def test_exit_with_parent_shuts_down_on_stdin_eof(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--secret-backend",
+            "file",
+            "--port",
+            "0",
+            "--exit-with-parent",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    assert process.stdin is not None
+    assert json.loads(process.stdout.readline())["event"] == "ready"
+    assert (data / "connection.json").exists()
+    process.stdin.close()
+    assert process.wait(timeout=TIMEOUT) == 0
+    process.stdout.close()
+    assert not (data / "connection.json").exists()
+
+
+async def test_unix_socket_is_0600_and_serves(tmp_path: Path) -> None:
+    sock = tmp_path / "b.sock"
+    served = start_bridge_process(tmp_path / "data", "--uds", str(sock))
+    try:
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        info = read_connection_file(tmp_path / "data" / "connection.json")
+        assert info.socket == str(sock)
+        async with BridgeClient(info.url, info.token, unix_socket=info.socket) as client:
+            assert (await client.hello()).protocol_version == 1
+    finally:
+        assert served.stop() == 0
+    assert not sock.exists()
+
+
+def bridge_call(data: Path, *args: str) -> tuple[int, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "call", *args, "--data-dir", str(data)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_bridge_call_prints_results_and_errors_as_json(served: ServedBridge) -> None:
+    code, out = bridge_call(served.data_dir, "llm-config:create", json.dumps({"config": openai_config()}))
+    assert code == 0
+    assert out["result"]["customName"] == "My OpenAI"
+    code, out = bridge_call(served.data_dir, "llm-config:list")
+    assert (code, [v["customName"] for v in out["result"]]) == (0, ["My OpenAI"])
+    code, out = bridge_call(served.data_dir, "llm-config:create", json.dumps({"config": openai_config()}))
+    assert (code, out["error"]["code"], out["error"]["data"]["code"]) == (1, 4009, "DUPLICATE_CONFIG_NAME")
+    code, out = bridge_call(served.data_dir, "no:such")
+    assert (code, out["error"]["code"]) == (1, -32601)
+    code, out = bridge_call(served.data_dir, "llm-config:list", "{not json")
+    assert (code, out["error"]["code"]) == (2, "INVALID_PARAMS_JSON")
+    code, out = bridge_call(served.data_dir.parent / "nowhere", "llm-config:list")
+    assert (code, out["error"]["code"]) == (1, "UNREACHABLE")

@@ -1,0 +1,157 @@
+"""Helpers for wire-level tests: an in-process bridge, raw frames, hand-made handshakes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import RootModel
+from websockets.asyncio.client import ClientConnection, connect
+
+from bridge import api
+from bridge.cli import Bridge, BridgeOptions, start_bridge
+from bridge.keystore import SecretBackend
+from bridge.models import EmptyParams
+
+TIMEOUT = 10.0
+
+
+class SumParams(RootModel[list[int]]):
+    """Positional params (a RootModel of a list), like ``rpc.on``'s ``["event"]``."""
+
+
+SUM: api.ChannelSpec[SumParams, int] = api.ChannelSpec(
+    "test:sum", SumParams, int, "Sum of an array of integers."
+)
+BOOM: api.ChannelSpec[EmptyParams, int] = api.ChannelSpec(
+    "test:boom", EmptyParams, int, "Always fails unexpectedly."
+)
+SECRET_DETAIL = "internal detail sk-never-shown-to-clients"
+
+
+def make_registry() -> api.Registry:
+    """A registry with the test-only channels ``test:sum`` (array params) and ``test:boom``."""
+    registry = api.Registry()
+
+    async def total(params: SumParams) -> int:
+        return sum(params.root)
+
+    async def boom(_: EmptyParams) -> int:
+        raise RuntimeError(SECRET_DETAIL)
+
+    registry.add(SUM, total)
+    registry.add(BOOM, boom)
+    return registry
+
+
+@asynccontextmanager
+async def running_bridge(data_dir: Path, **options: Any) -> AsyncIterator[Bridge]:
+    """Start an in-process bridge on 127.0.0.1 port 0 with the test channels; close it after."""
+    bridge = await start_bridge(
+        BridgeOptions(data_dir=data_dir, secret_backend=SecretBackend.FILE, port=0, **options),
+        make_registry(),
+    )
+    try:
+        yield bridge
+    finally:
+        await bridge.close()
+
+
+def authorized(bridge: Bridge) -> dict[str, str]:
+    """The Authorization header for ``bridge``."""
+    return {"Authorization": f"Bearer {bridge.token}"}
+
+
+async def open_ws(bridge: Bridge, **kwargs: Any) -> ClientConnection:
+    """A plain websockets client connection to ``bridge``, authorized."""
+    return await connect(bridge.url, additional_headers=authorized(bridge), compression=None, **kwargs)
+
+
+async def recv_json(ws: ClientConnection) -> Any:
+    """The next frame, parsed; fails the test after TIMEOUT seconds."""
+    return orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+
+async def recv_text(ws: ClientConnection) -> str:
+    """The next frame as text, exactly as sent."""
+    frame = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert isinstance(frame, str)
+    return frame
+
+
+def request(method: str, params: Any = None, request_id: Any = 1) -> str:
+    """A JSON-RPC request frame."""
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": request_id}
+    if params is not None:
+        message["params"] = params
+    return orjson.dumps(message).decode()
+
+
+def handshake_bytes(port: int, headers: list[tuple[str, str | bytes]], path: str = "/") -> bytes:
+    """An HTTP/1.1 WebSocket upgrade request with exactly ``headers`` added (RFC 6455 §4.1)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {path} HTTP/1.1".encode(),
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}".encode(),
+        b"Sec-WebSocket-Version: 13",
+    ]
+    del port
+    for name, value in headers:
+        lines.append(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+async def handshake(
+    port: int, headers: list[tuple[str, str | bytes]], path: str = "/"
+) -> tuple[int, dict[str, list[str]], asyncio.StreamWriter]:
+    """Send a hand-made upgrade request; return (status, response headers, writer)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(handshake_bytes(port, headers, path))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    response: dict[str, list[str]] = {}
+    for line in header_lines:
+        if line:
+            name, _, value = line.partition(":")
+            response.setdefault(name.strip().lower(), []).append(value.strip())
+    return int(status_line.split()[1]), response, writer
+
+
+def stalled_socket(port: int, token: str, rcvbuf_bytes: int = 4096) -> socket.socket:
+    """A raw TCP socket that completes the WebSocket handshake by hand, then never reads.
+
+    ``SO_RCVBUF`` is set before ``connect`` so the kernel's receive window stays small.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf_bytes)
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(handshake_bytes(port, [("Host", f"127.0.0.1:{port}"), ("Authorization", f"Bearer {token}")]))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)  # byte by byte: read nothing past the 101 response
+        assert chunk, "server closed during the handshake"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    """A client → server text frame (FIN, opcode 1, masked with a zero key; RFC 6455 §5.2)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x81, 0x80 | length])
+    elif length < 2**16:
+        header = bytes([0x81, 0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([0x81, 0x80 | 127]) + length.to_bytes(8, "big")
+    return header + b"\0\0\0\0" + payload
