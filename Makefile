@@ -1,10 +1,12 @@
-# One entry point for people and CI. Every target builds the virtual environment first.
+# One entry point for people and CI. Every target builds the virtual environment first;
+# the schema/TypeScript targets also install the Node tools from package-lock.json.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
-.PHONY: demo check lint types contracts schemas-check test schemas clean
+.PHONY: demo check lint types contracts schemas-check types-check ts-check test schemas npm clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,12 +14,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# npm ci: exactly the committed lock file (json-schema-to-typescript, typescript, OpenRPC meta-schema).
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+npm: $(NODE_STAMP)
+
 ## demo: the main job — bridge serve on its embedded SQLite store, driven by a real client
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-## check: everything CI runs — format, lint, types, import contracts, schema freshness, tests
-check: lint types contracts schemas-check test
+## check: everything CI runs — format, lint, types, import contracts, schema and TS freshness, tsc, tests
+check: lint types contracts schemas-check types-check ts-check test
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
@@ -32,12 +41,21 @@ contracts: $(STAMP)
 schemas-check: $(STAMP)
 	$(BIN)/bridge schemas --check
 
-test: $(STAMP)
+## types-check: schemas/bridge.d.ts is what json-schema-to-typescript makes of bridge.schema.json
+types-check: $(NODE_STAMP)
+	node schemas/generate-types.mjs --check
+
+## ts-check: tsc --strict on a sample renderer (its @ts-expect-error lines prove the types bite)
+ts-check: $(NODE_STAMP)
+	node_modules/.bin/tsc -p tests/ts/tsconfig.json
+
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest
 
-## schemas: regenerate schemas/ after changing a model or a channel
-schemas: $(STAMP)
+## schemas: regenerate schemas/ (JSON Schema, OpenRPC, TypeScript) after changing a model or a channel
+schemas: $(STAMP) $(NODE_STAMP)
 	$(BIN)/bridge schemas
+	node schemas/generate-types.mjs
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
+from pydantic.json_schema import SkipJsonSchema
 
 from bridge.errors import (
     BridgeError,
@@ -55,6 +56,23 @@ PROTOCOL_VERSION = 1
 
 
 @dataclass(frozen=True)
+class Example:
+    """A documented call, published as an OpenRPC Example Pairing (OpenRPC 1.3 §4.9.x).
+
+    Attributes:
+        name: short unique name within the channel, e.g. ``create-openai``.
+        params: by-name params as sent on the wire (camelCase keys).
+        result: the result as the server sends it (wire form); ignored for topics.
+        summary: one line saying what the example shows.
+    """
+
+    name: str
+    params: dict[str, Any]
+    result: Any = None
+    summary: str = ""
+
+
+@dataclass(frozen=True)
 class ChannelSpec(Generic[P, R]):
     """A channel's contract: name, by-name params model, result type and errors.
 
@@ -65,6 +83,7 @@ class ChannelSpec(Generic[P, R]):
         summary: one line for the OpenRPC document.
         errors: error classes the channel may return besides -32602/-32603/5003.
         params_optional: True when the params may be omitted entirely.
+        examples: documented calls for the OpenRPC document (params and result, wire form).
     """
 
     name: str
@@ -73,6 +92,7 @@ class ChannelSpec(Generic[P, R]):
     summary: str
     errors: tuple[type[BridgeError], ...] = ()
     params_optional: bool = False
+    examples: tuple[Example, ...] = ()
     result_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -92,11 +112,13 @@ class TopicSpec:
         name: the JSON-RPC notification ``method``.
         payload: pydantic model of ``params``.
         summary: one line for the OpenRPC document.
+        examples: documented notifications (``params`` is the payload; no result).
     """
 
     name: str
     payload: type[WireModel]
     summary: str
+    examples: tuple[Example, ...] = ()
 
 
 Handler = Callable[[Any], Awaitable[Any]]
@@ -166,12 +188,43 @@ class Registry:
 
 _WRITE_ERRORS: tuple[type[BridgeError], ...] = (ConfigOperationFailedError, ServiceUnavailableError)
 
+# Documentation examples (OpenRPC "examples"); tests check each one against the server's
+# params models and the published result schemas. The API key is a fake of a valid shape.
+_EX_ID = "0b7e2f44-5c1a-4d3e-9f6b-2a8c7d1e4f90"
+_EX_KEY = "sk-example-" + "0" * 32
+_EX_VIEW: dict[str, Any] = {
+    "id": _EX_ID,
+    "customName": "My OpenAI",
+    "provider": "openai",
+    "apiKeyPreview": "sk-...000",
+    "baseUrl": None,
+    "useAuthHeader": True,
+    "createdAt": "2025-01-15T09:30:00.000Z",
+    "updatedAt": "2025-01-15T09:30:00.000Z",
+    "version": 1,
+}
+_EX_UPDATED: dict[str, Any] = {
+    **_EX_VIEW,
+    "customName": "Work OpenAI",
+    "baseUrl": "https://api.openai.com/v1",
+    "updatedAt": "2025-01-15T10:00:00.000Z",
+    "version": 2,
+}
+
 LLM_CONFIG_CREATE: ChannelSpec[CreateParams, LlmConfigView] = ChannelSpec(
     "llm-config:create",
     CreateParams,
     LlmConfigView,
     "Create an LLM provider config; returns its view (no API key).",
     (ValidationError, DuplicateConfigNameError, *_WRITE_ERRORS),
+    examples=(
+        Example(
+            "create-openai",
+            {"config": {"customName": "My OpenAI", "provider": "openai", "apiKey": _EX_KEY}},
+            _EX_VIEW,
+            "Create an OpenAI config; the result carries a key preview, never the key.",
+        ),
+    ),
 )
 LLM_CONFIG_READ: ChannelSpec[IdParams, LlmConfigView | None] = ChannelSpec(
     "llm-config:read",
@@ -179,6 +232,12 @@ LLM_CONFIG_READ: ChannelSpec[IdParams, LlmConfigView | None] = ChannelSpec(
     LlmConfigView | None,
     "Read one config by id from the cache; null when unknown.",
     (ValidationError, ServiceUnavailableError),
+    examples=(
+        Example("read-existing", {"id": _EX_ID}, _EX_VIEW, "Read a config by id."),
+        Example(
+            "read-unknown", {"id": "9d3c1b2a-0f4e-4a5b-8c6d-7e8f9a0b1c2d"}, None, "An unknown id reads null."
+        ),
+    ),
 )
 LLM_CONFIG_UPDATE: ChannelSpec[UpdateParams, LlmConfigView] = ChannelSpec(
     "llm-config:update",
@@ -192,6 +251,18 @@ LLM_CONFIG_UPDATE: ChannelSpec[UpdateParams, LlmConfigView] = ChannelSpec(
         DuplicateConfigNameError,
         *_WRITE_ERRORS,
     ),
+    examples=(
+        Example(
+            "rename-and-set-base-url",
+            {
+                "id": _EX_ID,
+                "updates": {"customName": "Work OpenAI", "baseUrl": "https://api.openai.com/v1"},
+                "expectedVersion": 1,
+            },
+            _EX_UPDATED,
+            "Rename a config and set its base URL, guarded by expectedVersion.",
+        ),
+    ),
 )
 LLM_CONFIG_DELETE: ChannelSpec[DeleteParams, DeleteResult] = ChannelSpec(
     "llm-config:delete",
@@ -199,6 +270,15 @@ LLM_CONFIG_DELETE: ChannelSpec[DeleteParams, DeleteResult] = ChannelSpec(
     DeleteResult,
     "Delete a config; {deleted: false} when the id is unknown.",
     (ValidationError, VersionConflictError, *_WRITE_ERRORS),
+    examples=(
+        Example("delete-existing", {"id": _EX_ID, "expectedVersion": 2}, {"deleted": True}),
+        Example(
+            "delete-unknown",
+            {"id": "9d3c1b2a-0f4e-4a5b-8c6d-7e8f9a0b1c2d"},
+            {"deleted": False},
+            "Deleting an unknown id is not an error.",
+        ),
+    ),
 )
 LLM_CONFIG_LIST: ChannelSpec[EmptyParams, list[LlmConfigView]] = ChannelSpec(
     "llm-config:list",
@@ -207,6 +287,7 @@ LLM_CONFIG_LIST: ChannelSpec[EmptyParams, list[LlmConfigView]] = ChannelSpec(
     "Every config in creation order.",
     (ServiceUnavailableError,),
     params_optional=True,
+    examples=(Example("list-one", {}, [_EX_VIEW]),),
 )
 LLM_CONFIG_SNAPSHOT: ChannelSpec[EmptyParams, Snapshot] = ChannelSpec(
     "llm-config:snapshot",
@@ -215,6 +296,7 @@ LLM_CONFIG_SNAPSHOT: ChannelSpec[EmptyParams, Snapshot] = ChannelSpec(
     "Every config and the revision they reflect (for resync after reconnect).",
     (ServiceUnavailableError,),
     params_optional=True,
+    examples=(Example("snapshot-one", {}, {"revision": 1, "configs": [_EX_VIEW]}),),
 )
 LLM_CONFIG_INITIALIZE: ChannelSpec[EmptyParams, InitializeResult] = ChannelSpec(
     "llm-config:initialize",
@@ -223,6 +305,7 @@ LLM_CONFIG_INITIALIZE: ChannelSpec[EmptyParams, InitializeResult] = ChannelSpec(
     "Load the cache if not yet loaded (idempotent).",
     (ServiceUnavailableError,),
     params_optional=True,
+    examples=(Example("initialize", {}, {"initialized": True, "count": 1}),),
 )
 LLM_CONFIG_REFRESH_CACHE: ChannelSpec[EmptyParams, RefreshResult] = ChannelSpec(
     "llm-config:refresh-cache",
@@ -231,12 +314,17 @@ LLM_CONFIG_REFRESH_CACHE: ChannelSpec[EmptyParams, RefreshResult] = ChannelSpec(
     "Reload the cache from the store; an event is sent for every difference.",
     _WRITE_ERRORS,
     params_optional=True,
+    examples=(Example("refresh", {}, {"count": 1, "revision": 1}),),
 )
 
 LLM_CONFIG_CHANGED = TopicSpec(
     "llm-config:changed",
     LlmConfigChanged,
     "A config was created, updated or deleted (by any renderer or process).",
+    examples=(
+        Example("created", {"type": "created", "id": _EX_ID, "revision": 1, "config": _EX_VIEW}),
+        Example("deleted", {"type": "deleted", "id": _EX_ID, "revision": 3}, summary="No config."),
+    ),
 )
 
 LLM_CONFIG_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (
@@ -259,8 +347,9 @@ class HelloResult(WireModel):
     schema_hash: str
     channels: list[str]
     revision: int
-    secret_backend: str
-    recovered_from: str | None = None
+    secret_backend: str = Field(json_schema_extra={"enum": ["keyring", "file"]})
+    # Absent (not null) when nothing was recovered (DESIGN §5).
+    recovered_from: str | SkipJsonSchema[None] = Field(default=None, exclude_if=lambda v: v is None)
 
 
 BRIDGE_HELLO: ChannelSpec[EmptyParams, HelloResult] = ChannelSpec(

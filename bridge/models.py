@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from bridge.errors import FieldError, ValidationError
@@ -197,11 +198,12 @@ class LlmConfigPatch(WireModel):
     INVALID_FORMAT. The merged result must satisfy every rule of :class:`LlmConfigInput`.
     """
 
-    custom_name: CustomName | None = None
-    provider: Provider | None = None
-    api_key: ApiKey | None = Field(default=None, repr=False)
+    # SkipJsonSchema[None]: null is rejected (INVALID_FORMAT), so the schema omits it.
+    custom_name: CustomName | SkipJsonSchema[None] = None
+    provider: Provider | SkipJsonSchema[None] = None
+    api_key: ApiKey | SkipJsonSchema[None] = Field(default=None, repr=False)
     base_url: BaseUrl | None = None
-    use_auth_header: StrictBool | None = None
+    use_auth_header: StrictBool | SkipJsonSchema[None] = None
 
     @field_validator("custom_name", "provider", "api_key", "use_auth_header", mode="wrap")
     @classmethod
@@ -266,7 +268,8 @@ class LlmConfigChanged(WireModel):
     type: ChangeType
     id: str
     revision: int = Field(ge=1)
-    config: LlmConfigView | None = None
+    # Absent (never null) on the wire for ``deleted``: exclude_if keeps the schema honest.
+    config: LlmConfigView | SkipJsonSchema[None] = Field(default=None, exclude_if=lambda v: v is None)
 
     def to_wire(self) -> dict[str, Any]:
         """Return the wire payload (``config`` omitted for ``deleted``)."""
