@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo check lint types contracts schemas-check types-check ts-check test schemas npm clean
+.PHONY: demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 ## check: everything CI runs — format, lint, types, import contracts, schema and TS freshness, tsc, tests
-check: lint types contracts schemas-check types-check ts-check test
+check: lint types contracts schemas-check types-check ts-check test js-test
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
@@ -51,6 +51,10 @@ ts-check: $(NODE_STAMP)
 
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest
+
+## js-test: the JS renderer client and the Electron sidecar hand-off under plain Node, against a real server
+js-test: $(STAMP)
+	BRIDGE_PYTHON=$(BIN)/python node --experimental-websocket --test tests/js/
 
 ## schemas: regenerate schemas/ (JSON Schema, OpenRPC, TypeScript) after changing a model or a channel
 schemas: $(STAMP) $(NODE_STAMP)

@@ -191,6 +191,16 @@ class LlmConfigInput(WireModel):
         return _check_base_url(value)
 
 
+def _null_rejected(schema: dict[str, Any]) -> None:
+    """JSON Schema hook: the field defaults to None in Python but refuses ``null`` on the wire."""
+    options = [option for option in schema.pop("anyOf", []) if option != {"type": "null"}]
+    if len(options) == 1:
+        schema.update(options[0])
+    else:
+        schema["anyOf"] = options
+    schema.pop("default", None)
+
+
 class LlmConfigPatch(WireModel):
     """``updates`` of ``llm-config:update``: every field optional.
 
@@ -198,12 +208,13 @@ class LlmConfigPatch(WireModel):
     INVALID_FORMAT. The merged result must satisfy every rule of :class:`LlmConfigInput`.
     """
 
-    # SkipJsonSchema[None]: null is rejected (INVALID_FORMAT), so the schema omits it.
-    custom_name: CustomName | SkipJsonSchema[None] = None
-    provider: Provider | SkipJsonSchema[None] = None
-    api_key: ApiKey | SkipJsonSchema[None] = Field(default=None, repr=False)
+    # ``X | None`` keeps pydantic's nullable schema (errors located at the field, not at
+    # a union member); null is refused by ``_no_null`` and dropped from the JSON Schema.
+    custom_name: CustomName | None = Field(default=None, json_schema_extra=_null_rejected)
+    provider: Provider | None = Field(default=None, json_schema_extra=_null_rejected)
+    api_key: ApiKey | None = Field(default=None, repr=False, json_schema_extra=_null_rejected)
     base_url: BaseUrl | None = None
-    use_auth_header: StrictBool | SkipJsonSchema[None] = None
+    use_auth_header: StrictBool | None = Field(default=None, json_schema_extra=_null_rejected)
 
     @field_validator("custom_name", "provider", "api_key", "use_auth_header", mode="wrap")
     @classmethod

@@ -128,7 +128,9 @@ async def test_two_pages_stay_in_sync_and_resync_after_restart(
     )
     try:
         async with BridgeClient(restarted.url, restarted.token) as client:
-            await client.create_config({"customName": "Made While Away", "provider": "anthropic", "apiKey": ANTHROPIC_KEY})
+            await client.create_config(
+                {"customName": "Made While Away", "provider": "anthropic", "apiKey": ANTHROPIC_KEY}
+            )
         for page in (page_a, page_b):
             await expect(page.locator("#status")).to_have_text("Connected", timeout=3 * TIMEOUT_MS)
             await expect(page.locator("tr", has_text="Made While Away")).to_be_visible(timeout=TIMEOUT_MS)
