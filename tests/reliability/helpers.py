@@ -26,7 +26,7 @@ def setting(env: str, short: float, long: float) -> float:
 
 
 CRASH_ROUNDS: Final = int(setting("BRIDGE_CRASH_ROUNDS", 5, 200))
-FUZZ_FRAMES: Final = int(setting("BRIDGE_FUZZ_FRAMES", 3_000, 100_000))
+FUZZ_FRAMES: Final = int(setting("BRIDGE_FUZZ_FRAMES", 2_000, 100_000))
 SOAK_S: Final = setting("BRIDGE_SOAK_S", 30, 600)
 STATEFUL_EXAMPLES: Final = int(setting("BRIDGE_STATEFUL_EXAMPLES", 8, 150))
 SEED: Final = int(os.environ.get("BRIDGE_RELIABILITY_SEED") or time.time_ns() % 2**32)
