@@ -199,7 +199,9 @@ def check_reply(frame: str | bytes, reply: str) -> bool:
     for item in items:
         check_response(item)
         result = item.get("result")
-        wrote = wrote or (isinstance(result, dict) and ("apiKeyPreview" in result or result.get("deleted")))
+        wrote = wrote or (
+            isinstance(result, dict) and ("apiKeyPreview" in result or result.get("deleted") is True)
+        )
     del frame
     return wrote
 
