@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean
+.PHONY: demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ test: $(STAMP) $(NODE_STAMP)
 ## js-test: the JS renderer client and the Electron sidecar hand-off under plain Node, against a real server
 js-test: $(STAMP)
 	BRIDGE_PYTHON=$(BIN)/python node --experimental-websocket --test tests/js/
+
+## reliability: the dedicated long runs of tests/reliability (200 SIGKILL rounds, >= 100,000 fuzzed frames,
+## a 10-minute soak, more stateful examples); figures appended to reliability-report.jsonl. `make check` runs
+## the same tests in their short CI mode. Override one figure with e.g. BRIDGE_SOAK_S=300 make reliability.
+reliability: $(STAMP)
+	BRIDGE_RELIABILITY=long BRIDGE_RELIABILITY_REPORT=reliability-report.jsonl $(BIN)/pytest tests/reliability -m reliability -s -q
 
 ## schemas: regenerate schemas/ (JSON Schema, OpenRPC, TypeScript) after changing a model or a channel
 schemas: $(STAMP) $(NODE_STAMP)

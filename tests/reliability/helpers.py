@@ -29,6 +29,8 @@ CRASH_ROUNDS: Final = int(setting("BRIDGE_CRASH_ROUNDS", 5, 200))
 FUZZ_FRAMES: Final = int(setting("BRIDGE_FUZZ_FRAMES", 2_000, 100_000))
 SOAK_S: Final = setting("BRIDGE_SOAK_S", 30, 600)
 STATEFUL_EXAMPLES: Final = int(setting("BRIDGE_STATEFUL_EXAMPLES", 8, 150))
+RUN_TIMEOUT_S: Final = 3 * 3600 if LONG else 300
+"""pytest-timeout bound of the long-running tests (generous: a hang must still end)."""
 SEED: Final = int(os.environ.get("BRIDGE_RELIABILITY_SEED") or time.time_ns() % 2**32)
 
 ALNUM: Final = string.ascii_letters + string.digits

@@ -30,7 +30,7 @@ from bridge.keystore import KeyCipher, SecretBackend, load_data_key
 from bridge.service import LlmConfigService
 from bridge.storage import SqliteConfigStore
 from tests.conftest import start_bridge_process
-from tests.reliability.helpers import CRASH_ROUNDS, SEED, config_input, random_key, record
+from tests.reliability.helpers import CRASH_ROUNDS, RUN_TIMEOUT_S, SEED, config_input, random_key, record
 
 pytestmark = pytest.mark.reliability
 
@@ -208,7 +208,7 @@ async def crash_round(data_dir: Path, writers: list[Writer], rng: random.Random)
                 await client.close()
 
 
-@pytest.mark.timeout(0)
+@pytest.mark.timeout(RUN_TIMEOUT_S)
 async def test_sigkill_under_load_loses_no_acknowledged_write_and_half_applies_nothing(
     tmp_path: Path,
 ) -> None:

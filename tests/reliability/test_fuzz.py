@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from bridge import api
 from tests.conftest import ServedBridge, start_bridge_process
-from tests.reliability.helpers import FUZZ_FRAMES, record
+from tests.reliability.helpers import FUZZ_FRAMES, RUN_TIMEOUT_S, record
 
 pytestmark = pytest.mark.reliability
 
@@ -263,7 +263,7 @@ def assert_no_error_logged(served: ServedBridge) -> None:
         assert "exception" not in entry, entry
 
 
-@pytest.mark.timeout(0)
+@pytest.mark.timeout(RUN_TIMEOUT_S)
 def test_fuzzed_frames_get_documented_codes_and_never_break_the_connection(tmp_path: Path) -> None:
     served = start_bridge_process(tmp_path / "data", "--log-level", "debug")
     loop = asyncio.new_event_loop()

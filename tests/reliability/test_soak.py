@@ -23,7 +23,7 @@ from bridge.client import BridgeClient
 from bridge.errors import BridgeError, DuplicateConfigNameError, VersionConflictError
 from tests.conftest import start_bridge_process
 from tests.e2e.wire import running_bridge
-from tests.reliability.helpers import SEED, SOAK_S, config_input, random_key, record
+from tests.reliability.helpers import RUN_TIMEOUT_S, SEED, SOAK_S, config_input, random_key, record
 
 pytestmark = pytest.mark.reliability
 
@@ -126,7 +126,7 @@ async def settle(measure: object, target: int, timeout_s: float = 10.0) -> int:
     return value
 
 
-@pytest.mark.timeout(0)
+@pytest.mark.timeout(RUN_TIMEOUT_S)
 async def test_soak_32_clients_no_unexpected_error_bounded_rss_and_no_leaked_fds(tmp_path: Path) -> None:
     served = start_bridge_process(tmp_path / "data")
     try:
@@ -169,7 +169,7 @@ async def test_soak_32_clients_no_unexpected_error_bounded_rss_and_no_leaked_fds
         assert served.stop() == 0
 
 
-@pytest.mark.timeout(0)
+@pytest.mark.timeout(RUN_TIMEOUT_S)
 async def test_in_process_soak_leaves_no_task_behind(tmp_path: Path) -> None:
     async with running_bridge(tmp_path / "data") as bridge:
         await run_clients(bridge.url, bridge.token, 0.5, "warm")  # warm-up

@@ -34,7 +34,7 @@ from bridge.client import BridgeClient
 from bridge.errors import ConfigNotFoundError, DuplicateConfigNameError, ValidationError, VersionConflictError
 from bridge.keystore import SecretBackend
 from tests.conftest import ServedBridge, start_bridge_process
-from tests.reliability.helpers import LONG, STATEFUL_EXAMPLES, random_key, record
+from tests.reliability.helpers import LONG, RUN_TIMEOUT_S, STATEFUL_EXAMPLES, random_key, record
 
 pytestmark = pytest.mark.reliability
 
@@ -254,7 +254,7 @@ BridgeMachine.TestCase.settings = settings(
 )
 
 
-@pytest.mark.timeout(0)
+@pytest.mark.timeout(RUN_TIMEOUT_S)
 def test_clients_restarts_and_a_second_process_always_read_the_model() -> None:
     BridgeMachine.TestCase().runTest()
     assert STATS["examples"] >= STATEFUL_EXAMPLES
