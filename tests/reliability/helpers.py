@@ -34,17 +34,22 @@ RUN_TIMEOUT_S: Final = 3 * 3600 if LONG else 300
 SEED: Final = int(os.environ.get("BRIDGE_RELIABILITY_SEED") or time.time_ns() % 2**32)
 
 ALNUM: Final = string.ascii_letters + string.digits
+ISSUED_KEYS: set[str] = set()
+"""Every key :func:`random_key` handed out in this session (swept for by ``conftest.py``)."""
 
 
 def random_key(rng: random.Random, provider: str) -> str:
     """A fresh API key of ``provider``'s shape (``custom``: no recognisable shape at all)."""
     if provider == "openai":
-        return "sk-" + "".join(rng.choices(ALNUM, k=45))
-    if provider == "anthropic":
-        return "sk-ant-" + "".join(rng.choices(ALNUM, k=55))
-    if provider == "google":
-        return "".join(rng.choices(ALNUM + "_-", k=39))
-    return "".join(rng.choices(ALNUM + "._~+/", k=28))
+        key = "sk-" + "".join(rng.choices(ALNUM, k=45))
+    elif provider == "anthropic":
+        key = "sk-ant-" + "".join(rng.choices(ALNUM, k=55))
+    elif provider == "google":
+        key = "".join(rng.choices(ALNUM + "_-", k=39))
+    else:
+        key = "".join(rng.choices(ALNUM + "._~+/", k=28))
+    ISSUED_KEYS.add(key)
+    return key
 
 
 def config_input(rng: random.Random, name: str, provider: str | None = None) -> dict[str, Any]:
