@@ -150,8 +150,9 @@ async def test_soak_32_clients_no_unexpected_error_bounded_rss_and_no_leaked_fds
         quarter = max(len(samples) // 4, 1)
         first, last = statistics.median(samples[:quarter]), statistics.median(samples[-quarter:])
         assert last - first < max(RSS_SLACK_BYTES, first * 0.25), (first, last)
+        # ≤, not ==: the baseline may still hold a warm-up socket that was closing.
         fds_after = await settle(lambda: fd_count(process.pid), fds_before)
-        assert fds_after == fds_before
+        assert fds_after <= fds_before
         ops = sum(v for k, v in counts.items() if k != "notifications")
         record(
             "soak",
