@@ -35,7 +35,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from pydantic import Field, TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue, SkipJsonSchema
@@ -51,7 +51,7 @@ from bridge.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
-from bridge.models import WireModel
+from bridge.models import FieldErrorCode, WireModel
 
 OPENRPC_VERSION: Final = "1.3.2"
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -76,17 +76,6 @@ _ENVELOPE_ERRORS: tuple[type[BridgeError], ...] = (ParseError, InvalidRequestErr
 
 
 # ---- error data shapes (DESIGN §5) ------------------------------------------------------
-
-FieldErrorCode = Literal[
-    "REQUIRED",
-    "INVALID_FORMAT",
-    "INVALID_LENGTH",
-    "INVALID_ENUM",
-    "INVALID_URL",
-    "API_KEY_FORMAT",
-    "PROVIDER_SPECIFIC",
-    "UNKNOWN_FIELD",
-]
 
 
 class FieldErrorData(WireModel):
