@@ -183,6 +183,8 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
 
     registry.add(api.BRIDGE_HELLO, hello)
     registry.add(api.RPC_DISCOVER, discover)
+    registry.add(api.RPC_ON, api.subscription_handler(registry))
+    registry.add(api.RPC_OFF, api.subscription_handler(registry))
     document.update(schemas.openrpc_document(registry.channels, registry.topics))
 
     settings = ServerSettings(
