@@ -40,6 +40,7 @@ class ServedBridge:
     data_dir: Path
     ready: dict[str, Any]
     log_path: Path
+    extra: tuple[str, ...] = ()
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -85,7 +86,7 @@ def start_bridge_process(data_dir: Path, *extra: str, env: dict[str, str] | None
     assert ready["event"] == "ready", ready
     tail = ready["url"].rsplit(":", 1)[1]
     port = int(tail) if tail.isdigit() else 0  # 0: served on a Unix socket (--uds)
-    return ServedBridge(process, ready["url"], ready["token"], port, data_dir, ready, log_path)
+    return ServedBridge(process, ready["url"], ready["token"], port, data_dir, ready, log_path, extra)
 
 
 @pytest.fixture
@@ -173,3 +174,13 @@ async def backend_args(
     key.write_text(generate_data_key_text() + "\n", encoding="ascii")
     yield ["--store", dsn, "--data-key-file", str(key)]
     await drop_database(cluster, dsn)
+
+
+@pytest.fixture
+def served_on_backend(tmp_path: Path, backend_args: list[str]) -> Iterator[ServedBridge]:
+    """Like :func:`served`, on the store of the parametrized :func:`store_backend`."""
+    bridge = start_bridge_process(tmp_path / "data", *backend_args)
+    try:
+        yield bridge
+    finally:
+        bridge.stop()

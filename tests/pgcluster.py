@@ -117,7 +117,8 @@ class PgCluster:
 
     def restart(self) -> None:
         """Fast restart on the same port: every client connection is dropped."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "restart")
+        # -l again: without it the new postmaster writes to (and holds) our stdout pipe.
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-m", "fast", "-w", "restart")
 
     def destroy(self) -> None:
         """Stop the server if running and delete its files."""

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -94,6 +95,17 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 _COLUMNS: Final = (
     "id, custom_name, name_key, provider, api_key_ct, api_key_preview, base_url, "
     "use_auth_header, created_at, updated_at, version, revision"
+)
+
+
+_CONNECTION_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
 )
 
 
@@ -182,6 +194,9 @@ class PostgresConfigStore:
             silently (no TCP reset). Notifications normally arrive long before.
         reconnect_cap_s: the longest wait between reconnect attempts, in seconds.
         connect_timeout_s: bound on one connection attempt, in seconds.
+        op_timeout_s: bound on one store operation (acquire, statements, commit), in
+            seconds: a database that stops answering fails the operation (5000) instead
+            of holding the service's write lock forever.
     """
 
     def __init__(
@@ -192,6 +207,7 @@ class PostgresConfigStore:
         check_interval_s: float = 2.0,
         reconnect_cap_s: float = 5.0,
         connect_timeout_s: float = 10.0,
+        op_timeout_s: float = 15.0,
     ) -> None:
         """Configure the store; nothing connects until :meth:`open`."""
         self.dsn = dsn
@@ -199,6 +215,7 @@ class PostgresConfigStore:
         self.check_interval_s = check_interval_s
         self.reconnect_cap_s = reconnect_cap_s
         self.connect_timeout_s = connect_timeout_s
+        self.op_timeout_s = op_timeout_s
         self.recovered_from: str | None = None
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
@@ -226,7 +243,12 @@ class PostgresConfigStore:
         """
         try:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, timeout=self.connect_timeout_s
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=self.connect_timeout_s,
+                command_timeout=self.op_timeout_s,
+                server_settings={"application_name": f"bridge-{os.getpid()}"},
             )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise StartupError(
@@ -273,17 +295,34 @@ class PostgresConfigStore:
             except Exception:
                 pool.terminate()
 
-    def _acquire(self) -> Any:
+    @contextlib.asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Any]:
+        """Yield a pooled connection for one bounded operation.
+
+        A connection-level failure (the server restarted, a backend was terminated)
+        expires every pooled connection: the next operation gets fresh ones instead of
+        tripping over the other dead sockets one by one.
+        """
         pool = self._pool
         if pool is None:
             raise RuntimeError("store is not open")
-        return pool.acquire()
+        try:
+            async with asyncio.timeout(self.op_timeout_s), pool.acquire() as conn:
+                yield conn
+        except _CONNECTION_ERRORS:
+            await pool.expire_connections()
+            raise
 
     # ---- change notifications ---------------------------------------------------------
 
     async def _listen(self) -> None:
         """Open the dedicated listener connection and ``LISTEN`` on :data:`CHANNEL`."""
-        conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s)
+        conn = await asyncpg.connect(
+            self.dsn,
+            timeout=self.connect_timeout_s,
+            # Names the connection in pg_stat_activity, for operators (and the fault tests).
+            server_settings={"application_name": f"bridge-listener-{os.getpid()}"},
+        )
         try:
             await conn.add_listener(CHANNEL, self._on_notify)
         except BaseException:
@@ -319,7 +358,7 @@ class PostgresConfigStore:
             attempts += 1
             try:
                 await self._listen()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
                 wait_s = delay()
                 log.info("store_listener_retry", attempt=attempts, error=type(exc).__name__, wait_s=wait_s)
                 await asyncio.sleep(wait_s)
@@ -357,7 +396,7 @@ class PostgresConfigStore:
         try:
             async with self._acquire() as conn:
                 revision = int(await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1"))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
             return False
         return revision > self._seen_revision
 
