@@ -440,21 +440,32 @@ class PostgresConfigStore:
 
         ``fn`` returns ``(current row, id that changed or None)``.
         """
-        async with self._acquire() as conn, conn.transaction():
-            # The global write lock: writes of every instance take turns here, so the
-            # revision each one takes follows commit order.
-            revision_before = int(
-                await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1 FOR UPDATE")
-            )
-            current, changed_id = await fn(conn)
-            outcome = await _feed(conn, since, current)
-            if changed_id is not None:
-                await conn.execute(
-                    "SELECT pg_notify($1, $2)",
-                    CHANNEL,
-                    orjson.dumps({"id": changed_id, "revision": outcome.revision}).decode(),
+        seen_before = self._seen_revision
+        try:
+            async with self._acquire() as conn, conn.transaction():
+                # The global write lock: writes of every instance take turns here, so the
+                # revision each one takes follows commit order.
+                revision_before = int(
+                    await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1 FOR UPDATE")
                 )
-        self._saw(outcome.revision)
+                current, changed_id = await fn(conn)
+                outcome = await _feed(conn, since, current)
+                if changed_id is not None:
+                    await conn.execute(
+                        "SELECT pg_notify($1, $2)",
+                        CHANNEL,
+                        orjson.dumps({"id": changed_id, "revision": outcome.revision}).decode(),
+                    )
+                # Before COMMIT: our own notification may be handled before this task
+                # resumes, and must not wake the watcher.
+                self._saw(outcome.revision)
+        except BaseException:
+            # Not committed: the revision may go to another instance, whose notification
+            # must not be mistaken for ours.
+            self._seen_revision = seen_before
+            if self._notified_revision > self._seen_revision:
+                self._wake.set()
+            raise
         return replace(outcome, written=outcome.revision != revision_before)
 
     async def insert(self, config: StoredConfig, since: int) -> WriteOutcome:
