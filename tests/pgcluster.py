@@ -50,13 +50,18 @@ def free_port() -> int:
 
 @dataclass
 class PgCluster:
-    """One throw-away cluster: superuser ``bridge`` with a random password, fsync off."""
+    """One throw-away cluster: superuser ``bridge`` with a random password.
+
+    ``durable=False`` (the tests) turns fsync and synchronous commit off to spare the
+    shared disk; the benchmark keeps PostgreSQL's durable defaults.
+    """
 
     bindir: Path = field(default_factory=find_bindir)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bridge-pg-")))
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     user: str = "bridge"
+    durable: bool = False
 
     @property
     def data(self) -> Path:
@@ -106,8 +111,8 @@ class PgCluster:
             str(self.log_path),
             "-w",
             "-o",
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c max_connections=200"
+            + ("" if self.durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"),
             "start",
         )
 
