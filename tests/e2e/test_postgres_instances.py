@@ -335,3 +335,45 @@ async def test_startup_refuses_postgres_without_a_shared_key_and_an_unreachable_
     assert "Cannot connect to PostgreSQL" in line["message"]
     assert pg_cluster.password not in line["message"]
     assert ":***@" in line["message"]
+
+
+async def test_instances_configured_by_environment_share_the_store_and_the_key(
+    launch: Launcher, pg_dsn: str, data_key_file: Path, tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    (a,) = launch(1)  # flags: --store, --data-key-file
+    env = {"BRIDGE_STORE": pg_dsn, "BRIDGE_DATA_KEY": data_key_file.read_text().strip()}
+    b = start_bridge_process(tmp_path / "env-data", env=env)
+    try:
+        async with BridgeClient(a.url, a.token) as client_a, BridgeClient(b.url, b.token) as client_b:
+            events_a = subscribe(client_a)
+            view = await client_a.create_config(openai_config("Sealed by A"))
+            # B decrypts A's key to compare it (an effective update needs the old key).
+            updated = await client_b.update_config(
+                view.id, {"apiKey": ANTHROPIC_KEY, "provider": "anthropic"}
+            )
+            assert updated.version == 2
+            assert [e["revision"] for e in await drain_until(events_a, 2)] == [1, 2]
+            assert await client_a.read_config(view.id) == updated
+    finally:
+        assert b.stop() == 0
+    assert pg_cluster.password not in b.log_text()
+
+
+def test_sqlite_store_refuses_a_replaced_data_key_and_keeps_the_rows(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_bridge_process(data_dir)
+    try:
+        asyncio.run(_create_one(first))
+    finally:
+        assert first.stop() == 0
+    db_before = (data_dir / "bridge.db").read_bytes()
+    (data_dir / "bridge.key").write_text(generate_data_key_text() + "\n", encoding="ascii")
+    line = serve_once(tmp_path, "--data-dir", str(data_dir), "--secret-backend", "file")
+    assert line["error"] == "STARTUP_FAILED"
+    assert "sealed with data key id" in line["message"]
+    assert (data_dir / "bridge.db").read_bytes() == db_before
+
+
+async def _create_one(served: ServedBridge) -> None:
+    async with BridgeClient(served.url, served.token) as client:
+        await client.create_config(openai_config("Sealed"))
