@@ -189,9 +189,9 @@ class PostgresConfigStore:
         dsn: a libpq connection URI (``postgresql://user:password@host:port/db``); its
             password never reaches the log (:func:`redact_dsn`).
         pool_size: most connections for reads and writes (one more listens).
-        check_interval_s: how often :meth:`wait_for_change` also reads the revision
-            counter, in seconds — a safety net for a listener connection that died
-            silently (no TCP reset). Notifications normally arrive long before.
+        check_interval_s: how often :meth:`wait_for_change` pings its listener connection
+            and reads the revision counter, in seconds — a safety net for a listener that
+            died silently (no TCP reset). Notifications normally arrive long before.
         reconnect_cap_s: the longest wait between reconnect attempts, in seconds.
         connect_timeout_s: bound on one connection attempt, in seconds.
         op_timeout_s: bound on one store operation (acquire, statements, commit), in
@@ -383,6 +383,9 @@ class PostgresConfigStore:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.check_interval_s)
             except TimeoutError:
+                if not await self._listener_alive():
+                    self._listener_lost = True
+                    continue
                 if await self._counter_moved():
                     return
                 continue
@@ -391,6 +394,17 @@ class PostgresConfigStore:
             if self._notified_revision > self._seen_revision:
                 return
         await asyncio.Event().wait()  # closed: nothing will ever change
+
+    async def _listener_alive(self) -> bool:
+        """Ping the listener connection: a socket that died without a reset looks open."""
+        listener = self._listener
+        if listener is None:
+            return False
+        try:
+            await asyncio.wait_for(listener.fetchval("SELECT 1"), self.connect_timeout_s)
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
+            return False
+        return True
 
     async def _counter_moved(self) -> bool:
         try:

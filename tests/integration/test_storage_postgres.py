@@ -208,3 +208,54 @@ def test_backoff_delays_grow_exponentially_up_to_the_cap_with_jitter() -> None:
     assert all(0 <= d <= 1.0 for d in delays)
     assert all(d <= 0.1 * 2**i for i, d in enumerate(delays[:4]))
     assert len(set(delays)) > 40  # jittered, not a fixed schedule
+
+
+class SilentConnection:
+    """Fault injection: a listener whose peer vanished without a reset (open, never answers)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    def is_closed(self) -> bool:
+        return False
+
+    async def fetchval(self, *_: object) -> object:
+        await asyncio.Event().wait()
+        return None
+
+    def terminate(self) -> None:
+        self.conn.terminate()
+
+
+async def test_silently_dead_listener_is_detected_by_the_ping_and_replaced(pg_dsn: str) -> None:
+    store = PostgresConfigStore(pg_dsn, check_interval_s=0.2, connect_timeout_s=0.5)
+    await store.open()
+    try:
+        real = store._listener
+        assert real is not None
+        dead = SilentConnection(real)
+        store._listener = dead
+        await asyncio.wait_for(store.wait_for_change(), TIMEOUT_S)
+        assert store._listener is not None
+        assert store._listener is not dead
+    finally:
+        await store.close()
+
+
+async def test_missed_notification_is_caught_by_the_counter_check(pg_dsn: str) -> None:
+    a = PostgresConfigStore(pg_dsn, check_interval_s=0.2)
+    b = PostgresConfigStore(pg_dsn)
+    await a.open()
+    await b.open()
+    try:
+        assert a._listener is not None
+        await a._listener.execute("UNLISTEN bridge_changes")  # fault injection: deaf, still open
+        waiter = asyncio.ensure_future(a.wait_for_change())
+        await b.insert(row("Unheard"), 0)
+        await asyncio.wait_for(waiter, TIMEOUT_S)
+        feed = await a.changes_since(0)
+        assert feed.changes is not None
+        assert [c.revision for c in feed.changes] == [1]
+    finally:
+        await a.close()
+        await b.close()
