@@ -28,18 +28,27 @@ import structlog
 
 from bridge import api, schemas
 from bridge.errors import BridgeError, StartupError
-from bridge.keystore import KeyCipher, SecretBackend, load_data_key
+from bridge.keystore import (
+    DATA_KEY_ENV,
+    DataKey,
+    KeyCipher,
+    SecretBackend,
+    load_data_key,
+    load_shared_data_key,
+)
 from bridge.log import configure_logging
 from bridge.models import EmptyParams, WireModel
 from bridge.rpc.dispatch import Dispatcher
 from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings
 from bridge.service import LlmConfigService, register_llm_config_channels
-from bridge.storage import DB_FILE_NAME, SqliteConfigStore
+from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore
 
 log = structlog.get_logger(__name__)
 
 APP_NAME: Final = "bridge"
 CONNECTION_FILE_NAME: Final = "connection.json"
+STORE_ENV: Final = "BRIDGE_STORE"
+"""Environment variable naming the store: a ``postgresql://`` URI (else SQLite)."""
 
 
 def server_version() -> str:
@@ -67,6 +76,10 @@ class BridgeOptions:
         max_connections, outbound_cap_bytes, rate_limit_per_s, ping_interval_s,
         ping_timeout_s, shutdown_timeout_s: see :class:`~bridge.rpc.server.ServerSettings`.
         poll_interval_s: how often other processes' commits are looked for, in seconds.
+        store: ``postgresql://…`` to share a PostgreSQL database with other instances;
+            None → ``BRIDGE_STORE`` if set, else SQLite ``bridge.db`` in ``data_dir``.
+        data_key_file: the data key shared by the instances (else ``BRIDGE_DATA_KEY``);
+            required with PostgreSQL, optional with SQLite (replaces the keyring/file).
     """
 
     data_dir: Path = field(default_factory=default_data_dir)
@@ -86,6 +99,8 @@ class BridgeOptions:
     ping_timeout_s: float = 20.0
     shutdown_timeout_s: float = 5.0
     poll_interval_s: float = 0.2
+    store: str | None = None
+    data_key_file: Path | None = None
 
 
 @dataclass
@@ -97,7 +112,7 @@ class Bridge:
     registry: api.Registry
     service: LlmConfigService
     server: BridgeServer
-    store: SqliteConfigStore
+    store: ConfigStore
 
     def connection_info(self) -> dict[str, Any]:
         """The ready line / connection file object: ``{event, url, token, pid, socket?}``."""
@@ -147,19 +162,14 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     options = options or BridgeOptions()
     registry = registry or api.Registry()
     token = _resolve_token(options.token)
-    store = SqliteConfigStore(options.data_dir / DB_FILE_NAME, poll_interval_s=options.poll_interval_s)
+    store = _make_store(options)
     await store.open()
     try:
-        key = await asyncio.to_thread(
-            load_data_key,
-            options.data_dir,
-            options.secret_backend,
-            must_exist=await store.has_ciphertexts(),
-        )
+        key = await _load_key(options, store)
     except BaseException:
         await store.close()
         raise
-    if key.backend == "file":
+    if key.backend == "file" and not _is_shared(options):
         log.warning("secret_backend_file", detail="data key kept in a 0600 file, not the OS keyring")
     service = LlmConfigService(store, KeyCipher(key))
     register_llm_config_channels(registry, service)
@@ -213,6 +223,61 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         await store.close()
         raise
     return Bridge(server.url, token, registry, service, server, store)
+
+
+def _store_uri(options: BridgeOptions) -> str | None:
+    uri = options.store or os.environ.get(STORE_ENV) or None
+    if uri is None or uri.startswith(("postgresql://", "postgres://")):
+        return uri
+    raise StartupError("The store must be a postgresql:// URI (or unset for the embedded SQLite store)")
+
+
+def _is_shared(options: BridgeOptions) -> bool:
+    return _store_uri(options) is not None
+
+
+def _make_store(options: BridgeOptions) -> ConfigStore:
+    """Return the configured store: PostgreSQL for a ``postgresql://`` URI, else SQLite."""
+    uri = _store_uri(options)
+    if uri is None:
+        return SqliteConfigStore(options.data_dir / DB_FILE_NAME, poll_interval_s=options.poll_interval_s)
+    try:
+        from bridge.storage.postgres import PostgresConfigStore  # noqa: PLC0415 - optional extra
+    except ImportError:
+        raise StartupError("The PostgreSQL store needs asyncpg: pip install 'bridge[postgresql]'") from None
+    return PostgresConfigStore(uri)
+
+
+async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
+    """Return the data key, refusing one that did not seal the stored API keys (DESIGN §3).
+
+    A shared key (``--data-key-file`` / ``BRIDGE_DATA_KEY``) is required with PostgreSQL:
+    every instance must open what the others sealed. Each ciphertext starts with the id
+    of its key, so a wrong key is refused here, before any row is read for use or changed.
+    """
+    shared = load_shared_data_key(options.data_key_file, os.environ.get(DATA_KEY_ENV))
+    if shared is not None:
+        key = shared
+    elif _is_shared(options):
+        raise StartupError(
+            f"A PostgreSQL store is shared by instances: give them one data key with --data-key-file "
+            f"or {DATA_KEY_ENV}"
+        )
+    else:
+        key = await asyncio.to_thread(
+            load_data_key,
+            options.data_dir,
+            options.secret_backend,
+            must_exist=await store.has_ciphertexts(),
+        )
+    state = await store.load()
+    foreign = sorted({row.api_key_ct[:8].hex() for row in state.configs} - {key.key_id.hex()})
+    if foreign:
+        raise StartupError(
+            f"The store holds API keys sealed with data key id {', '.join(foreign)} but the given key's "
+            f"id is {key.key_id.hex()}; start with the key the other instances use (nothing was changed)"
+        )
+    return key
 
 
 def _write_connection_file(path: Path, info: dict[str, Any]) -> None:
@@ -296,6 +361,16 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--uds", type=Path, help="serve on this Unix socket (mode 0600) instead of TCP")
     srv.add_argument("--token-file", type=Path, help="read the token from this file (else BRIDGE_TOKEN)")
     srv.add_argument("--connection-file", type=Path, help="where to write the connection file")
+    srv.add_argument(
+        "--store",
+        help=f"postgresql://user:password@host:port/db to share a database with other instances "
+        f"(else {STORE_ENV}; default: SQLite in the data directory)",
+    )
+    srv.add_argument(
+        "--data-key-file",
+        type=Path,
+        help=f"data key shared by the instances (else {DATA_KEY_ENV}); required with --store",
+    )
     srv.add_argument("--allow-origin", action="append", default=[], help="accept this exact Origin")
     srv.add_argument("--allow-host", action="append", default=[], help="accept this Host name")
     srv.add_argument(
@@ -354,6 +429,8 @@ def _serve_command(args: argparse.Namespace) -> int:
         outbound_cap_bytes=args.outbound_cap_bytes,
         rate_limit_per_s=args.rate_limit,
         shutdown_timeout_s=args.shutdown_timeout,
+        store=args.store,
+        data_key_file=args.data_key_file,
     )
 
     def announce(bridge: Bridge) -> None:
