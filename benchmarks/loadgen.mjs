@@ -129,64 +129,107 @@ async function pipe() {
   };
 }
 
-async function fanout() {
+// Receivers: this process (or each child, with spec.procs > 1) holds its share of the
+// connections and, per update, reports when all of them have the notification.
+async function openReceivers(count) {
   const receivers = [];
-  for (let i = 0; i < spec.receivers; i += 50) {
-    const batch = Math.min(50, spec.receivers - i);
+  for (let i = 0; i < count; i += 50) {
+    const batch = Math.min(50, count - i);
     receivers.push(...(await Promise.all(Array.from({ length: batch }, () => open(spec.url)))));
   }
-  const updater = await open(spec.url);
-  const stamps = new Array(receivers.length);
-  let pending = 0;
-  let done = null;
-  const check = () => {
-    if (pending === 0 && done) {
-      const d = done;
-      done = null;
-      d();
-    }
-  };
-  receivers.forEach((ws, k) => {
+  return receivers;
+}
+
+async function receiversChild() {
+  const receivers = await openReceivers(spec.share);
+  let got = 0;
+  let first = 0n;
+  let last = 0n;
+  for (const ws of receivers) {
     ws.on("message", () => {
       // Receivers never send: any message is the notification (no parse on the clock).
-      stamps[k] = now();
-      pending--;
-      check();
+      const t = now();
+      if (got === 0) first = t;
+      last = t;
+      if (++got === receivers.length) {
+        process.send({ first: String(first), last: String(last) });
+        got = 0;
+      }
     });
+  }
+  process.on("message", (m) => {
+    if (m === "stop") {
+      for (const ws of receivers) ws.terminate();
+      process.exit(0);
+    }
   });
+  process.send({ ready: true });
+  await new Promise(() => {});
+}
+
+async function fanout() {
+  const { fork } = await import("node:child_process");
+  const procs = spec.procs ?? 1;
+  const children = [];
+  let reports = [];
+  let wake = null;
+  for (let i = 0; i < procs; i++) {
+    const share = Math.floor(spec.receivers / procs) + (i < spec.receivers % procs ? 1 : 0);
+    const child = fork(process.argv[1], [JSON.stringify({ ...spec, mode: "receivers", share })]);
+    await new Promise((resolve) => child.once("message", resolve));
+    child.on("message", (m) => {
+      reports.push(m);
+      if (wake) wake();
+    });
+    children.push(child);
+  }
+  const updater = await open(spec.url);
+  let answered = false;
   updater.on("message", (data) => {
     if (isNote(data)) return;
-    pending--;
-    check();
+    answered = true;
+    if (wake) wake();
   });
   const last = [];
   const first = [];
+  const cpu = [];
   for (let u = 1; u <= spec.warmup + spec.updates; u++) {
-    pending = receivers.length + 1;
-    const finished = new Promise((r) => {
-      done = r;
+    reports = [];
+    answered = false;
+    const finished = new Promise((resolve) => {
+      wake = () => {
+        if (answered && reports.length === procs) resolve();
+      };
     });
+    const c0 = serverCpuNs(spec.serverPid);
     const t0 = now();
     updater.send(frame(u));
     await finished;
+    const c1 = serverCpuNs(spec.serverPid);
     if (u > spec.warmup) {
-      let lo = stamps[0];
-      let hi = stamps[0];
-      for (const s of stamps) {
-        if (s < lo) lo = s;
-        if (s > hi) hi = s;
-      }
+      const lo = reports.map((r) => BigInt(r.first)).reduce((a, b) => (a < b ? a : b));
+      const hi = reports.map((r) => BigInt(r.last)).reduce((a, b) => (a > b ? a : b));
       last.push(Number(hi - t0) / 1e6);
       first.push(Number(lo - t0) / 1e6);
+      cpu.push((c1 - c0) / 1e6);
     }
   }
-  for (const ws of [...receivers, updater]) ws.terminate();
+  updater.terminate();
+  for (const child of children) child.send("stop");
   last.sort((a, b) => a - b);
   first.sort((a, b) => a - b);
-  return { n: last.length, all_p50_ms: pct(last, 50), all_max_ms: last.at(-1), first_p50_ms: pct(first, 50) };
+  cpu.sort((a, b) => a - b);
+  return {
+    n: last.length,
+    all_p50_ms: pct(last, 50),
+    all_max_ms: last.at(-1),
+    first_p50_ms: pct(first, 50),
+    // Server CPU for the whole update: commit, the notification to every receiver, the response.
+    server_cpu_ms_p50: pct(cpu, 50),
+  };
 }
 
-const modes = { seq, pipe, fanout };
+const modes = { seq, pipe, fanout, receivers: receiversChild };
 modes[spec.mode]().then(
   (result) => {
     process.stdout.write(`${JSON.stringify(result)}\n`);
