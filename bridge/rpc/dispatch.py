@@ -41,7 +41,7 @@ _REQUEST_KEYS: Final = frozenset({"jsonrpc", "method", "params", "id"})
 _MEMO_MODULE: Final = "bridge.models"
 _MEMO_MAX: Final = 2048
 """Most entries in each memo; a full memo is emptied at once (bounded memory, no LRU cost)."""
-_SCALARS: Final = (str, int, bool, type(None))
+_SCALARS: Final = frozenset({str, int, bool, type(None)})
 
 
 def _valid_id(value: Any) -> bool:
@@ -110,6 +110,7 @@ class Dispatcher:
         self._params_memo: dict[tuple[Any, ...], BaseModel] = {}
         self._dump_memo: dict[int, tuple[BaseModel, Any]] = {}
         self._shapes: dict[str, tuple[str, TypeAdapter[Any] | None]] = {}
+        self._positional: dict[type[BaseModel], bool] = {}
 
     async def handle_frame(self, frame: str | bytes, *, admit: Gate | None = None) -> bytes | None:
         """Answer one WebSocket message (JSON-RPC 2.0 §4–§6).
@@ -207,7 +208,10 @@ class Dispatcher:
             raise refusal
         spec = registration.spec
         model = spec.params
-        by_position = issubclass(model, RootModel)
+        by_position = self._positional.get(model)
+        if by_position is None:
+            # issubclass on a pydantic model class goes through ABCMeta: once per model.
+            by_position = self._positional[model] = issubclass(model, RootModel)
         if params is None:
             params = [] if by_position else {}
         elif isinstance(params, list) != by_position:
@@ -219,17 +223,19 @@ class Dispatcher:
     def _validate(self, model: type[BaseModel], params: Any) -> BaseModel:
         """``model.model_validate(params)``, memoized for flat scalar params of built-in models."""
         key: tuple[Any, ...] | None = None
-        if (
-            model.__module__ == _MEMO_MODULE
-            and type(params) is dict
-            and len(params) <= 4  # noqa: PLR2004 - the built-in flat params have few keys
-            and all(type(v) in _SCALARS for v in params.values())
-        ):
-            # The value's type is part of the key: True == 1 and 1 == 1.0 must not collide.
-            key = (model, *((k, type(v), v) for k, v in params.items()))
-            hit = self._params_memo.get(key)
-            if hit is not None:
-                return hit
+        if model.__module__ == _MEMO_MODULE and type(params) is dict and len(params) <= 4:  # noqa: PLR2004 - the built-in flat params have few keys
+            parts: list[Any] = [model]
+            for k, v in params.items():
+                kind = type(v)
+                if kind not in _SCALARS:
+                    break
+                # The value's type is part of the key: True == 1 and 1 == 1.0 must not collide.
+                parts += (k, kind, v)
+            else:
+                key = tuple(parts)
+                hit = self._params_memo.get(key)
+                if hit is not None:
+                    return hit
         try:
             parsed = model.model_validate(params, by_alias=True, by_name=False)
         except PydanticValidationError as exc:
