@@ -314,6 +314,7 @@ async def serve(
     bridge = await start_bridge(options, registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("event_loop_selected", loop=f"{type(loop).__module__}.{type(loop).__name__}")
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     if exit_with_parent:
@@ -395,6 +396,12 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--shutdown-timeout", type=float, default=5.0, help="graceful shutdown bound, seconds")
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     srv.add_argument("--exit-with-parent", action="store_true", help="shut down when stdin closes")
+    srv.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default), uvloop (required) or asyncio",
+    )
 
     sch = sub.add_parser("schemas", help="write (or --check) the generated schemas")
     sch.add_argument("--out", type=Path, default=Path("schemas"), help="output directory (default schemas/)")
@@ -409,8 +416,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return the event loop factory for ``--loop`` (None: asyncio's default loop).
+
+    ``auto`` picks uvloop when it is installed (the ``uvloop`` extra), else asyncio.
+
+    Raises:
+        StartupError: ``uvloop`` was asked for and is not installed.
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional extra, imported only when asked for
+    except ImportError:
+        if choice == "uvloop":
+            raise StartupError(
+                "--loop uvloop: uvloop is not installed (pip install 'bridge[uvloop]')"
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
+
 def _serve_command(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    try:
+        factory = loop_factory(args.loop)
+    except StartupError as exc:
+        _emit({"event": "error", "error": exc.code, "message": exc.message})
+        return 2
     token = None
     if args.token_file is not None:
         token = args.token_file.read_text(encoding="utf-8").strip()
@@ -437,14 +470,15 @@ def _serve_command(args: argparse.Namespace) -> int:
         _emit(bridge.connection_info())
 
     try:
-        asyncio.run(
-            serve(
-                options,
-                connection_file=args.connection_file,
-                exit_with_parent=args.exit_with_parent,
-                on_ready=announce,
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(
+                serve(
+                    options,
+                    connection_file=args.connection_file,
+                    exit_with_parent=args.exit_with_parent,
+                    on_ready=announce,
+                )
             )
-        )
     except StartupError as exc:
         _emit({"event": "error", "error": exc.code, "message": exc.message})
         return 2

@@ -363,7 +363,9 @@ class BridgeServer:
         within ``ping_timeout_s`` seconds, the connection is closed with 1013 (or aborted).
         """
         transport = ws.transport
-        if transport is None or transport.is_closing():
+        if not ws.paused or transport is None or transport.is_closing():
+            # Under the write limit (the transport has not paused writing): nothing to
+            # wait for. Skipping wait_for here saves a task and a timer per frame.
             return
         try:
             await asyncio.wait_for(ws.drain(), self.settings.ping_timeout_s)

@@ -103,6 +103,37 @@ def _row(values: tuple[Any, ...]) -> StoredConfig:
     )
 
 
+def _rows(fetched: list[tuple[Any, ...]]) -> list[StoredConfig]:
+    """Build rows straight from SQLite's values (the load path: 10,000 rows at start-up).
+
+    The columns' declared types (TEXT, BLOB, INTEGER) already give ``str``, ``bytes`` and
+    ``int``, so only the boolean needs converting. The provider names are shared, and so
+    is ``updated_at`` when it equals ``created_at`` (as on every config never updated):
+    fewer objects per cached config.
+    """
+    providers = _PROVIDER_NAMES
+    return [
+        StoredConfig(
+            cid,
+            name,
+            key,
+            providers.get(provider, provider),
+            ct,
+            preview,
+            url,
+            auth == 1,
+            created,
+            created if updated == created else updated,
+            version,
+            revision,
+        )
+        for (cid, name, key, provider, ct, preview, url, auth, created, updated, version, revision) in fetched
+    ]
+
+
+_PROVIDER_NAMES: dict[str, str] = {name: name for name in ("openai", "anthropic", "google", "custom")}
+
+
 def _is_busy(exc: sqlite3.DatabaseError) -> bool:
     """True for lock contention (another process holds the file), which is not damage."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -277,7 +308,7 @@ class SqliteConfigStore:
                 rows = conn.execute(f"SELECT {_COLUMNS} FROM configs ORDER BY seq").fetchall()
             finally:
                 conn.execute("COMMIT")
-            return StoreState(int(revision), [_row(r) for r in rows])
+            return StoreState(int(revision), _rows(rows))
 
         return await self._run(work)
 
