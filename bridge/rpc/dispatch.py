@@ -212,7 +212,9 @@ class Dispatcher:
         if by_position is None:
             # issubclass on a pydantic model class goes through ABCMeta: once per model.
             by_position = self._positional[model] = issubclass(model, RootModel)
-        if params is None:
+        if params is None or (params == [] and spec.params_optional):
+            # An empty array carries no params: clients such as @open-rpc/client-js send
+            # `params: []` for a call without any, so channels that take none accept it.
             params = [] if by_position else {}
         elif isinstance(params, list) != by_position:
             shape = "an array" if by_position else "an object (by-name params)"

@@ -94,9 +94,10 @@ def test_open_rpc_client_js_calls_errors_and_notifications(served: ServedBridge)
     assert out["discover"]["openrpc"].startswith("1.3")
     committed = json.loads((ROOT / "schemas" / "openrpc.json").read_text(encoding="utf-8"))
     assert out["discover"] == committed
-    # client-js sends `params: []` when a call has none; bridge takes by-name params only.
-    assert out["withoutParams"]["code"] == -32602
-    assert out["withoutParams"]["data"]["errors"] == [
+    # client-js sends `params: []` when a call has none: channels that take none accept it.
+    assert out["withoutParams"] == committed
+    assert out["arrayForByName"]["code"] == -32602
+    assert out["arrayForByName"]["data"]["errors"] == [
         {"field": "params", "code": "INVALID_FORMAT", "message": "must be an object (by-name params)"}
     ]
     assert out["created"]["apiKeyPreview"] == f"sk-...{ANTHROPIC_KEY[-3:]}"

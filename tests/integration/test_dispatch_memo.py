@@ -10,15 +10,20 @@ import orjson
 import pytest
 
 from bridge import api
+from bridge.keystore import KeyCipher, SecretBackend, load_data_key
 from bridge.rpc import dispatch
 from bridge.rpc.dispatch import Dispatcher
 from bridge.service import LlmConfigService, register_llm_config_channels
-from tests.integration.test_service_sqlite import make, open_service
+from bridge.storage import SqliteConfigStore
+from tests.integration.test_service_sqlite import make
 
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Dispatcher, LlmConfigService]]:
-    service, store = await open_service(tmp_path)
+    store = SqliteConfigStore(tmp_path / "bridge.db")
+    await store.open()
+    key = load_data_key(tmp_path, SecretBackend.FILE, must_exist=False)
+    service = LlmConfigService(store, KeyCipher(key), watch=False)
     registry = api.Registry()
     register_llm_config_channels(registry, service)
     yield Dispatcher(registry), service

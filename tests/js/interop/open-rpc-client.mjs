@@ -21,9 +21,12 @@ const gotNotification = new Promise((resolve) =>
 const plain = (error) => ({ code: error.code, message: error.message, data: error.data });
 
 const out = {};
-// client-js sends `params: []` when a request has none; bridge takes by-name params only
-// (DESIGN §5), so a call without params must pass `{}`. Recorded, not hidden:
-out.withoutParams = await client.request({ method: "rpc.discover" }, TIMEOUT_MS).then(() => null, plain);
+// client-js sends `params: []` when a request has none: accepted by channels that take
+// no params; an array for a by-name channel is still -32602 (DESIGN §5).
+out.withoutParams = await client.request({ method: "rpc.discover" }, TIMEOUT_MS);
+out.arrayForByName = await client
+  .request({ method: "llm-config:read", params: ["not-by-name"] }, TIMEOUT_MS)
+  .then(() => null, plain);
 out.discover = await client.request({ method: "rpc.discover", params: {} }, TIMEOUT_MS);
 out.created = await client.request(
   {
