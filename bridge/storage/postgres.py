@@ -45,7 +45,7 @@ from bridge.errors import (
     VersionConflictError,
 )
 from bridge.models import ChangeType
-from bridge.storage.base import Change, Mutation, StoredConfig, StoreState, WriteOutcome
+from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
 
 log = structlog.get_logger(__name__)
 
@@ -92,10 +92,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     ),
 }
 
-_COLUMNS: Final = (
-    "id, custom_name, name_key, provider, api_key_ct, api_key_preview, base_url, "
-    "use_auth_header, created_at, updated_at, version, revision"
-)
+_COLUMNS: Final = ", ".join(COLUMNS)
 
 
 _CONNECTION_ERRORS: Final = (
@@ -492,7 +489,7 @@ class PostgresConfigStore:
                     await conn.execute(
                         f"INSERT INTO bridge_configs ({_COLUMNS}, seq, key_id) "
                         "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$12,$13)",
-                        *_values(written),
+                        *row_values(written),
                         written.api_key_ct[:KEY_ID_BYTES],
                     )
             except asyncpg.UniqueViolationError as exc:
@@ -566,23 +563,6 @@ class PostgresConfigStore:
             return None, config_id
 
         return await self._write(fn, since)
-
-
-def _values(c: StoredConfig) -> tuple[object, ...]:
-    return (
-        c.id,
-        c.custom_name,
-        c.name_key,
-        c.provider,
-        c.api_key_ct,
-        c.api_key_preview,
-        c.base_url,
-        c.use_auth_header,
-        c.created_at,
-        c.updated_at,
-        c.version,
-        c.revision,
-    )
 
 
 async def _next_revision(conn: Any) -> int:

@@ -30,7 +30,7 @@ from bridge.errors import (
     VersionConflictError,
 )
 from bridge.models import ChangeType
-from bridge.storage.base import Change, Mutation, StoredConfig, StoreState, WriteOutcome
+from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
 
 log = structlog.get_logger(__name__)
 
@@ -71,10 +71,7 @@ CREATE TABLE IF NOT EXISTS changes (
     row BLOB
 );
 """
-_COLUMNS = (
-    "id, custom_name, name_key, provider, api_key_ct, api_key_preview, base_url, "
-    "use_auth_header, created_at, updated_at, version, revision"
-)
+_COLUMNS: Final = ", ".join(COLUMNS)
 _MIGRATE_1_TO_2 = (
     "ALTER TABLE configs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE changes ADD COLUMN row BLOB",
@@ -363,7 +360,7 @@ class SqliteConfigStore:
             try:
                 conn.execute(
                     f"INSERT INTO configs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    _values(written),
+                    row_values(written),
                 )
             except sqlite3.IntegrityError as exc:
                 if _is_name_conflict(exc):
@@ -434,23 +431,6 @@ class SqliteConfigStore:
         return await self._write(fn, since)
 
 
-def _values(c: StoredConfig) -> tuple[object, ...]:
-    return (
-        c.id,
-        c.custom_name,
-        c.name_key,
-        c.provider,
-        c.api_key_ct,
-        c.api_key_preview,
-        c.base_url,
-        int(c.use_auth_header),
-        c.created_at,
-        c.updated_at,
-        c.version,
-        c.revision,
-    )
-
-
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
@@ -462,7 +442,7 @@ def _next_revision(conn: sqlite3.Connection) -> int:
 
 
 def _encode_row(row: StoredConfig) -> bytes:
-    values = list(_values(row))
+    values = list(row_values(row))
     values[4] = row.api_key_ct.hex()  # still the ciphertext: the log never holds a plain key
     return orjson.dumps(values)
 
