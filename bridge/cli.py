@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
@@ -39,7 +39,7 @@ from bridge.keystore import (
 from bridge.log import configure_logging
 from bridge.models import EmptyParams, WireModel
 from bridge.rpc.dispatch import Dispatcher
-from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings
+from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings, TransportOptions
 from bridge.service import LlmConfigService, register_llm_config_channels
 from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore
 
@@ -64,17 +64,17 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
-@dataclass
-class BridgeOptions:
+@dataclass(kw_only=True)
+class BridgeOptions(TransportOptions):
     """Everything ``bridge serve`` can be told; the defaults are DESIGN's.
+
+    The transport fields (host, port, uds, origins, hosts, limits, timeouts) are those of
+    :class:`~bridge.rpc.server.TransportOptions`.
 
     Attributes:
         data_dir: holds ``bridge.db``, ``bridge.key`` and ``connection.json``.
         secret_backend: where the data key lives (``auto``, ``keyring``, ``file``).
         token: bearer token; None → ``BRIDGE_TOKEN`` or a fresh ``token_urlsafe(32)``.
-        host, port, uds, allow_origins, allow_hosts, max_message_bytes, max_batch,
-        max_connections, outbound_cap_bytes, rate_limit_per_s, ping_interval_s,
-        ping_timeout_s, shutdown_timeout_s: see :class:`~bridge.rpc.server.ServerSettings`.
         poll_interval_s: how often other processes' commits are looked for, in seconds.
         store: ``postgresql://…`` to share a PostgreSQL database with other instances;
             None → ``BRIDGE_STORE`` if set, else SQLite ``bridge.db`` in ``data_dir``.
@@ -85,19 +85,6 @@ class BridgeOptions:
     data_dir: Path = field(default_factory=default_data_dir)
     secret_backend: SecretBackend = SecretBackend.AUTO
     token: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 0
-    uds: Path | None = None
-    allow_origins: frozenset[str] = frozenset()
-    allow_hosts: frozenset[str] = frozenset()
-    max_message_bytes: int = 256 * 1024
-    max_batch: int = 100
-    max_connections: int = 64
-    outbound_cap_bytes: int = 1024 * 1024
-    rate_limit_per_s: float | None = None
-    ping_interval_s: float = 20.0
-    ping_timeout_s: float = 20.0
-    shutdown_timeout_s: float = 5.0
     poll_interval_s: float = 0.2
     store: str | None = None
     data_key_file: Path | None = None
@@ -197,22 +184,8 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     registry.add(api.RPC_OFF, api.subscription_handler(registry))
     document.update(schemas.openrpc_document(registry.channels, registry.topics))
 
-    settings = ServerSettings(
-        token=token,
-        host=options.host,
-        port=options.port,
-        uds=options.uds,
-        allow_origins=options.allow_origins,
-        allow_hosts=options.allow_hosts,
-        max_message_bytes=options.max_message_bytes,
-        max_batch=options.max_batch,
-        max_connections=options.max_connections,
-        outbound_cap_bytes=options.outbound_cap_bytes,
-        rate_limit_per_s=options.rate_limit_per_s,
-        ping_interval_s=options.ping_interval_s,
-        ping_timeout_s=options.ping_timeout_s,
-        shutdown_timeout_s=options.shutdown_timeout_s,
-    )
+    transport = {f.name: getattr(options, f.name) for f in fields(TransportOptions)}
+    settings = ServerSettings(token=token, **transport)
     server = BridgeServer(Dispatcher(registry, max_batch=options.max_batch), settings)
     service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
     try:
