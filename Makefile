@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean reliability
+.PHONY: bench demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,5 +67,14 @@ schemas: $(STAMP) $(NODE_STAMP)
 	$(BIN)/bridge schemas
 	node schemas/generate-types.mjs
 
+## bench: bridge vs the websockets echo floors and an rpc-websockets peer (docs/performance.md); minutes
+BENCH_NODE_STAMP := benchmarks/node_modules/.installed
+$(BENCH_NODE_STAMP): benchmarks/package.json benchmarks/package-lock.json
+	cd benchmarks && npm ci --no-audit --no-fund
+	touch $(BENCH_NODE_STAMP)
+
+bench: $(STAMP) $(BENCH_NODE_STAMP)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules benchmarks/node_modules

@@ -32,8 +32,7 @@ from bridge.keystore import KeyCipher, SecretBackend, load_data_key
 from bridge.models import LlmConfigPatch, api_key_preview, name_key
 from bridge.service import LlmConfigService, utc_now
 from bridge.storage import SqliteConfigStore
-from bridge.storage.base import StoredConfig
-from bridge.storage.sqlite import _values
+from bridge.storage.base import COLUMNS, StoredConfig, row_values
 
 KEY = "sk-" + "A1b2C3d4E5f6G7h8I9j0" * 2
 
@@ -65,29 +64,13 @@ async def seed(data_dir: Path, count: int) -> KeyCipher:
             i + 1,
         )
         conn.execute(
-            f"INSERT INTO configs ({', '.join(_cols())}) VALUES ({','.join('?' * 12)})", _values(row)
+            f"INSERT INTO configs ({', '.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
+            row_values(row),
         )
     conn.execute("UPDATE meta SET revision = ?", (count,))
     conn.execute("COMMIT")
     conn.close()
     return cipher
-
-
-def _cols() -> list[str]:
-    return [
-        "id",
-        "custom_name",
-        "name_key",
-        "provider",
-        "api_key_ct",
-        "api_key_preview",
-        "base_url",
-        "use_auth_header",
-        "created_at",
-        "updated_at",
-        "version",
-        "revision",
-    ]
 
 
 async def init_once(data_dir: Path, cipher: KeyCipher, *, trace: bool) -> tuple[float, int]:

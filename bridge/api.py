@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, RootModel, StringConstraints, TypeAdapter
 from pydantic.json_schema import SkipJsonSchema
 
 from bridge.errors import (
@@ -367,10 +367,59 @@ RPC_DISCOVER: ChannelSpec[EmptyParams, dict[str, Any]] = ChannelSpec(
     params_optional=True,
 )
 
+
+# ---- rpc-websockets compatibility ------------------------------------------------------
+# The npm rpc-websockets Client's subscribe()/unsubscribe() call `rpc.on`/`rpc.off` with
+# an array of event names and throw unless the result maps each name to "ok". Its own
+# server answers "provided event invalid" for an unknown event (rpc-websockets 10,
+# dist/index.cjs, `_runMethod`); bridge answers the same. Every connection receives every
+# notification whatever it subscribed to, so both calls only acknowledge.
+
+
+class EventNames(RootModel[list[Annotated[str, StringConstraints(max_length=200)]]]):
+    """Params of ``rpc.on``/``rpc.off``: an array of notification topic names (by position)."""
+
+    root: list[Annotated[str, StringConstraints(max_length=200)]] = Field(min_length=1, max_length=100)
+
+
+SubscriptionResults = dict[str, Literal["ok", "provided event invalid"]]
+"""Result of ``rpc.on``/``rpc.off``: each requested name → ``"ok"`` or ``"provided event invalid"``."""
+
+RPC_ON: ChannelSpec[EventNames, SubscriptionResults] = ChannelSpec(
+    "rpc.on",
+    EventNames,
+    SubscriptionResults,
+    "rpc-websockets subscribe: acknowledge topics (every connection gets every notification).",
+)
+RPC_OFF: ChannelSpec[EventNames, SubscriptionResults] = ChannelSpec(
+    "rpc.off",
+    EventNames,
+    SubscriptionResults,
+    "rpc-websockets unsubscribe: acknowledge topics (delivery does not stop).",
+)
+
+
+def subscription_handler(registry: Registry) -> Callable[[EventNames], Awaitable[SubscriptionResults]]:
+    """Return the handler of ``rpc.on``/``rpc.off`` for ``registry``'s topics.
+
+    The handler maps each requested name to ``"ok"`` when ``registry`` declares that
+    topic (at call time, so topics added later count), else ``"provided event invalid"``
+    — the answers of rpc-websockets' own server.
+    """
+
+    async def acknowledge(params: EventNames) -> SubscriptionResults:
+        known = {topic.name for topic in registry.topics}
+        return {name: "ok" if name in known else "provided event invalid" for name in params.root}
+
+    return acknowledge
+
+
 BUILTIN_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (
     *LLM_CONFIG_CHANNELS,
     BRIDGE_HELLO,
     RPC_DISCOVER,
+    RPC_ON,
+    RPC_OFF,
 )
 """Every channel a stock ``bridge serve`` exposes."""
 BUILTIN_TOPICS: tuple[TopicSpec, ...] = (LLM_CONFIG_CHANGED,)

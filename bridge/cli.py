@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
@@ -28,18 +28,27 @@ import structlog
 
 from bridge import api, schemas
 from bridge.errors import BridgeError, StartupError
-from bridge.keystore import KeyCipher, SecretBackend, load_data_key
+from bridge.keystore import (
+    DATA_KEY_ENV,
+    DataKey,
+    KeyCipher,
+    SecretBackend,
+    load_data_key,
+    load_shared_data_key,
+)
 from bridge.log import configure_logging
 from bridge.models import EmptyParams, WireModel
 from bridge.rpc.dispatch import Dispatcher
-from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings
+from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings, TransportOptions
 from bridge.service import LlmConfigService, register_llm_config_channels
-from bridge.storage import DB_FILE_NAME, SqliteConfigStore
+from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore
 
 log = structlog.get_logger(__name__)
 
 APP_NAME: Final = "bridge"
 CONNECTION_FILE_NAME: Final = "connection.json"
+STORE_ENV: Final = "BRIDGE_STORE"
+"""Environment variable naming the store: a ``postgresql://`` URI (else SQLite)."""
 
 
 def server_version() -> str:
@@ -55,37 +64,30 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
-@dataclass
-class BridgeOptions:
+@dataclass(kw_only=True)
+class BridgeOptions(TransportOptions):
     """Everything ``bridge serve`` can be told; the defaults are DESIGN's.
+
+    The transport fields (host, port, uds, origins, hosts, limits, timeouts) are those of
+    :class:`~bridge.rpc.server.TransportOptions`.
 
     Attributes:
         data_dir: holds ``bridge.db``, ``bridge.key`` and ``connection.json``.
         secret_backend: where the data key lives (``auto``, ``keyring``, ``file``).
         token: bearer token; None → ``BRIDGE_TOKEN`` or a fresh ``token_urlsafe(32)``.
-        host, port, uds, allow_origins, allow_hosts, max_message_bytes, max_batch,
-        max_connections, outbound_cap_bytes, rate_limit_per_s, ping_interval_s,
-        ping_timeout_s, shutdown_timeout_s: see :class:`~bridge.rpc.server.ServerSettings`.
         poll_interval_s: how often other processes' commits are looked for, in seconds.
+        store: ``postgresql://…`` to share a PostgreSQL database with other instances;
+            None → ``BRIDGE_STORE`` if set, else SQLite ``bridge.db`` in ``data_dir``.
+        data_key_file: the data key shared by the instances (else ``BRIDGE_DATA_KEY``);
+            required with PostgreSQL, optional with SQLite (replaces the keyring/file).
     """
 
     data_dir: Path = field(default_factory=default_data_dir)
     secret_backend: SecretBackend = SecretBackend.AUTO
     token: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 0
-    uds: Path | None = None
-    allow_origins: frozenset[str] = frozenset()
-    allow_hosts: frozenset[str] = frozenset()
-    max_message_bytes: int = 256 * 1024
-    max_batch: int = 100
-    max_connections: int = 64
-    outbound_cap_bytes: int = 1024 * 1024
-    rate_limit_per_s: float | None = None
-    ping_interval_s: float = 20.0
-    ping_timeout_s: float = 20.0
-    shutdown_timeout_s: float = 5.0
     poll_interval_s: float = 0.2
+    store: str | None = None
+    data_key_file: Path | None = None
 
 
 @dataclass
@@ -97,7 +99,7 @@ class Bridge:
     registry: api.Registry
     service: LlmConfigService
     server: BridgeServer
-    store: SqliteConfigStore
+    store: ConfigStore
 
     def connection_info(self) -> dict[str, Any]:
         """The ready line / connection file object: ``{event, url, token, pid, socket?}``."""
@@ -147,19 +149,14 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     options = options or BridgeOptions()
     registry = registry or api.Registry()
     token = _resolve_token(options.token)
-    store = SqliteConfigStore(options.data_dir / DB_FILE_NAME, poll_interval_s=options.poll_interval_s)
+    store = _make_store(options)
     await store.open()
     try:
-        key = await asyncio.to_thread(
-            load_data_key,
-            options.data_dir,
-            options.secret_backend,
-            must_exist=await store.has_ciphertexts(),
-        )
+        key = await _load_key(options, store)
     except BaseException:
         await store.close()
         raise
-    if key.backend == "file":
+    if key.backend == "file" and not _is_shared(options):
         log.warning("secret_backend_file", detail="data key kept in a 0600 file, not the OS keyring")
     service = LlmConfigService(store, KeyCipher(key))
     register_llm_config_channels(registry, service)
@@ -183,24 +180,12 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
 
     registry.add(api.BRIDGE_HELLO, hello)
     registry.add(api.RPC_DISCOVER, discover)
+    registry.add(api.RPC_ON, api.subscription_handler(registry))
+    registry.add(api.RPC_OFF, api.subscription_handler(registry))
     document.update(schemas.openrpc_document(registry.channels, registry.topics))
 
-    settings = ServerSettings(
-        token=token,
-        host=options.host,
-        port=options.port,
-        uds=options.uds,
-        allow_origins=options.allow_origins,
-        allow_hosts=options.allow_hosts,
-        max_message_bytes=options.max_message_bytes,
-        max_batch=options.max_batch,
-        max_connections=options.max_connections,
-        outbound_cap_bytes=options.outbound_cap_bytes,
-        rate_limit_per_s=options.rate_limit_per_s,
-        ping_interval_s=options.ping_interval_s,
-        ping_timeout_s=options.ping_timeout_s,
-        shutdown_timeout_s=options.shutdown_timeout_s,
-    )
+    transport = {f.name: getattr(options, f.name) for f in fields(TransportOptions)}
+    settings = ServerSettings(token=token, **transport)
     server = BridgeServer(Dispatcher(registry, max_batch=options.max_batch), settings)
     service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
     try:
@@ -211,6 +196,61 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         await store.close()
         raise
     return Bridge(server.url, token, registry, service, server, store)
+
+
+def _store_uri(options: BridgeOptions) -> str | None:
+    uri = options.store or os.environ.get(STORE_ENV) or None
+    if uri is None or uri.startswith(("postgresql://", "postgres://")):
+        return uri
+    raise StartupError("The store must be a postgresql:// URI (or unset for the embedded SQLite store)")
+
+
+def _is_shared(options: BridgeOptions) -> bool:
+    return _store_uri(options) is not None
+
+
+def _make_store(options: BridgeOptions) -> ConfigStore:
+    """Return the configured store: PostgreSQL for a ``postgresql://`` URI, else SQLite."""
+    uri = _store_uri(options)
+    if uri is None:
+        return SqliteConfigStore(options.data_dir / DB_FILE_NAME, poll_interval_s=options.poll_interval_s)
+    try:
+        from bridge.storage.postgres import PostgresConfigStore  # noqa: PLC0415 - optional extra
+    except ImportError:
+        raise StartupError("The PostgreSQL store needs asyncpg: pip install 'bridge[postgresql]'") from None
+    return PostgresConfigStore(uri)
+
+
+async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
+    """Return the data key, refusing one that did not seal the stored API keys (DESIGN §3).
+
+    A shared key (``--data-key-file`` / ``BRIDGE_DATA_KEY``) is required with PostgreSQL:
+    every instance must open what the others sealed. Each ciphertext starts with the id
+    of its key, so a wrong key is refused here, before any row is read for use or changed.
+    """
+    shared = load_shared_data_key(options.data_key_file, os.environ.get(DATA_KEY_ENV))
+    if shared is not None:
+        key = shared
+    elif _is_shared(options):
+        raise StartupError(
+            f"A PostgreSQL store is shared by instances: give them one data key with --data-key-file "
+            f"or {DATA_KEY_ENV}"
+        )
+    else:
+        key = await asyncio.to_thread(
+            load_data_key,
+            options.data_dir,
+            options.secret_backend,
+            must_exist=await store.has_ciphertexts(),
+        )
+    state = await store.load()
+    foreign = sorted({row.api_key_ct[:8].hex() for row in state.configs} - {key.key_id.hex()})
+    if foreign:
+        raise StartupError(
+            f"The store holds API keys sealed with data key id {', '.join(foreign)} but the given key's "
+            f"id is {key.key_id.hex()}; start with the key the other instances use (nothing was changed)"
+        )
+    return key
 
 
 def _write_connection_file(path: Path, info: dict[str, Any]) -> None:
@@ -247,6 +287,7 @@ async def serve(
     bridge = await start_bridge(options, registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("event_loop_selected", loop=f"{type(loop).__module__}.{type(loop).__name__}")
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     if exit_with_parent:
@@ -294,6 +335,16 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--uds", type=Path, help="serve on this Unix socket (mode 0600) instead of TCP")
     srv.add_argument("--token-file", type=Path, help="read the token from this file (else BRIDGE_TOKEN)")
     srv.add_argument("--connection-file", type=Path, help="where to write the connection file")
+    srv.add_argument(
+        "--store",
+        help=f"postgresql://user:password@host:port/db to share a database with other instances "
+        f"(else {STORE_ENV}; default: SQLite in the data directory)",
+    )
+    srv.add_argument(
+        "--data-key-file",
+        type=Path,
+        help=f"data key shared by the instances (else {DATA_KEY_ENV}); required with --store",
+    )
     srv.add_argument("--allow-origin", action="append", default=[], help="accept this exact Origin")
     srv.add_argument("--allow-host", action="append", default=[], help="accept this Host name")
     srv.add_argument(
@@ -318,6 +369,12 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--shutdown-timeout", type=float, default=5.0, help="graceful shutdown bound, seconds")
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     srv.add_argument("--exit-with-parent", action="store_true", help="shut down when stdin closes")
+    srv.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default), uvloop (required) or asyncio",
+    )
 
     sch = sub.add_parser("schemas", help="write (or --check) the generated schemas")
     sch.add_argument("--out", type=Path, default=Path("schemas"), help="output directory (default schemas/)")
@@ -332,8 +389,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return the event loop factory for ``--loop`` (None: asyncio's default loop).
+
+    ``auto`` picks uvloop when it is installed (the ``uvloop`` extra), else asyncio.
+
+    Raises:
+        StartupError: ``uvloop`` was asked for and is not installed.
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional extra, imported only when asked for
+    except ImportError:
+        if choice == "uvloop":
+            raise StartupError(
+                "--loop uvloop: uvloop is not installed (pip install 'bridge[uvloop]')"
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
+
 def _serve_command(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    try:
+        factory = loop_factory(args.loop)
+    except StartupError as exc:
+        _emit({"event": "error", "error": exc.code, "message": exc.message})
+        return 2
     token = None
     if args.token_file is not None:
         token = args.token_file.read_text(encoding="utf-8").strip()
@@ -352,20 +435,23 @@ def _serve_command(args: argparse.Namespace) -> int:
         outbound_cap_bytes=args.outbound_cap_bytes,
         rate_limit_per_s=args.rate_limit,
         shutdown_timeout_s=args.shutdown_timeout,
+        store=args.store,
+        data_key_file=args.data_key_file,
     )
 
     def announce(bridge: Bridge) -> None:
         _emit(bridge.connection_info())
 
     try:
-        asyncio.run(
-            serve(
-                options,
-                connection_file=args.connection_file,
-                exit_with_parent=args.exit_with_parent,
-                on_ready=announce,
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(
+                serve(
+                    options,
+                    connection_file=args.connection_file,
+                    exit_with_parent=args.exit_with_parent,
+                    on_ready=announce,
+                )
             )
-        )
     except StartupError as exc:
         _emit({"event": "error", "error": exc.code, "message": exc.message})
         return 2

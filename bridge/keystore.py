@@ -225,3 +225,42 @@ def load_data_key(
             "or restore the file (nothing was changed)"
         )
     return _load_file_key(key_file, must_exist=must_exist)
+
+
+DATA_KEY_ENV: Final = "BRIDGE_DATA_KEY"
+"""Environment variable holding a shared data key (URL-safe base64 of 32 bytes)."""
+
+
+def generate_data_key_text() -> str:
+    """Return a fresh data key as URL-safe base64 text, for a ``--data-key-file``."""
+    return _encode(_random.token_bytes(KEY_BYTES))
+
+
+def load_shared_data_key(key_file: Path | None, env_value: str | None) -> DataKey | None:
+    """Return the data key shared by several instances, or None when none is configured.
+
+    Several bridge instances on one database must seal API keys with the same key, so it
+    is given to each of them: ``--data-key-file PATH`` (preferred; a 0600 file holding
+    URL-safe base64 of 32 bytes) or the ``BRIDGE_DATA_KEY`` environment variable (same
+    text). The file wins when both are given. Nothing is ever generated here.
+
+    Args:
+        key_file: path of the key file, or None.
+        env_value: the value of ``BRIDGE_DATA_KEY``, or None.
+
+    Returns:
+        The :class:`DataKey` (``backend`` ``"file"``), or None when neither is given.
+
+    Raises:
+        StartupError: the file is missing or unreadable, or the key is not 32 bytes of
+            base64 (the message names the source, never the key).
+    """
+    if key_file is not None:
+        try:
+            text = key_file.read_text(encoding="ascii", errors="replace")
+        except OSError as exc:
+            raise StartupError(f"The data key file {key_file} cannot be read: {exc.strerror}") from None
+        return DataKey(_decode(text, str(key_file)), "file")
+    if env_value:
+        return DataKey(_decode(env_value, DATA_KEY_ENV), "file")
+    return None

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -296,7 +297,6 @@ class LlmConfigChanged(WireModel):
 
 # ---- channel params and results -------------------------------------------------------
 
-ConfigId = Annotated[str, Field(description="Config id (UUID).")]
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
 
@@ -304,6 +304,9 @@ def _check_id(value: str) -> str:
     if not _UUID_RE.match(value):
         raise _fail("INVALID_FORMAT", "must be a UUID")
     return value.lower()
+
+
+ConfigId = Annotated[str, AfterValidator(_check_id), Field(description="Config id (UUID).")]
 
 
 class EmptyParams(WireModel):
@@ -321,11 +324,6 @@ class IdParams(WireModel):
 
     id: ConfigId
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        return _check_id(value)
-
 
 class UpdateParams(WireModel):
     """Params of ``llm-config:update``: ``{id, updates: LlmConfigPatch, expectedVersion?}``."""
@@ -334,22 +332,12 @@ class UpdateParams(WireModel):
     updates: LlmConfigPatch
     expected_version: StrictInt | None = Field(default=None, ge=1)
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        return _check_id(value)
-
 
 class DeleteParams(WireModel):
     """Params of ``llm-config:delete``: ``{id, expectedVersion?}``."""
 
     id: ConfigId
     expected_version: StrictInt | None = Field(default=None, ge=1)
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        return _check_id(value)
 
 
 class DeleteResult(WireModel):
@@ -396,18 +384,18 @@ _MESSAGES = {
     "INVALID_LENGTH": "has an invalid length",
     "INVALID_FORMAT": "has the wrong type or format",
 }
-_WIRE_CODES = frozenset(
-    {
-        "REQUIRED",
-        "INVALID_FORMAT",
-        "INVALID_LENGTH",
-        "INVALID_ENUM",
-        "INVALID_URL",
-        "API_KEY_FORMAT",
-        "PROVIDER_SPECIFIC",
-        "UNKNOWN_FIELD",
-    }
-)
+FieldErrorCode = Literal[
+    "REQUIRED",
+    "INVALID_FORMAT",
+    "INVALID_LENGTH",
+    "INVALID_ENUM",
+    "INVALID_URL",
+    "API_KEY_FORMAT",
+    "PROVIDER_SPECIFIC",
+    "UNKNOWN_FIELD",
+]
+"""Every field code of DESIGN §5 (``error.data.errors[].code``)."""
+_WIRE_CODES: frozenset[str] = frozenset(get_args(FieldErrorCode))
 
 
 def field_errors(exc: PydanticValidationError, prefix: tuple[str, ...] = ()) -> list[FieldError]:

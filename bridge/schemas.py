@@ -35,9 +35,9 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, RootModel, TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue, SkipJsonSchema
 from pydantic_core import core_schema
 
@@ -51,7 +51,7 @@ from bridge.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
-from bridge.models import WireModel
+from bridge.models import FieldErrorCode, WireModel
 
 OPENRPC_VERSION: Final = "1.3.2"
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -76,17 +76,6 @@ _ENVELOPE_ERRORS: tuple[type[BridgeError], ...] = (ParseError, InvalidRequestErr
 
 
 # ---- error data shapes (DESIGN §5) ------------------------------------------------------
-
-FieldErrorCode = Literal[
-    "REQUIRED",
-    "INVALID_FORMAT",
-    "INVALID_LENGTH",
-    "INVALID_ENUM",
-    "INVALID_URL",
-    "API_KEY_FORMAT",
-    "PROVIDER_SPECIFIC",
-    "UNKNOWN_FIELD",
-]
 
 
 class FieldErrorData(WireModel):
@@ -230,6 +219,12 @@ def _by_name_params(schema: JsonSchemaValue, defs: dict[str, Any]) -> list[dict[
     ]
 
 
+def _by_position_params(schema: JsonSchemaValue, defs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Describe an array-of-names params model as its first position (OpenRPC has no rest params)."""
+    target = defs.get(schema.get("$ref", "").rsplit("/", 1)[-1], schema)
+    return [{"name": "event", "required": True, "schema": target.get("items", {})}]
+
+
 def _example_pairing(example: api.Example, *, with_result: bool) -> dict[str, Any]:
     pairing: dict[str, Any] = {
         "name": example.name,
@@ -273,11 +268,15 @@ def openrpc_document(
     for spec in channels:
         errors = sorted(dict.fromkeys((*spec.errors, *_UNIVERSAL_ERRORS)), key=lambda cls: cls.rpc_code)
         error_classes.update((cls.__name__, cls) for cls in errors)
+        params_schema = key_map[((spec.name, "params"), "validation")]
+        by_position = issubclass(spec.params, RootModel)  # rpc.on/rpc.off: ["event", ...]
         method: dict[str, Any] = {
             "name": spec.name,
             "summary": spec.summary,
-            "paramStructure": "by-name",
-            "params": _by_name_params(key_map[((spec.name, "params"), "validation")], defs),
+            "paramStructure": "by-position" if by_position else "by-name",
+            "params": _by_position_params(params_schema, defs)
+            if by_position
+            else _by_name_params(params_schema, defs),
             "result": {"name": "result", "schema": key_map[((spec.name, "result"), "serialization")]},
             "errors": [{"$ref": _ERRORS_REF.format(name=cls.__name__)} for cls in errors],
         }

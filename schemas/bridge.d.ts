@@ -19,6 +19,16 @@ export type EmptyParams = Record<string, never>;
  */
 export type Provider = "openai" | "anthropic" | "google" | "custom";
 /**
+ * Params of ``rpc.on``/``rpc.off``: an array of notification topic names (by position).
+ *
+ * @minItems 1
+ * @maxItems 100
+ *
+ * This interface was referenced by `BridgeSchema`'s JSON-Schema
+ * via the `definition` "EventNames".
+ */
+export type EventNames = [string, ...string[]];
+/**
  * Kind of change in ``llm-config:changed``.
  *
  * This interface was referenced by `BridgeSchema`'s JSON-Schema
@@ -108,6 +118,24 @@ export interface ChannelMap {
     params: EmptyParams;
     result: {
       [k: string]: unknown | undefined;
+    };
+  };
+  /**
+   * rpc-websockets unsubscribe: acknowledge topics (delivery does not stop).
+   */
+  "rpc.off": {
+    params: EventNames;
+    result: {
+      [k: string]: "ok" | "provided event invalid" | undefined;
+    };
+  };
+  /**
+   * rpc-websockets subscribe: acknowledge topics (every connection gets every notification).
+   */
+  "rpc.on": {
+    params: EventNames;
+    result: {
+      [k: string]: "ok" | "provided event invalid" | undefined;
     };
   };
 }

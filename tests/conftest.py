@@ -7,12 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+
+from bridge.keystore import generate_data_key_text
+from tests.pgcluster import PgCluster
 
 OPENAI_KEY = "sk-" + "A1b2C3d4E5f6G7h8I9j0" * 2  # 43 chars
 ANTHROPIC_KEY = "sk-ant-" + "Z9y8X7w6V5u4T3s2R1q0" * 3  # 67 chars
@@ -36,6 +40,7 @@ class ServedBridge:
     data_dir: Path
     ready: dict[str, Any]
     log_path: Path
+    extra: tuple[str, ...] = ()
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -81,13 +86,100 @@ def start_bridge_process(data_dir: Path, *extra: str, env: dict[str, str] | None
     assert ready["event"] == "ready", ready
     tail = ready["url"].rsplit(":", 1)[1]
     port = int(tail) if tail.isdigit() else 0  # 0: served on a Unix socket (--uds)
-    return ServedBridge(process, ready["url"], ready["token"], port, data_dir, ready, log_path)
+    return ServedBridge(process, ready["url"], ready["token"], port, data_dir, ready, log_path, extra)
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[ServedBridge]:
     """A fresh ``bridge serve`` on 127.0.0.1 port 0 with its own data directory."""
     bridge = start_bridge_process(tmp_path / "data")
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+
+
+# ---- PostgreSQL ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A private PostgreSQL server for the whole session (fails loudly if not installed)."""
+    cluster = PgCluster()
+    try:
+        cluster.start()
+    except subprocess.CalledProcessError as exc:
+        log = cluster.log_path.read_text() if cluster.log_path.exists() else ""
+        cluster.destroy()
+        pytest.fail(f"cannot start PostgreSQL: {exc.stderr}\n{log}")
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+async def create_database(cluster: PgCluster) -> str:
+    """Create a fresh database on ``cluster``; returns its DSN."""
+    name = cluster.new_database_name()
+    conn = await asyncpg.connect(cluster.dsn())
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return cluster.dsn(name)
+
+
+async def drop_database(cluster: PgCluster, dsn: str) -> None:
+    conn = await asyncpg.connect(cluster.dsn())
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pg_dsn(pg_cluster: PgCluster) -> AsyncIterator[str]:
+    """A DSN (with password) of a fresh, empty database on the session's server."""
+    dsn = await create_database(pg_cluster)
+    yield dsn
+    await drop_database(pg_cluster, dsn)
+
+
+@pytest.fixture
+def data_key_file(tmp_path: Path) -> Path:
+    """A shared data key file (0600), as every instance on one database is given."""
+    path = tmp_path / "shared.key"
+    path.write_text(generate_data_key_text() + "\n", encoding="ascii")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """Which store a parametrized service/e2e test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def backend_args(
+    store_backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[list[str]]:
+    """``bridge serve`` arguments selecting the store of :func:`store_backend`."""
+    if store_backend == "sqlite":
+        yield []
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    dsn = await create_database(cluster)
+    key = tmp_path / "shared.key"
+    key.write_text(generate_data_key_text() + "\n", encoding="ascii")
+    yield ["--store", dsn, "--data-key-file", str(key)]
+    await drop_database(cluster, dsn)
+
+
+@pytest.fixture
+def served_on_backend(tmp_path: Path, backend_args: list[str]) -> Iterator[ServedBridge]:
+    """Like :func:`served`, on the store of the parametrized :func:`store_backend`."""
+    bridge = start_bridge_process(tmp_path / "data", *backend_args)
     try:
         yield bridge
     finally:

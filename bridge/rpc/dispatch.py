@@ -13,12 +13,14 @@ else: a :class:`~bridge.errors.BridgeError` keeps its code; anything else become
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
 import structlog
-from pydantic import RootModel
+from pydantic import BaseModel, RootModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from bridge.api import Registry
@@ -36,6 +38,10 @@ log = structlog.get_logger(__name__)
 
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 _REQUEST_KEYS: Final = frozenset({"jsonrpc", "method", "params", "id"})
+_MEMO_MODULE: Final = "bridge.models"
+_MEMO_MAX: Final = 2048
+"""Most entries in each memo; a full memo is emptied at once (bounded memory, no LRU cost)."""
+_SCALARS: Final = frozenset({str, int, bool, type(None)})
 
 
 def _valid_id(value: Any) -> bool:
@@ -96,6 +102,15 @@ class Dispatcher:
         self.registry = registry
         self.max_batch = max_batch
         self.refuse = refuse
+        # Hot-path memos for the built-in models only (module bridge.models: frozen, with
+        # pure validators): validated params by their scalar values, and the wire form of
+        # result models by identity (the service hands out the same immutable view
+        # object until the config changes). A miss takes the general path, so results
+        # and errors are exactly those of the general path.
+        self._params_memo: dict[tuple[Any, ...], BaseModel] = {}
+        self._dump_memo: dict[int, tuple[BaseModel, Any]] = {}
+        self._shapes: dict[str, tuple[str, TypeAdapter[Any] | None]] = {}
+        self._positional: dict[type[BaseModel], bool] = {}
 
     async def handle_frame(self, frame: str | bytes, *, admit: Gate | None = None) -> bytes | None:
         """Answer one WebSocket message (JSON-RPC 2.0 §4–§6).
@@ -193,17 +208,100 @@ class Dispatcher:
             raise refusal
         spec = registration.spec
         model = spec.params
-        by_position = issubclass(model, RootModel)
-        if params is None:
+        by_position = self._positional.get(model)
+        if by_position is None:
+            # issubclass on a pydantic model class goes through ABCMeta: once per model.
+            by_position = self._positional[model] = issubclass(model, RootModel)
+        if params is None or (params == [] and spec.params_optional):
+            # An empty array carries no params: clients such as @open-rpc/client-js send
+            # `params: []` for a call without any, so channels that take none accept it.
             params = [] if by_position else {}
         elif isinstance(params, list) != by_position:
             shape = "an array" if by_position else "an object (by-name params)"
             raise ValidationError([FieldError("params", "INVALID_FORMAT", f"must be {shape}")])
+        parsed = self._validate(model, params)
+        return self._dump(spec, await registration.handler(parsed))
+
+    def _validate(self, model: type[BaseModel], params: Any) -> BaseModel:
+        """``model.model_validate(params)``, memoized for flat scalar params of built-in models."""
+        key: tuple[Any, ...] | None = None
+        if model.__module__ == _MEMO_MODULE and type(params) is dict and len(params) <= 4:  # noqa: PLR2004 - the built-in flat params have few keys
+            parts: list[Any] = [model]
+            for k, v in params.items():
+                kind = type(v)
+                if kind not in _SCALARS:
+                    break
+                # The value's type is part of the key: True == 1 and 1 == 1.0 must not collide.
+                parts += (k, kind, v)
+            else:
+                key = tuple(parts)
+                hit = self._params_memo.get(key)
+                if hit is not None:
+                    return hit
         try:
             parsed = model.model_validate(params, by_alias=True, by_name=False)
         except PydanticValidationError as exc:
             raise validation_error(exc) from None
-        return spec.dump_result(await registration.handler(parsed))
+        if key is not None:
+            if len(self._params_memo) >= _MEMO_MAX:
+                self._params_memo.clear()
+            self._params_memo[key] = parsed
+        return parsed
+
+    def _dump(self, spec: Any, value: Any) -> Any:
+        """``spec.dump_result(value)``, memoized by identity for built-in frozen result models."""
+        shape = self._shapes.get(spec.name)
+        if shape is None:
+            shape = self._shapes[spec.name] = _result_shape(spec.result)
+        kind, element = shape
+        if kind == "model" or (kind == "optional" and value is not None):
+            return self._dump_one(value, spec.dump_result)
+        if kind == "list" and type(value) is list and element is not None:
+            dump = element.dump_python
+            return [self._dump_one(item, lambda x: dump(x, mode="json", by_alias=True)) for item in value]
+        return spec.dump_result(value)
+
+    def _dump_one(self, value: Any, dump: Callable[[Any], Any]) -> Any:
+        if type(value).__module__ != _MEMO_MODULE:
+            return dump(value)
+        hit = self._dump_memo.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        wire = dump(value)
+        if len(self._dump_memo) >= _MEMO_MAX:
+            self._dump_memo.clear()
+        # The entry keeps the object alive, so its id cannot be reused while memoized.
+        self._dump_memo[id(value)] = (value, wire)
+        return wire
+
+
+def _memoizable(tp: Any) -> bool:
+    """A frozen built-in model whose fields are all scalars (its dump cannot go stale)."""
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel) and tp.__module__ == _MEMO_MODULE):
+        return False
+    if not tp.model_config.get("frozen"):
+        return False
+    scalars = {str, int, bool, float, type(None)}
+    for info in tp.model_fields.values():
+        args = typing.get_args(info.annotation) or (info.annotation,)
+        for arg in args:
+            if arg not in scalars and not (isinstance(arg, type) and issubclass(arg, str | int)):
+                return False
+    return True
+
+
+def _result_shape(result: Any) -> tuple[str, TypeAdapter[Any] | None]:
+    """Classify a result type: ``model``, ``optional`` (model | None), ``list`` (of model) or ``other``."""
+    if _memoizable(result):
+        return "model", None
+    origin, args = typing.get_origin(result), typing.get_args(result)
+    if origin in {typing.Union, types.UnionType} and len(args) == 2 and type(None) in args:  # noqa: PLR2004
+        inner = args[0] if args[1] is type(None) else args[1]
+        if _memoizable(inner):
+            return "optional", None
+    if origin is list and len(args) == 1 and _memoizable(args[0]):
+        return "list", TypeAdapter(args[0])
+    return "other", None
 
 
 def _params_shape_ok(message: dict[str, Any]) -> bool:

@@ -44,15 +44,14 @@ CLOSE_FRAME_ROOM: Final = 64
 """Bytes kept free under the cap for a close frame (header + code + short reason)."""
 
 
-@dataclass
-class ServerSettings:
-    """Transport settings; defaults are those of DESIGN §6.
+@dataclass(kw_only=True)
+class TransportOptions:
+    """Transport settings that have defaults (DESIGN §6); shared by every options object.
 
     Attributes:
         host: interface to bind (loopback by default).
         port: TCP port; 0 picks a free one.
         uds: serve on this Unix socket path (mode 0600) instead of TCP.
-        token: the bearer token every client must present (``[A-Za-z0-9_-]{32,}``).
         allow_origins: exact ``Origin`` values accepted (``null`` never is).
         allow_hosts: extra ``Host`` names accepted besides localhost/127.0.0.1/[::1].
         max_message_bytes: largest incoming message, in bytes (larger → close 1009).
@@ -71,7 +70,6 @@ class ServerSettings:
         shutdown_timeout_s: bound on graceful shutdown, in seconds.
     """
 
-    token: str
     host: str = "127.0.0.1"
     port: int = 0
     uds: Path | None = None
@@ -85,6 +83,17 @@ class ServerSettings:
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     shutdown_timeout_s: float = 5.0
+
+
+@dataclass(kw_only=True)
+class ServerSettings(TransportOptions):
+    """Everything :class:`BridgeServer` needs: the transport options and the token.
+
+    Attributes:
+        token: the bearer token every client must present (``[A-Za-z0-9_-]{32,}``).
+    """
+
+    token: str
 
 
 def _refuse(status: http.HTTPStatus, reason: str) -> Response:
@@ -363,7 +372,9 @@ class BridgeServer:
         within ``ping_timeout_s`` seconds, the connection is closed with 1013 (or aborted).
         """
         transport = ws.transport
-        if transport is None or transport.is_closing():
+        if not ws.paused or transport is None or transport.is_closing():
+            # Under the write limit (the transport has not paused writing): nothing to
+            # wait for. Skipping wait_for here saves a task and a timer per frame.
             return
         try:
             await asyncio.wait_for(ws.drain(), self.settings.ping_timeout_s)

@@ -43,9 +43,15 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Every view has every field set: one shared set instead of one new set per view (a
+# frozen model never mutates it; model_copy copies it first).
+_VIEW_FIELDS_SET: set[str] = set(LlmConfigView.model_fields)
+
+
 def to_view(row: StoredConfig) -> LlmConfigView:
     """Return the renderer-facing view of a stored row (no API key)."""
     return LlmConfigView.model_construct(
+        _VIEW_FIELDS_SET,
         id=row.id,
         custom_name=row.custom_name,
         provider=Provider(row.provider),
@@ -58,10 +64,26 @@ def to_view(row: StoredConfig) -> LlmConfigView:
     )
 
 
-@dataclass(frozen=True, slots=True)
 class _Entry:
-    row: StoredConfig
-    view: LlmConfigView
+    """One cached config: the stored row, and its view, built on first use and then kept.
+
+    Building views lazily keeps start-up at one store read (no pydantic instance per row)
+    and the cache at the row's size until a config is first read; the kept view shares
+    the row's strings and is the same object on every read until the config changes.
+    """
+
+    __slots__ = ("_view", "row")
+
+    def __init__(self, row: StoredConfig, view: LlmConfigView | None = None) -> None:
+        self.row = row
+        self._view = view
+
+    @property
+    def view(self) -> LlmConfigView:
+        view = self._view
+        if view is None:
+            view = self._view = to_view(self.row)
+        return view
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +141,7 @@ class LlmConfigService:
                 log.exception("cache_load_failed")
                 self._load_failed = True
             else:
-                self._cache = {row.id: _Entry(row, to_view(row)) for row in state.configs}
+                self._cache = {row.id: _Entry(row) for row in state.configs}
                 self._revision = state.revision
                 self._load_failed = False
                 log.info("cache_loaded", count=len(self._cache), revision=self._revision)
@@ -400,7 +422,7 @@ class LlmConfigService:
             if previous is not None and previous.row == row:
                 fresh[row.id] = previous
                 continue
-            fresh[row.id] = _Entry(row, to_view(row))
+            fresh[row.id] = _Entry(row)
             kind = ChangeType.CREATED if previous is None else ChangeType.UPDATED
             differences.append((row.revision or revision, kind, row))
         deleted = [config_id for config_id in old if config_id not in fresh]

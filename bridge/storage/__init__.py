@@ -1,4 +1,10 @@
-"""Durable stores behind the service: the ``ConfigStore`` protocol and its backends."""
+"""Durable stores behind the service: the ``ConfigStore`` protocol and its backends.
+
+``PostgresConfigStore`` is imported on first use: it needs ``asyncpg`` (the
+``bridge[postgresql]`` extra), which an embedded SQLite deployment does not install.
+"""
+
+from typing import Any
 
 from bridge.storage.base import (
     Change,
@@ -15,8 +21,18 @@ __all__ = [
     "Change",
     "ConfigStore",
     "Mutation",
+    "PostgresConfigStore",
     "SqliteConfigStore",
     "StoreState",
     "StoredConfig",
     "WriteOutcome",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``PostgresConfigStore`` lazily (PEP 562): only PostgreSQL users need asyncpg."""
+    if name == "PostgresConfigStore":
+        from bridge.storage.postgres import PostgresConfigStore  # noqa: PLC0415
+
+        return PostgresConfigStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ last, so a process publishes other processes' changes before its own, in revisio
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 from bridge.models import ChangeType
@@ -48,6 +48,15 @@ class StoredConfig:
     updated_at: str
     version: int
     revision: int = 0
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(StoredConfig))
+"""Column names of a stored config, in :class:`StoredConfig` field order (every backend)."""
+
+
+def row_values(config: StoredConfig) -> tuple[object, ...]:
+    """Return the values of ``config`` in :data:`COLUMNS` order, for an INSERT."""
+    return tuple(getattr(config, name) for name in COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,12 @@ async function createWindow() {
 }
 
 app.whenReady().then(async () => {
-  sidecar = await startSidecar({ command: process.env.BRIDGE_COMMAND || "bridge" });
+  // The preload's WebSocket carries the page's Origin: `file://` for loadFile(). bridge
+  // refuses every browser Origin not allowlisted (DESIGN §6), so allow exactly that one.
+  sidecar = await startSidecar({
+    command: process.env.BRIDGE_COMMAND || "bridge",
+    serveArgs: ["--allow-origin", "file://"],
+  });
   ipcMain.handle("bridge:connection", () => ({ url: sidecar.url, token: sidecar.token }));
   await createWindow();
   app.on("activate", () => {

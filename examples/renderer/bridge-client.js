@@ -95,6 +95,8 @@ export class BridgeClient {
     /** Views the client has seen, by id: the base for resync diffs. */
     this._views = new Map();
     this._revision = 0;
+    /** True once a snapshot was applied: later snapshots are diffed against `_views`. */
+    this._synced = false;
     this._ready = null;
     this._readyResolve = null;
     this._readyReject = null;
@@ -127,7 +129,10 @@ export class BridgeClient {
     clearTimeout(this._timer);
     this._setStatus("closed");
     if (this._ws) this._ws.close(1000, "client closed");
-    this._failPending(new ConnectionLostError("Client closed"));
+    const error = new ConnectionLostError("Client closed");
+    this._failPending(error);
+    // Calls waiting for a connection that will never come fail instead of hanging.
+    this._readyReject(error);
   }
 
   /**
@@ -236,6 +241,10 @@ export class BridgeClient {
       this._terminal(new TerminalError(`server selected subprotocol "${ws.protocol}", expected ${SUBPROTOCOL}`));
       return;
     }
+    // Notifications that arrive before the snapshot is applied are held back, so that
+    // events missed while away are delivered before newer ones, each once.
+    this._resyncing = true;
+    this._buffered = [];
     try {
       const hello = await this._call("bridge:hello");
       if (hello.protocolVersion !== PROTOCOL_VERSION) {
@@ -246,6 +255,7 @@ export class BridgeClient {
       }
       await this._resync();
     } catch (err) {
+      this._resyncing = false;
       // Lost connection: onclose schedules the retry. Any other failure (e.g. 5003
       // while the server shuts down): drop this socket and try again later.
       if (!(err instanceof ConnectionLostError) && this._ws === ws) ws.close(1000, "resync failed");
@@ -257,8 +267,6 @@ export class BridgeClient {
   }
 
   async _resync() {
-    this._resyncing = true;
-    this._buffered = [];
     try {
       const snapshot = await this._call("llm-config:snapshot");
       const fresh = new Map(snapshot.configs.map((view) => [view.id, view]));
@@ -268,13 +276,15 @@ export class BridgeClient {
         else if (fresh.get(id).version !== old.version || fresh.get(id).updatedAt !== old.updatedAt)
           missed.push({ type: "updated", id, revision: snapshot.revision, config: fresh.get(id) });
       }
-      const firstSync = this._revision === 0 && this._views.size === 0;
+      // The first snapshot is the initial state, not a change; after that, an id the
+      // client has not seen was created while it was away.
       for (const [id, view] of fresh) {
-        if (!this._views.has(id) && !firstSync)
+        if (!this._views.has(id) && this._synced)
           missed.push({ type: "created", id, revision: snapshot.revision, config: view });
       }
       this._views = fresh;
       this._revision = snapshot.revision;
+      this._synced = true;
       for (const event of missed) this._emit(CHANGED, event);
       const buffered = this._buffered;
       this._buffered = [];

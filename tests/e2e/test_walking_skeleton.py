@@ -20,6 +20,12 @@ from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ServedBridge, openai_confi
 TIMEOUT = 10
 
 
+@pytest.fixture
+def served(served_on_backend: ServedBridge) -> ServedBridge:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return served_on_backend
+
+
 async def raw(served: ServedBridge) -> ClientConnection:
     return await connect(
         served.url, additional_headers={"Authorization": f"Bearer {served.token}"}, compression=None
@@ -207,7 +213,7 @@ async def test_restart_keeps_configs_and_never_stores_the_key_in_plain_text(serv
             assert OPENAI_KEY.encode() not in data
             assert ANTHROPIC_KEY.encode() not in data
 
-    again = start_bridge_process(served.data_dir)
+    again = start_bridge_process(served.data_dir, *served.extra)
     try:
         async with BridgeClient(again.url, again.token) as client:
             assert [v.id for v in await client.list_configs()] == [first.id, second.id]

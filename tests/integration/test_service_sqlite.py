@@ -1,9 +1,9 @@
-"""LlmConfigService over a real SQLite file (DESIGN §3–§4)."""
+"""LlmConfigService over a real store: SQLite file and PostgreSQL database (DESIGN §3–§4)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -12,19 +12,31 @@ from bridge.errors import ConfigNotFoundError, DuplicateConfigNameError, Validat
 from bridge.keystore import KeyCipher, SecretBackend, load_data_key
 from bridge.models import LlmConfigChanged, LlmConfigInput, LlmConfigPatch
 from bridge.service import LlmConfigService
-from bridge.storage import SqliteConfigStore
+from bridge.storage import ConfigStore, SqliteConfigStore
+from bridge.storage.postgres import PostgresConfigStore
 from tests.conftest import OPENAI_KEY, openai_config
 
 
-async def open_service(data_dir: Path) -> tuple[LlmConfigService, SqliteConfigStore]:
-    store = SqliteConfigStore(data_dir / "bridge.db")
-    await store.open()
-    key = load_data_key(data_dir, SecretBackend.FILE, must_exist=await store.has_ciphertexts())
-    return LlmConfigService(store, KeyCipher(key), watch=False), store
+@pytest.fixture
+def open_service(
+    store_backend: str, request: pytest.FixtureRequest
+) -> Callable[[Path], Awaitable[tuple[LlmConfigService, ConfigStore]]]:
+    """Open a service on the parametrized backend; the same ``data_dir`` reopens the same store."""
+    dsn = request.getfixturevalue("pg_dsn") if store_backend == "postgresql" else ""
+
+    async def opener(data_dir: Path) -> tuple[LlmConfigService, ConfigStore]:
+        store: ConfigStore = PostgresConfigStore(dsn) if dsn else SqliteConfigStore(data_dir / "bridge.db")
+        await store.open()
+        key = load_data_key(data_dir, SecretBackend.FILE, must_exist=await store.has_ciphertexts())
+        return LlmConfigService(store, KeyCipher(key), watch=False), store
+
+    return opener
 
 
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[LlmConfigService]:
+async def service(
+    tmp_path: Path, open_service: Callable[[Path], Awaitable[tuple[LlmConfigService, ConfigStore]]]
+) -> AsyncIterator[LlmConfigService]:
     svc, store = await open_service(tmp_path)
     yield svc
     await svc.close()
@@ -75,7 +87,9 @@ async def test_concurrent_updates_all_apply(service: LlmConfigService) -> None:
     assert final.version == 51
 
 
-async def test_api_key_is_decrypted_on_demand_and_survives_reopen(tmp_path: Path) -> None:
+async def test_api_key_is_decrypted_on_demand_and_survives_reopen(
+    tmp_path: Path, open_service: Callable[[Path], Awaitable[tuple[LlmConfigService, ConfigStore]]]
+) -> None:
     svc, store = await open_service(tmp_path)
     view = await svc.create(make())
     assert await svc.get_api_key(view.id) == OPENAI_KEY

@@ -90,6 +90,7 @@ async def test_same_name_creates_racing_across_processes_let_exactly_one_win(
 ) -> None:
     a, b = pair
     async with BridgeClient(a.url, a.token) as client_a, BridgeClient(b.url, b.token) as client_b:
+        events_a = subscribe(client_a)
         names = ["Race", "RACE", " race ", "rAcE"]
         calls = [
             client.create_config(openai_config(names[i % len(names)]))
@@ -101,6 +102,10 @@ async def test_same_name_creates_racing_across_processes_let_exactly_one_win(
         assert len(winners) == 1
         losers = [r for r in results if isinstance(r, BaseException)]
         assert all(isinstance(r, DuplicateConfigNameError) for r in losers), losers
+        # When process b wins, process a learns of it from its poll (DESIGN §3: within
+        # one second), not from its own refused writes: wait for a's "created" event.
+        created = await asyncio.wait_for(events_a.get(), NOTICE_BOUND_S)
+        assert created["type"] == "created"
         assert len((await client_a.snapshot()).configs) == 1
 
 

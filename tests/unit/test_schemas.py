@@ -163,7 +163,9 @@ def test_openrpc_methods_cover_every_channel_and_topic() -> None:
     assert document["info"]["version"] == str(api.PROTOCOL_VERSION)
     for spec in api.BUILTIN_CHANNELS:
         method = methods[spec.name]
-        assert method["paramStructure"] == "by-name"
+        # rpc.on/rpc.off take ["event"] (rpc-websockets compatibility, DESIGN §5).
+        by_position = spec.name in {api.RPC_ON.name, api.RPC_OFF.name}
+        assert method["paramStructure"] == ("by-position" if by_position else "by-name")
         assert "result" in method
         assert "x-server-to-client" not in method
         codes = {

@@ -1,0 +1,611 @@
+"""``PostgresConfigStore``: several bridge instances on one PostgreSQL database (DESIGN §3).
+
+The same contract as :class:`~bridge.storage.sqlite.SqliteConfigStore`, on ``asyncpg``:
+
+- Every write runs in one transaction that first locks the ``bridge_meta`` counter row
+  (``SELECT … FOR UPDATE``): writes of all instances are serialized there, so the
+  ``revision`` they take with ``UPDATE … SET revision = revision + 1 RETURNING revision``
+  is gap-free and follows commit order (a sequence would be neither).
+- Existence and ``expectedVersion`` are checked on the row locked with
+  ``SELECT … FOR UPDATE``; the unique ``name_key`` index holds names unique.
+- Each write appends one row to ``bridge_changes`` with the config as of that revision,
+  so :meth:`changes_since` returns exactly one change per revision.
+- Each write sends ``NOTIFY bridge_changes`` with ``{"id", "revision"}`` only (delivered at
+  commit); other instances then read through :meth:`changes_since`. A dedicated
+  listener connection waits for them; when it is lost it is re-established with capped
+  exponential backoff and full jitter, and :meth:`wait_for_change` returns so the
+  service reloads whatever was committed in the gap.
+
+API keys are stored as the ``KeyCipher`` ciphertext (its first 8 bytes name the data
+key) and the key id is also kept in its own ``key_id`` column, so an instance started
+with another data key can be refused before it touches anything (:meth:`key_ids`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+import structlog
+
+from bridge.errors import (
+    ConfigNotFoundError,
+    DuplicateConfigNameError,
+    SchemaTooNewError,
+    StartupError,
+    VersionConflictError,
+)
+from bridge.models import ChangeType
+from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION: Final = 1
+"""Row of ``bridge_schema``; a database with a higher one is refused, never touched."""
+CHANNEL: Final = "bridge_changes"
+"""The ``LISTEN/NOTIFY`` channel every instance of one database shares."""
+CHANGE_LOG_KEEP: Final = 10_000
+"""Changes kept in the log; an instance further behind reloads everything."""
+KEY_ID_BYTES: Final = 8
+_MIGRATION_LOCK: Final = 0x6272_6964_6765  # "bridge": one advisory lock id for migrations
+
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """CREATE TABLE bridge_meta (
+            id integer PRIMARY KEY CHECK (id = 1),
+            revision bigint NOT NULL
+        )""",
+        "INSERT INTO bridge_meta (id, revision) VALUES (1, 0)",
+        """CREATE TABLE bridge_configs (
+            id text PRIMARY KEY,
+            seq bigint NOT NULL,
+            custom_name text NOT NULL,
+            name_key text NOT NULL,
+            provider text NOT NULL,
+            api_key_ct bytea NOT NULL,
+            key_id bytea NOT NULL,
+            api_key_preview text NOT NULL,
+            base_url text,
+            use_auth_header boolean NOT NULL,
+            created_at text NOT NULL,
+            updated_at text NOT NULL,
+            version integer NOT NULL,
+            revision bigint NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX bridge_configs_name_key ON bridge_configs (name_key)",
+        "CREATE INDEX bridge_configs_seq ON bridge_configs (seq)",
+        """CREATE TABLE bridge_changes (
+            revision bigint PRIMARY KEY,
+            id text NOT NULL,
+            type text NOT NULL,
+            row bytea
+        )""",
+    ),
+}
+
+_COLUMNS: Final = ", ".join(COLUMNS)
+
+
+_CONNECTION_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def redact_dsn(dsn: str) -> str:
+    """Return ``dsn`` with any password replaced by ``***`` (URL and ``password=`` forms)."""
+    dsn = re.sub(r"(?i)(password=)[^&\s]*", r"\1***", dsn)
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "<unparseable DSN>"
+    if parts.password is None:
+        return dsn
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def backoff_delays(base_s: float = 0.05, cap_s: float = 5.0) -> Callable[[], float]:
+    """Return a function giving successive reconnect delays, in seconds.
+
+    Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential
+    Backoff And Jitter"): the n-th delay is uniform in ``[0, min(cap_s, base_s * 2**n)]``.
+    """
+    attempt = 0
+
+    def next_delay() -> float:
+        nonlocal attempt
+        ceiling = min(cap_s, base_s * 2**attempt)
+        attempt += 1
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+
+    return next_delay
+
+
+def _row(record: Any) -> StoredConfig:
+    return StoredConfig(
+        id=record["id"],
+        custom_name=record["custom_name"],
+        name_key=record["name_key"],
+        provider=record["provider"],
+        api_key_ct=bytes(record["api_key_ct"]),
+        api_key_preview=record["api_key_preview"],
+        base_url=record["base_url"],
+        use_auth_header=bool(record["use_auth_header"]),
+        created_at=record["created_at"],
+        updated_at=record["updated_at"],
+        version=int(record["version"]),
+        revision=int(record["revision"]),
+    )
+
+
+def _encode_row(row: StoredConfig) -> bytes:
+    return orjson.dumps(
+        {
+            "id": row.id,
+            "custom_name": row.custom_name,
+            "name_key": row.name_key,
+            "provider": row.provider,
+            "api_key_ct": row.api_key_ct.hex(),  # still the ciphertext: the log never holds a key
+            "api_key_preview": row.api_key_preview,
+            "base_url": row.base_url,
+            "use_auth_header": row.use_auth_header,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "version": row.version,
+            "revision": row.revision,
+        }
+    )
+
+
+def _decode_row(blob: bytes) -> StoredConfig:
+    values = orjson.loads(blob)
+    values["api_key_ct"] = bytes.fromhex(values["api_key_ct"])
+    return _row(values)
+
+
+class PostgresConfigStore:
+    """The :class:`~bridge.storage.base.ConfigStore` on a PostgreSQL database.
+
+    Args:
+        dsn: a libpq connection URI (``postgresql://user:password@host:port/db``); its
+            password never reaches the log (:func:`redact_dsn`).
+        pool_size: most connections for reads and writes (one more listens).
+        check_interval_s: how often :meth:`wait_for_change` pings its listener connection
+            and reads the revision counter, in seconds — a safety net for a listener that
+            died silently (no TCP reset). Notifications normally arrive long before.
+        reconnect_cap_s: the longest wait between reconnect attempts, in seconds.
+        connect_timeout_s: bound on one connection attempt, in seconds.
+        op_timeout_s: bound on one store operation (acquire, statements, commit), in
+            seconds: a database that stops answering fails the operation (5000) instead
+            of holding the service's write lock forever.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 4,
+        check_interval_s: float = 2.0,
+        reconnect_cap_s: float = 5.0,
+        connect_timeout_s: float = 10.0,
+        op_timeout_s: float = 15.0,
+    ) -> None:
+        """Configure the store; nothing connects until :meth:`open`."""
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self.check_interval_s = check_interval_s
+        self.reconnect_cap_s = reconnect_cap_s
+        self.connect_timeout_s = connect_timeout_s
+        self.op_timeout_s = op_timeout_s
+        self.recovered_from: str | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._wake = asyncio.Event()
+        self._listener_lost = False
+        self._seen_revision = 0
+        """Highest revision this instance has read or written: notifications at or
+        below it (this instance's own, or already applied) wake nobody."""
+        self._notified_revision = 0
+        self._closed = False
+
+    @property
+    def where(self) -> str:
+        """The DSN with its password redacted, for logs and error messages."""
+        return redact_dsn(self.dsn)
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema, and start listening.
+
+        Raises:
+            SchemaTooNewError: the database was migrated by a newer bridge.
+            StartupError: the server cannot be reached or refuses the login.
+        """
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=self.connect_timeout_s,
+                command_timeout=self.op_timeout_s,
+                server_settings={"application_name": f"bridge-{os.getpid()}"},
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise StartupError(
+                f"Cannot connect to PostgreSQL at {self.where}: {type(exc).__name__}"
+            ) from None
+        try:
+            await self._migrate()
+            await self._listen()
+        except BaseException:
+            await self.close()
+            raise
+        log.info("store_opened", backend="postgresql", dsn=self.where)
+
+    async def _migrate(self) -> None:
+        """Apply the missing migrations in one transaction under an advisory lock.
+
+        Instances starting together take turns: the version is read under the lock.
+        """
+        async with self._acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute("CREATE TABLE IF NOT EXISTS bridge_schema (version integer NOT NULL)")
+            found = await conn.fetchval("SELECT max(version) FROM bridge_schema")
+            version = int(found or 0)
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNewError(self.where, version)
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO bridge_schema (version) VALUES ($1)", target)
+                log.info("store_migrated", backend="postgresql", to_version=target)
+
+    async def close(self) -> None:
+        """Stop listening and close every connection; idempotent."""
+        self._closed = True
+        self._wake.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.close(), 5)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except Exception:
+                pool.terminate()
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Any]:
+        """Yield a pooled connection for one bounded operation.
+
+        A connection-level failure (the server restarted, a backend was terminated)
+        expires every pooled connection: the next operation gets fresh ones instead of
+        tripping over the other dead sockets one by one.
+        """
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("store is not open")
+        try:
+            async with asyncio.timeout(self.op_timeout_s), pool.acquire() as conn:
+                yield conn
+        except _CONNECTION_ERRORS:
+            await pool.expire_connections()
+            raise
+
+    # ---- change notifications ---------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Open the dedicated listener connection and ``LISTEN`` on :data:`CHANNEL`."""
+        conn = await asyncpg.connect(
+            self.dsn,
+            timeout=self.connect_timeout_s,
+            # Names the connection in pg_stat_activity, for operators (and the fault tests).
+            server_settings={"application_name": f"bridge-listener-{os.getpid()}"},
+        )
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._on_listener_terminated)
+        self._listener = conn
+        self._listener_lost = False
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            revision = int(orjson.loads(payload)["revision"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            revision = self._notified_revision + 1  # unreadable: look anyway
+        self._notified_revision = max(self._notified_revision, revision)
+        if revision > self._seen_revision:
+            self._wake.set()
+
+    def _on_listener_terminated(self, _conn: object) -> None:
+        if not self._closed:
+            self._listener_lost = True
+            self._wake.set()
+
+    async def _relisten(self) -> None:
+        """Re-establish the listener, retrying with capped exponential backoff and jitter."""
+        old, self._listener = self._listener, None
+        if old is not None:
+            old.terminate()
+        log.warning("store_listener_lost", dsn=self.where)
+        delay = backoff_delays(cap_s=self.reconnect_cap_s)
+        attempts = 0
+        while not self._closed:
+            attempts += 1
+            try:
+                await self._listen()
+            except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                wait_s = delay()
+                log.info("store_listener_retry", attempt=attempts, error=type(exc).__name__, wait_s=wait_s)
+                await asyncio.sleep(wait_s)
+            else:
+                log.info("store_listener_restored", attempts=attempts)
+                return
+
+    async def wait_for_change(self) -> None:
+        """Return once another instance may have committed.
+
+        Wakes on a ``NOTIFY`` above the highest revision this instance has seen; after a
+        lost listener connection is re-established (changes during the gap were not
+        notified); or when the periodic counter check finds a newer revision.
+        """
+        while not self._closed:
+            if self._listener is None or self._listener_lost or self._listener.is_closed():
+                await self._relisten()
+                return
+            if self._notified_revision > self._seen_revision:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.check_interval_s)
+            except TimeoutError:
+                if not await self._listener_alive():
+                    self._listener_lost = True
+                    continue
+                if await self._counter_moved():
+                    return
+                continue
+            if self._listener_lost:
+                continue
+            if self._notified_revision > self._seen_revision:
+                return
+        await asyncio.Event().wait()  # closed: nothing will ever change
+
+    async def _listener_alive(self) -> bool:
+        """Ping the listener connection: a socket that died without a reset looks open."""
+        listener = self._listener
+        if listener is None:
+            return False
+        try:
+            await asyncio.wait_for(listener.fetchval("SELECT 1"), self.connect_timeout_s)
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
+            return False
+        return True
+
+    async def _counter_moved(self) -> bool:
+        try:
+            async with self._acquire() as conn:
+                revision = int(await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1"))
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError):
+            return False
+        return revision > self._seen_revision
+
+    def _saw(self, revision: int) -> None:
+        self._seen_revision = max(self._seen_revision, revision)
+
+    # ---- reads ----------------------------------------------------------------------
+
+    async def has_ciphertexts(self) -> bool:
+        """Return True when any config row exists (each holds an encrypted key)."""
+        async with self._acquire() as conn:
+            return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM bridge_configs)"))
+
+    async def key_ids(self) -> set[bytes]:
+        """Return the ids (8 bytes each) of the data keys that sealed the stored API keys."""
+        async with self._acquire() as conn:
+            rows = await conn.fetch("SELECT DISTINCT key_id FROM bridge_configs")
+        return {bytes(r["key_id"]) for r in rows}
+
+    async def load(self) -> StoreState:
+        """Return every config in creation order and the revision, from one snapshot."""
+        async with self._acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            revision = int(await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1"))
+            rows = await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")
+        self._saw(revision)
+        return StoreState(revision, [_row(r) for r in rows])
+
+    async def changes_since(self, since: int) -> WriteOutcome:
+        """Return the changes after ``since`` in revision order (None: reload needed)."""
+        async with self._acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            outcome = await _feed(conn, since, None)
+        self._saw(outcome.revision)
+        return outcome
+
+    # ---- writes ---------------------------------------------------------------------
+
+    async def _write(
+        self, fn: Callable[[Any], Awaitable[tuple[StoredConfig | None, str | None]]], since: int
+    ) -> WriteOutcome:
+        """Run ``fn`` in a transaction holding the counter row; the feed includes its change.
+
+        ``fn`` returns ``(current row, id that changed or None)``.
+        """
+        seen_before = self._seen_revision
+        try:
+            async with self._acquire() as conn, conn.transaction():
+                # The global write lock: writes of every instance take turns here, so the
+                # revision each one takes follows commit order.
+                revision_before = int(
+                    await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1 FOR UPDATE")
+                )
+                current, changed_id = await fn(conn)
+                outcome = await _feed(conn, since, current)
+                if changed_id is not None:
+                    await conn.execute(
+                        "SELECT pg_notify($1, $2)",
+                        CHANNEL,
+                        orjson.dumps({"id": changed_id, "revision": outcome.revision}).decode(),
+                    )
+                # Before COMMIT: our own notification may be handled before this task
+                # resumes, and must not wake the watcher.
+                self._saw(outcome.revision)
+        except BaseException:
+            # Not committed: the revision may go to another instance, whose notification
+            # must not be mistaken for ours.
+            self._seen_revision = seen_before
+            if self._notified_revision > self._seen_revision:
+                self._wake.set()
+            raise
+        return replace(outcome, written=outcome.revision != revision_before)
+
+    async def insert(self, config: StoredConfig, since: int) -> WriteOutcome:
+        """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
+
+        async def fn(conn: Any) -> tuple[StoredConfig | None, str | None]:
+            written = replace(config, revision=await _next_revision(conn))
+            try:
+                async with conn.transaction():  # a savepoint: the name clash is ours to report
+                    await conn.execute(
+                        f"INSERT INTO bridge_configs ({_COLUMNS}, seq, key_id) "
+                        "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$12,$13)",
+                        *row_values(written),
+                        written.api_key_ct[:KEY_ID_BYTES],
+                    )
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == "bridge_configs_name_key":
+                    raise DuplicateConfigNameError from None
+                raise
+            await _log(conn, written.revision, ChangeType.CREATED, config.id, written)
+            return written, config.id
+
+        return await self._write(fn, since)
+
+    async def update(
+        self, config_id: str, mutate: Mutation, expected_version: int | None, since: int
+    ) -> WriteOutcome:
+        """Apply ``mutate`` to the row locked ``FOR UPDATE`` (see the protocol)."""
+
+        async def fn(conn: Any) -> tuple[StoredConfig | None, str | None]:
+            found = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = $1 FOR UPDATE", config_id
+            )
+            if found is None:
+                raise ConfigNotFoundError(config_id)
+            current = _row(found)
+            if expected_version is not None and expected_version != current.version:
+                raise VersionConflictError(config_id, expected_version, current.version)
+            updated = mutate(current)
+            if updated is None:
+                return current, None
+            updated = replace(updated, revision=await _next_revision(conn))
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "UPDATE bridge_configs SET custom_name=$1, name_key=$2, provider=$3, "
+                        "api_key_ct=$4, key_id=$5, api_key_preview=$6, base_url=$7, use_auth_header=$8, "
+                        "updated_at=$9, version=version + 1, revision=$10 WHERE id=$11 AND version=$12",
+                        updated.custom_name,
+                        updated.name_key,
+                        updated.provider,
+                        updated.api_key_ct,
+                        updated.api_key_ct[:KEY_ID_BYTES],
+                        updated.api_key_preview,
+                        updated.base_url,
+                        updated.use_auth_header,
+                        updated.updated_at,
+                        updated.revision,
+                        config_id,
+                        current.version,
+                    )
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == "bridge_configs_name_key":
+                    raise DuplicateConfigNameError from None
+                raise
+            await _log(conn, updated.revision, ChangeType.UPDATED, config_id, updated)
+            return updated, config_id
+
+        return await self._write(fn, since)
+
+    async def delete(self, config_id: str, expected_version: int | None, since: int) -> WriteOutcome:
+        """Delete at the next revision; unknown id → no change, no error."""
+
+        async def fn(conn: Any) -> tuple[StoredConfig | None, str | None]:
+            found = await conn.fetchval(
+                "SELECT version FROM bridge_configs WHERE id = $1 FOR UPDATE", config_id
+            )
+            if found is None:
+                return None, None
+            if expected_version is not None and expected_version != found:
+                raise VersionConflictError(config_id, expected_version, int(found))
+            await conn.execute("DELETE FROM bridge_configs WHERE id = $1", config_id)
+            await _log(conn, await _next_revision(conn), ChangeType.DELETED, config_id, None)
+            return None, config_id
+
+        return await self._write(fn, since)
+
+
+async def _next_revision(conn: Any) -> int:
+    """Increment the global revision counter row; returns the new revision (gap-free)."""
+    return int(
+        await conn.fetchval("UPDATE bridge_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision")
+    )
+
+
+async def _log(conn: Any, revision: int, kind: ChangeType, config_id: str, row: StoredConfig | None) -> None:
+    """Append one change with the row as of ``revision`` (None for deletes); trim the log."""
+    await conn.execute(
+        "INSERT INTO bridge_changes (revision, id, type, row) VALUES ($1, $2, $3, $4)",
+        revision,
+        config_id,
+        kind.value,
+        None if row is None else _encode_row(row),
+    )
+    if revision % 1000 == 0:
+        await conn.execute("DELETE FROM bridge_changes WHERE revision <= $1", revision - CHANGE_LOG_KEEP)
+
+
+async def _feed(conn: Any, since: int, current: StoredConfig | None) -> WriteOutcome:
+    """Read the change log after ``since`` up to the counter, each change with its row."""
+    revision = int(await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1"))
+    if revision <= since:
+        return WriteOutcome([], current, revision)
+    oldest = await conn.fetchval("SELECT min(revision) FROM bridge_changes")
+    if oldest is None or oldest > since + 1:
+        return WriteOutcome(None, current, revision)
+    rows = await conn.fetch(
+        "SELECT revision, type, id, row FROM bridge_changes "
+        "WHERE revision > $1 AND revision <= $2 ORDER BY revision",
+        since,
+        revision,
+    )
+    changes = [
+        Change(
+            int(r["revision"]),
+            ChangeType(r["type"]),
+            r["id"],
+            None if r["row"] is None else _decode_row(bytes(r["row"])),
+        )
+        for r in rows
+    ]
+    return WriteOutcome(changes, current, revision)
