@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from websockets.asyncio.client import ClientConnection
 
 from bridge.cli import Bridge
+from bridge.storage import SqliteConfigStore
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, openai_config
 from tests.e2e.wire import open_ws, recv_json, request, running_bridge
 
@@ -56,6 +57,13 @@ class FaultyConnection:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def sqlite_store(bridge: Bridge) -> SqliteConfigStore:
+    """The SQLite store the server uses (the default backend), typed for fault injection."""
+    store = bridge.store
+    assert isinstance(store, SqliteConfigStore)
+    return store
 
 
 @pytest.fixture
@@ -130,7 +138,7 @@ async def count_statements(bridge: Bridge, op: str) -> list[str]:
         cid = (await call(ws, "llm-config:create", {"config": openai_config("Probe " + op)}, 1))["result"][
             "id"
         ]
-        proxy = bridge.store._conn
+        proxy = sqlite_store(bridge)._conn
         assert isinstance(proxy, FaultyConnection)
         method, params = OPS[op](cid)
         if op == "create":
@@ -150,10 +158,10 @@ async def count_statements(bridge: Bridge, op: str) -> list[str]:
 async def test_failure_of_each_statement_of_a_write_answers_5000_and_keeps_cache_equal_to_store(
     bridge: Bridge, op: str
 ) -> None:
-    real = bridge.store._conn
+    real = sqlite_store(bridge)._conn
     assert real is not None
     proxy = FaultyConnection(real)
-    bridge.store._conn = proxy  # type: ignore[assignment]
+    sqlite_store(bridge)._conn = proxy  # type: ignore[assignment]
     statements = await count_statements(bridge, op)
     assert statements[0] == "BEGIN IMMEDIATE", statements
     assert statements[-1] == "COMMIT", statements
@@ -180,15 +188,15 @@ async def test_store_unavailable_answers_5000_for_every_write(
     ws = await open_ws(bridge)
     try:
         target = await seeded(bridge, ws)
-        real_run = bridge.store._run
+        real_run = sqlite_store(bridge)._run
 
         async def unopenable(_fn: Any) -> Any:
-            monkeypatch.setattr(bridge.store, "_run", real_run)  # fail once
+            monkeypatch.setattr(sqlite_store(bridge), "_run", real_run)  # fail once
             raise sqlite3.OperationalError("injected: unable to open database file")
 
         for op in OPS:
             await assert_fault_answers_5000_and_changes_nothing(
-                bridge, ws, op, target, lambda: monkeypatch.setattr(bridge.store, "_run", unopenable)
+                bridge, ws, op, target, lambda: monkeypatch.setattr(sqlite_store(bridge), "_run", unopenable)
             )
     finally:
         await ws.close()
@@ -223,10 +231,10 @@ async def test_failed_write_sends_no_notification_to_other_connections(bridge: B
     watcher = await open_ws(bridge)
     writer = await open_ws(bridge)
     try:
-        real = bridge.store._conn
+        real = sqlite_store(bridge)._conn
         assert real is not None
         proxy = FaultyConnection(real)
-        bridge.store._conn = proxy  # type: ignore[assignment]
+        sqlite_store(bridge)._conn = proxy  # type: ignore[assignment]
         proxy.fail_at = 4
         reply = await call(
             writer,
