@@ -162,7 +162,13 @@ class Registry:
         return register
 
     def add_topic(self, topic: TopicSpec) -> None:
-        """Declare a notification topic (for ``bridge:hello`` and the schemas)."""
+        """Declare a notification topic (for ``bridge:hello`` and the schemas).
+
+        Raises:
+            ValueError: a topic with this name is already declared.
+        """
+        if topic.name in self._topics:
+            raise ValueError(f"topic {topic.name!r} is already declared")
         self._topics[topic.name] = topic
 
     def get(self, name: str) -> Registration | None:

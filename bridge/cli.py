@@ -27,7 +27,7 @@ import platformdirs
 import structlog
 
 from bridge import api, schemas
-from bridge.errors import BridgeError, StartupError
+from bridge.errors import AddressUnavailableError, BridgeError, StartupError
 from bridge.keystore import (
     DATA_KEY_ENV,
     DataKey,
@@ -84,7 +84,7 @@ class BridgeOptions(TransportOptions):
 
     data_dir: Path = field(default_factory=default_data_dir)
     secret_backend: SecretBackend = SecretBackend.AUTO
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     poll_interval_s: float = 0.2
     store: str | None = None
     data_key_file: Path | None = None
@@ -95,7 +95,7 @@ class Bridge:
     """A running bridge: its URL, token, service and server. Close with :meth:`close`."""
 
     url: str
-    token: str
+    token: str = field(repr=False)
     registry: api.Registry
     service: LlmConfigService
     server: BridgeServer
@@ -164,13 +164,13 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     document: dict[str, Any] = {}
 
     async def hello(_: EmptyParams) -> api.HelloResult:
-        revision, _configs = await service.snapshot()
+        await service.initialize()
         return api.HelloResult(
             server_version=server_version(),
             protocol_version=api.PROTOCOL_VERSION,
-            schema_hash=schemas.schema_hash(document),
+            schema_hash=document_hash,
             channels=registry.names(),
-            revision=revision,
+            revision=service.cache_info().revision,
             secret_backend=key.backend,
             recovered_from=store.recovered_from,
         )
@@ -183,6 +183,7 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     registry.add(api.RPC_ON, api.subscription_handler(registry))
     registry.add(api.RPC_OFF, api.subscription_handler(registry))
     document.update(schemas.openrpc_document(registry.channels, registry.topics))
+    document_hash = schemas.schema_hash(document)
 
     transport = {f.name: getattr(options, f.name) for f in fields(TransportOptions)}
     settings = ServerSettings(token=token, **transport)
@@ -190,7 +191,10 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
     try:
         await service.initialize()
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:
+            raise AddressUnavailableError(f"cannot listen: {exc.strerror}") from None
     except BaseException:
         await service.close()
         await store.close()
@@ -302,11 +306,23 @@ async def serve(
         await stop.wait()
         log.info("shutdown_started")
     finally:
+        # Removed first, so no client re-reads it and dials a server that is going away;
+        # and only if it is still ours (another instance may have replaced it).
+        _remove_connection_file(conn_path, os.getpid())
         await bridge.close()
-        with contextlib.suppress(FileNotFoundError):
-            conn_path.unlink()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def _remove_connection_file(path: Path, pid: int) -> None:
+    """Delete the connection file at ``path`` if it still names process ``pid``."""
+    try:
+        info = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return
+    if isinstance(info, dict) and info.get("pid") == pid:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -419,7 +435,17 @@ def _serve_command(args: argparse.Namespace) -> int:
         return 2
     token = None
     if args.token_file is not None:
-        token = args.token_file.read_text(encoding="utf-8").strip()
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            _emit(
+                {
+                    "event": "error",
+                    "error": StartupError.code,
+                    "message": f"cannot read the token file: {exc.strerror}",
+                }
+            )
+            return 2
     options = BridgeOptions(
         data_dir=args.data_dir or default_data_dir(),
         secret_backend=SecretBackend(args.secret_backend),
@@ -455,13 +481,13 @@ def _serve_command(args: argparse.Namespace) -> int:
     except StartupError as exc:
         _emit({"event": "error", "error": exc.code, "message": exc.message})
         return 2
-    except OSError as exc:
+    except Exception as exc:
+        # Anything else that stops start-up (an unwritable data directory, an unreachable
+        # database...) still ends in one JSON line, as the sidecar contract promises; the
+        # traceback goes to the log.
+        log.exception("startup_failed")
         _emit(
-            {
-                "event": "error",
-                "error": "ADDRESS_UNAVAILABLE",
-                "message": f"cannot listen: {exc.strerror}",
-            }
+            {"event": "error", "error": StartupError.code, "message": f"cannot start: {type(exc).__name__}"}
         )
         return 2
     return 0

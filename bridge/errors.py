@@ -226,6 +226,13 @@ class StartupError(BridgeError):
     default_message = "The server cannot start"
 
 
+class AddressUnavailableError(StartupError):
+    """The requested address cannot be listened on (port busy, no permission)."""
+
+    code = "ADDRESS_UNAVAILABLE"
+    default_message = "Cannot listen on the requested address"
+
+
 class SchemaTooNewError(StartupError):
     """The database was written by a newer bridge (its ``PRAGMA user_version`` is higher).
 

@@ -17,6 +17,7 @@ import concurrent.futures
 import hashlib
 import os
 import secrets as _random
+import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -121,19 +122,22 @@ def _load_file_key(path: Path, *, must_exist: bool) -> DataKey:
         )
     secret = _random.token_bytes(KEY_BYTES)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(_encode(secret) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    # O_EXCL semantics through link(): never replace a key another process just wrote.
+    # A temporary file of our own (mkstemp: unique name, mode 0600), then link(): the key
+    # file appears complete or not at all, and never replaces a key another process
+    # starting on the same data directory has just written.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = Path(tmp_name)
     try:
-        os.link(tmp, path)
-    except FileExistsError:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(_encode(secret) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _load_file_key(path, must_exist=True)
+    finally:
         tmp.unlink()
-        return _load_file_key(path, must_exist=True)
-    tmp.unlink()
     return DataKey(secret, "file")
 
 

@@ -68,19 +68,18 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+    # The exception is rendered to data *before* redaction in both modes, so a secret
+    # in an exception message is scrubbed like any other value; never with locals.
     renderer: Processor
+    exc_processor: Processor
     if json:
         renderer = structlog.processors.JSONRenderer()
-        exc_processor: Processor = structlog.processors.ExceptionRenderer(
+        exc_processor = structlog.processors.ExceptionRenderer(
             structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         )
     else:
-        renderer = structlog.dev.ConsoleRenderer(
-            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
-            if _has_rich()
-            else structlog.dev.plain_traceback
-        )
-        exc_processor = _identity
+        renderer = structlog.dev.ConsoleRenderer()
+        exc_processor = structlog.processors.format_exc_info
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -104,15 +103,3 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     # websockets at DEBUG prints request paths (query tokens), headers and frames; its
     # INFO lines repeat our own connection events.
     logging.getLogger("websockets").setLevel(max(numeric, logging.WARNING))
-
-
-def _identity(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    return event_dict
-
-
-def _has_rich() -> bool:
-    try:
-        import rich  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True

@@ -20,7 +20,7 @@ import itertools
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -60,7 +60,7 @@ class ConnectionInfo:
     """What a client needs to reach a server: ``url``, ``token`` and maybe a Unix ``socket``."""
 
     url: str
-    token: str
+    token: str = field(repr=False)
     socket: str | None = None
 
 
@@ -339,7 +339,11 @@ class BridgeClient:
     # ---- notifications and resync ---------------------------------------------------
 
     def _receive(self, frame: str | bytes) -> None:
-        message = orjson.loads(frame)
+        try:
+            message = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            log.warning("client_frame_unparsable")  # one bad frame must not end the reader
+            return
         for item in message if isinstance(message, list) else [message]:
             if not isinstance(item, dict):
                 continue

@@ -93,7 +93,7 @@ class ServerSettings(TransportOptions):
         token: the bearer token every client must present (``[A-Za-z0-9_-]{32,}``).
     """
 
-    token: str
+    token: str = field(repr=False)
 
 
 def _refuse(status: http.HTTPStatus, reason: str) -> Response:
@@ -184,6 +184,7 @@ class BridgeServer:
         dispatcher.refuse = self.refusal
         self.settings = settings
         self._token = settings.token.encode()
+        self._allow_hosts = frozenset(name.strip().lower() for name in settings.allow_hosts)
         self._server: Server | None = None
         # Open connections that receive notifications; a connection leaves it as soon as
         # it overflows or closes, before its handler finishes.
@@ -291,7 +292,7 @@ class BridgeServer:
         if host in {f"{name}:{self.port}" for name in names}:
             return True
         bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return host in self.settings.allow_hosts or bare in self.settings.allow_hosts
+        return host in self._allow_hosts or bare in self._allow_hosts
 
     def _token_ok(self, token: str | None) -> bool:
         # The shape check comes first, so only ASCII reaches the comparison; the

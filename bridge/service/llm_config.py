@@ -359,6 +359,11 @@ class LlmConfigService:
     async def refresh(self) -> tuple[int, int]:
         """Reload everything from the store, emit an event per difference.
 
+        Changes the change feed still holds are applied first, each with its own
+        revision (a refresh that beats the poll loses no event's revision); the full
+        reload then catches anything the feed cannot explain (e.g. rows changed behind
+        the store's back).
+
         Returns:
             ``(count, revision)`` after the reload.
 
@@ -371,6 +376,8 @@ class LlmConfigService:
             await self._ensure_loaded()
         async with self._lock:
             try:
+                if not self._load_failed:
+                    await self._apply(await self._store.changes_since(self._revision))
                 state = await self._store.load()
             except Exception:
                 log.exception("cache_refresh_failed")

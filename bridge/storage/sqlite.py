@@ -285,7 +285,8 @@ class SqliteConfigStore:
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        self._executor.shutdown(wait=True)
+        # Joining the store thread must not block the event loop.
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
     # ---- reads ----------------------------------------------------------------------
 

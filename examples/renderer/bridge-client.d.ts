@@ -33,7 +33,12 @@ export declare class BridgeError extends Error {
   readonly fieldErrors: FieldErrorData[];
 }
 
-/** The connection dropped (or the call timed out) before the response arrived. */
+/** The connection dropped before the response arrived. */
+/** No answer within the call timeout; a write may still be applied (re-read before retrying). */
+export declare class CallTimeoutError extends Error {
+  constructor(message: string);
+}
+
 export declare class ConnectionLostError extends Error {
   constructor(message?: string);
 }

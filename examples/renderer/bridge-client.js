@@ -52,6 +52,17 @@ export class ConnectionLostError extends Error {
   }
 }
 
+/**
+ * No answer within the call timeout; the connection may still be open and a write may
+ * still be applied: re-read before retrying it.
+ */
+export class CallTimeoutError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "CallTimeoutError";
+  }
+}
+
 /** The server cannot be used: protocol mismatch or a policy close (1008). Not retried. */
 export class TerminalError extends Error {
   constructor(message) {
@@ -353,7 +364,7 @@ export class BridgeClient {
       if (this._callTimeoutMs > 0) {
         entry.timer = setTimeout(() => {
           this._pending.delete(id);
-          reject(new ConnectionLostError(`No answer to ${channel} within ${this._callTimeoutMs} ms`));
+          reject(new CallTimeoutError(`No answer to ${channel} within ${this._callTimeoutMs} ms`));
         }, this._callTimeoutMs);
       }
       this._pending.set(id, entry);

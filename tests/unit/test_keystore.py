@@ -6,6 +6,7 @@ keyring backend object with ``keyring.set_keyring`` (isolation and fault injecti
 
 from __future__ import annotations
 
+import concurrent.futures
 import stat
 import threading
 from collections.abc import Iterator
@@ -198,3 +199,14 @@ def test_hanging_keyring_is_bounded_in_time(tmp_path: Path, fake_keyring: FakeKe
 
 def test_data_key_equality_is_by_secret_and_backend() -> None:
     assert DataKey(b"x" * 32, "file") == DataKey(b"x" * 32, "file")
+
+
+def test_concurrent_first_starts_agree_on_one_key_file(tmp_path: Path) -> None:
+    # Several processes starting on a fresh data directory must end up with the same key:
+    # a key sealed by a loser of the race would never decrypt again.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        keys = list(
+            pool.map(lambda _: load_data_key(tmp_path, SecretBackend.FILE, must_exist=False), range(32))
+        )
+    assert len({key.secret for key in keys}) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bridge.key"]

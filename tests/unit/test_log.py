@@ -15,11 +15,11 @@ from tests.conftest import ANTHROPIC_KEY, CUSTOM_KEY, GOOGLE_KEY, OPENAI_KEY
 
 
 @contextlib.contextmanager
-def json_logging() -> Iterator[None]:
+def json_logging(*, json: bool = True) -> Iterator[None]:
     """Configure bridge logging for the test body (pytest swaps root handlers per phase)."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    configure_logging("debug", json=True)
+    configure_logging("debug", json=json)
     try:
         yield
     finally:
@@ -79,3 +79,16 @@ def test_tracebacks_are_rendered_without_local_variables(capsys: pytest.CaptureF
     assert "exception" in line
     assert CUSTOM_KEY not in json.dumps(line)
     assert "locals" not in json.dumps(line["exception"])
+
+
+def test_console_tracebacks_are_redacted_too(capsys: pytest.CaptureFixture[str]) -> None:
+    with json_logging(json=False):
+        try:
+            raise ValueError(f"provider rejected {OPENAI_KEY}")  # noqa: TRY301 - the logged exception
+        except ValueError:
+            structlog.get_logger("test").exception("call_failed")
+    err = capsys.readouterr().err
+    assert "call_failed" in err
+    assert "ValueError" in err
+    assert OPENAI_KEY not in err
+    assert REDACTED in err
