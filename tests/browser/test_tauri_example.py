@@ -10,22 +10,19 @@ from Chromium. Only ``window.__TAURI__.shell`` (the plugin's IPC to Rust) is sto
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import shutil
 import subprocess
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft7Validator
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from bridge.client import BridgeClient
-from tests.browser.test_settings_page import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.browser.conftest import TIMEOUT_MS, serve_directory
 from tests.conftest import OPENAI_KEY, ServedBridge, start_bridge_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,28 +107,8 @@ def built_frontend(tmp_path: Path) -> Iterator[str]:
     assert (out / "bridge-client.js").read_bytes() == (
         ROOT / "examples/renderer/bridge-client.js"
     ).read_bytes()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(out)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            await instance.close()
+    with serve_directory(out) as origin:
+        yield origin
 
 
 @pytest.fixture
