@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bridge.client import BridgeClient
 from bridge.keystore import generate_data_key_text
 from tests.pgcluster import PgCluster
 
@@ -184,3 +186,20 @@ def served_on_backend(tmp_path: Path, backend_args: list[str]) -> Iterator[Serve
         yield bridge
     finally:
         bridge.stop()
+
+
+def subscribe(client: BridgeClient) -> asyncio.Queue[dict[str, Any]]:
+    """Queue every ``llm-config:changed`` payload ``client`` receives."""
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    client.on("llm-config:changed", events.put_nowait)
+    return events
+
+
+async def drain_until(
+    events: asyncio.Queue[dict[str, Any]], revision: int, timeout_s: float = 15.0
+) -> list[dict[str, Any]]:
+    """Collect events until one reaches ``revision``; each wait bounded by ``timeout_s``."""
+    seen: list[dict[str, Any]] = []
+    while not seen or seen[-1]["revision"] < revision:
+        seen.append(await asyncio.wait_for(events.get(), timeout_s))
+    return seen

@@ -21,7 +21,15 @@ import pytest
 from bridge.client import BridgeClient
 from bridge.errors import BridgeError, DuplicateConfigNameError, VersionConflictError
 from bridge.keystore import generate_data_key_text
-from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ServedBridge, openai_config, start_bridge_process
+from tests.conftest import (
+    ANTHROPIC_KEY,
+    OPENAI_KEY,
+    ServedBridge,
+    drain_until,
+    openai_config,
+    start_bridge_process,
+    subscribe,
+)
 from tests.pgcluster import PgCluster
 
 TIMEOUT_S = 15.0
@@ -62,19 +70,6 @@ def launch(tmp_path: Path, pg_dsn: str, data_key_file: Path, pg_cluster: PgClust
             assert OPENAI_KEY not in text
             assert ANTHROPIC_KEY not in text
             assert pg_cluster.password not in text  # the DSN is logged redacted
-
-
-def subscribe(client: BridgeClient) -> asyncio.Queue[dict[str, Any]]:
-    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    client.on("llm-config:changed", events.put_nowait)
-    return events
-
-
-async def drain_until(events: asyncio.Queue[dict[str, Any]], revision: int) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    while not seen or seen[-1]["revision"] < revision:
-        seen.append(await asyncio.wait_for(events.get(), TIMEOUT_S))
-    return seen
 
 
 async def test_write_through_one_instance_reaches_clients_of_the_two_others(launch: Launcher) -> None:
@@ -168,7 +163,7 @@ async def test_concurrent_writers_on_three_instances_lose_no_update_and_revision
         await asyncio.gather(*(writer(i, client) for i, client in enumerate(clients)))
         total = 1 + per_client * len(clients)
         for queue in events:
-            revisions = [e["revision"] for e in await drain_until(queue, total)]
+            revisions = [e["revision"] for e in await drain_until(queue, total, TIMEOUT_S)]
             assert revisions == list(range(1, total + 1)), revisions
         for client in clients:
             final = await client.read_config(shared.id)
@@ -214,7 +209,7 @@ async def test_killed_listener_connection_recovers_and_delivers_every_change_of_
             created = await writes
         finally:
             await admin.close()
-        seen = await drain_until(events_b, 11)
+        seen = await drain_until(events_b, 11, TIMEOUT_S)
         assert [e["revision"] for e in seen] == list(range(2, 12))
         assert {e["id"] for e in seen} == {v.id for v in created}
         assert await listener_pid(pg_dsn, b) != old_pid  # a new listener is in place
@@ -352,7 +347,7 @@ async def test_instances_configured_by_environment_share_the_store_and_the_key(
                 view.id, {"apiKey": ANTHROPIC_KEY, "provider": "anthropic"}
             )
             assert updated.version == 2
-            assert [e["revision"] for e in await drain_until(events_a, 2)] == [1, 2]
+            assert [e["revision"] for e in await drain_until(events_a, 2, TIMEOUT_S)] == [1, 2]
             assert await client_a.read_config(view.id) == updated
     finally:
         assert b.stop() == 0

@@ -11,13 +11,20 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bridge.client import BridgeClient
 from bridge.errors import DuplicateConfigNameError
-from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ServedBridge, openai_config, start_bridge_process
+from tests.conftest import (
+    ANTHROPIC_KEY,
+    OPENAI_KEY,
+    ServedBridge,
+    drain_until,
+    openai_config,
+    start_bridge_process,
+    subscribe,
+)
 
 NOTICE_BOUND_S = 1.0  # DESIGN §3: other processes' commits are noticed within one second
 TIMEOUT_S = 10.0
@@ -42,19 +49,6 @@ def pair(tmp_path: Path) -> Iterator[tuple[ServedBridge, ServedBridge]]:
                 json.loads(line)  # every stderr line is JSON when stderr is not a TTY
                 assert OPENAI_KEY not in line
                 assert ANTHROPIC_KEY not in line
-
-
-def subscribe(client: BridgeClient) -> asyncio.Queue[dict[str, Any]]:
-    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    client.on("llm-config:changed", events.put_nowait)
-    return events
-
-
-async def drain_until(events: asyncio.Queue[dict[str, Any]], revision: int) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    while not seen or seen[-1]["revision"] < revision:
-        seen.append(await asyncio.wait_for(events.get(), TIMEOUT_S))
-    return seen
 
 
 async def test_write_in_one_process_reaches_the_other_process_clients_within_one_second(
@@ -124,7 +118,7 @@ async def test_revisions_seen_by_clients_of_either_process_are_gap_free_and_incr
         await asyncio.gather(writer(client_a, "a"), writer(client_b, "b"))
         total = 32
         for events in (events_a, events_b):
-            seen = await drain_until(events, total)
+            seen = await drain_until(events, total, TIMEOUT_S)
             revisions = [e["revision"] for e in seen]
             assert revisions == list(range(1, total + 1)), revisions
         snapshot_a, snapshot_b = await client_a.snapshot(), await client_b.snapshot()
