@@ -17,7 +17,9 @@ import asyncpg
 import pytest
 
 from bridge.client import BridgeClient
+from bridge.errors import DuplicateConfigNameError
 from bridge.keystore import generate_data_key_text
+from bridge.models import LlmConfigView
 from tests.pgcluster import PgCluster
 
 OPENAI_KEY = "sk-" + "A1b2C3d4E5f6G7h8I9j0" * 2  # 43 chars
@@ -203,3 +205,25 @@ async def drain_until(
     while not seen or seen[-1]["revision"] < revision:
         seen.append(await asyncio.wait_for(events.get(), timeout_s))
     return seen
+
+
+async def race_same_name_creates(clients: tuple[BridgeClient, ...], rounds: int) -> LlmConfigView:
+    """Fire ``rounds`` creates per client of one name in four case/space variants at once.
+
+    Asserts that exactly one succeeds and every other gets DuplicateConfigNameError
+    (4009); returns the winner's view.
+    """
+    names = ["Race", "RACE", " race ", "rAcE"]
+    calls = [
+        client.create_config(openai_config(names[i % len(names)]))
+        for i in range(rounds)
+        for client in clients
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    losers = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, DuplicateConfigNameError) for r in losers), losers
+    winner = winners[0]
+    assert isinstance(winner, LlmConfigView)
+    return winner

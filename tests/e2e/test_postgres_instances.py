@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from bridge.client import BridgeClient
-from bridge.errors import BridgeError, DuplicateConfigNameError, VersionConflictError
+from bridge.errors import BridgeError, VersionConflictError
 from bridge.keystore import generate_data_key_text
 from tests.conftest import (
     ANTHROPIC_KEY,
@@ -27,6 +27,7 @@ from tests.conftest import (
     ServedBridge,
     drain_until,
     openai_config,
+    race_same_name_creates,
     start_bridge_process,
     subscribe,
 )
@@ -110,20 +111,10 @@ async def test_write_through_one_instance_reaches_clients_of_the_two_others(laun
 async def test_same_name_creates_on_different_instances_let_exactly_one_win(launch: Launcher) -> None:
     a, b = launch(2)
     async with BridgeClient(a.url, a.token) as client_a, BridgeClient(b.url, b.token) as client_b:
-        names = ["Race", "RACE", " race ", "rAcE"]
-        calls = [
-            client.create_config(openai_config(names[i % len(names)]))
-            for i in range(8)
-            for client in (client_a, client_b)
-        ]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        winners = [r for r in results if not isinstance(r, BaseException)]
-        assert len(winners) == 1
-        losers = [r for r in results if isinstance(r, BaseException)]
-        assert all(isinstance(r, DuplicateConfigNameError) for r in losers), losers
+        winner = await race_same_name_creates((client_a, client_b), rounds=8)
         for client in (client_a, client_b):
             snapshot = await client.snapshot()
-            assert [v.id for v in snapshot.configs] == [winners[0].id]
+            assert [v.id for v in snapshot.configs] == [winner.id]
 
 
 async def test_same_expected_version_on_different_instances_lets_exactly_one_update_win(

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from bridge.client import BridgeClient
-from bridge.errors import DuplicateConfigNameError
 from tests.conftest import (
     ANTHROPIC_KEY,
     OPENAI_KEY,
     ServedBridge,
     drain_until,
     openai_config,
+    race_same_name_creates,
     start_bridge_process,
     subscribe,
 )
@@ -85,17 +85,7 @@ async def test_same_name_creates_racing_across_processes_let_exactly_one_win(
     a, b = pair
     async with BridgeClient(a.url, a.token) as client_a, BridgeClient(b.url, b.token) as client_b:
         events_a = subscribe(client_a)
-        names = ["Race", "RACE", " race ", "rAcE"]
-        calls = [
-            client.create_config(openai_config(names[i % len(names)]))
-            for i in range(10)
-            for client in (client_a, client_b)
-        ]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        winners = [r for r in results if not isinstance(r, BaseException)]
-        assert len(winners) == 1
-        losers = [r for r in results if isinstance(r, BaseException)]
-        assert all(isinstance(r, DuplicateConfigNameError) for r in losers), losers
+        await race_same_name_creates((client_a, client_b), rounds=10)
         # When process b wins, process a learns of it from its poll (DESIGN §3: within
         # one second), not from its own refused writes: wait for a's "created" event.
         created = await asyncio.wait_for(events_a.get(), NOTICE_BOUND_S)

@@ -6,20 +6,9 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { startSidecar } from "../../examples/electron/sidecar.mjs";
+import { OPENAI_KEY, sidecarIn } from "./helpers.mjs";
 import { BridgeClient, ConnectionLostError, llmConfigApi } from "../../examples/renderer/bridge-client.js";
 
-const python = process.env.BRIDGE_PYTHON || "python3";
-const OPENAI_KEY = "sk-" + "A1b2C3d4E5f6G7h8I9j0".repeat(2);
-
-function sidecarIn(dir, extra = []) {
-  return startSidecar({
-    command: python,
-    args: ["-m", "bridge"],
-    serveArgs: ["--data-dir", dir, "--secret-backend", "file", ...extra],
-    stderr: "ignore",
-  });
-}
 
 test("client: a config created while away from an initially empty server is delivered as created", async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "bridge-client-"));

@@ -8,19 +8,9 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { startSidecar } from "../../examples/electron/sidecar.mjs";
+import { OPENAI_KEY, python, sidecarIn } from "./helpers.mjs";
 import { BridgeClient, BridgeError, ConnectionLostError, llmConfigApi } from "../../examples/renderer/bridge-client.js";
 
-const python = process.env.BRIDGE_PYTHON || "python3";
-const OPENAI_KEY = "sk-" + "A1b2C3d4E5f6G7h8I9j0".repeat(2);
-
-function sidecarIn(dir, extra = []) {
-  return startSidecar({
-    command: python,
-    args: ["-m", "bridge"],
-    serveArgs: ["--data-dir", dir, "--secret-backend", "file", ...extra],
-    stderr: "ignore",
-  });
-}
 
 function nextEvent(api) {
   return new Promise((resolve) => {
