@@ -4,7 +4,9 @@ Measures, on real SQLite files in a temporary directory:
 
 - cache initialization time (one store read + cache build) with 100 / 1,000 / 10,000
   configs, in milliseconds;
-- cached read latency (``LlmConfigService.read``), in microseconds;
+- cached read latency, in microseconds: ``LlmConfigService.read_json`` (what the
+  ``llm-config:read`` channel sends: the kept JSON) and ``read`` (a pydantic view, built
+  per call for in-process callers);
 - durable update latency (``LlmConfigService.update``: ``BEGIN IMMEDIATE`` … ``COMMIT``
   with ``synchronous=FULL``), in milliseconds;
 - cache memory per config (``tracemalloc`` delta across initialization / count), in bytes.
@@ -139,13 +141,14 @@ async def main(repeats: int) -> None:
         )
         views = await service.list()
         ids = [v.id for v in views]
-        reads: list[float] = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for cid in ids:
-                await service.read(cid)
-            reads.append((time.perf_counter() - start) / len(ids))
-        print(f"cached read: {spread(reads, 1e6, 'µs')} per call (median of per-run means)")
+        for label, read in (("read_json", service.read_json), ("read", service.read)):
+            reads: list[float] = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for cid in ids:
+                    await read(cid)
+                reads.append((time.perf_counter() - start) / len(ids))
+            print(f"cached {label}: {spread(reads, 1e6, 'µs')} per call (median of per-run means)")
         updates: list[float] = []
         for i in range(200):
             start = time.perf_counter()

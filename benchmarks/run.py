@@ -251,9 +251,10 @@ def measure_startup(data_dir: Path) -> dict[str, float]:
 
 
 async def cache_bytes_after_reads(data_dir: Path, count: int) -> float:
-    """Cache memory per config (tracemalloc) after init *and* one read of every config.
+    """Cache memory per config (tracemalloc) after init *and* one IPC read of every config.
 
-    Views are built on first read and kept, so this is the cache's size in steady use.
+    Each config's JSON is built on its first read over IPC and kept, so this is the
+    cache's size in steady use.
     """
     store = SqliteConfigStore(data_dir / "bridge.db")
     await store.open()
@@ -263,8 +264,8 @@ async def cache_bytes_after_reads(data_dir: Path, count: int) -> float:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    views = await service.list()
-    del views
+    listed = await service.list_json()
+    del listed
     gc.collect()
     retained = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()

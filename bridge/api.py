@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
+import orjson
 from pydantic import BaseModel, Field, RootModel, StringConstraints, TypeAdapter
 from pydantic.json_schema import SkipJsonSchema
 
@@ -122,6 +123,7 @@ class TopicSpec:
 
 
 Handler = Callable[[Any], Awaitable[Any]]
+"""A channel's handler: validated params in, the result (or an ``orjson.Fragment``) out."""
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,13 @@ class Registry:
         self._channels: dict[str, Registration] = {}
         self._topics: dict[str, TopicSpec] = {}
 
-    def add(self, spec: ChannelSpec[P, R], handler: Callable[[P], Awaitable[R]]) -> None:
+    def add(self, spec: ChannelSpec[P, R], handler: Callable[[P], Awaitable[R | orjson.Fragment]]) -> None:
         """Serve ``spec`` with ``handler`` (called with the validated params model).
+
+        The handler returns the result (serialized with ``spec.result``'s pydantic
+        adapter, wire names), or an ``orjson.Fragment`` holding that result's JSON
+        already serialized, which is sent as is: the caller then answers for it matching
+        ``spec.result``'s schema (the ``llm-config:*`` reads send the cache's JSON so).
 
         Raises:
             ValueError: the name is already registered.
@@ -152,10 +159,14 @@ class Registry:
 
     def handler(
         self, spec: ChannelSpec[P, R]
-    ) -> Callable[[Callable[[P], Awaitable[R]]], Callable[[P], Awaitable[R]]]:
+    ) -> Callable[
+        [Callable[[P], Awaitable[R | orjson.Fragment]]], Callable[[P], Awaitable[R | orjson.Fragment]]
+    ]:
         """Decorator form of :meth:`add`."""
 
-        def register(fn: Callable[[P], Awaitable[R]]) -> Callable[[P], Awaitable[R]]:
+        def register(
+            fn: Callable[[P], Awaitable[R | orjson.Fragment]],
+        ) -> Callable[[P], Awaitable[R | orjson.Fragment]]:
             self.add(spec, fn)
             return fn
 

@@ -13,17 +13,15 @@ else: a :class:`~bridge.errors.BridgeError` keeps its code; anything else become
 
 from __future__ import annotations
 
-import types
-import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import orjson
 import structlog
-from pydantic import BaseModel, RootModel, TypeAdapter
+from pydantic import BaseModel, RootModel
 from pydantic import ValidationError as PydanticValidationError
 
-from bridge.api import Registry
+from bridge.api import ChannelSpec, Registry
 from bridge.errors import (
     BridgeError,
     FieldError,
@@ -40,7 +38,7 @@ MAX_SAFE_INTEGER: Final = 2**53 - 1
 _REQUEST_KEYS: Final = frozenset({"jsonrpc", "method", "params", "id"})
 _MEMO_MODULE: Final = "bridge.models"
 _MEMO_MAX: Final = 2048
-"""Most entries in each memo; a full memo is emptied at once (bounded memory, no LRU cost)."""
+"""Most entries in the params memo; a full memo is emptied at once (bounded, no LRU cost)."""
 _SCALARS: Final = frozenset({str, int, bool, type(None)})
 
 
@@ -102,14 +100,10 @@ class Dispatcher:
         self.registry = registry
         self.max_batch = max_batch
         self.refuse = refuse
-        # Hot-path memos for the built-in models only (module bridge.models: frozen, with
-        # pure validators): validated params by their scalar values, and the wire form of
-        # result models by identity (the service hands out the same immutable view
-        # object until the config changes). A miss takes the general path, so results
-        # and errors are exactly those of the general path.
+        # Hot-path memo for the built-in params models only (module bridge.models: frozen,
+        # with pure validators): validated params by their scalar values. A miss takes the
+        # general path, so results and errors are exactly those of the general path.
         self._params_memo: dict[tuple[Any, ...], BaseModel] = {}
-        self._dump_memo: dict[int, tuple[BaseModel, Any]] = {}
-        self._shapes: dict[str, tuple[str, TypeAdapter[Any] | None]] = {}
         self._positional: dict[type[BaseModel], bool] = {}
 
     async def handle_frame(self, frame: str | bytes, *, admit: Gate | None = None) -> bytes | None:
@@ -167,18 +161,20 @@ class Dispatcher:
         id_ok = _valid_id(request_id)
         reply_id = request_id if id_ok else None
         method = message.get("method")
-        params = message.get("params")
         if (
-            message.get("jsonrpc") != "2.0"
-            or not id_ok
+            not id_ok
             or "id" not in message
+            or message.get("jsonrpc") != "2.0"
             or not isinstance(method, str)
             or not _params_shape_ok(message)
             or not _REQUEST_KEYS.issuperset(message)
         ):
             return error_response(InvalidRequestError(), reply_id)
         try:
-            result = await self._call(method, params, admit)
+            spec, pending = self._start(method, message.get("params"), admit)
+            result = await pending
+            if type(result) is not orjson.Fragment:
+                result = spec.dump_result(result)
         except BridgeError as exc:
             return error_response(exc, reply_id)
         except Exception:
@@ -192,13 +188,24 @@ class Dispatcher:
         if not _params_shape_ok(message) or not _REQUEST_KEYS.issuperset(message):
             return
         try:
-            await self._call(method, message.get("params"), admit)
+            await self._start(method, message.get("params"), admit)[1]
         except BridgeError:
             pass  # a client mistake (or 5003): nobody to tell, nothing worth a log line
         except Exception:
             log.exception("handler_failed", method=method[:100])
 
-    async def _call(self, method: str, params: Any, admit: Gate | None) -> Any:
+    def _start(
+        self, method: str, params: Any, admit: Gate | None
+    ) -> tuple[ChannelSpec[Any, Any], Awaitable[Any]]:
+        """Check the gates, find the channel, validate ``params`` and call its handler.
+
+        Returns:
+            The channel's spec and what its handler returned (to be awaited).
+
+        Raises:
+            BridgeError: refused by a gate (4029, 5003), unknown channel (-32601) or
+                invalid params (-32602); or whatever the handler raises synchronously.
+        """
         if admit is not None and (refusal := admit()) is not None:
             raise refusal
         registration = self.registry.get(method)
@@ -219,8 +226,7 @@ class Dispatcher:
         elif isinstance(params, list) != by_position:
             shape = "an array" if by_position else "an object (by-name params)"
             raise ValidationError([FieldError("params", "INVALID_FORMAT", f"must be {shape}")])
-        parsed = self._validate(model, params)
-        return self._dump(spec, await registration.handler(parsed))
+        return spec, registration.handler(self._validate(model, params))
 
     def _validate(self, model: type[BaseModel], params: Any) -> BaseModel:
         """``model.model_validate(params)``, memoized for flat scalar params of built-in models."""
@@ -247,61 +253,6 @@ class Dispatcher:
                 self._params_memo.clear()
             self._params_memo[key] = parsed
         return parsed
-
-    def _dump(self, spec: Any, value: Any) -> Any:
-        """``spec.dump_result(value)``, memoized by identity for built-in frozen result models."""
-        shape = self._shapes.get(spec.name)
-        if shape is None:
-            shape = self._shapes[spec.name] = _result_shape(spec.result)
-        kind, element = shape
-        if kind == "model" or (kind == "optional" and value is not None):
-            return self._dump_one(value, spec.dump_result)
-        if kind == "list" and type(value) is list and element is not None:
-            dump = element.dump_python
-            return [self._dump_one(item, lambda x: dump(x, mode="json", by_alias=True)) for item in value]
-        return spec.dump_result(value)
-
-    def _dump_one(self, value: Any, dump: Callable[[Any], Any]) -> Any:
-        if type(value).__module__ != _MEMO_MODULE:
-            return dump(value)
-        hit = self._dump_memo.get(id(value))
-        if hit is not None and hit[0] is value:
-            return hit[1]
-        wire = dump(value)
-        if len(self._dump_memo) >= _MEMO_MAX:
-            self._dump_memo.clear()
-        # The entry keeps the object alive, so its id cannot be reused while memoized.
-        self._dump_memo[id(value)] = (value, wire)
-        return wire
-
-
-def _memoizable(tp: Any) -> bool:
-    """A frozen built-in model whose fields are all scalars (its dump cannot go stale)."""
-    if not (isinstance(tp, type) and issubclass(tp, BaseModel) and tp.__module__ == _MEMO_MODULE):
-        return False
-    if not tp.model_config.get("frozen"):
-        return False
-    scalars = {str, int, bool, float, type(None)}
-    for info in tp.model_fields.values():
-        args = typing.get_args(info.annotation) or (info.annotation,)
-        for arg in args:
-            if arg not in scalars and not (isinstance(arg, type) and issubclass(arg, str | int)):
-                return False
-    return True
-
-
-def _result_shape(result: Any) -> tuple[str, TypeAdapter[Any] | None]:
-    """Classify a result type: ``model``, ``optional`` (model | None), ``list`` (of model) or ``other``."""
-    if _memoizable(result):
-        return "model", None
-    origin, args = typing.get_origin(result), typing.get_args(result)
-    if origin in {typing.Union, types.UnionType} and len(args) == 2 and type(None) in args:  # noqa: PLR2004
-        inner = args[0] if args[1] is type(None) else args[1]
-        if _memoizable(inner):
-            return "optional", None
-    if origin is list and len(args) == 1 and _memoizable(args[0]):
-        return "list", TypeAdapter(args[0])
-    return "other", None
 
 
 def _params_shape_ok(message: dict[str, Any]) -> bool:

@@ -2,10 +2,13 @@
 
 Handshake checks run before the upgrade, in this order (DESIGN §6): Host (403) → Origin
 (403) → token (401) → capacity (503). Per connection, frames are handled one at a time
-in arrival order; replies and notifications are written to the transport synchronously
-in the order they are produced, so a change notification always precedes the response
-to the request that caused it. A connection whose outbound buffer passes the cap is
-closed with 1013 (or aborted when it stops draining) and never delays anyone else.
+in arrival order; replies and notifications are queued on the connection in the order
+they are produced, so a change notification always precedes the response to the request
+that caused it. What one turn of the event loop queued on a connection goes to the
+socket in one write at the end of that turn (write coalescing: a renderer that pipelines
+16 requests gets its 16 replies in one ``send``, not 16). A connection whose outbound
+buffer passes the cap is closed with 1013 (or aborted when it stops draining) and never
+delays anyone else.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve, unix_serve
+from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import SEND_EOF, State
 
 from bridge.api import TopicSpec
 from bridge.errors import BridgeError, RateLimitedError, ServiceUnavailableError
@@ -42,6 +45,8 @@ CLOSE_GOING_AWAY: Final = 1001
 CLOSE_TRY_AGAIN_LATER: Final = 1013
 CLOSE_FRAME_ROOM: Final = 64
 """Bytes kept free under the cap for a close frame (header + code + short reason)."""
+FLUSH_AT_BYTES: Final = 64 * 1024
+"""A connection's queued frames are written at once when they reach this many bytes."""
 
 
 @dataclass(kw_only=True)
@@ -138,6 +143,43 @@ def _single(headers: Headers, name: str) -> str | None:
     return values[0] if len(values) == 1 else ""
 
 
+def _write_queued(ws: ServerConnection) -> None:
+    """Write what ``ws``'s protocol has queued in one ``transport.write``.
+
+    The same as websockets' ``Connection.send_data`` (``SEND_EOF`` half-closes the TCP
+    connection, or closes it where that is impossible), except that consecutive frames are
+    joined into one write instead of one write (and one ``send`` system call) each.
+    """
+    transport = ws.transport
+    chunks = ws.protocol.data_to_send()
+    if transport is None or transport.is_closing() or not chunks:
+        return
+    if SEND_EOF not in chunks:
+        transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        return
+    for chunk in chunks:  # a close handshake ended: rare, no joining
+        if chunk:
+            transport.write(chunk)
+        elif transport.can_write_eof():
+            with contextlib.suppress(Exception):  # uvloop may raise RuntimeError here
+                transport.write_eof()
+        else:
+            transport.close()
+
+
+def _frames_waiting(ws: ServerConnection) -> bool:
+    """True when websockets has already received more data frames for ``ws``.
+
+    Reads the length of the connection's receive queue (``recv_messages.frames``, an
+    attribute of websockets' asyncio ``Connection``; ``tests/unit/test_server_internals.py``
+    fails if an upgrade removes it). Without it, every frame is written at once.
+    """
+    try:
+        return len(ws.recv_messages.frames) > 0
+    except AttributeError:  # pragma: no cover - another websockets layout
+        return False
+
+
 def _offered_subprotocols(request: Request) -> list[str]:
     return [
         item.strip()
@@ -197,6 +239,9 @@ class BridgeServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Connections with frames queued in this turn of the event loop → bytes queued.
+        self._queued: dict[ServerConnection, int] = {}
+        self._flush_scheduled = False
         self.port: int | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -339,15 +384,17 @@ class BridgeServer:
         log.info("connection_opened", connections=len(self._connections))
         admit = self._rate_gate()
         try:
+            handle_frame = self.dispatcher.handle_frame
             async for frame in ws:
                 self._begin()
                 try:
-                    reply = await self.dispatcher.handle_frame(frame, admit=admit)
+                    reply = await handle_frame(frame, admit=admit)
                 finally:
                     self._end()
                 if reply is not None:
                     self._send(ws, reply)
-                await self._wait_drained(ws)
+                if ws.paused:  # over the write limit (rare): no coroutine per frame otherwise
+                    await self._wait_drained(ws)
         except ConnectionClosed:
             pass
         finally:
@@ -374,9 +421,7 @@ class BridgeServer:
         """
         transport = ws.transport
         if not ws.paused or transport is None or transport.is_closing():
-            # Under the write limit (the transport has not paused writing): nothing to
-            # wait for. Skipping wait_for here saves a task and a timer per frame.
-            return
+            return  # under the write limit (the transport has not paused writing)
         try:
             await asyncio.wait_for(ws.drain(), self.settings.ping_timeout_s)
         except TimeoutError:
@@ -392,29 +437,57 @@ class BridgeServer:
             self._idle.set()
 
     def _send(self, ws: ServerConnection, frame: bytes) -> None:
-        """Write ``frame`` to ``ws`` now, unless that would pass the outbound cap.
+        """Queue ``frame`` on ``ws`` and write it, unless that would pass the outbound cap.
 
-        A frame larger than the cap is still written onto an empty buffer (a response
-        that big could never be delivered otherwise); any other frame that would pass
-        the cap is dropped and the connection closed (DESIGN §6).
+        While websockets already holds more received frames for ``ws`` (a pipelining
+        renderer), the frame stays queued and goes out with the replies to those frames:
+        at the latest at the end of this turn of the event loop (:meth:`_flush`), at once
+        past ``FLUSH_AT_BYTES``. Order is kept: everything goes through the connection's
+        one protocol buffer, which websockets' own writes (pongs, close frames) flush
+        first. A frame larger than the cap is still written onto an empty buffer (a
+        response that big could never be delivered otherwise); any other frame that
+        would pass the cap is dropped and the connection closed (DESIGN §6).
         """
         transport = ws.transport
         if ws.protocol.state is not State.OPEN or transport is None or transport.is_closing():
             return
-        buffered = transport.get_write_buffer_size()
-        if buffered and buffered + len(frame) > self.settings.outbound_cap_bytes:
+        cap = self.settings.outbound_cap_bytes
+        queued = self._queued.pop(ws, 0)
+        if queued and transport.get_write_buffer_size() + queued + len(frame) > cap:
+            # Hand what is queued to the transport first, so the cap is judged as if every
+            # frame had been written at once (an oversized frame onto an empty buffer).
+            _write_queued(ws)
+            queued = 0
+        buffered = transport.get_write_buffer_size() + queued
+        if buffered and buffered + len(frame) > cap:
             self._overflow(ws, buffered, reason="outbound_cap")
             return
-        broadcast([ws], frame, text=True)
+        ws.protocol.send_text(frame)  # sans-I/O: serializes the frame into protocol.writes
+        queued += len(frame)
+        if queued < FLUSH_AT_BYTES and _frames_waiting(ws):
+            self._queued[ws] = queued
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+            return
+        _write_queued(ws)
+
+    def _flush(self) -> None:
+        """End of a turn of the event loop: write every connection's queued frames."""
+        self._flush_scheduled = False
+        queued, self._queued = self._queued, {}
+        for ws in queued:
+            _write_queued(ws)
 
     def _write(self, connections: Iterable[ServerConnection], frame: bytes) -> None:
-        """Write ``frame`` now to each connection; each one is checked against the cap."""
+        """Queue ``frame`` on each connection; each one is checked against the cap."""
         for ws in list(connections):
             self._send(ws, frame)
 
     def _overflow(self, ws: ServerConnection, buffered: int, *, reason: str) -> None:
         """Take ``ws`` out of the fan-out and close it with 1013, or abort it."""
         self._connections.discard(ws)
+        self._queued.pop(ws, None)
         log.warning(
             "connection_overflowed",
             reason=reason,

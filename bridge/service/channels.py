@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
+import orjson
+
 from bridge import api
 from bridge.models import (
     CreateParams,
@@ -12,7 +16,6 @@ from bridge.models import (
     InitializeResult,
     LlmConfigView,
     RefreshResult,
-    Snapshot,
     UpdateParams,
 )
 from bridge.service.llm_config import LlmConfigService
@@ -28,8 +31,10 @@ def register_llm_config_channels(registry: api.Registry, service: LlmConfigServi
     async def create(params: CreateParams) -> LlmConfigView:
         return await service.create(params.config)
 
-    async def read(params: IdParams) -> LlmConfigView | None:
-        return await service.read(params.id)
+    # The reads send the cache's JSON as is (orjson.Fragment); plain functions returning
+    # the service's coroutine, so a read is one coroutine deep.
+    def read(params: IdParams) -> Awaitable[orjson.Fragment]:
+        return service.read_json(params.id)
 
     async def update(params: UpdateParams) -> LlmConfigView:
         return await service.update(params.id, params.updates, params.expected_version)
@@ -37,12 +42,11 @@ def register_llm_config_channels(registry: api.Registry, service: LlmConfigServi
     async def delete(params: DeleteParams) -> DeleteResult:
         return DeleteResult(deleted=await service.delete(params.id, params.expected_version))
 
-    async def list_(_: EmptyParams) -> list[LlmConfigView]:
-        return await service.list()
+    def list_(_: EmptyParams) -> Awaitable[orjson.Fragment]:
+        return service.list_json()
 
-    async def snapshot(_: EmptyParams) -> Snapshot:
-        revision, configs = await service.snapshot()
-        return Snapshot(revision=revision, configs=configs)
+    def snapshot(_: EmptyParams) -> Awaitable[orjson.Fragment]:
+        return service.snapshot_json()
 
     async def initialize(_: EmptyParams) -> InitializeResult:
         return InitializeResult(count=await service.initialize())

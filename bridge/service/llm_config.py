@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 from pydantic import ValidationError as PydanticValidationError
 
@@ -43,6 +44,8 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_NULL = orjson.Fragment(b"null")
+
 # Every view has every field set: one shared set instead of one new set per view (a
 # frozen model never mutates it; model_copy copies it first).
 _VIEW_FIELDS_SET: set[str] = set(LlmConfigView.model_fields)
@@ -64,26 +67,31 @@ def to_view(row: StoredConfig) -> LlmConfigView:
     )
 
 
-class _Entry:
-    """One cached config: the stored row, and its view, built on first use and then kept.
+_dump_view_json = LlmConfigView.__pydantic_serializer__.to_json
 
-    Building views lazily keeps start-up at one store read (no pydantic instance per row)
-    and the cache at the row's size until a config is first read; the kept view shares
-    the row's strings and is the same object on every read until the config changes.
+
+class _Entry:
+    """One cached config: the stored row, and its view's JSON, built on first read and kept.
+
+    The JSON (wire form, camelCase, UTF-8) is what ``llm-config:read``/``list`` send: built
+    by the view's own pydantic serializer the first time the config is read over IPC, and
+    then spliced into every reply until the config changes. Start-up stays at one store
+    read (no pydantic instance per row), and the cache at the row's size until a config is
+    first read.
     """
 
-    __slots__ = ("_view", "row")
+    __slots__ = ("_json", "row")
 
-    def __init__(self, row: StoredConfig, view: LlmConfigView | None = None) -> None:
+    def __init__(self, row: StoredConfig) -> None:
         self.row = row
-        self._view = view
+        self._json: bytes | None = None
 
     @property
-    def view(self) -> LlmConfigView:
-        view = self._view
-        if view is None:
-            view = self._view = to_view(self.row)
-        return view
+    def json(self) -> bytes:
+        data = self._json
+        if data is None:
+            data = self._json = _dump_view_json(to_view(self.row), by_alias=True)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,17 +191,41 @@ class LlmConfigService:
         """Return the view of ``config_id`` from the cache, or None when unknown."""
         await self._ensure_loaded()
         entry = self._cache.get(config_id)
-        return None if entry is None else entry.view
+        return None if entry is None else to_view(entry.row)
 
     async def list(self) -> list[LlmConfigView]:
         """Return every view in creation order (empty list when none)."""
         await self._ensure_loaded()
-        return [entry.view for entry in self._cache.values()]
+        return [to_view(entry.row) for entry in self._cache.values()]
 
     async def snapshot(self) -> tuple[int, builtins.list[LlmConfigView]]:
         """Return ``(revision, views)``: the cache and the revision it reflects."""
         await self._ensure_loaded()
-        return self._revision, [entry.view for entry in self._cache.values()]
+        return self._revision, [to_view(entry.row) for entry in self._cache.values()]
+
+    # The same reads, as the JSON that goes on the wire (what the IPC channels send): no
+    # pydantic work per call once a config has been read.
+
+    async def read_json(self, config_id: str) -> orjson.Fragment:
+        """Return the view of ``config_id`` as JSON (``LlmConfigView`` wire form), or ``null``."""
+        if self._closed or not self._loaded:
+            await self._ensure_loaded()
+        entry = self._cache.get(config_id)
+        return _NULL if entry is None else orjson.Fragment(entry.json)
+
+    async def list_json(self) -> orjson.Fragment:
+        """Return every view in creation order as one JSON array (``LlmConfigView[]``)."""
+        if self._closed or not self._loaded:
+            await self._ensure_loaded()
+        return orjson.Fragment(self._array_json())
+
+    async def snapshot_json(self) -> orjson.Fragment:
+        """Return ``{"revision": int, "configs": LlmConfigView[]}`` as JSON (``Snapshot``)."""
+        await self._ensure_loaded()
+        return orjson.Fragment(b'{"revision":%d,"configs":%b}' % (self._revision, self._array_json()))
+
+    def _array_json(self) -> bytes:
+        return b"[" + b",".join([entry.json for entry in self._cache.values()]) + b"]"
 
     async def get_api_key(self, config_id: str) -> str | None:
         """Return the plaintext API key of ``config_id`` (decrypted now), or None if unknown.
@@ -410,7 +442,7 @@ class LlmConfigService:
         if entry is not None and entry.row == row:
             return
         view = to_view(row)
-        self._cache[config_id] = _Entry(row, view)
+        self._cache[config_id] = _Entry(row)
         kind = ChangeType.CREATED if entry is None else ChangeType.UPDATED
         self.events.publish(LlmConfigChanged(type=kind, id=config_id, revision=revision, config=view))
 
@@ -437,7 +469,7 @@ class LlmConfigService:
         self._revision = revision
         differences.sort(key=lambda item: item[0])
         for row_revision, kind, row in differences:
-            view = fresh[row.id].view
+            view = to_view(row)
             self.events.publish(LlmConfigChanged(type=kind, id=row.id, revision=row_revision, config=view))
         for config_id in deleted:
             self.events.publish(LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision))

@@ -15,12 +15,16 @@ from websockets.protocol import State
 
 from bridge import api
 from bridge.cli import Bridge
-from bridge.models import WireModel
+from bridge.models import LlmConfigInput, WireModel
+from tests.conftest import openai_config
 from tests.e2e.wire import (
     TIMEOUT,
     handshake,
+    masked_frame,
     masked_text_frame,
     open_ws,
+    raw_socket,
+    read_frame,
     recv_json,
     request,
     running_bridge,
@@ -224,3 +228,111 @@ async def test_flooding_client_that_never_reads_only_slows_itself(tmp_path: Path
         finally:
             flood.cancel()
             flooder.close()
+
+
+# ---- write coalescing -------------------------------------------------------------------
+
+
+def _count_writes(bridge: Bridge) -> list[int]:
+    """Spy on the one open server connection's transport: the size of every write."""
+    (ws,) = bridge.server._connections
+    transport = ws.transport
+    sizes: list[int] = []
+    real_write = transport.write
+
+    def write(data: bytes | bytearray | memoryview) -> None:
+        sizes.append(len(data))
+        real_write(data)
+
+    transport.write = write  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_pipelined_requests_arriving_together_are_answered_in_one_write(bridge: Bridge) -> None:
+    sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+    try:
+        await asyncio.to_thread(
+            sock.sendall, masked_text_frame(request("bridge:hello", request_id="ready").encode())
+        )
+        assert orjson.loads((await asyncio.to_thread(read_frame, sock))[1])["id"] == "ready"
+        writes = _count_writes(bridge)
+        batch = b"".join(
+            masked_text_frame(
+                request("llm-config:read", {"id": f"00000000-0000-4000-8000-{i:012d}"}, i).encode()
+            )
+            for i in range(16)
+        )
+        await asyncio.to_thread(sock.sendall, batch)  # one TCP write: one read on the server's side
+        replies = [orjson.loads((await asyncio.to_thread(read_frame, sock))[1]) for _ in range(16)]
+    finally:
+        sock.close()
+    assert [r["id"] for r in replies] == list(range(16))
+    assert all(r["result"] is None for r in replies)
+    # One write for the 16 replies. Without websockets' receive queue (read by
+    # server._frames_waiting) this would be 16 writes: an upgrade that removes it fails here.
+    assert len(writes) == 1, writes
+
+
+async def test_a_reply_is_not_held_back_by_an_unfinished_fragmented_message(bridge: Bridge) -> None:
+    sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+    try:
+        first = request("bridge:hello", request_id="a").encode()
+        second = request("bridge:hello", request_id="b").encode()
+        # A complete request, then the first fragment of the next one, in one TCP write:
+        # the reply to the first must not wait for the rest of the second.
+        await asyncio.to_thread(sock.sendall, masked_frame(first) + masked_frame(second[:10], fin=False))
+        opcode, payload = await asyncio.to_thread(read_frame, sock)
+        assert opcode == 1
+        assert orjson.loads(payload)["id"] == "a"
+        await asyncio.to_thread(sock.sendall, masked_frame(second[10:], opcode=0))
+        opcode, payload = await asyncio.to_thread(read_frame, sock)
+        assert orjson.loads(payload)["id"] == "b"
+    finally:
+        sock.close()
+
+
+async def test_notification_fan_out_and_replies_keep_their_order_under_coalescing(bridge: Bridge) -> None:
+    async with await open_ws(bridge) as writer, await open_ws(bridge) as reader:
+        await reader.send(request("bridge:hello", request_id="ready"))
+        assert (await recv_json(reader))["id"] == "ready"
+        created = [request("llm-config:create", {"config": openai_config(f"c{i}")}, i) for i in range(3)]
+        for frame in created:
+            await writer.send(frame)
+        for i in range(3):  # the reader pipelines reads while the writes are committing
+            await reader.send(request("llm-config:list", None, f"list{i}"))
+        seen = [await recv_json(writer) for _ in range(6)]
+        got = [await recv_json(reader) for _ in range(6)]
+    assert [("n" if "method" in m else m["id"]) for m in seen] == ["n", 0, "n", 1, "n", 2]
+    notes = [m for m in got if "method" in m]
+    lists = [m for m in got if "id" in m]
+    assert [n["params"]["revision"] for n in notes] == [1, 2, 3]
+    assert [m["id"] for m in lists] == ["list0", "list1", "list2"]
+    # A list answered after the k-th notification was written holds at least k configs.
+    for position, message in enumerate(got):
+        if "id" in message:
+            written_before = sum(1 for m in got[:position] if "method" in m)
+            assert len(message["result"]) >= written_before
+
+
+async def test_a_reply_larger_than_the_cap_behind_queued_replies_is_still_delivered(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data", outbound_cap_bytes=4096) as bridge:
+        for i in range(20):
+            await bridge.service.create(LlmConfigInput.model_validate(openai_config(f"Config {i:02d}")))
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            # A small reply is queued first; the list (≈ 6 KB, over the 4 KiB cap) follows
+            # in the same turn: it must go out onto an empty buffer, as when written alone.
+            batch = masked_text_frame(
+                request("bridge:hello", request_id="small").encode()
+            ) + masked_text_frame(request("llm-config:list", request_id="big").encode())
+            await asyncio.to_thread(sock.sendall, batch)
+            first = orjson.loads((await asyncio.to_thread(read_frame, sock))[1])
+            opcode, payload = await asyncio.to_thread(read_frame, sock)
+        finally:
+            sock.close()
+    assert first["id"] == "small"
+    assert opcode == 1
+    assert len(payload) > 4096
+    second = orjson.loads(payload)
+    assert second["id"] == "big"
+    assert len(second["result"]) == 20

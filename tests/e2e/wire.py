@@ -126,13 +126,15 @@ async def handshake(
     return int(status_line.split()[1]), response, writer
 
 
-def stalled_socket(port: int, token: str, rcvbuf_bytes: int = 4096) -> socket.socket:
-    """A raw TCP socket that completes the WebSocket handshake by hand, then never reads.
+def raw_socket(port: int, token: str, rcvbuf_bytes: int | None = None) -> socket.socket:
+    """A raw TCP socket that has completed the WebSocket handshake by hand (blocking).
 
-    ``SO_RCVBUF`` is set before ``connect`` so the kernel's receive window stays small.
+    ``SO_RCVBUF``, when given, is set before ``connect`` so the kernel's receive window
+    stays small.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf_bytes)
+    if rcvbuf_bytes is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf_bytes)
     sock.settimeout(TIMEOUT)
     sock.connect(("127.0.0.1", port))
     sock.sendall(handshake_bytes(port, [("Host", f"127.0.0.1:{port}"), ("Authorization", f"Bearer {token}")]))
@@ -145,13 +147,44 @@ def stalled_socket(port: int, token: str, rcvbuf_bytes: int = 4096) -> socket.so
     return sock
 
 
-def masked_text_frame(payload: bytes) -> bytes:
-    """A client → server text frame (FIN, opcode 1, masked with a zero key; RFC 6455 §5.2)."""
+def stalled_socket(port: int, token: str, rcvbuf_bytes: int = 4096) -> socket.socket:
+    """A :func:`raw_socket` with a small receive window, for tests that never read it."""
+    return raw_socket(port, token, rcvbuf_bytes)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "server closed the connection"
+        data += chunk
+    return data
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """Read one unmasked server → client frame (RFC 6455 §5.2): ``(opcode, payload)``."""
+    first, second = _recv_exactly(sock, 2)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(_recv_exactly(sock, 2), "big")
+    elif length == 127:
+        length = int.from_bytes(_recv_exactly(sock, 8), "big")
+    return first & 0x0F, _recv_exactly(sock, length)
+
+
+def masked_frame(payload: bytes, *, opcode: int = 1, fin: bool = True) -> bytes:
+    """A client → server frame, masked with a zero key (RFC 6455 §5.2); text by default."""
     length = len(payload)
+    first = (0x80 if fin else 0) | opcode
     if length < 126:
-        header = bytes([0x81, 0x80 | length])
+        header = bytes([first, 0x80 | length])
     elif length < 2**16:
-        header = bytes([0x81, 0x80 | 126]) + length.to_bytes(2, "big")
+        header = bytes([first, 0x80 | 126]) + length.to_bytes(2, "big")
     else:
-        header = bytes([0x81, 0x80 | 127]) + length.to_bytes(8, "big")
+        header = bytes([first, 0x80 | 127]) + length.to_bytes(8, "big")
     return header + b"\0\0\0\0" + payload
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    """A complete client → server text frame (FIN, opcode 1)."""
+    return masked_frame(payload)

@@ -1,4 +1,5 @@
-"""The dispatcher's hot-path memos never change a reply (params by value, results by identity)."""
+"""The hot-path caches never change a reply: the dispatcher's params memo (by value) and the
+service's cached view JSON (spliced into read/list/snapshot replies)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pytest
 
 from bridge import api
 from bridge.keystore import KeyCipher, SecretBackend, load_data_key
+from bridge.models import LlmConfigInput, Snapshot
 from bridge.rpc import dispatch
 from bridge.rpc.dispatch import Dispatcher
 from bridge.service import LlmConfigService, register_llm_config_channels
 from bridge.storage import SqliteConfigStore
+from tests.conftest import openai_config
 from tests.integration.test_service_sqlite import make
 
 
@@ -89,7 +92,29 @@ async def test_invalid_params_give_the_same_error_every_time(
     assert replies[1:] == [replies[0], replies[0]]
 
 
-async def test_memos_stay_bounded(
+async def test_cached_json_is_exactly_the_pydantic_wire_form(
+    served: tuple[Dispatcher, LlmConfigService],
+) -> None:
+    dispatcher, service = served
+    for i in range(3):
+        extra = {"baseUrl": "https://example.com/v1", "useAuthHeader": False} if i else {}
+        await service.create(LlmConfigInput.model_validate(openai_config(f"Config {i}", **extra)))
+    revision, views = await service.snapshot()
+    wire_views = api.LLM_CONFIG_LIST.dump_result(views)
+    assert (await call(dispatcher, "llm-config:list", {}))["result"] == wire_views
+    snapshot = await call(dispatcher, "llm-config:snapshot", {})
+    assert snapshot["result"] == api.LLM_CONFIG_SNAPSHOT.dump_result(
+        Snapshot(revision=revision, configs=views)
+    )
+    for view in views:
+        reply = await call(dispatcher, "llm-config:read", {"id": view.id})
+        assert reply["result"] == api.LLM_CONFIG_READ.dump_result(view)
+    # Reads of the same config twice send the same bytes; an unknown id reads null.
+    unknown = await call(dispatcher, "llm-config:read", {"id": "9d3c1b2a-0f4e-4a5b-8c6d-7e8f9a0b1c2d"})
+    assert unknown["result"] is None
+
+
+async def test_params_memo_stays_bounded(
     served: tuple[Dispatcher, LlmConfigService], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dispatcher, service = served
@@ -99,4 +124,3 @@ async def test_memos_stay_bounded(
         reply = await call(dispatcher, "llm-config:read", {"id": view.id})
         assert reply["result"]["id"] == view.id
     assert len(dispatcher._params_memo) <= 4
-    assert len(dispatcher._dump_memo) <= 4

@@ -196,9 +196,11 @@ async def test_reads_and_list_come_from_the_cache_without_store_access(tmp_path:
 async def test_cache_holds_no_plaintext_key_and_get_api_key_decrypts(service: LlmConfigService) -> None:
     view = await service.create(make())
     assert view.api_key_preview == f"sk-...{OPENAI_KEY[-3:]}"
+    await service.read_json(view.id)  # builds the entry's cached JSON
     for entry in service._cache.values():
         assert OPENAI_KEY not in repr(entry)
-        assert all(OPENAI_KEY.encode() not in bytes(str(v), "utf-8") for v in vars(entry.view).values())
+        assert OPENAI_KEY not in repr(entry.row)
+        assert OPENAI_KEY.encode() not in entry.json
         assert OPENAI_KEY.encode() not in entry.row.api_key_ct
     assert await service.get_api_key(view.id) == OPENAI_KEY
     assert await service.get_api_key(UNKNOWN_ID) is None
