@@ -546,7 +546,7 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{_fmt(core['cache_bytes_per_config'])} |"
         )
         lines.append(
-            "| cache memory per config after init + one read of each (views built), B | "
+            "| cache memory per config after init + one IPC read of each (JSON kept), B | "
             f"{_fmt(core['cache_bytes_per_config_after_reads'])} |"
         )
         d = core["durable_update_10k_ms"]

@@ -159,14 +159,10 @@ class Registry:
 
     def handler(
         self, spec: ChannelSpec[P, R]
-    ) -> Callable[
-        [Callable[[P], Awaitable[R | orjson.Fragment]]], Callable[[P], Awaitable[R | orjson.Fragment]]
-    ]:
-        """Decorator form of :meth:`add`."""
+    ) -> Callable[[Callable[[P], Awaitable[R]]], Callable[[P], Awaitable[R]]]:
+        """Decorator form of :meth:`add` (a handler returning ``orjson.Fragment`` uses ``add``)."""
 
-        def register(
-            fn: Callable[[P], Awaitable[R | orjson.Fragment]],
-        ) -> Callable[[P], Awaitable[R | orjson.Fragment]]:
+        def register(fn: Callable[[P], Awaitable[R]]) -> Callable[[P], Awaitable[R]]:
             self.add(spec, fn)
             return fn
 

@@ -151,6 +151,8 @@ class Dispatcher:
 
         Returns:
             The response object (``result`` or ``error``), or None for a notification.
+            ``result`` is JSON-ready data, or an ``orjson.Fragment`` (JSON already
+            serialized) when the handler returned one; ``orjson.dumps`` takes both.
         """
         if not isinstance(message, dict):
             return error_response(InvalidRequestError(), None)

@@ -2,11 +2,13 @@
 
 Handshake checks run before the upgrade, in this order (DESIGN §6): Host (403) → Origin
 (403) → token (401) → capacity (503). Per connection, frames are handled one at a time
-in arrival order; replies and notifications are queued on the connection in the order
-they are produced, so a change notification always precedes the response to the request
-that caused it. What one turn of the event loop queued on a connection goes to the
-socket in one write at the end of that turn (write coalescing: a renderer that pipelines
-16 requests gets its 16 replies in one ``send``, not 16). A connection whose outbound
+in arrival order, and everything sent on a connection goes through its one protocol
+buffer, in the order produced. A change notification is written to every connection at
+once, before the response to the request that caused it. Replies are coalesced: while
+websockets already holds more received frames for a connection (a renderer pipelining
+requests), replies wait in the buffer and the batch leaves in one write once those frames
+are handled (16 pipelined reads: one ``send``, not 16), at the end of the event-loop turn
+at the latest; a lone request's reply is written at once. A connection whose outbound
 buffer passes the cap is closed with 1013 (or aborted when it stops draining) and never
 delays anyone else.
 """
@@ -171,8 +173,9 @@ def _frames_waiting(ws: ServerConnection) -> bool:
     """True when websockets has already received more data frames for ``ws``.
 
     Reads the length of the connection's receive queue (``recv_messages.frames``, an
-    attribute of websockets' asyncio ``Connection``; ``tests/unit/test_server_internals.py``
-    fails if an upgrade removes it). Without it, every frame is written at once.
+    attribute of websockets' asyncio ``Connection``; the one-write test in
+    ``tests/e2e/test_transport.py`` fails if an upgrade removes it). Without it, every
+    frame is written at once.
     """
     try:
         return len(ws.recv_messages.frames) > 0
@@ -392,7 +395,7 @@ class BridgeServer:
                 finally:
                     self._end()
                 if reply is not None:
-                    self._send(ws, reply)
+                    self._send(ws, reply, coalesce=True)
                 if ws.paused:  # over the write limit (rare): no coroutine per frame otherwise
                     await self._wait_drained(ws)
         except ConnectionClosed:
@@ -425,7 +428,7 @@ class BridgeServer:
         try:
             await asyncio.wait_for(ws.drain(), self.settings.ping_timeout_s)
         except TimeoutError:
-            self._overflow(ws, transport.get_write_buffer_size(), reason="stalled")
+            self._overflow(ws, transport.get_write_buffer_size() + self._queued.get(ws, 0), reason="stalled")
 
     def _begin(self) -> None:
         self._in_flight += 1
@@ -436,17 +439,19 @@ class BridgeServer:
         if self._in_flight == 0:
             self._idle.set()
 
-    def _send(self, ws: ServerConnection, frame: bytes) -> None:
+    def _send(self, ws: ServerConnection, frame: bytes, *, coalesce: bool = False) -> None:
         """Queue ``frame`` on ``ws`` and write it, unless that would pass the outbound cap.
 
-        While websockets already holds more received frames for ``ws`` (a pipelining
-        renderer), the frame stays queued and goes out with the replies to those frames:
-        at the latest at the end of this turn of the event loop (:meth:`_flush`), at once
-        past ``FLUSH_AT_BYTES``. Order is kept: everything goes through the connection's
-        one protocol buffer, which websockets' own writes (pongs, close frames) flush
-        first. A frame larger than the cap is still written onto an empty buffer (a
-        response that big could never be delivered otherwise); any other frame that
-        would pass the cap is dropped and the connection closed (DESIGN §6).
+        With ``coalesce`` (replies), while websockets already holds more received frames
+        for ``ws`` (a pipelining renderer), the frame stays queued and goes out with the
+        replies to those frames: at the latest at the end of this turn of the event loop
+        (:meth:`_flush`), at once past ``FLUSH_AT_BYTES``. Without it (notifications), the
+        frame and anything queued before it are written now. Order is kept: everything
+        goes through the connection's one protocol buffer, which websockets' own writes
+        (pongs, close frames) flush first. A frame larger than the cap is still written
+        onto an empty buffer (a response that big could never be delivered otherwise);
+        any other frame that would pass the cap is dropped and the connection closed
+        (DESIGN §6).
         """
         transport = ws.transport
         if ws.protocol.state is not State.OPEN or transport is None or transport.is_closing():
@@ -464,7 +469,7 @@ class BridgeServer:
             return
         ws.protocol.send_text(frame)  # sans-I/O: serializes the frame into protocol.writes
         queued += len(frame)
-        if queued < FLUSH_AT_BYTES and _frames_waiting(ws):
+        if coalesce and queued < FLUSH_AT_BYTES and _frames_waiting(ws):
             self._queued[ws] = queued
             if not self._flush_scheduled:
                 self._flush_scheduled = True
@@ -477,10 +482,13 @@ class BridgeServer:
         self._flush_scheduled = False
         queued, self._queued = self._queued, {}
         for ws in queued:
-            _write_queued(ws)
+            try:
+                _write_queued(ws)
+            except Exception:  # one broken transport must not hold back the others
+                log.exception("flush_failed")
 
     def _write(self, connections: Iterable[ServerConnection], frame: bytes) -> None:
-        """Queue ``frame`` on each connection; each one is checked against the cap."""
+        """Write ``frame`` now to each connection; each one is checked against the cap."""
         for ws in list(connections):
             self._send(ws, frame)
 
@@ -524,8 +532,10 @@ class BridgeServer:
     def notify(self, topic: TopicSpec, payload: dict[str, Any]) -> None:
         """Send ``payload`` as a ``topic`` notification to every open connection, now.
 
-        Written synchronously, so it precedes the response to the request that caused
-        it; a connection whose buffer would pass the cap is closed instead (DESIGN §6).
+        Written to every connection's transport before this returns (with any replies
+        queued on it before), so it precedes the response to the request that caused it
+        everywhere; a connection whose buffer would pass the cap is closed instead
+        (DESIGN §6).
         """
         self._write(self._connections, notification_frame(topic.name, payload))
 

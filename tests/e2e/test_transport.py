@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -15,10 +16,11 @@ from websockets.protocol import State
 
 from bridge import api
 from bridge.cli import Bridge
-from bridge.models import LlmConfigInput, WireModel
+from bridge.models import EmptyParams, LlmConfigInput, WireModel
 from tests.conftest import openai_config
 from tests.e2e.wire import (
     TIMEOUT,
+    frames_in,
     handshake,
     masked_frame,
     masked_text_frame,
@@ -233,19 +235,20 @@ async def test_flooding_client_that_never_reads_only_slows_itself(tmp_path: Path
 # ---- write coalescing -------------------------------------------------------------------
 
 
-def _count_writes(bridge: Bridge) -> list[int]:
-    """Spy on the one open server connection's transport: the size of every write."""
-    (ws,) = bridge.server._connections
-    transport = ws.transport
-    sizes: list[int] = []
-    real_write = transport.write
+def _spy_writes(bridge: Bridge) -> list[tuple[ServerConnection, bytes]]:
+    """Spy on every open server connection's transport: each write, in order, as it happens."""
+    writes: list[tuple[ServerConnection, bytes]] = []
+    for ws in bridge.server._connections:
+        real_write = ws.transport.write
 
-    def write(data: bytes | bytearray | memoryview) -> None:
-        sizes.append(len(data))
-        real_write(data)
+        def write(
+            data: bytes | bytearray | memoryview, ws: ServerConnection = ws, real: Any = real_write
+        ) -> None:
+            writes.append((ws, bytes(data)))
+            real(data)
 
-    transport.write = write  # type: ignore[method-assign]
-    return sizes
+        ws.transport.write = write  # type: ignore[method-assign]
+    return writes
 
 
 async def test_pipelined_requests_arriving_together_are_answered_in_one_write(bridge: Bridge) -> None:
@@ -255,7 +258,7 @@ async def test_pipelined_requests_arriving_together_are_answered_in_one_write(br
             sock.sendall, masked_text_frame(request("bridge:hello", request_id="ready").encode())
         )
         assert orjson.loads((await asyncio.to_thread(read_frame, sock))[1])["id"] == "ready"
-        writes = _count_writes(bridge)
+        writes = _spy_writes(bridge)
         batch = b"".join(
             masked_text_frame(
                 request("llm-config:read", {"id": f"00000000-0000-4000-8000-{i:012d}"}, i).encode()
@@ -270,7 +273,7 @@ async def test_pipelined_requests_arriving_together_are_answered_in_one_write(br
     assert all(r["result"] is None for r in replies)
     # One write for the 16 replies. Without websockets' receive queue (read by
     # server._frames_waiting) this would be 16 writes: an upgrade that removes it fails here.
-    assert len(writes) == 1, writes
+    assert len(writes) == 1, [len(data) for _, data in writes]
 
 
 async def test_a_reply_is_not_held_back_by_an_unfinished_fragmented_message(bridge: Bridge) -> None:
@@ -336,3 +339,41 @@ async def test_a_reply_larger_than_the_cap_behind_queued_replies_is_still_delive
     second = orjson.loads(payload)
     assert second["id"] == "big"
     assert len(second["result"]) == 20
+
+
+async def test_a_notification_reaches_a_pipelining_connection_before_the_writer_gets_its_response(
+    bridge: Bridge,
+) -> None:
+    block: api.ChannelSpec[EmptyParams, int] = api.ChannelSpec(
+        "test:block", EmptyParams, int, "Waits until released."
+    )
+    release = asyncio.Event()
+
+    async def wait_for_release(_: EmptyParams) -> int:
+        await release.wait()
+        return 1
+
+    bridge.server.dispatcher.registry.add(block, wait_for_release)
+    async with await open_ws(bridge) as writer, await open_ws(bridge) as busy:
+        for ws, name in ((writer, "w"), (busy, "b")):
+            await ws.send(request("bridge:hello", request_id=name))
+            assert (await recv_json(ws))["id"] == name
+        writes = _spy_writes(bridge)
+        # The busy connection is inside a request, with another one waiting behind it in
+        # websockets' queue: its replies are being coalesced when the writer's change lands.
+        await busy.send(request("test:block", request_id="blocked"))
+        await busy.send(request("bridge:hello", request_id="queued"))
+        await asyncio.sleep(0.1)
+        await writer.send(request("llm-config:create", {"config": openai_config("X")}, "create"))
+        assert "method" in await recv_json(writer)
+        assert (await recv_json(writer))["id"] == "create"
+        release.set()
+        assert "method" in await recv_json(busy)
+        assert [(await recv_json(busy))["id"] for _ in range(2)] == ["blocked", "queued"]
+    writer_port = writer.local_address[1]
+    labels = [
+        ("writer" if ws.remote_address[1] == writer_port else "busy", "note" if "method" in m else m["id"])
+        for ws, data in writes
+        for m in frames_in(data)
+    ]
+    assert labels.index(("busy", "note")) < labels.index(("writer", "create")), labels

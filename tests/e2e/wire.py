@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -161,15 +162,31 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def read_frame(sock: socket.socket) -> tuple[int, bytes]:
-    """Read one unmasked server → client frame (RFC 6455 §5.2): ``(opcode, payload)``."""
-    first, second = _recv_exactly(sock, 2)
+def _parse_frame(take: Callable[[int], bytes]) -> tuple[int, bytes]:
+    """One unmasked server → client frame (RFC 6455 §5.2) from ``take(n)``: ``(opcode, payload)``."""
+    first, second = take(2)
     length = second & 0x7F
     if length == 126:
-        length = int.from_bytes(_recv_exactly(sock, 2), "big")
+        length = int.from_bytes(take(2), "big")
     elif length == 127:
-        length = int.from_bytes(_recv_exactly(sock, 8), "big")
-    return first & 0x0F, _recv_exactly(sock, length)
+        length = int.from_bytes(take(8), "big")
+    return first & 0x0F, take(length)
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    """Read one server → client frame from ``sock``: ``(opcode, payload)``."""
+    return _parse_frame(lambda size: _recv_exactly(sock, size))
+
+
+def frames_in(data: bytes) -> list[Any]:
+    """The JSON messages of the text frames in ``data`` (bytes one server write sent)."""
+    stream = io.BytesIO(data)
+    messages: list[Any] = []
+    while stream.tell() < len(data):
+        opcode, payload = _parse_frame(stream.read)
+        if opcode == 1:
+            messages.append(orjson.loads(payload))
+    return messages
 
 
 def masked_frame(payload: bytes, *, opcode: int = 1, fin: bool = True) -> bytes:
