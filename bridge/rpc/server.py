@@ -488,9 +488,16 @@ class BridgeServer:
                 log.exception("flush_failed")
 
     def _write(self, connections: Iterable[ServerConnection], frame: bytes) -> None:
-        """Write ``frame`` now to each connection; each one is checked against the cap."""
+        """Write ``frame`` now to each connection; each one is checked against the cap.
+
+        A connection whose write fails is skipped and logged (as websockets'
+        ``broadcast`` does): the others still get the frame.
+        """
         for ws in list(connections):
-            self._send(ws, frame)
+            try:
+                self._send(ws, frame)
+            except Exception:
+                log.exception("notify_failed")
 
     def _overflow(self, ws: ServerConnection, buffered: int, *, reason: str) -> None:
         """Take ``ws`` out of the fan-out and close it with 1013, or abort it."""
