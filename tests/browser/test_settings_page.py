@@ -104,6 +104,61 @@ async def test_two_pages_stay_in_sync_and_resync_after_restart(
         restarted.stop()
 
 
+async def test_edit_flow_updates_both_pages_keeps_the_key_and_shows_field_errors(
+    browser: Browser, page_server: str, allowed_bridge: ServedBridge
+) -> None:
+    page_a = await open_page(browser, page_server, allowed_bridge)
+    page_b = await open_page(browser, page_server, allowed_bridge)
+    await fill_and_save(page_a, "Work OpenAI", "openai", OPENAI_KEY)
+    await fill_and_save(page_a, "Home Claude", "anthropic", ANTHROPIC_KEY)
+    row_b = page_b.locator("tr", has_text="Work OpenAI")
+    await expect(row_b).to_be_visible(timeout=TIMEOUT_MS)
+
+    # Edit in A: the form is filled from the view, the key field stays empty (kept).
+    await page_a.locator("tr", has_text="Work OpenAI").get_by_role("button", name="Edit").click()
+    await expect(page_a.locator("#form-title")).to_have_text("Edit Work OpenAI")
+    await expect(page_a.locator("#key-hint")).to_contain_text(f"sk-...{OPENAI_KEY[-3:]}")
+    assert await page_a.input_value("input[name=customName]") == "Work OpenAI"
+    assert await page_a.input_value("input[name=apiKey]") == ""
+
+    # A bad base URL: its field error, nothing changes in B.
+    await page_a.fill("input[name=baseUrl]", "ftp://example.com")
+    await page_a.click("#save")
+    await expect(page_a.locator('.field-error[data-field="baseUrl"]')).not_to_be_empty(timeout=TIMEOUT_MS)
+    await expect(row_b.locator("td.version")).to_have_text("1")
+
+    # The name of another config: the duplicate-name message under the name field.
+    await page_a.fill("input[name=baseUrl]", "")
+    await page_a.fill("input[name=customName]", "home claude")
+    await page_a.click("#save")
+    await expect(page_a.locator('.field-error[data-field="customName"]')).to_have_text(
+        "Another provider already has this name", timeout=TIMEOUT_MS
+    )
+
+    # A valid edit: B shows the new name and base URL at version 2, same key preview.
+    await page_a.fill("input[name=customName]", "Work OpenAI (EU)")
+    await page_a.fill("input[name=baseUrl]", "https://eu.api.openai.com/v1")
+    await page_a.click("#save")
+    edited_b = page_b.locator("tr", has_text="Work OpenAI (EU)")
+    await expect(edited_b.locator("td.version")).to_have_text("2", timeout=TIMEOUT_MS)
+    await expect(edited_b.locator("td.url")).to_have_text("https://eu.api.openai.com/v1")
+    await expect(edited_b.locator("td.key")).to_have_text(f"sk-...{OPENAI_KEY[-3:]}")
+    await expect(page_a.locator("#form-title")).to_have_text("Add a provider")
+    async with BridgeClient(allowed_bridge.url, allowed_bridge.token) as client:
+        (stored,) = [c for c in await client.list_configs() if c.custom_name == "Work OpenAI (EU)"]
+    assert stored.version == 2
+    assert stored.base_url == "https://eu.api.openai.com/v1"
+
+    # Cancel leaves an edit without saving.
+    await page_b.locator("tr", has_text="Home Claude").get_by_role("button", name="Edit").click()
+    await page_b.fill("input[name=customName]", "Never Saved")
+    await page_b.click("#cancel")
+    await expect(page_b.locator("#form-title")).to_have_text("Add a provider")
+    await expect(page_a.locator("tr", has_text="Home Claude").locator("td.version")).to_have_text("1")
+    assert OPENAI_KEY not in await page_a.content()
+    assert ANTHROPIC_KEY not in await page_b.content()
+
+
 async def test_page_from_an_origin_not_allowlisted_cannot_connect(
     browser: Browser, page_server: str, tmp_path: Path
 ) -> None:
