@@ -452,6 +452,8 @@ class PostgresConfigStore:
         ``fn`` returns ``(current row, id that changed or None)``.
         """
         seen_before = self._seen_revision
+        outcome: WriteOutcome | None = None
+        changed_id: str | None = None
         try:
             async with self._acquire() as conn, conn.transaction():
                 # The global write lock: writes of every instance take turns here, so the
@@ -470,14 +472,51 @@ class PostgresConfigStore:
                 # Before COMMIT: our own notification may be handled before this task
                 # resumes, and must not wake the watcher.
                 self._saw(outcome.revision)
+        except _CONNECTION_ERRORS:
+            # Lost at COMMIT (or right after it), the transaction may have committed: a
+            # write that did is reported as done, not as a failure the caller would retry.
+            if outcome is not None and changed_id is not None and await self._committed(outcome, changed_id):
+                log.warning("commit_confirmed_after_error", revision=outcome.revision)
+                return replace(outcome, written=True)
+            self._forget(seen_before)
+            raise
         except BaseException:
-            # Not committed: the revision may go to another instance, whose notification
-            # must not be mistaken for ours.
-            self._seen_revision = seen_before
-            if self._notified_revision > self._seen_revision:
-                self._wake.set()
+            self._forget(seen_before)
             raise
         return replace(outcome, written=outcome.revision != revision_before)
+
+    def _forget(self, seen_before: int) -> None:
+        """Undo :meth:`_saw` for a write that did not commit.
+
+        Its revision may go to another instance, whose notification must not be mistaken
+        for ours.
+        """
+        self._seen_revision = seen_before
+        if self._notified_revision > self._seen_revision:
+            self._wake.set()
+
+    async def _committed(self, outcome: WriteOutcome, changed_id: str) -> bool:
+        """Whether the change a failed write logged at ``outcome.revision`` is in the store.
+
+        Reads the change log on a fresh connection: committed when that revision holds
+        our change (same id, type and row). An unreachable server answers False (the
+        write is then reported as failed, as before this check).
+        """
+        ours = next((c for c in outcome.changes or () if c.revision == outcome.revision), None)
+        try:
+            async with self._acquire() as conn:
+                found = await conn.fetchrow(
+                    "SELECT id, type, row FROM bridge_changes WHERE revision = $1", outcome.revision
+                )
+        except Exception:
+            log.warning("commit_outcome_unknown", revision=outcome.revision)
+            return False
+        if found is None or found["id"] != changed_id:
+            return False
+        if ours is None:
+            return True
+        row = None if found["row"] is None else _decode_row(bytes(found["row"]))
+        return found["type"] == ours.type.value and row == ours.config
 
     async def insert(self, config: StoredConfig, since: int) -> WriteOutcome:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 import pytest
@@ -259,3 +260,70 @@ async def test_missed_notification_is_caught_by_the_counter_check(pg_dsn: str) -
     finally:
         await a.close()
         await b.close()
+
+
+# ---- a connection lost at COMMIT (fault injection: asyncpg's Transaction.__aexit__) -------
+
+_REAL_EXIT = asyncpg.transaction.Transaction.__aexit__
+
+
+def _lose_connection_at_commit(monkeypatch: pytest.MonkeyPatch, *, after_commit: bool) -> list[str]:
+    """The next top-level COMMIT fails with a lost connection, after or instead of committing."""
+    fired: list[str] = []
+
+    async def exit_with_loss(self: Any, extype: Any, ex: Any, tb: Any) -> Any:
+        if fired or extype is not None or self._nested:
+            return await _REAL_EXIT(self, extype, ex, tb)
+        lost = asyncpg.ConnectionDoesNotExistError("injected: connection lost at COMMIT")
+        fired.append("after" if after_commit else "before")
+        if after_commit:
+            await _REAL_EXIT(self, None, None, None)  # COMMIT reaches the server...
+        else:
+            await _REAL_EXIT(self, type(lost), lost, None)  # ...or the transaction rolls back
+        raise lost  # ...and either way the client only sees the connection go
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "__aexit__", exit_with_loss)
+    return fired
+
+
+async def _stored_names(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [
+            r["custom_name"] for r in await conn.fetch("SELECT custom_name FROM bridge_configs ORDER BY seq")
+        ]
+    finally:
+        await conn.close()
+
+
+async def test_a_write_that_committed_before_the_connection_was_lost_is_reported_done(
+    store: PostgresConfigStore, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = await store.insert(row("Before"), 0)
+    fired = _lose_connection_at_commit(monkeypatch, after_commit=True)
+    committed = row("Committed")
+    outcome = await store.insert(committed, before.revision)
+    assert fired == ["after"]
+    assert outcome.written is True
+    assert outcome.revision == before.revision + 1
+    assert outcome.current == replace(committed, revision=outcome.revision)
+    assert await _stored_names(pg_dsn) == ["Before", "Committed"]
+    # The store keeps working, and the change feed holds the write once.
+    feed = await store.changes_since(before.revision)
+    assert feed.changes is not None
+    assert [(c.revision, c.id) for c in feed.changes] == [(outcome.revision, committed.id)]
+
+
+async def test_a_write_rolled_back_when_the_connection_was_lost_still_fails(
+    store: PostgresConfigStore, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = await store.insert(row("Before"), 0)
+    fired = _lose_connection_at_commit(monkeypatch, after_commit=False)
+    with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+        await store.insert(row("Rolled back"), before.revision)
+    assert fired == ["before"]
+    assert await _stored_names(pg_dsn) == ["Before"]
+    assert (await store.changes_since(0)).revision == before.revision
+    # The next write takes the revision the failed one did not.
+    after = await store.insert(row("After"), before.revision)
+    assert after.revision == before.revision + 1
