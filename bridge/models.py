@@ -44,7 +44,12 @@ MASKED_PREVIEW = "••••••••"
 
 
 class Provider(StrEnum):
-    """LLM provider of a config; decides the API-key format (DESIGN §2)."""
+    """LLM provider of a config; decides the API-key format.
+
+    ``openai``: the key starts with ``sk-`` and has at least 40 characters. ``anthropic``:
+    starts with ``sk-ant-``, at least 50. ``google``: 35 to 45 characters from A-Z, a-z,
+    0-9, ``_`` and ``-``. ``custom``: any key, and ``baseUrl`` is required.
+    """
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
@@ -154,12 +159,14 @@ BaseUrl = Annotated[str, Field(description="Absolute http(s) URL of the provider
 
 
 class LlmConfigInput(WireModel):
-    """Params of ``llm-config:create``: a new LLM provider configuration.
+    """A new LLM provider configuration (the ``config`` of ``llm-config:create``).
 
-    Rules (DESIGN §2): ``customName`` trimmed, 1..100 code points after NFC, unique by
-    :func:`name_key`; ``apiKey`` trimmed, no inner whitespace, 1..500, provider format;
-    ``baseUrl`` optional absolute http(s) URL with a host and no credentials, ≤ 2048,
-    stored as given (trimmed), required for ``custom``; ``useAuthHeader`` strict boolean.
+    ``customName``: trimmed, 1 to 100 characters (code points after NFC), unique ignoring
+    case ("Straße" and "STRASSE" clash). ``apiKey``: trimmed, 1 to 500 characters, no
+    whitespace inside, in the provider's format (see ``Provider``). ``baseUrl``: optional
+    absolute http(s) URL with a host and no credentials, at most 2048 characters, stored
+    as given (trimmed); required for ``custom``. ``useAuthHeader``: a JSON boolean
+    (default true).
     """
 
     custom_name: CustomName
@@ -206,7 +213,7 @@ class LlmConfigPatch(WireModel):
     """``updates`` of ``llm-config:update``: every field optional.
 
     An omitted field keeps its value; ``baseUrl: null`` clears it; ``null`` elsewhere is
-    INVALID_FORMAT. The merged result must satisfy every rule of :class:`LlmConfigInput`.
+    INVALID_FORMAT. The merged result must satisfy every rule of ``LlmConfigInput``.
     """
 
     # ``X | None`` keeps pydantic's nullable schema (errors located at the field, not at

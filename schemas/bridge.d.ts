@@ -12,7 +12,11 @@
  */
 export type EmptyParams = Record<string, never>;
 /**
- * LLM provider of a config; decides the API-key format (DESIGN §2).
+ * LLM provider of a config; decides the API-key format.
+ *
+ * ``openai``: the key starts with ``sk-`` and has at least 40 characters. ``anthropic``:
+ * starts with ``sk-ant-``, at least 50. ``google``: 35 to 45 characters from A-Z, a-z,
+ * 0-9, ``_`` and ``-``. ``custom``: any key, and ``baseUrl`` is required.
  *
  * This interface was referenced by `BridgeSchema`'s JSON-Schema
  * via the `definition` "Provider".
@@ -164,12 +168,14 @@ export interface CreateParams {
   config: LlmConfigInput;
 }
 /**
- * Params of ``llm-config:create``: a new LLM provider configuration.
+ * A new LLM provider configuration (the ``config`` of ``llm-config:create``).
  *
- * Rules (DESIGN §2): ``customName`` trimmed, 1..100 code points after NFC, unique by
- * :func:`name_key`; ``apiKey`` trimmed, no inner whitespace, 1..500, provider format;
- * ``baseUrl`` optional absolute http(s) URL with a host and no credentials, ≤ 2048,
- * stored as given (trimmed), required for ``custom``; ``useAuthHeader`` strict boolean.
+ * ``customName``: trimmed, 1 to 100 characters (code points after NFC), unique ignoring
+ * case ("Straße" and "STRASSE" clash). ``apiKey``: trimmed, 1 to 500 characters, no
+ * whitespace inside, in the provider's format (see ``Provider``). ``baseUrl``: optional
+ * absolute http(s) URL with a host and no credentials, at most 2048 characters, stored
+ * as given (trimmed); required for ``custom``. ``useAuthHeader``: a JSON boolean
+ * (default true).
  *
  * This interface was referenced by `BridgeSchema`'s JSON-Schema
  * via the `definition` "LlmConfigInput".
@@ -298,7 +304,7 @@ export interface UpdateParams {
  * ``updates`` of ``llm-config:update``: every field optional.
  *
  * An omitted field keeps its value; ``baseUrl: null`` clears it; ``null`` elsewhere is
- * INVALID_FORMAT. The merged result must satisfy every rule of :class:`LlmConfigInput`.
+ * INVALID_FORMAT. The merged result must satisfy every rule of ``LlmConfigInput``.
  *
  * This interface was referenced by `BridgeSchema`'s JSON-Schema
  * via the `definition` "LlmConfigPatch".
