@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import platformdirs
@@ -39,9 +39,18 @@ from bridge.keystore import (
 from bridge.log import configure_logging
 from bridge.models import EmptyParams, WireModel
 from bridge.rpc.dispatch import Dispatcher
-from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings, TransportOptions
+from bridge.rpc.server import (
+    TOKEN_PATTERN,
+    BridgeServer,
+    InvalidSettingError,
+    ServerSettings,
+    TransportOptions,
+)
 from bridge.service import LlmConfigService, register_llm_config_channels
 from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore
+
+if TYPE_CHECKING:
+    from bridge.client import ConnectionInfo
 
 log = structlog.get_logger(__name__)
 
@@ -257,13 +266,13 @@ async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
     return key
 
 
-def _write_connection_file(path: Path, info: dict[str, Any]) -> None:
-    """Write ``info`` atomically to ``path`` with mode 0600."""
+def _write_connection_file(path: Path, data: bytes) -> None:
+    """Write ``data`` (the connection file's JSON) atomically to ``path`` with mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(orjson.dumps(info))
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)
@@ -297,8 +306,11 @@ async def serve(
     if exit_with_parent:
         _watch_stdin(loop, stop)
     conn_path = connection_file or options.data_dir / CONNECTION_FILE_NAME
+    # Another live server on this data directory (shared SQLite) keeps its file back
+    # when this one stops.
+    previous = _connection_file_of_another_live_server(conn_path)
     try:
-        _write_connection_file(conn_path, bridge.connection_info())
+        _write_connection_file(conn_path, orjson.dumps(bridge.connection_info()))
         if on_ready is not None:
             maybe = on_ready(bridge)
             if maybe is not None:
@@ -308,21 +320,61 @@ async def serve(
     finally:
         # Removed first, so no client re-reads it and dials a server that is going away;
         # and only if it is still ours (another instance may have replaced it).
-        _remove_connection_file(conn_path, os.getpid())
+        _release_connection_file(conn_path, os.getpid(), previous)
         await bridge.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
 
-def _remove_connection_file(path: Path, pid: int) -> None:
-    """Delete the connection file at ``path`` if it still names process ``pid``."""
+def _connection_file_pid(data: bytes) -> int | None:
     try:
-        info = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        info = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    pid = info.get("pid") if isinstance(info, dict) else None
+    return pid if type(pid) is int else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0: nothing is sent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _connection_file_of_another_live_server(path: Path) -> bytes | None:
+    """The connection file at ``path`` when it names another process that is still running."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    pid = _connection_file_pid(data)
+    return data if pid is not None and pid != os.getpid() and _alive(pid) else None
+
+
+def _release_connection_file(path: Path, pid: int, previous: bytes | None) -> None:
+    """On exit: if the file at ``path`` still names ``pid``, hand it back or delete it.
+
+    ``previous`` (the file of another server found at start) is written back when that
+    server is still running, so ``bridge call`` keeps finding it; otherwise the file is
+    deleted. A file another process has written since is left alone.
+    """
+    try:
+        current = path.read_bytes()
+    except OSError:
         return
-    if isinstance(info, dict) and info.get("pid") == pid:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    if _connection_file_pid(current) != pid:
+        return
+    restored_pid = None if previous is None else _connection_file_pid(previous)
+    if previous is not None and restored_pid is not None and _alive(restored_pid):
+        _write_connection_file(path, previous)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -341,7 +393,11 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bridge", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="Serve LLM provider configs to renderers over JSON-RPC 2.0 / WebSocket "
+        "(an Electron/Tauri sidecar, or a local service).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     srv = sub.add_parser("serve", help="serve renderers over JSON-RPC 2.0 / WebSocket")
@@ -446,24 +502,18 @@ def _serve_command(args: argparse.Namespace) -> int:
                 }
             )
             return 2
-    options = BridgeOptions(
-        data_dir=args.data_dir or default_data_dir(),
-        secret_backend=SecretBackend(args.secret_backend),
-        token=token,
-        host=args.host,
-        port=args.port,
-        uds=args.uds,
-        allow_origins=frozenset(args.allow_origin),
-        allow_hosts=frozenset(h.lower() for h in args.allow_host),
-        max_message_bytes=args.max_message_bytes,
-        max_batch=args.max_batch,
-        max_connections=args.max_connections,
-        outbound_cap_bytes=args.outbound_cap_bytes,
-        rate_limit_per_s=args.rate_limit,
-        shutdown_timeout_s=args.shutdown_timeout,
-        store=args.store,
-        data_key_file=args.data_key_file,
-    )
+    try:
+        options = _options_from(args, token)
+    except InvalidSettingError as exc:
+        flag = _FLAGS.get(exc.name, "--" + exc.name.replace("_", "-"))
+        _emit(
+            {
+                "event": "error",
+                "error": StartupError.code,
+                "message": f"invalid {flag}: must be {exc.requirement} (got {exc.value!r})",
+            }
+        )
+        return 2
 
     def announce(bridge: Bridge) -> None:
         _emit(bridge.connection_info())
@@ -486,11 +536,51 @@ def _serve_command(args: argparse.Namespace) -> int:
         # database...) still ends in one JSON line, as the sidecar contract promises; the
         # traceback goes to the log.
         log.exception("startup_failed")
-        _emit(
-            {"event": "error", "error": StartupError.code, "message": f"cannot start: {type(exc).__name__}"}
-        )
+        _emit({"event": "error", "error": StartupError.code, "message": f"cannot start: {_describe(exc)}"})
         return 2
     return 0
+
+
+_FLAGS: Final = {"rate_limit_per_s": "--rate-limit", "shutdown_timeout_s": "--shutdown-timeout"}
+"""``bridge serve`` flags whose name is not the setting's with dashes."""
+
+
+def _describe(exc: BaseException) -> str:
+    """A start-up failure for the error line: the OS error and its path, else the type.
+
+    Only an ``OSError``'s own parts are shown (its text and the path involved): other
+    exceptions may carry a database URI with its password, so they give their type only.
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        return f"{type(exc).__name__} ({exc.strerror}){where}"
+    return type(exc).__name__
+
+
+def _options_from(args: argparse.Namespace, token: str | None) -> BridgeOptions:
+    """The :class:`BridgeOptions` of ``bridge serve``'s flags.
+
+    Raises:
+        InvalidSettingError: a flag's value is out of range.
+    """
+    return BridgeOptions(
+        data_dir=args.data_dir or default_data_dir(),
+        secret_backend=SecretBackend(args.secret_backend),
+        token=token,
+        host=args.host,
+        port=args.port,
+        uds=args.uds,
+        allow_origins=frozenset(args.allow_origin),
+        allow_hosts=frozenset(h.lower() for h in args.allow_host),
+        max_message_bytes=args.max_message_bytes,
+        max_batch=args.max_batch,
+        max_connections=args.max_connections,
+        outbound_cap_bytes=args.outbound_cap_bytes,
+        rate_limit_per_s=args.rate_limit,
+        shutdown_timeout_s=args.shutdown_timeout,
+        store=args.store,
+        data_key_file=args.data_key_file,
+    )
 
 
 def _schemas_command(args: argparse.Namespace) -> int:
@@ -499,8 +589,23 @@ def _schemas_command(args: argparse.Namespace) -> int:
     return write_schemas(args.out, check=args.check)
 
 
+def _load_connection(path: Path) -> ConnectionInfo | dict[str, str]:
+    """The connection file at ``path``, or the error (``code``, ``message``) to print."""
+    from bridge.client import read_connection_file  # noqa: PLC0415
+
+    try:
+        return read_connection_file(path)
+    except FileNotFoundError:
+        message = f"no connection file at {path} (is bridge serve running with this data directory?)"
+        return {"code": "UNREACHABLE", "message": message}
+    except OSError as exc:
+        return {"code": "UNREACHABLE", "message": f"cannot read {path}: {exc.strerror}"}
+    except ValueError:  # not JSON, or not a connection file
+        return {"code": "BAD_CONNECTION_FILE", "message": f"{path} is not a bridge connection file"}
+
+
 def _call_command(args: argparse.Namespace) -> int:
-    from bridge.client import BridgeClient, read_connection_file  # noqa: PLC0415
+    from bridge.client import BridgeClient  # noqa: PLC0415
 
     path = args.connection_file or (args.data_dir or default_data_dir()) / CONNECTION_FILE_NAME
     try:
@@ -509,8 +614,12 @@ def _call_command(args: argparse.Namespace) -> int:
         _emit({"error": {"code": "INVALID_PARAMS_JSON", "message": f"params are not JSON: {exc.msg}"}})
         return 2
 
+    info = _load_connection(path)
+    if isinstance(info, dict):
+        _emit({"error": info})
+        return 1
+
     async def run() -> Any:
-        info = read_connection_file(path)
         async with BridgeClient(info.url, info.token, unix_socket=info.socket) as client:
             return await asyncio.wait_for(client.invoke(args.channel, params), args.timeout)
 

@@ -121,7 +121,7 @@ def _load_file_key(path: Path, *, must_exist: bool) -> DataKey:
             "restore the file (nothing was changed)"
         )
     secret = _random.token_bytes(KEY_BYTES)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # A temporary file of our own (mkstemp: unique name, mode 0600), then link(): the key
     # file appears complete or not at all, and never replaces a key another process
     # starting on the same data directory has just written.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -64,13 +65,17 @@ class ConnectionInfo:
     socket: str | None = None
 
 
-def read_connection_file(path: Path) -> ConnectionInfo:
+def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
     """Read the connection file written by ``bridge serve`` (DESIGN §7).
+
+    Args:
+        path: the file, e.g. ``<data dir>/connection.json``.
 
     Raises:
         OSError: the file cannot be read.
-        ValueError: it is not a connection file.
+        ValueError: it is not a connection file (``orjson.JSONDecodeError`` is one).
     """
+    path = Path(path)
     data = orjson.loads(path.read_bytes())
     if not isinstance(data, dict) or "url" not in data or "token" not in data:
         raise ValueError(f"{path} is not a bridge connection file")

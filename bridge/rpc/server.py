@@ -47,6 +47,9 @@ CLOSE_GOING_AWAY: Final = 1001
 CLOSE_TRY_AGAIN_LATER: Final = 1013
 CLOSE_FRAME_ROOM: Final = 64
 """Bytes kept free under the cap for a close frame (header + code + short reason)."""
+MAX_PORT: Final = 65535
+MIN_OUTBOUND_CAP: Final = 1024
+"""Smallest outbound cap accepted, in bytes (room for small replies and a close frame)."""
 FLUSH_AT_BYTES: Final = 64 * 1024
 """A connection's queued frames are written at once when they reach this many bytes."""
 
@@ -90,6 +93,53 @@ class TransportOptions:
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     shutdown_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would leave the server unusable.
+
+        Raises:
+            InvalidSettingError: the first setting out of its range (its field name,
+                what it must be, and the value given).
+        """
+        rules: tuple[tuple[str, bool, str], ...] = (
+            ("port", 0 <= self.port <= MAX_PORT, f"between 0 and {MAX_PORT}"),
+            ("max_message_bytes", self.max_message_bytes >= 1, "at least 1"),
+            ("max_batch", self.max_batch >= 1, "at least 1"),
+            ("max_connections", self.max_connections >= 1, "at least 1"),
+            (
+                "outbound_cap_bytes",
+                self.outbound_cap_bytes >= MIN_OUTBOUND_CAP,
+                f"at least {MIN_OUTBOUND_CAP}",
+            ),
+            (
+                "rate_limit_per_s",
+                self.rate_limit_per_s is None or self.rate_limit_per_s > 0,
+                "above 0 (or off)",
+            ),
+            ("ping_interval_s", self.ping_interval_s > 0, "above 0"),
+            ("ping_timeout_s", self.ping_timeout_s > 0, "above 0"),
+            ("shutdown_timeout_s", self.shutdown_timeout_s >= 0, "0 or more"),
+        )
+        for name, ok, requirement in rules:
+            if not ok:
+                raise InvalidSettingError(name, requirement, getattr(self, name))
+
+
+class InvalidSettingError(ValueError):
+    """A transport setting out of its range.
+
+    Attributes:
+        name: the :class:`TransportOptions` field, e.g. ``port``.
+        requirement: what it must be, e.g. ``between 0 and 65535``.
+        value: the value given.
+    """
+
+    def __init__(self, name: str, requirement: str, value: object) -> None:
+        """Record the setting; the message reads ``port must be between 0 and 65535 (got 99999)``."""
+        super().__init__(f"{name} must be {requirement} (got {value!r})")
+        self.name = name
+        self.requirement = requirement
+        self.value = value
 
 
 @dataclass(kw_only=True)

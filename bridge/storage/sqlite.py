@@ -12,6 +12,8 @@ and appends to the ``changes`` log, which other processes read after noticing
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -168,6 +170,10 @@ class SqliteConfigStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
 
     def _connect(self) -> sqlite3.Connection:
+        # A new database file is created 0600 first; SQLite gives its -wal and -shm the
+        # database file's mode. Config names and URLs are nobody else's business.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
         )
@@ -255,7 +261,7 @@ class SqliteConfigStore:
         return None if result == "ok" else "quick_check failed"
 
     def _open_sync(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         reason = self._damage()
         if reason is None:
             try:

@@ -157,6 +157,58 @@ async def test_sigterm_under_write_load_keeps_every_acknowledged_write(tmp_path:
         assert again.stop() == 0
 
 
+def run_serve(data_dir: Path, *flags: str) -> tuple[int, list[dict[str, Any]]]:
+    """``bridge serve`` that is expected to stop at start-up: exit code and stdout lines."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--secret-backend",
+            "file",
+            *flags,
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode, [json.loads(line) for line in done.stdout.decode().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--port", "99999"), "invalid --port: must be between 0 and 65535 (got 99999)"),
+        (("--port", "-1"), "invalid --port: must be between 0 and 65535 (got -1)"),
+        (("--max-message-bytes", "0"), "invalid --max-message-bytes: must be at least 1 (got 0)"),
+        (("--max-batch", "0"), "invalid --max-batch: must be at least 1 (got 0)"),
+        (("--max-connections", "0"), "invalid --max-connections: must be at least 1 (got 0)"),
+        (("--outbound-cap-bytes", "100"), "invalid --outbound-cap-bytes: must be at least 1024 (got 100)"),
+        (("--rate-limit", "0"), "invalid --rate-limit: must be above 0 (or off) (got 0.0)"),
+        (("--shutdown-timeout", "-1"), "invalid --shutdown-timeout: must be 0 or more (got -1.0)"),
+    ],
+)
+def test_out_of_range_flags_stop_start_up_with_one_json_line(
+    tmp_path: Path, flags: tuple[str, ...], message: str
+) -> None:
+    code, lines = run_serve(tmp_path / "d", *flags)
+    assert code == 2
+    assert lines == [{"event": "error", "error": "STARTUP_FAILED", "message": message}]
+
+
+def test_a_data_dir_that_cannot_be_one_is_named_in_the_error_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, lines = run_serve(blocker / "data")
+    assert code == 2
+    assert lines[0]["error"] == "STARTUP_FAILED"
+    assert str(blocker) in lines[0]["message"]
+    assert "NotADirectoryError" in lines[0]["message"] or "FileExistsError" in lines[0]["message"]
+
+
 def test_busy_port_prints_one_json_error_line_and_exits_non_zero(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -254,3 +306,26 @@ def test_bridge_call_prints_results_and_errors_as_json(served: ServedBridge) -> 
     assert (code, out["error"]["code"]) == (2, "INVALID_PARAMS_JSON")
     code, out = bridge_call(served.data_dir.parent / "nowhere", "llm-config:list")
     assert (code, out["error"]["code"]) == (1, "UNREACHABLE")
+    assert str(served.data_dir.parent / "nowhere" / "connection.json") in out["error"]["message"]
+    garbage = served.data_dir.parent / "garbage"
+    garbage.mkdir()
+    (garbage / "connection.json").write_text("not json")
+    code, out = bridge_call(garbage, "llm-config:list")
+    assert (code, out["error"]["code"]) == (1, "BAD_CONNECTION_FILE")
+
+
+def test_a_second_server_on_the_same_data_dir_hands_the_connection_file_back(served: ServedBridge) -> None:
+    connection_file = served.data_dir / "connection.json"
+    first = read_connection_file(str(connection_file))  # a plain string path works too
+    second = start_bridge_process(served.data_dir)
+    try:
+        assert read_connection_file(connection_file).url == second.url
+    finally:
+        assert second.stop() == 0
+    # The first server is still running: its connection file is back, and bridge call works.
+    assert read_connection_file(connection_file) == first
+    code, out = bridge_call(served.data_dir, "bridge:hello")
+    assert code == 0
+    assert out["result"]["protocolVersion"] >= 1
+    assert served.stop() == 0
+    assert not connection_file.exists()

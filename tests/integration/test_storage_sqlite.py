@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -189,3 +190,13 @@ async def test_lost_data_key_refuses_to_start_and_changes_nothing(tmp_path: Path
     assert fault in str(line["message"])
     assert "bridge.key" in str(line["message"])
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+async def test_a_new_data_dir_and_its_files_are_private_to_the_user(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new" / "data"
+    await seed(data_dir)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    files = sorted(p.name for p in data_dir.iterdir())
+    assert {"bridge.db", KEY_FILE_NAME} <= set(files)
+    for name in files:
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
