@@ -268,7 +268,7 @@ async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
 
 def _write_connection_file(path: Path, data: bytes) -> None:
     """Write ``data`` (the connection file's JSON) atomically to ``path`` with mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -306,10 +306,8 @@ async def serve(
     if exit_with_parent:
         _watch_stdin(loop, stop)
     conn_path = connection_file or options.data_dir / CONNECTION_FILE_NAME
-    # Another live server on this data directory (shared SQLite) keeps its file back
-    # when this one stops.
-    previous = _connection_file_of_another_live_server(conn_path)
     try:
+        _warn_if_taking_over(conn_path)
         _write_connection_file(conn_path, orjson.dumps(bridge.connection_info()))
         if on_ready is not None:
             maybe = on_ready(bridge)
@@ -320,61 +318,46 @@ async def serve(
     finally:
         # Removed first, so no client re-reads it and dials a server that is going away;
         # and only if it is still ours (another instance may have replaced it).
-        _release_connection_file(conn_path, os.getpid(), previous)
+        _remove_connection_file(conn_path, os.getpid())
         await bridge.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
 
-def _connection_file_pid(data: bytes) -> int | None:
+def _connection_file_pid(path: Path) -> int | None:
+    """The ``pid`` the connection file at ``path`` names; None when absent or unreadable."""
     try:
-        info = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        info = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
         return None
     pid = info.get("pid") if isinstance(info, dict) else None
     return pid if type(pid) is int else None
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (signal 0: nothing is sent)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+def _warn_if_taking_over(path: Path) -> None:
+    """Log when the connection file names another running server (a shared data dir).
 
-
-def _connection_file_of_another_live_server(path: Path) -> bytes | None:
-    """The connection file at ``path`` when it names another process that is still running."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    pid = _connection_file_pid(data)
-    return data if pid is not None and pid != os.getpid() and _alive(pid) else None
-
-
-def _release_connection_file(path: Path, pid: int, previous: bytes | None) -> None:
-    """On exit: if the file at ``path`` still names ``pid``, hand it back or delete it.
-
-    ``previous`` (the file of another server found at start) is written back when that
-    server is still running, so ``bridge call`` keeps finding it; otherwise the file is
-    deleted. A file another process has written since is left alone.
+    The file names the server started last; when that one stops, the file is removed
+    even if the other still runs. Servers sharing a data directory should each get their
+    own ``--connection-file``.
     """
+    pid = _connection_file_pid(path)
+    if pid is None or pid <= 0 or pid == os.getpid():
+        return
     try:
-        current = path.read_bytes()
-    except OSError:
+        os.kill(pid, 0)  # signal 0: nothing is sent; raises when there is no such process
+    except (ProcessLookupError, OverflowError):
         return
-    if _connection_file_pid(current) != pid:
-        return
-    restored_pid = None if previous is None else _connection_file_pid(previous)
-    if previous is not None and restored_pid is not None and _alive(restored_pid):
-        _write_connection_file(path, previous)
-        return
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    except PermissionError:
+        pass  # it exists, owned by another user
+    log.warning("connection_file_taken_over", path=str(path), previous_pid=pid)
+
+
+def _remove_connection_file(path: Path, pid: int) -> None:
+    """Delete the connection file at ``path`` if it still names process ``pid``."""
+    if _connection_file_pid(path) == pid:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

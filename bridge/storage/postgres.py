@@ -449,7 +449,9 @@ class PostgresConfigStore:
     ) -> WriteOutcome:
         """Run ``fn`` in a transaction holding the counter row; the feed includes its change.
 
-        ``fn`` returns ``(current row, id that changed or None)``.
+        ``fn`` returns ``(current row, id that changed or None)``. When the connection is
+        lost at COMMIT, the change log is read on a fresh connection (:meth:`_committed`):
+        a write found there is returned as done; otherwise the error is raised.
         """
         seen_before = self._seen_revision
         outcome: WriteOutcome | None = None
@@ -475,7 +477,17 @@ class PostgresConfigStore:
         except _CONNECTION_ERRORS:
             # Lost at COMMIT (or right after it), the transaction may have committed: a
             # write that did is reported as done, not as a failure the caller would retry.
-            if outcome is not None and changed_id is not None and await self._committed(outcome, changed_id):
+            try:
+                confirmed = (
+                    outcome is not None
+                    and changed_id is not None
+                    and await self._committed(outcome, changed_id)
+                )
+            except BaseException:  # cancelled while checking: as not committed
+                self._forget(seen_before)
+                raise
+            if confirmed:
+                assert outcome is not None
                 log.warning("commit_confirmed_after_error", revision=outcome.revision)
                 return replace(outcome, written=True)
             self._forget(seen_before)
@@ -499,10 +511,10 @@ class PostgresConfigStore:
         """Whether the change a failed write logged at ``outcome.revision`` is in the store.
 
         Reads the change log on a fresh connection: committed when that revision holds
-        our change (same id, type and row). An unreachable server answers False (the
-        write is then reported as failed, as before this check).
+        exactly our change: the same id, ``deleted`` with no row when the write left no
+        row (``outcome.current`` None), else the same row. An unreachable server answers
+        False (the write is then reported as failed).
         """
-        ours = next((c for c in outcome.changes or () if c.revision == outcome.revision), None)
         try:
             async with self._acquire() as conn:
                 found = await conn.fetchrow(
@@ -513,10 +525,9 @@ class PostgresConfigStore:
             return False
         if found is None or found["id"] != changed_id:
             return False
-        if ours is None:
-            return True
-        row = None if found["row"] is None else _decode_row(bytes(found["row"]))
-        return found["type"] == ours.type.value and row == ours.config
+        if outcome.current is None:
+            return found["type"] == ChangeType.DELETED.value and found["row"] is None
+        return found["row"] is not None and _decode_row(bytes(found["row"])) == outcome.current
 
     async def insert(self, config: StoredConfig, since: int) -> WriteOutcome:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""

@@ -314,18 +314,32 @@ def test_bridge_call_prints_results_and_errors_as_json(served: ServedBridge) -> 
     assert (code, out["error"]["code"]) == (1, "BAD_CONNECTION_FILE")
 
 
-def test_a_second_server_on_the_same_data_dir_hands_the_connection_file_back(served: ServedBridge) -> None:
+def test_a_second_server_with_its_own_connection_file_leaves_the_first_ones_alone(
+    served: ServedBridge,
+) -> None:
     connection_file = served.data_dir / "connection.json"
     first = read_connection_file(str(connection_file))  # a plain string path works too
+    own = served.data_dir.parent / "second.json"
+    second = start_bridge_process(served.data_dir, "--connection-file", str(own))
+    try:
+        assert read_connection_file(own).url == second.url
+        assert read_connection_file(connection_file) == first
+    finally:
+        assert second.stop() == 0
+    assert not own.exists()
+    assert read_connection_file(connection_file) == first
+    code, out = bridge_call(served.data_dir, "bridge:hello")
+    assert code == 0
+    assert out["result"]["protocolVersion"] >= 1
+
+
+def test_a_second_server_taking_over_the_connection_file_logs_it(served: ServedBridge) -> None:
+    connection_file = served.data_dir / "connection.json"
     second = start_bridge_process(served.data_dir)
     try:
         assert read_connection_file(connection_file).url == second.url
     finally:
         assert second.stop() == 0
-    # The first server is still running: its connection file is back, and bridge call works.
-    assert read_connection_file(connection_file) == first
-    code, out = bridge_call(served.data_dir, "bridge:hello")
-    assert code == 0
-    assert out["result"]["protocolVersion"] >= 1
-    assert served.stop() == 0
-    assert not connection_file.exists()
+    assert "connection_file_taken_over" in second.log_text()
+    assert f'"previous_pid": {served.process.pid}' in second.log_text()
+    assert "connection_file_taken_over" not in served.log_text()

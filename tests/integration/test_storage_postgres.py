@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -267,8 +267,16 @@ async def test_missed_notification_is_caught_by_the_counter_check(pg_dsn: str) -
 _REAL_EXIT = asyncpg.transaction.Transaction.__aexit__
 
 
-def _lose_connection_at_commit(monkeypatch: pytest.MonkeyPatch, *, after_commit: bool) -> list[str]:
-    """The next top-level COMMIT fails with a lost connection, after or instead of committing."""
+def _lose_connection_at_commit(
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    after_commit: bool,
+    meanwhile: Callable[[], Awaitable[object]] | None = None,
+) -> list[str]:
+    """The next top-level COMMIT fails with a lost connection, after or instead of committing.
+
+    ``meanwhile`` runs between the two (another instance writing, say).
+    """
     fired: list[str] = []
 
     async def exit_with_loss(self: Any, extype: Any, ex: Any, tb: Any) -> Any:
@@ -280,6 +288,8 @@ def _lose_connection_at_commit(monkeypatch: pytest.MonkeyPatch, *, after_commit:
             await _REAL_EXIT(self, None, None, None)  # COMMIT reaches the server...
         else:
             await _REAL_EXIT(self, type(lost), lost, None)  # ...or the transaction rolls back
+        if meanwhile is not None:
+            await meanwhile()
         raise lost  # ...and either way the client only sees the connection go
 
     monkeypatch.setattr(asyncpg.transaction.Transaction, "__aexit__", exit_with_loss)
@@ -327,3 +337,59 @@ async def test_a_write_rolled_back_when_the_connection_was_lost_still_fails(
     # The next write takes the revision the failed one did not.
     after = await store.insert(row("After"), before.revision)
     assert after.revision == before.revision + 1
+
+
+async def test_a_rolled_back_delete_is_not_confirmed_by_another_instances_change_at_its_revision(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = PostgresConfigStore(pg_dsn, check_interval_s=30)
+    b = PostgresConfigStore(pg_dsn, check_interval_s=30)
+    await a.open()
+    await b.open()
+    try:
+        config = row("Kept")
+        first = await a.insert(config, 0)
+        conn = await asyncpg.connect(pg_dsn)
+        try:  # a's next write finds the log trimmed past its revision: no feed to compare with
+            await conn.execute("DELETE FROM bridge_changes")
+        finally:
+            await conn.close()
+
+        def rename(current: StoredConfig) -> StoredConfig:
+            return replace(current, custom_name="Renamed", name_key="renamed", version=current.version + 1)
+
+        async def b_takes_the_revision() -> None:
+            taken = await b.update(config.id, rename, None, first.revision)
+            assert taken.revision == first.revision + 1
+
+        fired = _lose_connection_at_commit(monkeypatch, after_commit=False, meanwhile=b_takes_the_revision)
+        with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+            await a.delete(config.id, None, 0)
+        assert fired == ["before"]
+        assert await _stored_names(pg_dsn) == ["Renamed"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_write_cancelled_while_its_commit_is_checked_is_forgotten(
+    store: PostgresConfigStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await store.insert(row("One"), 0)
+    checking = asyncio.Event()
+
+    async def slow_check(*_: object) -> bool:
+        checking.set()
+        await asyncio.sleep(30)
+        return False
+
+    _lose_connection_at_commit(monkeypatch, after_commit=False)
+    monkeypatch.setattr(PostgresConfigStore, "_committed", slow_check)
+    task = asyncio.create_task(store.insert(row("Two"), first.revision))
+    await asyncio.wait_for(checking.wait(), TIMEOUT_S)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The rolled-back revision is not remembered as ours: another instance's commit at
+    # that revision will wake this one.
+    assert store._seen_revision == first.revision
