@@ -1,0 +1,52 @@
+"""Pool the per-round ratios of several ``run.py`` results: bridge against its echo floor.
+
+Each round of each run gives one ratio per figure (bridge on a loop ÷ the echo on the
+same loop, measured in that round); this prints, per loop and figure, the median and
+interquartile range over every round of every run given, and each run's own median, so
+one noisy run can be told from a real change.
+
+Run: ``.venv/bin/python benchmarks/pooled.py benchmarks/results/<stamp>.json ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+FIGURES: dict[str, Callable[[dict[str, Any]], float]] = {
+    "read RTT p50": lambda s: s["read"]["p50_us"],
+    "CPU per read (sequential)": lambda s: s["read"]["server_cpu_us_per_req"],
+    "CPU per read (pipelined, 1 conn)": lambda s: s["pipe1"]["server_cpu_us_per_req"],
+    "CPU per read (pipelined, 8 conns)": lambda s: s["pipe8"]["server_cpu_us_per_req"],
+    "pipelined reads/s, 1 conn": lambda s: s["pipe1"]["msgs_per_s"],
+    "pipelined reads/s, 8 conns": lambda s: s["pipe8"]["msgs_per_s"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("results", nargs="+", type=Path, help="run.py result files (JSON)")
+    args = parser.parse_args()
+    runs = [(path.stem, json.loads(path.read_text())["rounds"]) for path in args.results]
+    rounds = sum(len(r) for _, r in runs)
+    print(f"{len(runs)} runs, {rounds} rounds: {', '.join(name for name, _ in runs)}\n")
+    print("| bridge ÷ echo, same loop | loop | pooled median (IQR) | each run's median |")
+    print("|---|---|---|---|")
+    for label, value in FIGURES.items():
+        for loop in ("asyncio", "uvloop"):
+            per_run = [
+                [value(r[f"bridge-{loop}"]) / value(r[f"echo-{loop}"]) for r in run_rounds]
+                for _, run_rounds in runs
+            ]
+            pooled = [ratio for run in per_run for ratio in run]
+            low, _, high = statistics.quantiles(pooled, n=4)
+            each = ", ".join(f"{statistics.median(run):.2f}" for run in per_run)
+            print(f"| {label} | {loop} | {statistics.median(pooled):.2f} ({low:.2f}–{high:.2f}) | {each} |")
+
+
+if __name__ == "__main__":
+    main()
