@@ -59,9 +59,9 @@ class ServedBridge:
                 self.process.stdout.close()
 
 
-def start_bridge_process(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> ServedBridge:
-    """Start ``python -m bridge serve --port 0`` and wait for its ready line."""
-    cmd = [
+def serve_command(data_dir: Path, *flags: str) -> list[str]:
+    """``python -m bridge serve`` on ``data_dir`` with the file secret backend and ``flags``."""
+    return [
         sys.executable,
         "-m",
         "bridge",
@@ -70,8 +70,13 @@ def start_bridge_process(data_dir: Path, *extra: str, env: dict[str, str] | None
         str(data_dir),
         "--secret-backend",
         "file",
-        *extra,
+        *flags,
     ]
+
+
+def start_bridge_process(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> ServedBridge:
+    """Start ``python -m bridge serve --port 0`` and wait for its ready line."""
+    cmd = serve_command(data_dir, *extra)
     if "--port" not in extra:
         cmd += ["--port", "0"]
     data_dir.mkdir(parents=True, exist_ok=True)

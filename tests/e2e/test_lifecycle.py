@@ -16,7 +16,7 @@ import pytest
 
 from bridge.client import BridgeClient, ConnectionInfo, read_connection_file
 from bridge.errors import AuthenticationError, BridgeError, ConnectionLostError, ServiceUnavailableError
-from tests.conftest import ServedBridge, openai_config, start_bridge_process
+from tests.conftest import ServedBridge, openai_config, serve_command, start_bridge_process
 
 TIMEOUT = 15
 
@@ -160,17 +160,7 @@ async def test_sigterm_under_write_load_keeps_every_acknowledged_write(tmp_path:
 def run_serve(data_dir: Path, *flags: str) -> tuple[int, list[dict[str, Any]]]:
     """``bridge serve`` that is expected to stop at start-up: exit code and stdout lines."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bridge",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--secret-backend",
-            "file",
-            *flags,
-        ],
+        serve_command(data_dir, *flags),
         capture_output=True,
         timeout=30,
         check=False,
@@ -213,29 +203,11 @@ def test_busy_port_prints_one_json_error_line_and_exits_non_zero(tmp_path: Path)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
-        port = holder.getsockname()[1]
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bridge",
-                "serve",
-                "--data-dir",
-                str(tmp_path / "d"),
-                "--secret-backend",
-                "file",
-                "--port",
-                str(port),
-            ],
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-    lines = done.stdout.decode().splitlines()
-    assert done.returncode != 0
+        code, lines = run_serve(tmp_path / "d", "--port", str(holder.getsockname()[1]))
+    assert code != 0
     assert len(lines) == 1
-    assert json.loads(lines[0])["event"] == "error"
-    assert json.loads(lines[0])["error"] == "ADDRESS_UNAVAILABLE"
+    assert lines[0]["event"] == "error"
+    assert lines[0]["error"] == "ADDRESS_UNAVAILABLE"
 
 
 def test_exit_with_parent_shuts_down_on_stdin_eof(tmp_path: Path) -> None:
