@@ -133,7 +133,7 @@ async def test_rejected_handshakes_register_nothing(bridge: Bridge) -> None:
     for _ in range(5):
         assert (await status(bridge, host(bridge)))[0] == 401
     assert bridge.server.connection_count == 0
-    assert not bridge.server._admitted
+    assert not bridge.server._handshaking
     async with await open_ws(bridge) as ws:
         await ws.send(request("bridge:hello"))
         assert "result" in await recv_json(ws)
