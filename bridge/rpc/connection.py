@@ -126,7 +126,8 @@ class Connection(asyncio.Protocol):
     """One client: the WebSocket state machine, its output buffer, lane and timers.
 
     Attributes:
-        protocol: websockets' sans-I/O server protocol (its ``state``, ``close_code``).
+        sansio: websockets' sans-I/O server protocol (its ``state``, ``close_code``);
+            also readable as :attr:`protocol`.
         transport: the asyncio transport, once connected (kept after it closes).
         remote_address: the peer's address (``peername``; "" over a Unix socket).
         opened: True once the 101 was sent.
@@ -137,8 +138,9 @@ class Connection(asyncio.Protocol):
         self.hub = hub
         settings = hub.settings
         self.settings = settings
-        self.protocol = ServerProtocol(select_subprotocol=_select, max_size=settings.max_message_bytes)
-        self.transport: asyncio.Transport = None  # type: ignore[assignment] - set in connection_made
+        self.sansio = ServerProtocol(select_subprotocol=_select, max_size=settings.max_message_bytes)
+        # Set in connection_made, before any other callback can run.
+        self.transport: asyncio.Transport = cast("asyncio.Transport", None)
         self.remote_address: Any = None
         self.opened = False
         self._loop = asyncio.get_running_loop()
@@ -174,7 +176,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed ``data`` to the protocol, act on every event, then write once."""
-        protocol = self.protocol
+        protocol = self.sansio
         try:
             protocol.receive_data(data)
         except EOFError:  # data after EOF: nothing more to parse
@@ -190,15 +192,15 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         """The peer half-closed: let the protocol finish; the transport then closes."""
-        self.protocol.receive_eof()
+        self.sansio.receive_eof()
         self._flush()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         """TCP is gone: stop timers, cancel long requests, drop queued frames."""
         del exc
-        self.protocol.receive_eof()
-        self.protocol.data_to_send()  # nowhere to send it
+        self.sansio.receive_eof()
+        self.sansio.data_to_send()  # nowhere to send it
         for timer in (
             self._handshake_timer,
             self._ping_timer,
@@ -236,6 +238,11 @@ class Connection(asyncio.Protocol):
 
     # ---- public -----------------------------------------------------------------------
 
+    @property
+    def protocol(self) -> ServerProtocol:
+        """The sans-I/O server protocol of this connection, from websockets (read its ``state``)."""
+        return self.sansio
+
     async def wait_closed(self) -> None:
         """Wait until TCP is closed."""
         await asyncio.shield(self._closed)
@@ -250,10 +257,10 @@ class Connection(asyncio.Protocol):
 
         A connection still in its opening handshake is aborted at once.
         """
-        state = self.protocol.state
+        state = self.sansio.state
         if state is State.OPEN:
             self.hub.connection_dropped(self)
-            self.protocol.send_close(code, reason)
+            self.sansio.send_close(code, reason)
             self._flush()
             self._arm_close_timer(timeout_s)
         elif state is State.CONNECTING:
@@ -266,7 +273,7 @@ class Connection(asyncio.Protocol):
     def _on_request(self, request: Request) -> None:
         """Answer the opening handshake: the checks of DESIGN §6, then websockets' own."""
         hub = self.hub
-        protocol = self.protocol
+        protocol = self.sansio
         refusal: Refusal | None = check_request(request, hub.policy) or check_capacity(
             hub.open_count(), self.settings.max_connections, closing=hub.closing
         )
@@ -291,7 +298,7 @@ class Connection(asyncio.Protocol):
 
     def _handshake_timed_out(self) -> None:
         self._handshake_timer = None
-        if self.protocol.state is State.CONNECTING:
+        if self.sansio.state is State.CONNECTING:
             log.info("handshake_timed_out")
             self.hub.handshake_ended(self)
             self.transport.abort()
@@ -311,13 +318,12 @@ class Connection(asyncio.Protocol):
             if frame.fin:
                 data, self._fragments = b"".join(self._fragments), []
                 self._on_message(data, text=self._fragment_is_text)
-        elif opcode is Opcode.PONG:
-            if self._ping_payload is not None and frame.data == self._ping_payload:
-                self._pong_received()
+        elif opcode is Opcode.PONG and self._ping_payload is not None and frame.data == self._ping_payload:
+            self._pong_received()
         # PING: websockets queued the pong. CLOSE: websockets echoed it and half-closes.
 
     def _on_message(self, data: Any, *, text: bool) -> None:
-        if self.protocol.state is not State.OPEN:
+        if self.sansio.state is not State.OPEN:
             return  # closing: RFC 6455 §1.4, data after a close is discarded
         frame: str | bytes
         if text:
@@ -369,7 +375,7 @@ class Connection(asyncio.Protocol):
             if outcome is not None:
                 self._send(outcome)  # type: ignore[arg-type]
             return
-        assert isinstance(outcome, asyncio.Task)  # noqa: S101 - start_eagerly's contract
+        assert isinstance(outcome, asyncio.Task)  # start_eagerly's contract
         self._lane = outcome
         self.hub.request_started()
         outcome.add_done_callback(self._lane_done)
@@ -392,7 +398,7 @@ class Connection(asyncio.Protocol):
         """Dispatch the waiting frames in order until one needs the lane or writing pauses."""
         queue = self._queue
         while queue and self._lane is None and not self._writing_paused:
-            if self.protocol.state is not State.OPEN:
+            if self.sansio.state is not State.OPEN:
                 queue.clear()
                 break
             self._dispatch(queue.popleft())
@@ -424,7 +430,7 @@ class Connection(asyncio.Protocol):
         the cap is dropped and the connection closed (DESIGN §6).
         """
         transport = self.transport
-        if self.protocol.state is not State.OPEN or transport.is_closing():
+        if self.sansio.state is not State.OPEN or transport.is_closing():
             return False
         cap = self.settings.outbound_cap_bytes
         size = len(frame) + FRAME_HEADER_BYTES
@@ -436,7 +442,7 @@ class Connection(asyncio.Protocol):
         if buffered and buffered + size > cap:
             self._overflow(buffered, reason="outbound_cap")
             return False
-        self.protocol.send_text(frame)
+        self.sansio.send_text(frame)
         self._unflushed += size
         if self._unflushed >= FLUSH_AT_BYTES:
             self._flush()
@@ -444,7 +450,7 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         """Write everything the protocol has queued, in one ``transport.write``."""
-        chunks = self.protocol.data_to_send()
+        chunks = self.sansio.data_to_send()
         self._unflushed = 0
         transport = self.transport
         if chunks and not transport.is_closing():
@@ -459,7 +465,7 @@ class Connection(asyncio.Protocol):
                             transport.write_eof()
                     else:
                         transport.close()
-        if self._close_timer is None and self.protocol.close_expected():
+        if self._close_timer is None and self.sansio.close_expected():
             self._arm_close_timer(self.settings.close_timeout_s)
 
     def _arm_close_timer(self, timeout_s: float) -> None:
@@ -469,15 +475,15 @@ class Connection(asyncio.Protocol):
 
     def _close_timed_out(self) -> None:
         self._close_timer = None
-        if not self.transport.is_closing() or self.protocol.state is not State.CLOSED:
-            log.info("connection_aborted", code=self.protocol.close_code)
+        if not self.transport.is_closing() or self.sansio.state is not State.CLOSED:
+            log.info("connection_aborted", code=self.sansio.close_code)
             self.transport.abort()
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the WebSocket connection (RFC 6455 §7.1.7): close frame, then TCP."""
         self.hub.connection_dropped(self)
         self._queue.clear()
-        self.protocol.fail(code, reason)
+        self.sansio.fail(code, reason)
         self._flush()
 
     def _overflow(self, buffered: int, *, reason: str) -> None:
@@ -499,7 +505,7 @@ class Connection(asyncio.Protocol):
     def _stalled(self) -> None:
         """Writing stayed paused for ``ping_timeout_s``: the peer stopped reading."""
         self._stall_timer = None
-        if self._writing_paused and self.protocol.state is State.OPEN:
+        if self._writing_paused and self.sansio.state is State.OPEN:
             self._overflow(self.transport.get_write_buffer_size() + self._unflushed, reason="stalled")
 
     def _pause_reading(self, why: str) -> None:
@@ -518,10 +524,10 @@ class Connection(asyncio.Protocol):
 
     def _ping(self) -> None:
         self._ping_timer = None
-        if self.protocol.state is not State.OPEN:
+        if self.sansio.state is not State.OPEN:
             return
         self._ping_payload = struct.pack("!I", random.getrandbits(32))
-        self.protocol.send_ping(self._ping_payload)
+        self.sansio.send_ping(self._ping_payload)
         self._flush()
         self._pong_timer = self._loop.call_later(self.settings.ping_timeout_s, self._pong_timed_out)
 
@@ -534,6 +540,6 @@ class Connection(asyncio.Protocol):
 
     def _pong_timed_out(self) -> None:
         self._pong_timer = None
-        if self.protocol.state is State.OPEN:
+        if self.sansio.state is State.OPEN:
             log.info("keepalive_timed_out")
             self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")

@@ -160,7 +160,7 @@ class Dispatcher:
         parts = [_dump_reply(reply) for item in message if (reply := await self.handle_message(item, admit))]
         return b"[" + b",".join(parts) + b"]" if parts else None
 
-    async def handle_message(
+    async def handle_message(  # noqa: PLR0911 - one return per JSON-RPC outcome
         self, message: Any, admit: Gate | None = None, spawn: Spawn | None = None
     ) -> dict[str, Any] | None:
         """Answer one parsed request object; None for a notification (never answered).

@@ -36,7 +36,7 @@ class _Resumed(Generic[T]):
         while True:
             try:
                 sent = yield yielded
-            except BaseException as exc:  # noqa: BLE001 - cancellation too is forwarded to the coroutine
+            except BaseException as exc:  # cancellation too is forwarded to the coroutine
                 try:
                     yielded = coro.throw(exc)
                 except StopIteration as stop:

@@ -204,7 +204,9 @@ class BridgeServer:
         self._alive.discard(connection)
         self._connections.discard(connection)
         if connection.opened:
-            log.info("connection_closed", code=connection.protocol.close_code, connections=len(self._connections))
+            log.info(
+                "connection_closed", code=connection.sansio.close_code, connections=len(self._connections)
+            )
 
     def request_started(self) -> None:
         """A request is running in a task."""
