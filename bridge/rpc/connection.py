@@ -73,7 +73,8 @@ CLOSE_FRAME_ROOM: Final = 64
 FLUSH_AT_BYTES: Final = 64 * 1024
 """Replies waiting for the end of ``data_received`` are written at once past this many bytes."""
 MAX_QUEUED_FRAMES: Final = 64
-"""Frames read but waiting for the lane before reading from the socket pauses (in-flight limit)."""
+"""In-flight limit: reading from the socket pauses while this many frames wait for the lane,
+or this many long-running requests run, on one connection."""
 FRAME_HEADER_BYTES: Final = 10
 """Header bytes of an unmasked server frame of up to 2^64 bytes (RFC 6455 §5.2)."""
 
@@ -152,6 +153,7 @@ class Connection(asyncio.Protocol):
         self._queue: deque[str | bytes] = deque()
         self._lane: asyncio.Task[bytes | None] | None = None
         self._long: dict[Any, asyncio.Task[bytes]] = {}
+        self._long_tasks: set[asyncio.Task[bytes]] = set()
         self._unflushed = 0
         self._writing_paused = False
         self._read_pauses: set[str] = set()
@@ -211,7 +213,7 @@ class Connection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._queue.clear()
-        for task in self._long.values():
+        for task in self._long_tasks:
             task.cancel()
         # A request in the lane runs to its end (a write that started commits or not on
         # its own terms); its reply is discarded.
@@ -408,13 +410,20 @@ class Connection(asyncio.Protocol):
     def _spawn(self, request_id: Any, reply: Coroutine[Any, Any, bytes]) -> None:
         """Run a long-running request beside the lane; its response leaves when ready."""
         task = self._loop.create_task(reply)
+        # A reused id cancels only its latest request; every one counts against the limit.
         self._long[request_id] = task
+        self._long_tasks.add(task)
         self.hub.request_started()
+        if len(self._long_tasks) >= MAX_QUEUED_FRAMES:
+            self._pause_reading("long")
 
         def finished(task: asyncio.Task[bytes]) -> None:
             if self._long.get(request_id) is task:
                 del self._long[request_id]
+            self._long_tasks.discard(task)
             self.hub.request_finished()
+            if len(self._long_tasks) < MAX_QUEUED_FRAMES // 2:
+                self._resume_reading("long")
             if not task.cancelled() and task.exception() is None:
                 self.send_now(task.result())
 

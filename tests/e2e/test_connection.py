@@ -15,6 +15,7 @@ import pytest
 from bridge import api
 from bridge.cli import Bridge
 from bridge.models import EmptyParams, IdParams
+from bridge.rpc.connection import MAX_QUEUED_FRAMES
 from tests.conftest import openai_config
 from tests.e2e.wire import (
     TIMEOUT,
@@ -262,3 +263,27 @@ async def test_a_handshake_that_does_not_finish_in_time_is_dropped(tmp_path: Pat
             assert not bridge.server._handshaking
         finally:
             writer.close()
+
+
+async def test_reading_pauses_at_the_in_flight_limit_and_resumes_when_the_lane_drains(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        gates = register_waiting_channels(bridge)
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            await send(sock, request("test:long", {"id": CONFIG_ID}, "long"))
+            await asyncio.wait_for(gates.long_started.wait(), TIMEOUT)
+            (server_side,) = bridge.server._connections
+            assert server_side.transport.is_reading()
+            # The lane is busy with test:block; MAX_QUEUED_FRAMES reads wait behind it.
+            # The cancel at the end of the same write is still acted on at once.
+            reads = [request("llm-config:read", {"id": CONFIG_ID}, i) for i in range(MAX_QUEUED_FRAMES)]
+            await send(sock, request("test:block", None, "b"), *reads, cancel("long"))
+            await asyncio.wait_for(gates.long_cancelled.wait(), TIMEOUT)
+            assert (await receive(sock))["error"]["code"] == -32800
+            assert not server_side.transport.is_reading()
+            gates.block.set()
+            ids = [(await receive(sock))["id"] for _ in range(MAX_QUEUED_FRAMES + 1)]
+            assert ids == ["b", *range(MAX_QUEUED_FRAMES)]
+            assert server_side.transport.is_reading()
+        finally:
+            sock.close()
