@@ -19,7 +19,8 @@ request until :meth:`release` or until the client drops the connection, which se
 :attr:`dropped`), ``redirects`` (path → Location, answered 302), ``body_bytes`` (an
 oversized 200 body of that many bytes, streamed; with or without Content-Length),
 ``gzip_bomb_bytes`` (a gzip body that inflates to that many bytes), ``status`` (answer
-this status for every request), ``echo_key`` (list the received key as a model id).
+this status for every request), ``raw_body`` (answer 200 with these bytes), ``echo_key``
+(list the received key as a model id), ``tls`` (serve https with this server context).
 Standard library only (``http.server`` in a thread).
 """
 
@@ -30,10 +31,11 @@ import gzip
 import json
 import select
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini", "o3-mini"]
 ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
@@ -72,6 +74,8 @@ class FakeProvider:
     status: int | None = None
     echo_key: bool = False
     google_bad_key_status: int = 400
+    raw_body: bytes | None = None
+    tls: ssl.SSLContext | None = None
     requests: list[ReceivedRequest] = field(default_factory=list)
     bytes_sent: int = 0
     received: threading.Event = field(default_factory=threading.Event)
@@ -83,17 +87,26 @@ class FakeProvider:
 
     # ---- lifecycle ----------------------------------------------------------------------
 
-    def start(self) -> FakeProvider:
+    def start(self) -> Self:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 fake._handle(self)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
                 pass  # quiet: tests read `requests` instead
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client refusing the certificate is what TLS tests expect
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            # The handshake happens on the handler thread's first read, not in accept().
+            self._server.socket = self.tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-provider", daemon=True)
         self._thread.start()
@@ -107,7 +120,7 @@ class FakeProvider:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def __enter__(self) -> FakeProvider:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -124,8 +137,8 @@ class FakeProvider:
 
     @property
     def origin(self) -> str:
-        """``http://127.0.0.1:PORT`` (no path)."""
-        return f"http://127.0.0.1:{self.port}"
+        """``http://127.0.0.1:PORT`` (``https`` with ``tls``; no path)."""
+        return f"{'http' if self.tls is None else 'https'}://127.0.0.1:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -146,7 +159,7 @@ class FakeProvider:
         finally:
             self.finished.set()
 
-    def _respond(self, handler: BaseHTTPRequestHandler, headers: dict[str, str]) -> None:
+    def _respond(self, handler: BaseHTTPRequestHandler, headers: dict[str, str]) -> None:  # noqa: PLR0911 - one branch per behaviour
         if self.stall and not self._hold(handler.connection):
             return
         path = handler.path
@@ -166,6 +179,9 @@ class FakeProvider:
             return
         if self.body_bytes is not None:
             self._send_oversized(handler)
+            return
+        if self.raw_body is not None:
+            self._send(handler, 200, self.raw_body)
             return
         if self.gzip_bomb_bytes is not None:
             body = gzip.compress(b'{"data": [' + b" " * self.gzip_bomb_bytes + b"]}")
@@ -189,7 +205,7 @@ class FakeProvider:
                     return False
         return True
 
-    def _refusal(self, headers: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+    def _refusal(self, headers: dict[str, str]) -> tuple[int, dict[str, Any]] | None:  # noqa: PLR0911 - one per provider rule
         """The provider's own answer to a missing or wrong key, or None when it is right."""
         if self.provider == "google":
             if headers.get("x-goog-api-key") == self.key:
@@ -210,10 +226,16 @@ class FakeProvider:
             }
         if self.provider == "anthropic":
             if headers.get("anthropic-version") != "2023-06-01":
-                return 400, {"type": "error", "error": {"type": "invalid_request_error", "message": "version"}}
+                return 400, {
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": "version"},
+                }
             if headers.get("x-api-key") == self.key:
                 return None
-            return 401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+            return 401, {
+                "type": "error",
+                "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+            }
         if headers.get("authorization") == f"Bearer {self.key}":
             return None
         return 401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}
