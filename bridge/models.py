@@ -450,8 +450,9 @@ class LlmConfigTestFailure(WireModel):
 class LlmConfigTestResult(WireModel):
     """Result of ``llm-config:test``: ``{ok, latencyMs, models, error}``.
 
-    ``ok`` is true when the provider listed its models with the key. ``latencyMs`` is the
-    time the exchange took, in whole milliseconds (for a timeout: until it was given up).
+    ``ok`` is true when the provider listed its models with the key. ``latencyMs`` runs
+    from the start of the test to its outcome, in whole milliseconds (for a timeout: until
+    it was given up).
     ``models`` holds the model ids of the provider's first page (Google's ``models/``
     prefix removed), or null when the test failed. ``error`` is null when ``ok``.
     """
