@@ -17,7 +17,7 @@ from bridge import api
 from bridge.client import BridgeClient
 from bridge.errors import OutboundDisabledError
 from tests.conftest import OPENAI_KEY, ServedBridge, openai_config, start_bridge_process
-from tests.helpers.fake_provider import OPENAI_MODELS, FakeProvider
+from tests.helpers.fake_provider import NO_PROXY_ENV, OPENAI_MODELS, FakeProvider
 
 TIMEOUT = 15
 CANARY = "canary-e2e-93b1f0c7d4a2e8b65f1c"
@@ -58,9 +58,19 @@ def custom(name: str, base_url: str, key: str = CANARY, **extra: Any) -> dict[st
 
 
 @pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServedBridge]:
+    """``bridge serve`` that reaches the fake provider directly even if a proxy is configured."""
+    bridge = start_bridge_process(tmp_path / "data", env=NO_PROXY_ENV)
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+
+
+@pytest.fixture
 def served_debug(tmp_path: Path) -> Iterator[ServedBridge]:
     """``bridge serve`` logging at debug level: the most it ever writes."""
-    bridge = start_bridge_process(tmp_path / "data", "--log-level", "debug")
+    bridge = start_bridge_process(tmp_path / "data", "--log-level", "debug", env=NO_PROXY_ENV)
     try:
         yield bridge
     finally:
@@ -162,7 +172,7 @@ async def test_unknown_id_is_config_not_found(served: ServedBridge) -> None:
 
 
 async def test_no_outbound_answers_outbound_disabled_and_calls_nobody(tmp_path: Path) -> None:
-    bridge = start_bridge_process(tmp_path / "data", "--no-outbound")
+    bridge = start_bridge_process(tmp_path / "data", "--no-outbound", env=NO_PROXY_ENV)
     try:
         with FakeProvider("custom", CANARY) as provider:
             wire = await open_wire(bridge)

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
+NO_PROXY_ENV = {"NO_PROXY": "127.0.0.1,localhost,::1", "no_proxy": "127.0.0.1,localhost,::1"}
+"""Environment that keeps a proxy configured on the machine away from the fake provider."""
 OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini", "o3-mini"]
 ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
 GOOGLE_MODELS = ["gemini-2.5-pro", "gemini-2.5-flash"]

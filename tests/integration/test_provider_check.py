@@ -22,6 +22,7 @@ from tests.conftest import ANTHROPIC_KEY, GOOGLE_KEY, OPENAI_KEY
 from tests.helpers.fake_provider import (
     ANTHROPIC_MODELS,
     GOOGLE_MODELS,
+    NO_PROXY_ENV,
     OPENAI_MODELS,
     FakeProvider,
     closed_port,
@@ -36,6 +37,13 @@ MODELS = {
     "google": GOOGLE_MODELS,
     "custom": OPENAI_MODELS,
 }
+
+
+@pytest.fixture(autouse=True)
+def _loopback_without_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx honours the environment's proxies: the fake provider is reached directly."""
+    for name, value in NO_PROXY_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
