@@ -75,9 +75,10 @@ def register_llm_config_channels(
     registry.add(api.LLM_CONFIG_INITIALIZE, initialize)
 
     async def test(params: LlmConfigTestParams) -> LlmConfigTestResult:
-        # Progress (``$/progress`` for a ``workDoneToken``) and cancellation come from the
-        # RPC layer once it runs long operations; until then the test runs as an ordered
-        # call and cancelling its task (a dropped connection, shutdown) aborts the request.
+        # Progress (``$/progress`` for a ``workDoneToken``: pass ``progress=``) and
+        # cancellation come from the RPC layer once it runs long operations; until then
+        # the test runs as an ordinary ordered call, bounded by its timeoutMs. Cancelling
+        # the task that awaits it aborts the outbound request.
         return await tester.test(config_id=params.id, draft=params.config, timeout_ms=params.timeout_ms)
 
     registry.add(api.LLM_CONFIG_REFRESH_CACHE, refresh)
