@@ -259,7 +259,11 @@ async def test_a_handshake_that_does_not_finish_in_time_is_dropped(tmp_path: Pat
         reader, writer = await asyncio.open_connection("127.0.0.1", port_of(bridge))
         try:
             writer.write(sent)
-            assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # closed by the server
+            try:
+                rest = await asyncio.wait_for(reader.read(), TIMEOUT)
+            except ConnectionResetError:  # an abort may arrive as a reset
+                rest = b""
+            assert rest == b""  # closed by the server, nothing answered
             assert not bridge.server._handshaking
         finally:
             writer.close()
