@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import random
 import struct
+import time
 from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
@@ -53,7 +55,13 @@ from websockets.server import ServerProtocol
 
 from bridge.api import CANCEL_REQUEST
 from bridge.rpc.eager import start_eagerly
-from bridge.rpc.handshake import Refusal, check_capacity, check_request, select_subprotocol
+from bridge.rpc.handshake import (
+    Refusal,
+    check_capacity,
+    check_request,
+    refused_value,
+    select_subprotocol,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -77,6 +85,47 @@ MAX_QUEUED_FRAMES: Final = 64
 or this many long-running requests run, on one connection."""
 FRAME_HEADER_BYTES: Final = 10
 """Header bytes of an unmasked server frame of up to 2^64 bytes (RFC 6455 §5.2)."""
+REFUSAL_LOG_WINDOW_S: Final = 10.0
+"""Refused handshakes are logged at most ``REFUSAL_LOG_BURST`` times per reason in this many seconds."""
+REFUSAL_LOG_BURST: Final = 5
+
+
+class RefusalLog:
+    """Rate-limited ``handshake_refused`` lines: per reason, a few per window, then a count.
+
+    A flood of refused handshakes (a web page retrying, a local process probing) must
+    not flood the log: past ``REFUSAL_LOG_BURST`` lines of one reason within
+    ``REFUSAL_LOG_WINDOW_S`` seconds, lines are suppressed and the next line logged for
+    that reason carries ``suppressed`` (how many were left out).
+    """
+
+    def __init__(self) -> None:
+        """Start with no history."""
+        self._windows: dict[str, tuple[float, int, int]] = {}
+
+    def refused(self, reason: str, status: int, **fields: Any) -> None:
+        """Log one refusal of ``reason`` (HTTP ``status``) unless its window is full.
+
+        Args:
+            reason: the refusal reason (``host``, ``origin``, ``token``, ``capacity``...).
+            status: the HTTP status sent (0 when the connection was dropped unanswered).
+            fields: extra log fields (the offending Host/Origin value; never a token).
+        """
+        now = time.monotonic()
+        start, logged, suppressed = self._windows.get(reason, (now, 0, 0))
+        if now - start >= REFUSAL_LOG_WINDOW_S:
+            start, logged = now, 0
+        if logged >= REFUSAL_LOG_BURST:
+            self._windows[reason] = (start, logged, suppressed + 1)
+            return
+        if suppressed:
+            fields["suppressed"] = suppressed
+        self._windows[reason] = (start, logged + 1, 0)
+        log.info("handshake_refused", status=status, reason=reason, **fields)
+
+
+REFUSALS: Final = RefusalLog()
+"""The process's refusal log (shared by every server in it)."""
 
 
 class Hub(Protocol):
@@ -144,6 +193,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport = cast("asyncio.Transport", None)
         self.remote_address: Any = None
         self.opened = False
+        self._handshake_bytes = 0
         self._loop = asyncio.get_running_loop()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._admit: Gate | None = None
@@ -179,6 +229,13 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Feed ``data`` to the protocol, act on every event, then write once."""
         protocol = self.sansio
+        if protocol.state is State.CONNECTING:
+            # Bound what an unauthenticated client can make the parser buffer
+            # (websockets alone allows 128 header lines of 8 KiB: 1 MiB).
+            self._handshake_bytes += len(data)
+            if self._handshake_bytes > self.settings.max_handshake_bytes:
+                self._refuse_oversized_handshake()
+                return
         try:
             protocol.receive_data(data)
         except EOFError:  # data after EOF: nothing more to parse
@@ -280,8 +337,9 @@ class Connection(asyncio.Protocol):
             hub.open_count(), self.settings.max_connections, closing=hub.closing
         )
         if refusal is not None:
-            # One INFO line, without the path or any header value (they may hold the token).
-            log.info("handshake_refused", status=refusal.status.value, reason=refusal.reason)
+            # One INFO line (rate-limited): the reason and, for Host/Origin refusals, the
+            # offending value (query redacted); never the path or the token.
+            REFUSALS.refused(refusal.reason, refusal.status.value, **refused_value(request, refusal))
             protocol.send_response(protocol.reject(refusal.status, refusal.text))
             hub.handshake_ended(self)
             return
@@ -303,6 +361,23 @@ class Connection(asyncio.Protocol):
         if self.sansio.state is State.CONNECTING:
             log.info("handshake_timed_out")
             self.hub.handshake_ended(self)
+            self.transport.abort()
+
+    def _refuse_oversized_handshake(self) -> None:
+        """More than ``max_handshake_bytes`` before the handshake completed: 431, then close."""
+        REFUSALS.refused("handshake_size", http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE.value)
+        self.hub.handshake_ended(self)
+        transport = self.transport
+        transport.pause_reading()
+        if not transport.is_closing():
+            transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n")
+            transport.close()
+        # Nothing more is parsed; what the parser holds (at most the bound) goes with
+        # this object once TCP is gone.
+
+    def evict(self) -> None:
+        """Drop this connection, still in its opening handshake, to make room (no answer)."""
+        if self.sansio.state is State.CONNECTING and not self.transport.is_closing():
             self.transport.abort()
 
     # ---- incoming frames --------------------------------------------------------------

@@ -139,6 +139,29 @@ def check_request(request: Request, policy: HandshakePolicy) -> Refusal | None:
     return None
 
 
+MAX_LOGGED_VALUE: Final = 200
+"""Characters of a refused Host/Origin value kept in the log line."""
+
+
+def refused_value(request: Request, refusal: Refusal) -> dict[str, str]:
+    """The offending header of a Host/Origin refusal, for the log: ``{"host": ...}`` or ``{"origin": ...}``.
+
+    The value is cut at its first ``?`` (a query string may carry a token) and to
+    ``MAX_LOGGED_VALUE`` characters; other refusals log no header (the token check's
+    input is the token itself). A repeated header is logged as ``<repeated>``.
+    """
+    if refusal.reason not in {"host", "origin"}:
+        return {}
+    name = "Host" if refusal.reason == "host" else "Origin"
+    value = single_header(request.headers, name)
+    if value is None:
+        return {refusal.reason: "<absent>"}
+    if value == "" and len(request.headers.get_all(name)) > 1:
+        return {refusal.reason: "<repeated>"}
+    value = value.split("?", 1)[0]
+    return {refusal.reason: value[:MAX_LOGGED_VALUE]}
+
+
 def check_capacity(open_connections: int, max_connections: int, *, closing: bool) -> Refusal | None:
     """503 once ``max_connections`` are open or the server is shutting down; else None."""
     if closing or open_connections >= max_connections:
