@@ -124,16 +124,13 @@ class RefusalLog:
         log.info("handshake_refused", status=status, reason=reason, **fields)
 
 
-REFUSALS: Final = RefusalLog()
-"""The process's refusal log (shared by every server in it)."""
-
-
 class Hub(Protocol):
     """What a connection needs from its server (implemented by ``BridgeServer``)."""
 
     settings: ServerSettings
     dispatcher: Dispatcher
     policy: HandshakePolicy
+    refusals: RefusalLog
 
     @property
     def closing(self) -> bool:
@@ -339,7 +336,7 @@ class Connection(asyncio.Protocol):
         if refusal is not None:
             # One INFO line (rate-limited): the reason and, for Host/Origin refusals, the
             # offending value (query redacted); never the path or the token.
-            REFUSALS.refused(refusal.reason, refusal.status.value, **refused_value(request, refusal))
+            self.hub.refusals.refused(refusal.reason, refusal.status.value, **refused_value(request, refusal))
             protocol.send_response(protocol.reject(refusal.status, refusal.text))
             hub.handshake_ended(self)
             return
@@ -365,7 +362,7 @@ class Connection(asyncio.Protocol):
 
     def _refuse_oversized_handshake(self) -> None:
         """More than ``max_handshake_bytes`` before the handshake completed: 431, then close."""
-        REFUSALS.refused("handshake_size", http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE.value)
+        self.hub.refusals.refused("handshake_size", http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE.value)
         self.hub.handshake_ended(self)
         transport = self.transport
         transport.pause_reading()

@@ -26,7 +26,7 @@ import structlog
 
 from bridge.api import TopicSpec
 from bridge.errors import BridgeError, RateLimitedError, ServiceUnavailableError
-from bridge.rpc.connection import CLOSE_GOING_AWAY, REFUSALS, Connection
+from bridge.rpc.connection import CLOSE_GOING_AWAY, Connection, RefusalLog
 from bridge.rpc.dispatch import Dispatcher, Gate, notification_frame
 from bridge.rpc.handshake import SUBPROTOCOL, TOKEN_PATTERN, HandshakePolicy, presented_token
 from bridge.rpc.ratelimit import TokenBucket
@@ -113,6 +113,7 @@ class BridgeServer:
             allow_origins=frozenset(settings.allow_origins),
         )
         self._listeners: list[asyncio.Server] = []
+        self.refusals = RefusalLog()
         # Open connections that receive notifications; a connection leaves it as soon as
         # it overflows or starts closing, before TCP is gone.
         self._connections: set[Connection] = set()
@@ -284,7 +285,7 @@ class BridgeServer:
 
     def _evict(self, connection: Connection, reason: str) -> None:
         self._forget_handshake(connection)
-        REFUSALS.refused(reason, 0)
+        self.refusals.refused(reason, 0)
         connection.evict()
 
     def _forget_handshake(self, connection: Connection) -> None:
