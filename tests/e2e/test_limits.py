@@ -101,16 +101,18 @@ async def test_a_batch_of_100_lists_is_answered_4013_past_the_reply_budget(bridg
 
 
 async def test_a_single_reply_past_the_budget_gets_4013(tmp_path: Path) -> None:
-    async with running_bridge(tmp_path / "data", max_reply_bytes=4096) as small:
-        async with await open_ws(small, max_size=None) as ws:
-            await seed(ws, 30, per_frame=1)  # each reply fits the small budget
-            await ws.send(request("llm-config:snapshot", request_id=7))
-            answer = await recv_json(ws)
-            assert answer["id"] == 7
-            assert answer["error"]["code"] == 4013
-            assert answer["error"]["data"]["context"] == {"limit": 4096}
-            await ws.send(request("bridge:hello", request_id=8))  # the connection still works
-            assert (await recv_json(ws))["result"]["protocolVersion"] == 1
+    async with (
+        running_bridge(tmp_path / "data", max_reply_bytes=4096) as small,
+        await open_ws(small, max_size=None) as ws,
+    ):
+        await seed(ws, 30, per_frame=1)  # each reply fits the small budget
+        await ws.send(request("llm-config:snapshot", request_id=7))
+        answer = await recv_json(ws)
+        assert answer["id"] == 7
+        assert answer["error"]["code"] == 4013
+        assert answer["error"]["data"]["context"] == {"limit": 4096}
+        await ws.send(request("bridge:hello", request_id=8))  # the connection still works
+        assert (await recv_json(ws))["result"]["protocolVersion"] == 1
 
 
 # ---- unauthenticated sockets ----------------------------------------------------------
@@ -132,7 +134,7 @@ def flood(port: int, count: int) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     for i in range(count):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
+        sock.setblocking(False)  # noqa: FBT003 - the socket API
         sock.connect_ex(("127.0.0.1", port))  # never waits: on a full backlog the SYN just waits
         sockets.append(sock)
         if i % 2:
@@ -264,7 +266,8 @@ async def test_with_port_0_a_squatted_ipv6_twin_makes_bridge_pick_another_port(
 ) -> None:
     async with running_bridge(tmp_path / "data") as bridge:
         port = port_of(bridge)
-        assert squat_first_ipv6_twin and port != squat_first_ipv6_twin[0]
+        assert squat_first_ipv6_twin
+        assert port != squat_first_ipv6_twin[0]
         for address in ("127.0.0.1", "[::1]"):
             async with connect(
                 f"ws://{address}:{port}", additional_headers=authorized(bridge), compression=None
@@ -287,10 +290,9 @@ async def test_without_ipv6_loopback_bridge_serves_ipv4_alone_and_logs_it(
 
     monkeypatch.setattr(loop, "create_server", create_server)
     with capture_logs() as logs:
-        async with running_bridge(tmp_path / "data") as bridge:
-            async with await open_ws(bridge) as ws:
-                await ws.send(request("bridge:hello"))
-                assert (await recv_json(ws))["result"]["protocolVersion"] == 1
+        async with running_bridge(tmp_path / "data") as bridge, await open_ws(bridge) as ws:
+            await ws.send(request("bridge:hello"))
+            assert (await recv_json(ws))["result"]["protocolVersion"] == 1
     assert [entry["port"] for entry in logs if entry["event"] == "ipv6_loopback_unavailable"] == [
         port_of(bridge)
     ]

@@ -70,7 +70,7 @@ async def test_a_single_result_past_the_budget_gets_4013() -> None:
 
 async def test_notifications_past_the_budget_still_run_and_are_not_answered() -> None:
     dispatcher, calls = counting_dispatcher(BUDGET)
-    frame = orjson.loads(batch(5)) + [{"jsonrpc": "2.0", "method": "test:big"}]
+    frame = [*orjson.loads(batch(5)), {"jsonrpc": "2.0", "method": "test:big"}]
     reply = await dispatcher.handle_frame(orjson.dumps(frame).decode())
     assert reply is not None
     assert len(orjson.loads(reply)) == 5
