@@ -47,6 +47,16 @@ def port_of(bridge: Bridge) -> int:
     return int(bridge.url.rsplit(":", 1)[1])
 
 
+def big_config(i: int) -> dict[str, str]:
+    """A config of about 2.3 KB as a view (a long name and base URL), as in the issue's attack."""
+    return {
+        "customName": f"Config {i:04d} " + "n" * 80,
+        "provider": "custom",
+        "apiKey": "local-key-" + "k" * 30,
+        "baseUrl": "http://127.0.0.1:9/" + "v" * 2000,
+    }
+
+
 async def seed(ws: ClientConnection, count: int, per_frame: int = 100) -> None:
     """Create ``count`` configs, ``per_frame`` per batch frame."""
     for start in range(0, count, per_frame):
@@ -55,13 +65,7 @@ async def seed(ws: ClientConnection, count: int, per_frame: int = 100) -> None:
                 "jsonrpc": "2.0",
                 "method": "llm-config:create",
                 "id": i,
-                "params": {
-                    "config": {
-                        "customName": f"Config {i:04d}",
-                        "provider": "openai",
-                        "apiKey": "sk-" + "k" * 40,
-                    }
-                },
+                "params": {"config": big_config(i)},
             }
             for i in range(start, min(start + per_frame, count))
         ]

@@ -50,6 +50,16 @@ def rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def big_config(i: int) -> dict[str, str]:
+    """A config of about 2.3 KB as a view (a long name and base URL), as in the issue's attack."""
+    return {
+        "customName": f"Config {i:04d} " + "n" * 80,
+        "provider": "custom",
+        "apiKey": "local-key-" + "k" * 30,
+        "baseUrl": "http://127.0.0.1:9/" + "v" * 2000,
+    }
+
+
 def seed(served: ServedBridge) -> None:
     """Create ``CONFIGS`` configs, 100 per batch frame, then disconnect."""
     headers = {"Authorization": f"Bearer {served.token}"}
@@ -60,13 +70,7 @@ def seed(served: ServedBridge) -> None:
                     "jsonrpc": "2.0",
                     "method": "llm-config:create",
                     "id": i,
-                    "params": {
-                        "config": {
-                            "customName": f"Config {i:04d}",
-                            "provider": "openai",
-                            "apiKey": "sk-" + "m" * 40,
-                        }
-                    },
+                    "params": {"config": big_config(i)},
                 }
                 for i in range(start, start + 100)
             ]
