@@ -154,6 +154,9 @@ def test_rss_returns_within_16_mib_of_idle_after_300_half_sent_handshakes_close(
             assert residue <= HANDSHAKE_RESIDUE_MIB * MIB, f"RSS {residue / MIB:.0f} MiB over idle"
     finally:
         assert served.stop() == 0
-    print(
-        f"idle {idle / MIB:.1f} MiB; residue over idle per round: {[round(r / MIB, 1) for r in residues]} MiB"
+    record(
+        "half_sent_handshakes",
+        idle_mib=round(idle / MIB, 1),
+        residue_over_idle_mib=[round(r / MIB, 1) for r in residues],
+        bound_mib=HANDSHAKE_RESIDUE_MIB,
     )
