@@ -28,6 +28,8 @@ Per connection (DESIGN §5–§6):
   ``MAX_QUEUED_FRAMES`` frames wait for the lane. A frame that would take the bytes
   buffered for the connection past ``outbound_cap_bytes`` is not sent: the connection is
   closed with 1013, or aborted when even the close frame would pass the cap.
+- **Unauthenticated bytes.** More than ``max_handshake_bytes`` before the opening
+  handshake completes → 431 and close (websockets' parser alone buffers up to 1 MiB).
 - **Timeouts.** Opening handshake: ``handshake_timeout_s``, then abort. Keepalive: a ping
   every ``ping_interval_s``, no pong within ``ping_timeout_s`` → close 1011. Closing
   handshake: ``close_timeout_s`` (or the caller's bound) for the peer to close TCP, then

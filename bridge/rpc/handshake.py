@@ -4,7 +4,8 @@ Order: Host (403) → Origin (403) → token (401) → capacity (503), all befor
 (RFC 6455 §4.2.2). Nothing here does I/O or keeps state: the connection feeds the
 :class:`~websockets.http11.Request` that websockets' sans-I/O ``ServerProtocol`` parsed,
 and answers with the :class:`Refusal` returned (or accepts when there is none). The
-checks that later issues add (handshakes in progress per peer, header size) belong here.
+stateful bounds on unauthenticated sockets (handshakes in progress, overall and per
+peer; bytes before the handshake completes) are kept by the server and the connection.
 """
 
 from __future__ import annotations

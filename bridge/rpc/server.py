@@ -3,7 +3,8 @@
 Each accepted socket gets its own :class:`~bridge.rpc.connection.Connection` (an
 ``asyncio.Protocol`` driving websockets' sans-I/O ``ServerProtocol``), which runs the
 handshake checks of :mod:`bridge.rpc.handshake` and answers frames. The server only
-knows which connections are handshaking and which are open, counts requests running in
+knows which connections are handshaking (capped overall and per peer: the oldest is
+dropped past a cap) and which are open, counts requests running in
 tasks for graceful shutdown, and writes notifications to every open connection at once
 (each within its own outbound cap).
 
