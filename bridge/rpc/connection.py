@@ -367,8 +367,8 @@ class Connection(asyncio.Protocol):
         self.hub.refusals.refused("handshake_size", http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE.value)
         self.hub.handshake_ended(self)
         transport = self.transport
-        transport.pause_reading()
         if not transport.is_closing():
+            transport.pause_reading()
             transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n")
             transport.close()
         # Nothing more is parsed; what the parser holds (at most the bound) goes with

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import resource
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -44,6 +44,9 @@ __all__ = [
     "presented_token",
 ]
 
+if sys.platform != "win32":
+    import resource
+
 log = structlog.get_logger(__name__)
 
 RESERVED_DESCRIPTORS: Final = 32
@@ -61,8 +64,11 @@ def raise_descriptor_limit() -> tuple[int, int]:
     """Raise the soft ``RLIMIT_NOFILE`` to the hard limit where allowed (POSIX).
 
     Returns:
-        The (soft, hard) limits in force afterwards; ``RLIM_INFINITY`` is reported as is.
+        The (soft, hard) limits in force afterwards; ``RLIM_INFINITY`` is reported as is
+        (-1, -1 on Windows, which has no such limit).
     """
+    if sys.platform == "win32":
+        return -1, -1
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
@@ -81,6 +87,8 @@ def handshake_slots(settings: TransportOptions) -> int:
     idle sockets then never exhausts descriptors (the server would stop accepting,
     real clients included).
     """
+    if sys.platform == "win32":
+        return settings.max_handshakes
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return settings.max_handshakes
