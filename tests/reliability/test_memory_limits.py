@@ -137,10 +137,12 @@ def half_sent_handshake(port: int, header_bytes: int) -> socket.socket:
 def test_rss_returns_within_16_mib_of_idle_after_300_half_sent_handshakes_close(tmp_path: Path) -> None:
     served = start_bridge_process(tmp_path / "data")
     residues: list[int] = []
+    held: list[int] = []
     try:
         idle = rss(served.process.pid)
         for _ in range(ROUNDS):
             sockets = [half_sent_handshake(served.port, 1_000_000) for _ in range(300)]
+            held.append(rss(served.process.pid) - idle)
             for sock in sockets:
                 sock.close()
             # The closes reach the server asynchronously: sample until RSS is back within
@@ -157,6 +159,7 @@ def test_rss_returns_within_16_mib_of_idle_after_300_half_sent_handshakes_close(
     record(
         "half_sent_handshakes",
         idle_mib=round(idle / MIB, 1),
+        held_while_open_mib=[round(h / MIB, 1) for h in held],
         residue_over_idle_mib=[round(r / MIB, 1) for r in residues],
         bound_mib=HANDSHAKE_RESIDUE_MIB,
     )
