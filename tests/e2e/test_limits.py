@@ -222,8 +222,8 @@ def test_a_squatter_on_ipv6_loopback_makes_a_given_port_refused(tmp_path: Path) 
         process = subprocess.Popen(
             serve_command(data_dir, "--port", str(port)), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
+        assert process.stdout is not None
         try:
-            assert process.stdout is not None
             line = json.loads(process.stdout.readline())
             assert line["event"] == "error", line  # never serving 127.0.0.1 alone
             assert line["error"] == "ADDRESS_UNAVAILABLE"
