@@ -170,11 +170,13 @@ export interface CreateParams {
 /**
  * A new LLM provider configuration (the ``config`` of ``llm-config:create``).
  *
- * ``customName``: trimmed, 1 to 100 characters (code points after NFC), unique ignoring
- * case ("Straße" and "STRASSE" clash). ``apiKey``: trimmed, 1 to 500 characters, no
- * whitespace inside, in the provider's format (see ``Provider``). ``baseUrl``: optional
- * absolute http(s) URL with a host and no credentials, at most 2048 characters, stored
- * as given (trimmed); required for ``custom``. ``useAuthHeader``: a JSON boolean
+ * ``customName``: trimmed, 1 to 100 characters (code points after NFC), no C0/C1 control
+ * characters or bidirectional overrides (INVALID_FORMAT), unique ignoring case ("Straße"
+ * and "STRASSE" clash). ``apiKey``: trimmed, 1 to 500 characters, no whitespace inside,
+ * in the provider's format (see ``Provider``). ``baseUrl``: optional absolute http(s)
+ * URL with a host and no credentials, at most 2048 characters, with no character at or
+ * below U+0020 or equal to U+007F after trimming (INVALID_URL), stored as given
+ * (trimmed); required for ``custom``. ``useAuthHeader``: a JSON boolean
  * (default true).
  *
  * This interface was referenced by `BridgeSchema`'s JSON-Schema
@@ -187,7 +189,7 @@ export interface LlmConfigInput {
   apiKey: string;
   baseUrl?: string | null;
   /**
-   * Display name; unique case-insensitively.
+   * Display name; unique case-insensitively; no control characters or bidirectional overrides.
    */
   customName: string;
   provider: Provider;
@@ -316,7 +318,7 @@ export interface LlmConfigPatch {
   apiKey?: string;
   baseUrl?: string | null;
   /**
-   * Display name; unique case-insensitively.
+   * Display name; unique case-insensitively; no control characters or bidirectional overrides.
    */
   customName?: string;
   provider?: Provider;
