@@ -29,6 +29,7 @@ def page_server() -> Iterator[str]:
 def allowed_bridge(tmp_path: Path, page_server: str) -> Iterator[ServedBridge]:
     token_file = tmp_path / "token"
     token_file.write_text("T" * 43)
+    token_file.chmod(0o600)  # a secret: bridge refuses one others can read
     served = start_bridge_process(
         tmp_path / "data", "--allow-origin", page_server, "--token-file", str(token_file)
     )
