@@ -242,7 +242,10 @@ class LlmConfigPatch(WireModel):
     """``updates`` of ``llm-config:update``: every field optional.
 
     An omitted field keeps its value; ``baseUrl: null`` clears it; ``null`` elsewhere is
-    INVALID_FORMAT. The merged result must satisfy every rule of ``LlmConfigInput``.
+    INVALID_FORMAT. The merged result must satisfy every rule of ``LlmConfigInput``. A
+    patch whose merged ``baseUrl`` or ``provider`` differs from the stored one (clearing
+    ``baseUrl`` included) must carry ``apiKey`` (else ``updates.apiKey`` REQUIRED): a
+    stored key never follows a new destination on its own.
     """
 
     # ``X | None`` keeps pydantic's nullable schema (errors located at the field, not at

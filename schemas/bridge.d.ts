@@ -109,7 +109,7 @@ export interface ChannelMap {
     result: Snapshot;
   };
   /**
-   * Patch a config; omitted fields keep their value, baseUrl null clears it.
+   * Patch a config; omitted fields keep their value, baseUrl null clears it. A patch that changes baseUrl (clearing it included) or provider must carry apiKey (else updates.apiKey REQUIRED): a stored key never follows a new destination on its own.
    */
   "llm-config:update": {
     params: UpdateParams;
@@ -306,7 +306,10 @@ export interface UpdateParams {
  * ``updates`` of ``llm-config:update``: every field optional.
  *
  * An omitted field keeps its value; ``baseUrl: null`` clears it; ``null`` elsewhere is
- * INVALID_FORMAT. The merged result must satisfy every rule of ``LlmConfigInput``.
+ * INVALID_FORMAT. The merged result must satisfy every rule of ``LlmConfigInput``. A
+ * patch whose merged ``baseUrl`` or ``provider`` differs from the stored one (clearing
+ * ``baseUrl`` included) must carry ``apiKey`` (else ``updates.apiKey`` REQUIRED): a
+ * stored key never follows a new destination on its own.
  *
  * This interface was referenced by `BridgeSchema`'s JSON-Schema
  * via the `definition` "LlmConfigPatch".
