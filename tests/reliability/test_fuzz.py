@@ -46,6 +46,10 @@ CODES = {
     5003: "SERVICE_UNAVAILABLE",
 }
 FRAMES_PER_EXAMPLE = 50
+REPLY_BUDGET_BYTES = 4 * 1024 * 1024
+"""The server's default reply byte budget (DESIGN §6): replies may exceed the 256 KiB
+inbound limit by design (a batch of 100 ``rpc.discover`` is about 300 KB), so the fuzzing
+client accepts up to the budget, and no more: a reply past it closes the client (1009)."""
 SENTINEL = '{"jsonrpc":"2.0","method":"llm-config:snapshot","id":"sentinel"}'
 CHANNELS = [
     api.LLM_CONFIG_CREATE.name,
@@ -269,7 +273,11 @@ def test_fuzzed_frames_get_documented_codes_and_never_break_the_connection(tmp_p
     loop = asyncio.new_event_loop()
     try:
         ws = loop.run_until_complete(
-            connect(served.url, additional_headers={"Authorization": f"Bearer {served.token}"}, max_size=None)
+            connect(
+                served.url,
+                additional_headers={"Authorization": f"Bearer {served.token}"},
+                max_size=REPLY_BUDGET_BYTES,
+            )
         )
         session = Session(ws)
 
