@@ -223,10 +223,10 @@ def _error(finding: Finding) -> InsecurePathError:
     hint = (
         "it is never opened"
         if not finding.waivable
-        else f"fix its owner or mode (chmod go-rwx), or pass {SKIP_HINT} for mounted secrets"
+        else f"fix its owner or mode (chown, chmod), or pass {SKIP_HINT} for mounted secrets"
     )
     return InsecurePathError(
-        f"refusing {finding.describe()}; {hint}",
+        f"refused: {finding.describe()}; {hint}",
         path=str(finding.path),
         problem=finding.problem,
     )
