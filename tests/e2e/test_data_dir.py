@@ -208,16 +208,17 @@ def test_key_file_linked_to_another_users_file_is_refused_naming_the_target(
 
 
 @pytest.mark.parametrize("flags", [(), ("--skip-permission-checks",)])
-def test_fifo_in_place_of_the_key_file_is_refused_without_blocking(
-    tmp_path: Path, flags: tuple[str, ...]
+@pytest.mark.parametrize("name", ["bridge.key", "bridge.db"])
+def test_fifo_in_place_of_the_key_file_or_database_is_refused_without_blocking(
+    tmp_path: Path, name: str, flags: tuple[str, ...]
 ) -> None:
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
-    os.mkfifo(data / "bridge.key", 0o600)
+    os.mkfifo(data / name, 0o600)
 
     line = serve_expecting_refusal(data, *flags)  # the old code blocked here for ever
 
-    assert_refused(line, data / "bridge.key", "is not a regular file (it is a FIFO)")
+    assert_refused(line, data / name, "is not a regular file (it is a FIFO)")
 
 
 @pytest.mark.parametrize("flag", ["--token-file", "--data-key-file"])
