@@ -52,6 +52,7 @@ from websockets.protocol import SEND_EOF, State
 from websockets.server import ServerProtocol
 
 from bridge.api import CANCEL_REQUEST
+from bridge.rpc.dispatch import cancelled_frame
 from bridge.rpc.eager import start_eagerly
 from bridge.rpc.handshake import Refusal, check_capacity, check_request, select_subprotocol
 
@@ -424,7 +425,11 @@ class Connection(asyncio.Protocol):
             self.hub.request_finished()
             if len(self._long_tasks) < MAX_QUEUED_FRAMES // 2:
                 self._resume_reading("long")
-            if not task.cancelled() and task.exception() is None:
+            if task.cancelled():
+                # Cancelled before its coroutine ran (the cancel came in the same read),
+                # so it could not answer itself: it is still answered -32800.
+                self.send_now(cancelled_frame(request_id))
+            elif task.exception() is None:
                 self.send_now(task.result())
 
         task.add_done_callback(finished)

@@ -291,3 +291,26 @@ async def test_reading_pauses_at_the_in_flight_limit_and_resumes_when_the_lane_d
             assert server_side.transport.is_reading()
         finally:
             sock.close()
+
+
+async def test_a_cancel_in_the_same_read_as_its_request_is_answered_request_cancelled(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        register_waiting_channels(bridge)
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            # The cancel reaches the spawned task before it ever ran: it is still answered.
+            await send(
+                sock,
+                request("test:long", {"id": CONFIG_ID}, "long"),
+                cancel("long"),
+                request("bridge:hello", None, "h"),
+            )
+            replies = {reply["id"]: reply for reply in [await receive(sock), await receive(sock)]}
+            assert set(replies) == {"long", "h"}
+            assert replies["long"]["error"]["code"] == -32800
+            assert replies["long"]["error"]["data"] == {
+                "code": "REQUEST_CANCELLED",
+                "name": "RequestCancelledError",
+            }
+        finally:
+            sock.close()
