@@ -255,6 +255,15 @@ class Connection(asyncio.Protocol):
         if self._send(frame):
             self._flush()
 
+    def cancel_long_running(self) -> None:
+        """Cancel every long-running request of this connection; each is answered -32800.
+
+        Graceful shutdown calls it first, so long operations end within its bound
+        instead of holding it (issue 19: cancelled and answered on shutdown).
+        """
+        for task in self._long_tasks:
+            task.cancel()
+
     def close(self, code: int, reason: str, timeout_s: float) -> None:
         """Start the closing handshake with ``code``; abort TCP after ``timeout_s`` seconds.
 

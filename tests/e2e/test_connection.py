@@ -314,3 +314,27 @@ async def test_a_cancel_in_the_same_read_as_its_request_is_answered_request_canc
             }
         finally:
             sock.close()
+
+
+async def test_shutdown_cancels_a_running_long_request_and_answers_it_before_closing_with_1001(
+    tmp_path: Path,
+) -> None:
+    # A bound longer than the test's own timeout: the answer must not wait for it.
+    async with running_bridge(tmp_path / "data", shutdown_timeout_s=60.0) as bridge:
+        gates = register_waiting_channels(bridge)
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            await send(sock, request("test:long", {"id": CONFIG_ID}, "long"))
+            await asyncio.wait_for(gates.long_started.wait(), TIMEOUT)
+            stopping = asyncio.create_task(bridge.server.shutdown())
+            reply = await receive(sock)
+            assert reply["id"] == "long"
+            assert reply["error"]["code"] == -32800
+            assert gates.long_cancelled.is_set()
+            opcode, payload = await asyncio.to_thread(read_frame, sock)
+            assert (opcode, int.from_bytes(payload[:2], "big")) == (8, 1001)
+            await asyncio.to_thread(sock.sendall, masked_frame(payload[:2], opcode=8))
+            sock.close()  # the closing handshake is complete: TCP goes
+            await asyncio.wait_for(stopping, TIMEOUT)
+        finally:
+            sock.close()
