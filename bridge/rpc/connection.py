@@ -21,7 +21,8 @@ Per connection (DESIGN §5–§6):
   ``FLUSH_AT_BYTES`` are waiting.
 - **Long-running requests** (``ChannelSpec.long_running``) run beside the lane; their
   responses leave when ready. ``$/cancelRequest {id}`` is acted on as soon as its frame
-  is read, even with requests queued ahead of it, and cancels that request (-32800).
+  is read, even with requests queued ahead of it, and cancels that request (-32800) —
+  running, or still queued (it is then answered -32800 as it would start).
 - **Backpressure.** While the transport's buffer is over its high-water mark
   (``pause_writing``) no further frame is dispatched and reading is paused; a connection
   that stays so for ``ping_timeout_s`` is closed with 1013. Reading is also paused while
@@ -155,6 +156,9 @@ class Connection(asyncio.Protocol):
         self._lane: asyncio.Task[bytes | None] | None = None
         self._long: dict[Any, asyncio.Task[bytes]] = {}
         self._long_tasks: set[asyncio.Task[bytes]] = set()
+        # Ids cancelled while frames waited in the queue: a long-running request among
+        # them is cancelled as it starts (bounded; emptied whenever the queue is).
+        self._early_cancels: set[Any] = set()
         self._unflushed = 0
         self._writing_paused = False
         self._read_pauses: set[str] = set()
@@ -375,6 +379,8 @@ class Connection(asyncio.Protocol):
             task = self._long.get(target)
             if task is not None:
                 task.cancel()
+            elif self._queue and len(self._early_cancels) < MAX_QUEUED_FRAMES:
+                self._early_cancels.add(target)  # its request may still wait in the queue
         return True  # a notification: never answered, even when it matches nothing
 
     # ---- dispatch ---------------------------------------------------------------------
@@ -414,6 +420,8 @@ class Connection(asyncio.Protocol):
                 queue.clear()
                 break
             self._dispatch(queue.popleft())
+        if not queue:
+            self._early_cancels.clear()
         if "queue" in self._read_pauses and len(queue) < MAX_QUEUED_FRAMES // 2:
             self._resume_reading("queue")
 
@@ -442,6 +450,9 @@ class Connection(asyncio.Protocol):
                 self.send_now(task.result())
 
         task.add_done_callback(finished)
+        if request_id in self._early_cancels:  # cancelled while it waited in the queue
+            self._early_cancels.discard(request_id)
+            task.cancel()
 
     # ---- output -----------------------------------------------------------------------
 

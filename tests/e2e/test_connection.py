@@ -338,3 +338,24 @@ async def test_shutdown_cancels_a_running_long_request_and_answers_it_before_clo
             await asyncio.wait_for(stopping, TIMEOUT)
         finally:
             sock.close()
+
+
+async def test_a_cancel_for_a_long_request_still_queued_behind_the_lane_cancels_it(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        gates = register_waiting_channels(bridge)
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            # test:long waits behind test:block when its cancel arrives: it never starts.
+            await send(
+                sock,
+                request("test:block", None, "b"),
+                request("test:long", {"id": CONFIG_ID}, "long"),
+                cancel("long"),
+            )
+            gates.block.set()
+            replies = {reply["id"]: reply for reply in [await receive(sock), await receive(sock)]}
+            assert replies["b"]["result"] == "released"
+            assert replies["long"]["error"]["code"] == -32800
+            assert not gates.long_started.is_set()
+        finally:
+            sock.close()
