@@ -47,7 +47,7 @@ from bridge.rpc.server import (
     TransportOptions,
 )
 from bridge.service import LlmConfigService, register_llm_config_channels
-from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore
+from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore, StoreState
 
 if TYPE_CHECKING:
     from bridge.client import ConnectionInfo
@@ -159,7 +159,11 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     registry = registry or api.Registry()
     token = _resolve_token(options.token)
     store = _make_store(options)
-    await store.open()
+    try:
+        await store.open()
+    except BaseException:
+        await store.close()
+        raise
     try:
         key = await _load_key(options, store)
     except BaseException:
@@ -169,19 +173,24 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         log.warning("secret_backend_file", detail="data key kept in a 0600 file, not the OS keyring")
     service = LlmConfigService(store, KeyCipher(key))
     register_llm_config_channels(registry, service)
+    initial = await _load_once(store)
 
     document: dict[str, Any] = {}
 
     async def hello(_: EmptyParams) -> api.HelloResult:
         await service.initialize()
+        info = service.cache_info()
         return api.HelloResult(
             server_version=server_version(),
             protocol_version=api.PROTOCOL_VERSION,
             schema_hash=document_hash,
             channels=registry.names(),
-            revision=service.cache_info().revision,
+            revision=info.revision,
             secret_backend=key.backend,
             recovered_from=store.recovered_from,
+            quarantined=[api.QuarantinedRow(id=q.id, reason=q.reason) for q in service.quarantined()],
+            cache=api.CacheStats(count=info.count, bytes=info.bytes),
+            degraded="load_failed" if info.load_failed else None,
         )
 
     async def discover(_: EmptyParams) -> dict[str, Any]:
@@ -199,7 +208,7 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     server = BridgeServer(Dispatcher(registry, max_batch=options.max_batch), settings)
     service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
     try:
-        await service.initialize()
+        await service.start(initial)
         try:
             await server.start()
         except OSError as exc:
@@ -234,12 +243,23 @@ def _make_store(options: BridgeOptions) -> ConfigStore:
     return PostgresConfigStore(uri)
 
 
+async def _load_once(store: ConfigStore) -> StoreState | None:
+    """The start-up's one full read of the store; None when it fails (served degraded)."""
+    try:
+        return await store.load()
+    except Exception:
+        log.exception("store_load_failed")
+        return None
+
+
 async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
     """Return the data key, refusing one that did not seal the stored API keys (DESIGN §3).
 
     A shared key (``--data-key-file`` / ``BRIDGE_DATA_KEY``) is required with PostgreSQL:
     every instance must open what the others sealed. Each ciphertext starts with the id
-    of its key, so a wrong key is refused here, before any row is read for use or changed.
+    of its key, so a wrong key is refused here, before any row is read for use or changed:
+    refused when no stored ciphertext names one of the given keys. Rows naming an unknown
+    key beside rows the key opens are quarantined by the service (``UNKNOWN_KEY_ID``).
     """
     shared = load_shared_data_key(options.data_key_file, os.environ.get(DATA_KEY_ENV))
     if shared is not None:
@@ -256,9 +276,9 @@ async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
             options.secret_backend,
             must_exist=await store.has_ciphertexts(),
         )
-    state = await store.load()
-    foreign = sorted({row.api_key_ct[:8].hex() for row in state.configs} - {key.key_id.hex()})
-    if foreign:
+    stored = await store.key_ids()
+    if stored and not stored & key.key_ids:
+        foreign = sorted(k.hex() for k in stored)
         raise StartupError(
             f"The store holds API keys sealed with data key id {', '.join(foreign)} but the given key's "
             f"id is {key.key_id.hex()}; start with the key the other instances use (nothing was changed)"

@@ -9,6 +9,7 @@ last, so a process publishes other processes' changes before its own, in revisio
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Protocol
@@ -67,13 +68,17 @@ class Change:
         revision: the global revision the change committed at (gap-free, commit order).
         type: created, updated or deleted.
         id: config id.
-        config: the row after the change; None for ``deleted``.
+        config: the row after the change; None for ``deleted`` (and when undecodable).
+        undecodable: the change-log entry did not decode (written by something other
+            than bridge's triggers): its content is not to be trusted, the service
+            reloads the table instead.
     """
 
     revision: int
     type: ChangeType
     id: str
     config: StoredConfig | None
+    undecodable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,9 @@ class ConfigStore(Protocol):
     recovered_from: str | None
     """Path a corrupt database was moved to when opened, else None."""
 
+    repaired: list[str]
+    """Structural findings repaired without loss (e.g. ``revision row missing``)."""
+
     async def open(self) -> None:
         """Open (creating or migrating) the store; quarantine a corrupt one."""
 
@@ -127,6 +135,15 @@ class ConfigStore(Protocol):
 
     async def has_ciphertexts(self) -> bool:
         """Return True when any row holds an encrypted API key."""
+
+    async def key_ids(self) -> set[bytes]:
+        """Return the ids (8 bytes each) of the data keys named by the stored ciphertexts."""
+
+    async def moved(self) -> bool:
+        """True when another process may have committed since the last load or feed read.
+
+        Cheap (no table is read): the read path asks it on a cache miss.
+        """
 
     async def load(self) -> StoreState:
         """Return every config in creation order and the current revision (one read)."""
@@ -162,3 +179,28 @@ class ConfigStore(Protocol):
 
     async def wait_for_change(self) -> None:
         """Return once another process may have committed (a poll or a notification)."""
+
+    async def reseal(self, seal: Callable[[StoredConfig], bytes | None]) -> int:
+        """Replace every row's ciphertext by ``seal(row)`` (None: keep) in one transaction.
+
+        Returns:
+            How many rows were re-sealed.
+        """
+
+
+def backoff_delays(base_s: float = 0.05, cap_s: float = 5.0) -> Callable[[], float]:
+    """Return a function giving successive retry delays, in seconds.
+
+    Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential
+    Backoff And Jitter"): the n-th delay is uniform in ``[0, min(cap_s, base_s * 2**n)]``.
+    Shared by the PostgreSQL listener's reconnects and the service's store follower.
+    """
+    attempt = 0
+
+    def next_delay() -> float:
+        nonlocal attempt
+        ceiling = min(cap_s, base_s * 2**attempt)
+        attempt += 1
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+
+    return next_delay

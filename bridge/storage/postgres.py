@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -45,7 +44,16 @@ from bridge.errors import (
     VersionConflictError,
 )
 from bridge.models import ChangeType
-from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
+from bridge.storage.base import (
+    COLUMNS,
+    backoff_delays,
+    Change,
+    Mutation,
+    StoredConfig,
+    StoreState,
+    WriteOutcome,
+    row_values,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -118,23 +126,6 @@ def redact_dsn(dsn: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def backoff_delays(base_s: float = 0.05, cap_s: float = 5.0) -> Callable[[], float]:
-    """Return a function giving successive reconnect delays, in seconds.
-
-    Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential
-    Backoff And Jitter"): the n-th delay is uniform in ``[0, min(cap_s, base_s * 2**n)]``.
-    """
-    attempt = 0
-
-    def next_delay() -> float:
-        nonlocal attempt
-        ceiling = min(cap_s, base_s * 2**attempt)
-        attempt += 1
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
-
-    return next_delay
 
 
 def _row(record: Any) -> StoredConfig:
@@ -214,6 +205,7 @@ class PostgresConfigStore:
         self.connect_timeout_s = connect_timeout_s
         self.op_timeout_s = op_timeout_s
         self.recovered_from: str | None = None
+        self.repaired: list[str] = []
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
@@ -426,6 +418,25 @@ class PostgresConfigStore:
         async with self._acquire() as conn:
             rows = await conn.fetch("SELECT DISTINCT key_id FROM bridge_configs")
         return {bytes(r["key_id"]) for r in rows}
+
+    async def moved(self) -> bool:
+        """True when a notification above the highest revision seen has arrived (no query)."""
+        return self._notified_revision > self._seen_revision
+
+    async def reseal(self, seal: Callable[[StoredConfig], bytes | None]) -> int:
+        """Replace every row's ciphertext by ``seal(row)`` in one transaction (key rotation)."""
+        async with self._acquire() as conn, conn.transaction():
+            await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1 FOR UPDATE")
+            rows = [_row(r) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")]
+            count = 0
+            for row in rows:
+                sealed = seal(row)
+                if sealed is not None:
+                    await conn.execute(
+                        "UPDATE bridge_configs SET api_key_ct = $1 WHERE id = $2", sealed, row.id
+                    )
+                    count += 1
+        return count
 
     async def load(self) -> StoreState:
         """Return every config in creation order and the revision, from one snapshot."""
