@@ -30,6 +30,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from bridge.errors import (
     BridgeError,
+    ConfigNotFoundError,
     ConfigOperationFailedError,
     DuplicateConfigNameError,
     FieldError,
@@ -184,8 +185,9 @@ class LlmConfigService:
         """Quarantined row id → reason code."""
         self._reserved: dict[str, str] = {}
         """Name keys of quarantined rows → their id (a create with one gets 4009)."""
-        self._stale: set[str] = set()
-        """Valid rows whose derived fields must be rewritten through the write path."""
+        self._stale: dict[str, StoredConfig] = {}
+        """Valid rows whose derived fields must be rewritten through the write path before
+        they are served (held back until then; the cache keeps their previous state)."""
         self.events: EventBus[LlmConfigChanged] = EventBus()
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -632,7 +634,7 @@ class LlmConfigService:
         entry = self._cache.get(config_id)
         if row is None:
             self._release(config_id)
-            self._stale.discard(config_id)
+            self._stale.pop(config_id, None)
             if entry is None:
                 return
             del self._cache[config_id]
@@ -649,9 +651,11 @@ class LlmConfigService:
                     LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision)
                 )
             return
-        restored = self._release(config_id)
         if verdict.stale:
-            self._stale.add(config_id)
+            # Not served until the write path has recomputed it (or found it clashing).
+            self._stale[config_id] = row
+            return
+        restored = self._release(config_id)
         view = to_view(row)
         self._cache[config_id] = _Entry(row)
         if restored:
@@ -668,7 +672,7 @@ class LlmConfigService:
             log.warning("config_quarantined", id=printable_id(config_id), reason=reason)
         self._release(config_id)
         self._quarantine[config_id] = reason
-        self._stale.discard(config_id)
+        self._stale.pop(config_id, None)
         for value in (row.name_key, row.custom_name):
             if isinstance(value, str):
                 with contextlib.suppress(UnicodeError):
@@ -699,10 +703,7 @@ class LlmConfigService:
         quarantined with ``NAME_CONFLICT``.
         """
         while self._stale:
-            config_id = self._stale.pop()
-            entry = self._cache.get(config_id)
-            if entry is None:
-                continue
+            config_id, row = self._stale.popitem()
 
             def rederive(current: StoredConfig) -> StoredConfig | None:
                 api_key = self._cipher.decrypt(current.api_key_ct, current.id)
@@ -716,11 +717,13 @@ class LlmConfigService:
             try:
                 outcome = await self._store.update(config_id, rederive, None, self._revision)
             except DuplicateConfigNameError:
-                self._hold(entry.row, NAME_CONFLICT)
-                del self._cache[config_id]
-                self.events.publish(
-                    LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=self._revision)
-                )
+                self._hold(row, NAME_CONFLICT)
+                if self._cache.pop(config_id, None) is not None:
+                    self.events.publish(
+                        LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=self._revision)
+                    )
+                continue
+            except ConfigNotFoundError:
                 continue
             except Exception:
                 log.exception("stale_repair_failed", id=printable_id(config_id))
@@ -750,9 +753,12 @@ class LlmConfigService:
             if verdict.reason is not None:
                 self._hold(row, verdict.reason)
                 continue
-            self._release(row.id)
             if verdict.stale:
-                self._stale.add(row.id)
+                self._stale[row.id] = row
+                if previous is not None:
+                    fresh[row.id] = previous
+                continue
+            self._release(row.id)
             fresh[row.id] = _Entry(row)
             kind = ChangeType.CREATED if previous is None else ChangeType.UPDATED
             differences.append((row.revision or revision, kind, row))

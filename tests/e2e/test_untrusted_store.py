@@ -277,5 +277,136 @@ async def test_hello_reports_cache_count_and_bytes(served: ServedBridge) -> None
     assert cache["bytes"] > 2 * len(OPENAI_KEY)
 
 
-def _unused() -> None:  # keep imports honest for helpers used by later tests
-    _ = (cipher_for, text)
+# ---- edits by other programs ----------------------------------------------------------
+
+
+def key_file_of(tmp_path: Path, backend_args: list[str]) -> Path:
+    if "--data-key-file" in backend_args:
+        return Path(backend_args[backend_args.index("--data-key-file") + 1])
+    return tmp_path / "data" / "bridge.key"
+
+
+_INSERT = (
+    "INSERT INTO {configs} (id, custom_name, name_key, provider, api_key_ct, api_key_preview, base_url, "
+    "use_auth_header, created_at, updated_at, version) VALUES (?, ?, ?, 'openai', ?, 'sk-...9j0', NULL, ?, "
+    "'2026-01-02T03:04:05.678Z', '2026-01-02T03:04:05.678Z', 1)"
+)
+
+
+async def test_insert_update_delete_by_another_program_are_sent_in_order_with_fresh_revisions(
+    tmp_path: Path, backend_args: list[str], program: OtherProgram
+) -> None:
+    served = start_bridge_process(tmp_path / "data", *backend_args)
+    try:
+        ids = await seed(served)
+        cipher = cipher_for(key_file_of(tmp_path, backend_args))
+        new_id = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
+        async with BridgeClient(served.url, served.token) as client:
+            events = subscribe(client)
+            start = (await client.invoke("bridge:hello"))["revision"]
+
+            await program.execute(
+                _INSERT, new_id, "Imported", "imported", cipher.encrypt(OPENAI_KEY, new_id), True
+            )
+            created = (await wait_for(events, lambda e: e["id"] == new_id))[-1]
+            assert created["type"] == "created"
+            assert created["config"]["customName"] == "Imported"
+            assert created["revision"] == start + 1
+
+            await program.execute("UPDATE {configs} SET use_auth_header = ? WHERE id = ?", False, ids.good)
+            updated = (await wait_for(events, lambda e: e["id"] == ids.good))[-1]
+            assert updated["type"] == "updated"
+            assert updated["config"]["useAuthHeader"] is False
+            assert updated["config"]["version"] == 2
+            assert updated["revision"] == start + 2
+
+            # A rename that leaves the name key stale: bridge recomputes the key through
+            # the write path before serving the row (the repair's revision follows the tool's).
+            await program.execute(
+                "UPDATE {configs} SET custom_name = 'Renamed By Tool' WHERE id = ?", ids.other
+            )
+            renamed = await wait_for(events, lambda e: e["id"] == ids.other)
+            assert [(e["config"]["customName"], e["config"]["version"], e["revision"]) for e in renamed] == [
+                ("Renamed By Tool", 3, start + 4)
+            ]
+            [(key,)] = await program.fetch("SELECT name_key FROM {configs} WHERE id = ?", ids.other)
+            assert text(key) == "renamed by tool"
+            with pytest.raises(DuplicateConfigNameError):
+                await client.create_config(openai_config("RENAMED by tool"))
+
+            # A rename onto another row's name: the newer row is quarantined.
+            await program.execute("UPDATE {configs} SET custom_name = 'GOOD' WHERE id = ?", new_id)
+            clash = await wait_for(events, lambda e: e["id"] == new_id and e["type"] == "deleted")
+            assert all(e.get("config", {}).get("customName") != "GOOD" for e in clash)
+            hello = await client.invoke("bridge:hello")
+            assert hello["quarantined"] == [{"id": new_id, "reason": "NAME_CONFLICT"}]
+            assert await stored_row(program, new_id) is not None
+
+            await program.execute("DELETE FROM {configs} WHERE id = ?", ids.victim)
+            deleted = (await wait_for(events, lambda e: e["id"] == ids.victim))[-1]
+            assert deleted["type"] == "deleted"
+            listed = await client.invoke("llm-config:list")
+            assert [c["id"] for c in listed] == [ids.good, ids.other]
+            assert listed[0]["useAuthHeader"] is False
+            assert listed[1]["customName"] == "Renamed By Tool"
+    finally:
+        served.stop()
+    assert "Traceback" not in served.log_text()
+
+
+# ---- the change log is untrusted --------------------------------------------------------
+
+
+async def test_forged_and_undecodable_change_log_entries_never_reach_a_renderer(
+    tmp_path: Path, backend_args: list[str], program: OtherProgram
+) -> None:
+    served = start_bridge_process(tmp_path / "data", *backend_args)
+    try:
+        ids = await seed(served)
+        async with BridgeClient(served.url, served.token) as client:
+            events = subscribe(client)
+            forged_id = "11111111-2222-4333-8444-555555555555"
+            bad_row = orjson.dumps(["not", "a", "row"])
+            forged = (
+                orjson.dumps([forged_id, "Forged", "forged", "openai", "00", "x", None, 1, "a", "b", 1, 0])
+                if program.backend == "sqlite"
+                else orjson.dumps(
+                    {
+                        "id": forged_id,
+                        "custom_name": "Forged",
+                        "name_key": "forged",
+                        "provider": "bogus",
+                        "api_key_ct": "00",
+                        "api_key_preview": "x",
+                        "base_url": None,
+                        "use_auth_header": True,
+                        "created_at": "a",
+                        "updated_at": "b",
+                        "version": 1,
+                        "revision": 0,
+                    }
+                )
+            )
+            # A forger takes the next revisions as a real writer would, then logs junk.
+            for entry_id, row in ((ids.good, b"\xff\xfe not json"), (ids.good, bad_row), (forged_id, forged)):
+                [(revision,)] = await program.fetch("SELECT revision FROM {meta} WHERE id = 1")
+                await program.execute("UPDATE {meta} SET revision = revision + 1 WHERE id = 1")
+                await program.execute(
+                    "INSERT INTO {changes} (revision, id, type, row) VALUES (?, ?, 'created', ?)",
+                    revision + 1,
+                    entry_id,
+                    row,
+                )
+            # The follower still follows: a real edit arrives, and nothing forged came before it.
+            await program.execute("UPDATE {configs} SET use_auth_header = ? WHERE id = ?", False, ids.other)
+            seen = await wait_for(events, lambda e: e["id"] == ids.other)
+            assert all(e["id"] != forged_id for e in seen)
+            assert all(e.get("config", {}).get("customName") != "Forged" for e in seen)
+            # Writes and refresh-cache still work (they answered 5000 for good before).
+            view = await client.create_config(openai_config("After forgery"))
+            assert (await client.invoke("llm-config:refresh-cache"))["count"] == 4
+            listed = await client.invoke("llm-config:list")
+            assert [c["id"] for c in listed] == [ids.good, ids.victim, ids.other, view.id]
+            assert forged_id not in orjson.dumps(await client.invoke("bridge:hello")).decode()
+    finally:
+        served.stop()
