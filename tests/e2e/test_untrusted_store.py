@@ -410,3 +410,96 @@ async def test_forged_and_undecodable_change_log_entries_never_reach_a_renderer(
             assert forged_id not in orjson.dumps(await client.invoke("bridge:hello")).decode()
     finally:
         served.stop()
+
+
+# ---- structural damage --------------------------------------------------------------------
+
+
+STRUCTURAL = {
+    "revision-row-deleted": ("DELETE FROM {meta}",),
+    "meta-table-dropped": ("DROP TABLE {meta}",),
+    "change-log-dropped": ("DROP TABLE {changes}",),
+}
+
+
+@pytest.mark.parametrize("damage", list(STRUCTURAL), ids=list(STRUCTURAL))
+async def test_structural_damage_that_loses_nothing_is_repaired_at_start_up(
+    tmp_path: Path, backend_args: list[str], program: OtherProgram, damage: str
+) -> None:
+    data = tmp_path / "data"
+    first = start_bridge_process(data, *backend_args)
+    try:
+        ids = await seed(first)
+        async with BridgeClient(first.url, first.token) as client:
+            revision = (await client.invoke("bridge:hello"))["revision"]
+    finally:
+        first.stop()
+    for sql in STRUCTURAL[damage]:
+        await program.execute(sql)
+
+    served = start_bridge_process(data, *backend_args)
+    try:
+        async with BridgeClient(served.url, served.token) as client:
+            hello = await client.invoke("bridge:hello")
+            assert "recoveredFrom" not in hello
+            assert hello["quarantined"] == []
+            # The lost revision is recomputed from what the store holds: never lower.
+            assert hello["revision"] >= revision - (1 if damage == "change-log-dropped" else 0)
+            listed = await client.invoke("llm-config:list")
+            assert [c["id"] for c in listed] == [ids.good, ids.victim, ids.other]
+            events = subscribe(client)
+            view = await client.create_config(openai_config("After repair"))
+            created = (await wait_for(events, lambda e: e["id"] == view.id))[-1]
+            assert created["revision"] > revision
+    finally:
+        served.stop()
+    assert "cannot start" not in served.log_text()
+    assert '"store_repaired"' in served.log_text()
+
+
+async def test_revision_row_deleted_while_serving_is_recomputed_on_the_next_write(
+    tmp_path: Path, backend_args: list[str], program: OtherProgram, store_backend: str
+) -> None:
+    served = start_bridge_process(tmp_path / "data", *backend_args)
+    try:
+        ids = await seed(served)
+        async with BridgeClient(served.url, served.token) as client:
+            revision = (await client.invoke("bridge:hello"))["revision"]
+            await program.execute("DELETE FROM {meta}")
+            events = subscribe(client)
+            if store_backend == "postgresql":
+                # The write path does not repair on PostgreSQL: refresh (a reload) does.
+                await client.invoke("llm-config:refresh-cache")
+            view = await client.create_config(openai_config("After loss"))
+            created = (await wait_for(events, lambda e: e["id"] == view.id))[-1]
+            assert created["revision"] == revision + 1
+            listed = await client.invoke("llm-config:list")
+            assert [c["id"] for c in listed] == [ids.good, ids.victim, ids.other, view.id]
+    finally:
+        served.stop()
+
+
+async def test_dropped_configs_table_is_handled_as_a_corrupt_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = start_bridge_process(data)
+    try:
+        await seed(first)
+    finally:
+        first.stop()
+    program = OtherProgram(db=data / "bridge.db")
+    await program.execute("DROP TABLE {configs}")
+    served = start_bridge_process(data)
+    try:
+        async with BridgeClient(served.url, served.token) as client:
+            hello = await client.invoke("bridge:hello")
+            moved = Path(hello["recoveredFrom"])
+            assert moved.exists()
+            assert moved.name.startswith("bridge.db.corrupt-")
+            assert await client.invoke("llm-config:list") == []
+            await client.create_config(openai_config("Fresh start"))
+    finally:
+        served.stop()
+    assert "TypeError" not in served.log_text()
+    # The moved-aside file still holds what was there (its change log, its revision).
+    kept = OtherProgram(db=moved)
+    assert len(await kept.fetch("SELECT * FROM {changes}")) == 3
