@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -461,7 +462,49 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--connection-file", type=Path, help="connection file of the running server")
     call.add_argument("--data-dir", type=Path, help="data directory holding connection.json")
     call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    _add_doctor_parser(sub)
+    _add_rotate_key_parser(sub)
     return parser
+
+
+def _add_store_flags(cmd: argparse.ArgumentParser) -> None:
+    """The flags that locate a store and its data keys, as ``bridge serve`` takes them."""
+    cmd.add_argument("--data-dir", type=Path, help="data directory (default: the platform's user data dir)")
+    cmd.add_argument(
+        "--secret-backend", choices=[b.value for b in SecretBackend], default="auto", help="data key source"
+    )
+    cmd.add_argument(
+        "--store", help=f"postgresql://… URI of a shared store (else {STORE_ENV}; default SQLite)"
+    )
+    cmd.add_argument(
+        "--data-key-file", type=Path, help=f"data key file shared by the instances (else {DATA_KEY_ENV})"
+    )
+
+
+def _add_doctor_parser(sub: Any) -> None:
+    doc = sub.add_parser(
+        "doctor", help="list quarantined rows and structural findings of a SQLite store (no server started)"
+    )
+    doc.add_argument("--data-dir", type=Path, help="data directory (default: the platform's user data dir)")
+    doc.add_argument(
+        "--secret-backend", choices=[b.value for b in SecretBackend], default="auto", help="data key source"
+    )
+    doc.add_argument(
+        "--data-key-file", type=Path, help=f"data key file (else {DATA_KEY_ENV} or the data dir's)"
+    )
+
+
+def _add_rotate_key_parser(sub: Any) -> None:
+    rot = sub.add_parser(
+        "rotate-key",
+        help="add a new data key, re-seal every API key with it in one transaction, retire the old key",
+    )
+    _add_store_flags(rot)
+    rot.add_argument(
+        "--stage",
+        action="store_true",
+        help="only add the new key to the key source (then restart every instance, then rotate)",
+    )
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -645,6 +688,108 @@ def _call_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor_command(args: argparse.Namespace) -> int:
+    """``bridge doctor``: examine ``bridge.db`` read-only; exit 0 when clean, 1 with findings."""
+    from bridge.service.maintenance import examine_rows  # noqa: PLC0415
+    from bridge.storage.sqlite import examine_file  # noqa: PLC0415
+
+    configure_logging("warning")
+    data_dir: Path = args.data_dir or default_data_dir()
+    path = data_dir / DB_FILE_NAME
+    try:
+        exam = examine_file(path)
+    except (OSError, sqlite3.Error) as exc:
+        _emit(
+            {
+                "event": "error",
+                "error": StartupError.code,
+                "message": f"cannot examine {path}: {_describe(exc)}",
+            }
+        )
+        return 2
+    key_problem = None
+    key = None
+    if exam.rows:
+        try:
+            key = load_shared_data_key(args.data_key_file, os.environ.get(DATA_KEY_ENV)) or load_data_key(
+                data_dir, SecretBackend(args.secret_backend), must_exist=True
+            )
+        except StartupError as exc:
+            key_problem = exc.message
+    findings = examine_rows(exam.rows, key)
+    report = {
+        "event": "doctor",
+        "database": str(path),
+        "schemaVersion": exam.schema_version,
+        "damage": exam.damage,
+        "structure": exam.repairable,
+        "fatal": exam.fatal,
+        "dataKey": key_problem,
+        "rows": len(exam.rows),
+        "quarantined": [{"id": f.id, "reason": f.reason} for f in findings],
+    }
+    _emit(report)
+    clean = not (exam.damage or exam.repairable or exam.fatal or key_problem or findings)
+    return 0 if clean else 1
+
+
+def _rotate_key_command(args: argparse.Namespace) -> int:
+    """``bridge rotate-key``: see :func:`bridge.service.maintenance.rotate_data_key`."""
+    configure_logging("warning")
+    try:
+        return asyncio.run(_rotate_key(args))
+    except StartupError as exc:
+        _emit({"event": "error", "error": exc.code, "message": exc.message})
+        return 2
+    except Exception as exc:
+        log.exception("rotate_key_failed")
+        _emit({"event": "error", "error": StartupError.code, "message": f"cannot rotate: {_describe(exc)}"})
+        return 2
+
+
+async def _rotate_key(args: argparse.Namespace) -> int:
+    from bridge.keystore import write_data_key, write_key_file  # noqa: PLC0415
+    from bridge.service.maintenance import rotate_data_key, stage_data_key  # noqa: PLC0415
+
+    options = BridgeOptions(
+        data_dir=args.data_dir or default_data_dir(),
+        secret_backend=SecretBackend(args.secret_backend),
+        store=args.store,
+        data_key_file=args.data_key_file,
+    )
+    if args.data_key_file is None and os.environ.get(DATA_KEY_ENV):
+        raise StartupError(f"rotate-key cannot write {DATA_KEY_ENV}: keep the keys in a --data-key-file")
+
+    def save(key: DataKey) -> None:
+        if options.data_key_file is not None:
+            write_key_file(options.data_key_file, key)
+        else:
+            write_data_key(options.data_dir, key)
+
+    store = _make_store(options)
+    await store.open()
+    try:
+        key = await _load_key(options, store)
+        if args.stage:
+            staged = stage_data_key(key, save)
+            _emit({"event": "staged", "sealingKeyId": staged.key_id.hex()})
+            return 0
+        report = await rotate_data_key(store, key, save)
+    finally:
+        await store.close()
+    _emit(
+        {
+            "event": "rotated",
+            "sealingKeyId": report.sealing_key_id,
+            "resealed": report.resealed,
+            "unopened": report.unopened,
+            "retired": report.retired,
+            "kept": report.kept,
+        }
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bridge`` command; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -652,4 +797,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve_command(args)
     if args.command == "schemas":
         return _schemas_command(args)
+    if args.command == "doctor":
+        return _doctor_command(args)
+    if args.command == "rotate-key":
+        return _rotate_key_command(args)
     return _call_command(args)

@@ -231,6 +231,56 @@ def _keyring_key(account: str, *, must_exist: bool, timeout_s: float) -> DataKey
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _keyring_account(data_dir: Path) -> str:
+    return "data-key:" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def new_key_set(current: DataKey) -> DataKey:
+    """Return ``current`` with a fresh random key added as the sealing key (rotation)."""
+    return DataKey(_random.token_bytes(KEY_BYTES), current.backend, current.secrets())
+
+
+def write_key_file(path: Path, key: DataKey) -> None:
+    """Replace the key file at ``path`` with the keys of ``key``, atomically, mode 0600.
+
+    A temporary file of our own (``mkstemp``: unique name, 0600) is written, synced and
+    renamed over ``path``: readers see the old set or the new one, never a part.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(encode_key_text(key))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_data_key(data_dir: Path, key: DataKey, *, keyring_timeout_s: float = KEYRING_TIMEOUT_S) -> None:
+    """Store the key set ``key`` where :func:`load_data_key` found it (file or OS keyring).
+
+    Raises:
+        StartupError: the keyring did not answer in time.
+    """
+    if key.backend == "file":
+        write_key_file(data_dir / KEY_FILE_NAME, key)
+        return
+    import keyring  # noqa: PLC0415
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyring")
+    try:
+        pool.submit(
+            keyring.set_password, KEYRING_SERVICE, _keyring_account(data_dir), encode_key_text(key)
+        ).result(timeout=keyring_timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise StartupError("The OS keyring did not answer in time; nothing was changed") from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def load_data_key(
     data_dir: Path,
     backend: SecretBackend = SecretBackend.AUTO,
@@ -258,7 +308,7 @@ def load_data_key(
     key_file = data_dir / KEY_FILE_NAME
     if backend is SecretBackend.FILE:
         return _load_file_key(key_file, must_exist=must_exist)
-    account = "data-key:" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    account = _keyring_account(data_dir)
     if backend is SecretBackend.AUTO and key_file.exists():
         # A key file from an earlier launch keeps working even if a keyring appeared since.
         return _load_file_key(key_file, must_exist=True)

@@ -24,7 +24,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -762,3 +762,53 @@ def _feed(conn: sqlite3.Connection, since: int, current: StoredConfig | None) ->
             continue
         changes.append(Change(int(r[0]), kind, r[2], config))
     return WriteOutcome(changes, current, int(revision))
+
+
+@dataclass(frozen=True, slots=True)
+class Examination:
+    """What :func:`examine_file` found in a database file (read-only; nothing changed).
+
+    Attributes:
+        schema_version: ``PRAGMA user_version`` (0 for a new or foreign file).
+        damage: why the file is unusable (``quick_check failed``…), else None.
+        repairable: structural findings the server repairs on open without loss.
+        fatal: structural damage that makes the server move the file aside, else None.
+        rows: the stored rows (empty when unreadable).
+    """
+
+    schema_version: int
+    damage: str | None
+    repairable: list[str]
+    fatal: str | None
+    rows: list[StoredConfig]
+
+
+def examine_file(path: Path) -> Examination:
+    """Examine the database at ``path`` on a read-only connection (``bridge doctor``).
+
+    Raises:
+        FileNotFoundError: there is no database at ``path``.
+    """
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file", str(path))
+    store = SqliteConfigStore(path)
+    try:
+        damage = store._damage()  # noqa: SLF001 - same module: the open path's own check
+    finally:
+        store._executor.shutdown()  # noqa: SLF001
+    if damage is not None:
+        return Examination(0, damage, [], None, [])
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.text_factory = _text
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        repairable, fatal = inspect_structure(conn)
+        if version < SCHEMA_VERSION and fatal is None:
+            repairable = [f for f in repairable if not f.startswith("trigger ")]
+            repairable.append(f"schema version {version} (migrated to {SCHEMA_VERSION} on open)")
+        rows: list[StoredConfig] = []
+        if fatal is None:
+            rows = _rows(conn.execute(f"SELECT {_COLUMNS} FROM configs ORDER BY seq").fetchall())
+    finally:
+        conn.close()
+    return Examination(int(version), None, repairable, fatal, rows)
