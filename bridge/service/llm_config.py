@@ -90,7 +90,7 @@ _ENTRY_OVERHEAD = 200
 
 
 def printable_id(config_id: object) -> str:
-    """An id as it may be logged or sent: bytes that were not UTF-8 shown as ``\\xNN``."""
+    r"""An id as it may be logged or sent: bytes that were not UTF-8 shown as ``\xNN``."""
     if isinstance(config_id, str):
         return config_id.encode("utf-8", "backslashreplace").decode("utf-8")
     return repr(config_id)

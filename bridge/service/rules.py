@@ -91,7 +91,7 @@ def valid_timestamp(value: str) -> bool:
     return True
 
 
-def check_row(row: StoredConfig, cipher: KeyCipher) -> Verdict:  # noqa: C901, PLR0911 - one check per rule
+def check_row(row: StoredConfig, cipher: KeyCipher) -> Verdict:  # noqa: C901, PLR0911, PLR0912 - one check per rule
     """Check a stored row with the write rules (DESIGN §2–§3).
 
     Args:

@@ -46,12 +46,12 @@ from bridge.errors import (
 from bridge.models import ChangeType
 from bridge.storage.base import (
     COLUMNS,
-    backoff_delays,
     Change,
     Mutation,
     StoredConfig,
     StoreState,
     WriteOutcome,
+    backoff_delays,
     row_values,
 )
 
@@ -578,8 +578,9 @@ class PostgresConfigStore:
                 )
                 current, changed_id = await fn(conn)
                 outcome = await _feed(conn, since, current)
-                # The trigger sent NOTIFY (delivered at commit). Before COMMIT: our own notification may be handled before this task
-                # resumes, and must not wake the watcher.
+                # The trigger sent NOTIFY (delivered at commit). Before COMMIT: our own
+                # notification may be handled before this task resumes, and must not wake
+                # the watcher.
                 self._saw(outcome.revision)
         except _CONNECTION_ERRORS:
             # Lost at COMMIT (or right after it), the transaction may have committed: a

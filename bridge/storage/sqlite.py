@@ -95,12 +95,15 @@ CREATE TABLE IF NOT EXISTS changes (
     row BLOB
 )"""
 _REV = "(SELECT revision FROM meta WHERE id = 1)"
-_NO_META = "SELECT RAISE(ABORT, 'bridge: the revision row is missing') WHERE NOT EXISTS (SELECT 1 FROM meta WHERE id = 1);"
+_NO_META = (
+    "SELECT RAISE(ABORT, 'bridge: the revision row is missing') "
+    "WHERE NOT EXISTS (SELECT 1 FROM meta WHERE id = 1);"
+)
 _TRIM = f"DELETE FROM changes WHERE {_REV} % 1000 = 0 AND revision <= {_REV} - {CHANGE_LOG_KEEP};"
 _LOG_ROW = (
-    "INSERT INTO changes (revision, id, type, row) SELECT revision, id, '{kind}', json_array(id, custom_name, "
-    "name_key, provider, hex(api_key_ct), api_key_preview, base_url, use_auth_header, created_at, "
-    "updated_at, version, revision) FROM configs WHERE seq = NEW.seq;"
+    "INSERT INTO changes (revision, id, type, row) SELECT revision, id, '{kind}', "
+    "json_array(id, custom_name, name_key, provider, hex(api_key_ct), api_key_preview, base_url, "
+    "use_auth_header, created_at, updated_at, version, revision) FROM configs WHERE seq = NEW.seq;"
 )
 _CONTENT_COLUMNS = (
     "id",
@@ -135,8 +138,8 @@ _TRIGGERS: Final = {
     # The triggers' own UPDATEs change only version and revision (to the counter's value);
     # anyone else changing only those is refused: the database keeps them.
     "bridge_configs_counters": (
-        "CREATE TRIGGER IF NOT EXISTS bridge_configs_counters BEFORE UPDATE OF version, revision, seq ON configs "
-        "WHEN ("
+        "CREATE TRIGGER IF NOT EXISTS bridge_configs_counters "
+        "BEFORE UPDATE OF version, revision, seq ON configs WHEN ("
         + " AND ".join(f"OLD.{c} IS NEW.{c}" for c in _CONTENT_COLUMNS)
         + f") AND (NEW.revision IS NOT {_REV} OR OLD.seq IS NOT NEW.seq) "
         "BEGIN SELECT RAISE(ABORT, 'bridge: version and revision are kept by the database'); END"
@@ -383,7 +386,7 @@ class SqliteConfigStore:
             src.close()
         return target
 
-    def _migrate(self, conn: sqlite3.Connection, seen_version: int) -> None:
+    def _migrate(self, conn: sqlite3.Connection, seen_version: int) -> None:  # noqa: C901 - one step per version
         """Create the schema or migrate it to :data:`SCHEMA_VERSION` in one transaction.
 
         The version is read again under the write lock: another process may have
@@ -411,7 +414,7 @@ class SqliteConfigStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if backup is not None:
-                log.error("store_migration_failed", path=str(self.path), backup=str(backup))
+                log.exception("store_migration_failed", path=str(self.path), backup=str(backup))
             raise
         if user_version > 0:
             log.info(
@@ -505,7 +508,8 @@ class SqliteConfigStore:
         """Return the ids (8 bytes each) of the data keys named by the stored ciphertexts."""
         rows = await self._run(
             lambda c: c.execute(
-                f"SELECT DISTINCT substr(api_key_ct, 1, {KEY_ID_BYTES}) FROM configs WHERE typeof(api_key_ct) = 'blob'"
+                f"SELECT DISTINCT substr(api_key_ct, 1, {KEY_ID_BYTES}) FROM configs "
+                "WHERE typeof(api_key_ct) = 'blob'"
             ).fetchall()
         )
         return {bytes(r[0]) for r in rows}

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bridge.client import BridgeClient
 from bridge.keystore import key_id_of, load_shared_data_key
 from tests.conftest import (

@@ -42,7 +42,10 @@ class Damage:
     reason: str
 
 
-_COPY_CT = "UPDATE {configs} SET api_key_ct = (SELECT api_key_ct FROM {configs} WHERE custom_name = 'Good') WHERE id = ?"
+_COPY_CT = (
+    "UPDATE {configs} SET api_key_ct = (SELECT api_key_ct FROM {configs} WHERE custom_name = 'Good') "
+    "WHERE id = ?"
+)
 DAMAGES = [
     Damage(
         "provider",
@@ -71,23 +74,33 @@ DAMAGES = [
     Damage(
         "key-id",
         (
-            "UPDATE {configs} SET api_key_ct = CAST(zeroblob(8) || substr(api_key_ct, 9) AS BLOB) WHERE id = ?",
+            (
+                "UPDATE {configs} SET api_key_ct = CAST(zeroblob(8) || substr(api_key_ct, 9) AS BLOB) "
+                "WHERE id = ?"
+            ),
         ),
         (
-            "UPDATE {configs} SET api_key_ct = '\\x0000000000000000'::bytea || substring(api_key_ct from 9) "
-            "WHERE id = ?",
+            (
+                "UPDATE {configs} SET api_key_ct = '\\x0000000000000000'::bytea "
+                "|| substring(api_key_ct from 9) "
+                "WHERE id = ?"
+            ),
         ),
         "UNKNOWN_KEY_ID",
     ),
     Damage(
         "tampered-ciphertext",
         (
-            "UPDATE {configs} SET api_key_ct = CAST(substr(api_key_ct, 1, 20) || zeroblob(length(api_key_ct) - 20) "
-            "AS BLOB) WHERE id = ?",
+            (
+                "UPDATE {configs} SET api_key_ct = "
+                "CAST(substr(api_key_ct, 1, 20) || zeroblob(length(api_key_ct) - 20) AS BLOB) WHERE id = ?"
+            ),
         ),
         (
-            "UPDATE {configs} SET api_key_ct = substring(api_key_ct from 1 for 20) "
-            "|| decode(repeat('00', length(api_key_ct) - 20), 'hex') WHERE id = ?",
+            (
+                "UPDATE {configs} SET api_key_ct = substring(api_key_ct from 1 for 20) "
+                "|| decode(repeat('00', length(api_key_ct) - 20), 'hex') WHERE id = ?"
+            ),
         ),
         "CIPHERTEXT_AUTH_FAILED",
     ),
@@ -126,7 +139,7 @@ def statements(damage: Damage, backend: str) -> tuple[str, ...]:
     return damage.postgresql
 
 
-def on_backends(damages: list[Damage]) -> Any:
+def on_backends(damages: list[Damage]) -> pytest.MarkDecorator:
     """Parametrize ``store_backend`` × ``damage``; PostgreSQL only where its types allow it."""
     cases = [
         pytest.param(backend, d, id=f"{backend}-{d.name}")
@@ -306,14 +319,19 @@ async def test_insert_update_delete_by_another_program_are_sent_in_order_with_fr
             start = (await client.invoke("bridge:hello"))["revision"]
 
             await program.execute(
-                _INSERT, new_id, "Imported", "imported", cipher.encrypt(OPENAI_KEY, new_id), True
+                _INSERT,
+                new_id,
+                "Imported",
+                "imported",
+                cipher.encrypt(OPENAI_KEY, new_id),
+                True,  # noqa: FBT003
             )
             created = (await wait_for(events, lambda e: e["id"] == new_id))[-1]
             assert created["type"] == "created"
             assert created["config"]["customName"] == "Imported"
             assert created["revision"] == start + 1
 
-            await program.execute("UPDATE {configs} SET use_auth_header = ? WHERE id = ?", False, ids.good)
+            await program.execute("UPDATE {configs} SET use_auth_header = ? WHERE id = ?", False, ids.good)  # noqa: FBT003
             updated = (await wait_for(events, lambda e: e["id"] == ids.good))[-1]
             assert updated["type"] == "updated"
             assert updated["config"]["useAuthHeader"] is False
@@ -398,7 +416,7 @@ async def test_forged_and_undecodable_change_log_entries_never_reach_a_renderer(
                     row,
                 )
             # The follower still follows: a real edit arrives, and nothing forged came before it.
-            await program.execute("UPDATE {configs} SET use_auth_header = ? WHERE id = ?", False, ids.other)
+            await program.execute("UPDATE {configs} SET use_auth_header = ? WHERE id = ?", False, ids.other)  # noqa: FBT003
             seen = await wait_for(events, lambda e: e["id"] == ids.other)
             assert all(e["id"] != forged_id for e in seen)
             assert all(e.get("config", {}).get("customName") != "Forged" for e in seen)

@@ -15,7 +15,8 @@ from bridge.errors import DuplicateConfigNameError, SchemaTooNewError, StartupEr
 from bridge.keystore import DataKey, KeyCipher
 from bridge.models import ChangeType
 from bridge.storage import StoredConfig
-from bridge.storage.postgres import SCHEMA_VERSION, PostgresConfigStore, backoff_delays, redact_dsn
+from bridge.storage.base import backoff_delays
+from bridge.storage.postgres import SCHEMA_VERSION, PostgresConfigStore, redact_dsn
 from tests.conftest import OPENAI_KEY
 
 CIPHER = KeyCipher(DataKey(b"k" * 32, "file"))

@@ -109,11 +109,10 @@ async def test_read_miss_catches_up_when_the_store_moved_and_reads_nothing_other
 
         events, _ = recorder(reader)
         view = await writer.create(make("Elsewhere"))
-        if isinstance(reader_store, SqliteConfigStore) is False:
+        if not isinstance(reader_store, SqliteConfigStore):
             # PostgreSQL learns of a commit by NOTIFY: wait until it arrived.
-            async with asyncio.timeout(TIMEOUT_S):
-                while not await reader_store.moved():
-                    await asyncio.sleep(0.01)
+            await asyncio.wait_for(reader_store.wait_for_change(), TIMEOUT_S)
+        assert await reader_store.moved() is True
         found = await reader.read(view.id)
         assert found is not None
         assert found.custom_name == "Elsewhere"
