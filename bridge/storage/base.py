@@ -204,3 +204,30 @@ def backoff_delays(base_s: float = 0.05, cap_s: float = 5.0) -> Callable[[], flo
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
 
     return next_delay
+
+
+def cross_check(changes: list[Change], present: dict[str, StoredConfig]) -> list[Change]:
+    """Mark change-log entries that contradict the table as undecodable (not to be trusted).
+
+    Read in the same transaction as the log, the table holds every write up to the log's
+    last revision: the last entry of each id must carry exactly the row the table holds
+    (or, for ``deleted``, the table must not hold the id). An entry that does not — a
+    forged ``deleted`` of a live row, a forged row — is marked :attr:`Change.undecodable`
+    and the service reloads the table instead.
+
+    Args:
+        changes: the feed, in revision order.
+        present: the table's current row of every id the feed names (absent: no row).
+
+    Returns:
+        ``changes`` with contradicting entries marked.
+    """
+    last = {change.id: index for index, change in enumerate(changes)}
+    checked: list[Change] = []
+    for index, change in enumerate(changes):
+        if last[change.id] == index and not change.undecodable:
+            row = present.get(change.id)
+            if (change.config is None) != (row is None) or (row is not None and change.config != row):
+                change = Change(change.revision, change.type, change.id, None, undecodable=True)  # noqa: PLW2901
+        checked.append(change)
+    return checked

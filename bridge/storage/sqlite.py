@@ -39,7 +39,16 @@ from bridge.errors import (
     VersionConflictError,
 )
 from bridge.models import ChangeType
-from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
+from bridge.storage.base import (
+    COLUMNS,
+    Change,
+    Mutation,
+    StoredConfig,
+    StoreState,
+    WriteOutcome,
+    cross_check,
+    row_values,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -750,6 +759,7 @@ def _feed(conn: sqlite3.Connection, since: int, current: StoredConfig | None) ->
         (since, revision),
     ).fetchall()
     changes: list[Change] = []
+    present = {r[4]: _row(r[4:]) for r in rows if r[4] is not None}
     for r in rows:
         try:
             kind = ChangeType(r[1])
@@ -765,7 +775,7 @@ def _feed(conn: sqlite3.Connection, since: int, current: StoredConfig | None) ->
             changes.append(Change(int(r[0]), ChangeType.UPDATED, str(r[2]), None, undecodable=True))
             continue
         changes.append(Change(int(r[0]), kind, r[2], config))
-    return WriteOutcome(changes, current, int(revision))
+    return WriteOutcome(cross_check(changes, present), current, int(revision))
 
 
 @dataclass(frozen=True, slots=True)

@@ -406,19 +406,26 @@ async def test_forged_and_undecodable_change_log_entries_never_reach_a_renderer(
                 )
             )
             # A forger takes the next revisions as a real writer would, then logs junk.
-            for entry_id, row in ((ids.good, b"\xff\xfe not json"), (ids.good, bad_row), (forged_id, forged)):
+            entries = (
+                (ids.good, "created", b"\xff\xfe not json"),
+                (ids.good, "updated", bad_row),
+                (forged_id, "created", forged),
+                (ids.victim, "deleted", None),  # a valid row the table still holds
+            )
+            for entry_id, kind, row in entries:
                 [(revision,)] = await program.fetch("SELECT revision FROM {meta} WHERE id = 1")
                 await program.execute("UPDATE {meta} SET revision = revision + 1 WHERE id = 1")
                 await program.execute(
-                    "INSERT INTO {changes} (revision, id, type, row) VALUES (?, ?, 'created', ?)",
+                    "INSERT INTO {changes} (revision, id, type, row) VALUES (?, ?, ?, ?)",
                     revision + 1,
                     entry_id,
+                    kind,
                     row,
                 )
             # The follower still follows: a real edit arrives, and nothing forged came before it.
             await program.execute("UPDATE {configs} SET use_auth_header = ? WHERE id = ?", False, ids.other)  # noqa: FBT003
             seen = await wait_for(events, lambda e: e["id"] == ids.other)
-            assert all(e["id"] != forged_id for e in seen)
+            assert all(e["id"] not in {forged_id, ids.victim} for e in seen)
             assert all(e.get("config", {}).get("customName") != "Forged" for e in seen)
             # Writes and refresh-cache still work (they answered 5000 for good before).
             view = await client.create_config(openai_config("After forgery"))
