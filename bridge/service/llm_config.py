@@ -311,10 +311,14 @@ class LlmConfigService:
         return None if entry is None else to_view(entry.row)
 
     async def _miss(self, config_id: str) -> _Entry | None:
-        """Catch up with the store on a cache miss when it moved (else no store read)."""
+        """Catch up with the store on a cache miss when it moved (else no store read).
+
+        The check is synchronous: a miss while nothing moved completes without suspending,
+        like a hit.
+        """
+        if not self._store.moved():
+            return None
         try:
-            if not await self._store.moved():
-                return None
             async with self._lock:
                 if config_id not in self._cache:
                     await self._apply(await self._store.changes_since(self._revision))

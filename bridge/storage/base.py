@@ -139,10 +139,11 @@ class ConfigStore(Protocol):
     async def key_ids(self) -> set[bytes]:
         """Return the ids (8 bytes each) of the data keys named by the stored ciphertexts."""
 
-    async def moved(self) -> bool:
+    def moved(self) -> bool:
         """True when another process may have committed since the last load or feed read.
 
-        Cheap (no table is read): the read path asks it on a cache miss.
+        Cheap and synchronous (no table read, no thread hop): the read path asks it on a
+        cache miss, inside the reply to a read.
         """
 
     async def load(self) -> StoreState:

@@ -507,7 +507,7 @@ class PostgresConfigStore:
             rows = await conn.fetch("SELECT DISTINCT key_id FROM bridge_configs")
         return {bytes(r["key_id"]) for r in rows}
 
-    async def moved(self) -> bool:
+    def moved(self) -> bool:
         """True when a notification above the highest revision seen has arrived (no query)."""
         return self._notified_revision > self._seen_revision
 

@@ -322,7 +322,10 @@ class SqliteConfigStore:
         self._conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._data_version = 0
-        self._synced_data_version = 0
+        self._synced_data_version = -1
+        self._probe: sqlite3.Connection | None = None
+        """A read-only connection of its own, used on the event loop for ``PRAGMA
+        data_version`` alone: it sees every other connection's commits (ours included)."""
 
     # ---- plumbing -------------------------------------------------------------------
 
@@ -496,9 +499,15 @@ class SqliteConfigStore:
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._open_sync)
         self._data_version = await self._run(_data_version)
+        self._probe = sqlite3.connect(
+            f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=0
+        )
 
     async def close(self) -> None:
         """Close the connection and its thread; idempotent."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
@@ -523,16 +532,26 @@ class SqliteConfigStore:
         )
         return {bytes(r[0]) for r in rows}
 
-    def _synced(self, conn: sqlite3.Connection) -> None:
-        self._synced_data_version = _data_version(conn)
+    def _probe_version(self) -> int:
+        """``PRAGMA data_version`` of the probe connection (-2: unknown, counts as moved)."""
+        probe = self._probe
+        if probe is None:
+            return -2
+        try:
+            return _data_version(probe)
+        except sqlite3.Error:
+            return -2
 
-    async def moved(self) -> bool:
-        """True when another connection committed since the last load or feed read.
+    def moved(self) -> bool:
+        """True when a connection committed since the last load or feed read.
 
-        One ``PRAGMA data_version`` (no table is read): the read path asks it on a
-        cache miss.
+        One ``PRAGMA data_version`` on the probe connection, synchronously (no table is
+        read, no thread hop): the read path asks it on a cache miss. This store's own
+        writes count as a move too (the probe is another connection): the first miss
+        after one reads the feed once.
         """
-        return await self._run(_data_version) != self._synced_data_version
+        version = self._probe_version()
+        return version < 0 or version != self._synced_data_version
 
     async def load(self) -> StoreState:
         """Return every config in creation order and the revision, in one transaction.
@@ -554,12 +573,14 @@ class SqliteConfigStore:
             try:
                 (revision,) = conn.execute("SELECT revision FROM meta WHERE id = 1").fetchone()
                 rows = conn.execute(f"SELECT {_COLUMNS} FROM configs ORDER BY seq").fetchall()
-                self._synced(conn)
             finally:
                 conn.execute("COMMIT")
             return StoreState(int(revision), _rows(rows))
 
-        return await self._run(work)
+        before = self._probe_version()
+        state = await self._run(work)
+        self._synced_data_version = before
+        return state
 
     async def changes_since(self, since: int) -> WriteOutcome:
         """Return the changes after ``since`` in revision order (None: reload needed)."""
@@ -568,12 +589,16 @@ class SqliteConfigStore:
             conn.execute("BEGIN")
             try:
                 outcome = _feed(conn, since, None)
-                self._synced(conn)
             finally:
                 conn.execute("COMMIT")
             return outcome
 
-        return await self._run(work)
+        # Read before the feed: a commit in between is in the feed, or makes the next
+        # miss read it again (never missed).
+        before = self._probe_version()
+        outcome = await self._run(work)
+        self._synced_data_version = before
+        return outcome
 
     async def wait_for_change(self) -> None:
         """Poll ``PRAGMA data_version`` until another connection has committed."""

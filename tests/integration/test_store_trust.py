@@ -112,7 +112,7 @@ async def test_read_miss_catches_up_when_the_store_moved_and_reads_nothing_other
         if not isinstance(reader_store, SqliteConfigStore):
             # PostgreSQL learns of a commit by NOTIFY: wait until it arrived.
             await asyncio.wait_for(reader_store.wait_for_change(), TIMEOUT_S)
-        assert await reader_store.moved() is True
+        assert reader_store.moved() is True
         found = await reader.read(view.id)
         assert found is not None
         assert found.custom_name == "Elsewhere"
