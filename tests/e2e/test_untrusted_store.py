@@ -528,3 +528,26 @@ async def test_dropped_configs_table_is_handled_as_a_corrupt_file(tmp_path: Path
     # The moved-aside file still holds what was there (its change log, its revision).
     kept = OtherProgram(db=moved)
     assert len(await kept.fetch("SELECT * FROM {changes}")) == 3
+
+
+async def test_row_with_an_id_that_is_not_a_uuid_is_quarantined_at_start_up(
+    tmp_path: Path, backend_args: list[str], program: OtherProgram
+) -> None:
+    data = tmp_path / "data"
+    first = start_bridge_process(data, *backend_args)
+    try:
+        ids = await seed(first)
+    finally:
+        first.stop()
+    await program.execute("UPDATE {configs} SET id = 'not-a-uuid' WHERE id = ?", ids.victim)
+    served = start_bridge_process(data, *backend_args)
+    try:
+        async with BridgeClient(served.url, served.token) as client:
+            hello = await client.invoke("bridge:hello")
+            assert hello["quarantined"] == [{"id": "not-a-uuid", "reason": "id.INVALID_FORMAT"}]
+            assert [c["id"] for c in await client.invoke("llm-config:list")] == [ids.good, ids.other]
+            with pytest.raises(DuplicateConfigNameError):
+                await client.create_config(openai_config("Victim"))
+    finally:
+        served.stop()
+    assert await stored_row(program, "not-a-uuid") is not None
