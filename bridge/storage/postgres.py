@@ -743,8 +743,9 @@ async def _feed(conn: Any, since: int, current: StoredConfig | None) -> WriteOut
             changes.append(Change(int(r["revision"]), ChangeType.UPDATED, r["id"], None, undecodable=True))
             continue
         changes.append(Change(int(r["revision"]), kind, r["id"], config))
-    found = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", list({c.id for c in changes})
-    )
-    changes = cross_check(changes, {r["id"]: _row(r) for r in found})
+    if changes:
+        found = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", list({c.id for c in changes})
+        )
+        changes = cross_check(changes, {r["id"]: _row(r) for r in found})
     return WriteOutcome(changes, current, revision)
