@@ -7,6 +7,7 @@ The tree (DESIGN §5)::
     ├── InvalidRequestError          -32600  INVALID_REQUEST
     ├── MethodNotFoundError          -32601  METHOD_NOT_FOUND
     ├── ValidationError              -32602  VALIDATION_ERROR
+    ├── OutboundDisabledError          4003  OUTBOUND_DISABLED
     ├── ConfigNotFoundError            4004  CONFIG_NOT_FOUND
     ├── DuplicateConfigNameError       4009  DUPLICATE_CONFIG_NAME
     ├── VersionConflictError           4012  VERSION_CONFLICT
@@ -132,6 +133,17 @@ class ValidationError(BridgeError):
         return data
 
 
+class OutboundDisabledError(BridgeError):
+    """Outbound calls are disabled on this server (``bridge serve --no-outbound``).
+
+    Answered by channels that would contact a third party, e.g. ``llm-config:test``.
+    """
+
+    rpc_code = 4003
+    code = "OUTBOUND_DISABLED"
+    default_message = "Outbound calls are disabled on this server"
+
+
 class ConfigNotFoundError(BridgeError):
     """No config has the given id (update of an unknown id)."""
 
@@ -255,6 +267,7 @@ WIRE_ERRORS: dict[str, type[BridgeError]] = {
         InvalidRequestError,
         MethodNotFoundError,
         ValidationError,
+        OutboundDisabledError,
         ConfigNotFoundError,
         DuplicateConfigNameError,
         VersionConflictError,
