@@ -164,6 +164,9 @@ class ChannelSpec(Generic[P, R]):
         errors: error classes the channel may return besides -32602/-32603/5003.
         params_optional: True when the params may be omitted entirely.
         examples: documented calls for the OpenRPC document (params and result, wire form).
+        long_running: True for a long operation (DESIGN §5): a request to it runs
+            concurrently with the requests after it on its connection, its response may
+            leave out of order, and ``$/cancelRequest`` cancels it (-32800).
     """
 
     name: str
@@ -173,6 +176,7 @@ class ChannelSpec(Generic[P, R]):
     errors: tuple[type[BridgeError], ...] = ()
     params_optional: bool = False
     examples: tuple[Example, ...] = ()
+    long_running: bool = False
     result_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -210,12 +214,27 @@ Handler = Callable[[Any], Awaitable[Any]]
 """A channel's handler: validated params in, the result (or an ``orjson.Fragment``) out."""
 
 
+CANCEL_REQUEST = "$/cancelRequest"
+"""Notification (LSP) with params ``{id}``: cancel that long-running request of the same
+connection, which is then answered -32800 REQUEST_CANCELLED (DESIGN §5)."""
+
+
 @dataclass(frozen=True)
 class Registration:
-    """A channel spec bound to the coroutine that serves it."""
+    """A channel spec bound to the coroutine that serves it.
+
+    Attributes:
+        spec: the channel's contract.
+        handler: the coroutine function serving it.
+        inline: True when the handler may start outside any task (it does not need
+            ``asyncio.current_task()``, e.g. for ``asyncio.timeout``, before it first
+            suspends). Such a handler is run inline by the transport and, when it never
+            suspends (a cache read), answered without creating a task.
+    """
 
     spec: ChannelSpec[Any, Any]
     handler: Handler
+    inline: bool = False
 
 
 class Registry:
@@ -226,8 +245,18 @@ class Registry:
         self._channels: dict[str, Registration] = {}
         self._topics: dict[str, TopicSpec] = {}
 
-    def add(self, spec: ChannelSpec[P, R], handler: Callable[[P], Awaitable[R | orjson.Fragment]]) -> None:
+    def add(
+        self,
+        spec: ChannelSpec[P, R],
+        handler: Callable[[P], Awaitable[R | orjson.Fragment]],
+        *,
+        inline: bool = False,
+    ) -> None:
         """Serve ``spec`` with ``handler`` (called with the validated params model).
+
+        With ``inline`` the handler may start outside any task (see
+        :class:`Registration`); leave it False for handlers that use
+        ``asyncio.timeout``, task-bound locks or libraries that need the current task.
 
         The handler returns the result (serialized with ``spec.result``'s pydantic
         adapter, wire names), or an ``orjson.Fragment`` holding that result's JSON
@@ -239,7 +268,7 @@ class Registry:
         """
         if spec.name in self._channels:
             raise ValueError(f"channel {spec.name!r} is already registered")
-        self._channels[spec.name] = Registration(spec, handler)
+        self._channels[spec.name] = Registration(spec, handler, inline)
 
     def handler(
         self, spec: ChannelSpec[P, R]

@@ -205,10 +205,11 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     async def discover(_: EmptyParams) -> dict[str, Any]:
         return document
 
-    registry.add(api.BRIDGE_HELLO, hello)
-    registry.add(api.RPC_DISCOVER, discover)
-    registry.add(api.RPC_ON, api.subscription_handler(registry))
-    registry.add(api.RPC_OFF, api.subscription_handler(registry))
+    # Inline (bridge.rpc.eager): none of them needs a task; they answer without suspending.
+    registry.add(api.BRIDGE_HELLO, hello, inline=True)
+    registry.add(api.RPC_DISCOVER, discover, inline=True)
+    registry.add(api.RPC_ON, api.subscription_handler(registry), inline=True)
+    registry.add(api.RPC_OFF, api.subscription_handler(registry), inline=True)
     document.update(schemas.openrpc_document(registry.channels, registry.topics))
     document_hash = schemas.schema_hash(document)
 

@@ -12,6 +12,7 @@ The tree (DESIGN §5)::
     ├── DuplicateConfigNameError       4009  DUPLICATE_CONFIG_NAME
     ├── VersionConflictError           4012  VERSION_CONFLICT
     ├── RateLimitedError               4029  RATE_LIMITED
+    ├── RequestCancelledError        -32800  REQUEST_CANCELLED
     ├── ConfigOperationFailedError     5000  CONFIG_OPERATION_FAILED
     ├── ServiceUnavailableError        5003  SERVICE_UNAVAILABLE
     ├── StartupError                         cannot start safely (never on the wire)
@@ -190,6 +191,14 @@ class RateLimitedError(BridgeError):
     default_message = "Rate limit exceeded"
 
 
+class RequestCancelledError(BridgeError):
+    """A long-running request cancelled by ``$/cancelRequest`` (LSP, -32800)."""
+
+    rpc_code = -32800
+    code = "REQUEST_CANCELLED"
+    default_message = "Request cancelled"
+
+
 class ConfigOperationFailedError(BridgeError):
     """The store failed; the cache is unchanged."""
 
@@ -272,6 +281,7 @@ WIRE_ERRORS: dict[str, type[BridgeError]] = {
         DuplicateConfigNameError,
         VersionConflictError,
         RateLimitedError,
+        RequestCancelledError,
         ConfigOperationFailedError,
         ServiceUnavailableError,
     )

@@ -43,7 +43,8 @@ def register_llm_config_channels(
         return await service.create(params.config)
 
     # The reads send the cache's JSON as is (orjson.Fragment); plain functions returning
-    # the service's coroutine, so a read is one coroutine deep.
+    # the service's coroutine, so a read is one coroutine deep. They are registered
+    # inline: they need no task, and a loaded cache answers them without suspending.
     def read(params: IdParams) -> Awaitable[orjson.Fragment]:
         return service.read_json(params.id)
 
@@ -67,11 +68,11 @@ def register_llm_config_channels(
         return RefreshResult(count=count, revision=revision)
 
     registry.add(api.LLM_CONFIG_CREATE, create)
-    registry.add(api.LLM_CONFIG_READ, read)
+    registry.add(api.LLM_CONFIG_READ, read, inline=True)
     registry.add(api.LLM_CONFIG_UPDATE, update)
     registry.add(api.LLM_CONFIG_DELETE, delete)
-    registry.add(api.LLM_CONFIG_LIST, list_)
-    registry.add(api.LLM_CONFIG_SNAPSHOT, snapshot)
+    registry.add(api.LLM_CONFIG_LIST, list_, inline=True)
+    registry.add(api.LLM_CONFIG_SNAPSHOT, snapshot, inline=True)
     registry.add(api.LLM_CONFIG_INITIALIZE, initialize)
 
     async def test(params: LlmConfigTestParams) -> LlmConfigTestResult:
