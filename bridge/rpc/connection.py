@@ -339,8 +339,10 @@ class Connection(asyncio.Protocol):
         # PING: websockets queued the pong. CLOSE: websockets echoed it and half-closes.
 
     def _on_message(self, data: Any, *, text: bool) -> None:
-        if self.sansio.state is not State.OPEN:
-            return  # closing: RFC 6455 §1.4, data after a close is discarded
+        if self.sansio.state is not State.OPEN or self.transport.is_closing():
+            # Closing (RFC 6455 §1.4: data after a close is discarded), or aborted earlier
+            # in this read (outbound cap): nothing more runs, no write commits.
+            return
         frame: str | bytes
         if text:
             try:
