@@ -548,6 +548,11 @@ class Connection(asyncio.Protocol):
         if not self._read_pauses and not self.transport.is_closing():
             self.transport.pause_reading()
         self._read_pauses.add(why)
+        if self._pong_timer is not None:
+            # The pong may sit unread behind our own pause: the deadline restarts when
+            # reading resumes, so a healthy client is not closed 1011 for our backlog.
+            self._pong_timer.cancel()
+            self._pong_timer = None
 
     def _resume_reading(self, why: str) -> None:
         if why not in self._read_pauses:
@@ -555,6 +560,8 @@ class Connection(asyncio.Protocol):
         self._read_pauses.discard(why)
         if not self._read_pauses and not self.transport.is_closing():
             self.transport.resume_reading()
+            if self._ping_payload is not None:  # a ping still waits for its pong
+                self._arm_pong_timer()
 
     # ---- keepalive --------------------------------------------------------------------
 
@@ -565,7 +572,12 @@ class Connection(asyncio.Protocol):
         self._ping_payload = struct.pack("!I", random.getrandbits(32))
         self.sansio.send_ping(self._ping_payload)
         self._flush()
-        self._pong_timer = self._loop.call_later(self.settings.ping_timeout_s, self._pong_timed_out)
+        self._arm_pong_timer()
+
+    def _arm_pong_timer(self) -> None:
+        """Start the pong deadline, unless we paused reading (then it starts on resume)."""
+        if self._pong_timer is None and not self._read_pauses and self.sansio.state is State.OPEN:
+            self._pong_timer = self._loop.call_later(self.settings.ping_timeout_s, self._pong_timed_out)
 
     def _pong_received(self) -> None:
         self._ping_payload = None
