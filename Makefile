@@ -9,6 +9,7 @@ NODE_STAMP := node_modules/.installed
 JS_STAMP := clients/js/node_modules/.installed
 TYPEGEN_STAMP := clients/typegen/node_modules/.installed
 JS_DIST := clients/js/dist/index.mjs
+REACT_STAMP := examples/react-settings/node_modules/.installed
 
 .PHONY: bench demo check lint types contracts schemas-check types-check ts-check test js-test js-build schemas npm clean reliability
 
@@ -31,7 +32,12 @@ $(TYPEGEN_STAMP): clients/typegen/package.json clients/typegen/package-lock.json
 	cd clients/typegen && npm ci --no-audit --no-fund
 	touch $(TYPEGEN_STAMP)
 
-npm: $(NODE_STAMP) $(JS_STAMP) $(TYPEGEN_STAMP)
+# The React settings example: React, react-dom and esbuild from its lock file; bridge-ipc linked (file:).
+$(REACT_STAMP): examples/react-settings/package.json examples/react-settings/package-lock.json
+	cd examples/react-settings && npm ci --no-audit --no-fund
+	touch $(REACT_STAMP)
+
+npm: $(NODE_STAMP) $(JS_STAMP) $(TYPEGEN_STAMP) $(REACT_STAMP)
 
 ## js-build: the bridge-ipc package's dist/ (ESM, CommonJS, the sandbox-safe preload, .d.ts)
 $(JS_DIST): $(JS_STAMP) clients/js/build.mjs $(wildcard clients/js/src/*)
@@ -67,11 +73,11 @@ types-check: $(NODE_STAMP)
 ts-check: $(NODE_STAMP)
 	node_modules/.bin/tsc -p tests/ts/tsconfig.json
 
-test: $(STAMP) $(NODE_STAMP) $(JS_DIST)
+test: $(STAMP) $(NODE_STAMP) $(JS_DIST) $(REACT_STAMP)
 	$(BIN)/pytest
 
 ## js-test: the JS client, its live stores, the Electron preload build and sidecar hand-off under plain Node, against a real server
-js-test: $(STAMP) $(NODE_STAMP) $(JS_DIST)
+js-test: $(STAMP) $(NODE_STAMP) $(JS_DIST) $(REACT_STAMP)
 	BRIDGE_PYTHON=$(BIN)/python node --experimental-websocket --test tests/js/
 
 ## reliability: the dedicated long runs of tests/reliability (200 SIGKILL rounds, >= 100,000 fuzzed frames,
@@ -96,4 +102,4 @@ bench: $(STAMP) $(BENCH_NODE_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules benchmarks/node_modules \
-		clients/js/node_modules clients/js/dist clients/typegen/node_modules
+		clients/js/node_modules clients/js/dist clients/typegen/node_modules examples/react-settings/node_modules
