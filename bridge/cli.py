@@ -47,6 +47,7 @@ from bridge.rpc.server import (
     TransportOptions,
 )
 from bridge.service import LlmConfigService, register_llm_config_channels
+from bridge.service.tester import MAX_CONCURRENT_DEFAULT, LlmConfigTester
 from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore
 
 if TYPE_CHECKING:
@@ -89,6 +90,10 @@ class BridgeOptions(TransportOptions):
             None → ``BRIDGE_STORE`` if set, else SQLite ``bridge.db`` in ``data_dir``.
         data_key_file: the data key shared by the instances (else ``BRIDGE_DATA_KEY``);
             required with PostgreSQL, optional with SQLite (replaces the keyring/file).
+        outbound: False → no call ever leaves for a third party: ``llm-config:test``
+            answers ``OUTBOUND_DISABLED`` (4003) (``--no-outbound``; shared deployments).
+        max_concurrent_tests: most ``llm-config:test`` calls running at once in this
+            process (others wait within their own timeout); None → unbounded.
     """
 
     data_dir: Path = field(default_factory=default_data_dir)
@@ -97,6 +102,8 @@ class BridgeOptions(TransportOptions):
     poll_interval_s: float = 0.2
     store: str | None = None
     data_key_file: Path | None = None
+    outbound: bool = True
+    max_concurrent_tests: int | None = MAX_CONCURRENT_DEFAULT
 
 
 @dataclass
@@ -168,7 +175,8 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     if key.backend == "file" and not _is_shared(options):
         log.warning("secret_backend_file", detail="data key kept in a 0600 file, not the OS keyring")
     service = LlmConfigService(store, KeyCipher(key))
-    register_llm_config_channels(registry, service)
+    tester = LlmConfigTester(service, enabled=options.outbound, max_concurrent=options.max_concurrent_tests)
+    register_llm_config_channels(registry, service, tester)
 
     document: dict[str, Any] = {}
 
@@ -187,10 +195,11 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     async def discover(_: EmptyParams) -> dict[str, Any]:
         return document
 
-    registry.add(api.BRIDGE_HELLO, hello)
-    registry.add(api.RPC_DISCOVER, discover)
-    registry.add(api.RPC_ON, api.subscription_handler(registry))
-    registry.add(api.RPC_OFF, api.subscription_handler(registry))
+    # Inline (bridge.rpc.eager): none of them needs a task; they answer without suspending.
+    registry.add(api.BRIDGE_HELLO, hello, inline=True)
+    registry.add(api.RPC_DISCOVER, discover, inline=True)
+    registry.add(api.RPC_ON, api.subscription_handler(registry), inline=True)
+    registry.add(api.RPC_OFF, api.subscription_handler(registry), inline=True)
     document.update(schemas.openrpc_document(registry.channels, registry.topics))
     document_hash = schemas.schema_hash(document)
 
@@ -421,6 +430,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PER_SECOND",
         help="requests per second per connection (burst of the same size); excess → 4029 (default: off)",
     )
+    srv.add_argument(
+        "--no-outbound",
+        dest="outbound",
+        action="store_false",
+        help="never call a third party: llm-config:test answers OUTBOUND_DISABLED (shared deployments)",
+    )
     srv.add_argument("--shutdown-timeout", type=float, default=5.0, help="graceful shutdown bound, seconds")
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     srv.add_argument("--exit-with-parent", action="store_true", help="shut down when stdin closes")
@@ -563,6 +578,7 @@ def _options_from(args: argparse.Namespace, token: str | None) -> BridgeOptions:
         shutdown_timeout_s=args.shutdown_timeout,
         store=args.store,
         data_key_file=args.data_key_file,
+        outbound=args.outbound,
     )
 
 

@@ -6,7 +6,6 @@
 
 import type {
   DeleteResult,
-  EmptyParams,
   ErrorData,
   FieldErrorData,
   LlmConfigChanged,
@@ -82,12 +81,16 @@ export interface ChannelSpec {
   result: unknown;
 }
 
-/** Channels of map `M` whose params are `{}` (they may be omitted). */
+/**
+ * Channels of map `M` whose params have no required key, e.g. `EmptyParams` (they may be
+ * omitted). `{}` rather than `EmptyParams`: every params type has an optional
+ * `workDoneToken`, so `{id}` would match it.
+ */
 export type NoParamsChannelOf<M extends { [K in keyof M]: ChannelSpec }> = {
-  [C in keyof M & string]: M[C]["params"] extends EmptyParams ? C : never;
+  [C in keyof M & string]: {} extends M[C]["params"] ? C : never;
 }[keyof M & string];
 
-/** Built-in channels whose params are `{}` (they may be omitted). */
+/** Built-in channels whose params have no required key (they may be omitted). */
 export type NoParamsChannel = NoParamsChannelOf<ChannelMap>;
 
 /**
