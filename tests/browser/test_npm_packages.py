@@ -50,7 +50,13 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tarballs.append(str(packs / packed["filename"]))
         if package == "js":
             files = {entry["path"] for entry in packed["files"]}
-            assert {"dist/index.mjs", "dist/index.cjs", "dist/preload.cjs", "dist/index.d.ts", "dist/wire.d.ts"} <= files
+            assert {
+                "dist/index.mjs",
+                "dist/index.cjs",
+                "dist/preload.cjs",
+                "dist/index.d.ts",
+                "dist/wire.d.ts",
+            } <= files
             assert not any(name.startswith("src/") for name in files)
     project = tmp_path_factory.mktemp("consumer")
     (project / "package.json").write_text(json.dumps({"name": "consumer", "private": True, "type": "module"}))
@@ -63,7 +69,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def page_and_bridge(tmp_path: Path, scratch: Path) -> Iterator[tuple[str, ServedBridge]]:
+def page_and_bridge(tmp_path: Path) -> Iterator[tuple[str, ServedBridge]]:
     site = tmp_path / "site"
     site.mkdir()
     with serve_directory(site) as origin:
@@ -91,7 +97,10 @@ async def test_packed_packages_typecheck_run_in_node_and_bundle_for_chromium(
     assert "export interface ChannelMap" in generated
     assert '"llm-config:create": {' in generated
     assert generated == from_file
-    run([typegen, "--openrpc", str(ROOT / "schemas" / "openrpc.json"), "--out", "app-types.d.ts", "--check"], scratch)
+    run(
+        [typegen, "--openrpc", str(ROOT / "schemas" / "openrpc.json"), "--out", "app-types.d.ts", "--check"],
+        scratch,
+    )
 
     # tsc --strict on the consumer (its @ts-expect-error lines must still be errors), then run it.
     run([str(ROOT / "node_modules" / ".bin" / "tsc"), "-p", "tsconfig.json"], scratch)
@@ -107,15 +116,12 @@ async def test_packed_packages_typecheck_run_in_node_and_bundle_for_chromium(
     }
 
     # The CommonJS build: require() of the main entry and of the svelte entry.
-    cjs = run(
-        [
-            node,
-            "-e",
-            "const m = require('bridge-ipc'); const s = require('bridge-ipc/svelte');"
-            "console.log([typeof m.BridgeClient, typeof m.liveConfigs, typeof s.llmConfigStore, m.STATUSES.join()].join(' '))",
-        ],
-        scratch,
+    script = (
+        "const m = require('bridge-ipc'); const s = require('bridge-ipc/svelte');"
+        "console.log([typeof m.BridgeClient, typeof m.liveConfigs, typeof s.llmConfigStore,"
+        " m.STATUSES.join()].join(' '))"
     )
+    cjs = run([node, "-e", script], scratch)
     assert cjs.strip() == "function function function connecting,open,reconnecting,closed,failed"
 
     # Bundled for the browser by esbuild from the installed package, run in Chromium.
@@ -126,4 +132,7 @@ async def test_packed_packages_typecheck_run_in_node_and_bundle_for_chromium(
     page = await browser.new_page()
     await page.goto(f"{origin}/index.html#url={served.url}&token={served.token}&key={ANTHROPIC_KEY}")
     await page.wait_for_function("window.__result !== undefined", timeout=TIMEOUT_MS)
-    assert await page.evaluate("window.__result") == {"status": "open", "names": ["From Node", "From Chromium"]}
+    assert await page.evaluate("window.__result") == {
+        "status": "open",
+        "names": ["From Node", "From Chromium"],
+    }

@@ -85,7 +85,9 @@ async def test_rows_render_only_when_their_config_changes(
         # An update of A: A's row and the list render once, B and C not at all.
         await page.evaluate(RESET)
         await client.update_config(a.id, {"customName": "A renamed"})
-        await expect(page.locator(f"tr[data-id='{a.id}'] td.name")).to_have_text("A renamed", timeout=TIMEOUT_MS)
+        await expect(page.locator(f"tr[data-id='{a.id}'] td.name")).to_have_text(
+            "A renamed", timeout=TIMEOUT_MS
+        )
         await page.evaluate(SETTLE)
         assert await renders(page) == {"list": 1, "rows": {a.id: 1}}
 
@@ -99,7 +101,12 @@ async def test_rows_render_only_when_their_config_changes(
         # 50 updates of C in one JSON-RPC batch frame.
         await page.evaluate(RESET)
         batch = [
-            {"jsonrpc": "2.0", "id": i, "method": "llm-config:update", "params": {"id": c.id, "updates": {"customName": f"C{i}"}}}
+            {
+                "jsonrpc": "2.0",
+                "id": i,
+                "method": "llm-config:update",
+                "params": {"id": c.id, "updates": {"customName": f"C{i}"}},
+            }
             for i in range(1, 51)
         ]
         async with connect(served.url, additional_headers={"Authorization": f"Bearer {served.token}"}) as ws:
@@ -108,7 +115,9 @@ async def test_rows_render_only_when_their_config_changes(
                 reply = json.loads(await ws.recv())
                 if isinstance(reply, list):
                     break
-        assert [r.get("result", {}).get("version") for r in reply] == list(range(c.version + 1, c.version + 51))
+        assert [r.get("result", {}).get("version") for r in reply] == list(
+            range(c.version + 1, c.version + 51)
+        )
         await expect(page.locator(f"tr[data-id='{c.id}'] td.name")).to_have_text("C50", timeout=TIMEOUT_MS)
         await page.evaluate(SETTLE)
         counted = await renders(page)
@@ -118,7 +127,8 @@ async def test_rows_render_only_when_their_config_changes(
         # The server commits the 50 writes one after another, so their events reach the
         # page spread over span_ms: at most one render per animation frame in that span.
         frames = int(span_ms / FRAME_MS) + 2
-        print(f"50 updates over {span_ms:.0f} ms: {counted['rows'][c.id]} renders of C, {counted['list']} of the list")
+        renders_of_c = counted["rows"][c.id]
+        print(f"50 updates over {span_ms:.0f} ms: {renders_of_c} renders of C, {counted['list']} of the list")
         assert set(counted["rows"]) == {c.id}
         assert 1 <= counted["rows"][c.id] <= frames
         assert counted["rows"][c.id] < 50
@@ -145,7 +155,9 @@ async def test_a_second_window_sees_every_change_and_a_restart_keeps_the_list(
     await expect(page_a.locator("#form-title")).to_have_text("Edit Team OpenAI")
     await page_a.fill("input[name=baseUrl]", "https://proxy.example.test/v1")
     await page_a.click("#save")
-    await expect(page_a.locator('.field-error[data-field="apiKey"]')).to_contain_text("API key", timeout=TIMEOUT_MS)
+    await expect(page_a.locator('.field-error[data-field="apiKey"]')).to_contain_text(
+        "API key", timeout=TIMEOUT_MS
+    )
     await expect(row_b.locator("td.version")).to_have_text("1")
     await page_a.fill("input[name=apiKey]", OPENAI_KEY)
     await page_a.click("#save")
@@ -168,7 +180,9 @@ async def test_a_second_window_sees_every_change_and_a_restart_keeps_the_list(
     # the list intact all along, and a change made while away shows up.
     async with BridgeClient(served.url, served.token) as client:
         kept = await client.create_config({"customName": "Kept", "provider": "openai", "apiKey": OPENAI_KEY})
-        await client.create_config({"customName": "Also kept", "provider": "anthropic", "apiKey": ANTHROPIC_KEY})
+        await client.create_config(
+            {"customName": "Also kept", "provider": "anthropic", "apiKey": ANTHROPIC_KEY}
+        )
     for page in (page_a, page_b):
         await expect(page.locator("#configs tr")).to_have_count(2, timeout=TIMEOUT_MS)
     assert served.stop() == 0
@@ -176,14 +190,22 @@ async def test_a_second_window_sees_every_change_and_a_restart_keeps_the_list(
         await expect(page.locator("#status")).to_have_text("Reconnecting…", timeout=TIMEOUT_MS)
         await expect(page.locator("#configs tr")).to_have_count(2)
     restarted = start_bridge_process(
-        served.data_dir, "--allow-origin", site, "--token-file", str(tmp_path / "token"), "--port", str(served.port)
+        served.data_dir,
+        "--allow-origin",
+        site,
+        "--token-file",
+        str(tmp_path / "token"),
+        "--port",
+        str(served.port),
     )
     try:
         async with BridgeClient(restarted.url, restarted.token) as client:
             await client.update_config(kept.id, {"customName": "Kept, renamed while away"})
         for page in (page_a, page_b):
             await expect(page.locator("#status")).to_have_text("Connected", timeout=3 * TIMEOUT_MS)
-            await expect(page.locator("tr", has_text="Kept, renamed while away")).to_be_visible(timeout=TIMEOUT_MS)
+            await expect(page.locator("tr", has_text="Kept, renamed while away")).to_be_visible(
+                timeout=TIMEOUT_MS
+            )
             await expect(page.locator("#configs tr")).to_have_count(2)
             log: list[str] = await page.evaluate("window.__statusLog")
             assert log[0] == "connecting"
@@ -192,3 +214,39 @@ async def test_a_second_window_sees_every_change_and_a_restart_keeps_the_list(
             assert set(log[reconnecting:]) == {"reconnecting", "open"}
     finally:
         restarted.stop()
+
+
+async def test_an_optimistic_update_refused_by_the_server_is_rolled_back(
+    browser: Browser, site: str, served: ServedBridge
+) -> None:
+    async with BridgeClient(served.url, served.token) as client:
+        a = await client.create_config({"customName": "A", "provider": "openai", "apiKey": OPENAI_KEY})
+        await client.create_config({"customName": "B", "provider": "openai", "apiKey": OPENAI_KEY})
+    page = await open_page(browser, site, served)
+    await expect(page.locator("#configs tr")).to_have_count(2, timeout=TIMEOUT_MS)
+    await page.evaluate(SETTLE)
+    # Record every name A's row shows.
+    await page.evaluate(
+        """(id) => {
+        window.__namesOfA = [];
+        const cell = document.querySelector(`tr[data-id='${id}'] td.name`);
+        new MutationObserver(() => window.__namesOfA.push(cell.textContent))
+          .observe(cell, { childList: true, characterData: true, subtree: true });
+    }""",
+        a.id,
+    )
+    await page.evaluate(RESET)
+
+    # Renaming A to B's name: shown at once, refused (4009), rolled back.
+    await page.locator(f"tr[data-id='{a.id}']").get_by_role("button", name="Edit").click()
+    await page.fill("input[name=customName]", "B")
+    await page.click("#save")
+    await expect(page.locator("#form-error")).not_to_have_text("", timeout=TIMEOUT_MS)
+    await expect(page.locator(f"tr[data-id='{a.id}'] td.name")).to_have_text("A", timeout=TIMEOUT_MS)
+    await page.evaluate(SETTLE)
+    assert await page.evaluate("window.__namesOfA") == ["B", "A"]
+    assert await renders(page) == {"list": 2, "rows": {a.id: 2}}
+    async with BridgeClient(served.url, served.token) as client:
+        stored = await client.read_config(a.id)
+    assert stored is not None
+    assert (stored.custom_name, stored.version) == ("A", 1)

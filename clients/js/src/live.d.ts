@@ -42,7 +42,7 @@ export declare class LiveCollection<T extends CollectionItem = CollectionItem> {
   refresh(): Promise<void>;
   /** Forget the last failure. */
   clearError(): void;
-  /** Lay a local change (an item, or null to hide it) over the server state; returns release. */
+  /** Lay a local change (an item, or null to hide it) over the server state, shown at once; returns release. */
   overlay(id: string, item: T | null): () => void;
   /** Detach from the client. */
   close(): void;

@@ -161,7 +161,8 @@ export class LiveCollection {
 
   /**
    * Lay a local change over the server state until `release()` is called: `item` replaces
-   * (or adds) id's item, `null` hides it. Used for optimistic writes.
+   * (or adds) id's item, `null` hides it; listeners are notified at once. Used for
+   * optimistic writes.
    * @param {string} id
    * @param {object | null} item
    * @returns {() => void} release: drop the local change (the server state shows again).
@@ -169,7 +170,9 @@ export class LiveCollection {
   overlay(id, item) {
     const token = this._nextToken++;
     this._overlay.set(token, { id, item: item === null ? null : deepFreeze(item) });
-    this._scheduleFlush();
+    // Shown at once (that is the point of an optimistic write); the release is batched
+    // with the server's own change notification, so a success does not flicker.
+    this._flush();
     return () => {
       if (this._overlay.delete(token)) this._scheduleFlush();
     };

@@ -121,7 +121,8 @@ function Editor({ editing, onDone }) {
           setErrors({ apiKey: "Enter the API key again: its destination changed." });
           return;
         }
-        if (Object.keys(updates).length > 0) await updateConfiguration(editing.id, updates);
+        // Optimistic: the row shows the change at once; a refused update rolls it back.
+        if (Object.keys(updates).length > 0) await updateConfiguration(editing.id, updates, { optimistic: true });
       }
       setForm(EMPTY_FORM);
       onDone();
