@@ -52,6 +52,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def served(tmp_path: Path, site: str) -> Iterator[ServedBridge]:
     token_file = tmp_path / "token"
     token_file.write_text("R" * 43)
+    token_file.chmod(0o600)  # a secret: bridge refuses one others can read
     bridge = start_bridge_process(tmp_path / "data", "--allow-origin", site, "--token-file", str(token_file))
     try:
         yield bridge

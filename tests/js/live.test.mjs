@@ -299,7 +299,7 @@ test("live: a server restart goes reconnecting → open and resyncs missed chang
     assert.equal(store.getSnapshot().items, before.items, "the list stays while reconnecting");
 
     const tokenFile = path.join(dir, "token");
-    writeFileSync(tokenFile, token);
+    writeFileSync(tokenFile, token, { mode: 0o600 }); // a secret: bridge refuses one others can read
     sidecar = await sidecarIn(dir, ["--port", port, "--token-file", tokenFile]);
     const other = new BridgeClient({ url: sidecar.url, token });
     await other.invoke("llm-config:update", { id: changed.id, updates: { apiKey: OPENAI_KEY.replace("A1", "Q9") } });
