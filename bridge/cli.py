@@ -303,7 +303,9 @@ async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
     refused when no stored ciphertext names one of the given keys. Rows naming an unknown
     key beside rows the key opens are quarantined by the service (``UNKNOWN_KEY_ID``).
     """
-    shared = load_shared_data_key(options.data_key_file, os.environ.get(DATA_KEY_ENV))
+    shared = load_shared_data_key(
+        options.data_key_file, os.environ.get(DATA_KEY_ENV), strict=options.check_permissions
+    )
     if shared is not None:
         key = shared
     elif _is_shared(options):

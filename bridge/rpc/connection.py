@@ -413,8 +413,10 @@ class Connection(asyncio.Protocol):
         # PING: websockets queued the pong. CLOSE: websockets echoed it and half-closes.
 
     def _on_message(self, data: Any, *, text: bool) -> None:
-        if self.sansio.state is not State.OPEN:
-            return  # closing: RFC 6455 §1.4, data after a close is discarded
+        if self.sansio.state is not State.OPEN or self.transport.is_closing():
+            # Closing (RFC 6455 §1.4: data after a close is discarded), or aborted earlier
+            # in this read (outbound cap): nothing more runs, no write commits.
+            return
         frame: str | bytes
         if text:
             try:
@@ -620,6 +622,11 @@ class Connection(asyncio.Protocol):
         if not self._read_pauses and not self.transport.is_closing():
             self.transport.pause_reading()
         self._read_pauses.add(why)
+        if self._pong_timer is not None:
+            # The pong may sit unread behind our own pause: the deadline restarts when
+            # reading resumes, so a healthy client is not closed 1011 for our backlog.
+            self._pong_timer.cancel()
+            self._pong_timer = None
 
     def _resume_reading(self, why: str) -> None:
         if why not in self._read_pauses:
@@ -627,6 +634,8 @@ class Connection(asyncio.Protocol):
         self._read_pauses.discard(why)
         if not self._read_pauses and not self.transport.is_closing():
             self.transport.resume_reading()
+            if self._ping_payload is not None:  # a ping still waits for its pong
+                self._arm_pong_timer()
 
     # ---- keepalive --------------------------------------------------------------------
 
@@ -637,7 +646,12 @@ class Connection(asyncio.Protocol):
         self._ping_payload = struct.pack("!I", random.getrandbits(32))
         self.sansio.send_ping(self._ping_payload)
         self._flush()
-        self._pong_timer = self._loop.call_later(self.settings.ping_timeout_s, self._pong_timed_out)
+        self._arm_pong_timer()
+
+    def _arm_pong_timer(self) -> None:
+        """Start the pong deadline, unless we paused reading (then it starts on resume)."""
+        if self._pong_timer is None and not self._read_pauses and self.sansio.state is State.OPEN:
+            self._pong_timer = self._loop.call_later(self.settings.ping_timeout_s, self._pong_timed_out)
 
     def _pong_received(self) -> None:
         self._ping_payload = None
