@@ -5,7 +5,7 @@ Embedding API (imported lazily so ``import bridge.models`` stays light)::
     import bridge
     registry = bridge.Registry()
     registry.add(MY_CHANNEL, my_handler)
-    await bridge.serve(bridge.BridgeOptions(port=0), registry)
+    await bridge.serve(bridge.BridgeOptions(transport=bridge.TransportOptions(port=0)), registry)
 """
 
 from __future__ import annotations
@@ -14,14 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bridge.api import ChannelSpec, Registry, TopicSpec
-    from bridge.cli import Bridge, BridgeOptions, serve, start_bridge
+    from bridge.app import Bridge, serve, start_bridge
+    from bridge.options import BridgeOptions, SecretOptions, SidecarOptions, StoreOptions, TransportOptions
 
 __all__ = [
     "Bridge",
     "BridgeOptions",
     "ChannelSpec",
     "Registry",
+    "SecretOptions",
+    "SidecarOptions",
+    "StoreOptions",
     "TopicSpec",
+    "TransportOptions",
     "serve",
     "start_bridge",
 ]
@@ -30,10 +35,14 @@ _LAZY = {
     "ChannelSpec": "bridge.api",
     "Registry": "bridge.api",
     "TopicSpec": "bridge.api",
-    "Bridge": "bridge.cli",
-    "BridgeOptions": "bridge.cli",
-    "serve": "bridge.cli",
-    "start_bridge": "bridge.cli",
+    "Bridge": "bridge.app",
+    "BridgeOptions": "bridge.options",
+    "SecretOptions": "bridge.options",
+    "SidecarOptions": "bridge.options",
+    "StoreOptions": "bridge.options",
+    "TransportOptions": "bridge.options",
+    "serve": "bridge.app",
+    "start_bridge": "bridge.app",
 }
 
 

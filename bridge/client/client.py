@@ -17,11 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -33,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge import api
+from bridge.connection_file import ConnectionInfo, read_connection_file
 from bridge.errors import (
     AuthenticationError,
     BridgeError,
@@ -54,32 +53,6 @@ R = TypeVar("R")
 HTTP_UNAUTHORIZED = 401
 HTTP_FORBIDDEN = 403
 CLOSE_POLICY_VIOLATION = 1008
-
-
-@dataclass(frozen=True)
-class ConnectionInfo:
-    """What a client needs to reach a server: ``url``, ``token`` and maybe a Unix ``socket``."""
-
-    url: str
-    token: str = field(repr=False)
-    socket: str | None = None
-
-
-def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
-    """Read the connection file written by ``bridge serve`` (DESIGN §7).
-
-    Args:
-        path: the file, e.g. ``<data dir>/connection.json``.
-
-    Raises:
-        OSError: the file cannot be read.
-        ValueError: it is not a connection file (``orjson.JSONDecodeError`` is one).
-    """
-    path = Path(path)
-    data = orjson.loads(path.read_bytes())
-    if not isinstance(data, dict) or "url" not in data or "token" not in data:
-        raise ValueError(f"{path} is not a bridge connection file")
-    return ConnectionInfo(str(data["url"]), str(data["token"]), data.get("socket"))
 
 
 Callback = Callable[[Any], None]

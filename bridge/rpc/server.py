@@ -23,7 +23,6 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,6 +35,7 @@ from websockets.protocol import SEND_EOF, State
 
 from bridge.api import TopicSpec
 from bridge.errors import BridgeError, RateLimitedError, ServiceUnavailableError
+from bridge.options import TransportOptions
 from bridge.rpc.dispatch import Dispatcher, notification_frame
 
 log = structlog.get_logger(__name__)
@@ -47,99 +47,8 @@ CLOSE_GOING_AWAY: Final = 1001
 CLOSE_TRY_AGAIN_LATER: Final = 1013
 CLOSE_FRAME_ROOM: Final = 64
 """Bytes kept free under the cap for a close frame (header + code + short reason)."""
-MAX_PORT: Final = 65535
-MIN_OUTBOUND_CAP: Final = 1024
-"""Smallest outbound cap accepted, in bytes (room for small replies and a close frame)."""
 FLUSH_AT_BYTES: Final = 64 * 1024
 """A connection's queued frames are written at once when they reach this many bytes."""
-
-
-@dataclass(kw_only=True)
-class TransportOptions:
-    """Transport settings that have defaults (DESIGN §6); shared by every options object.
-
-    Attributes:
-        host: interface to bind (loopback by default).
-        port: TCP port; 0 picks a free one.
-        uds: serve on this Unix socket path (mode 0600) instead of TCP.
-        allow_origins: exact ``Origin`` values accepted (``null`` never is).
-        allow_hosts: extra ``Host`` names accepted besides localhost/127.0.0.1/[::1].
-        max_message_bytes: largest incoming message, in bytes (larger → close 1009).
-        max_batch: most entries in one batch.
-        max_connections: most open connections (more → HTTP 503); handshakes in
-            progress count.
-        outbound_cap_bytes: most bytes buffered in user space for one connection; a
-            frame that would pass it is not written and the connection is closed with
-            1013 (aborted when even the close frame does not fit).
-        rate_limit_per_s: requests (batch elements count one each) a connection may
-            send per second, with a burst of the same size; None = no limit. Excess
-            requests are answered with 4029 and excess notifications dropped.
-        ping_interval_s: keepalive ping period, in seconds.
-        ping_timeout_s: seconds to wait for a pong; also how long a connection whose
-            peer stopped reading its responses may stall before it is closed.
-        shutdown_timeout_s: bound on graceful shutdown, in seconds.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 0
-    uds: Path | None = None
-    allow_origins: frozenset[str] = field(default_factory=frozenset)
-    allow_hosts: frozenset[str] = field(default_factory=frozenset)
-    max_message_bytes: int = 256 * 1024
-    max_batch: int = 100
-    max_connections: int = 64
-    outbound_cap_bytes: int = 1024 * 1024
-    rate_limit_per_s: float | None = None
-    ping_interval_s: float = 20.0
-    ping_timeout_s: float = 20.0
-    shutdown_timeout_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        """Refuse settings that would leave the server unusable.
-
-        Raises:
-            InvalidSettingError: the first setting out of its range (its field name,
-                what it must be, and the value given).
-        """
-        rules: tuple[tuple[str, bool, str], ...] = (
-            ("port", 0 <= self.port <= MAX_PORT, f"between 0 and {MAX_PORT}"),
-            ("max_message_bytes", self.max_message_bytes >= 1, "at least 1"),
-            ("max_batch", self.max_batch >= 1, "at least 1"),
-            ("max_connections", self.max_connections >= 1, "at least 1"),
-            (
-                "outbound_cap_bytes",
-                self.outbound_cap_bytes >= MIN_OUTBOUND_CAP,
-                f"at least {MIN_OUTBOUND_CAP}",
-            ),
-            (
-                "rate_limit_per_s",
-                self.rate_limit_per_s is None or self.rate_limit_per_s > 0,
-                "above 0 (or off)",
-            ),
-            ("ping_interval_s", self.ping_interval_s > 0, "above 0"),
-            ("ping_timeout_s", self.ping_timeout_s > 0, "above 0"),
-            ("shutdown_timeout_s", self.shutdown_timeout_s >= 0, "0 or more"),
-        )
-        for name, ok, requirement in rules:
-            if not ok:
-                raise InvalidSettingError(name, requirement, getattr(self, name))
-
-
-class InvalidSettingError(ValueError):
-    """A transport setting out of its range.
-
-    Attributes:
-        name: the :class:`TransportOptions` field, e.g. ``port``.
-        requirement: what it must be, e.g. ``between 0 and 65535``.
-        value: the value given.
-    """
-
-    def __init__(self, name: str, requirement: str, value: object) -> None:
-        """Record the setting; the message reads ``port must be between 0 and 65535 (got 99999)``."""
-        super().__init__(f"{name} must be {requirement} (got {value!r})")
-        self.name = name
-        self.requirement = requirement
-        self.value = value
 
 
 @dataclass(kw_only=True)

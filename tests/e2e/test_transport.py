@@ -15,7 +15,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
 from bridge import api
-from bridge.cli import Bridge
+from bridge.app import Bridge
 from bridge.models import EmptyParams, LlmConfigInput, WireModel
 from tests.conftest import openai_config
 from tests.e2e.wire import (

@@ -1,0 +1,355 @@
+"""The embedding API and composition root: :class:`Bridge`, :func:`start_bridge`, :func:`serve`.
+
+This is the only module that wires concrete classes together (store, key, service,
+dispatcher, server). Applications embedding bridge call :func:`start_bridge` or
+:func:`serve` with a :class:`~bridge.api.Registry` holding their own channels::
+
+    registry = bridge.Registry()
+    registry.add(MY_CHANNEL, my_handler)
+    await bridge.serve(bridge.BridgeOptions(transport=bridge.TransportOptions(port=0)), registry)
+
+``bridge serve`` (:mod:`bridge.cli`) is a thin layer over :func:`run_sidecar`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import structlog
+
+from bridge import api, schemas, sidecar
+from bridge.connection_file import CONNECTION_FILE_NAME, ConnectionInfo
+from bridge.errors import AddressUnavailableError, StartupError
+from bridge.keystore import DATA_KEY_ENV, DataKey, KeyCipher, load_data_key, load_shared_data_key
+from bridge.log import configure_logging
+from bridge.models import EmptyParams, WireModel
+from bridge.options import (
+    STORE_ENV,
+    TOKEN_ENV,
+    BridgeOptions,
+    SecretOptions,
+    SidecarOptions,
+    StoreOptions,
+    TransportOptions,
+)
+from bridge.rpc.dispatch import Dispatcher
+from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings
+from bridge.service import LlmConfigService, register_llm_config_channels
+from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "Bridge",
+    "BridgeOptions",
+    "SecretOptions",
+    "SidecarOptions",
+    "StoreOptions",
+    "TransportOptions",
+    "run_sidecar",
+    "serve",
+    "server_version",
+    "start_bridge",
+]
+
+
+def server_version() -> str:
+    """Return the installed package version (``0+unknown`` from a bare checkout)."""
+    try:
+        return metadata.version("bridge")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+@dataclass
+class Bridge:
+    """A running bridge: its URL, token, service and server. Close with :meth:`close`."""
+
+    url: str
+    token: str = field(repr=False)
+    registry: api.Registry
+    service: LlmConfigService
+    server: BridgeServer
+    store: ConfigStore
+
+    def connection_info(self) -> ConnectionInfo:
+        """Where clients reach this bridge: the ready line / connection file's content."""
+        uds = self.server.settings.uds
+        return ConnectionInfo(self.url, self.token, None if uds is None else str(uds), os.getpid())
+
+    def notify(self, topic: api.TopicSpec, payload: WireModel) -> None:
+        """Send a notification on an application topic to every renderer, now."""
+        self.server.notify(topic, payload.model_dump(mode="json"))
+
+    async def close(self) -> None:
+        """Graceful shutdown (DESIGN §7), then close the service and the store."""
+        await self.server.shutdown()
+        await self.service.close()
+        await self.store.close()
+
+
+class BridgeChannels:
+    """The handlers of ``bridge:hello`` and ``rpc.discover`` for one running bridge.
+
+    Args:
+        registry: the registry being served (its names are listed by ``bridge:hello``).
+        service: the LLM-config service (initialized by ``bridge:hello``).
+        store: the store (its ``recovered_from`` is reported).
+        secret_backend: ``keyring`` or ``file``: where the data key came from.
+    """
+
+    def __init__(
+        self, registry: api.Registry, service: LlmConfigService, store: ConfigStore, secret_backend: str
+    ) -> None:
+        """Remember what ``bridge:hello`` reports; the document is built by :meth:`publish`."""
+        self.registry = registry
+        self.service = service
+        self.store = store
+        self.secret_backend = secret_backend
+        self.document: dict[str, Any] = {}
+        self.document_hash = ""
+
+    def publish(self) -> None:
+        """Build the OpenRPC document of the registry as it is now, and its ``schemaHash``."""
+        self.document = schemas.openrpc_document(self.registry.channels, self.registry.topics)
+        self.document_hash = schemas.schema_hash(self.document)
+
+    async def hello(self, _: EmptyParams) -> api.HelloResult:
+        """``bridge:hello``: versions, schema hash, channels, revision (DESIGN §5)."""
+        await self.service.initialize()
+        return api.HelloResult(
+            server_version=server_version(),
+            protocol_version=api.PROTOCOL_VERSION,
+            schema_hash=self.document_hash,
+            channels=self.registry.names(),
+            revision=self.service.cache_info().revision,
+            secret_backend=self.secret_backend,
+            recovered_from=self.store.recovered_from,
+        )
+
+    async def discover(self, _: EmptyParams) -> dict[str, Any]:
+        """``rpc.discover``: the OpenRPC 1.3 document of every registered channel and topic."""
+        return self.document
+
+
+def _resolve_token(explicit: str | None) -> str:
+    token = explicit or os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32)
+    if not TOKEN_PATTERN.match(token):
+        raise StartupError("The token must match [A-Za-z0-9_-]{32,}")
+    return token
+
+
+async def start_bridge(options: BridgeOptions | None = None, registry: api.Registry | None = None) -> Bridge:
+    """Open the store, load the data key, and start serving.
+
+    Args:
+        options: settings; defaults to :class:`BridgeOptions` ().
+        registry: a registry holding the application's own channels and topics; the
+            ``llm-config:*``, ``bridge:hello`` and ``rpc.discover`` channels are added.
+
+    Returns:
+        The running :class:`Bridge`.
+
+    Raises:
+        StartupError: the data key is lost while ciphertexts exist, or the token is malformed.
+        AddressUnavailableError: the address cannot be listened on (e.g. the port is busy).
+    """
+    options = options or BridgeOptions()
+    registry = registry or api.Registry()
+    token = _resolve_token(options.token)
+    store = _make_store(options)
+    await store.open()
+    try:
+        key = await _load_key(options, store)
+    except BaseException:
+        await store.close()
+        raise
+    if key.backend == "file" and not _is_shared(options.store):
+        log.warning("secret_backend_file", detail="data key kept in a 0600 file, not the OS keyring")
+    service = LlmConfigService(store, KeyCipher(key))
+    register_llm_config_channels(registry, service)
+
+    builtin = BridgeChannels(registry, service, store, key.backend)
+    registry.add(api.BRIDGE_HELLO, builtin.hello)
+    registry.add(api.RPC_DISCOVER, builtin.discover)
+    registry.add(api.RPC_ON, api.subscription_handler(registry))
+    registry.add(api.RPC_OFF, api.subscription_handler(registry))
+    builtin.publish()
+
+    # The RPC layer takes one flat settings object: the transport options plus the token.
+    settings = ServerSettings(token=token, **_shallow_fields(options.transport))
+    server = BridgeServer(Dispatcher(registry, max_batch=options.transport.max_batch), settings)
+    service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
+    try:
+        await service.initialize()
+        try:
+            await server.start()
+        except OSError as exc:
+            raise AddressUnavailableError(f"cannot listen: {exc.strerror}") from None
+    except BaseException:
+        await service.close()
+        await store.close()
+        raise
+    return Bridge(server.url, token, registry, service, server, store)
+
+
+def _shallow_fields(options: TransportOptions) -> dict[str, Any]:
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+
+
+def _store_uri(store: StoreOptions) -> str | None:
+    uri = store.uri or os.environ.get(STORE_ENV) or None
+    if uri is None or uri.startswith(("postgresql://", "postgres://")):
+        return uri
+    raise StartupError("The store must be a postgresql:// URI (or unset for the embedded SQLite store)")
+
+
+def _is_shared(store: StoreOptions) -> bool:
+    return _store_uri(store) is not None
+
+
+def _make_store(options: BridgeOptions) -> ConfigStore:
+    """Return the configured store: PostgreSQL for a ``postgresql://`` URI, else SQLite."""
+    uri = _store_uri(options.store)
+    if uri is None:
+        return SqliteConfigStore(
+            options.data_dir / DB_FILE_NAME, poll_interval_s=options.store.poll_interval_s
+        )
+    try:
+        from bridge.storage.postgres import PostgresConfigStore  # noqa: PLC0415 - optional extra
+    except ImportError:
+        raise StartupError(
+            "The PostgreSQL store needs asyncpg: pip install 'bridge-ipc[postgresql]'"
+        ) from None
+    return PostgresConfigStore(uri)
+
+
+async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
+    """Return the data key, refusing one that did not seal the stored API keys (DESIGN §3).
+
+    A shared key (``--data-key-file`` / ``BRIDGE_DATA_KEY``) is required with PostgreSQL:
+    every instance must open what the others sealed. Each ciphertext starts with the id
+    of its key, so a wrong key is refused here, before any row is read for use or changed.
+    """
+    secret_options: SecretOptions = options.secrets
+    shared = load_shared_data_key(secret_options.data_key_file, os.environ.get(DATA_KEY_ENV))
+    if shared is not None:
+        key = shared
+    elif _is_shared(options.store):
+        raise StartupError(
+            f"A PostgreSQL store is shared by instances: give them one data key with --data-key-file "
+            f"or {DATA_KEY_ENV}"
+        )
+    else:
+        key = await asyncio.to_thread(
+            load_data_key,
+            options.data_dir,
+            secret_options.backend,
+            must_exist=await store.has_ciphertexts(),
+        )
+    state = await store.load()
+    foreign = sorted({row.api_key_ct[:8].hex() for row in state.configs} - {key.key_id.hex()})
+    if foreign:
+        raise StartupError(
+            f"The store holds API keys sealed with data key id {', '.join(foreign)} but the given key's "
+            f"id is {key.key_id.hex()}; start with the key the other instances use (nothing was changed)"
+        )
+    return key
+
+
+async def serve(
+    options: BridgeOptions | None = None,
+    registry: api.Registry | None = None,
+    *,
+    sidecar_options: SidecarOptions | None = None,
+    on_ready: Callable[[Bridge], Awaitable[None] | None] | None = None,
+) -> None:
+    """Run a bridge until SIGTERM/SIGINT (or stdin EOF with ``exit_with_parent``).
+
+    Writes the connection file (0600, atomic; removed on exit) and calls ``on_ready``
+    once listening. See :func:`start_bridge` for ``options`` and ``registry``.
+
+    Args:
+        options: the bridge's settings.
+        registry: the application's own channels and topics.
+        sidecar_options: the process contract's settings (connection file, exit with
+            the parent); default :class:`SidecarOptions` ().
+        on_ready: called (and awaited when it returns an awaitable) once the connection
+            file is written.
+
+    Raises:
+        StartupError, AddressUnavailableError: as :func:`start_bridge`.
+        OSError: the connection file cannot be written.
+    """
+    options = options or BridgeOptions()
+    process = sidecar_options or SidecarOptions()
+    bridge = await start_bridge(options, registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    log.info("event_loop_selected", loop=f"{type(loop).__module__}.{type(loop).__name__}")
+    conn_path = process.connection_file or options.data_dir / CONNECTION_FILE_NAME
+    # The signal handlers stay during the shutdown: a second SIGTERM must not kill it midway.
+    with sidecar.stop_on_signals(stop, exit_with_parent=process.exit_with_parent):
+        try:
+            with sidecar.connection_file_lease(conn_path, bridge.connection_info()):
+                if on_ready is not None:
+                    maybe = on_ready(bridge)
+                    if maybe is not None:
+                        await maybe
+                await stop.wait()
+                log.info("shutdown_started")
+        finally:
+            await bridge.close()
+
+
+def run_sidecar(options: BridgeOptions, process: SidecarOptions, registry: api.Registry | None = None) -> int:
+    """Run ``bridge serve``: logging, event loop, ready line, and the exit code (DESIGN §7).
+
+    Every failure to start ends in one JSON error line on stdout.
+
+    Args:
+        options: the bridge's settings (``token`` is replaced by ``process.token_file``'s
+            content when given).
+        process: the process contract's settings, log level and event loop.
+        registry: the application's own channels and topics.
+
+    Returns:
+        The exit code: 0 after a graceful shutdown, 2 when start-up failed.
+    """
+    configure_logging(process.log_level)
+    try:
+        factory = sidecar.loop_factory(process.loop)
+        if process.token_file is not None:
+            try:
+                token = process.token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise StartupError(f"cannot read the token file: {exc.strerror}") from None
+            options = dataclasses.replace(options, token=token)
+    except StartupError as exc:
+        sidecar.emit_error(exc.code, exc.message)
+        return sidecar.EXIT_STARTUP_FAILED
+
+    def announce(bridge: Bridge) -> None:
+        sidecar.emit(bridge.connection_info().to_ready_line())
+
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(options, registry, sidecar_options=process, on_ready=announce))
+    except StartupError as exc:
+        sidecar.emit_error(exc.code, exc.message)
+        return sidecar.EXIT_STARTUP_FAILED
+    except Exception as exc:
+        # Anything else that stops start-up (an unwritable data directory, an unreachable
+        # database...) still ends in one JSON line, as the sidecar contract promises; the
+        # traceback goes to the log.
+        log.exception("startup_failed")
+        sidecar.emit_error(StartupError.code, f"cannot start: {sidecar.describe_startup_failure(exc)}")
+        return sidecar.EXIT_STARTUP_FAILED
+    return 0

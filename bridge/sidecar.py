@@ -1,0 +1,152 @@
+"""The process contract of ``bridge serve`` (DESIGN §7): ready line, connection file, signals.
+
+A desktop app starts bridge as a child process (the sidecar pattern) and relies on this:
+
+- one JSON line on stdout when ready (:func:`emit`, flushed at once even on a pipe), or
+  one JSON error line and a non-zero exit when start-up fails (:func:`emit_error`);
+- the same object in a 0600 connection file, removed on exit if it still names this
+  process (:func:`connection_file_lease`);
+- SIGTERM/SIGINT, and with ``--exit-with-parent`` stdin EOF, set one stop event
+  (:func:`stop_on_signals`); the embedding API then shuts down gracefully.
+
+It knows nothing of the server: :mod:`bridge.app` drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+
+from bridge.connection_file import (
+    ConnectionInfo,
+    connection_file_pid,
+    remove_connection_file,
+    write_connection_file,
+)
+from bridge.errors import StartupError
+
+log = structlog.get_logger(__name__)
+
+EXIT_STARTUP_FAILED: Final = 2
+"""Exit code of ``bridge serve`` when it cannot start (after one JSON error line)."""
+STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+
+def emit(line: dict[str, Any]) -> None:
+    """Write ``line`` as one JSON line on stdout and flush (a pipe is not line-buffered)."""
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+def emit_error(code: str, message: str) -> None:
+    """Write the start-up error line ``{"event": "error", "error": code, "message": message}``."""
+    emit({"event": "error", "error": code, "message": message})
+
+
+def describe_startup_failure(exc: BaseException) -> str:
+    """A start-up failure for the error line: the OS error and its path, else the type.
+
+    Only an ``OSError``'s own parts are shown (its text and the path involved): other
+    exceptions may carry a database URI with its password, so they give their type only.
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        return f"{type(exc).__name__} ({exc.strerror}){where}"
+    return type(exc).__name__
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return the event loop factory for ``--loop`` (None: asyncio's default loop).
+
+    ``auto`` picks uvloop when it is installed (the ``uvloop`` extra), else asyncio.
+
+    Raises:
+        StartupError: ``uvloop`` was asked for and is not installed.
+    """
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # noqa: PLC0415 - optional extra, imported only when asked for
+    except ImportError:
+        if choice == "uvloop":
+            raise StartupError(
+                "--loop uvloop: uvloop is not installed (pip install 'bridge-ipc[uvloop]')"
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
+
+def _warn_if_taking_over(path: Path) -> None:
+    """Log when the connection file names another running server (a shared data dir).
+
+    The file names the server started last; when that one stops, the file is removed
+    even if the other still runs. Servers sharing a data directory should each get their
+    own ``--connection-file``.
+    """
+    pid = connection_file_pid(path)
+    if pid is None or pid <= 0 or pid == os.getpid():
+        return
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent; raises when there is no such process
+    except (ProcessLookupError, OverflowError):
+        return
+    except PermissionError:
+        pass  # it exists, owned by another user
+    log.warning("connection_file_taken_over", path=str(path), previous_pid=pid)
+
+
+@contextlib.contextmanager
+def connection_file_lease(path: Path, info: ConnectionInfo) -> Iterator[None]:
+    """Write the connection file for the duration of the block; remove it after if still ours.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    _warn_if_taking_over(path)
+    try:
+        write_connection_file(path, info)
+        yield
+    finally:
+        # Removed before the server closes, so no client re-reads it and dials a server
+        # that is going away; and only if it is still ours (another may have replaced it).
+        remove_connection_file(path, os.getpid())
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event, *, exit_with_parent: bool = False) -> Iterator[None]:
+    """Set ``stop`` on SIGTERM/SIGINT (and stdin EOF with ``exit_with_parent``) inside the block.
+
+    Must run inside the event loop; the handlers are removed on exit.
+    """
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    if exit_with_parent:
+        _watch_stdin(loop, stop)
+    try:
+        yield
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Set ``stop`` when stdin reaches EOF: the parent app is gone (sidecar pattern)."""
+
+    def wait_for_eof() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while sys.stdin.buffer.read(4096):
+                pass
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=wait_for_eof, name="exit-with-parent", daemon=True).start()
