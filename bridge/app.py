@@ -19,12 +19,11 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import structlog
 
-from bridge import api, schemas, sidecar
+from bridge import __version__, api, schemas, sidecar
 from bridge.connection_file import CONNECTION_FILE_NAME, ConnectionInfo
 from bridge.errors import AddressUnavailableError, StartupError
 from bridge.keystore import DATA_KEY_ENV, DataKey, KeyCipher, load_data_key, load_shared_data_key
@@ -61,11 +60,8 @@ __all__ = [
 
 
 def server_version() -> str:
-    """Return the installed package version (``0+unknown`` from a bare checkout)."""
-    try:
-        return metadata.version("bridge")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "0+unknown"
+    """Return the package version, ``bridge.__version__`` (``bridge:hello`` ``serverVersion``)."""
+    return __version__
 
 
 @dataclass
