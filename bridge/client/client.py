@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge import api
+from bridge.backoff import backoff_delays
 from bridge.connection_file import ConnectionInfo, read_connection_file
 from bridge.errors import (
     AuthenticationError,
@@ -70,9 +70,11 @@ class BridgeClient:
             (see :meth:`from_connection_file`); overrides ``url``/``token``.
         unix_socket: path of the server's Unix socket, when it serves one.
         reconnect: reconnect after the connection drops, and resync.
-        backoff_initial_s: first reconnect delay, in seconds (doubles each attempt).
-        backoff_max_s: largest reconnect delay, in seconds; each delay is scaled by a
-            random factor in [0.5, 1] (jitter) so clients of a restarted server spread out.
+        backoff_initial_s: ceiling of the first reconnect delay, in seconds (doubles each
+            attempt).
+        backoff_max_s: largest ceiling, in seconds. Each delay is uniform between 0 and
+            its ceiling (full jitter, :func:`bridge.backoff.backoff_delays`, as the
+            PostgreSQL listener) so clients of a restarted server spread out.
         max_auth_attempts: consecutive handshakes refused with 401/403 (or closes with
             1008) before giving up with :class:`AuthenticationError`.
         open_timeout_s: bound on the opening handshake, in seconds.
@@ -209,7 +211,7 @@ class BridgeClient:
 
     async def _connect_loop(self) -> None:
         auth_failures = 0
-        delay = self._backoff_initial_s
+        delay = backoff_delays(base_s=self._backoff_initial_s, cap_s=self._backoff_max_s)
         while not self._closed_by_user:
             try:
                 await self._open_once()
@@ -230,8 +232,7 @@ class BridgeClient:
                 if self.close_code == CLOSE_POLICY_VIOLATION:  # pragma: no cover - races
                     continue
                 return
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
-            delay = min(self._backoff_max_s, delay * 2)
+            await asyncio.sleep(delay())
 
     def _fail(self, exc: BridgeError) -> None:
         """Give up for good: remember why, so waiters and later calls see it."""

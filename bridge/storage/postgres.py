@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -37,6 +36,7 @@ import asyncpg
 import orjson
 import structlog
 
+from bridge.backoff import backoff_delays as backoff_delays  # noqa: PLC0414 - an explicit re-export for mypy
 from bridge.errors import (
     ConfigNotFoundError,
     DuplicateConfigNameError,
@@ -118,23 +118,6 @@ def redact_dsn(dsn: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def backoff_delays(base_s: float = 0.05, cap_s: float = 5.0) -> Callable[[], float]:
-    """Return a function giving successive reconnect delays, in seconds.
-
-    Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential
-    Backoff And Jitter"): the n-th delay is uniform in ``[0, min(cap_s, base_s * 2**n)]``.
-    """
-    attempt = 0
-
-    def next_delay() -> float:
-        nonlocal attempt
-        ceiling = min(cap_s, base_s * 2**attempt)
-        attempt += 1
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
-
-    return next_delay
 
 
 def _row(record: Any) -> StoredConfig:
