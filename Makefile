@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: bench demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean reliability
+.PHONY: dist bench demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ js-test: $(STAMP)
 ## the same tests in their short CI mode. Override one figure with e.g. BRIDGE_SOAK_S=300 make reliability.
 reliability: $(STAMP)
 	BRIDGE_RELIABILITY=long BRIDGE_RELIABILITY_REPORT=reliability-report.jsonl $(BIN)/pytest tests/reliability -m reliability -s -q
+
+## dist: the sdist and wheel of the `bridge-ipc` distribution in dist/ (python -m build; the backend from .venv)
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
 
 ## schemas: regenerate schemas/ (JSON Schema, OpenRPC, TypeScript) after changing a model or a channel
 schemas: $(STAMP) $(NODE_STAMP)
