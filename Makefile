@@ -40,6 +40,7 @@ contracts: $(STAMP)
 
 schemas-check: $(STAMP)
 	$(BIN)/bridge schemas --check
+	cmp schemas/openrpc.json bridge/openrpc.json  # the package data rpc.discover serves
 
 ## types-check: schemas/bridge.d.ts is what json-schema-to-typescript makes of bridge.schema.json
 types-check: $(NODE_STAMP)
@@ -70,6 +71,7 @@ dist: $(STAMP)
 ## schemas: regenerate schemas/ (JSON Schema, OpenRPC, TypeScript) after changing a model or a channel
 schemas: $(STAMP) $(NODE_STAMP)
 	$(BIN)/bridge schemas
+	cp schemas/openrpc.json bridge/openrpc.json
 	node schemas/generate-types.mjs
 
 ## bench: bridge vs the websockets echo floors and an rpc-websockets peer (docs/performance.md); minutes

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import os
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
+import orjson
 import structlog
 
-from bridge import __version__, api, schemas, sidecar
+from bridge import __version__, api, sidecar
 from bridge.connection_file import CONNECTION_FILE_NAME, ConnectionInfo
 from bridge.errors import AddressUnavailableError, StartupError
 from bridge.keystore import DATA_KEY_ENV, DataKey, KeyCipher, load_data_key, load_shared_data_key
@@ -91,8 +94,29 @@ class Bridge:
         await self.store.close()
 
 
+OPENRPC_RESOURCE = "openrpc.json"
+"""Package data: the OpenRPC document of a stock server (``schemas/openrpc.json``'s bytes)."""
+
+
+def _is_stock(registry: api.Registry) -> bool:
+    """True when ``registry`` holds exactly the channels and topics of a stock ``bridge serve``."""
+    channels = {spec.name: spec for spec in registry.channels}
+    topics = {topic.name: topic for topic in registry.topics}
+    return (
+        len(channels) == len(api.BUILTIN_CHANNELS)
+        and all(channels.get(spec.name) is spec for spec in api.BUILTIN_CHANNELS)
+        and len(topics) == len(api.BUILTIN_TOPICS)
+        and all(topics.get(topic.name) is topic for topic in api.BUILTIN_TOPICS)
+    )
+
+
 class BridgeChannels:
     """The handlers of ``bridge:hello`` and ``rpc.discover`` for one running bridge.
+
+    The OpenRPC document is made on first use, not at start-up: a stock registry's is
+    read from the package data file ``bridge/openrpc.json`` (the committed
+    ``schemas/openrpc.json``); a registry with channels of its own is generated from it,
+    once.
 
     Args:
         registry: the registry being served (its names are listed by ``bridge:hello``).
@@ -104,18 +128,27 @@ class BridgeChannels:
     def __init__(
         self, registry: api.Registry, service: LlmConfigService, store: ConfigStore, secret_backend: str
     ) -> None:
-        """Remember what ``bridge:hello`` reports; the document is built by :meth:`publish`."""
+        """Remember what ``bridge:hello`` reports."""
         self.registry = registry
         self.service = service
         self.store = store
         self.secret_backend = secret_backend
-        self.document: dict[str, Any] = {}
-        self.document_hash = ""
+        self._document: dict[str, Any] | None = None
+        self._hash = ""
 
-    def publish(self) -> None:
-        """Build the OpenRPC document of the registry as it is now, and its ``schemaHash``."""
-        self.document = schemas.openrpc_document(self.registry.channels, self.registry.topics)
-        self.document_hash = schemas.schema_hash(self.document)
+    def document(self) -> tuple[dict[str, Any], str]:
+        """The OpenRPC 1.3 document of the registry and its ``schemaHash`` (``sha256:<hex>``)."""
+        if self._document is None:
+            if _is_stock(self.registry):
+                raw = resources.files("bridge").joinpath(OPENRPC_RESOURCE).read_bytes()
+                document, digest = orjson.loads(raw), "sha256:" + hashlib.sha256(raw).hexdigest()
+            else:
+                from bridge import schemas  # noqa: PLC0415 - generated only when asked for
+
+                document = schemas.openrpc_document(self.registry.channels, self.registry.topics)
+                digest = schemas.schema_hash(document)
+            self._document, self._hash = document, digest
+        return self._document, self._hash
 
     async def hello(self, _: EmptyParams) -> api.HelloResult:
         """``bridge:hello``: versions, schema hash, channels, revision (DESIGN §5)."""
@@ -123,7 +156,7 @@ class BridgeChannels:
         return api.HelloResult(
             server_version=server_version(),
             protocol_version=api.PROTOCOL_VERSION,
-            schema_hash=self.document_hash,
+            schema_hash=self.document()[1],
             channels=self.registry.names(),
             revision=self.service.cache_info().revision,
             secret_backend=self.secret_backend,
@@ -132,7 +165,7 @@ class BridgeChannels:
 
     async def discover(self, _: EmptyParams) -> dict[str, Any]:
         """``rpc.discover``: the OpenRPC 1.3 document of every registered channel and topic."""
-        return self.document
+        return self.document()[0]
 
 
 def _resolve_token(explicit: str | None) -> str:
@@ -177,7 +210,6 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     registry.add(api.RPC_DISCOVER, builtin.discover)
     registry.add(api.RPC_ON, api.subscription_handler(registry))
     registry.add(api.RPC_OFF, api.subscription_handler(registry))
-    builtin.publish()
 
     # The RPC layer takes one flat settings object: the transport options plus the token.
     settings = ServerSettings(token=token, **_shallow_fields(options.transport))

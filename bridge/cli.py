@@ -13,13 +13,13 @@ import asyncio
 import dataclasses
 import enum
 import json
+import sys
 import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bridge import sidecar
 from bridge.connection_file import CONNECTION_FILE_NAME, ConnectionInfo
 from bridge.errors import StartupError
 from bridge.options import (
@@ -160,6 +160,10 @@ def _serve_options(
 
 
 def _serve_command(args: argparse.Namespace, flags: dict[str, list[_Flag]]) -> int:
+    from bridge import sidecar  # noqa: PLC0415 - only this command needs the process contract
+
+    if not sys.stderr.isatty():  # JSON logs (bridge.log's default off a terminal)
+        sidecar.import_logging_for_json()
     from bridge.app import run_sidecar  # noqa: PLC0415 - only this command loads the server
 
     try:
@@ -196,17 +200,18 @@ def _load_connection(path: Path) -> ConnectionInfo | dict[str, str]:
 def _call_command(args: argparse.Namespace) -> int:
     from bridge.client import BridgeClient  # noqa: PLC0415
     from bridge.errors import BridgeError  # noqa: PLC0415
+    from bridge.sidecar import emit as _emit  # noqa: PLC0415 - one JSON line on stdout, flushed
 
     path = args.connection_file or (args.data_dir or default_data_dir()) / CONNECTION_FILE_NAME
     try:
         params = None if args.params is None else json.loads(args.params)
     except json.JSONDecodeError as exc:
-        sidecar.emit({"error": {"code": "INVALID_PARAMS_JSON", "message": f"params are not JSON: {exc.msg}"}})
+        _emit({"error": {"code": "INVALID_PARAMS_JSON", "message": f"params are not JSON: {exc.msg}"}})
         return 2
 
     info = _load_connection(path)
     if isinstance(info, dict):
-        sidecar.emit({"error": info})
+        _emit({"error": info})
         return 1
 
     async def run() -> Any:
@@ -216,10 +221,10 @@ def _call_command(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(run())
     except BridgeError as exc:
-        sidecar.emit({"error": {"code": exc.rpc_code, "message": exc.message, "data": exc.to_data()}})
+        _emit({"error": {"code": exc.rpc_code, "message": exc.message, "data": exc.to_data()}})
         return 1
     except (OSError, TimeoutError) as exc:
-        sidecar.emit(
+        _emit(
             {
                 "error": {
                     "code": "UNREACHABLE",
@@ -228,7 +233,7 @@ def _call_command(args: argparse.Namespace) -> int:
             }
         )
         return 1
-    sidecar.emit({"result": result})
+    _emit({"result": result})
     return 0
 
 

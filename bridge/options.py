@@ -15,8 +15,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-import platformdirs
-
 from bridge.keystore import DATA_KEY_ENV, SecretBackend
 
 APP_NAME: Final = "bridge"
@@ -31,6 +29,8 @@ MIN_OUTBOUND_CAP: Final = 1024
 
 def default_data_dir() -> Path:
     """Return the platform's user data directory for bridge (``platformdirs``)."""
+    import platformdirs  # noqa: PLC0415 - only when no data directory is given (start-up time)
+
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 

@@ -25,8 +25,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
-import structlog
-
 from bridge.connection_file import (
     ConnectionInfo,
     connection_file_pid,
@@ -35,11 +33,34 @@ from bridge.connection_file import (
 )
 from bridge.errors import StartupError
 
-log = structlog.get_logger(__name__)
-
 EXIT_STARTUP_FAILED: Final = 2
 """Exit code of ``bridge serve`` when it cannot start (after one JSON error line)."""
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+CONSOLE_ONLY_MODULES: Final = ("rich", "better_exceptions", "colorama")
+"""Optional modules that ``structlog.dev`` imports when installed; only console logs use them."""
+
+
+def import_logging_for_json() -> None:
+    """Import structlog without the console-only modules it would load (rich: ~35 ms of start-up).
+
+    ``import structlog`` imports ``structlog.dev``, which imports rich (and
+    better_exceptions, colorama) whenever they are installed, for its console renderer. A
+    sidecar logs JSON lines and never uses them, so while structlog is first imported they
+    are made unimportable (a ``None`` entry in ``sys.modules`` makes ``import`` raise
+    ImportError, which structlog handles); the entries are removed afterwards, so the
+    application can still import them. Does nothing once structlog is imported.
+    """
+    if "structlog" in sys.modules:
+        return
+    hidden = [name for name in CONSOLE_ONLY_MODULES if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import structlog  # noqa: F401, PLC0415 - the point of this function
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def emit(line: dict[str, Any]) -> None:
@@ -102,7 +123,9 @@ def _warn_if_taking_over(path: Path) -> None:
         return
     except PermissionError:
         pass  # it exists, owned by another user
-    log.warning("connection_file_taken_over", path=str(path), previous_pid=pid)
+    import structlog  # noqa: PLC0415 - imported by the server already; kept out of this module's import
+
+    structlog.get_logger(__name__).warning("connection_file_taken_over", path=str(path), previous_pid=pid)
 
 
 @contextlib.contextmanager
