@@ -44,19 +44,27 @@ def bridge_cmd(tree: Path, data_dir: Path, loop: str, *, importtime: bool = Fals
     return [sys.executable, *flags, "-c", code, *serve]
 
 
-def to_ready(cmd: list[str]) -> tuple[float, str]:
-    """Seconds from spawn to the ready line; the process's stderr up to then. Stops the process."""
+def cpu_ms(pid: int) -> float:
+    """CPU time (user + system) the process has used so far, in ms (``/proc/PID/stat``, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def to_ready(cmd: list[str]) -> tuple[float, float, str]:
+    """Seconds from spawn to the ready line, CPU ms used by then, and stderr. Stops the process."""
     t0 = time.perf_counter()
     process = subprocess.Popen(pin(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None
     line = process.stdout.readline()
     elapsed = time.perf_counter() - t0
+    # taskset execs the server in place: the pid is the server's.
+    cpu = cpu_ms(process.pid) if line else 0.0
     process.terminate()
     _, err = process.communicate(timeout=20)
     ready = json.loads(line) if line else {}
     if ready.get("event") != "ready":
         raise RuntimeError(f"{cmd[-10:]}: {line!r} {err.decode()[-2000:]}")
-    return elapsed, err.decode()
+    return elapsed, cpu, err.decode()
 
 
 def extract(rev: str, into: Path) -> None:
@@ -102,21 +110,31 @@ def main() -> None:
         for cmd in commands.values():
             to_ready(cmd)  # creates the data directory, warms the page cache
         times: dict[str, list[float]] = {name: [] for name in commands}
+        cpus: dict[str, list[float]] = {name: [] for name in commands}
         names = list(commands)
         for round_no in range(args.runs):
             order = names[round_no % len(names) :] + names[: round_no % len(names)]
             for name in order:
-                times[name].append(to_ready(commands[name])[0] * 1e3)
-        print(f"spawn → ready line, ms, median (min–max) of {args.runs}; loop {args.loop}; base {args.base}")
+                elapsed, cpu, _ = to_ready(commands[name])
+                times[name].append(elapsed * 1e3)
+                cpus[name].append(cpu)
+        print(f"spawn → ready line, median (min–max) of {args.runs}; loop {args.loop}; base {args.base}")
+        print("  server   wall ms          CPU ms by the ready line")
         for name in names:
-            print(f"  {name:7s} {fmt(times[name])}")
+            print(f"  {name:7s}  {fmt(times[name]):15s}  {fmt(cpus[name])}")
         for name in ("before", "after"):
             ratios = [b / e for b, e in zip(times[name], times["echo"], strict=True)]
-            print(f"  {name} / echo: {statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})")
-        for name, tree in (("before", before), ("after", ROOT)):
-            _, err = to_ready(bridge_cmd(tree, base / f"data-{name}", args.loop, importtime=True))
-            total, tops = import_profile(err, 8)
-            print(f"  -X importtime {name}: {total:.0f} ms in top-level imports; biggest:")
+            spread = f"{min(ratios):.2f}–{max(ratios):.2f}"
+            print(f"  {name} / echo (wall): {statistics.median(ratios):.2f}× ({spread})")
+        profiles: dict[str, list[tuple[float, list[tuple[str, float]]]]] = {"before": [], "after": []}
+        for _ in range(5):
+            for name, tree in (("before", before), ("after", ROOT)):
+                _, _, err = to_ready(bridge_cmd(tree, base / f"data-{name}", args.loop, importtime=True))
+                profiles[name].append(import_profile(err, 8))
+        for name, runs in profiles.items():
+            runs.sort(key=lambda run: run[0])
+            total, tops = runs[len(runs) // 2]
+            print(f"  -X importtime {name}: {total:.0f} ms in top-level imports (median of 5); biggest:")
             for module, ms in tops:
                 print(f"    {module:40s} {ms:6.1f} ms")
 
