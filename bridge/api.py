@@ -381,6 +381,24 @@ RPC_DISCOVER: ChannelSpec[EmptyParams, dict[str, Any]] = ChannelSpec(
 )
 
 
+class ShutdownResult(WireModel):
+    """Result of ``bridge:shutdown``: the server stops gracefully once this response is sent."""
+
+    shutting_down: Literal[True] = True
+
+
+BRIDGE_SHUTDOWN: ChannelSpec[EmptyParams, ShutdownResult] = ChannelSpec(
+    "bridge:shutdown",
+    EmptyParams,
+    ShutdownResult,
+    "Stop the server gracefully, as SIGTERM does (for hosts that cannot close the sidecar's stdin). "
+    "Served only when bridge serve was started with --exit-with-parent or --allow-shutdown; "
+    "otherwise -32601.",
+    params_optional=True,
+    examples=(Example("stop the sidecar", {}, {"shuttingDown": True}),),
+)
+
+
 # ---- rpc-websockets compatibility ------------------------------------------------------
 # The npm rpc-websockets Client's subscribe()/unsubscribe() call `rpc.on`/`rpc.off` with
 # an array of event names and throw unless the result maps each name to "ok". Its own
@@ -430,10 +448,15 @@ def subscription_handler(registry: Registry) -> Callable[[EventNames], Awaitable
 BUILTIN_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (
     *LLM_CONFIG_CHANNELS,
     BRIDGE_HELLO,
+    BRIDGE_SHUTDOWN,
     RPC_DISCOVER,
     RPC_ON,
     RPC_OFF,
 )
-"""Every channel a stock ``bridge serve`` exposes."""
+"""Every channel a stock ``bridge serve`` describes (``rpc.discover``, ``schemas/``)."""
+OPTIONAL_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (BRIDGE_SHUTDOWN,)
+"""Built-in channels served only when enabled (``bridge:shutdown``: sidecar mode or
+``--allow-shutdown``); described in the stock document either way, so its hash does not
+depend on the mode."""
 BUILTIN_TOPICS: tuple[TopicSpec, ...] = (LLM_CONFIG_CHANGED,)
 """Every topic a stock ``bridge serve`` publishes."""

@@ -99,15 +99,43 @@ OPENRPC_RESOURCE = "openrpc.json"
 
 
 def _is_stock(registry: api.Registry) -> bool:
-    """True when ``registry`` holds exactly the channels and topics of a stock ``bridge serve``."""
+    """True when ``registry`` holds exactly a stock ``bridge serve``'s channels and topics.
+
+    The optional built-in channels (``bridge:shutdown``) may be there or not: the stock
+    document describes them either way.
+    """
     channels = {spec.name: spec for spec in registry.channels}
     topics = {topic.name: topic for topic in registry.topics}
+    required = [spec for spec in api.BUILTIN_CHANNELS if spec not in api.OPTIONAL_CHANNELS]
+    optional = [spec for spec in api.OPTIONAL_CHANNELS if spec.name in channels]
     return (
-        len(channels) == len(api.BUILTIN_CHANNELS)
-        and all(channels.get(spec.name) is spec for spec in api.BUILTIN_CHANNELS)
+        len(channels) == len(required) + len(optional)
+        and all(channels.get(spec.name) is spec for spec in [*required, *optional])
         and len(topics) == len(api.BUILTIN_TOPICS)
         and all(topics.get(topic.name) is topic for topic in api.BUILTIN_TOPICS)
     )
+
+
+class ShutdownChannel:
+    """The handler of ``bridge:shutdown``: asks :func:`serve` to stop, as SIGTERM does.
+
+    Args:
+        stop: the event :func:`serve` waits on; set once the response is on its way.
+    """
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        """Remember the stop event."""
+        self.stop = stop
+
+    async def shutdown(self, _: EmptyParams) -> api.ShutdownResult:
+        """``bridge:shutdown``: start the graceful shutdown (DESIGN §7); this response is sent first.
+
+        The event is set on the next loop turn, after the dispatcher has the result: the
+        shutdown then waits for the in-flight requests, this one included.
+        """
+        log.info("shutdown_requested", via=api.BRIDGE_SHUTDOWN.name)
+        asyncio.get_running_loop().call_soon(self.stop.set)
+        return api.ShutdownResult()
 
 
 class BridgeChannels:
@@ -299,10 +327,13 @@ async def serve(
     sidecar_options: SidecarOptions | None = None,
     on_ready: Callable[[Bridge], Awaitable[None] | None] | None = None,
 ) -> None:
-    """Run a bridge until SIGTERM/SIGINT (or stdin EOF with ``exit_with_parent``).
+    """Run a bridge until SIGTERM/SIGINT, ``bridge:shutdown``, or stdin EOF with ``exit_with_parent``.
 
     Writes the connection file (0600, atomic; removed on exit) and calls ``on_ready``
     once listening. See :func:`start_bridge` for ``options`` and ``registry``.
+    ``bridge:shutdown`` is registered only with ``sidecar_options.exit_with_parent`` or
+    ``sidecar_options.allow_shutdown``: any authenticated connection may then stop the
+    server (for hosts that cannot close its stdin, e.g. Tauri's JavaScript API).
 
     Args:
         options: the bridge's settings.
@@ -318,8 +349,11 @@ async def serve(
     """
     options = options or BridgeOptions()
     process = sidecar_options or SidecarOptions()
-    bridge = await start_bridge(options, registry)
+    registry = registry or api.Registry()
     stop = asyncio.Event()
+    if process.allow_shutdown or process.exit_with_parent:
+        registry.add(api.BRIDGE_SHUTDOWN, ShutdownChannel(stop).shutdown)
+    bridge = await start_bridge(options, registry)
     loop = asyncio.get_running_loop()
     log.info("event_loop_selected", loop=f"{type(loop).__module__}.{type(loop).__name__}")
     conn_path = process.connection_file or options.data_dir / CONNECTION_FILE_NAME

@@ -297,7 +297,10 @@ class SidecarOptions:
     Attributes:
         connection_file: where to write the connection file; None →
             ``<data dir>/connection.json``.
-        exit_with_parent: shut down when stdin reaches EOF (the sidecar mode).
+        exit_with_parent: shut down when stdin reaches EOF (the sidecar mode); also
+            serves ``bridge:shutdown``.
+        allow_shutdown: serve ``bridge:shutdown`` (any authenticated connection may
+            stop the server) without ``exit_with_parent``.
         token_file: read the bearer token from this file (else ``BRIDGE_TOKEN``, else a
             fresh one per launch).
         log_level: minimum level of the log lines on stderr.
@@ -311,7 +314,12 @@ class SidecarOptions:
         metavar="PATH",
         default_text="<data dir>/connection.json",
     )
-    exit_with_parent: bool = setting(default=False, help="shut down when stdin closes")
+    exit_with_parent: bool = setting(
+        default=False, help="shut down when stdin closes (the sidecar mode); also serves bridge:shutdown"
+    )
+    allow_shutdown: bool = setting(
+        default=False, help="serve bridge:shutdown: any authenticated connection may stop the server"
+    )
     token_file: Path | None = setting(
         None,
         help=f"read the token from this file (else {TOKEN_ENV})",

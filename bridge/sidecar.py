@@ -164,12 +164,22 @@ def stop_on_signals(stop: asyncio.Event, *, exit_with_parent: bool = False) -> I
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """Set ``stop`` when stdin reaches EOF: the parent app is gone (sidecar pattern)."""
+    """Set ``stop`` when stdin reaches EOF: the parent app is gone (sidecar pattern).
+
+    Reads the file descriptor with ``os.read``, not ``sys.stdin``: a daemon thread blocked
+    inside a buffered reader holds its lock, and the interpreter aborts (SIGABRT) when it
+    exits for another reason (SIGTERM, ``bridge:shutdown``) while the thread waits.
+    """
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # no stdin at all: nothing to watch
+        return
 
     def wait_for_eof() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while sys.stdin.buffer.read(4096):
+        with contextlib.suppress(OSError):
+            while os.read(fd, 4096):
                 pass
-        loop.call_soon_threadsafe(stop.set)
+        with contextlib.suppress(RuntimeError):  # the loop already closed: the server is gone
+            loop.call_soon_threadsafe(stop.set)
 
     threading.Thread(target=wait_for_eof, name="exit-with-parent", daemon=True).start()
