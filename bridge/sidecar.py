@@ -147,20 +147,72 @@ def connection_file_lease(path: Path, info: ConnectionInfo) -> Iterator[None]:
 
 @contextlib.contextmanager
 def stop_on_signals(stop: asyncio.Event, *, exit_with_parent: bool = False) -> Iterator[None]:
-    """Set ``stop`` on SIGTERM/SIGINT (and stdin EOF with ``exit_with_parent``) inside the block.
+    """Set ``stop`` on SIGTERM/SIGINT inside the block; with ``exit_with_parent`` also when the parent goes.
 
-    Must run inside the event loop; the handlers are removed on exit.
+    The parent is gone when stdin reaches EOF or when the parent process dies, seen by
+    polling the parent pid every :data:`PARENT_POLL_S` seconds and, on Linux, at once
+    through ``PR_SET_PDEATHSIG``: a PyInstaller one-file build runs as a bootloader and a
+    Python child that inherited the app's stdin, so killing only the bootloader closes no
+    pipe. Must run inside the event loop; everything is undone on exit.
     """
     loop = asyncio.get_running_loop()
+    signals = list(STOP_SIGNALS)
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
+    parent_watch: asyncio.Task[None] | None = None
     if exit_with_parent:
         _watch_stdin(loop, stop)
+        parent = os.getppid()
+
+        def check_parent() -> None:
+            if os.getppid() != parent:
+                stop.set()
+
+        if _PARENT_DEATH_SIGNAL is not None:
+            loop.add_signal_handler(_PARENT_DEATH_SIGNAL, check_parent)
+            signals.append(_PARENT_DEATH_SIGNAL)
+            _ask_for_signal_on_parent_death(_PARENT_DEATH_SIGNAL)
+            check_parent()  # it may have died before the request took effect
+        parent_watch = loop.create_task(_watch_parent(parent, stop), name="exit-with-parent")
     try:
         yield
     finally:
-        for signum in STOP_SIGNALS:
+        if parent_watch is not None:
+            parent_watch.cancel()
+        for signum in signals:
             loop.remove_signal_handler(signum)
+
+
+PARENT_POLL_S: Final = 0.5
+"""How often the parent pid is compared with the one at start, in seconds."""
+_PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
+# The kernel sends it when the *thread* that spawned us exits, not only the process (a
+# runtime may spawn from a short-lived pool thread), so it is not SIGTERM: its handler
+# stops only if the parent pid really changed.
+_PARENT_DEATH_SIGNAL: Final = signal.SIGUSR1 if sys.platform.startswith("linux") else None
+
+
+def _ask_for_signal_on_parent_death(signum: int) -> None:
+    """Ask Linux to send ``signum`` when the parent dies (``prctl(PR_SET_PDEATHSIG)``); best effort.
+
+    ctypes, not a package: the prctl wrappers on PyPI (pyprctl, python-prctl) have had no
+    release since 2021 and one needs libcap headers to build, for one system call. If the
+    call fails, the pid poll alone notices (within :data:`PARENT_POLL_S`).
+    """
+    import ctypes  # noqa: PLC0415 - Linux only, sidecar mode only
+    import ctypes.util  # noqa: PLC0415
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Set ``stop`` once the parent pid changes (the process was re-parented: its parent died)."""
+    # No event exists for "my parent changed" outside Linux' prctl: poll, cheaply.
+    while os.getppid() == parent:  # noqa: ASYNC110 - nothing to wait on but time
+        await asyncio.sleep(PARENT_POLL_S)
+    stop.set()
 
 
 def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
