@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: dist bench demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean reliability
+.PHONY: dist sidecar bench demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ reliability: $(STAMP)
 dist: $(STAMP)
 	rm -rf dist
 	$(BIN)/python -m build --no-isolation --outdir dist .
+
+## sidecar: the frozen bridge for Tauri/Electron (PyInstaller), dist/sidecar/bridge-<target-triple>[/...]:
+## one folder by default; `make sidecar SIDECAR_MODE=onefile` for one executable (see docs/shipping.md)
+SIDECAR_MODE ?= onefolder
+sidecar: $(STAMP)
+	$(BIN)/python freeze/build_sidecar.py $(if $(filter onefile,$(SIDECAR_MODE)),--onefile,)
 
 ## schemas: regenerate schemas/ (JSON Schema, OpenRPC, TypeScript) after changing a model or a channel
 schemas: $(STAMP) $(NODE_STAMP)
