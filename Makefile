@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: dist sidecar bench demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean reliability
+.PHONY: dist sidecar sidecar-orphan-check bench demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ dist: $(STAMP)
 SIDECAR_MODE ?= onefolder
 sidecar: $(STAMP)
 	$(BIN)/python freeze/build_sidecar.py $(if $(filter onefile,$(SIDECAR_MODE)),--onefile,)
+
+## sidecar-orphan-check: build the one-file sidecar, SIGKILL only its bootloader, show its Python child exits
+sidecar-orphan-check: $(STAMP)
+	$(BIN)/python freeze/onefile_orphan_check.py
 
 ## schemas: regenerate schemas/ (JSON Schema, OpenRPC, TypeScript) after changing a model or a channel
 schemas: $(STAMP) $(NODE_STAMP)
