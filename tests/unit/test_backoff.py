@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge import backoff
-from bridge.client import client
+from bridge.client import connection
 from bridge.storage import postgres
 
 
@@ -24,5 +24,5 @@ def test_each_schedule_starts_over() -> None:
 
 
 def test_the_client_and_the_postgresql_listener_share_the_helper() -> None:
-    assert vars(client)["backoff_delays"] is backoff.backoff_delays
+    assert vars(connection)["backoff_delays"] is backoff.backoff_delays
     assert vars(postgres)["backoff_delays"] is backoff.backoff_delays
