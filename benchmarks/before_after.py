@@ -5,7 +5,8 @@ event loops, the ``websockets`` echo floor, ``bridge serve`` from that worktree
 (``before``) and ``bridge serve`` from this checkout (``after``), each pinned to CPU 0
 like ``run.py``. Each round visits every server in a rotated order and measures
 sequential read and list (50) round trips and pipelined reads on 1 and 8 connections
-(16 in flight each) with the Node load generator pinned to CPU 1. Prints the median of
+(16 in flight each) with the Node load generator pinned to CPU 1, and for the bridges the
+fan-out of one change to 1,000 receivers (as ``run.py`` measures it). Prints the median of
 each figure and, per pair, the median of the per-round ratios (with min–max); writes
 ``benchmarks/results/before-after-<UTC stamp>.json``.
 
@@ -34,6 +35,7 @@ from run import (
     bridge_cmd,
     loadgen,
     machine,
+    measure_fanout,
     seeded_dir,
     start_bridge,
     start_echo,
@@ -49,7 +51,10 @@ FIGURES = (
     "pipe1_cpu_us",
     "pipe8_msgs_s",
     "pipe8_cpu_us",
+    "fanout1000_ms",
+    "fanout1000_cpu_ms",
 )
+FANOUT_UPDATES = 5
 
 
 def start_before(worktree: Path, base: Path, loop: str) -> Server:
@@ -78,6 +83,10 @@ def measure(server: Server) -> dict[str, float]:
             pipe["msgs_per_s"],
             pipe["server_cpu_us_per_req"],
         )
+    if server.rpc and not server.name.startswith("rpcws"):
+        # One change to 1,000 renderers: p50 over the updates of the time to the last one.
+        fan = measure_fanout(server, 1000, FANOUT_UPDATES)
+        out["fanout1000_ms"], out["fanout1000_cpu_ms"] = fan["all_p50_ms"], fan["server_cpu_ms_p50"]
     return out
 
 

@@ -4,6 +4,8 @@ Servers, each a subprocess on 127.0.0.1 pinned to CPU 0 (``taskset``), while the
 generator (``loadgen.mjs``, Node + ws) runs pinned to CPU 1:
 
 - ``echo-asyncio`` / ``echo-uvloop``: raw ``websockets`` echo, compression off (the floors);
+- ``sansio-asyncio`` / ``sansio-uvloop``: an echo on websockets' public sans-I/O
+  ``ServerProtocol`` in a plain ``asyncio.Protocol`` (the layer bridge is built on);
 - ``bridge-asyncio`` / ``bridge-uvloop``: ``bridge serve --loop …`` over SQLite, 50 configs;
 - ``rpcws-node``: an idiomatic ``rpc-websockets`` server, same read/list over a Map.
 
@@ -153,9 +155,12 @@ def start_bridge(base: Path, loop: str, count: int = 50, max_connections: int = 
     return Server(f"bridge-{loop}", process, ready["url"], ids, {"Authorization": f"Bearer {TOKEN}"})
 
 
-def start_echo(loop: str) -> Server:
-    process, ready, _ = _start([sys.executable, str(HERE / "echo_server.py"), "--loop", loop], f"echo-{loop}")
-    return Server(f"echo-{loop}", process, ready["url"], [str(uuid.uuid4())], rpc=False)
+def start_echo(loop: str, impl: str = "asyncio") -> Server:
+    name = f"echo-{loop}" if impl == "asyncio" else f"{impl}-{loop}"
+    process, ready, _ = _start(
+        [sys.executable, str(HERE / "echo_server.py"), "--loop", loop, "--impl", impl], name
+    )
+    return Server(name, process, ready["url"], [str(uuid.uuid4())], rpc=False)
 
 
 def start_rpcws(count: int = 50) -> Server:
@@ -338,6 +343,8 @@ def servers(base: Path) -> Iterator[list[Server]]:
     try:
         started.append(start_echo("asyncio"))
         started.append(start_echo("uvloop"))
+        started.append(start_echo("asyncio", "sansio"))
+        started.append(start_echo("uvloop", "sansio"))
         started.append(start_bridge(base, "asyncio"))
         started.append(start_bridge(base, "uvloop"))
         started.append(start_rpcws())
@@ -467,6 +474,15 @@ def summarize(rounds: list[dict[str, Any]], fan: dict[str, list[dict[str, Any]]]
                     for r in rounds
                 ]
             )
+        f = f"sansio-{loop}"
+        for key in ("read_p50_us", "read_cpu_us", "pipe1_msgs_s", "pipe8_msgs_s"):
+            for num, den in ((b, f), (f, e), (f, "rpcws-node")):
+                ratios[f"{num}/{den} {key}"] = stat(
+                    [
+                        r[num][figures[key][0]][figures[key][1]] / r[den][figures[key][0]][figures[key][1]]
+                        for r in rounds
+                    ]
+                )
         for key in ("read_p50_us", "read_cpu_us", "list_p50_us", "pipe1_cpu_us", "pipe8_msgs_s"):
             ratios[f"{b}/rpcws-node {key}"] = stat(
                 [

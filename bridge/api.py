@@ -19,17 +19,28 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, Field, RootModel, StringConstraints, TypeAdapter
+from pydantic import (
+    BaseModel,
+    Field,
+    PlainValidator,
+    RootModel,
+    StringConstraints,
+    TypeAdapter,
+    WithJsonSchema,
+    create_model,
+)
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from bridge.errors import (
     BridgeError,
     ConfigNotFoundError,
     ConfigOperationFailedError,
     DuplicateConfigNameError,
+    OutboundDisabledError,
     ServiceUnavailableError,
     ValidationError,
     VersionConflictError,
@@ -42,6 +53,8 @@ from bridge.models import (
     IdParams,
     InitializeResult,
     LlmConfigChanged,
+    LlmConfigTestParams,
+    LlmConfigTestResult,
     LlmConfigView,
     RefreshResult,
     Snapshot,
@@ -73,6 +86,72 @@ class Example:
     summary: str = ""
 
 
+WORK_DONE_TOKEN: Final = "workDoneToken"  # noqa: S105 - a params key, not a secret
+"""The params key of a progress token (LSP ``WorkDoneProgressParams``), accepted by every channel."""
+_MAX_SAFE_INTEGER: Final = 2**53 - 1
+
+_TOKEN_MAX_CHARS: Final = 256
+
+
+def _check_token(value: Any) -> str | int:
+    # A string of at most 256 characters, or an integer within ±(2^53 − 1) like ids;
+    # bool (an int in Python) and null are refused.
+    if isinstance(value, str) and len(value) <= _TOKEN_MAX_CHARS:
+        return value
+    if type(value) is int and -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+        return value
+    raise PydanticCustomError("INVALID_FORMAT", "must be a string (at most 256 characters) or an integer")
+
+
+ProgressToken = Annotated[
+    Any,
+    PlainValidator(_check_token),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": _TOKEN_MAX_CHARS},
+                {"type": "integer", "minimum": -_MAX_SAFE_INTEGER, "maximum": _MAX_SAFE_INTEGER},
+            ],
+            "description": "LSP progress token: the $/progress notifications of this request carry it; "
+            "ignored by channels without progress.",
+        }
+    ),
+]
+"""``workDoneToken``: a string (≤ 256 characters) or an integer (±(2^53 − 1))."""
+_with_token: dict[type[BaseModel], type[BaseModel]] = {}
+
+
+def accepting_work_done_token(model: type[P]) -> type[P]:
+    """Return ``model`` extended with an optional ``workDoneToken`` (string or integer).
+
+    Every channel accepts ``workDoneToken`` in its params, as the Language Server
+    Protocol's ``WorkDoneProgressParams`` does; channels without progress ignore it. The
+    extension is a subclass with the same name and module (one per model, cached), so
+    handlers receive an instance of their own model. Positional params (``RootModel``)
+    and models that already declare the key are returned as they are.
+    """
+    if issubclass(model, RootModel) or _declares_token(model):
+        return model
+    extended = _with_token.get(model)
+    if extended is None:
+        extended = create_model(
+            model.__name__,
+            __base__=model,
+            __module__=model.__module__,
+            __doc__=model.__doc__,
+            work_done_token=(ProgressToken, Field(default=None, alias=WORK_DONE_TOKEN)),
+        )
+        _with_token[model] = extended
+    return extended  # type: ignore[return-value]
+
+
+def _declares_token(model: type[BaseModel]) -> bool:
+    return any(
+        name == "work_done_token" or info.alias == WORK_DONE_TOKEN
+        for name, info in model.model_fields.items()
+    )
+
+
 @dataclass(frozen=True)
 class ChannelSpec(Generic[P, R]):
     """A channel's contract: name, by-name params model, result type and errors.
@@ -85,6 +164,9 @@ class ChannelSpec(Generic[P, R]):
         errors: error classes the channel may return besides -32602/-32603/5003.
         params_optional: True when the params may be omitted entirely.
         examples: documented calls for the OpenRPC document (params and result, wire form).
+        long_running: True for a long operation (DESIGN §5): a request to it runs
+            concurrently with the requests after it on its connection, its response may
+            leave out of order, and ``$/cancelRequest`` cancels it (-32800).
     """
 
     name: str
@@ -94,10 +176,16 @@ class ChannelSpec(Generic[P, R]):
     errors: tuple[type[BridgeError], ...] = ()
     params_optional: bool = False
     examples: tuple[Example, ...] = ()
+    long_running: bool = False
     result_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        """Build the result adapter once (serialization is on the hot path)."""
+        """Build the result adapter once (serialization is on the hot path).
+
+        A by-name params model is replaced by one that also accepts ``workDoneToken``
+        (see :func:`accepting_work_done_token`).
+        """
+        object.__setattr__(self, "params", accepting_work_done_token(self.params))
         object.__setattr__(self, "result_adapter", TypeAdapter(self.result))
 
     def dump_result(self, value: R) -> Any:
@@ -126,12 +214,27 @@ Handler = Callable[[Any], Awaitable[Any]]
 """A channel's handler: validated params in, the result (or an ``orjson.Fragment``) out."""
 
 
+CANCEL_REQUEST = "$/cancelRequest"
+"""Notification (LSP) with params ``{id}``: cancel that long-running request of the same
+connection, which is then answered -32800 REQUEST_CANCELLED (DESIGN §5)."""
+
+
 @dataclass(frozen=True)
 class Registration:
-    """A channel spec bound to the coroutine that serves it."""
+    """A channel spec bound to the coroutine that serves it.
+
+    Attributes:
+        spec: the channel's contract.
+        handler: the coroutine function serving it.
+        inline: True when the handler may start outside any task (it does not need
+            ``asyncio.current_task()``, e.g. for ``asyncio.timeout``, before it first
+            suspends). Such a handler is run inline by the transport and, when it never
+            suspends (a cache read), answered without creating a task.
+    """
 
     spec: ChannelSpec[Any, Any]
     handler: Handler
+    inline: bool = False
 
 
 class Registry:
@@ -142,8 +245,18 @@ class Registry:
         self._channels: dict[str, Registration] = {}
         self._topics: dict[str, TopicSpec] = {}
 
-    def add(self, spec: ChannelSpec[P, R], handler: Callable[[P], Awaitable[R | orjson.Fragment]]) -> None:
+    def add(
+        self,
+        spec: ChannelSpec[P, R],
+        handler: Callable[[P], Awaitable[R | orjson.Fragment]],
+        *,
+        inline: bool = False,
+    ) -> None:
         """Serve ``spec`` with ``handler`` (called with the validated params model).
+
+        With ``inline`` the handler may start outside any task (see
+        :class:`Registration`); leave it False for handlers that use
+        ``asyncio.timeout``, task-bound locks or libraries that need the current task.
 
         The handler returns the result (serialized with ``spec.result``'s pydantic
         adapter, wire names), or an ``orjson.Fragment`` holding that result's JSON
@@ -155,7 +268,7 @@ class Registry:
         """
         if spec.name in self._channels:
             raise ValueError(f"channel {spec.name!r} is already registered")
-        self._channels[spec.name] = Registration(spec, handler)
+        self._channels[spec.name] = Registration(spec, handler, inline)
 
     def handler(
         self, spec: ChannelSpec[P, R]
@@ -330,6 +443,40 @@ LLM_CONFIG_REFRESH_CACHE: ChannelSpec[EmptyParams, RefreshResult] = ChannelSpec(
     examples=(Example("refresh", {}, {"count": 1, "revision": 1}),),
 )
 
+LLM_CONFIG_TEST: ChannelSpec[LlmConfigTestParams, LlmConfigTestResult] = ChannelSpec(
+    "llm-config:test",
+    LlmConfigTestParams,
+    LlmConfigTestResult,
+    "List the provider's models with a saved config's key ({id}) or a draft ({config}, never saved); "
+    "the key stays in the server.",
+    (
+        ValidationError,
+        OutboundDisabledError,
+        ConfigNotFoundError,
+        ConfigOperationFailedError,
+        ServiceUnavailableError,
+    ),
+    examples=(
+        Example(
+            "test-saved",
+            {"id": _EX_ID, "timeoutMs": 5000},
+            {"ok": True, "latencyMs": 412, "models": ["gpt-4o", "gpt-4o-mini"], "error": None},
+            "Test a saved config with its stored key.",
+        ),
+        Example(
+            "test-draft-refused",
+            {"config": {"customName": "Draft", "provider": "openai", "apiKey": _EX_KEY}},
+            {
+                "ok": False,
+                "latencyMs": 230,
+                "models": None,
+                "error": {"kind": "auth", "status": 401, "message": "The provider refused the API key"},
+            },
+            "Test a draft from a form (not saved); the provider refused its key.",
+        ),
+    ),
+)
+
 LLM_CONFIG_CHANGED = TopicSpec(
     "llm-config:changed",
     LlmConfigChanged,
@@ -349,6 +496,7 @@ LLM_CONFIG_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (
     LLM_CONFIG_SNAPSHOT,
     LLM_CONFIG_INITIALIZE,
     LLM_CONFIG_REFRESH_CACHE,
+    LLM_CONFIG_TEST,
 )
 
 

@@ -36,6 +36,7 @@ from bridge.options import (
     STORE_ENV,
     TOKEN_ENV,
     BridgeOptions,
+    OutboundOptions,
     SecretOptions,
     SidecarOptions,
     StoreOptions,
@@ -44,6 +45,7 @@ from bridge.options import (
 from bridge.rpc.dispatch import Dispatcher
 from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings
 from bridge.service import LlmConfigService, register_llm_config_channels
+from bridge.service.tester import LlmConfigTester
 from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore
 
 log = structlog.get_logger(__name__)
@@ -51,6 +53,7 @@ log = structlog.get_logger(__name__)
 __all__ = [
     "Bridge",
     "BridgeOptions",
+    "OutboundOptions",
     "SecretOptions",
     "SidecarOptions",
     "StoreOptions",
@@ -231,13 +234,17 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     if key.backend == "file" and not _is_shared(options.store):
         log.warning("secret_backend_file", detail="data key kept in a 0600 file, not the OS keyring")
     service = LlmConfigService(store, KeyCipher(key))
-    register_llm_config_channels(registry, service)
+    tester = LlmConfigTester(
+        service, enabled=options.outbound.enabled, max_concurrent=options.outbound.max_concurrent_tests
+    )
+    register_llm_config_channels(registry, service, tester)
 
     builtin = BridgeChannels(registry, service, store, key.backend)
-    registry.add(api.BRIDGE_HELLO, builtin.hello)
-    registry.add(api.RPC_DISCOVER, builtin.discover)
-    registry.add(api.RPC_ON, api.subscription_handler(registry))
-    registry.add(api.RPC_OFF, api.subscription_handler(registry))
+    # Inline (bridge.rpc.eager): none of them needs a task; they answer without suspending.
+    registry.add(api.BRIDGE_HELLO, builtin.hello, inline=True)
+    registry.add(api.RPC_DISCOVER, builtin.discover, inline=True)
+    registry.add(api.RPC_ON, api.subscription_handler(registry), inline=True)
+    registry.add(api.RPC_OFF, api.subscription_handler(registry), inline=True)
 
     # The RPC layer takes one flat settings object: the transport options plus the token.
     settings = ServerSettings(token=token, **_shallow_fields(options.transport))

@@ -25,6 +25,7 @@ from bridge.errors import StartupError
 from bridge.options import (
     BridgeOptions,
     InvalidSettingError,
+    OutboundOptions,
     SecretOptions,
     SidecarOptions,
     StoreOptions,
@@ -36,6 +37,7 @@ _GROUPS: Final[dict[str, type[Any]]] = {
     "transport": TransportOptions,
     "store": StoreOptions,
     "secrets": SecretOptions,
+    "outbound": OutboundOptions,
     "sidecar": SidecarOptions,
 }
 """Option groups of ``bridge serve`` by namespace prefix; ``bridge`` is BridgeOptions' own fields."""
@@ -88,8 +90,8 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type[Any], prefix: str) ->
         kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
         if f.metadata.get("metavar"):
             kwargs["metavar"] = f.metadata["metavar"]
-        if kind is bool:
-            kwargs["action"] = "store_true"
+        if kind is bool:  # a flag flips the default: --exit-with-parent, --no-outbound
+            kwargs["action"] = "store_false" if f.default else "store_true"
             kwargs["help"] = f.metadata["help"]
         elif f.metadata.get("repeat"):
             kwargs["action"] = "append"

@@ -7,10 +7,12 @@ The tree (DESIGN §5)::
     ├── InvalidRequestError          -32600  INVALID_REQUEST
     ├── MethodNotFoundError          -32601  METHOD_NOT_FOUND
     ├── ValidationError              -32602  VALIDATION_ERROR
+    ├── OutboundDisabledError          4003  OUTBOUND_DISABLED
     ├── ConfigNotFoundError            4004  CONFIG_NOT_FOUND
     ├── DuplicateConfigNameError       4009  DUPLICATE_CONFIG_NAME
     ├── VersionConflictError           4012  VERSION_CONFLICT
     ├── RateLimitedError               4029  RATE_LIMITED
+    ├── RequestCancelledError        -32800  REQUEST_CANCELLED
     ├── ConfigOperationFailedError     5000  CONFIG_OPERATION_FAILED
     ├── ServiceUnavailableError        5003  SERVICE_UNAVAILABLE
     ├── StartupError                         cannot start safely (never on the wire)
@@ -132,6 +134,17 @@ class ValidationError(BridgeError):
         return data
 
 
+class OutboundDisabledError(BridgeError):
+    """Outbound calls are disabled on this server (``bridge serve --no-outbound``).
+
+    Answered by channels that would contact a third party, e.g. ``llm-config:test``.
+    """
+
+    rpc_code = 4003
+    code = "OUTBOUND_DISABLED"
+    default_message = "Outbound calls are disabled on this server"
+
+
 class ConfigNotFoundError(BridgeError):
     """No config has the given id (update of an unknown id)."""
 
@@ -176,6 +189,14 @@ class RateLimitedError(BridgeError):
     rpc_code = 4029
     code = "RATE_LIMITED"
     default_message = "Rate limit exceeded"
+
+
+class RequestCancelledError(BridgeError):
+    """A long-running request cancelled by ``$/cancelRequest`` (LSP, -32800)."""
+
+    rpc_code = -32800
+    code = "REQUEST_CANCELLED"
+    default_message = "Request cancelled"
 
 
 class ConfigOperationFailedError(BridgeError):
@@ -255,10 +276,12 @@ WIRE_ERRORS: dict[str, type[BridgeError]] = {
         InvalidRequestError,
         MethodNotFoundError,
         ValidationError,
+        OutboundDisabledError,
         ConfigNotFoundError,
         DuplicateConfigNameError,
         VersionConflictError,
         RateLimitedError,
+        RequestCancelledError,
         ConfigOperationFailedError,
         ServiceUnavailableError,
     )

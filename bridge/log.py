@@ -103,3 +103,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     # websockets at DEBUG prints request paths (query tokens), headers and frames; its
     # INFO lines repeat our own connection events.
     logging.getLogger("websockets").setLevel(max(numeric, logging.WARNING))
+    # httpx logs each request's URL at INFO and httpcore each response's headers at DEBUG:
+    # what a provider sends back is not ours to log (llm_config_tested says what happened).
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

@@ -25,11 +25,12 @@ from pydantic import (
     TypeAdapter,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bridge.errors import FieldError, ValidationError
 
@@ -374,6 +375,94 @@ class RefreshResult(WireModel):
     revision: int = Field(ge=0)
 
 
+# ---- llm-config:test --------------------------------------------------------------------
+
+TEST_TIMEOUT_MS_DEFAULT = 10_000
+TEST_TIMEOUT_MS_MAX = 60_000
+
+
+class LlmConfigTestParams(WireModel):
+    """Params of ``llm-config:test``: ``{id}`` or ``{config}``, plus ``timeoutMs?``.
+
+    Exactly one of ``id`` (a saved config, tested with its stored key) and ``config`` (a
+    draft ``LlmConfigInput`` from a form, validated with the create rules and never saved)
+    is given: neither is REQUIRED on ``id``, both is INVALID_FORMAT on ``config``.
+    ``timeoutMs`` bounds the whole test in milliseconds: 1 to 60,000, default 10,000.
+    """
+
+    # ``X | None`` keeps pydantic's nullable schema (errors located at the field, not at
+    # a union member); null is refused by ``_no_null`` and dropped from the JSON Schema.
+    id: ConfigId | None = Field(default=None, json_schema_extra=_null_rejected)
+    config: LlmConfigInput | None = Field(default=None, json_schema_extra=_null_rejected)
+    timeout_ms: StrictInt = Field(
+        default=TEST_TIMEOUT_MS_DEFAULT,
+        ge=1,
+        le=TEST_TIMEOUT_MS_MAX,
+        description="Bound of the whole test in milliseconds (1 to 60000; default 10000).",
+    )
+
+    @field_validator("id", "config", mode="wrap")
+    @classmethod
+    def _no_null(cls, value: Any, handler: Any) -> Any:
+        if value is None:
+            raise _fail("INVALID_FORMAT", "must not be null")
+        return handler(value)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> LlmConfigTestParams:
+        # Raised as a located pydantic error so the field path is ``id``/``config`` like
+        # every other rule (a plain ValueError here would be reported on ``params``).
+        if self.id is None and self.config is None:
+            raise _located("id", "REQUIRED", "is required unless config is given")
+        if self.id is not None and self.config is not None:
+            raise _located("config", "INVALID_FORMAT", "must not be given together with id")
+        return self
+
+
+def _located(field: str, code: str, message: str) -> PydanticValidationError:
+    return PydanticValidationError.from_exception_data(
+        "LlmConfigTestParams", [InitErrorDetails(type=_fail(code, message), loc=(field,), input=None)]
+    )
+
+
+TestFailureKind = Literal["auth", "network", "timeout", "tls", "http", "protocol"]
+"""Why a provider test failed: the key was refused (``auth``), no connection (``network``),
+no answer in time (``timeout``), the TLS handshake failed (``tls``), another HTTP status
+or a redirect that is not followed (``http``), or an answer that is not a model list
+(``protocol``)."""
+
+
+class LlmConfigTestFailure(WireModel):
+    """``error`` of a failed ``llm-config:test``: ``{kind, status?, message}``.
+
+    ``status`` is the provider's HTTP status, present when it answered one (``auth``,
+    ``http``). ``message`` is a fixed text per failure: never the provider's body, never
+    the key.
+    """
+
+    kind: TestFailureKind
+    status: int | SkipJsonSchema[None] = Field(
+        default=None, exclude_if=lambda v: v is None, description="HTTP status, when the provider sent one."
+    )
+    message: str
+
+
+class LlmConfigTestResult(WireModel):
+    """Result of ``llm-config:test``: ``{ok, latencyMs, models, error}``.
+
+    ``ok`` is true when the provider listed its models with the key. ``latencyMs`` runs
+    from the start of the test to its outcome, in whole milliseconds (for a timeout: until
+    it was given up).
+    ``models`` holds the model ids of the provider's first page (Google's ``models/``
+    prefix removed), or null when the test failed. ``error`` is null when ``ok``.
+    """
+
+    ok: bool
+    latency_ms: int = Field(ge=0)
+    models: list[str] | None
+    error: LlmConfigTestFailure | None
+
+
 # ---- pydantic errors → field errors ----------------------------------------------------
 
 _TYPE_CODES = {
@@ -391,6 +480,7 @@ _MESSAGES = {
     "INVALID_LENGTH": "has an invalid length",
     "INVALID_FORMAT": "has the wrong type or format",
 }
+_RANGE_KINDS = frozenset({"greater_than_equal", "less_than_equal"})
 FieldErrorCode = Literal[
     "REQUIRED",
     "INVALID_FORMAT",
@@ -423,7 +513,7 @@ def field_errors(exc: PydanticValidationError, prefix: tuple[str, ...] = ()) -> 
             code, message = kind, err["msg"]
         else:
             code = _TYPE_CODES.get(kind, "INVALID_FORMAT")
-            message = "is out of range" if kind == "greater_than_equal" else _MESSAGES[code]
+            message = "is out of range" if kind in _RANGE_KINDS else _MESSAGES[code]
         # A default validated by validate_default is reported under its Python name.
         # An unknown key is reported as sent.
         loc = err["loc"]

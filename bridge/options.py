@@ -116,9 +116,14 @@ class TransportOptions:
             send per second, with a burst of the same size; None = no limit. Excess
             requests are answered with 4029 and excess notifications dropped.
         ping_interval_s: keepalive ping period, in seconds.
-        ping_timeout_s: seconds to wait for a pong; also how long a connection whose
-            peer stopped reading its responses may stall before it is closed.
+        ping_timeout_s: seconds to wait for a pong (no pong → close 1011); also how
+            long a connection whose peer stopped reading its responses may stall
+            (writing paused) before it is closed with 1013.
         shutdown_timeout_s: bound on graceful shutdown, in seconds.
+        handshake_timeout_s: seconds a TCP connection may take to complete its opening
+            handshake (from accept to the 101 or the refusal); then it is aborted.
+        close_timeout_s: seconds to wait, once a close frame is sent or received, for
+            the peer to close TCP; then the transport is aborted (RFC 6455 §7.1.1).
 
     Raises:
         InvalidSettingError: a setting out of its range (on construction).
@@ -163,6 +168,12 @@ class TransportOptions:
     shutdown_timeout_s: float = setting(
         5.0, help="graceful shutdown bound, in seconds", flag="--shutdown-timeout"
     )
+    handshake_timeout_s: float = setting(
+        10.0, help="seconds a connection may take to finish its opening handshake", flag="--handshake-timeout"
+    )
+    close_timeout_s: float = setting(
+        5.0, help="seconds to wait for the peer to close TCP after a close frame", flag="--close-timeout"
+    )
 
     def __post_init__(self) -> None:
         """Refuse settings that would leave the server unusable.
@@ -190,6 +201,8 @@ class TransportOptions:
                 ("ping_interval_s", self.ping_interval_s > 0, "above 0"),
                 ("ping_timeout_s", self.ping_timeout_s > 0, "above 0"),
                 ("shutdown_timeout_s", self.shutdown_timeout_s >= 0, "0 or more"),
+                ("handshake_timeout_s", self.handshake_timeout_s > 0, "above 0"),
+                ("close_timeout_s", self.close_timeout_s > 0, "above 0"),
             ),
             self,
         )
@@ -249,6 +262,39 @@ class SecretOptions:
 
 
 @dataclass(kw_only=True)
+class OutboundOptions:
+    """Calls that leave the machine: ``llm-config:test`` reaching a provider.
+
+    Attributes:
+        enabled: False → no call ever leaves for a third party: ``llm-config:test``
+            answers ``OUTBOUND_DISABLED`` (4003) (``--no-outbound``; shared deployments).
+        max_concurrent_tests: most ``llm-config:test`` calls running at once in this
+            process (others wait within their own timeout); None → unbounded.
+
+    Raises:
+        InvalidSettingError: ``max_concurrent_tests`` below 1 (on construction).
+    """
+
+    enabled: bool = setting(
+        default=True,
+        help="never call a third party: llm-config:test answers OUTBOUND_DISABLED (shared deployments)",
+        flag="--no-outbound",
+    )
+    # The default is bridge.service.tester.MAX_CONCURRENT_DEFAULT (tests/unit/test_cli.py
+    # checks they agree): this module stays free of the service's imports.
+    max_concurrent_tests: int | None = 4
+
+    def __post_init__(self) -> None:
+        """Refuse a concurrency below 1.
+
+        Raises:
+            InvalidSettingError: ``max_concurrent_tests`` < 1.
+        """
+        ok = self.max_concurrent_tests is None or self.max_concurrent_tests >= 1
+        _check((("max_concurrent_tests", ok, "at least 1 (or None)"),), self)
+
+
+@dataclass(kw_only=True)
 class BridgeOptions:
     """Everything a bridge can be told, as option groups; the defaults are DESIGN's.
 
@@ -259,6 +305,7 @@ class BridgeOptions:
         transport: listening address, handshake allowlists, limits and timeouts.
         store: the store (SQLite in ``data_dir``, or a shared PostgreSQL database).
         secrets: the data key's source.
+        outbound: calls that leave the machine (``llm-config:test``).
     """
 
     data_dir: Path = setting(
@@ -268,6 +315,7 @@ class BridgeOptions:
     transport: TransportOptions = field(default_factory=TransportOptions)
     store: StoreOptions = field(default_factory=StoreOptions)
     secrets: SecretOptions = field(default_factory=SecretOptions)
+    outbound: OutboundOptions = field(default_factory=OutboundOptions)
 
 
 class LogLevel(StrEnum):

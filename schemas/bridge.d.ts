@@ -5,13 +5,6 @@
  */
 
 /**
- * Params of channels that take none: absent or ``{}``.
- *
- * This interface was referenced by `BridgeSchema`'s JSON-Schema
- * via the `definition` "EmptyParams".
- */
-export type EmptyParams = Record<string, never>;
-/**
  * LLM provider of a config; decides the API-key format.
  *
  * ``openai``: the key starts with ``sk-`` and has at least 40 characters. ``anthropic``:
@@ -116,6 +109,13 @@ export interface ChannelMap {
     result: Snapshot;
   };
   /**
+   * List the provider's models with a saved config's key ({id}) or a draft ({config}, never saved); the key stays in the server.
+   */
+  "llm-config:test": {
+    params: LlmConfigTestParams;
+    result: LlmConfigTestResult;
+  };
+  /**
    * Patch a config; omitted fields keep their value, baseUrl null clears it.
    */
   "llm-config:update": {
@@ -151,6 +151,18 @@ export interface ChannelMap {
   };
 }
 /**
+ * Params of channels that take none: absent or ``{}``.
+ *
+ * This interface was referenced by `BridgeSchema`'s JSON-Schema
+ * via the `definition` "EmptyParams".
+ */
+export interface EmptyParams {
+  /**
+   * LSP progress token: the $/progress notifications of this request carry it; ignored by channels without progress.
+   */
+  workDoneToken?: string | number;
+}
+/**
  * Result of ``bridge:hello``: what a renderer checks before it trusts the server.
  *
  * This interface was referenced by `BridgeSchema`'s JSON-Schema
@@ -182,6 +194,10 @@ export interface ShutdownResult {
  */
 export interface CreateParams {
   config: LlmConfigInput;
+  /**
+   * LSP progress token: the $/progress notifications of this request carry it; ignored by channels without progress.
+   */
+  workDoneToken?: string | number;
 }
 /**
  * A new LLM provider configuration (the ``config`` of ``llm-config:create``).
@@ -250,6 +266,10 @@ export interface DeleteParams {
    * Config id (UUID).
    */
   id: string;
+  /**
+   * LSP progress token: the $/progress notifications of this request carry it; ignored by channels without progress.
+   */
+  workDoneToken?: string | number;
 }
 /**
  * Result of ``llm-config:delete``: ``{deleted}``; false when the id was unknown.
@@ -281,6 +301,10 @@ export interface IdParams {
    * Config id (UUID).
    */
   id: string;
+  /**
+   * LSP progress token: the $/progress notifications of this request carry it; ignored by channels without progress.
+   */
+  workDoneToken?: string | number;
 }
 /**
  * Result of ``llm-config:refresh-cache``: ``{count, revision}``.
@@ -303,6 +327,68 @@ export interface Snapshot {
   revision: number;
 }
 /**
+ * Params of ``llm-config:test``: ``{id}`` or ``{config}``, plus ``timeoutMs?``.
+ *
+ * Exactly one of ``id`` (a saved config, tested with its stored key) and ``config`` (a
+ * draft ``LlmConfigInput`` from a form, validated with the create rules and never saved)
+ * is given: neither is REQUIRED on ``id``, both is INVALID_FORMAT on ``config``.
+ * ``timeoutMs`` bounds the whole test in milliseconds: 1 to 60,000, default 10,000.
+ *
+ * This interface was referenced by `BridgeSchema`'s JSON-Schema
+ * via the `definition` "LlmConfigTestParams".
+ */
+export interface LlmConfigTestParams {
+  config?: LlmConfigInput;
+  /**
+   * Config id (UUID).
+   */
+  id?: string;
+  /**
+   * Bound of the whole test in milliseconds (1 to 60000; default 10000).
+   */
+  timeoutMs?: number;
+  /**
+   * LSP progress token: the $/progress notifications of this request carry it; ignored by channels without progress.
+   */
+  workDoneToken?: string | number;
+}
+/**
+ * Result of ``llm-config:test``: ``{ok, latencyMs, models, error}``.
+ *
+ * ``ok`` is true when the provider listed its models with the key. ``latencyMs`` runs
+ * from the start of the test to its outcome, in whole milliseconds (for a timeout: until
+ * it was given up).
+ * ``models`` holds the model ids of the provider's first page (Google's ``models/``
+ * prefix removed), or null when the test failed. ``error`` is null when ``ok``.
+ *
+ * This interface was referenced by `BridgeSchema`'s JSON-Schema
+ * via the `definition` "LlmConfigTestResult".
+ */
+export interface LlmConfigTestResult {
+  error: LlmConfigTestFailure | null;
+  latencyMs: number;
+  models: string[] | null;
+  ok: boolean;
+}
+/**
+ * ``error`` of a failed ``llm-config:test``: ``{kind, status?, message}``.
+ *
+ * ``status`` is the provider's HTTP status, present when it answered one (``auth``,
+ * ``http``). ``message`` is a fixed text per failure: never the provider's body, never
+ * the key.
+ *
+ * This interface was referenced by `BridgeSchema`'s JSON-Schema
+ * via the `definition` "LlmConfigTestFailure".
+ */
+export interface LlmConfigTestFailure {
+  kind: "auth" | "network" | "timeout" | "tls" | "http" | "protocol";
+  message: string;
+  /**
+   * HTTP status, when the provider sent one.
+   */
+  status?: number;
+}
+/**
  * Params of ``llm-config:update``: ``{id, updates: LlmConfigPatch, expectedVersion?}``.
  *
  * This interface was referenced by `BridgeSchema`'s JSON-Schema
@@ -315,6 +401,10 @@ export interface UpdateParams {
    */
   id: string;
   updates: LlmConfigPatch;
+  /**
+   * LSP progress token: the $/progress notifications of this request carry it; ignored by channels without progress.
+   */
+  workDoneToken?: string | number;
 }
 /**
  * ``updates`` of ``llm-config:update``: every field optional.

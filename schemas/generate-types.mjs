@@ -47,7 +47,7 @@ export type Invoke = <C extends Channel>(channel: C, params: Params<C>) => Promi
 export type On = <T extends Topic>(topic: T, listener: (payload: Payload<T>) => void) => () => void;
 `;
 
-/** Closed empty objects (e.g. EmptyParams) become Record<string, never>, so {foo: 1} is rejected. */
+/** Closed empty objects become Record<string, never>, so {foo: 1} is rejected. */
 function tightenEmptyObjects(node) {
   if (Array.isArray(node)) return node.forEach(tightenEmptyObjects);
   if (node === null || typeof node !== "object") return;

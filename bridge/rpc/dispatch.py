@@ -13,7 +13,8 @@ else: a :class:`~bridge.errors.BridgeError` keeps its code; anything else become
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 import orjson
@@ -21,13 +22,14 @@ import structlog
 from pydantic import BaseModel, RootModel
 from pydantic import ValidationError as PydanticValidationError
 
-from bridge.api import ChannelSpec, Registry
+from bridge.api import Registration, Registry
 from bridge.errors import (
     BridgeError,
     FieldError,
     InvalidRequestError,
     MethodNotFoundError,
     ParseError,
+    RequestCancelledError,
     ValidationError,
 )
 from bridge.models import validation_error
@@ -66,6 +68,11 @@ def notification_frame(method: str, params: Any) -> bytes:
 
 Gate = Callable[[], BridgeError | None]
 """A check run before a call: returns the error to answer instead, or None to proceed."""
+
+Spawn = Callable[[Any, Coroutine[Any, Any, bytes]], None]
+"""Takes a long-running request out of order: ``spawn(request_id, reply)`` must run the
+``reply`` coroutine concurrently with later requests (it returns the response frame, or
+the -32800 error frame when cancelled) and send what it returns."""
 
 
 def _is_notification(message: dict[str, Any]) -> bool:
@@ -106,17 +113,28 @@ class Dispatcher:
         self._params_memo: dict[tuple[Any, ...], BaseModel] = {}
         self._positional: dict[type[BaseModel], bool] = {}
 
-    async def handle_frame(self, frame: str | bytes, *, admit: Gate | None = None) -> bytes | None:
+    async def handle_frame(
+        self, frame: str | bytes, *, admit: Gate | None = None, spawn: Spawn | None = None
+    ) -> bytes | None:
         """Answer one WebSocket message (JSON-RPC 2.0 §4–§6).
+
+        The coroutine completes without suspending when every handler it calls does
+        (cache reads, errors): the transport runs it inline first (``bridge.rpc.eager``).
+        A handler not registered ``inline`` only starts after a suspension, so that it
+        always runs inside a task.
 
         Args:
             frame: a text frame (``str``) or a binary frame (``bytes``: always -32700).
             admit: a per-connection check run for every request and notification before
                 anything else (the optional rate limit: ``RateLimitedError``, 4029).
+            spawn: when given, a single request (not a batch element) to a channel
+                marked ``long_running`` is handed to it after its checks and validation
+                and this returns None; without it, such a request runs in order.
 
         Returns:
             The reply's UTF-8 JSON bytes, or None when nothing is to be sent (a
-            notification, or a batch of notifications). Never raises for any input.
+            notification, a batch of notifications, or a spawned request). Never raises
+            for any input.
         """
         if isinstance(frame, bytes):
             return _dump_error(ParseError("Parse error: binary frames are not accepted"))
@@ -127,7 +145,7 @@ class Dispatcher:
             # numbers that overflow a double all land here.
             return _dump_error(ParseError())
         if not isinstance(message, list):
-            reply = await self.handle_message(message, admit)
+            reply = await self.handle_message(message, admit, spawn)
             return None if reply is None else _dump_reply(reply)
         if not message:
             return _dump_error(InvalidRequestError("Invalid request: empty batch"))
@@ -142,12 +160,15 @@ class Dispatcher:
         parts = [_dump_reply(reply) for item in message if (reply := await self.handle_message(item, admit))]
         return b"[" + b",".join(parts) + b"]" if parts else None
 
-    async def handle_message(self, message: Any, admit: Gate | None = None) -> dict[str, Any] | None:
+    async def handle_message(  # noqa: PLR0911 - one return per JSON-RPC outcome
+        self, message: Any, admit: Gate | None = None, spawn: Spawn | None = None
+    ) -> dict[str, Any] | None:
         """Answer one parsed request object; None for a notification (never answered).
 
         Args:
             message: one element of the frame (any JSON value).
             admit: see :meth:`handle_frame`.
+            spawn: see :meth:`handle_frame` (None is then returned for a spawned request).
 
         Returns:
             The response object (``result`` or ``error``), or None for a notification.
@@ -173,10 +194,15 @@ class Dispatcher:
         ):
             return error_response(InvalidRequestError(), reply_id)
         try:
-            spec, pending = self._start(method, message.get("params"), admit)
-            result = await pending
+            registration, params = self._prepare(method, message.get("params"), admit)
+            if spawn is not None and registration.spec.long_running:
+                spawn(reply_id, self._answer_long(registration, params, reply_id))
+                return None
+            if not registration.inline and asyncio.current_task() is None:
+                await asyncio.sleep(0)  # start the handler inside a task (bridge.rpc.eager)
+            result = await registration.handler(params)
             if type(result) is not orjson.Fragment:
-                result = spec.dump_result(result)
+                result = registration.spec.dump_result(result)
         except BridgeError as exc:
             return error_response(exc, reply_id)
         except Exception:
@@ -184,29 +210,47 @@ class Dispatcher:
             return error_response(BridgeError(), reply_id)
         return {"jsonrpc": "2.0", "id": reply_id, "result": result}
 
+    async def _answer_long(self, registration: Registration, params: BaseModel, reply_id: Any) -> bytes:
+        """Run a long-running request to its response frame; -32800 when it is cancelled."""
+        try:
+            result = await registration.handler(params)
+            if type(result) is not orjson.Fragment:
+                result = registration.spec.dump_result(result)
+        except asyncio.CancelledError:
+            # Cancelled by `$/cancelRequest` (LSP): answered, not propagated; a connection
+            # that went away discards the answer.
+            return _dump_reply(error_response(RequestCancelledError(), reply_id))
+        except BridgeError as exc:
+            return _dump_reply(error_response(exc, reply_id))
+        except Exception:
+            log.exception("handler_failed", method=registration.spec.name)
+            return _dump_reply(error_response(BridgeError(), reply_id))
+        return _dump_reply({"jsonrpc": "2.0", "id": reply_id, "result": result})
+
     async def _run_quietly(self, message: dict[str, Any], admit: Gate | None) -> None:
         """Run a notification; whatever goes wrong, nothing is sent back (JSON-RPC 2.0 §4.1)."""
         method: str = message["method"]
         if not _params_shape_ok(message) or not _REQUEST_KEYS.issuperset(message):
             return
         try:
-            await self._start(method, message.get("params"), admit)[1]
+            registration, params = self._prepare(method, message.get("params"), admit)
+            if not registration.inline and asyncio.current_task() is None:
+                await asyncio.sleep(0)  # start the handler inside a task (bridge.rpc.eager)
+            await registration.handler(params)
         except BridgeError:
             pass  # a client mistake (or 5003): nobody to tell, nothing worth a log line
         except Exception:
             log.exception("handler_failed", method=method[:100])
 
-    def _start(
-        self, method: str, params: Any, admit: Gate | None
-    ) -> tuple[ChannelSpec[Any, Any], Awaitable[Any]]:
-        """Check the gates, find the channel, validate ``params`` and call its handler.
+    def _prepare(self, method: str, params: Any, admit: Gate | None) -> tuple[Registration, BaseModel]:
+        """Check the gates, find the channel and validate ``params``.
 
         Returns:
-            The channel's spec and what its handler returned (to be awaited).
+            The channel's registration and the validated params model.
 
         Raises:
             BridgeError: refused by a gate (4029, 5003), unknown channel (-32601) or
-                invalid params (-32602); or whatever the handler raises synchronously.
+                invalid params (-32602).
         """
         if admit is not None and (refusal := admit()) is not None:
             raise refusal
@@ -228,7 +272,7 @@ class Dispatcher:
         elif isinstance(params, list) != by_position:
             shape = "an array" if by_position else "an object (by-name params)"
             raise ValidationError([FieldError("params", "INVALID_FORMAT", f"must be {shape}")])
-        return spec, registration.handler(self._validate(model, params))
+        return registration, self._validate(model, params)
 
     def _validate(self, model: type[BaseModel], params: Any) -> BaseModel:
         """``model.model_validate(params)``, memoized for flat scalar params of built-in models."""

@@ -14,25 +14,37 @@ from bridge.models import (
     EmptyParams,
     IdParams,
     InitializeResult,
+    LlmConfigTestParams,
+    LlmConfigTestResult,
     LlmConfigView,
     RefreshResult,
     UpdateParams,
 )
 from bridge.service.llm_config import LlmConfigService
+from bridge.service.tester import LlmConfigTester
 
 
-def register_llm_config_channels(registry: api.Registry, service: LlmConfigService) -> None:
+def register_llm_config_channels(
+    registry: api.Registry, service: LlmConfigService, tester: LlmConfigTester | None = None
+) -> None:
     """Serve every ``llm-config:*`` channel and declare ``llm-config:changed`` on ``registry``.
+
+    Args:
+        registry: where the channels are added.
+        service: serves the CRUD and cache channels.
+        tester: serves ``llm-config:test``; None → an enabled ``LlmConfigTester(service)``.
 
     Raises:
         ValueError: one of the names is already registered.
     """
+    tester = tester or LlmConfigTester(service)
 
     async def create(params: CreateParams) -> LlmConfigView:
         return await service.create(params.config)
 
     # The reads send the cache's JSON as is (orjson.Fragment); plain functions returning
-    # the service's coroutine, so a read is one coroutine deep.
+    # the service's coroutine, so a read is one coroutine deep. They are registered
+    # inline: they need no task, and a loaded cache answers them without suspending.
     def read(params: IdParams) -> Awaitable[orjson.Fragment]:
         return service.read_json(params.id)
 
@@ -56,11 +68,20 @@ def register_llm_config_channels(registry: api.Registry, service: LlmConfigServi
         return RefreshResult(count=count, revision=revision)
 
     registry.add(api.LLM_CONFIG_CREATE, create)
-    registry.add(api.LLM_CONFIG_READ, read)
+    registry.add(api.LLM_CONFIG_READ, read, inline=True)
     registry.add(api.LLM_CONFIG_UPDATE, update)
     registry.add(api.LLM_CONFIG_DELETE, delete)
-    registry.add(api.LLM_CONFIG_LIST, list_)
-    registry.add(api.LLM_CONFIG_SNAPSHOT, snapshot)
+    registry.add(api.LLM_CONFIG_LIST, list_, inline=True)
+    registry.add(api.LLM_CONFIG_SNAPSHOT, snapshot, inline=True)
     registry.add(api.LLM_CONFIG_INITIALIZE, initialize)
+
+    async def test(params: LlmConfigTestParams) -> LlmConfigTestResult:
+        # Progress (``$/progress`` for a ``workDoneToken``: pass ``progress=``) and
+        # cancellation come from the RPC layer once it runs long operations; until then
+        # the test runs as an ordinary ordered call, bounded by its timeoutMs. Cancelling
+        # the task that awaits it aborts the outbound request.
+        return await tester.test(config_id=params.id, draft=params.config, timeout_ms=params.timeout_ms)
+
     registry.add(api.LLM_CONFIG_REFRESH_CACHE, refresh)
+    registry.add(api.LLM_CONFIG_TEST, test)
     registry.add_topic(api.LLM_CONFIG_CHANGED)

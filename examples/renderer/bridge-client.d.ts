@@ -5,7 +5,6 @@
 import type {
   Channel,
   DeleteResult,
-  EmptyParams,
   ErrorData,
   FieldErrorData,
   LlmConfigChanged,
@@ -71,8 +70,9 @@ export interface BridgeClientOptions {
   connectTimeoutMs?: number;
 }
 
-/** Channels whose params are `{}` (they may be omitted). */
-export type NoParamsChannel = { [C in Channel]: Params<C> extends EmptyParams ? C : never }[Channel];
+/** Channels whose params have no required key, e.g. `EmptyParams` (they may be omitted). `{}` rather
+ * than `EmptyParams`: every params type has an optional `workDoneToken`, so `{id}` would match it. */
+export type NoParamsChannel = { [C in Channel]: {} extends Params<C> ? C : never }[Channel];
 
 /** A resilient JSON-RPC client for one bridge server (reconnects, resyncs, typed by channel). */
 export declare class BridgeClient {

@@ -110,6 +110,9 @@ async def test_edit_flow_updates_both_pages_keeps_the_key_and_shows_field_errors
     page_a = await open_page(browser, page_server, allowed_bridge)
     page_b = await open_page(browser, page_server, allowed_bridge)
     await fill_and_save(page_a, "Work OpenAI", "openai", OPENAI_KEY)
+    # The page resets its form when a save is answered: wait for that, or a late answer
+    # wipes the next entry while it is being typed (seen on a loaded machine).
+    await expect(page_a.locator("input[name=customName]")).to_have_value("", timeout=TIMEOUT_MS)
     await fill_and_save(page_a, "Home Claude", "anthropic", ANTHROPIC_KEY)
     row_b = page_b.locator("tr", has_text="Work OpenAI")
     await expect(row_b).to_be_visible(timeout=TIMEOUT_MS)

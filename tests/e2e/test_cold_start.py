@@ -22,6 +22,7 @@ NOT_AT_START = {
     "keyring": "the OS keyring (--secret-backend file)",
     "platformdirs": "the default data directory (--data-dir given)",
     "tenacity": "the reconnect backoff",
+    "httpx": "llm-config:test's HTTP client (imported by the first test call)",
 }
 
 

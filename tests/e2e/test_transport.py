@@ -11,12 +11,12 @@ from typing import Any
 import orjson
 import pytest
 from structlog.testing import capture_logs
-from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
 from bridge import api
 from bridge.app import Bridge
 from bridge.models import EmptyParams, LlmConfigInput, WireModel
+from bridge.rpc.connection import Connection
 from tests.conftest import openai_config
 from tests.e2e.wire import (
     TIMEOUT,
@@ -133,7 +133,7 @@ async def test_rejected_handshakes_register_nothing(bridge: Bridge) -> None:
     for _ in range(5):
         assert (await status(bridge, host(bridge)))[0] == 401
     assert bridge.server.connection_count == 0
-    assert not bridge.server._admitted
+    assert not bridge.server._handshaking
     async with await open_ws(bridge) as ws:
         await ws.send(request("bridge:hello"))
         assert "result" in await recv_json(ws)
@@ -153,7 +153,7 @@ CAP = 128 * 1024
 FRAME = "x" * 8000
 
 
-def server_side(bridge: Bridge, client: socket.socket) -> ServerConnection:
+def server_side(bridge: Bridge, client: socket.socket) -> Connection:
     local = client.getsockname()
     for ws in bridge.server._connections:
         if ws.remote_address[:2] == local[:2]:
@@ -235,15 +235,13 @@ async def test_flooding_client_that_never_reads_only_slows_itself(tmp_path: Path
 # ---- write coalescing -------------------------------------------------------------------
 
 
-def _spy_writes(bridge: Bridge) -> list[tuple[ServerConnection, bytes]]:
+def _spy_writes(bridge: Bridge) -> list[tuple[Connection, bytes]]:
     """Spy on every open server connection's transport: each write, in order, as it happens."""
-    writes: list[tuple[ServerConnection, bytes]] = []
+    writes: list[tuple[Connection, bytes]] = []
     for ws in bridge.server._connections:
         real_write = ws.transport.write
 
-        def write(
-            data: bytes | bytearray | memoryview, ws: ServerConnection = ws, real: Any = real_write
-        ) -> None:
+        def write(data: bytes | bytearray | memoryview, ws: Connection = ws, real: Any = real_write) -> None:
             writes.append((ws, bytes(data)))
             real(data)
 
@@ -271,8 +269,8 @@ async def test_pipelined_requests_arriving_together_are_answered_in_one_write(br
         sock.close()
     assert [r["id"] for r in replies] == list(range(16))
     assert all(r["result"] is None for r in replies)
-    # One write for the 16 replies. Without websockets' receive queue (read by
-    # server._frames_waiting) this would be 16 writes: an upgrade that removes it fails here.
+    # One write for the 16 replies: they are answered inside the one data_received that
+    # read them and leave together at its end.
     assert len(writes) == 1, [len(data) for _, data in writes]
 
 

@@ -14,11 +14,13 @@ from bridge.options import (
     EventLoop,
     InvalidSettingError,
     LogLevel,
+    OutboundOptions,
     SecretOptions,
     SidecarOptions,
     StoreOptions,
     TransportOptions,
 )
+from bridge.service.tester import MAX_CONCURRENT_DEFAULT
 
 
 def parse(*argv: str) -> tuple[BridgeOptions, SidecarOptions]:
@@ -42,7 +44,8 @@ def test_every_group_flag_reaches_its_field() -> None:
         *("--store", "postgresql://h/db", "--poll-interval", "0.5"),
         *("--secret-backend", "file", "--data-key-file", "/srv/x/k"),
         *("--connection-file", "/srv/x/c.json", "--exit-with-parent", "--token-file", "/srv/x/t"),
-        *("--log-level", "debug", "--loop", "asyncio"),
+        *("--log-level", "debug", "--loop", "asyncio", "--allow-shutdown", "--no-outbound"),
+        *("--handshake-timeout", "2.5", "--close-timeout", "3"),
     )
     assert options == BridgeOptions(
         data_dir=Path("/srv/x/d"),
@@ -60,9 +63,12 @@ def test_every_group_flag_reaches_its_field() -> None:
             ping_interval_s=4.0,
             ping_timeout_s=6.0,
             shutdown_timeout_s=1.5,
+            handshake_timeout_s=2.5,
+            close_timeout_s=3.0,
         ),
         store=StoreOptions(uri="postgresql://h/db", poll_interval_s=0.5),
         secrets=SecretOptions(backend=SecretBackend.FILE, data_key_file=Path("/srv/x/k")),
+        outbound=OutboundOptions(enabled=False),
     )
     assert process == SidecarOptions(
         connection_file=Path("/srv/x/c.json"),
@@ -70,11 +76,12 @@ def test_every_group_flag_reaches_its_field() -> None:
         token_file=Path("/srv/x/t"),
         log_level=LogLevel.DEBUG,
         loop=EventLoop.ASYNCIO,
+        allow_shutdown=True,
     )
 
 
 @pytest.mark.parametrize(
-    "cls", [BridgeOptions, TransportOptions, StoreOptions, SecretOptions, SidecarOptions]
+    "cls", [BridgeOptions, TransportOptions, StoreOptions, SecretOptions, OutboundOptions, SidecarOptions]
 )
 def test_help_shows_each_fields_own_help_and_default(cls: type, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
@@ -96,3 +103,7 @@ def test_an_out_of_range_value_is_named_by_its_flag() -> None:
     with pytest.raises(InvalidSettingError) as caught:
         parse("--poll-interval", "0")
     assert caught.value.name == "--poll-interval"
+
+
+def test_the_test_concurrency_default_is_the_testers() -> None:
+    assert OutboundOptions().max_concurrent_tests == MAX_CONCURRENT_DEFAULT

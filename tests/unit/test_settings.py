@@ -24,6 +24,8 @@ TOKEN = "t" * 40
         ("ping_interval_s", 0.0),
         ("ping_timeout_s", -1.0),
         ("shutdown_timeout_s", -0.5),
+        ("handshake_timeout_s", 0.0),
+        ("close_timeout_s", -1.0),
     ],
 )
 def test_each_out_of_range_setting_is_refused_by_name(field: str, value: Any) -> None:

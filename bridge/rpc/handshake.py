@@ -1,0 +1,146 @@
+"""Opening-handshake checks (DESIGN §6) as pure functions over a parsed HTTP request.
+
+Order: Host (403) → Origin (403) → token (401) → capacity (503), all before the upgrade
+(RFC 6455 §4.2.2). Nothing here does I/O or keeps state: the connection feeds the
+:class:`~websockets.http11.Request` that websockets' sans-I/O ``ServerProtocol`` parsed,
+and answers with the :class:`Refusal` returned (or accepts when there is none). The
+checks that later issues add (handshakes in progress per peer, header size) belong here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request
+
+SUBPROTOCOL: Final = "bridge.v1"
+TOKEN_SUBPROTOCOL_PREFIX: Final = "bridge.v1.token."  # noqa: S105 - a prefix, not a secret
+TOKEN_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{32,}\Z")
+_LOOPBACK_NAMES: Final = ("localhost", "127.0.0.1", "[::1]")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a handshake is refused: the HTTP status, a log reason and the body text.
+
+    Attributes:
+        status: HTTP status sent instead of 101 (403, 401 or 503).
+        reason: short log reason (``host``, ``origin``, ``token``, ``capacity``).
+        text: plain-text body (never echoes a header value).
+    """
+
+    status: http.HTTPStatus
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakePolicy:
+    """What a handshake must present; built once per server.
+
+    Attributes:
+        token: the expected token, ASCII bytes (compared in constant time).
+        port: the bound TCP port (part of an allowed ``Host``); None over a Unix socket.
+        uds: True when serving on a Unix socket (no browser can reach it: Host is not checked).
+        allow_hosts: extra ``Host`` names (lower case, with or without port).
+        allow_origins: exact ``Origin`` values accepted (``null`` never is).
+    """
+
+    token: bytes
+    port: int | None
+    uds: bool
+    allow_hosts: frozenset[str]
+    allow_origins: frozenset[str]
+
+
+def single_header(headers: Headers, name: str) -> str | None:
+    """The header's value when sent exactly once; None when absent; "" when repeated."""
+    values = headers.get_all(name)
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else ""
+
+
+def offered_subprotocols(request: Request) -> list[str]:
+    """Every ``Sec-WebSocket-Protocol`` entry offered, in order (RFC 6455 §11.3.4)."""
+    return [
+        item.strip()
+        for value in request.headers.get_all("Sec-WebSocket-Protocol")
+        for item in value.split(",")
+        if item.strip()
+    ]
+
+
+def select_subprotocol(offered: Sequence[str]) -> str | None:
+    """``bridge.v1`` when offered, else None: the 101 never echoes the token-carrying entry."""
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+def presented_token(request: Request) -> str | None:
+    """Return the token a client presented: Bearer header, subprotocol pair or ``?token=``.
+
+    Returns:
+        The presented string (maybe malformed; "" for a non-Bearer or repeated
+        ``Authorization``), or None when no token was presented at all.
+    """
+    auth = single_header(request.headers, "Authorization")
+    if auth is not None:
+        scheme, _, value = auth.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else ""
+    for item in offered_subprotocols(request):
+        if item.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return item[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+    values = parse_qs(urlsplit(request.path).query).get("token")
+    return values[0] if values else None
+
+
+def host_allowed(host: str | None, policy: HandshakePolicy) -> bool:
+    """True for ``localhost``/``127.0.0.1``/``[::1]`` with the bound port, or an allowed name."""
+    if policy.uds:
+        return True  # no browser can reach a Unix socket: no DNS rebinding
+    if not host:
+        return False
+    host = host.strip().lower()
+    if policy.port is not None and host in {f"{name}:{policy.port}" for name in _LOOPBACK_NAMES}:
+        return True
+    bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return host in policy.allow_hosts or bare in policy.allow_hosts
+
+
+def origin_allowed(origin: str | None, policy: HandshakePolicy) -> bool:
+    """True when ``Origin`` is absent (not a browser) or exactly allowed; ``null`` never is."""
+    return origin is None or (origin not in {"", "null"} and origin in policy.allow_origins)
+
+
+def token_valid(token: str | None, expected: bytes) -> bool:
+    """True when ``token`` has the token shape and equals ``expected`` (constant time, on bytes)."""
+    # The shape check comes first, so only ASCII reaches the comparison; the comparison
+    # is on bytes (compare_digest on str raises for non-ASCII).
+    if token is None or not TOKEN_PATTERN.match(token):
+        return False
+    return hmac.compare_digest(token.encode("ascii"), expected)
+
+
+def check_request(request: Request, policy: HandshakePolicy) -> Refusal | None:
+    """Run the Host → Origin → token checks on ``request``; None when all pass."""
+    if not host_allowed(single_header(request.headers, "Host"), policy):
+        return Refusal(http.HTTPStatus.FORBIDDEN, "host", "Host not allowed\n")
+    if not origin_allowed(single_header(request.headers, "Origin"), policy):
+        return Refusal(http.HTTPStatus.FORBIDDEN, "origin", "Origin not allowed\n")
+    if not token_valid(presented_token(request), policy.token):
+        return Refusal(http.HTTPStatus.UNAUTHORIZED, "token", "missing or invalid token\n")
+    return None
+
+
+def check_capacity(open_connections: int, max_connections: int, *, closing: bool) -> Refusal | None:
+    """503 once ``max_connections`` are open or the server is shutting down; else None."""
+    if closing or open_connections >= max_connections:
+        return Refusal(http.HTTPStatus.SERVICE_UNAVAILABLE, "capacity", "too many connections\n")
+    return None

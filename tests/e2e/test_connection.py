@@ -1,0 +1,293 @@
+"""The per-connection protocol on a real in-process server: long-running requests and
+``$/cancelRequest``, inline answers, UTF-8, keepalive and handshake timeouts (DESIGN §5–§6)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Coroutine, Generator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bridge import api
+from bridge.app import Bridge
+from bridge.models import EmptyParams, IdParams
+from bridge.rpc.connection import MAX_QUEUED_FRAMES
+from tests.conftest import openai_config
+from tests.e2e.wire import (
+    TIMEOUT,
+    masked_frame,
+    masked_text_frame,
+    raw_socket,
+    read_frame,
+    request,
+    running_bridge,
+)
+
+LONG: api.ChannelSpec[IdParams, str] = api.ChannelSpec(
+    "test:long", IdParams, str, "Waits until released; long-running.", long_running=True
+)
+BLOCK: api.ChannelSpec[EmptyParams, str] = api.ChannelSpec(
+    "test:block", EmptyParams, str, "Waits until released; in order."
+)
+
+
+class Gates:
+    """Events the test-only channels wait on, and what they saw."""
+
+    def __init__(self) -> None:
+        self.long = asyncio.Event()
+        self.block = asyncio.Event()
+        self.long_started = asyncio.Event()
+        self.long_cancelled = asyncio.Event()
+
+
+def register_waiting_channels(bridge: Bridge) -> Gates:
+    gates = Gates()
+
+    async def long(params: IdParams) -> str:
+        gates.long_started.set()
+        try:
+            await gates.long.wait()
+        except asyncio.CancelledError:
+            gates.long_cancelled.set()
+            raise
+        return params.id
+
+    async def block(_: EmptyParams) -> str:
+        await gates.block.wait()
+        return "released"
+
+    bridge.registry.add(LONG, long)
+    bridge.registry.add(BLOCK, block)
+    return gates
+
+
+def port_of(bridge: Bridge) -> int:
+    assert bridge.server.port is not None
+    return bridge.server.port
+
+
+async def send(sock: socket.socket, *frames: str) -> None:
+    """Send ``frames`` in one TCP write (one read on the server's side)."""
+    await asyncio.to_thread(sock.sendall, b"".join(masked_text_frame(f.encode()) for f in frames))
+
+
+async def receive(sock: socket.socket) -> Any:
+    opcode, payload = await asyncio.to_thread(read_frame, sock)
+    assert opcode == 1, (opcode, payload)
+    return orjson.loads(payload)
+
+
+def cancel(request_id: Any) -> str:
+    return orjson.dumps(
+        {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": request_id}}
+    ).decode()
+
+
+CONFIG_ID = "00000000-0000-4000-8000-000000000001"
+
+
+async def test_a_long_running_request_runs_beside_later_requests_and_is_cancelled(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        gates = register_waiting_channels(bridge)
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            await send(
+                sock, request("test:long", {"id": CONFIG_ID}, "long"), request("bridge:hello", None, "h")
+            )
+            # The later request is answered while the long one is still running.
+            assert (await receive(sock))["id"] == "h"
+            await asyncio.wait_for(gates.long_started.wait(), TIMEOUT)
+            await send(sock, cancel("long"))
+            reply = await receive(sock)
+            assert reply["id"] == "long"
+            assert reply["error"]["code"] == -32800
+            assert reply["error"]["data"] == {"code": "REQUEST_CANCELLED", "name": "RequestCancelledError"}
+            assert gates.long_cancelled.is_set()
+            # The connection goes on serving.
+            await send(sock, request("llm-config:read", {"id": CONFIG_ID}, "after"))
+            assert await receive(sock) == {"jsonrpc": "2.0", "id": "after", "result": None}
+        finally:
+            sock.close()
+
+
+async def test_a_long_running_response_may_overtake_nothing_is_lost_when_it_completes(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        gates = register_waiting_channels(bridge)
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            await send(
+                sock, request("test:long", {"id": CONFIG_ID}, "long"), request("test:block", None, "b")
+            )
+            await asyncio.wait_for(gates.long_started.wait(), TIMEOUT)
+            gates.long.set()  # the long one finishes while the ordered one still waits
+            assert await receive(sock) == {"jsonrpc": "2.0", "id": "long", "result": CONFIG_ID}
+            gates.block.set()
+            assert await receive(sock) == {"jsonrpc": "2.0", "id": "b", "result": "released"}
+        finally:
+            sock.close()
+
+
+async def test_cancel_request_is_handled_on_arrival_behind_queued_requests(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        gates = register_waiting_channels(bridge)
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            # The ordered lane is busy (test:block) with a read queued behind it when the
+            # cancel arrives: the cancel must not wait for them.
+            await send(
+                sock,
+                request("test:long", {"id": CONFIG_ID}, "long"),
+                request("test:block", None, "b"),
+                request("llm-config:read", {"id": CONFIG_ID}, "queued"),
+            )
+            await asyncio.wait_for(gates.long_started.wait(), TIMEOUT)
+            await send(sock, cancel("long"))
+            first = await receive(sock)
+            assert first["id"] == "long"
+            assert first["error"]["code"] == -32800
+            assert not gates.block.is_set()
+            gates.block.set()
+            assert [(await receive(sock))["id"] for _ in range(2)] == ["b", "queued"]
+        finally:
+            sock.close()
+
+
+async def test_cancel_of_an_unknown_or_finished_request_is_ignored(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            await send(sock, cancel("nothing"), cancel(7), request("bridge:hello", None, "h"))
+            reply = await receive(sock)  # no answer to the notifications: the next frame is h's
+            assert reply["id"] == "h"
+        finally:
+            sock.close()
+
+
+class TaskCounter:
+    """A task factory that counts the tasks created, by coroutine name."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any]
+    ) -> asyncio.Task[Any]:
+        self.names.append(getattr(coro, "__qualname__", repr(coro)))
+        return asyncio.Task(coro, loop=loop)
+
+
+async def test_cache_reads_are_answered_without_a_task_and_writes_in_one(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        loop = asyncio.get_running_loop()
+        counter = TaskCounter()
+        loop.set_task_factory(counter)
+        try:
+            reads = [request("llm-config:read", {"id": CONFIG_ID}, i) for i in range(16)]
+            await send(sock, *reads, request("llm-config:list", None, "list"))
+            replies = [await receive(sock) for _ in range(17)]
+            assert [r["id"] for r in replies] == [*range(16), "list"]
+            dispatch_tasks = [name for name in counter.names if name.endswith("_carry_on")]
+            assert dispatch_tasks == []
+            await send(sock, request("llm-config:create", {"config": openai_config("Created")}, "c"))
+            replies = [await receive(sock) for _ in range(2)]  # the notification, then the response
+            assert ["method" in replies[0], replies[1]["id"]] == [True, "c"]
+            assert len([name for name in counter.names if name.endswith("_carry_on")]) == 1
+        finally:
+            loop.set_task_factory(None)
+            sock.close()
+
+
+async def test_a_text_frame_that_is_not_utf8_closes_with_1007_and_others_are_served(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        other = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            await asyncio.to_thread(sock.sendall, masked_frame(b'{"jsonrpc": "2.0", "id": "\xff"}'))
+            opcode, payload = await asyncio.to_thread(read_frame, sock)
+            assert opcode == 8
+            assert int.from_bytes(payload[:2], "big") == 1007
+            await send(other, request("bridge:hello", None, "h"))
+            assert (await receive(other))["id"] == "h"
+        finally:
+            sock.close()
+            other.close()
+
+
+async def test_a_peer_that_never_answers_pings_is_closed_with_1011(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data", ping_interval_s=0.1, ping_timeout_s=0.2) as bridge:
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            opcodes: list[int] = []
+            while True:
+                opcode, payload = await asyncio.to_thread(read_frame, sock)
+                opcodes.append(opcode)
+                if opcode == 8:
+                    break
+            assert opcodes[0] == 9  # a ping came first, never answered
+            assert int.from_bytes(payload[:2], "big") == 1011
+        finally:
+            sock.close()
+        assert bridge.server.connection_count == 0
+
+
+async def test_a_peer_that_answers_pings_stays_connected(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data", ping_interval_s=0.05, ping_timeout_s=5.0) as bridge:
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            for _ in range(3):  # three pings, each answered with its own payload
+                opcode, payload = await asyncio.to_thread(read_frame, sock)
+                assert opcode == 9
+                await asyncio.to_thread(sock.sendall, masked_frame(payload, opcode=10))
+            await send(sock, request("bridge:hello", None, "h"))
+            while (message := await asyncio.to_thread(read_frame, sock))[0] == 9:
+                await asyncio.to_thread(sock.sendall, masked_frame(message[1], opcode=10))
+            assert orjson.loads(message[1])["id"] == "h"
+            assert bridge.server.connection_count == 1
+        finally:
+            sock.close()
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"])
+async def test_a_handshake_that_does_not_finish_in_time_is_dropped(tmp_path: Path, sent: bytes) -> None:
+    async with running_bridge(tmp_path / "data", handshake_timeout_s=0.2) as bridge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(bridge))
+        try:
+            writer.write(sent)
+            try:
+                rest = await asyncio.wait_for(reader.read(), TIMEOUT)
+            except ConnectionResetError:  # an abort may arrive as a reset
+                rest = b""
+            assert rest == b""  # closed by the server, nothing answered
+            assert not bridge.server._handshaking
+        finally:
+            writer.close()
+
+
+async def test_reading_pauses_at_the_in_flight_limit_and_resumes_when_the_lane_drains(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        gates = register_waiting_channels(bridge)
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            await send(sock, request("test:long", {"id": CONFIG_ID}, "long"))
+            await asyncio.wait_for(gates.long_started.wait(), TIMEOUT)
+            (server_side,) = bridge.server._connections
+            assert server_side.transport.is_reading()
+            # The lane is busy with test:block; MAX_QUEUED_FRAMES reads wait behind it.
+            # The cancel at the end of the same write is still acted on at once.
+            reads = [request("llm-config:read", {"id": CONFIG_ID}, i) for i in range(MAX_QUEUED_FRAMES)]
+            await send(sock, request("test:block", None, "b"), *reads, cancel("long"))
+            await asyncio.wait_for(gates.long_cancelled.wait(), TIMEOUT)
+            assert (await receive(sock))["error"]["code"] == -32800
+            assert not server_side.transport.is_reading()
+            gates.block.set()
+            ids = [(await receive(sock))["id"] for _ in range(MAX_QUEUED_FRAMES + 1)]
+            assert ids == ["b", *range(MAX_QUEUED_FRAMES)]
+            assert server_side.transport.is_reading()
+        finally:
+            sock.close()

@@ -1,0 +1,234 @@
+"""End to end: ``llm-config:test`` over a real WebSocket to ``bridge serve``, against a fake provider."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from bridge import api
+from bridge.client import BridgeClient
+from bridge.errors import OutboundDisabledError
+from tests.conftest import OPENAI_KEY, ServedBridge, openai_config, start_bridge_process
+from tests.helpers.fake_provider import NO_PROXY_ENV, OPENAI_MODELS, FakeProvider
+
+TIMEOUT = 15
+CANARY = "canary-e2e-93b1f0c7d4a2e8b65f1c"
+UNKNOWN_ID = "9d3c1b2a-0f4e-4a5b-8c6d-7e8f9a0b1c2d"
+
+
+class Wire:
+    """Raw JSON-RPC frames on one connection; every received frame is kept."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[str] = []
+        self._next_id = 0
+
+    async def call(self, method: str, params: Any = None) -> dict[str, Any]:
+        self._next_id += 1
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self._next_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        await self.ws.send(json.dumps(message))
+        while True:  # notifications precede the response that caused them
+            frame = await asyncio.wait_for(self.ws.recv(), TIMEOUT)
+            assert isinstance(frame, str)
+            self.frames.append(frame)
+            reply = orjson.loads(frame)
+            if "method" not in reply:
+                assert reply["id"] == self._next_id
+                return reply  # type: ignore[no-any-return]
+
+
+async def open_wire(served: ServedBridge) -> Wire:
+    ws = await connect(served.url, additional_headers={"Authorization": f"Bearer {served.token}"})
+    return Wire(ws)
+
+
+def custom(name: str, base_url: str, key: str = CANARY, **extra: Any) -> dict[str, Any]:
+    return {"customName": name, "provider": "custom", "apiKey": key, "baseUrl": base_url, **extra}
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServedBridge]:
+    """``bridge serve`` that reaches the fake provider directly even if a proxy is configured."""
+    bridge = start_bridge_process(tmp_path / "data", env=NO_PROXY_ENV)
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+
+
+@pytest.fixture
+def served_debug(tmp_path: Path) -> Iterator[ServedBridge]:
+    """``bridge serve`` logging at debug level: the most it ever writes."""
+    bridge = start_bridge_process(tmp_path / "data", "--log-level", "debug", env=NO_PROXY_ENV)
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+
+
+async def test_saved_and_draft_configs_are_tested_and_the_key_stays_in(served_debug: ServedBridge) -> None:
+    with FakeProvider("custom", CANARY) as provider, FakeProvider("custom", "another-key") as refusing:
+        wire = await open_wire(served_debug)
+        async with wire.ws:
+            created = await wire.call("llm-config:create", {"config": custom("Local", provider.base_url)})
+            config_id = created["result"]["id"]
+
+            saved = await wire.call("llm-config:test", {"id": config_id, "timeoutMs": 5000})
+            result = saved["result"]
+            assert set(result) == {"ok", "latencyMs", "models", "error"}
+            assert (result["ok"], result["models"], result["error"]) == (True, OPENAI_MODELS, None)
+            assert isinstance(result["latencyMs"], int)
+            assert result["latencyMs"] >= 0
+
+            refused = await wire.call("llm-config:test", {"config": custom("Draft", refusing.base_url)})
+            assert refused["result"]["ok"] is False
+            assert refused["result"]["models"] is None
+            assert refused["result"]["error"] == {
+                "kind": "auth",
+                "status": 401,
+                "message": "The provider refused the API key",
+            }
+
+            listed = await wire.call("llm-config:list")
+            assert [view["customName"] for view in listed["result"]] == ["Local"]  # the draft was not saved
+            hello = await wire.call("bridge:hello")
+            assert hello["result"]["revision"] == 1
+            assert "llm-config:test" in hello["result"]["channels"]
+        assert provider.requests[0].headers["authorization"] == f"Bearer {CANARY}"
+        assert refusing.requests[0].headers["authorization"] == f"Bearer {CANARY}"
+    served_debug.stop()
+    log = served_debug.log_text()
+    assert log.count('"llm_config_tested"') == 2
+    # Nothing of the provider's answer (headers, URLs) is logged by the HTTP libraries.
+    assert '"logger": "httpcore' not in log
+    assert '"logger": "httpx"' not in log
+    for frame in wire.frames:
+        assert CANARY not in frame
+    assert CANARY not in served_debug.log_text()
+
+
+async def test_stalled_provider_is_a_timeout_near_timeout_ms(served: ServedBridge) -> None:
+    with FakeProvider("custom", CANARY, stall=True) as provider:
+        wire = await open_wire(served)
+        async with wire.ws:
+            started = time.monotonic()
+            reply = await wire.call(
+                "llm-config:test", {"config": custom("Slow", provider.base_url), "timeoutMs": 700}
+            )
+            elapsed_ms = (time.monotonic() - started) * 1000
+        assert await asyncio.to_thread(provider.dropped.wait, 10)
+    assert reply["result"]["error"]["kind"] == "timeout"
+    assert "status" not in reply["result"]["error"]
+    assert 700 <= elapsed_ms < 700 + 2000
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "code"),
+    [
+        ({}, "id", "REQUIRED"),
+        ({"timeoutMs": 1000}, "id", "REQUIRED"),
+        ({"id": UNKNOWN_ID, "config": openai_config()}, "config", "INVALID_FORMAT"),
+        ({"id": None}, "id", "INVALID_FORMAT"),
+        ({"id": UNKNOWN_ID, "timeoutMs": 60_001}, "timeoutMs", "INVALID_FORMAT"),
+        ({"id": UNKNOWN_ID, "timeoutMs": 0}, "timeoutMs", "INVALID_FORMAT"),
+        ({"id": UNKNOWN_ID, "timeoutMs": 1.5}, "timeoutMs", "INVALID_FORMAT"),
+        ({"config": {**openai_config(), "apiKey": "sk-short"}}, "config.apiKey", "API_KEY_FORMAT"),
+        (
+            {"config": {"customName": "x", "provider": "custom", "apiKey": "k"}},
+            "config.baseUrl",
+            "PROVIDER_SPECIFIC",
+        ),
+        ({"id": UNKNOWN_ID, "extra": 1}, "extra", "UNKNOWN_FIELD"),
+    ],
+)
+async def test_bad_params_are_validation_errors(
+    served: ServedBridge, params: dict[str, Any], field: str, code: str
+) -> None:
+    wire = await open_wire(served)
+    async with wire.ws:
+        reply = await wire.call("llm-config:test", params)
+    assert reply["error"]["code"] == -32602
+    assert [(e["field"], e["code"]) for e in reply["error"]["data"]["errors"]] == [(field, code)]
+    assert OPENAI_KEY not in json.dumps(reply)
+
+
+async def test_unknown_id_is_config_not_found(served: ServedBridge) -> None:
+    wire = await open_wire(served)
+    async with wire.ws:
+        reply = await wire.call("llm-config:test", {"id": UNKNOWN_ID})
+    assert reply["error"]["code"] == 4004
+    assert reply["error"]["data"]["code"] == "CONFIG_NOT_FOUND"
+
+
+async def test_no_outbound_answers_outbound_disabled_and_calls_nobody(tmp_path: Path) -> None:
+    bridge = start_bridge_process(tmp_path / "data", "--no-outbound", env=NO_PROXY_ENV)
+    try:
+        with FakeProvider("custom", CANARY) as provider:
+            wire = await open_wire(bridge)
+            async with wire.ws:
+                draft = await wire.call("llm-config:test", {"config": custom("Draft", provider.base_url)})
+                created = await wire.call("llm-config:create", {"config": custom("Saved", provider.base_url)})
+                saved = await wire.call("llm-config:test", {"id": created["result"]["id"]})
+            async with BridgeClient(bridge.url, bridge.token) as client:
+                with pytest.raises(OutboundDisabledError):
+                    await client.invoke("llm-config:test", {"config": custom("Draft", provider.base_url)})
+            assert provider.requests == []
+    finally:
+        bridge.stop()
+    for reply in (draft, saved):
+        assert reply["error"] == {
+            "code": 4003,
+            "message": "Outbound calls are disabled on this server",
+            "data": {"code": "OUTBOUND_DISABLED", "name": "OutboundDisabledError"},
+        }
+
+
+async def test_every_by_name_channel_accepts_a_work_done_token(served: ServedBridge) -> None:
+    with FakeProvider("custom", CANARY) as provider:
+        wire = await open_wire(served)
+        async with wire.ws:
+            created = await wire.call(
+                "llm-config:create", {"config": openai_config(), "workDoneToken": "create-1"}
+            )
+            config_id = created["result"]["id"]
+            calls: dict[str, dict[str, Any]] = {
+                "llm-config:read": {"id": config_id},
+                "llm-config:update": {"id": config_id, "updates": {"customName": "Renamed"}},
+                "llm-config:list": {},
+                "llm-config:snapshot": {},
+                "llm-config:initialize": {},
+                "llm-config:refresh-cache": {},
+                "llm-config:test": {"config": custom("Draft", provider.base_url)},
+                "bridge:hello": {},
+                "rpc.discover": {},
+                "llm-config:delete": {"id": config_id},
+            }
+            by_name = {spec.name for spec in api.BUILTIN_CHANNELS} - {"rpc.on", "rpc.off"}
+            assert set(calls) | {"llm-config:create"} == by_name
+            for index, (method, params) in enumerate(calls.items()):
+                token: str | int = index if index % 2 else f"token-{index}"
+                reply = await wire.call(method, {**params, "workDoneToken": token})
+                assert "error" not in reply, (method, reply)
+            assert (await wire.call("llm-config:list"))["result"] == []
+
+
+@pytest.mark.parametrize("token", [None, True, 1.5, [], {}, "x" * 257, 2**53])
+async def test_a_malformed_work_done_token_is_a_validation_error(served: ServedBridge, token: Any) -> None:
+    wire = await open_wire(served)
+    async with wire.ws:
+        reply = await wire.call("llm-config:list", {"workDoneToken": token})
+    assert reply["error"]["code"] == -32602
+    assert [(e["field"], e["code"]) for e in reply["error"]["data"]["errors"]] == [
+        ("workDoneToken", "INVALID_FORMAT")
+    ]
