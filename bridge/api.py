@@ -596,15 +596,14 @@ def subscription_handler(registry: Registry) -> Callable[[EventNames], Awaitable
 BUILTIN_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (
     *LLM_CONFIG_CHANNELS,
     BRIDGE_HELLO,
-    BRIDGE_SHUTDOWN,
     RPC_DISCOVER,
     RPC_ON,
     RPC_OFF,
 )
-"""Every channel a stock ``bridge serve`` describes (``rpc.discover``, ``schemas/``)."""
+"""Every channel a stock ``bridge serve`` exposes (and ``rpc.discover``/``schemas/`` describe)."""
 OPTIONAL_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (BRIDGE_SHUTDOWN,)
-"""Built-in channels served only when enabled (``bridge:shutdown``: sidecar mode or
-``--allow-shutdown``); described in the stock document either way, so its hash does not
-depend on the mode."""
+"""Process-control channels served only when enabled (``bridge:shutdown``: sidecar mode or
+``--allow-shutdown``). ``bridge:hello``'s ``channels`` lists them when served; the OpenRPC
+document leaves them out, so it and its ``schemaHash`` do not depend on the mode."""
 BUILTIN_TOPICS: tuple[TopicSpec, ...] = (LLM_CONFIG_CHANGED,)
 """Every topic a stock ``bridge serve`` publishes."""

@@ -101,19 +101,18 @@ OPENRPC_RESOURCE = "openrpc.json"
 """Package data: the OpenRPC document of a stock server (``schemas/openrpc.json``'s bytes)."""
 
 
-def _is_stock(registry: api.Registry) -> bool:
-    """True when ``registry`` holds exactly a stock ``bridge serve``'s channels and topics.
+def _published(registry: api.Registry) -> list[api.ChannelSpec[Any, Any]]:
+    """The registry's channels the OpenRPC document describes: all but the process-control ones."""
+    return [spec for spec in registry.channels if spec not in api.OPTIONAL_CHANNELS]
 
-    The optional built-in channels (``bridge:shutdown``) may be there or not: the stock
-    document describes them either way.
-    """
-    channels = {spec.name: spec for spec in registry.channels}
+
+def _is_stock(registry: api.Registry) -> bool:
+    """True when ``registry`` publishes exactly a stock ``bridge serve``'s channels and topics."""
+    channels = {spec.name: spec for spec in _published(registry)}
     topics = {topic.name: topic for topic in registry.topics}
-    required = [spec for spec in api.BUILTIN_CHANNELS if spec not in api.OPTIONAL_CHANNELS]
-    optional = [spec for spec in api.OPTIONAL_CHANNELS if spec.name in channels]
     return (
-        len(channels) == len(required) + len(optional)
-        and all(channels.get(spec.name) is spec for spec in [*required, *optional])
+        len(channels) == len(api.BUILTIN_CHANNELS)
+        and all(channels.get(spec.name) is spec for spec in api.BUILTIN_CHANNELS)
         and len(topics) == len(api.BUILTIN_TOPICS)
         and all(topics.get(topic.name) is topic for topic in api.BUILTIN_TOPICS)
     )
@@ -176,7 +175,7 @@ class BridgeChannels:
             else:
                 from bridge import schemas  # noqa: PLC0415 - generated only when asked for
 
-                document = schemas.openrpc_document(self.registry.channels, self.registry.topics)
+                document = schemas.openrpc_document(_published(self.registry), self.registry.topics)
                 digest = schemas.schema_hash(document)
             self._document, self._hash = document, digest
         return self._document, self._hash

@@ -53,13 +53,6 @@ export interface ChannelMap {
     result: HelloResult;
   };
   /**
-   * Stop the server gracefully, as SIGTERM does (for hosts that cannot close the sidecar's stdin). Served only when bridge serve was started with --exit-with-parent or --allow-shutdown; otherwise -32601.
-   */
-  "bridge:shutdown": {
-    params: EmptyParams;
-    result: ShutdownResult;
-  };
-  /**
    * Create an LLM provider config; returns its view (no API key).
    */
   "llm-config:create": {
@@ -176,15 +169,6 @@ export interface HelloResult {
   schemaHash: string;
   secretBackend: "keyring" | "file";
   serverVersion: string;
-}
-/**
- * Result of ``bridge:shutdown``: the server stops gracefully once this response is sent.
- *
- * This interface was referenced by `BridgeSchema`'s JSON-Schema
- * via the `definition` "ShutdownResult".
- */
-export interface ShutdownResult {
-  shuttingDown: true;
 }
 /**
  * Params of ``llm-config:create``: ``{config: LlmConfigInput}``.
