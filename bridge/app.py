@@ -21,15 +21,23 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
 
-from bridge import __version__, api, sidecar
+from bridge import __version__, api, datadir, sidecar
 from bridge.connection_file import CONNECTION_FILE_NAME, ConnectionInfo
 from bridge.errors import AddressUnavailableError, StartupError
-from bridge.keystore import DATA_KEY_ENV, DataKey, KeyCipher, load_data_key, load_shared_data_key
+from bridge.keystore import (
+    DATA_KEY_ENV,
+    KEY_FILE_NAME,
+    DataKey,
+    KeyCipher,
+    load_data_key,
+    load_shared_data_key,
+)
 from bridge.log import configure_logging
 from bridge.models import EmptyParams, WireModel
 from bridge.options import (
@@ -217,12 +225,15 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         The running :class:`Bridge`.
 
     Raises:
+        InsecurePathError: the data directory or a key or database file fails the checks
+            of DESIGN §6 (see ``check_permissions``).
         StartupError: the data key is lost while ciphertexts exist, or the token is malformed.
         AddressUnavailableError: the address cannot be listened on (e.g. the port is busy).
     """
     options = options or BridgeOptions()
     registry = registry or api.Registry()
     token = _resolve_token(options.token)
+    _check_paths(options)
     store = _make_store(options)
     await store.open()
     try:
@@ -275,6 +286,42 @@ def _store_uri(store: StoreOptions) -> str | None:
 
 def _is_shared(store: StoreOptions) -> bool:
     return _store_uri(store) is not None
+
+
+def _check_paths(options: BridgeOptions) -> None:
+    """Check the data directory and the files about to be opened, before any is (DESIGN §6).
+
+    With SQLite the directory is created first (0700), so nobody can slip their own in
+    between the check and its first use.
+    """
+    sqlite = not _is_shared(options.store)
+    if not options.check_permissions:
+        log.warning("permission_checks_skipped", data_dir=str(options.data_dir))
+    if sqlite:
+        options.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_key_file = options.secrets.data_key_file
+    findings = datadir.check_data_dir(
+        options.data_dir,
+        database=options.data_dir / DB_FILE_NAME if sqlite else None,
+        key_file=options.data_dir / KEY_FILE_NAME,
+        secret_files=[] if data_key_file is None else [data_key_file],
+    )
+    datadir.enforce(findings, strict=options.check_permissions)
+
+
+def _read_token_file(path: Path, *, strict: bool) -> str:
+    """The token in ``path``, read without blocking and checked (DESIGN §6).
+
+    Raises:
+        InsecurePathError: the file is not a regular file, or (with ``strict``) another
+            user owns it or can read or write it.
+        StartupError: it cannot be read.
+    """
+    try:
+        raw = datadir.read_small_file(path, datadir.Kind.SECRET, strict=strict)
+    except OSError as exc:
+        raise StartupError(f"cannot read the token file: {exc.strerror}") from None
+    return raw.decode("utf-8", errors="replace").strip()
 
 
 def _make_store(options: BridgeOptions) -> ConfigStore:
@@ -395,13 +442,10 @@ def run_sidecar(options: BridgeOptions, process: SidecarOptions, registry: api.R
     try:
         factory = sidecar.loop_factory(process.loop)
         if process.token_file is not None:
-            try:
-                token = process.token_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise StartupError(f"cannot read the token file: {exc.strerror}") from None
+            token = _read_token_file(process.token_file, strict=options.check_permissions)
             options = dataclasses.replace(options, token=token)
     except StartupError as exc:
-        sidecar.emit_error(exc.code, exc.message)
+        sidecar.emit_error(exc.code, exc.message, exc.context)
         return sidecar.EXIT_STARTUP_FAILED
 
     def announce(bridge: Bridge) -> None:
@@ -411,7 +455,7 @@ def run_sidecar(options: BridgeOptions, process: SidecarOptions, registry: api.R
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(serve(options, registry, sidecar_options=process, on_ready=announce))
     except StartupError as exc:
-        sidecar.emit_error(exc.code, exc.message)
+        sidecar.emit_error(exc.code, exc.message, exc.context)
         return sidecar.EXIT_STARTUP_FAILED
     except Exception as exc:
         # Anything else that stops start-up (an unwritable data directory, an unreachable

@@ -4,6 +4,10 @@ Each ``bridge serve`` flag is built from a field of the option dataclasses of
 :mod:`bridge.options` — its name, type, default and help text come from there — and the
 parsed flags become those dataclasses; :func:`bridge.app.run_sidecar` does the rest. The
 embedding API lives in :mod:`bridge.app`; importing it never imports this module.
+
+At import this module loads only the standard library and :mod:`bridge.sidecar`: ``bridge
+serve`` must decide how structlog is first imported (JSON logs: without its console
+extras) before anything that imports structlog, the options' modules included.
 """
 
 from __future__ import annotations
@@ -18,30 +22,28 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from bridge.connection_file import CONNECTION_FILE_NAME, ConnectionInfo
-from bridge.errors import StartupError
-from bridge.options import (
-    BridgeOptions,
-    InvalidSettingError,
-    OutboundOptions,
-    SecretOptions,
-    SidecarOptions,
-    StoreOptions,
-    TransportOptions,
-    default_data_dir,
-)
+from bridge import sidecar
 
-_GROUPS: Final[dict[str, type[Any]]] = {
-    "transport": TransportOptions,
-    "store": StoreOptions,
-    "secrets": SecretOptions,
-    "outbound": OutboundOptions,
-    "sidecar": SidecarOptions,
-}
-"""Option groups of ``bridge serve`` by namespace prefix; ``bridge`` is BridgeOptions' own fields."""
+if TYPE_CHECKING:  # annotations only: the options are imported after the logging decision
+    from bridge.connection_file import ConnectionInfo
+    from bridge.options import BridgeOptions, SidecarOptions
+
 _SEP: Final = "__"
+
+
+def _groups() -> dict[str, type[Any]]:
+    """Option groups of ``bridge serve`` by namespace prefix (``bridge``: BridgeOptions' own fields)."""
+    from bridge import options  # noqa: PLC0415 - see the module docstring
+
+    return {
+        "transport": options.TransportOptions,
+        "store": options.StoreOptions,
+        "secrets": options.SecretOptions,
+        "outbound": options.OutboundOptions,
+        "sidecar": options.SidecarOptions,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +119,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[_Flag]]]:
     sub = parser.add_subparsers(dest="command", required=True)
 
     srv = sub.add_parser("serve", help="serve renderers over JSON-RPC 2.0 / WebSocket")
+    from bridge.options import BridgeOptions  # noqa: PLC0415 - see the module docstring
+
     flags = {"bridge": _add_fields(srv, BridgeOptions, "bridge")}
-    flags.update((prefix, _add_fields(srv, cls, prefix)) for prefix, cls in _GROUPS.items())
+    flags.update((prefix, _add_fields(srv, cls, prefix)) for prefix, cls in _groups().items())
 
     sch = sub.add_parser("schemas", help="write (or --check) the generated schemas")
     sch.add_argument("--out", type=Path, default=Path("schemas"), help="output directory (default schemas/)")
@@ -139,6 +143,8 @@ def _build(cls: type[Any], flags: list[_Flag], args: argparse.Namespace, **extra
     Raises:
         InvalidSettingError: a value out of range, its ``name`` replaced by the flag.
     """
+    from bridge.options import InvalidSettingError  # noqa: PLC0415 - see the module docstring
+
     given = vars(args)
     kwargs = {f.field_name: f.convert(given[f.dest]) for f in flags if f.dest in given}
     try:
@@ -156,17 +162,17 @@ def _serve_options(
     Raises:
         InvalidSettingError: a value out of range (``name`` is the flag, e.g. ``--port``).
     """
-    groups = {prefix: _build(cls, flags[prefix], args) for prefix, cls in _GROUPS.items()}
+    from bridge.options import BridgeOptions  # noqa: PLC0415 - see the module docstring
+
+    groups = {prefix: _build(cls, flags[prefix], args) for prefix, cls in _groups().items()}
     process = groups.pop("sidecar")
     return _build(BridgeOptions, flags["bridge"], args, **groups), process
 
 
 def _serve_command(args: argparse.Namespace, flags: dict[str, list[_Flag]]) -> int:
-    from bridge import sidecar  # noqa: PLC0415 - only this command needs the process contract
-
-    if not sys.stderr.isatty():  # JSON logs (bridge.log's default off a terminal)
-        sidecar.import_logging_for_json()
     from bridge.app import run_sidecar  # noqa: PLC0415 - only this command loads the server
+    from bridge.errors import StartupError  # noqa: PLC0415
+    from bridge.options import InvalidSettingError  # noqa: PLC0415
 
     try:
         options, process = _serve_options(args, flags)
@@ -201,8 +207,11 @@ def _load_connection(path: Path) -> ConnectionInfo | dict[str, str]:
 
 def _call_command(args: argparse.Namespace) -> int:
     from bridge.client import BridgeClient  # noqa: PLC0415
+    from bridge.connection_file import CONNECTION_FILE_NAME  # noqa: PLC0415
     from bridge.errors import BridgeError  # noqa: PLC0415
-    from bridge.sidecar import emit as _emit  # noqa: PLC0415 - one JSON line on stdout, flushed
+    from bridge.options import default_data_dir  # noqa: PLC0415
+
+    _emit = sidecar.emit  # one JSON line on stdout, flushed
 
     path = args.connection_file or (args.data_dir or default_data_dir()) / CONNECTION_FILE_NAME
     try:
@@ -241,8 +250,11 @@ def _call_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bridge`` command; returns the process exit code."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["serve"] and not sys.stderr.isatty():  # JSON logs (bridge.log's default)
+        sidecar.import_logging_for_json()
     parser, flags = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     if args.command == "serve":
         return _serve_command(args, flags)
     if args.command == "schemas":

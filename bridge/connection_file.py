@@ -89,24 +89,28 @@ def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
 def write_connection_file(path: Path, info: ConnectionInfo) -> None:
     """Write ``info`` atomically to ``path`` with mode 0600 (parent created 0700 if missing).
 
+    Through an unguessable temporary name opened ``O_EXCL|O_NOFOLLOW``: a link planted in
+    a shared directory never receives the token (:func:`bridge.datadir.write_private_file`).
+
     Raises:
         OSError: the directory or file cannot be written.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(orjson.dumps(info.to_ready_line()))
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    from bridge import datadir  # noqa: PLC0415 - server side only; keeps this module light
+
+    datadir.write_private_file(path, orjson.dumps(info.to_ready_line()))
 
 
 def connection_file_pid(path: Path) -> int | None:
-    """The ``pid`` the connection file at ``path`` names; None when absent or unreadable."""
+    """The ``pid`` the connection file at ``path`` names; None when absent or unreadable.
+
+    Read without blocking: a FIFO planted under that name is not a connection file.
+    """
+    from bridge import datadir  # noqa: PLC0415 - server side only; keeps this module light
+    from bridge.errors import InsecurePathError  # noqa: PLC0415
+
     try:
-        return read_connection_file(path).pid
-    except (OSError, ValueError):
+        return ConnectionInfo.from_json(datadir.read_small_file(path, None)).pid
+    except (OSError, ValueError, InsecurePathError):
         return None
 
 

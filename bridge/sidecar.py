@@ -69,9 +69,12 @@ def emit(line: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def emit_error(code: str, message: str) -> None:
-    """Write the start-up error line ``{"event": "error", "error": code, "message": message}``."""
-    emit({"event": "error", "error": code, "message": message})
+def emit_error(code: str, message: str, context: dict[str, Any] | None = None) -> None:
+    """Write the start-up error line ``{"event": "error", "error": code, "message": message, ...context}``.
+
+    ``context`` holds non-secret details (e.g. ``path`` and ``problem`` of INSECURE_PATH).
+    """
+    emit({"event": "error", "error": code, "message": message, **(context or {})})
 
 
 def describe_startup_failure(exc: BaseException) -> str:

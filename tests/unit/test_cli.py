@@ -45,7 +45,7 @@ def test_every_group_flag_reaches_its_field() -> None:
         *("--secret-backend", "file", "--data-key-file", "/srv/x/k"),
         *("--connection-file", "/srv/x/c.json", "--exit-with-parent", "--token-file", "/srv/x/t"),
         *("--log-level", "debug", "--loop", "asyncio", "--allow-shutdown", "--no-outbound"),
-        *("--handshake-timeout", "2.5", "--close-timeout", "3"),
+        *("--handshake-timeout", "2.5", "--close-timeout", "3", "--skip-permission-checks"),
     )
     assert options == BridgeOptions(
         data_dir=Path("/srv/x/d"),
@@ -69,6 +69,7 @@ def test_every_group_flag_reaches_its_field() -> None:
         store=StoreOptions(uri="postgresql://h/db", poll_interval_s=0.5),
         secrets=SecretOptions(backend=SecretBackend.FILE, data_key_file=Path("/srv/x/k")),
         outbound=OutboundOptions(enabled=False),
+        check_permissions=False,
     )
     assert process == SidecarOptions(
         connection_file=Path("/srv/x/c.json"),
