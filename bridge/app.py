@@ -35,6 +35,7 @@ from bridge.keystore import (
     KEY_FILE_NAME,
     DataKey,
     KeyCipher,
+    SecretBackend,
     load_data_key,
     load_shared_data_key,
 )
@@ -54,7 +55,7 @@ from bridge.rpc.dispatch import Dispatcher
 from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings
 from bridge.service import LlmConfigService, register_llm_config_channels
 from bridge.service.tester import LlmConfigTester
-from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore
+from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore, StoreState
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +67,8 @@ __all__ = [
     "SidecarOptions",
     "StoreOptions",
     "TransportOptions",
+    "run_doctor",
+    "run_rotate_key",
     "run_sidecar",
     "serve",
     "server_version",
@@ -191,14 +194,18 @@ class BridgeChannels:
     async def hello(self, _: EmptyParams) -> api.HelloResult:
         """``bridge:hello``: versions, schema hash, channels, revision (DESIGN §5)."""
         await self.service.initialize()
+        info = self.service.cache_info()
         return api.HelloResult(
             server_version=server_version(),
             protocol_version=api.PROTOCOL_VERSION,
             schema_hash=self.document()[1],
             channels=self.registry.names(),
-            revision=self.service.cache_info().revision,
+            revision=info.revision,
             secret_backend=self.secret_backend,
             recovered_from=self.store.recovered_from,
+            quarantined=[api.QuarantinedRow(id=q.id, reason=q.reason) for q in self.service.quarantined()],
+            cache=api.CacheStats(count=info.count, bytes=info.bytes),
+            degraded="load_failed" if info.load_failed else None,
         )
 
     async def discover(self, _: EmptyParams) -> dict[str, Any]:
@@ -235,7 +242,11 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     token = _resolve_token(options.token)
     _check_paths(options)
     store = _make_store(options)
-    await store.open()
+    try:
+        await store.open()
+    except BaseException:
+        await store.close()
+        raise
     try:
         key = await _load_key(options, store)
     except BaseException:
@@ -248,6 +259,7 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         service, enabled=options.outbound.enabled, max_concurrent=options.outbound.max_concurrent_tests
     )
     register_llm_config_channels(registry, service, tester)
+    initial = await _load_once(store)
 
     builtin = BridgeChannels(registry, service, store, key.backend)
     # Inline (bridge.rpc.eager): none of them needs a task; they answer without suspending.
@@ -261,7 +273,7 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     server = BridgeServer(Dispatcher(registry, max_batch=options.transport.max_batch), settings)
     service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
     try:
-        await service.initialize()
+        await service.start(initial)
         try:
             await server.start()
         except OSError as exc:
@@ -324,6 +336,15 @@ def _read_token_file(path: Path, *, strict: bool) -> str:
     return raw.decode("utf-8", errors="replace").strip()
 
 
+async def _load_once(store: ConfigStore) -> StoreState | None:
+    """The start-up's one full read of the store; None when it fails (served degraded)."""
+    try:
+        return await store.load()
+    except Exception:
+        log.exception("store_load_failed")
+        return None
+
+
 def _make_store(options: BridgeOptions) -> ConfigStore:
     """Return the configured store: PostgreSQL for a ``postgresql://`` URI, else SQLite."""
     uri = _store_uri(options.store)
@@ -345,7 +366,9 @@ async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
 
     A shared key (``--data-key-file`` / ``BRIDGE_DATA_KEY``) is required with PostgreSQL:
     every instance must open what the others sealed. Each ciphertext starts with the id
-    of its key, so a wrong key is refused here, before any row is read for use or changed.
+    of its key, so a wrong key is refused here, before any row is read for use or changed:
+    refused when no stored ciphertext names one of the given keys. Rows naming an unknown
+    key beside rows the key opens are quarantined by the service (``UNKNOWN_KEY_ID``).
     """
     secret_options: SecretOptions = options.secrets
     shared = load_shared_data_key(secret_options.data_key_file, os.environ.get(DATA_KEY_ENV))
@@ -363,9 +386,9 @@ async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
             secret_options.backend,
             must_exist=await store.has_ciphertexts(),
         )
-    state = await store.load()
-    foreign = sorted({row.api_key_ct[:8].hex() for row in state.configs} - {key.key_id.hex()})
-    if foreign:
+    stored = await store.key_ids()
+    if stored and not stored & key.key_ids:
+        foreign = sorted(k.hex() for k in stored)
         raise StartupError(
             f"The store holds API keys sealed with data key id {', '.join(foreign)} but the given key's "
             f"id is {key.key_id.hex()}; start with the key the other instances use (nothing was changed)"
@@ -464,4 +487,109 @@ def run_sidecar(options: BridgeOptions, process: SidecarOptions, registry: api.R
         log.exception("startup_failed")
         sidecar.emit_error(StartupError.code, f"cannot start: {sidecar.describe_startup_failure(exc)}")
         return sidecar.EXIT_STARTUP_FAILED
+    return 0
+
+
+# ---- maintenance commands (bridge doctor, bridge rotate-key) -------------------------------
+
+
+def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Path | None) -> int:
+    """``bridge doctor``: examine ``bridge.db`` read-only; print one JSON report line.
+
+    Returns:
+        0 when clean, 1 with findings, 2 when the database cannot be examined.
+    """
+    import sqlite3  # noqa: PLC0415 - maintenance only
+
+    from bridge.service.maintenance import examine_rows  # noqa: PLC0415
+    from bridge.storage.sqlite import examine_file  # noqa: PLC0415
+
+    configure_logging("warning")
+    path = data_dir / DB_FILE_NAME
+    try:
+        exam = examine_file(path)
+    except (OSError, sqlite3.Error) as exc:
+        message = f"cannot examine {path}: {sidecar.describe_startup_failure(exc)}"
+        sidecar.emit_error(StartupError.code, message)
+        return sidecar.EXIT_STARTUP_FAILED
+    key_problem = None
+    key = None
+    if exam.rows:
+        try:
+            key = load_shared_data_key(data_key_file, os.environ.get(DATA_KEY_ENV)) or load_data_key(
+                data_dir, secret_backend, must_exist=True
+            )
+        except StartupError as exc:
+            key_problem = exc.message
+    findings = examine_rows(exam.rows, key)
+    sidecar.emit(
+        {
+            "event": "doctor",
+            "database": str(path),
+            "schemaVersion": exam.schema_version,
+            "damage": exam.damage,
+            "structure": exam.repairable,
+            "fatal": exam.fatal,
+            "dataKey": key_problem,
+            "rows": len(exam.rows),
+            "quarantined": [{"id": f.id, "reason": f.reason} for f in findings],
+        }
+    )
+    clean = not (exam.damage or exam.repairable or exam.fatal or key_problem or findings)
+    return 0 if clean else 1
+
+
+def run_rotate_key(options: BridgeOptions, *, stage: bool) -> int:
+    """``bridge rotate-key``: see :func:`bridge.service.maintenance.rotate_data_key`; one JSON line.
+
+    Returns:
+        0 when rotated (or staged), 2 when it cannot be done.
+    """
+    configure_logging("warning")
+    try:
+        return asyncio.run(_rotate_key(options, stage=stage))
+    except StartupError as exc:
+        sidecar.emit_error(exc.code, exc.message)
+        return sidecar.EXIT_STARTUP_FAILED
+    except Exception as exc:
+        log.exception("rotate_key_failed")
+        sidecar.emit_error(StartupError.code, f"cannot rotate: {sidecar.describe_startup_failure(exc)}")
+        return sidecar.EXIT_STARTUP_FAILED
+
+
+async def _rotate_key(options: BridgeOptions, *, stage: bool) -> int:
+    from bridge.keystore import write_data_key, write_key_file  # noqa: PLC0415
+    from bridge.service.maintenance import rotate_data_key, stage_data_key  # noqa: PLC0415
+
+    data_key_file = options.secrets.data_key_file
+    if data_key_file is None and os.environ.get(DATA_KEY_ENV):
+        raise StartupError(f"rotate-key cannot write {DATA_KEY_ENV}: keep the keys in a --data-key-file")
+
+    def save(key: DataKey) -> None:
+        if data_key_file is not None:
+            write_key_file(data_key_file, key)
+        else:
+            write_data_key(options.data_dir, key)
+
+    store = _make_store(options)
+    await store.open()
+    try:
+        key = await _load_key(options, store)
+        if stage:
+            staged = stage_data_key(key, save)
+            sidecar.emit({"event": "staged", "sealingKeyId": staged.key_id.hex()})
+            return 0
+        report = await rotate_data_key(store, key, save)
+    finally:
+        await store.close()
+    sidecar.emit(
+        {
+            "event": "rotated",
+            "sealingKeyId": report.sealing_key_id,
+            "resealed": report.resealed,
+            "unopened": report.unopened,
+            "retired": report.retired,
+            "kept": report.kept,
+        }
+    )
     return 0

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tenacity import RetryCallState, Retrying, wait_random_exponential
-
 
 def backoff_delays(base_s: float = 0.05, cap_s: float = 5.0) -> Callable[[], float]:
     """Return a function giving successive reconnect delays, in seconds.
@@ -26,6 +24,9 @@ def backoff_delays(base_s: float = 0.05, cap_s: float = 5.0) -> Callable[[], flo
         A function whose n-th call (n from 0) returns a delay uniform in
         ``[0, min(cap_s, base_s * 2**n)]``; independent of any other such function.
     """
+    # Imported on the first retry, not at start-up: the store follower imports this module.
+    from tenacity import RetryCallState, Retrying, wait_random_exponential  # noqa: PLC0415
+
     wait = wait_random_exponential(multiplier=base_s, max=cap_s)
     # tenacity computes a wait from a call state's attempt number; keep one per schedule.
     state = RetryCallState(Retrying(), fn=None, args=(), kwargs={})

@@ -134,7 +134,49 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, list[_Flag]]]:
     call.add_argument("--connection-file", type=Path, help="connection file of the running server")
     call.add_argument("--data-dir", type=Path, help="data directory holding connection.json")
     call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    _add_doctor_parser(sub)
+    _add_rotate_key_parser(sub)
     return parser, flags
+
+
+def _add_doctor_parser(sub: Any) -> None:
+    from bridge.keystore import DATA_KEY_ENV, SecretBackend  # noqa: PLC0415 - see the module docstring
+
+    doc = sub.add_parser(
+        "doctor", help="list quarantined rows and structural findings of a SQLite store (no server started)"
+    )
+    doc.add_argument("--data-dir", type=Path, help="data directory (default: the platform's user data dir)")
+    doc.add_argument(
+        "--secret-backend", choices=[b.value for b in SecretBackend], default="auto", help="data key source"
+    )
+    doc.add_argument(
+        "--data-key-file", type=Path, help=f"data key file (else {DATA_KEY_ENV} or the data dir's)"
+    )
+
+
+def _add_rotate_key_parser(sub: Any) -> None:
+    from bridge.keystore import DATA_KEY_ENV, SecretBackend  # noqa: PLC0415 - see the module docstring
+    from bridge.options import STORE_ENV  # noqa: PLC0415
+
+    rot = sub.add_parser(
+        "rotate-key",
+        help="add a new data key, re-seal every API key with it in one transaction, retire the old key",
+    )
+    rot.add_argument("--data-dir", type=Path, help="data directory (default: the platform's user data dir)")
+    rot.add_argument(
+        "--secret-backend", choices=[b.value for b in SecretBackend], default="auto", help="data key source"
+    )
+    rot.add_argument(
+        "--store", help=f"postgresql://… URI of a shared store (else {STORE_ENV}; default SQLite)"
+    )
+    rot.add_argument(
+        "--data-key-file", type=Path, help=f"data key file shared by the instances (else {DATA_KEY_ENV})"
+    )
+    rot.add_argument(
+        "--stage",
+        action="store_true",
+        help="only add the new key to the key source (then restart every instance, then rotate)",
+    )
 
 
 def _build(cls: type[Any], flags: list[_Flag], args: argparse.Namespace, **extra: Any) -> Any:
@@ -259,4 +301,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve_command(args, flags)
     if args.command == "schemas":
         return _schemas_command(args)
+    if args.command == "doctor":
+        return _doctor_command(args)
+    if args.command == "rotate-key":
+        return _rotate_key_command(args)
     return _call_command(args)
+
+
+def _doctor_command(args: argparse.Namespace) -> int:
+    from bridge.app import run_doctor  # noqa: PLC0415
+    from bridge.keystore import SecretBackend  # noqa: PLC0415
+    from bridge.options import default_data_dir  # noqa: PLC0415
+
+    return run_doctor(
+        args.data_dir or default_data_dir(), SecretBackend(args.secret_backend), args.data_key_file
+    )
+
+
+def _rotate_key_command(args: argparse.Namespace) -> int:
+    from bridge.app import run_rotate_key  # noqa: PLC0415
+    from bridge.keystore import SecretBackend  # noqa: PLC0415
+    from bridge.options import BridgeOptions, SecretOptions, StoreOptions, default_data_dir  # noqa: PLC0415
+
+    options = BridgeOptions(
+        data_dir=args.data_dir or default_data_dir(),
+        store=StoreOptions(uri=args.store),
+        secrets=SecretOptions(backend=SecretBackend(args.secret_backend), data_key_file=args.data_key_file),
+    )
+    return run_rotate_key(options, stage=args.stage)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bridge import backoff
 from bridge.client import connection
-from bridge.storage import postgres
+from bridge.service import llm_config
+from bridge.storage import base, postgres
 
 
 def test_delays_stay_under_a_doubling_ceiling_up_to_the_cap() -> None:
@@ -23,6 +24,8 @@ def test_each_schedule_starts_over() -> None:
     assert second() <= 0.01
 
 
-def test_the_client_and_the_postgresql_listener_share_the_helper() -> None:
+def test_the_client_the_postgresql_listener_and_the_store_follower_share_the_helper() -> None:
     assert vars(connection)["backoff_delays"] is backoff.backoff_delays
     assert vars(postgres)["backoff_delays"] is backoff.backoff_delays
+    assert vars(base)["backoff_delays"] is backoff.backoff_delays
+    assert vars(llm_config)["backoff_delays"] is backoff.backoff_delays
