@@ -371,7 +371,9 @@ async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
     key beside rows the key opens are quarantined by the service (``UNKNOWN_KEY_ID``).
     """
     secret_options: SecretOptions = options.secrets
-    shared = load_shared_data_key(secret_options.data_key_file, os.environ.get(DATA_KEY_ENV))
+    shared = load_shared_data_key(
+        secret_options.data_key_file, os.environ.get(DATA_KEY_ENV), strict=options.check_permissions
+    )
     if shared is not None:
         key = shared
     elif _is_shared(options.store):

@@ -21,7 +21,8 @@ Per connection (DESIGN §5–§6):
   ``FLUSH_AT_BYTES`` are waiting.
 - **Long-running requests** (``ChannelSpec.long_running``) run beside the lane; their
   responses leave when ready. ``$/cancelRequest {id}`` is acted on as soon as its frame
-  is read, even with requests queued ahead of it, and cancels that request (-32800).
+  is read, even with requests queued ahead of it, and cancels that request (-32800) —
+  running, or still queued (it is then answered -32800 as it would start).
 - **Backpressure.** While the transport's buffer is over its high-water mark
   (``pause_writing``) no further frame is dispatched and reading is paused; a connection
   that stays so for ``ping_timeout_s`` is closed with 1013. Reading is also paused while
@@ -52,6 +53,7 @@ from websockets.protocol import SEND_EOF, State
 from websockets.server import ServerProtocol
 
 from bridge.api import CANCEL_REQUEST
+from bridge.rpc.dispatch import cancelled_frame
 from bridge.rpc.eager import start_eagerly
 from bridge.rpc.handshake import Refusal, check_capacity, check_request, select_subprotocol
 
@@ -154,6 +156,9 @@ class Connection(asyncio.Protocol):
         self._lane: asyncio.Task[bytes | None] | None = None
         self._long: dict[Any, asyncio.Task[bytes]] = {}
         self._long_tasks: set[asyncio.Task[bytes]] = set()
+        # Ids cancelled while frames waited in the queue: a long-running request among
+        # them is cancelled as it starts (bounded; emptied whenever the queue is).
+        self._early_cancels: set[Any] = set()
         self._unflushed = 0
         self._writing_paused = False
         self._read_pauses: set[str] = set()
@@ -254,6 +259,15 @@ class Connection(asyncio.Protocol):
         if self._send(frame):
             self._flush()
 
+    def cancel_long_running(self) -> None:
+        """Cancel every long-running request of this connection; each is answered -32800.
+
+        Graceful shutdown calls it first, so long operations end within its bound
+        instead of holding it (issue 19: cancelled and answered on shutdown).
+        """
+        for task in self._long_tasks:
+            task.cancel()
+
     def close(self, code: int, reason: str, timeout_s: float) -> None:
         """Start the closing handshake with ``code``; abort TCP after ``timeout_s`` seconds.
 
@@ -325,8 +339,10 @@ class Connection(asyncio.Protocol):
         # PING: websockets queued the pong. CLOSE: websockets echoed it and half-closes.
 
     def _on_message(self, data: Any, *, text: bool) -> None:
-        if self.sansio.state is not State.OPEN:
-            return  # closing: RFC 6455 §1.4, data after a close is discarded
+        if self.sansio.state is not State.OPEN or self.transport.is_closing():
+            # Closing (RFC 6455 §1.4: data after a close is discarded), or aborted earlier
+            # in this read (outbound cap): nothing more runs, no write commits.
+            return
         frame: str | bytes
         if text:
             try:
@@ -365,6 +381,8 @@ class Connection(asyncio.Protocol):
             task = self._long.get(target)
             if task is not None:
                 task.cancel()
+            elif self._queue and len(self._early_cancels) < MAX_QUEUED_FRAMES:
+                self._early_cancels.add(target)  # its request may still wait in the queue
         return True  # a notification: never answered, even when it matches nothing
 
     # ---- dispatch ---------------------------------------------------------------------
@@ -404,6 +422,8 @@ class Connection(asyncio.Protocol):
                 queue.clear()
                 break
             self._dispatch(queue.popleft())
+        if not queue:
+            self._early_cancels.clear()
         if "queue" in self._read_pauses and len(queue) < MAX_QUEUED_FRAMES // 2:
             self._resume_reading("queue")
 
@@ -424,10 +444,17 @@ class Connection(asyncio.Protocol):
             self.hub.request_finished()
             if len(self._long_tasks) < MAX_QUEUED_FRAMES // 2:
                 self._resume_reading("long")
-            if not task.cancelled() and task.exception() is None:
+            if task.cancelled():
+                # Cancelled before its coroutine ran (the cancel came in the same read),
+                # so it could not answer itself: it is still answered -32800.
+                self.send_now(cancelled_frame(request_id))
+            elif task.exception() is None:
                 self.send_now(task.result())
 
         task.add_done_callback(finished)
+        if request_id in self._early_cancels:  # cancelled while it waited in the queue
+            self._early_cancels.discard(request_id)
+            task.cancel()
 
     # ---- output -----------------------------------------------------------------------
 
@@ -521,6 +548,11 @@ class Connection(asyncio.Protocol):
         if not self._read_pauses and not self.transport.is_closing():
             self.transport.pause_reading()
         self._read_pauses.add(why)
+        if self._pong_timer is not None:
+            # The pong may sit unread behind our own pause: the deadline restarts when
+            # reading resumes, so a healthy client is not closed 1011 for our backlog.
+            self._pong_timer.cancel()
+            self._pong_timer = None
 
     def _resume_reading(self, why: str) -> None:
         if why not in self._read_pauses:
@@ -528,6 +560,8 @@ class Connection(asyncio.Protocol):
         self._read_pauses.discard(why)
         if not self._read_pauses and not self.transport.is_closing():
             self.transport.resume_reading()
+            if self._ping_payload is not None:  # a ping still waits for its pong
+                self._arm_pong_timer()
 
     # ---- keepalive --------------------------------------------------------------------
 
@@ -538,7 +572,12 @@ class Connection(asyncio.Protocol):
         self._ping_payload = struct.pack("!I", random.getrandbits(32))
         self.sansio.send_ping(self._ping_payload)
         self._flush()
-        self._pong_timer = self._loop.call_later(self.settings.ping_timeout_s, self._pong_timed_out)
+        self._arm_pong_timer()
+
+    def _arm_pong_timer(self) -> None:
+        """Start the pong deadline, unless we paused reading (then it starts on resume)."""
+        if self._pong_timer is None and not self._read_pauses and self.sansio.state is State.OPEN:
+            self._pong_timer = self._loop.call_later(self.settings.ping_timeout_s, self._pong_timed_out)
 
     def _pong_received(self) -> None:
         self._ping_payload = None

@@ -61,6 +61,15 @@ def error_response(exc: BridgeError, request_id: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "error": error_object(exc)}
 
 
+def cancelled_frame(request_id: Any) -> bytes:
+    """Return the UTF-8 JSON bytes of the -32800 ``REQUEST_CANCELLED`` response to ``request_id``.
+
+    The answer to a long-running request cancelled by ``$/cancelRequest`` (LSP), also
+    when it was cancelled before its coroutine ever ran.
+    """
+    return _dump_reply(error_response(RequestCancelledError(), request_id))
+
+
 def notification_frame(method: str, params: Any) -> bytes:
     """Return the UTF-8 JSON bytes of a JSON-RPC notification (no ``id``)."""
     return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
@@ -219,7 +228,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             # Cancelled by `$/cancelRequest` (LSP): answered, not propagated; a connection
             # that went away discards the answer.
-            return _dump_reply(error_response(RequestCancelledError(), reply_id))
+            return cancelled_frame(reply_id)
         except BridgeError as exc:
             return _dump_reply(error_response(exc, reply_id))
         except Exception:

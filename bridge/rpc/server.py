@@ -127,10 +127,11 @@ class BridgeServer:
     async def shutdown(self) -> None:
         """Graceful shutdown (DESIGN §7), bounded by ``settings.shutdown_timeout_s`` seconds.
 
-        In order: stop accepting connections; answer new requests with 5003; wait for
-        the requests in flight to finish and their responses to be written; close every
-        connection with 1001 (aborting those that do not complete the closing handshake
-        before the deadline); wait for TCP to close.
+        In order: stop accepting connections; answer new requests with 5003; cancel
+        long-running requests (answered -32800); wait for the requests in flight to
+        finish and their responses to be written; close every connection with 1001
+        (aborting those that do not complete the closing handshake before the deadline);
+        wait for TCP to close.
         """
         if not self._listeners:
             return
@@ -140,6 +141,8 @@ class BridgeServer:
         listeners, self._listeners = self._listeners, []
         for listener in listeners:
             listener.close()
+        for connection in list(self._alive):
+            connection.cancel_long_running()
         try:
             async with asyncio.timeout_at(deadline):
                 await self._idle.wait()

@@ -1,0 +1,12 @@
+// bridge-ipc — the main entry: the client and the live collection stores.
+export {
+  BridgeClient,
+  BridgeError,
+  CallTimeoutError,
+  ConnectionLostError,
+  PROTOCOL_VERSION,
+  STATUSES,
+  TerminalError,
+  llmConfigApi,
+} from "./client.js";
+export { LiveCollection, liveCollection, liveConfigs, sharedCollection } from "./live.js";
