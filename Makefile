@@ -11,7 +11,7 @@ TYPEGEN_STAMP := clients/typegen/node_modules/.installed
 JS_DIST := clients/js/dist/index.mjs
 REACT_STAMP := examples/react-settings/node_modules/.installed
 
-.PHONY: bench demo check lint types contracts schemas-check types-check ts-check test js-test js-build schemas npm clean reliability
+.PHONY: dist sidecar sidecar-orphan-check bench demo check lint types contracts schemas-check types-check ts-check test js-test js-build schemas npm clean reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,7 @@ contracts: $(STAMP)
 
 schemas-check: $(STAMP)
 	$(BIN)/bridge schemas --check
+	cmp schemas/openrpc.json bridge/openrpc.json  # the package data rpc.discover serves
 
 ## types-check: schemas/bridge.d.ts is what json-schema-to-typescript makes of bridge.schema.json
 types-check: $(NODE_STAMP)
@@ -86,9 +87,25 @@ js-test: $(STAMP) $(NODE_STAMP) $(JS_DIST) $(REACT_STAMP)
 reliability: $(STAMP)
 	BRIDGE_RELIABILITY=long BRIDGE_RELIABILITY_REPORT=reliability-report.jsonl $(BIN)/pytest tests/reliability -m reliability -s -q
 
+## dist: the sdist and wheel of the `bridge-ipc` distribution in dist/ (python -m build; the backend from .venv)
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
+## sidecar: the frozen bridge for Tauri/Electron (PyInstaller), dist/sidecar/bridge-<target-triple>[/...]:
+## one folder by default; `make sidecar SIDECAR_MODE=onefile` for one executable (see docs/shipping.md)
+SIDECAR_MODE ?= onefolder
+sidecar: $(STAMP)
+	$(BIN)/python freeze/build_sidecar.py $(if $(filter onefile,$(SIDECAR_MODE)),--onefile,)
+
+## sidecar-orphan-check: build the one-file sidecar, SIGKILL only its bootloader, show its Python child exits
+sidecar-orphan-check: $(STAMP)
+	$(BIN)/python freeze/onefile_orphan_check.py
+
 ## schemas: regenerate schemas/ (JSON Schema, OpenRPC, TypeScript) after changing a model or a channel
 schemas: $(STAMP) $(NODE_STAMP)
 	$(BIN)/bridge schemas
+	cp schemas/openrpc.json bridge/openrpc.json
 	node schemas/generate-types.mjs
 
 ## bench: bridge vs the websockets echo floors and an rpc-websockets peer (docs/performance.md); minutes

@@ -1,40 +1,139 @@
 """bridge: a Python main process serving renderers over JSON-RPC 2.0 / WebSocket.
 
-Embedding API (imported lazily so ``import bridge.models`` stays light)::
+The public API, importable from here (each name is loaded on first use, so
+``import bridge`` stays light and ``import bridge.models`` loads no server code)::
 
     import bridge
+
     registry = bridge.Registry()
     registry.add(MY_CHANNEL, my_handler)
-    await bridge.serve(bridge.BridgeOptions(port=0), registry)
+    options = bridge.BridgeOptions(transport=bridge.TransportOptions(port=0))
+    await bridge.serve(options, registry)
+
+- embedding: :class:`Bridge`, :func:`start_bridge`, :func:`serve`, :func:`run_sidecar`;
+- options: :class:`BridgeOptions` composed of :class:`TransportOptions`,
+  :class:`StoreOptions`, :class:`SecretOptions`; :class:`SidecarOptions`;
+  :class:`SecretBackend`;
+- channels of your own: :class:`Registry`, :class:`ChannelSpec`, :class:`TopicSpec`,
+  :class:`WireModel`, :class:`EmptyParams`;
+- the client: :class:`BridgeClient`, :class:`ConnectionInfo`, :func:`read_connection_file`;
+- errors: :class:`BridgeError` and its subclasses (:mod:`bridge.errors`);
+- ``__version__``: the package version (the one place it is written).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
+
+__version__: Final = "0.1.0"
 
 if TYPE_CHECKING:
     from bridge.api import ChannelSpec, Registry, TopicSpec
-    from bridge.cli import Bridge, BridgeOptions, serve, start_bridge
+    from bridge.app import Bridge, run_sidecar, serve, start_bridge
+    from bridge.client import BridgeClient
+    from bridge.connection_file import ConnectionInfo, read_connection_file
+    from bridge.errors import (
+        AddressUnavailableError,
+        AuthenticationError,
+        BridgeError,
+        ConfigNotFoundError,
+        ConfigOperationFailedError,
+        ConnectionLostError,
+        DuplicateConfigNameError,
+        InvalidRequestError,
+        MethodNotFoundError,
+        ParseError,
+        ProtocolMismatchError,
+        RateLimitedError,
+        SchemaTooNewError,
+        ServiceUnavailableError,
+        StartupError,
+        ValidationError,
+        VersionConflictError,
+    )
+    from bridge.keystore import SecretBackend
+    from bridge.models import EmptyParams, WireModel
+    from bridge.options import BridgeOptions, SecretOptions, SidecarOptions, StoreOptions, TransportOptions
 
-__all__ = [
+_EXPORTS: Final[dict[str, tuple[str, ...]]] = {
+    "bridge.api": ("ChannelSpec", "Registry", "TopicSpec"),
+    "bridge.app": ("Bridge", "run_sidecar", "serve", "start_bridge"),
+    "bridge.client": ("BridgeClient",),
+    "bridge.connection_file": ("ConnectionInfo", "read_connection_file"),
+    "bridge.errors": (
+        "AddressUnavailableError",
+        "AuthenticationError",
+        "BridgeError",
+        "ConfigNotFoundError",
+        "ConfigOperationFailedError",
+        "ConnectionLostError",
+        "DuplicateConfigNameError",
+        "InvalidRequestError",
+        "MethodNotFoundError",
+        "ParseError",
+        "ProtocolMismatchError",
+        "RateLimitedError",
+        "SchemaTooNewError",
+        "ServiceUnavailableError",
+        "StartupError",
+        "ValidationError",
+        "VersionConflictError",
+    ),
+    "bridge.keystore": ("SecretBackend",),
+    "bridge.models": ("EmptyParams", "WireModel"),
+    "bridge.options": (
+        "BridgeOptions",
+        "SecretOptions",
+        "SidecarOptions",
+        "StoreOptions",
+        "TransportOptions",
+    ),
+}
+_LAZY: Final = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [  # noqa: RUF022 - grouped as in the docstring, each group sorted
+    "__version__",
+    # embedding
     "Bridge",
-    "BridgeOptions",
-    "ChannelSpec",
-    "Registry",
-    "TopicSpec",
+    "run_sidecar",
     "serve",
     "start_bridge",
+    # options
+    "BridgeOptions",
+    "SecretBackend",
+    "SecretOptions",
+    "SidecarOptions",
+    "StoreOptions",
+    "TransportOptions",
+    # channels of your own
+    "ChannelSpec",
+    "EmptyParams",
+    "Registry",
+    "TopicSpec",
+    "WireModel",
+    # the client
+    "BridgeClient",
+    "ConnectionInfo",
+    "read_connection_file",
+    # errors
+    "AddressUnavailableError",
+    "AuthenticationError",
+    "BridgeError",
+    "ConfigNotFoundError",
+    "ConfigOperationFailedError",
+    "ConnectionLostError",
+    "DuplicateConfigNameError",
+    "InvalidRequestError",
+    "MethodNotFoundError",
+    "ParseError",
+    "ProtocolMismatchError",
+    "RateLimitedError",
+    "SchemaTooNewError",
+    "ServiceUnavailableError",
+    "StartupError",
+    "ValidationError",
+    "VersionConflictError",
 ]
-
-_LAZY = {
-    "ChannelSpec": "bridge.api",
-    "Registry": "bridge.api",
-    "TopicSpec": "bridge.api",
-    "Bridge": "bridge.cli",
-    "BridgeOptions": "bridge.cli",
-    "serve": "bridge.cli",
-    "start_bridge": "bridge.cli",
-}
 
 
 def __getattr__(name: str) -> Any:
@@ -44,4 +143,11 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'bridge' has no attribute {name!r}")
     import importlib  # noqa: PLC0415
 
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's own names and the lazily imported public ones."""
+    return sorted({*globals(), *_LAZY})

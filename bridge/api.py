@@ -563,6 +563,24 @@ RPC_DISCOVER: ChannelSpec[EmptyParams, dict[str, Any]] = ChannelSpec(
 )
 
 
+class ShutdownResult(WireModel):
+    """Result of ``bridge:shutdown``: the server stops gracefully once this response is sent."""
+
+    shutting_down: Literal[True] = True
+
+
+BRIDGE_SHUTDOWN: ChannelSpec[EmptyParams, ShutdownResult] = ChannelSpec(
+    "bridge:shutdown",
+    EmptyParams,
+    ShutdownResult,
+    "Stop the server gracefully, as SIGTERM does (for hosts that cannot close the sidecar's stdin). "
+    "Served only when bridge serve was started with --exit-with-parent or --allow-shutdown; "
+    "otherwise -32601.",
+    params_optional=True,
+    examples=(Example("stop the sidecar", {}, {"shuttingDown": True}),),
+)
+
+
 # ---- rpc-websockets compatibility ------------------------------------------------------
 # The npm rpc-websockets Client's subscribe()/unsubscribe() call `rpc.on`/`rpc.off` with
 # an array of event names and throw unless the result maps each name to "ok". Its own
@@ -616,6 +634,10 @@ BUILTIN_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (
     RPC_ON,
     RPC_OFF,
 )
-"""Every channel a stock ``bridge serve`` exposes."""
+"""Every channel a stock ``bridge serve`` exposes (and ``rpc.discover``/``schemas/`` describe)."""
+OPTIONAL_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (BRIDGE_SHUTDOWN,)
+"""Process-control channels served only when enabled (``bridge:shutdown``: sidecar mode or
+``--allow-shutdown``). ``bridge:hello``'s ``channels`` lists them when served; the OpenRPC
+document leaves them out, so it and its ``schemaHash`` do not depend on the mode."""
 BUILTIN_TOPICS: tuple[TopicSpec, ...] = (LLM_CONFIG_CHANGED,)
 """Every topic a stock ``bridge serve`` publishes."""

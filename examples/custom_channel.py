@@ -58,7 +58,8 @@ def build_registry() -> bridge.Registry:
 async def main(data_dir: Path) -> dict[str, Any]:
     """Start the bridge in process, use the custom channel and topic, return what was seen."""
     running = await bridge.start_bridge(
-        bridge.BridgeOptions(data_dir=data_dir, secret_backend=SecretBackend.FILE, port=0), build_registry()
+        bridge.BridgeOptions(data_dir=data_dir, secrets=bridge.SecretOptions(backend=SecretBackend.FILE)),
+        build_registry(),
     )
     try:
         async with BridgeClient(running.url, running.token) as client:

@@ -1,5 +1,20 @@
-"""Python renderer client: ``BridgeClient`` (never imports the service or storage)."""
+"""Python renderer client (never imports the service or storage).
 
-from bridge.client.client import BridgeClient, ConnectionInfo, ConnectionProvider, read_connection_file
+``BridgeClient`` is the facade: a ``Connection`` (transport, pending calls, reconnect with
+the shared backoff) plus an ``LlmConfigMirror`` (the LLM-config views, resynced after
+every reconnect) and typed helpers.
+"""
 
-__all__ = ["BridgeClient", "ConnectionInfo", "ConnectionProvider", "read_connection_file"]
+from bridge.client.client import BridgeClient
+from bridge.client.connection import Connection, ConnectionProvider
+from bridge.client.mirror import LlmConfigMirror
+from bridge.connection_file import ConnectionInfo, read_connection_file
+
+__all__ = [
+    "BridgeClient",
+    "Connection",
+    "ConnectionInfo",
+    "ConnectionProvider",
+    "LlmConfigMirror",
+    "read_connection_file",
+]

@@ -1,45 +1,37 @@
 """``BridgeClient``: a Python renderer for a bridge server (DESIGN §8).
 
-It speaks JSON-RPC 2.0 over one WebSocket, matches responses to calls by id, delivers
-notifications to ``on(event, callback)`` subscribers, and rebuilds the server's errors
-as the classes of :mod:`bridge.errors` from ``error.data.code``.
+It is a :class:`~bridge.client.connection.Connection` (the transport: one WebSocket,
+calls matched to responses by id, the server's errors rebuilt as the classes of
+:mod:`bridge.errors`, reconnect with backoff) plus, with ``reconnect=True``, an
+:class:`~bridge.client.mirror.LlmConfigMirror` (the LLM-config views the subscribers know,
+resynced through ``llm-config:snapshot`` after every reconnect, the differences delivered
+as ``llm-config:changed`` events), ``on(event, callback)`` subscriptions and typed helpers.
 
-With ``reconnect=True`` it survives server restarts: exponential backoff with jitter,
-URL and token re-read from the provider on every attempt, ``protocolVersion`` checked
-from ``bridge:hello``, and a resync through ``llm-config:snapshot`` whose differences
-with the last known view set are delivered as ``llm-config:changed`` events. Calls in
-flight when the connection drops fail with :class:`ConnectionLostError` and are never
-retried (a write may or may not have been applied).
+Every connection is checked with ``bridge:hello``: another ``protocolVersion`` is
+terminal (:class:`ProtocolMismatchError`). Calls in flight when the connection drops
+fail with :class:`ConnectionLostError` and are never retried (a write may or may not have
+been applied).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import os
-import random
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import orjson
 import structlog
 from pydantic import BaseModel
-from websockets.asyncio.client import ClientConnection, connect, unix_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.asyncio.client import ClientConnection
 
 from bridge import api
-from bridge.errors import (
-    AuthenticationError,
-    BridgeError,
-    ConnectionLostError,
-    ProtocolMismatchError,
-    error_from_wire,
-)
+from bridge.client.connection import Connection, ConnectionProvider
+from bridge.client.mirror import LlmConfigMirror
+from bridge.connection_file import ConnectionInfo, read_connection_file
+from bridge.errors import BridgeError, ProtocolMismatchError
 from bridge.models import (
     LlmConfigInput,
     LlmConfigPatch,
@@ -51,40 +43,7 @@ log = structlog.get_logger(__name__)
 
 R = TypeVar("R")
 
-HTTP_UNAUTHORIZED = 401
-HTTP_FORBIDDEN = 403
-CLOSE_POLICY_VIOLATION = 1008
-
-
-@dataclass(frozen=True)
-class ConnectionInfo:
-    """What a client needs to reach a server: ``url``, ``token`` and maybe a Unix ``socket``."""
-
-    url: str
-    token: str = field(repr=False)
-    socket: str | None = None
-
-
-def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
-    """Read the connection file written by ``bridge serve`` (DESIGN §7).
-
-    Args:
-        path: the file, e.g. ``<data dir>/connection.json``.
-
-    Raises:
-        OSError: the file cannot be read.
-        ValueError: it is not a connection file (``orjson.JSONDecodeError`` is one).
-    """
-    path = Path(path)
-    data = orjson.loads(path.read_bytes())
-    if not isinstance(data, dict) or "url" not in data or "token" not in data:
-        raise ValueError(f"{path} is not a bridge connection file")
-    return ConnectionInfo(str(data["url"]), str(data["token"]), data.get("socket"))
-
-
 Callback = Callable[[Any], None]
-ConnectionProvider = Callable[[], "ConnectionInfo | Awaitable[ConnectionInfo]"]
-"""Returns where to connect; called before every attempt (e.g. re-reads the connection file)."""
 
 
 class BridgeClient:
@@ -97,9 +56,11 @@ class BridgeClient:
             (see :meth:`from_connection_file`); overrides ``url``/``token``.
         unix_socket: path of the server's Unix socket, when it serves one.
         reconnect: reconnect after the connection drops, and resync.
-        backoff_initial_s: first reconnect delay, in seconds (doubles each attempt).
-        backoff_max_s: largest reconnect delay, in seconds; each delay is scaled by a
-            random factor in [0.5, 1] (jitter) so clients of a restarted server spread out.
+        backoff_initial_s: ceiling of the first reconnect delay, in seconds (doubles each
+            attempt).
+        backoff_max_s: largest ceiling, in seconds. Each delay is uniform between 0 and
+            its ceiling (full jitter, :func:`bridge.backoff.backoff_delays`, as the
+            PostgreSQL listener) so clients of a restarted server spread out.
         max_auth_attempts: consecutive handshakes refused with 401/403 (or closes with
             1008) before giving up with :class:`AuthenticationError`.
         open_timeout_s: bound on the opening handshake, in seconds.
@@ -131,33 +92,21 @@ class BridgeClient:
             def provider() -> ConnectionInfo:
                 return fixed
 
-        self.url = url or ""
-        self._provider: ConnectionProvider = provider
-        self._reconnect = reconnect
-        self._backoff_initial_s = backoff_initial_s
-        self._backoff_max_s = backoff_max_s
-        self._max_auth_attempts = max_auth_attempts
-        self._open_timeout_s = open_timeout_s
-        self._max_message_bytes = max_message_bytes
-        self._ws: ClientConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._reconnector: asyncio.Task[None] | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
         self._subscribers: defaultdict[str, list[Callback]] = defaultdict(list)
-        self._closed_by_user = False
-        self._connecting = False
-        self._connected = asyncio.Event()
-        self._failure: BridgeError | None = None
         # The view set the subscribers have been told about (reconnect mode only).
-        self._views: dict[str, dict[str, Any]] = {}
-        self._revision = 0
-        self._resyncing = False
-        self._held: list[dict[str, Any]] = []
-        self.close_code: int | None = None
-        """Close code of the last connection that ended (1001: server shutting down)."""
-        self.attempts = 0
-        """Connection attempts made so far (handshakes tried)."""
+        self._mirror = LlmConfigMirror(self._deliver) if reconnect else None
+        self._connection = Connection(
+            provider,
+            on_open=self._after_open,
+            on_notification=self._notification,
+            reconnect=reconnect,
+            backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s,
+            max_auth_attempts=max_auth_attempts,
+            open_timeout_s=open_timeout_s,
+            max_message_bytes=max_message_bytes,
+        )
+        self._initial_url = url or ""
 
     @classmethod
     def from_connection_file(cls, path: Path, **options: Any) -> BridgeClient:
@@ -170,6 +119,31 @@ class BridgeClient:
 
     # ---- connection -----------------------------------------------------------------
 
+    @property
+    def url(self) -> str:
+        """URL of the last connection attempt (the given ``url`` before the first)."""
+        return self._connection.url or self._initial_url
+
+    @property
+    def close_code(self) -> int | None:
+        """Close code of the last connection that ended (1001: server shutting down)."""
+        return self._connection.close_code
+
+    @property
+    def attempts(self) -> int:
+        """Connection attempts made so far (handshakes tried)."""
+        return self._connection.attempts
+
+    @property
+    def _ws(self) -> ClientConnection | None:
+        """The open WebSocket, if any (tests inject faults through it)."""
+        return self._connection.websocket
+
+    @property
+    def _reader(self) -> asyncio.Task[None] | None:
+        """The task reading the open WebSocket, if any (it ends when the connection does)."""
+        return self._connection.reader
+
     async def connect(self) -> None:
         """Open the WebSocket, check the protocol version and (with reconnect) take a snapshot.
 
@@ -181,100 +155,18 @@ class BridgeClient:
             ProtocolMismatchError: the server's ``protocolVersion`` is not ours.
             OSError: the server cannot be reached (without ``reconnect``).
         """
-        self._closed_by_user = False
-        if self._reconnect:
-            await self._connect_with_backoff()
-        else:
-            await self._open_once()
-            await self._after_open()
-
-    async def _open_once(self) -> None:
-        info = self._provider()
-        if not isinstance(info, ConnectionInfo):
-            info = await info
-        self.url = info.url
-        self.attempts += 1
-        options: dict[str, Any] = {
-            "additional_headers": {"Authorization": f"Bearer {info.token}"},
-            "compression": None,
-            "max_size": self._max_message_bytes,
-            "open_timeout": self._open_timeout_s,
-        }
-        try:
-            if info.socket is not None:
-                ws = await unix_connect(info.socket, info.url, **options)
-            else:
-                ws = await connect(info.url, **options)
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in {HTTP_UNAUTHORIZED, HTTP_FORBIDDEN}:
-                raise AuthenticationError(f"The server refused the handshake with HTTP {status}") from None
-            raise
-        self._ws = ws
-        self.close_code = None
-        self._reader = asyncio.create_task(self._read(ws), name="bridge-client-reader")
+        await self._connection.connect()
 
     async def _after_open(self) -> None:
-        """Check the protocol, then resync (reconnect mode); mark the client connected."""
+        """Check the protocol, then resync (reconnect mode)."""
         hello = await self.hello()
         if hello.protocol_version != api.PROTOCOL_VERSION:
-            await self._drop()
             raise ProtocolMismatchError(
                 f"The server speaks protocol {hello.protocol_version}, this client {api.PROTOCOL_VERSION}",
                 context={"server": hello.protocol_version, "client": api.PROTOCOL_VERSION},
             )
-        if self._reconnect:
-            await self._resync()
-        self._connected.set()
-
-    async def _connect_with_backoff(self) -> None:
-        self._connecting = True
-        try:
-            await self._connect_loop()
-        finally:
-            self._connecting = False
-
-    async def _connect_loop(self) -> None:
-        auth_failures = 0
-        delay = self._backoff_initial_s
-        while not self._closed_by_user:
-            try:
-                await self._open_once()
-                await self._after_open()
-            except AuthenticationError as exc:
-                auth_failures += 1
-                if auth_failures >= self._max_auth_attempts:
-                    self._fail(exc)
-                    raise
-            except ProtocolMismatchError as exc:
-                self._fail(exc)
-                raise
-            except (OSError, TimeoutError, ValueError, InvalidStatus, ConnectionClosed, ConnectionLostError):
-                # Server down, connection file missing or half-written, 503, dropped
-                # during the resync: all transient.
-                await self._drop()
-            else:
-                if self.close_code == CLOSE_POLICY_VIOLATION:  # pragma: no cover - races
-                    continue
-                return
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
-            delay = min(self._backoff_max_s, delay * 2)
-
-    def _fail(self, exc: BridgeError) -> None:
-        """Give up for good: remember why, so waiters and later calls see it."""
-        self._failure = exc
-        self._connected.set()
-        log.warning("client_gave_up", error=exc.code)
-
-    async def _drop(self) -> None:
-        ws, self._ws = self._ws, None
-        self._connected.clear()
-        if ws is not None:
-            await ws.close()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        if self._mirror is not None:
+            await self._mirror.resync(lambda: self.invoke(api.LLM_CONFIG_SNAPSHOT.name))
 
     async def wait_connected(self, timeout_s: float | None = None) -> None:
         """Wait until connected (and resynced); raise the terminal error if the client gave up.
@@ -283,20 +175,11 @@ class BridgeClient:
             AuthenticationError, ProtocolMismatchError: the client gave up.
             TimeoutError: not connected within ``timeout_s`` seconds.
         """
-        async with asyncio.timeout(timeout_s):
-            await self._connected.wait()
-        if self._failure is not None:
-            raise self._failure
+        await self._connection.wait_connected(timeout_s)
 
     async def close(self) -> None:
         """Close the connection and stop reconnecting; pending calls fail with ConnectionLostError."""
-        self._closed_by_user = True
-        if self._reconnector is not None:
-            self._reconnector.cancel()
-            with contextlib.suppress(asyncio.CancelledError, BridgeError):
-                await self._reconnector
-            self._reconnector = None
-        await self._drop()
+        await self._connection.close()
 
     async def __aenter__(self) -> Self:
         """Connect."""
@@ -312,77 +195,13 @@ class BridgeClient:
         """Close."""
         await self.close()
 
-    async def _read(self, ws: ClientConnection) -> None:
-        try:
-            async for frame in ws:
-                self._receive(frame)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.close_code = ws.close_code
-            if self._ws is ws:
-                self._ws = None
-                self._connected.clear()
-            pending, self._pending = self._pending, {}
-            for future in pending.values():
-                if not future.done():
-                    future.set_exception(ConnectionLostError())
-            if self._reconnect and not (self._closed_by_user or self._connecting or self._reconnector):
-                self._reconnector = asyncio.get_running_loop().create_task(self._reconnect_in_background())
-
-    async def _reconnect_in_background(self) -> None:
-        try:
-            if self.close_code == CLOSE_POLICY_VIOLATION:
-                self._fail(AuthenticationError("The server closed the connection with 1008 (policy)"))
-                return
-            await self._connect_with_backoff()
-        except BridgeError:
-            pass  # recorded by _fail; surfaced by wait_connected() and invoke()
-        finally:
-            self._reconnector = None
-
-    # ---- notifications and resync ---------------------------------------------------
-
-    def _receive(self, frame: str | bytes) -> None:
-        try:
-            message = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            log.warning("client_frame_unparsable")  # one bad frame must not end the reader
-            return
-        for item in message if isinstance(message, list) else [message]:
-            if not isinstance(item, dict):
-                continue
-            if "method" in item and "id" not in item:
-                self._notification(item["method"], item.get("params"))
-                continue
-            future = self._pending.pop(item.get("id"), None)  # type: ignore[arg-type]
-            if future is None or future.done():
-                continue
-            if "error" in item:
-                future.set_exception(error_from_wire(item["error"]))
-            else:
-                future.set_result(item.get("result"))
+    # ---- notifications ----------------------------------------------------------------
 
     def _notification(self, method: str, params: Any) -> None:
-        if self._reconnect and method == api.LLM_CONFIG_CHANGED.name and isinstance(params, dict):
-            if self._resyncing:
-                self._held.append(params)
-                return
-            if not self._track(params):
-                return  # already reflected in the snapshot: drop the duplicate
+        if self._mirror is not None and method == api.LLM_CONFIG_CHANGED.name and isinstance(params, dict):
+            self._mirror.receive(params)  # delivers it unless stale (or held during a resync)
+            return
         self._deliver(method, params)
-
-    def _track(self, event: dict[str, Any]) -> bool:
-        """Apply a change event to the known view set; False when it is stale."""
-        revision = event.get("revision")
-        if not isinstance(revision, int) or revision <= self._revision:
-            return False
-        self._revision = revision
-        if event.get("type") == "deleted":
-            self._views.pop(str(event.get("id")), None)
-        elif isinstance(event.get("config"), dict):
-            self._views[str(event.get("id"))] = event["config"]
-        return True
 
     def _deliver(self, method: str, params: Any) -> None:
         for callback in tuple(self._subscribers.get(method, ())):
@@ -391,39 +210,15 @@ class BridgeClient:
             except Exception:
                 log.exception("client_callback_failed", event=method)
 
-    async def _resync(self) -> None:
-        """Take a snapshot; deliver what changed while away; drop held stale notifications.
+    def on(self, event: str, callback: Callback) -> Callable[[], None]:
+        """Call ``callback(params)`` for every ``event`` notification; returns an unsubscriber."""
+        self._subscribers[event].append(callback)
 
-        Notifications that arrive while the snapshot is in flight are held; those with
-        a revision ≤ the snapshot's are dropped, later ones delivered after the diff.
-        """
-        first = not self._views and self._revision == 0
-        self._resyncing = True
-        try:
-            snapshot = await self.invoke(api.LLM_CONFIG_SNAPSHOT.name)
-        finally:
-            self._resyncing = False
-            held, self._held = self._held, []
-        revision: int = snapshot["revision"]
-        fresh = {view["id"]: view for view in snapshot["configs"]}
-        old, self._views = self._views, dict(fresh)
-        if not first and revision != self._revision:
-            topic = api.LLM_CONFIG_CHANGED.name
-            for config_id in old.keys() - fresh.keys():
-                self._deliver(topic, {"type": "deleted", "id": config_id, "revision": revision})
-            for config_id, view in fresh.items():
-                if config_id not in old:
-                    self._deliver(
-                        topic, {"type": "created", "id": config_id, "revision": revision, "config": view}
-                    )
-                elif old[config_id] != view:
-                    self._deliver(
-                        topic, {"type": "updated", "id": config_id, "revision": revision, "config": view}
-                    )
-        self._revision = revision
-        for event in held:
-            if self._track(event):
-                self._deliver(api.LLM_CONFIG_CHANGED.name, event)
+        def off() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers[event].remove(callback)
+
+        return off
 
     # ---- calls ----------------------------------------------------------------------
 
@@ -436,38 +231,12 @@ class BridgeClient:
                 response (the call is not retried: a write may or may not have happened).
             AuthenticationError, ProtocolMismatchError: the client gave up reconnecting.
         """
-        if self._failure is not None:
-            raise self._failure
-        ws = self._ws
-        if ws is None:
-            raise ConnectionLostError("Not connected")
-        request_id = next(self._ids)
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": channel}
-        if params is not None:
-            message["params"] = params
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        try:
-            await ws.send(orjson.dumps(message), text=True)
-        except ConnectionClosed:
-            self._pending.pop(request_id, None)
-            raise ConnectionLostError from None
-        return await future
+        return await self._connection.invoke(channel, params)
 
     async def call(self, spec: api.ChannelSpec[Any, R], params: Any = None) -> R:
         """Call a channel through its spec; params may be a model; the result is typed."""
         result = await self.invoke(spec.name, _wire(params))
         return spec.result_adapter.validate_python(result)  # type: ignore[no-any-return]
-
-    def on(self, event: str, callback: Callback) -> Callable[[], None]:
-        """Call ``callback(params)`` for every ``event`` notification; returns an unsubscriber."""
-        self._subscribers[event].append(callback)
-
-        def off() -> None:
-            with contextlib.suppress(ValueError):
-                self._subscribers[event].remove(callback)
-
-        return off
 
     # ---- typed helpers for llm-config:* ---------------------------------------------
 

@@ -9,11 +9,13 @@ last, so a process publishes other processes' changes before its own, in revisio
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
+# Retry delays shared by the PostgreSQL listener, the service's store follower and the
+# client's reconnect: one helper (bridge.backoff), re-exported for the storage layer.
+from bridge.backoff import backoff_delays as backoff_delays  # noqa: PLC0414 - an explicit re-export for mypy
 from bridge.models import ChangeType
 
 
@@ -187,24 +189,6 @@ class ConfigStore(Protocol):
         Returns:
             How many rows were re-sealed.
         """
-
-
-def backoff_delays(base_s: float = 0.05, cap_s: float = 5.0) -> Callable[[], float]:
-    """Return a function giving successive retry delays, in seconds.
-
-    Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential
-    Backoff And Jitter"): the n-th delay is uniform in ``[0, min(cap_s, base_s * 2**n)]``.
-    Shared by the PostgreSQL listener's reconnects and the service's store follower.
-    """
-    attempt = 0
-
-    def next_delay() -> float:
-        nonlocal attempt
-        ceiling = min(cap_s, base_s * 2**attempt)
-        attempt += 1
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
-
-    return next_delay
 
 
 def cross_check(changes: list[Change], present: dict[str, StoredConfig]) -> list[Change]:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from bridge import api
-from bridge.cli import Bridge
+from bridge.app import Bridge
 from bridge.models import EmptyParams, IdParams
 from bridge.rpc.connection import MAX_QUEUED_FRAMES
 from tests.conftest import openai_config

@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosedError
 
-from bridge.cli import Bridge
+from bridge.app import Bridge
 from tests.conftest import openai_config
 from tests.e2e.wire import SECRET_DETAIL, open_ws, recv_json, recv_text, request, running_bridge
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from bridge.cli import Bridge
+from bridge.app import Bridge
 from tests.conftest import OPENAI_KEY, openai_config
 from tests.e2e.wire import open_ws, recv_json, request, running_bridge
 

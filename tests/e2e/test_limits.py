@@ -17,7 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 from websockets.asyncio.client import ClientConnection, connect
 
-from bridge.cli import Bridge
+from bridge.app import Bridge
 from tests.conftest import serve_command, start_bridge_process
 from tests.e2e.wire import TIMEOUT, authorized, handshake, open_ws, recv_json, request, running_bridge
 

@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 from websockets.asyncio.client import ClientConnection, connect
 
 from bridge import api, schemas
-from bridge.cli import Bridge, BridgeOptions, start_bridge
+from bridge.app import Bridge, BridgeOptions, SecretOptions, start_bridge
 from bridge.keystore import SecretBackend
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, openai_config
 
@@ -96,7 +96,9 @@ def check_error(reply: dict[str, Any], rpc_code: int, method: str | None = None)
 
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Bridge]:
-    bridge = await start_bridge(BridgeOptions(data_dir=tmp_path, secret_backend=SecretBackend.FILE, port=0))
+    bridge = await start_bridge(
+        BridgeOptions(data_dir=tmp_path, secrets=SecretOptions(backend=SecretBackend.FILE))
+    )
     try:
         yield bridge
     finally:

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from websockets.protocol import State
 
 from bridge import api
-from bridge.cli import Bridge
+from bridge.app import Bridge
 from bridge.models import EmptyParams, LlmConfigInput, WireModel
 from bridge.rpc.connection import Connection
 from tests.conftest import openai_config

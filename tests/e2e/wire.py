@@ -17,7 +17,7 @@ from pydantic import RootModel
 from websockets.asyncio.client import ClientConnection, connect
 
 from bridge import api
-from bridge.cli import Bridge, BridgeOptions, start_bridge
+from bridge.app import Bridge, BridgeOptions, SecretOptions, TransportOptions, start_bridge
 from bridge.keystore import SecretBackend
 from bridge.models import EmptyParams
 
@@ -54,9 +54,16 @@ def make_registry() -> api.Registry:
 
 @asynccontextmanager
 async def running_bridge(data_dir: Path, **options: Any) -> AsyncIterator[Bridge]:
-    """Start an in-process bridge on 127.0.0.1 port 0 with the test channels; close it after."""
+    """Start an in-process bridge on 127.0.0.1 port 0 with the test channels; close it after.
+
+    ``options`` are :class:`TransportOptions` fields.
+    """
     bridge = await start_bridge(
-        BridgeOptions(data_dir=data_dir, secret_backend=SecretBackend.FILE, port=0, **options),
+        BridgeOptions(
+            data_dir=data_dir,
+            secrets=SecretOptions(backend=SecretBackend.FILE),
+            transport=TransportOptions(port=0, **options),
+        ),
         make_registry(),
     )
     try:

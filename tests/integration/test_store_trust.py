@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bridge.cli import BridgeOptions, start_bridge
+from bridge.app import BridgeOptions, SecretOptions, start_bridge
 from bridge.client import BridgeClient
 from bridge.keystore import KeyCipher, SecretBackend, load_data_key
 from bridge.models import LlmConfigChanged, LlmConfigPatch
@@ -130,7 +130,7 @@ async def test_read_miss_catches_up_when_the_store_moved_and_reads_nothing_other
 
 
 async def test_start_up_reads_the_whole_store_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    options = BridgeOptions(data_dir=tmp_path, secret_backend=SecretBackend.FILE, port=0)
+    options = BridgeOptions(data_dir=tmp_path, secrets=SecretOptions(backend=SecretBackend.FILE))
     first = await start_bridge(options)
     try:
         async with BridgeClient(first.url, first.token) as client:
@@ -159,7 +159,7 @@ async def test_start_up_reads_the_whole_store_once(tmp_path: Path, monkeypatch: 
 async def test_failed_load_at_start_up_serves_degraded_and_recovers_in_the_background(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    options = BridgeOptions(data_dir=tmp_path, secret_backend=SecretBackend.FILE, port=0)
+    options = BridgeOptions(data_dir=tmp_path, secrets=SecretOptions(backend=SecretBackend.FILE))
     first = await start_bridge(options)
     try:
         async with BridgeClient(first.url, first.token) as client:
@@ -202,7 +202,7 @@ async def test_failed_load_at_start_up_serves_degraded_and_recovers_in_the_backg
 
 
 async def test_refresh_cache_retries_a_failed_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    options = BridgeOptions(data_dir=tmp_path, secret_backend=SecretBackend.FILE, port=0)
+    options = BridgeOptions(data_dir=tmp_path, secrets=SecretOptions(backend=SecretBackend.FILE))
     first = await start_bridge(options)
     try:
         async with BridgeClient(first.url, first.token) as client:

@@ -19,7 +19,7 @@ import pytest
 from structlog.testing import capture_logs
 from websockets.asyncio.client import ClientConnection
 
-from bridge.cli import Bridge
+from bridge.app import Bridge
 from bridge.storage import SqliteConfigStore
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, openai_config
 from tests.e2e.wire import open_ws, recv_json, request, running_bridge

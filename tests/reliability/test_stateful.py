@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from bridge.cli import Bridge, BridgeOptions, start_bridge
+from bridge.app import Bridge, BridgeOptions, SecretOptions, StoreOptions, start_bridge
 from bridge.client import BridgeClient
 from bridge.errors import ConfigNotFoundError, DuplicateConfigNameError, ValidationError, VersionConflictError
 from bridge.keystore import SecretBackend
@@ -76,7 +76,9 @@ class BridgeMachine(RuleBasedStateMachine):
 
     async def _start(self) -> Bridge:
         options = BridgeOptions(
-            data_dir=self.dir, secret_backend=SecretBackend.FILE, port=0, poll_interval_s=0.05
+            data_dir=self.dir,
+            secrets=SecretOptions(backend=SecretBackend.FILE),
+            store=StoreOptions(poll_interval_s=0.05),
         )
         return await start_bridge(options)
 

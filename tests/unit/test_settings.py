@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from bridge.rpc.server import InvalidSettingError, ServerSettings, TransportOptions
+from bridge.options import InvalidSettingError, TransportOptions
+from bridge.rpc.server import ServerSettings
 
 TOKEN = "t" * 40
 

@@ -1,0 +1,606 @@
+"""The embedding API and composition root: :class:`Bridge`, :func:`start_bridge`, :func:`serve`.
+
+This is the only module that wires concrete classes together (store, key, service,
+dispatcher, server). Applications embedding bridge call :func:`start_bridge` or
+:func:`serve` with a :class:`~bridge.api.Registry` holding their own channels::
+
+    registry = bridge.Registry()
+    registry.add(MY_CHANNEL, my_handler)
+    await bridge.serve(bridge.BridgeOptions(transport=bridge.TransportOptions(port=0)), registry)
+
+``bridge serve`` (:mod:`bridge.cli`) is a thin layer over :func:`run_sidecar`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from bridge import __version__, api, datadir, sidecar
+from bridge.connection_file import CONNECTION_FILE_NAME, ConnectionInfo
+from bridge.errors import AddressUnavailableError, StartupError
+from bridge.keystore import (
+    DATA_KEY_ENV,
+    KEY_FILE_NAME,
+    DataKey,
+    KeyCipher,
+    SecretBackend,
+    load_data_key,
+    load_shared_data_key,
+)
+from bridge.log import configure_logging
+from bridge.models import EmptyParams, WireModel
+from bridge.options import (
+    STORE_ENV,
+    TOKEN_ENV,
+    BridgeOptions,
+    OutboundOptions,
+    SecretOptions,
+    SidecarOptions,
+    StoreOptions,
+    TransportOptions,
+)
+from bridge.rpc.dispatch import Dispatcher
+from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings, raise_descriptor_limit
+from bridge.service import LlmConfigService, register_llm_config_channels
+from bridge.service.tester import LlmConfigTester
+from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore, StoreState
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "Bridge",
+    "BridgeOptions",
+    "OutboundOptions",
+    "SecretOptions",
+    "SidecarOptions",
+    "StoreOptions",
+    "TransportOptions",
+    "run_doctor",
+    "run_rotate_key",
+    "run_sidecar",
+    "serve",
+    "server_version",
+    "start_bridge",
+]
+
+
+def server_version() -> str:
+    """Return the package version, ``bridge.__version__`` (``bridge:hello`` ``serverVersion``)."""
+    return __version__
+
+
+@dataclass
+class Bridge:
+    """A running bridge: its URL, token, service and server. Close with :meth:`close`."""
+
+    url: str
+    token: str = field(repr=False)
+    registry: api.Registry
+    service: LlmConfigService
+    server: BridgeServer
+    store: ConfigStore
+
+    def connection_info(self) -> ConnectionInfo:
+        """Where clients reach this bridge: the ready line / connection file's content."""
+        uds = self.server.settings.uds
+        return ConnectionInfo(self.url, self.token, None if uds is None else str(uds), os.getpid())
+
+    def notify(self, topic: api.TopicSpec, payload: WireModel) -> None:
+        """Send a notification on an application topic to every renderer, now."""
+        self.server.notify(topic, payload.model_dump(mode="json"))
+
+    async def close(self) -> None:
+        """Graceful shutdown (DESIGN §7), then close the service and the store."""
+        await self.server.shutdown()
+        await self.service.close()
+        await self.store.close()
+
+
+OPENRPC_RESOURCE = "openrpc.json"
+"""Package data: the OpenRPC document of a stock server (``schemas/openrpc.json``'s bytes)."""
+
+
+def _published(registry: api.Registry) -> list[api.ChannelSpec[Any, Any]]:
+    """The registry's channels the OpenRPC document describes: all but the process-control ones."""
+    return [spec for spec in registry.channels if spec not in api.OPTIONAL_CHANNELS]
+
+
+def _is_stock(registry: api.Registry) -> bool:
+    """True when ``registry`` publishes exactly a stock ``bridge serve``'s channels and topics."""
+    channels = {spec.name: spec for spec in _published(registry)}
+    topics = {topic.name: topic for topic in registry.topics}
+    return (
+        len(channels) == len(api.BUILTIN_CHANNELS)
+        and all(channels.get(spec.name) is spec for spec in api.BUILTIN_CHANNELS)
+        and len(topics) == len(api.BUILTIN_TOPICS)
+        and all(topics.get(topic.name) is topic for topic in api.BUILTIN_TOPICS)
+    )
+
+
+class ShutdownChannel:
+    """The handler of ``bridge:shutdown``: asks :func:`serve` to stop, as SIGTERM does.
+
+    Args:
+        stop: the event :func:`serve` waits on; set once the response is on its way.
+    """
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        """Remember the stop event."""
+        self.stop = stop
+
+    async def shutdown(self, _: EmptyParams) -> api.ShutdownResult:
+        """``bridge:shutdown``: start the graceful shutdown (DESIGN §7); this response is sent first.
+
+        The event is set on the next loop turn, after the dispatcher has the result: the
+        shutdown then waits for the in-flight requests, this one included.
+        """
+        log.info("shutdown_requested", via=api.BRIDGE_SHUTDOWN.name)
+        asyncio.get_running_loop().call_soon(self.stop.set)
+        return api.ShutdownResult()
+
+
+class BridgeChannels:
+    """The handlers of ``bridge:hello`` and ``rpc.discover`` for one running bridge.
+
+    The OpenRPC document is made on first use, not at start-up: a stock registry's is
+    read from the package data file ``bridge/openrpc.json`` (the committed
+    ``schemas/openrpc.json``); a registry with channels of its own is generated from it,
+    once.
+
+    Args:
+        registry: the registry being served (its names are listed by ``bridge:hello``).
+        service: the LLM-config service (initialized by ``bridge:hello``).
+        store: the store (its ``recovered_from`` is reported).
+        secret_backend: ``keyring`` or ``file``: where the data key came from.
+    """
+
+    def __init__(
+        self, registry: api.Registry, service: LlmConfigService, store: ConfigStore, secret_backend: str
+    ) -> None:
+        """Remember what ``bridge:hello`` reports."""
+        self.registry = registry
+        self.service = service
+        self.store = store
+        self.secret_backend = secret_backend
+        self._document: dict[str, Any] | None = None
+        self._hash = ""
+
+    def document(self) -> tuple[dict[str, Any], str]:
+        """The OpenRPC 1.3 document of the registry and its ``schemaHash`` (``sha256:<hex>``)."""
+        if self._document is None:
+            if _is_stock(self.registry):
+                raw = resources.files("bridge").joinpath(OPENRPC_RESOURCE).read_bytes()
+                document, digest = orjson.loads(raw), "sha256:" + hashlib.sha256(raw).hexdigest()
+            else:
+                from bridge import schemas  # noqa: PLC0415 - generated only when asked for
+
+                document = schemas.openrpc_document(_published(self.registry), self.registry.topics)
+                digest = schemas.schema_hash(document)
+            self._document, self._hash = document, digest
+        return self._document, self._hash
+
+    async def hello(self, _: EmptyParams) -> api.HelloResult:
+        """``bridge:hello``: versions, schema hash, channels, revision (DESIGN §5)."""
+        await self.service.initialize()
+        info = self.service.cache_info()
+        return api.HelloResult(
+            server_version=server_version(),
+            protocol_version=api.PROTOCOL_VERSION,
+            schema_hash=self.document()[1],
+            channels=self.registry.names(),
+            revision=info.revision,
+            secret_backend=self.secret_backend,
+            recovered_from=self.store.recovered_from,
+            quarantined=[api.QuarantinedRow(id=q.id, reason=q.reason) for q in self.service.quarantined()],
+            cache=api.CacheStats(count=info.count, bytes=info.bytes),
+            degraded="load_failed" if info.load_failed else None,
+        )
+
+    async def discover(self, _: EmptyParams) -> dict[str, Any]:
+        """``rpc.discover``: the OpenRPC 1.3 document of every registered channel and topic."""
+        return self.document()[0]
+
+
+def _resolve_token(explicit: str | None) -> str:
+    token = explicit or os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32)
+    if not TOKEN_PATTERN.match(token):
+        raise StartupError("The token must match [A-Za-z0-9_-]{32,}")
+    return token
+
+
+async def start_bridge(options: BridgeOptions | None = None, registry: api.Registry | None = None) -> Bridge:
+    """Open the store, load the data key, and start serving.
+
+    Args:
+        options: settings; defaults to :class:`BridgeOptions` ().
+        registry: a registry holding the application's own channels and topics; the
+            ``llm-config:*``, ``bridge:hello`` and ``rpc.discover`` channels are added.
+
+    Returns:
+        The running :class:`Bridge`.
+
+    Raises:
+        InsecurePathError: the data directory or a key or database file fails the checks
+            of DESIGN §6 (see ``check_permissions``).
+        StartupError: the data key is lost while ciphertexts exist, or the token is malformed.
+        AddressUnavailableError: the address cannot be listened on (e.g. the port is busy).
+    """
+    options = options or BridgeOptions()
+    registry = registry or api.Registry()
+    token = _resolve_token(options.token)
+    _check_paths(options)
+    store = _make_store(options)
+    try:
+        await store.open()
+    except BaseException:
+        await store.close()
+        raise
+    try:
+        key = await _load_key(options, store)
+    except BaseException:
+        await store.close()
+        raise
+    if key.backend == "file" and not _is_shared(options.store):
+        log.warning("secret_backend_file", detail="data key kept in a 0600 file, not the OS keyring")
+    service = LlmConfigService(store, KeyCipher(key))
+    tester = LlmConfigTester(
+        service, enabled=options.outbound.enabled, max_concurrent=options.outbound.max_concurrent_tests
+    )
+    register_llm_config_channels(registry, service, tester)
+    initial = await _load_once(store)
+
+    builtin = BridgeChannels(registry, service, store, key.backend)
+    # Inline (bridge.rpc.eager): none of them needs a task; they answer without suspending.
+    registry.add(api.BRIDGE_HELLO, builtin.hello, inline=True)
+    registry.add(api.RPC_DISCOVER, builtin.discover, inline=True)
+    registry.add(api.RPC_ON, api.subscription_handler(registry), inline=True)
+    registry.add(api.RPC_OFF, api.subscription_handler(registry), inline=True)
+
+    # The RPC layer takes one flat settings object: the transport options plus the token.
+    settings = ServerSettings(token=token, **_shallow_fields(options.transport))
+    server = BridgeServer(
+        Dispatcher(
+            registry,
+            max_batch=options.transport.max_batch,
+            max_reply_bytes=options.transport.max_reply_bytes,
+        ),
+        settings,
+    )
+    service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
+    try:
+        await service.start(initial)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise AddressUnavailableError(f"cannot listen: {exc.strerror}") from None
+    except BaseException:
+        await service.close()
+        await store.close()
+        raise
+    return Bridge(server.url, token, registry, service, server, store)
+
+
+def _shallow_fields(options: TransportOptions) -> dict[str, Any]:
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+
+
+def _store_uri(store: StoreOptions) -> str | None:
+    uri = store.uri or os.environ.get(STORE_ENV) or None
+    if uri is None or uri.startswith(("postgresql://", "postgres://")):
+        return uri
+    raise StartupError("The store must be a postgresql:// URI (or unset for the embedded SQLite store)")
+
+
+def _is_shared(store: StoreOptions) -> bool:
+    return _store_uri(store) is not None
+
+
+def _check_paths(options: BridgeOptions) -> None:
+    """Check the data directory and the files about to be opened, before any is (DESIGN §6).
+
+    With SQLite the directory is created first (0700), so nobody can slip their own in
+    between the check and its first use.
+    """
+    sqlite = not _is_shared(options.store)
+    if not options.check_permissions:
+        log.warning("permission_checks_skipped", data_dir=str(options.data_dir))
+    if sqlite:
+        options.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_key_file = options.secrets.data_key_file
+    findings = datadir.check_data_dir(
+        options.data_dir,
+        database=options.data_dir / DB_FILE_NAME if sqlite else None,
+        key_file=options.data_dir / KEY_FILE_NAME,
+        secret_files=[] if data_key_file is None else [data_key_file],
+    )
+    datadir.enforce(findings, strict=options.check_permissions)
+
+
+def _read_token_file(path: Path, *, strict: bool) -> str:
+    """The token in ``path``, read without blocking and checked (DESIGN §6).
+
+    Raises:
+        InsecurePathError: the file is not a regular file, or (with ``strict``) another
+            user owns it or can read or write it.
+        StartupError: it cannot be read.
+    """
+    try:
+        raw = datadir.read_small_file(path, datadir.Kind.SECRET, strict=strict)
+    except OSError as exc:
+        raise StartupError(f"cannot read the token file: {exc.strerror}") from None
+    return raw.decode("utf-8", errors="replace").strip()
+
+
+async def _load_once(store: ConfigStore) -> StoreState | None:
+    """The start-up's one full read of the store; None when it fails (served degraded)."""
+    try:
+        return await store.load()
+    except Exception:
+        log.exception("store_load_failed")
+        return None
+
+
+def _make_store(options: BridgeOptions) -> ConfigStore:
+    """Return the configured store: PostgreSQL for a ``postgresql://`` URI, else SQLite."""
+    uri = _store_uri(options.store)
+    if uri is None:
+        return SqliteConfigStore(
+            options.data_dir / DB_FILE_NAME, poll_interval_s=options.store.poll_interval_s
+        )
+    try:
+        from bridge.storage.postgres import PostgresConfigStore  # noqa: PLC0415 - optional extra
+    except ImportError:
+        raise StartupError(
+            "The PostgreSQL store needs asyncpg: pip install 'bridge-ipc[postgresql]'"
+        ) from None
+    return PostgresConfigStore(uri)
+
+
+async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
+    """Return the data key, refusing one that did not seal the stored API keys (DESIGN §3).
+
+    A shared key (``--data-key-file`` / ``BRIDGE_DATA_KEY``) is required with PostgreSQL:
+    every instance must open what the others sealed. Each ciphertext starts with the id
+    of its key, so a wrong key is refused here, before any row is read for use or changed:
+    refused when no stored ciphertext names one of the given keys. Rows naming an unknown
+    key beside rows the key opens are quarantined by the service (``UNKNOWN_KEY_ID``).
+    """
+    secret_options: SecretOptions = options.secrets
+    shared = load_shared_data_key(
+        secret_options.data_key_file, os.environ.get(DATA_KEY_ENV), strict=options.check_permissions
+    )
+    if shared is not None:
+        key = shared
+    elif _is_shared(options.store):
+        raise StartupError(
+            f"A PostgreSQL store is shared by instances: give them one data key with --data-key-file "
+            f"or {DATA_KEY_ENV}"
+        )
+    else:
+        key = await asyncio.to_thread(
+            load_data_key,
+            options.data_dir,
+            secret_options.backend,
+            must_exist=await store.has_ciphertexts(),
+        )
+    stored = await store.key_ids()
+    if stored and not stored & key.key_ids:
+        foreign = sorted(k.hex() for k in stored)
+        raise StartupError(
+            f"The store holds API keys sealed with data key id {', '.join(foreign)} but the given key's "
+            f"id is {key.key_id.hex()}; start with the key the other instances use (nothing was changed)"
+        )
+    return key
+
+
+async def serve(
+    options: BridgeOptions | None = None,
+    registry: api.Registry | None = None,
+    *,
+    sidecar_options: SidecarOptions | None = None,
+    on_ready: Callable[[Bridge], Awaitable[None] | None] | None = None,
+) -> None:
+    """Run a bridge until SIGTERM/SIGINT, ``bridge:shutdown``, or stdin EOF with ``exit_with_parent``.
+
+    Writes the connection file (0600, atomic; removed on exit) and calls ``on_ready``
+    once listening. See :func:`start_bridge` for ``options`` and ``registry``.
+    ``bridge:shutdown`` is registered only with ``sidecar_options.exit_with_parent`` or
+    ``sidecar_options.allow_shutdown``: any authenticated connection may then stop the
+    server (for hosts that cannot close its stdin, e.g. Tauri's JavaScript API).
+
+    Args:
+        options: the bridge's settings.
+        registry: the application's own channels and topics.
+        sidecar_options: the process contract's settings (connection file, exit with
+            the parent); default :class:`SidecarOptions` ().
+        on_ready: called (and awaited when it returns an awaitable) once the connection
+            file is written.
+
+    Raises:
+        StartupError, AddressUnavailableError: as :func:`start_bridge`.
+        OSError: the connection file cannot be written.
+    """
+    options = options or BridgeOptions()
+    process = sidecar_options or SidecarOptions()
+    registry = registry or api.Registry()
+    stop = asyncio.Event()
+    if process.allow_shutdown or process.exit_with_parent:
+        registry.add(api.BRIDGE_SHUTDOWN, ShutdownChannel(stop).shutdown)
+    bridge = await start_bridge(options, registry)
+    loop = asyncio.get_running_loop()
+    log.info("event_loop_selected", loop=f"{type(loop).__module__}.{type(loop).__name__}")
+    conn_path = process.connection_file or options.data_dir / CONNECTION_FILE_NAME
+    # The signal handlers stay during the shutdown: a second SIGTERM must not kill it midway.
+    with sidecar.stop_on_signals(stop, exit_with_parent=process.exit_with_parent):
+        try:
+            with sidecar.connection_file_lease(conn_path, bridge.connection_info()):
+                if on_ready is not None:
+                    maybe = on_ready(bridge)
+                    if maybe is not None:
+                        await maybe
+                await stop.wait()
+                log.info("shutdown_started")
+        finally:
+            await bridge.close()
+
+
+def run_sidecar(options: BridgeOptions, process: SidecarOptions, registry: api.Registry | None = None) -> int:
+    """Run ``bridge serve``: logging, event loop, ready line, and the exit code (DESIGN §7).
+
+    Every failure to start ends in one JSON error line on stdout.
+
+    Args:
+        options: the bridge's settings (``token`` is replaced by ``process.token_file``'s
+            content when given).
+        process: the process contract's settings, log level and event loop.
+        registry: the application's own channels and topics.
+
+    Returns:
+        The exit code: 0 after a graceful shutdown, 2 when start-up failed.
+    """
+    configure_logging(process.log_level)
+    # Room for many sockets: the handshake caps are derived from this limit (DESIGN §6).
+    raise_descriptor_limit()
+    try:
+        factory = sidecar.loop_factory(process.loop)
+        if process.token_file is not None:
+            token = _read_token_file(process.token_file, strict=options.check_permissions)
+            options = dataclasses.replace(options, token=token)
+    except StartupError as exc:
+        sidecar.emit_error(exc.code, exc.message, exc.context)
+        return sidecar.EXIT_STARTUP_FAILED
+
+    def announce(bridge: Bridge) -> None:
+        sidecar.emit(bridge.connection_info().to_ready_line())
+
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(options, registry, sidecar_options=process, on_ready=announce))
+    except StartupError as exc:
+        sidecar.emit_error(exc.code, exc.message, exc.context)
+        return sidecar.EXIT_STARTUP_FAILED
+    except Exception as exc:
+        # Anything else that stops start-up (an unwritable data directory, an unreachable
+        # database...) still ends in one JSON line, as the sidecar contract promises; the
+        # traceback goes to the log.
+        log.exception("startup_failed")
+        sidecar.emit_error(StartupError.code, f"cannot start: {sidecar.describe_startup_failure(exc)}")
+        return sidecar.EXIT_STARTUP_FAILED
+    return 0
+
+
+# ---- maintenance commands (bridge doctor, bridge rotate-key) -------------------------------
+
+
+def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Path | None) -> int:
+    """``bridge doctor``: examine ``bridge.db`` read-only; print one JSON report line.
+
+    Returns:
+        0 when clean, 1 with findings, 2 when the database cannot be examined.
+    """
+    import sqlite3  # noqa: PLC0415 - maintenance only
+
+    from bridge.service.maintenance import examine_rows  # noqa: PLC0415
+    from bridge.storage.sqlite import examine_file  # noqa: PLC0415
+
+    configure_logging("warning")
+    path = data_dir / DB_FILE_NAME
+    try:
+        exam = examine_file(path)
+    except (OSError, sqlite3.Error) as exc:
+        message = f"cannot examine {path}: {sidecar.describe_startup_failure(exc)}"
+        sidecar.emit_error(StartupError.code, message)
+        return sidecar.EXIT_STARTUP_FAILED
+    key_problem = None
+    key = None
+    if exam.rows:
+        try:
+            key = load_shared_data_key(data_key_file, os.environ.get(DATA_KEY_ENV)) or load_data_key(
+                data_dir, secret_backend, must_exist=True
+            )
+        except StartupError as exc:
+            key_problem = exc.message
+    findings = examine_rows(exam.rows, key)
+    sidecar.emit(
+        {
+            "event": "doctor",
+            "database": str(path),
+            "schemaVersion": exam.schema_version,
+            "damage": exam.damage,
+            "structure": exam.repairable,
+            "fatal": exam.fatal,
+            "dataKey": key_problem,
+            "rows": len(exam.rows),
+            "quarantined": [{"id": f.id, "reason": f.reason} for f in findings],
+        }
+    )
+    clean = not (exam.damage or exam.repairable or exam.fatal or key_problem or findings)
+    return 0 if clean else 1
+
+
+def run_rotate_key(options: BridgeOptions, *, stage: bool) -> int:
+    """``bridge rotate-key``: see :func:`bridge.service.maintenance.rotate_data_key`; one JSON line.
+
+    Returns:
+        0 when rotated (or staged), 2 when it cannot be done.
+    """
+    configure_logging("warning")
+    try:
+        return asyncio.run(_rotate_key(options, stage=stage))
+    except StartupError as exc:
+        sidecar.emit_error(exc.code, exc.message)
+        return sidecar.EXIT_STARTUP_FAILED
+    except Exception as exc:
+        log.exception("rotate_key_failed")
+        sidecar.emit_error(StartupError.code, f"cannot rotate: {sidecar.describe_startup_failure(exc)}")
+        return sidecar.EXIT_STARTUP_FAILED
+
+
+async def _rotate_key(options: BridgeOptions, *, stage: bool) -> int:
+    from bridge.keystore import write_data_key, write_key_file  # noqa: PLC0415
+    from bridge.service.maintenance import rotate_data_key, stage_data_key  # noqa: PLC0415
+
+    data_key_file = options.secrets.data_key_file
+    if data_key_file is None and os.environ.get(DATA_KEY_ENV):
+        raise StartupError(f"rotate-key cannot write {DATA_KEY_ENV}: keep the keys in a --data-key-file")
+
+    def save(key: DataKey) -> None:
+        if data_key_file is not None:
+            write_key_file(data_key_file, key)
+        else:
+            write_data_key(options.data_dir, key)
+
+    store = _make_store(options)
+    await store.open()
+    try:
+        key = await _load_key(options, store)
+        if stage:
+            staged = stage_data_key(key, save)
+            sidecar.emit({"event": "staged", "sealingKeyId": staged.key_id.hex()})
+            return 0
+        report = await rotate_data_key(store, key, save)
+    finally:
+        await store.close()
+    sidecar.emit(
+        {
+            "event": "rotated",
+            "sealingKeyId": report.sealing_key_id,
+            "resealed": report.resealed,
+            "unopened": report.unopened,
+            "retired": report.retired,
+            "kept": report.kept,
+        }
+    )
+    return 0
