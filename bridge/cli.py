@@ -409,7 +409,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help=f"data key shared by the instances (else {DATA_KEY_ENV}); required with --store",
     )
-    srv.add_argument("--allow-origin", action="append", default=[], help="accept this exact Origin")
+    srv.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        help="accept this Origin: exact, or a port wildcard for dev servers (http://localhost:*)",
+    )
     srv.add_argument("--allow-host", action="append", default=[], help="accept this Host name")
     srv.add_argument(
         "--secret-backend",
@@ -539,7 +544,11 @@ def _serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-_FLAGS: Final = {"rate_limit_per_s": "--rate-limit", "shutdown_timeout_s": "--shutdown-timeout"}
+_FLAGS: Final = {
+    "rate_limit_per_s": "--rate-limit",
+    "shutdown_timeout_s": "--shutdown-timeout",
+    "allow_origins": "--allow-origin",
+}
 """``bridge serve`` flags whose name is not the setting's with dashes."""
 
 

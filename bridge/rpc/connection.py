@@ -53,7 +53,7 @@ from websockets.server import ServerProtocol
 
 from bridge.api import CANCEL_REQUEST
 from bridge.rpc.eager import start_eagerly
-from bridge.rpc.handshake import Refusal, check_capacity, check_request, select_subprotocol
+from bridge.rpc.handshake import Refusal, check_capacity, check_request, select_subprotocol, single_header
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -295,8 +295,16 @@ class Connection(asyncio.Protocol):
             hub.open_count(), self.settings.max_connections, closing=hub.closing
         )
         if refusal is not None:
-            # One INFO line, without the path or any header value (they may hold the token).
-            log.info("handshake_refused", status=refusal.status.value, reason=refusal.reason)
+            # One INFO line, without the path or any header value that may hold the token;
+            # a refused Origin is named (it is public, and a browser cannot see why it failed).
+            origin = single_header(request.headers, "Origin") if refusal.reason == "origin" else None
+            log.info(
+                "handshake_refused",
+                status=refusal.status.value,
+                reason=refusal.reason,
+                detail=refusal.detail,
+                **({"origin": origin[:200]} if origin else {}),
+            )
             protocol.send_response(protocol.reject(refusal.status, refusal.text))
             hub.handshake_ended(self)
             return

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from bridge.rpc.handshake import check_allowed_origins
+
 MAX_PORT: Final = 65535
 MIN_OUTBOUND_CAP: Final = 1024
 """Smallest outbound cap accepted, in bytes (room for small replies and a close frame)."""
@@ -23,7 +25,9 @@ class TransportOptions:
         host: interface to bind (loopback by default).
         port: TCP port; 0 picks a free one.
         uds: serve on this Unix socket path (mode 0600) instead of TCP.
-        allow_origins: exact ``Origin`` values accepted (``null`` never is).
+        allow_origins: ``Origin`` values accepted: exact values, or an explicit port
+            wildcard for development servers (``http://localhost:*``); a host wildcard
+            and ``null`` are refused at start-up.
         allow_hosts: extra ``Host`` names accepted besides localhost/127.0.0.1/[::1].
         max_message_bytes: largest incoming message, in bytes (larger → close 1009).
         max_batch: most entries in one batch.
@@ -93,6 +97,13 @@ class TransportOptions:
         for name, ok, requirement in rules:
             if not ok:
                 raise InvalidSettingError(name, requirement, getattr(self, name))
+        if (bad := check_allowed_origins(sorted(self.allow_origins))) is not None:
+            raise InvalidSettingError(
+                "allow_origins",
+                "an exact origin or an explicit port wildcard such as http://localhost:* "
+                "(never a host wildcard, never null)",
+                bad,
+            )
 
 
 class InvalidSettingError(ValueError):
