@@ -181,8 +181,10 @@ def run_serve(data_dir: Path, *flags: str) -> tuple[int, list[dict[str, Any]]]:
         (("--shutdown-timeout", "-1"), "invalid --shutdown-timeout: must be 0 or more (got -1.0)"),
         (
             ("--allow-origin", "http://localhost:*", "--allow-origin", "http://*:*"),
-            "invalid --allow-origin: must be an exact origin or an explicit port wildcard such as "
-            "http://localhost:* (never a host wildcard, never null) (got 'http://*:*')",
+            (
+                "invalid --allow-origin: must be an exact origin or an explicit port wildcard such as "
+                "http://localhost:* (never a host wildcard, never null) (got 'http://*:*')"
+            ),
         ),
     ],
 )
