@@ -352,3 +352,44 @@ async def test_shutdown_answers_a_stalled_test_with_32800_within_the_bound(tmp_p
         assert await asyncio.to_thread(bridge.process.wait, TIMEOUT) == 0
     finally:
         bridge.stop()
+
+
+async def test_python_client_routes_progress_to_on_progress(served: ServedBridge) -> None:
+    with FakeProvider("custom", CANARY) as provider:
+        async with BridgeClient(served.url, served.token) as client:
+            values: list[dict[str, Any]] = []
+            result = await client.invoke(
+                "llm-config:test", {"config": custom("Draft", provider.base_url)}, on_progress=values.append
+            )
+            assert result["ok"] is True
+            assert values == [
+                {"kind": "begin", "message": "connecting", "percentage": 0},
+                {"kind": "report", "message": "listing", "percentage": 50},
+                {"kind": "end", "message": "ok"},
+            ]
+            # A channel without progress never calls it.
+            assert await client.invoke("llm-config:list", on_progress=values.append) == []
+            assert len(values) == 3
+
+
+async def test_cancelling_a_python_client_call_sends_cancel_request_and_aborts_the_test(
+    served: ServedBridge,
+) -> None:
+    with FakeProvider("custom", CANARY, stall=True) as provider:
+        async with BridgeClient(served.url, served.token) as client:
+            call = asyncio.create_task(
+                client.invoke(
+                    "llm-config:test", {"config": custom("Slow", provider.base_url), "timeoutMs": 30_000}
+                )
+            )
+            assert await asyncio.to_thread(provider.received.wait, TIMEOUT)
+            started = time.monotonic()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            # The server aborted the outbound request: the provider sees the drop.
+            assert await asyncio.to_thread(provider.dropped.wait, TIMEOUT)
+            assert time.monotonic() - started < 15
+            assert await client.invoke("llm-config:read", {"id": UNKNOWN_ID}) is None
+    served.stop()
+    assert '"llm_config_test_cancelled"' in served.log_text()
