@@ -84,6 +84,7 @@ def percentile(values: list[float], q: float) -> float:
 async def measure(dsn: str, writes: int, workdir: Path) -> dict[str, list[float]]:
     key_file = workdir / "shared.key"
     key_file.write_text(generate_data_key_text(), encoding="ascii")
+    key_file.chmod(0o600)  # a secret: bridge refuses one others can read
     procs = [start_instance(workdir, name, dsn, key_file) for name in ("a", "b")]
     try:
         (_, ready_a), (_, ready_b) = procs

@@ -452,7 +452,9 @@ LLM_CONFIG_UPDATE: ChannelSpec[UpdateParams, LlmConfigView] = ChannelSpec(
     "llm-config:update",
     UpdateParams,
     LlmConfigView,
-    "Patch a config; omitted fields keep their value, baseUrl null clears it.",
+    "Patch a config; omitted fields keep their value, baseUrl null clears it. A patch that "
+    "changes baseUrl (clearing it included) or provider must carry apiKey (else updates.apiKey "
+    "REQUIRED): a stored key never follows a new destination on its own.",
     (
         ValidationError,
         ConfigNotFoundError,
@@ -465,11 +467,15 @@ LLM_CONFIG_UPDATE: ChannelSpec[UpdateParams, LlmConfigView] = ChannelSpec(
             "rename-and-set-base-url",
             {
                 "id": _EX_ID,
-                "updates": {"customName": "Work OpenAI", "baseUrl": "https://api.openai.com/v1"},
+                "updates": {
+                    "customName": "Work OpenAI",
+                    "baseUrl": "https://api.openai.com/v1",
+                    "apiKey": _EX_KEY,
+                },
                 "expectedVersion": 1,
             },
             _EX_UPDATED,
-            "Rename a config and set its base URL, guarded by expectedVersion.",
+            "Rename a config and set its base URL (which needs the key again), guarded by expectedVersion.",
         ),
     ),
 )

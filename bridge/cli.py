@@ -26,10 +26,11 @@ import orjson
 import platformdirs
 import structlog
 
-from bridge import api, schemas
-from bridge.errors import AddressUnavailableError, BridgeError, StartupError
+from bridge import api, datadir, schemas
+from bridge.errors import AddressUnavailableError, BridgeError, InsecurePathError, StartupError
 from bridge.keystore import (
     DATA_KEY_ENV,
+    KEY_FILE_NAME,
     DataKey,
     KeyCipher,
     SecretBackend,
@@ -94,6 +95,10 @@ class BridgeOptions(TransportOptions):
             answers ``OUTBOUND_DISABLED`` (4003) (``--no-outbound``; shared deployments).
         max_concurrent_tests: most ``llm-config:test`` calls running at once in this
             process (others wait within their own timeout); None → unbounded.
+        check_permissions: refuse a data directory, key, token or database file that
+            another user could have planted or can read (DESIGN §6, :mod:`bridge.datadir`);
+            False is the opt-out for mounted secrets: the problems are logged at warning,
+            and only a path that is not a regular file or directory is still refused.
     """
 
     data_dir: Path = field(default_factory=default_data_dir)
@@ -104,6 +109,7 @@ class BridgeOptions(TransportOptions):
     data_key_file: Path | None = None
     outbound: bool = True
     max_concurrent_tests: int | None = MAX_CONCURRENT_DEFAULT
+    check_permissions: bool = True
 
 
 @dataclass
@@ -159,12 +165,15 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         The running :class:`Bridge`.
 
     Raises:
+        InsecurePathError: the data directory or a key or database file fails the checks
+            of DESIGN §6 (see ``check_permissions``).
         StartupError: the data key is lost while ciphertexts exist, or the token is malformed.
         OSError: the port is busy.
     """
     options = options or BridgeOptions()
     registry = registry or api.Registry()
     token = _resolve_token(options.token)
+    _check_paths(options)
     store = _make_store(options)
     await store.open()
     try:
@@ -231,6 +240,26 @@ def _is_shared(options: BridgeOptions) -> bool:
     return _store_uri(options) is not None
 
 
+def _check_paths(options: BridgeOptions) -> None:
+    """Check the data directory and the files about to be opened, before any is (DESIGN §6).
+
+    With SQLite the directory is created first (0700), so nobody can slip their own in
+    between the check and its first use.
+    """
+    sqlite = not _is_shared(options)
+    if not options.check_permissions:
+        log.warning("permission_checks_skipped", data_dir=str(options.data_dir))
+    if sqlite:
+        options.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    findings = datadir.check_data_dir(
+        options.data_dir,
+        database=options.data_dir / DB_FILE_NAME if sqlite else None,
+        key_file=options.data_dir / KEY_FILE_NAME,
+        secret_files=[] if options.data_key_file is None else [options.data_key_file],
+    )
+    datadir.enforce(findings, strict=options.check_permissions)
+
+
 def _make_store(options: BridgeOptions) -> ConfigStore:
     """Return the configured store: PostgreSQL for a ``postgresql://`` URI, else SQLite."""
     uri = _store_uri(options)
@@ -276,15 +305,12 @@ async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
 
 
 def _write_connection_file(path: Path, data: bytes) -> None:
-    """Write ``data`` (the connection file's JSON) atomically to ``path`` with mode 0600."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    """Write ``data`` (the connection file's JSON) atomically to ``path`` with mode 0600.
+
+    Through an unguessable temporary name opened ``O_EXCL|O_NOFOLLOW``: a link planted in
+    a shared directory never receives the token (:func:`bridge.datadir.write_private_file`).
+    """
+    datadir.write_private_file(path, data)
 
 
 def _emit(line: dict[str, Any]) -> None:
@@ -334,10 +360,13 @@ async def serve(
 
 
 def _connection_file_pid(path: Path) -> int | None:
-    """The ``pid`` the connection file at ``path`` names; None when absent or unreadable."""
+    """The ``pid`` the connection file at ``path`` names; None when absent or unreadable.
+
+    Read without blocking: a FIFO planted under that name is not a connection file.
+    """
     try:
-        info = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        info = orjson.loads(datadir.read_small_file(path, None))
+    except (OSError, orjson.JSONDecodeError, InsecurePathError):
         return None
     pid = info.get("pid") if isinstance(info, dict) else None
     return pid if type(pid) is int else None
@@ -445,6 +474,12 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     srv.add_argument("--exit-with-parent", action="store_true", help="shut down when stdin closes")
     srv.add_argument(
+        "--skip-permission-checks",
+        action="store_true",
+        help="use a data directory, key, token or database file that another user could write or "
+        "read (mounted secrets); logged at warning. Default: refuse, like ssh",
+    )
+    srv.add_argument(
         "--loop",
         choices=["auto", "uvloop", "asyncio"],
         default="auto",
@@ -492,19 +527,11 @@ def _serve_command(args: argparse.Namespace) -> int:
     except StartupError as exc:
         _emit({"event": "error", "error": exc.code, "message": exc.message})
         return 2
-    token = None
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            _emit(
-                {
-                    "event": "error",
-                    "error": StartupError.code,
-                    "message": f"cannot read the token file: {exc.strerror}",
-                }
-            )
-            return 2
+    try:
+        token = _read_token_file(args.token_file, strict=not args.skip_permission_checks)
+    except StartupError as exc:
+        _emit({"event": "error", "error": exc.code, "message": exc.message, **(exc.context or {})})
+        return 2
     try:
         options = _options_from(args, token)
     except InvalidSettingError as exc:
@@ -532,7 +559,7 @@ def _serve_command(args: argparse.Namespace) -> int:
                 )
             )
     except StartupError as exc:
-        _emit({"event": "error", "error": exc.code, "message": exc.message})
+        _emit({"event": "error", "error": exc.code, "message": exc.message, **(exc.context or {})})
         return 2
     except Exception as exc:
         # Anything else that stops start-up (an unwritable data directory, an unreachable
@@ -542,6 +569,23 @@ def _serve_command(args: argparse.Namespace) -> int:
         _emit({"event": "error", "error": StartupError.code, "message": f"cannot start: {_describe(exc)}"})
         return 2
     return 0
+
+
+def _read_token_file(path: Path | None, *, strict: bool) -> str | None:
+    """The token in ``path`` (None without one), read without blocking and checked (DESIGN §6).
+
+    Raises:
+        InsecurePathError: the file is not a regular file, or (with ``strict``) another
+            user owns it or can read or write it.
+        StartupError: it cannot be read.
+    """
+    if path is None:
+        return None
+    try:
+        raw = datadir.read_small_file(path, datadir.Kind.SECRET, strict=strict)
+    except OSError as exc:
+        raise StartupError(f"cannot read the token file: {exc.strerror}") from None
+    return raw.decode("utf-8", errors="replace").strip()
 
 
 _FLAGS: Final = {
@@ -588,6 +632,7 @@ def _options_from(args: argparse.Namespace, token: str | None) -> BridgeOptions:
         store=args.store,
         data_key_file=args.data_key_file,
         outbound=args.outbound,
+        check_permissions=not args.skip_permission_checks,
     )
 
 

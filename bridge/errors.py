@@ -16,7 +16,8 @@ The tree (DESIGN §5)::
     ├── ConfigOperationFailedError     5000  CONFIG_OPERATION_FAILED
     ├── ServiceUnavailableError        5003  SERVICE_UNAVAILABLE
     ├── StartupError                         cannot start safely (never on the wire)
-    │   └── SchemaTooNewError                 the database comes from a newer bridge
+    │   ├── SchemaTooNewError                 the database comes from a newer bridge
+    │   └── InsecurePathError                 a data-directory path fails the ssh-like checks
     └── (client side only)
         ├── ConnectionLostError               pending call failed: the socket dropped
         └── AuthenticationError               handshake refused with 401/403 (terminal)
@@ -266,6 +267,21 @@ class SchemaTooNewError(StartupError):
         super().__init__(
             f"{path} has schema version {found}, newer than this bridge understands; upgrade bridge"
         )
+
+
+class InsecurePathError(StartupError):
+    """The data directory or a key, token or database file fails the checks of DESIGN §6.
+
+    ``context`` holds ``path`` (as configured) and ``problem`` (in words); the message
+    names both. Never on the wire: ``bridge serve`` prints it as its one error line.
+    """
+
+    code = "INSECURE_PATH"
+    default_message = "A data-directory path is not safe to use"
+
+    def __init__(self, message: str, *, path: str, problem: str) -> None:
+        """Build for ``path`` failing with ``problem``; ``message`` says both and the remedy."""
+        super().__init__(message, context={"path": path, "problem": problem})
 
 
 WIRE_ERRORS: dict[str, type[BridgeError]] = {

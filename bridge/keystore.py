@@ -26,6 +26,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from bridge.datadir import read_small_file
 from bridge.errors import StartupError
 
 KEY_BYTES: Final = 32
@@ -114,7 +115,9 @@ def _decode(text: str, source: str) -> bytes:
 
 def _load_file_key(path: Path, *, must_exist: bool) -> DataKey:
     if path.exists():
-        return DataKey(_decode(path.read_text(encoding="ascii", errors="replace"), str(path)), "file")
+        # Never blocks: a FIFO or device planted here is refused unread (DESIGN §6).
+        text = read_small_file(path, None).decode("ascii", errors="replace")
+        return DataKey(_decode(text, str(path)), "file")
     if must_exist:
         raise StartupError(
             f"The data key file {path} is missing but the store holds encrypted API keys; "
@@ -261,7 +264,7 @@ def load_shared_data_key(key_file: Path | None, env_value: str | None) -> DataKe
     """
     if key_file is not None:
         try:
-            text = key_file.read_text(encoding="ascii", errors="replace")
+            text = read_small_file(key_file, None).decode("ascii", errors="replace")
         except OSError as exc:
             raise StartupError(f"The data key file {key_file} cannot be read: {exc.strerror}") from None
         return DataKey(_decode(text, str(key_file)), "file")

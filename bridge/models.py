@@ -96,10 +96,23 @@ def _fail(code: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(code, message)
 
 
+# Bidirectional embeddings, overrides and isolates (U+202A..U+202E, U+2066..U+2069): they
+# reorder how a name is displayed ("Trojan Source", CVE-2021-42574), so a config could pass
+# for another one in a settings list.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _has_control(text: str) -> bool:
+    """True when ``text`` holds a C0/C1 control (category Cc, DEL included) or a bidi control."""
+    return any(unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS for ch in text)
+
+
 def _check_name(value: str) -> str:
     value = value.strip()
     if not 1 <= nfc_length(value) <= NAME_MAX:
         raise _fail("INVALID_LENGTH", f"must be 1 to {NAME_MAX} characters after trimming")
+    if _has_control(value):
+        raise _fail("INVALID_FORMAT", "must not contain control characters or bidirectional overrides")
     return value
 
 
@@ -119,6 +132,11 @@ def _check_base_url(value: str) -> str:
     value = value.strip()
     if len(value) > BASE_URL_MAX:
         raise _fail("INVALID_LENGTH", f"must be at most {BASE_URL_MAX} characters")
+    # The URL parser silently drops tabs and newlines ("https://api.openai.com\t.evil.com"
+    # parses as host api.openai.com.evil.com) and the value is stored as given: anything
+    # at or below U+0020, or DEL, is refused before parsing.
+    if any(ch <= " " or ch == "\x7f" for ch in value):
+        raise _fail("INVALID_URL", "must not contain spaces or control characters")
     try:
         url = _URL_ADAPTER.validate_python(value)
     except PydanticValidationError:
@@ -154,19 +172,30 @@ def check_api_key_format(provider: Provider, api_key: str) -> None:
         raise _fail("API_KEY_FORMAT", rule)
 
 
-CustomName = Annotated[str, Field(description="Display name; unique case-insensitively.")]
+CustomName = Annotated[
+    str,
+    Field(
+        description="Display name; unique case-insensitively; no control characters or "
+        "bidirectional overrides."
+    ),
+]
 ApiKey = Annotated[str, Field(description="Provider API key; write-only over IPC.")]
-BaseUrl = Annotated[str, Field(description="Absolute http(s) URL of the provider's API.")]
+BaseUrl = Annotated[
+    str,
+    Field(description="Absolute http(s) URL of the provider's API; no spaces or control characters."),
+]
 
 
 class LlmConfigInput(WireModel):
     """A new LLM provider configuration (the ``config`` of ``llm-config:create``).
 
-    ``customName``: trimmed, 1 to 100 characters (code points after NFC), unique ignoring
-    case ("Straße" and "STRASSE" clash). ``apiKey``: trimmed, 1 to 500 characters, no
-    whitespace inside, in the provider's format (see ``Provider``). ``baseUrl``: optional
-    absolute http(s) URL with a host and no credentials, at most 2048 characters, stored
-    as given (trimmed); required for ``custom``. ``useAuthHeader``: a JSON boolean
+    ``customName``: trimmed, 1 to 100 characters (code points after NFC), no C0/C1 control
+    characters or bidirectional overrides (INVALID_FORMAT), unique ignoring case ("Straße"
+    and "STRASSE" clash). ``apiKey``: trimmed, 1 to 500 characters, no whitespace inside,
+    in the provider's format (see ``Provider``). ``baseUrl``: optional absolute http(s)
+    URL with a host and no credentials, at most 2048 characters, with no character at or
+    below U+0020 or equal to U+007F after trimming (INVALID_URL), stored as given
+    (trimmed); required for ``custom``. ``useAuthHeader``: a JSON boolean
     (default true).
     """
 
@@ -214,7 +243,10 @@ class LlmConfigPatch(WireModel):
     """``updates`` of ``llm-config:update``: every field optional.
 
     An omitted field keeps its value; ``baseUrl: null`` clears it; ``null`` elsewhere is
-    INVALID_FORMAT. The merged result must satisfy every rule of ``LlmConfigInput``.
+    INVALID_FORMAT. The merged result must satisfy every rule of ``LlmConfigInput``. A
+    patch whose merged ``baseUrl`` or ``provider`` differs from the stored one (clearing
+    ``baseUrl`` included) must carry ``apiKey`` (else ``updates.apiKey`` REQUIRED): a
+    stored key never follows a new destination on its own.
     """
 
     # ``X | None`` keeps pydantic's nullable schema (errors located at the field, not at

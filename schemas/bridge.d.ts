@@ -110,7 +110,7 @@ export interface ChannelMap {
     result: LlmConfigTestResult;
   };
   /**
-   * Patch a config; omitted fields keep their value, baseUrl null clears it.
+   * Patch a config; omitted fields keep their value, baseUrl null clears it. A patch that changes baseUrl (clearing it included) or provider must carry apiKey (else updates.apiKey REQUIRED): a stored key never follows a new destination on its own.
    */
   "llm-config:update": {
     params: UpdateParams;
@@ -187,11 +187,13 @@ export interface CreateParams {
 /**
  * A new LLM provider configuration (the ``config`` of ``llm-config:create``).
  *
- * ``customName``: trimmed, 1 to 100 characters (code points after NFC), unique ignoring
- * case ("Straße" and "STRASSE" clash). ``apiKey``: trimmed, 1 to 500 characters, no
- * whitespace inside, in the provider's format (see ``Provider``). ``baseUrl``: optional
- * absolute http(s) URL with a host and no credentials, at most 2048 characters, stored
- * as given (trimmed); required for ``custom``. ``useAuthHeader``: a JSON boolean
+ * ``customName``: trimmed, 1 to 100 characters (code points after NFC), no C0/C1 control
+ * characters or bidirectional overrides (INVALID_FORMAT), unique ignoring case ("Straße"
+ * and "STRASSE" clash). ``apiKey``: trimmed, 1 to 500 characters, no whitespace inside,
+ * in the provider's format (see ``Provider``). ``baseUrl``: optional absolute http(s)
+ * URL with a host and no credentials, at most 2048 characters, with no character at or
+ * below U+0020 or equal to U+007F after trimming (INVALID_URL), stored as given
+ * (trimmed); required for ``custom``. ``useAuthHeader``: a JSON boolean
  * (default true).
  *
  * This interface was referenced by `BridgeSchema`'s JSON-Schema
@@ -204,7 +206,7 @@ export interface LlmConfigInput {
   apiKey: string;
   baseUrl?: string | null;
   /**
-   * Display name; unique case-insensitively.
+   * Display name; unique case-insensitively; no control characters or bidirectional overrides.
    */
   customName: string;
   provider: Provider;
@@ -395,7 +397,10 @@ export interface UpdateParams {
  * ``updates`` of ``llm-config:update``: every field optional.
  *
  * An omitted field keeps its value; ``baseUrl: null`` clears it; ``null`` elsewhere is
- * INVALID_FORMAT. The merged result must satisfy every rule of ``LlmConfigInput``.
+ * INVALID_FORMAT. The merged result must satisfy every rule of ``LlmConfigInput``. A
+ * patch whose merged ``baseUrl`` or ``provider`` differs from the stored one (clearing
+ * ``baseUrl`` included) must carry ``apiKey`` (else ``updates.apiKey`` REQUIRED): a
+ * stored key never follows a new destination on its own.
  *
  * This interface was referenced by `BridgeSchema`'s JSON-Schema
  * via the `definition` "LlmConfigPatch".
@@ -407,7 +412,7 @@ export interface LlmConfigPatch {
   apiKey?: string;
   baseUrl?: string | null;
   /**
-   * Display name; unique case-insensitively.
+   * Display name; unique case-insensitively; no control characters or bidirectional overrides.
    */
   customName?: string;
   provider?: Provider;

@@ -181,6 +181,7 @@ async def backend_args(
     dsn = await create_database(cluster)
     key = tmp_path / "shared.key"
     key.write_text(generate_data_key_text() + "\n", encoding="ascii")
+    key.chmod(0o600)  # a secret: bridge refuses one others can read
     yield ["--store", dsn, "--data-key-file", str(key)]
     await drop_database(cluster, dsn)
 

@@ -19,8 +19,15 @@ from typing import Any
 import orjson
 import structlog
 from pydantic import ValidationError as PydanticValidationError
+from pydantic.alias_generators import to_camel
 
-from bridge.errors import BridgeError, ConfigOperationFailedError, ServiceUnavailableError
+from bridge.errors import (
+    BridgeError,
+    ConfigOperationFailedError,
+    FieldError,
+    ServiceUnavailableError,
+    ValidationError,
+)
 from bridge.keystore import KeyCipher
 from bridge.models import (
     ChangeType,
@@ -30,8 +37,8 @@ from bridge.models import (
     LlmConfigView,
     Provider,
     api_key_preview,
+    field_errors,
     name_key,
-    validation_error,
 )
 from bridge.service.events import EventBus
 from bridge.storage.base import ConfigStore, StoredConfig, WriteOutcome
@@ -102,6 +109,33 @@ class CacheInfo:
     revision: int
     loaded: bool
     load_failed: bool
+
+
+_UPDATE_FIELDS = [f"updates.{to_camel(name)}" for name in LlmConfigInput.model_fields]
+_KEY_REQUIRED = FieldError("updates.apiKey", "REQUIRED", "is required when baseUrl or provider changes")
+
+
+def _with_key_rule(
+    errors: list[FieldError], current: StoredConfig, changes: dict[str, Any]
+) -> list[FieldError]:
+    """Add ``updates.apiKey`` REQUIRED when the patch moves the key's destination without it.
+
+    A stored key may only follow a new ``baseUrl`` (cleared included) or ``provider`` when
+    the patch carries the key (DESIGN §2): otherwise whoever can send an update could have
+    an in-process consumer send the key to a host of their choosing. The rule replaces the
+    errors on ``updates.apiKey`` (they concern the stored key, which is not being
+    submitted) and keeps model field order.
+    """
+    if "api_key" in changes:
+        return errors
+    moved = ("base_url" in changes and changes["base_url"] != current.base_url) or (
+        "provider" in changes and str(changes["provider"]) != current.provider
+    )
+    if not moved:
+        return errors
+    kept = [error for error in errors if error.field != _KEY_REQUIRED.field]
+    order = {name: index for index, name in enumerate(_UPDATE_FIELDS)}
+    return sorted([*kept, _KEY_REQUIRED], key=lambda e: order.get(e.field, len(order)))
 
 
 class LlmConfigService:
@@ -325,10 +359,13 @@ class LlmConfigService:
 
         Checks run in the store's write transaction in the order of DESIGN §4:
         existence, ``expectedVersion``, the merged result's rules, the unique name.
+        Among the rules: a patch whose merged ``baseUrl`` or ``provider`` differs from
+        the stored one (clearing ``baseUrl`` included) must carry ``apiKey``.
 
         Raises:
             ConfigNotFoundError (4004), VersionConflictError (4012),
-            ValidationError (-32602, fields under ``updates.``),
+            ValidationError (-32602, fields under ``updates.``; ``updates.apiKey``
+            REQUIRED when the key's destination moves without it),
             DuplicateConfigNameError (4009), ConfigOperationFailedError (5000).
         """
         changes = patch.changes()
@@ -355,7 +392,9 @@ class LlmConfigService:
         try:
             valid = LlmConfigInput.model_validate(merged)
         except PydanticValidationError as exc:
-            raise validation_error(exc, ("updates",)) from None
+            raise ValidationError(_with_key_rule(field_errors(exc, ("updates",)), current, changes)) from None
+        if errors := _with_key_rule([], current, changes):
+            raise ValidationError(errors)
         if (
             valid.custom_name == current.custom_name
             and valid.provider.value == current.provider

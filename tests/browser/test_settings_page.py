@@ -29,6 +29,7 @@ def page_server() -> Iterator[str]:
 def allowed_bridge(tmp_path: Path, page_server: str) -> Iterator[ServedBridge]:
     token_file = tmp_path / "token"
     token_file.write_text("T" * 43)
+    token_file.chmod(0o600)  # a secret: bridge refuses one others can read
     served = start_bridge_process(
         tmp_path / "data", "--allow-origin", page_server, "--token-file", str(token_file)
     )
@@ -138,9 +139,21 @@ async def test_edit_flow_updates_both_pages_keeps_the_key_and_shows_field_errors
         "Another provider already has this name", timeout=TIMEOUT_MS
     )
 
-    # A valid edit: B shows the new name and base URL at version 2, same key preview.
+    # A new base URL without the key: the page asks for it and the server refuses to
+    # send the stored key elsewhere (updates.apiKey REQUIRED); nothing changes in B.
     await page_a.fill("input[name=customName]", "Work OpenAI (EU)")
     await page_a.fill("input[name=baseUrl]", "https://eu.api.openai.com/v1")
+    await expect(page_a.locator("#key-hint")).to_contain_text("required")
+    await page_a.click("#save")
+    await expect(page_a.locator('.field-error[data-field="apiKey"]')).to_have_text(
+        "is required when baseUrl or provider changes", timeout=TIMEOUT_MS
+    )
+    await expect(page_a.locator("input[name=apiKey]")).to_be_focused()
+    await expect(row_b.locator("td.version")).to_have_text("1")
+
+    # A valid edit, the key given again: B shows the new name and base URL at version 2,
+    # same key preview.
+    await page_a.fill("input[name=apiKey]", OPENAI_KEY)
     await page_a.click("#save")
     edited_b = page_b.locator("tr", has_text="Work OpenAI (EU)")
     await expect(edited_b.locator("td.version")).to_have_text("2", timeout=TIMEOUT_MS)

@@ -23,6 +23,7 @@ TIMEOUT = 15
 
 def write_token(path: Path, token: str) -> Path:
     path.write_text(token + "\n", encoding="utf-8")
+    path.chmod(0o600)  # a secret: bridge refuses one others can read
     return path
 
 

@@ -294,6 +294,7 @@ async def test_startup_refuses_a_data_key_whose_id_does_not_match_the_rows(
         await client.create_config(openai_config("Sealed"))
     other = tmp_path / "other.key"
     other.write_text(generate_data_key_text(), encoding="ascii")
+    other.chmod(0o600)  # a secret: bridge refuses one others can read
     line = await asyncio.to_thread(serve_once, tmp_path, "--store", pg_dsn, "--data-key-file", str(other))
     assert line["event"] == "error"
     assert line["error"] == "STARTUP_FAILED"
@@ -315,6 +316,7 @@ async def test_startup_refuses_postgres_without_a_shared_key_and_an_unreachable_
     assert "--data-key-file" in line["message"]
     key = tmp_path / "k"
     key.write_text(generate_data_key_text(), encoding="ascii")
+    key.chmod(0o600)
     unreachable = pg_dsn.replace(f":{pg_cluster.port}/", ":1/")
     line = await asyncio.to_thread(serve_once, tmp_path, "--store", unreachable, "--data-key-file", str(key))
     assert line["error"] == "STARTUP_FAILED"

@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from bridge import api, schemas
 from bridge.cli import Bridge, BridgeOptions, start_bridge
 from bridge.keystore import SecretBackend
-from tests.conftest import ANTHROPIC_KEY, openai_config
+from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, openai_config
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENRPC_BYTES = (ROOT / "schemas" / "openrpc.json").read_bytes()
@@ -131,11 +131,13 @@ async def test_every_channel_result_and_notification_matches_its_schema(wire: Wi
         "llm-config:update",
         {
             "id": created["id"],
-            "updates": {"customName": "Renamed", "baseUrl": "https://api.example.com"},
+            "updates": {"customName": "Renamed", "baseUrl": "https://api.example.com", "apiKey": OPENAI_KEY},
             "expectedVersion": 1,
         },
     )
-    await wire.result("llm-config:update", {"id": created["id"], "updates": {"baseUrl": None}})
+    await wire.result(
+        "llm-config:update", {"id": created["id"], "updates": {"baseUrl": None, "apiKey": OPENAI_KEY}}
+    )
     await wire.result(
         "llm-config:update",
         {"id": custom["id"], "updates": {"provider": "anthropic", "apiKey": ANTHROPIC_KEY}},

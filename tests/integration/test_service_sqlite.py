@@ -67,7 +67,9 @@ async def test_update_errors_follow_design_precedence(service: LlmConfigService)
     with pytest.raises(VersionConflictError):
         await service.update(view.id, LlmConfigPatch(provider="anthropic"), expected_version=2)
     with pytest.raises(ValidationError) as caught:
-        await service.update(view.id, LlmConfigPatch(provider="anthropic"), expected_version=1)
+        await service.update(
+            view.id, LlmConfigPatch(provider="anthropic", api_key=OPENAI_KEY), expected_version=1
+        )
     assert [(e.field, e.code) for e in caught.value.errors] == [("updates.apiKey", "API_KEY_FORMAT")]
 
 

@@ -242,7 +242,9 @@ async def test_update_that_changes_nothing_emits_nothing_and_keeps_version(servi
 
 async def test_base_url_null_clears_it(service: LlmConfigService) -> None:
     view = await service.create(make(baseUrl="https://api.example.com"))
-    cleared = await service.update(view.id, LlmConfigPatch.model_validate({"baseUrl": None}))
+    cleared = await service.update(
+        view.id, LlmConfigPatch.model_validate({"baseUrl": None, "apiKey": OPENAI_KEY})
+    )
     assert (cleared.base_url, cleared.version) == (None, 2)
 
 
@@ -299,7 +301,9 @@ async def test_update_precedence_existence_before_version_before_rules_before_na
 ) -> None:
     view = await service.create(make("A"))
     await service.create(make("Taken"))
-    bad_and_dup = LlmConfigPatch(custom_name="taken", provider="anthropic")  # key no longer fits
+    bad_and_dup = LlmConfigPatch(
+        custom_name="taken", provider="anthropic", api_key=OPENAI_KEY
+    )  # key does not fit
     with pytest.raises(ConfigNotFoundError):
         await service.update(UNKNOWN_ID, bad_and_dup, expected_version=9)
     with pytest.raises(VersionConflictError):
@@ -326,7 +330,7 @@ async def test_merged_result_rules_report_every_failure_under_updates(service: L
         )
     )
     with pytest.raises(ValidationError) as caught:
-        await service.update(custom.id, LlmConfigPatch.model_validate({"baseUrl": None}))
+        await service.update(custom.id, LlmConfigPatch.model_validate({"baseUrl": None, "apiKey": "k"}))
     assert [(e.field, e.code) for e in caught.value.errors] == [("updates.baseUrl", "PROVIDER_SPECIFIC")]
 
 
@@ -466,3 +470,69 @@ async def test_close_clears_the_cache_and_later_calls_raise_5003(tmp_path: Path)
     with pytest.raises(ServiceUnavailableError):
         await svc.refresh()
     await store.close()
+
+
+# ---- a key's destination never moves without it (issue 15) -------------------------------
+
+
+async def test_moving_baseurl_or_provider_without_the_key_is_refused_and_changes_nothing(
+    service: LlmConfigService,
+) -> None:
+    view = await service.create(make(baseUrl="https://api.openai.com/v1"))
+    events = recorder(service)
+    required = [("updates.apiKey", "REQUIRED")]
+    for changes in (
+        {"baseUrl": "https://attacker.example/v1"},
+        {"baseUrl": None},  # clearing it sends the key to the provider's default host
+        {"provider": "custom"},
+        {"provider": "anthropic", "customName": "Renamed"},
+    ):
+        with pytest.raises(ValidationError) as caught:
+            await service.update(view.id, LlmConfigPatch.model_validate(changes), expected_version=1)
+        assert [(e.field, e.code) for e in caught.value.errors] == required, changes
+        assert "attacker" not in str(caught.value.to_data())
+    assert events == []
+    assert await service.read(view.id) == view
+    assert await service.get_api_key(view.id) == OPENAI_KEY
+
+
+async def test_moving_the_destination_with_the_key_or_keeping_it_without_the_key_is_accepted(
+    service: LlmConfigService,
+) -> None:
+    view = await service.create(make(baseUrl="https://api.openai.com/v1"))
+    same = await service.update(
+        view.id, LlmConfigPatch.model_validate({"baseUrl": " https://api.openai.com/v1 ", "customName": "B"})
+    )
+    assert (same.base_url, same.custom_name, same.version) == ("https://api.openai.com/v1", "B", 2)
+    same_provider = await service.update(view.id, LlmConfigPatch.model_validate({"provider": "openai"}))
+    assert same_provider.version == 2  # nothing changed, no key needed
+    moved = await service.update(
+        view.id, LlmConfigPatch.model_validate({"baseUrl": "https://proxy.example/v1", "apiKey": OPENAI_KEY})
+    )
+    assert (moved.base_url, moved.version) == ("https://proxy.example/v1", 3)
+    switched = await service.update(
+        view.id, LlmConfigPatch.model_validate({"provider": "anthropic", "apiKey": ANTHROPIC_KEY})
+    )
+    assert (switched.provider, switched.version) == ("anthropic", 4)
+    assert await service.get_api_key(view.id) == ANTHROPIC_KEY
+
+
+async def test_key_rule_sits_with_the_merged_rules_in_design_precedence_and_field_order(
+    service: LlmConfigService,
+) -> None:
+    view = await service.create(make("A"))
+    await service.create(make("Taken"))
+    moved = LlmConfigPatch.model_validate({"customName": "taken", "baseUrl": "https://attacker.example"})
+    with pytest.raises(ConfigNotFoundError):
+        await service.update(UNKNOWN_ID, moved, expected_version=9)
+    with pytest.raises(VersionConflictError):
+        await service.update(view.id, moved, expected_version=9)
+    with pytest.raises(ValidationError) as caught:  # before the unique name (4009)
+        await service.update(view.id, moved, expected_version=1)
+    assert [(e.field, e.code) for e in caught.value.errors] == [("updates.apiKey", "REQUIRED")]
+    with pytest.raises(ValidationError) as caught:  # every merged failure, in field order
+        await service.update(view.id, LlmConfigPatch.model_validate({"provider": "custom", "baseUrl": None}))
+    assert [(e.field, e.code) for e in caught.value.errors] == [
+        ("updates.apiKey", "REQUIRED"),
+        ("updates.baseUrl", "PROVIDER_SPECIFIC"),
+    ]

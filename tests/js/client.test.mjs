@@ -24,7 +24,7 @@ test("client: a config created while away from an initially empty server is deli
 
     assert.equal(await sidecar.stop(), 0);
     const tokenFile = path.join(dir, "token");
-    writeFileSync(tokenFile, token);
+    writeFileSync(tokenFile, token, { mode: 0o600 }); // a secret: bridge refuses one others can read
     sidecar = await sidecarIn(dir, ["--port", port, "--token-file", tokenFile]);
     const other = new BridgeClient({ url: sidecar.url, token });
     const fresh = await llmConfigApi(other).create({ customName: "Fresh", provider: "openai", apiKey: OPENAI_KEY });

@@ -111,7 +111,7 @@ test("client: pending calls fail with ConnectionLostError and the client resyncs
     const events = [];
     client.onChanged((event) => events.push(event));
     const tokenFile = path.join(dir, "token");
-    writeFileSync(tokenFile, token);
+    writeFileSync(tokenFile, token, { mode: 0o600 }); // a secret: bridge refuses one others can read
     sidecar = await sidecarIn(dir, ["--port", port, "--token-file", tokenFile]);
     const other = new BridgeClient({ url: sidecar.url, token });
     const otherApi = llmConfigApi(other);

@@ -46,6 +46,10 @@ CODES = {
     5003: "SERVICE_UNAVAILABLE",
 }
 FRAMES_PER_EXAMPLE = 50
+REPLY_BUDGET_BYTES = 4 * 1024 * 1024
+"""The server's default reply byte budget (DESIGN §6): replies may exceed the 256 KiB
+inbound limit by design (a batch of 100 ``rpc.discover`` is about 300 KB), so the fuzzing
+client accepts up to the budget, and no more: a reply past it closes the client (1009)."""
 SENTINEL = '{"jsonrpc":"2.0","method":"llm-config:snapshot","id":"sentinel"}'
 CHANNELS = [
     api.LLM_CONFIG_CREATE.name,
@@ -166,12 +170,24 @@ raw_texts = st.one_of(
     st.text(max_size=200),
     messages.map(dumps).flatmap(lambda text: st.integers(0, len(text)).map(lambda cut: text[:cut])),
 )
+MAX_MESSAGE_BYTES = 256 * 1024
+"""The server's default inbound message limit: a frame past it is closed with 1009 (its own
+test, ``test_over_size_message_closes_1009_and_the_server_keeps_serving``), which would end
+the fuzzing connection, so generated frames stay within it (a batch of about 100 copies of
+one large envelope can pass it)."""
+
+
+def within_limit(frame: str | bytes) -> bool:
+    data = frame if isinstance(frame, bytes) else frame.encode("utf-8", "surrogatepass")
+    return len(data) <= MAX_MESSAGE_BYTES
+
+
 frames = st.one_of(
     messages.map(dumps),
     batches.map(dumps),
     raw_texts,
     st.binary(max_size=200),
-)
+).filter(within_limit)
 
 # ---- checking replies -----------------------------------------------------------------------
 
@@ -269,7 +285,11 @@ def test_fuzzed_frames_get_documented_codes_and_never_break_the_connection(tmp_p
     loop = asyncio.new_event_loop()
     try:
         ws = loop.run_until_complete(
-            connect(served.url, additional_headers={"Authorization": f"Bearer {served.token}"}, max_size=None)
+            connect(
+                served.url,
+                additional_headers={"Authorization": f"Bearer {served.token}"},
+                max_size=REPLY_BUDGET_BYTES,
+            )
         )
         session = Session(ws)
 

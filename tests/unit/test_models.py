@@ -331,3 +331,65 @@ def test_repr_of_models_never_shows_the_api_key(key: str) -> None:
     for model in (config, patch, update, CreateParams(config=config)):
         assert key not in repr(model)
         assert key not in str(model)
+
+
+# ---- control characters (issue 15 item 5) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/v1\r\nX-Injected: 1",  # header injection into a later request
+        "https://api.openai.com\t.evil.com/v1",  # the parser drops the tab: host ...openai.com.evil.com
+        "https://api.openai.com\n.evil.com/v1",
+        "https://example.com/v 1",  # an inner space
+        "https://example.com/\x00",
+        "https://example.com/\x1fx",
+        "https://example.com/\x7f",
+    ],
+)
+def test_base_url_with_spaces_or_control_characters_is_invalid_url(url: str) -> None:
+    assert errors_of({"config": openai_config(baseUrl=url)}) == [("config.baseUrl", "INVALID_URL")]
+    with pytest.raises(PydanticValidationError) as caught:
+        LlmConfigPatch.model_validate({"baseUrl": url})
+    assert [(e.field, e.code) for e in field_errors(caught.value, ("updates",))] == [
+        ("updates.baseUrl", "INVALID_URL")
+    ]
+
+
+def test_base_url_control_characters_around_it_are_trimmed_first() -> None:
+    params = CreateParams.model_validate(
+        {"config": openai_config(baseUrl="\t https://example.com/v1 \r\n")}, by_alias=True, by_name=False
+    )
+    assert params.config.base_url == "https://example.com/v1"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Work\nOpenAI",
+        "Work\x00",
+        "Work\x1b[31m",  # an ANSI escape
+        "Work\x7f",
+        "Work\x85x",  # C1: NEL inside (trimming removes it only at the ends)
+        "Work\x9b",  # C1: CSI
+        "Work \u202eIAnepO",  # right-to-left override ("Trojan Source")
+        "Work \u202a",
+        "Work \u2066x\u2069",  # isolates
+    ],
+)
+def test_custom_name_with_control_characters_or_bidi_overrides_is_invalid_format(name: str) -> None:
+    assert errors_of({"config": openai_config(name)}) == [("config.customName", "INVALID_FORMAT")]
+    with pytest.raises(PydanticValidationError) as caught:
+        LlmConfigPatch.model_validate({"customName": name})
+    assert [(e.field, e.code) for e in field_errors(caught.value, ("updates",))] == [
+        ("updates.customName", "INVALID_FORMAT")
+    ]
+    rendered = str(validation_error(caught.value).to_data())
+    assert name not in rendered
+
+
+@pytest.mark.parametrize("name", ["Arbeit – OpenAI", "עבודה", "مفتاح العمل", "東京 🗼", "Work\u200fOpenAI"])
+def test_custom_name_keeps_ordinary_unicode_and_bidi_marks(name: str) -> None:
+    params = CreateParams.model_validate({"config": openai_config(name)}, by_alias=True, by_name=False)
+    assert params.config.custom_name == name
