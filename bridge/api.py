@@ -167,7 +167,11 @@ class ChannelSpec(Generic[P, R]):
         examples: documented calls for the OpenRPC document (params and result, wire form).
         long_running: True for a long operation (DESIGN §5): a request to it runs
             concurrently with the requests after it on its connection, its response may
-            leave out of order, and ``$/cancelRequest`` cancels it (-32800).
+            leave out of order, and ``$/cancelRequest`` cancels it (-32800). Its task is
+            cancelled (``asyncio.CancelledError`` at its current ``await``); a handler
+            whose write already committed answers it as done by catching the
+            cancellation and returning its result. Built-in writes are never
+            long-running, so a cancel never reaches them.
         progress: True when the channel reports work-done progress: its handler is
             called as ``handler(params, progress)`` with a :class:`Progress` that sends
             ``$/progress`` notifications for the request's ``workDoneToken`` (and does

@@ -34,6 +34,9 @@ BOUNDED: api.ChannelSpec[IdParams, str] = api.ChannelSpec(
 SLOW_WRITE: api.ChannelSpec[EmptyParams, str] = api.ChannelSpec(
     "test:slow-write", EmptyParams, str, "An ordered write that commits, then finishes."
 )
+COMMITTING: api.ChannelSpec[EmptyParams, str] = api.ChannelSpec(
+    "test:committing", EmptyParams, str, "Long-running; answers as done once committed.", long_running=True
+)
 CONFIG_ID = "00000000-0000-4000-8000-000000000001"
 
 
@@ -75,6 +78,15 @@ def register(bridge: Bridge) -> Gates:
         await gates.finish_write.wait()
         return "committed"
 
+    async def committing(_: EmptyParams) -> str:
+        gates.committed.set()  # the write is durable from here on
+        try:
+            await gates.finish_write.wait()
+        except asyncio.CancelledError:
+            return "committed"  # a committed write is answered as done, not -32800
+        return "finished"
+
+    bridge.registry.add(COMMITTING, committing)
     bridge.registry.add(STEPS, steps)
     bridge.registry.add(ORDERED_STEPS, ordered_steps)
     bridge.registry.add(BOUNDED, bounded)
@@ -235,5 +247,18 @@ async def test_cancel_request_never_cancels_an_ordered_write(tmp_path: Path) -> 
             gates.finish_write.set()
             assert await recv_json(ws) == {"jsonrpc": "2.0", "id": "w", "result": "committed"}
             assert await recv_json(ws) == {"jsonrpc": "2.0", "id": "r", "result": None}
+        finally:
+            await ws.close()
+
+
+async def test_a_long_running_handler_that_committed_answers_a_cancel_as_done(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        gates = register(bridge)
+        ws = await open_ws(bridge)
+        try:
+            await ws.send(request("test:committing", None, "c"))
+            await asyncio.wait_for(gates.committed.wait(), TIMEOUT)
+            await ws.send(cancel("c"))
+            assert await recv_json(ws) == {"jsonrpc": "2.0", "id": "c", "result": "committed"}
         finally:
             await ws.close()
