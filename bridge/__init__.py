@@ -13,13 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bridge.api import ChannelSpec, Registry, TopicSpec
+    from bridge.api import ChannelSpec, Progress, Registry, TopicSpec
     from bridge.cli import Bridge, BridgeOptions, serve, start_bridge
 
 __all__ = [
     "Bridge",
     "BridgeOptions",
     "ChannelSpec",
+    "Progress",
     "Registry",
     "TopicSpec",
     "serve",
@@ -28,6 +29,7 @@ __all__ = [
 
 _LAZY = {
     "ChannelSpec": "bridge.api",
+    "Progress": "bridge.api",
     "Registry": "bridge.api",
     "TopicSpec": "bridge.api",
     "Bridge": "bridge.cli",
