@@ -600,8 +600,32 @@ LLM_CONFIG_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (
 )
 
 
+class QuarantinedRow(WireModel):
+    """A stored config held out of the cache: its id and the reason code.
+
+    Reason codes: ``<field>.<FIELD CODE>`` when a domain rule fails (e.g.
+    ``provider.INVALID_ENUM``), ``UNDECODABLE_TEXT``, ``UNKNOWN_KEY_ID``,
+    ``CIPHERTEXT_AUTH_FAILED`` (a security event), ``NAME_CONFLICT``.
+    """
+
+    id: str
+    reason: str
+
+
+class CacheStats(WireModel):
+    """Size of the server's cache: ``count`` configs, about ``bytes`` bytes of memory."""
+
+    count: int = Field(ge=0)
+    bytes: int = Field(ge=0, description="Approximate memory held by the cache, in bytes.")
+
+
 class HelloResult(WireModel):
-    """Result of ``bridge:hello``: what a renderer checks before it trusts the server."""
+    """Result of ``bridge:hello``: what a renderer checks before it trusts the server.
+
+    ``quarantined`` lists stored configs that fail the rules and are not served;
+    ``degraded`` is present while the store could not be loaded (the server serves an
+    empty cache and retries).
+    """
 
     server_version: str
     protocol_version: int
@@ -611,6 +635,10 @@ class HelloResult(WireModel):
     secret_backend: str = Field(json_schema_extra={"enum": ["keyring", "file"]})
     # Absent (not null) when nothing was recovered (DESIGN §5).
     recovered_from: str | SkipJsonSchema[None] = Field(default=None, exclude_if=lambda v: v is None)
+    quarantined: list[QuarantinedRow]
+    cache: CacheStats
+    # Absent when the store loaded: "load_failed" while the server serves degraded.
+    degraded: str | SkipJsonSchema[None] = Field(default=None, exclude_if=lambda v: v is None)
 
 
 BRIDGE_HELLO: ChannelSpec[EmptyParams, HelloResult] = ChannelSpec(

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,7 +50,7 @@ from bridge.rpc.server import (
 )
 from bridge.service import LlmConfigService, register_llm_config_channels
 from bridge.service.tester import MAX_CONCURRENT_DEFAULT, LlmConfigTester
-from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore
+from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore, StoreState
 
 if TYPE_CHECKING:
     from bridge.client import ConnectionInfo
@@ -175,7 +176,11 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     token = _resolve_token(options.token)
     _check_paths(options)
     store = _make_store(options)
-    await store.open()
+    try:
+        await store.open()
+    except BaseException:
+        await store.close()
+        raise
     try:
         key = await _load_key(options, store)
     except BaseException:
@@ -186,19 +191,24 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     service = LlmConfigService(store, KeyCipher(key))
     tester = LlmConfigTester(service, enabled=options.outbound, max_concurrent=options.max_concurrent_tests)
     register_llm_config_channels(registry, service, tester)
+    initial = await _load_once(store)
 
     document: dict[str, Any] = {}
 
     async def hello(_: EmptyParams) -> api.HelloResult:
         await service.initialize()
+        info = service.cache_info()
         return api.HelloResult(
             server_version=server_version(),
             protocol_version=api.PROTOCOL_VERSION,
             schema_hash=document_hash,
             channels=registry.names(),
-            revision=service.cache_info().revision,
+            revision=info.revision,
             secret_backend=key.backend,
             recovered_from=store.recovered_from,
+            quarantined=[api.QuarantinedRow(id=q.id, reason=q.reason) for q in service.quarantined()],
+            cache=api.CacheStats(count=info.count, bytes=info.bytes),
+            degraded="load_failed" if info.load_failed else None,
         )
 
     async def discover(_: EmptyParams) -> dict[str, Any]:
@@ -217,7 +227,7 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     server = BridgeServer(Dispatcher(registry, max_batch=options.max_batch), settings)
     service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
     try:
-        await service.initialize()
+        await service.start(initial)
         try:
             await server.start()
         except OSError as exc:
@@ -272,12 +282,23 @@ def _make_store(options: BridgeOptions) -> ConfigStore:
     return PostgresConfigStore(uri)
 
 
+async def _load_once(store: ConfigStore) -> StoreState | None:
+    """The start-up's one full read of the store; None when it fails (served degraded)."""
+    try:
+        return await store.load()
+    except Exception:
+        log.exception("store_load_failed")
+        return None
+
+
 async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
     """Return the data key, refusing one that did not seal the stored API keys (DESIGN §3).
 
     A shared key (``--data-key-file`` / ``BRIDGE_DATA_KEY``) is required with PostgreSQL:
     every instance must open what the others sealed. Each ciphertext starts with the id
-    of its key, so a wrong key is refused here, before any row is read for use or changed.
+    of its key, so a wrong key is refused here, before any row is read for use or changed:
+    refused when no stored ciphertext names one of the given keys. Rows naming an unknown
+    key beside rows the key opens are quarantined by the service (``UNKNOWN_KEY_ID``).
     """
     shared = load_shared_data_key(options.data_key_file, os.environ.get(DATA_KEY_ENV))
     if shared is not None:
@@ -294,9 +315,9 @@ async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
             options.secret_backend,
             must_exist=await store.has_ciphertexts(),
         )
-    state = await store.load()
-    foreign = sorted({row.api_key_ct[:8].hex() for row in state.configs} - {key.key_id.hex()})
-    if foreign:
+    stored = await store.key_ids()
+    if stored and not stored & key.key_ids:
+        foreign = sorted(k.hex() for k in stored)
         raise StartupError(
             f"The store holds API keys sealed with data key id {', '.join(foreign)} but the given key's "
             f"id is {key.key_id.hex()}; start with the key the other instances use (nothing was changed)"
@@ -496,7 +517,49 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--connection-file", type=Path, help="connection file of the running server")
     call.add_argument("--data-dir", type=Path, help="data directory holding connection.json")
     call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
+    _add_doctor_parser(sub)
+    _add_rotate_key_parser(sub)
     return parser
+
+
+def _add_store_flags(cmd: argparse.ArgumentParser) -> None:
+    """The flags that locate a store and its data keys, as ``bridge serve`` takes them."""
+    cmd.add_argument("--data-dir", type=Path, help="data directory (default: the platform's user data dir)")
+    cmd.add_argument(
+        "--secret-backend", choices=[b.value for b in SecretBackend], default="auto", help="data key source"
+    )
+    cmd.add_argument(
+        "--store", help=f"postgresql://… URI of a shared store (else {STORE_ENV}; default SQLite)"
+    )
+    cmd.add_argument(
+        "--data-key-file", type=Path, help=f"data key file shared by the instances (else {DATA_KEY_ENV})"
+    )
+
+
+def _add_doctor_parser(sub: Any) -> None:
+    doc = sub.add_parser(
+        "doctor", help="list quarantined rows and structural findings of a SQLite store (no server started)"
+    )
+    doc.add_argument("--data-dir", type=Path, help="data directory (default: the platform's user data dir)")
+    doc.add_argument(
+        "--secret-backend", choices=[b.value for b in SecretBackend], default="auto", help="data key source"
+    )
+    doc.add_argument(
+        "--data-key-file", type=Path, help=f"data key file (else {DATA_KEY_ENV} or the data dir's)"
+    )
+
+
+def _add_rotate_key_parser(sub: Any) -> None:
+    rot = sub.add_parser(
+        "rotate-key",
+        help="add a new data key, re-seal every API key with it in one transaction, retire the old key",
+    )
+    _add_store_flags(rot)
+    rot.add_argument(
+        "--stage",
+        action="store_true",
+        help="only add the new key to the key source (then restart every instance, then rotate)",
+    )
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -695,6 +758,108 @@ def _call_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor_command(args: argparse.Namespace) -> int:
+    """``bridge doctor``: examine ``bridge.db`` read-only; exit 0 when clean, 1 with findings."""
+    from bridge.service.maintenance import examine_rows  # noqa: PLC0415
+    from bridge.storage.sqlite import examine_file  # noqa: PLC0415
+
+    configure_logging("warning")
+    data_dir: Path = args.data_dir or default_data_dir()
+    path = data_dir / DB_FILE_NAME
+    try:
+        exam = examine_file(path)
+    except (OSError, sqlite3.Error) as exc:
+        _emit(
+            {
+                "event": "error",
+                "error": StartupError.code,
+                "message": f"cannot examine {path}: {_describe(exc)}",
+            }
+        )
+        return 2
+    key_problem = None
+    key = None
+    if exam.rows:
+        try:
+            key = load_shared_data_key(args.data_key_file, os.environ.get(DATA_KEY_ENV)) or load_data_key(
+                data_dir, SecretBackend(args.secret_backend), must_exist=True
+            )
+        except StartupError as exc:
+            key_problem = exc.message
+    findings = examine_rows(exam.rows, key)
+    report = {
+        "event": "doctor",
+        "database": str(path),
+        "schemaVersion": exam.schema_version,
+        "damage": exam.damage,
+        "structure": exam.repairable,
+        "fatal": exam.fatal,
+        "dataKey": key_problem,
+        "rows": len(exam.rows),
+        "quarantined": [{"id": f.id, "reason": f.reason} for f in findings],
+    }
+    _emit(report)
+    clean = not (exam.damage or exam.repairable or exam.fatal or key_problem or findings)
+    return 0 if clean else 1
+
+
+def _rotate_key_command(args: argparse.Namespace) -> int:
+    """``bridge rotate-key``: see :func:`bridge.service.maintenance.rotate_data_key`."""
+    configure_logging("warning")
+    try:
+        return asyncio.run(_rotate_key(args))
+    except StartupError as exc:
+        _emit({"event": "error", "error": exc.code, "message": exc.message})
+        return 2
+    except Exception as exc:
+        log.exception("rotate_key_failed")
+        _emit({"event": "error", "error": StartupError.code, "message": f"cannot rotate: {_describe(exc)}"})
+        return 2
+
+
+async def _rotate_key(args: argparse.Namespace) -> int:
+    from bridge.keystore import write_data_key, write_key_file  # noqa: PLC0415
+    from bridge.service.maintenance import rotate_data_key, stage_data_key  # noqa: PLC0415
+
+    options = BridgeOptions(
+        data_dir=args.data_dir or default_data_dir(),
+        secret_backend=SecretBackend(args.secret_backend),
+        store=args.store,
+        data_key_file=args.data_key_file,
+    )
+    if args.data_key_file is None and os.environ.get(DATA_KEY_ENV):
+        raise StartupError(f"rotate-key cannot write {DATA_KEY_ENV}: keep the keys in a --data-key-file")
+
+    def save(key: DataKey) -> None:
+        if options.data_key_file is not None:
+            write_key_file(options.data_key_file, key)
+        else:
+            write_data_key(options.data_dir, key)
+
+    store = _make_store(options)
+    await store.open()
+    try:
+        key = await _load_key(options, store)
+        if args.stage:
+            staged = stage_data_key(key, save)
+            _emit({"event": "staged", "sealingKeyId": staged.key_id.hex()})
+            return 0
+        report = await rotate_data_key(store, key, save)
+    finally:
+        await store.close()
+    _emit(
+        {
+            "event": "rotated",
+            "sealingKeyId": report.sealing_key_id,
+            "resealed": report.resealed,
+            "unopened": report.unopened,
+            "retired": report.retired,
+            "kept": report.kept,
+        }
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bridge`` command; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -702,4 +867,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve_command(args)
     if args.command == "schemas":
         return _schemas_command(args)
+    if args.command == "doctor":
+        return _doctor_command(args)
+    if args.command == "rotate-key":
+        return _rotate_key_command(args)
     return _call_command(args)

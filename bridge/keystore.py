@@ -16,6 +16,7 @@ import base64
 import concurrent.futures
 import hashlib
 import os
+import re
 import secrets as _random
 import tempfile
 from dataclasses import dataclass, field
@@ -49,32 +50,65 @@ class DecryptionError(Exception):
     """A ciphertext failed authentication (wrong key, wrong row, or tampered bytes)."""
 
 
+def key_id_of(secret: bytes) -> bytes:
+    """Return the id of a data key: the first 8 bytes of its SHA-256 (reveals nothing)."""
+    return hashlib.sha256(secret).digest()[:KEY_ID_BYTES]
+
+
 @dataclass(frozen=True)
 class DataKey:
-    """A 256-bit AES-GCM data key and where it came from.
+    """The data keys of one key source and where they came from.
+
+    A key source holds a small set of 256-bit AES-GCM keys, one per line (``bridge
+    rotate-key`` adds one, then retires the old ones): the newest (``secret``, the last
+    line) seals, every one opens.
 
     Attributes:
-        secret: the 32 key bytes (never logged: excluded from ``repr``).
+        secret: the newest key's 32 bytes (never logged: excluded from ``repr``).
         backend: ``"keyring"`` or ``"file"``, reported as ``secretBackend``.
+        older: the other keys (32 bytes each), oldest first; they only open.
     """
 
     secret: bytes = field(repr=False)
     backend: str
+    older: tuple[bytes, ...] = field(default=(), repr=False)
 
     @property
     def key_id(self) -> bytes:
-        """First 8 bytes of SHA-256 of the key: names the key without revealing it."""
-        return hashlib.sha256(self.secret).digest()[:KEY_ID_BYTES]
+        """Id of the sealing key: first 8 bytes of SHA-256 of it."""
+        return key_id_of(self.secret)
+
+    @property
+    def key_ids(self) -> frozenset[bytes]:
+        """Ids of every key of the source (the ones that open)."""
+        return frozenset(key_id_of(k) for k in (*self.older, self.secret))
+
+    def secrets(self) -> tuple[bytes, ...]:
+        """Every key, oldest first, the sealing key last (the key-source text order)."""
+        return (*self.older, self.secret)
 
 
 class KeyCipher:
-    """Encrypts and decrypts API keys with one data key, bound to the config id."""
+    """Encrypts and decrypts API keys with a set of data keys, bound to the config id.
+
+    The newest key seals; a ciphertext opens with the key its first 8 bytes name.
+    """
 
     def __init__(self, key: DataKey) -> None:
-        """Build a cipher for ``key``."""
+        """Build a cipher for the keys of ``key``."""
         self._aead = AESGCM(key.secret)
         self._key_id = key.key_id
+        self._openers = {key_id_of(k): AESGCM(k) for k in key.secrets()}
         self.backend = key.backend
+
+    @property
+    def key_id(self) -> bytes:
+        """Id of the sealing key."""
+        return self._key_id
+
+    def knows(self, key_id: bytes) -> bool:
+        """True when ``key_id`` names one of this cipher's keys."""
+        return key_id in self._openers
 
     def encrypt(self, plaintext: str, config_id: str) -> bytes:
         """Return ``key_id || nonce || ciphertext`` for ``plaintext``; a fresh nonce each call."""
@@ -86,24 +120,33 @@ class KeyCipher:
         """Return the plaintext of ``blob`` sealed for ``config_id``.
 
         Raises:
-            DecryptionError: the blob was sealed with another key or for another id, or
-                its bytes changed.
+            DecryptionError: the blob was sealed with an unknown key or for another id,
+                or its bytes changed.
         """
         key_id, nonce = blob[:KEY_ID_BYTES], blob[KEY_ID_BYTES : KEY_ID_BYTES + NONCE_BYTES]
-        if key_id != self._key_id:
+        aead = self._openers.get(key_id)
+        if aead is None:
             raise DecryptionError("ciphertext was sealed with another data key")
         try:
-            plain = self._aead.decrypt(nonce, blob[KEY_ID_BYTES + NONCE_BYTES :], config_id.encode())
+            plain = aead.decrypt(nonce, blob[KEY_ID_BYTES + NONCE_BYTES :], config_id.encode())
         except InvalidTag:
             raise DecryptionError("ciphertext failed authentication") from None
-        return plain.decode()
+        try:
+            return plain.decode()
+        except UnicodeDecodeError:
+            raise DecryptionError("plaintext is not UTF-8") from None
 
 
 def _encode(secret: bytes) -> str:
     return base64.urlsafe_b64encode(secret).decode()
 
 
-def _decode(text: str, source: str) -> bytes:
+def encode_key_text(key: DataKey) -> str:
+    """Return the key-source text of ``key``: one base64 key per line, the sealing key last."""
+    return "".join(_encode(k) + "\n" for k in key.secrets())
+
+
+def _decode_one(text: str, source: str) -> bytes:
     try:
         secret = base64.urlsafe_b64decode(text.strip().encode())
     except ValueError:
@@ -113,11 +156,20 @@ def _decode(text: str, source: str) -> bytes:
     return secret
 
 
+def _decode_keys(text: str, source: str, backend: str) -> tuple[bytes, DataKey]:
+    """Parse a key source: one key per line (or comma-separated), the sealing key last."""
+    parts = [p for p in re.split(r"[\s,]+", text) if p]
+    if not parts:
+        raise StartupError(f"The data key in {source} is corrupt (empty)")
+    keys = [_decode_one(p, source) for p in parts]
+    return keys[-1], DataKey(keys[-1], backend, tuple(keys[:-1]))
+
+
 def _load_file_key(path: Path, *, must_exist: bool) -> DataKey:
     if path.exists():
         # Never blocks: a FIFO or device planted here is refused unread (DESIGN §6).
         text = read_small_file(path, None).decode("ascii", errors="replace")
-        return DataKey(_decode(text, str(path)), "file")
+        return _decode_keys(text, str(path), "file")[1]
     if must_exist:
         raise StartupError(
             f"The data key file {path} is missing but the store holds encrypted API keys; "
@@ -163,7 +215,7 @@ def _keyring_key(account: str, *, must_exist: bool, timeout_s: float) -> DataKey
             return None
         stored = keyring.get_password(KEYRING_SERVICE, account)
         if stored is not None:
-            return DataKey(_decode(stored, "the OS keyring"), "keyring")
+            return _decode_keys(stored, "the OS keyring", "keyring")[1]
         if must_exist:
             raise StartupError(
                 "The OS keyring holds no data key for this data directory but the store "
@@ -178,6 +230,56 @@ def _keyring_key(account: str, *, must_exist: bool, timeout_s: float) -> DataKey
         return pool.submit(work).result(timeout=timeout_s)
     except concurrent.futures.TimeoutError:
         return None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _keyring_account(data_dir: Path) -> str:
+    return "data-key:" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def new_key_set(current: DataKey) -> DataKey:
+    """Return ``current`` with a fresh random key added as the sealing key (rotation)."""
+    return DataKey(_random.token_bytes(KEY_BYTES), current.backend, current.secrets())
+
+
+def write_key_file(path: Path, key: DataKey) -> None:
+    """Replace the key file at ``path`` with the keys of ``key``, atomically, mode 0600.
+
+    A temporary file of our own (``mkstemp``: unique name, 0600) is written, synced and
+    renamed over ``path``: readers see the old set or the new one, never a part.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(encode_key_text(key))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_data_key(data_dir: Path, key: DataKey, *, keyring_timeout_s: float = KEYRING_TIMEOUT_S) -> None:
+    """Store the key set ``key`` where :func:`load_data_key` found it (file or OS keyring).
+
+    Raises:
+        StartupError: the keyring did not answer in time.
+    """
+    if key.backend == "file":
+        write_key_file(data_dir / KEY_FILE_NAME, key)
+        return
+    import keyring  # noqa: PLC0415
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyring")
+    try:
+        pool.submit(
+            keyring.set_password, KEYRING_SERVICE, _keyring_account(data_dir), encode_key_text(key)
+        ).result(timeout=keyring_timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise StartupError("The OS keyring did not answer in time; nothing was changed") from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -209,7 +311,7 @@ def load_data_key(
     key_file = data_dir / KEY_FILE_NAME
     if backend is SecretBackend.FILE:
         return _load_file_key(key_file, must_exist=must_exist)
-    account = "data-key:" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    account = _keyring_account(data_dir)
     if backend is SecretBackend.AUTO and key_file.exists():
         # A key file from an earlier launch keeps working even if a keyring appeared since.
         return _load_file_key(key_file, must_exist=True)
@@ -267,7 +369,7 @@ def load_shared_data_key(key_file: Path | None, env_value: str | None) -> DataKe
             text = read_small_file(key_file, None).decode("ascii", errors="replace")
         except OSError as exc:
             raise StartupError(f"The data key file {key_file} cannot be read: {exc.strerror}") from None
-        return DataKey(_decode(text, str(key_file)), "file")
+        return _decode_keys(text, str(key_file), "file")[1]
     if env_value:
-        return DataKey(_decode(env_value, DATA_KEY_ENV), "file")
+        return _decode_keys(env_value, DATA_KEY_ENV, "file")[1]
     return None

@@ -159,17 +159,51 @@ export interface EmptyParams {
 /**
  * Result of ``bridge:hello``: what a renderer checks before it trusts the server.
  *
+ * ``quarantined`` lists stored configs that fail the rules and are not served;
+ * ``degraded`` is present while the store could not be loaded (the server serves an
+ * empty cache and retries).
+ *
  * This interface was referenced by `BridgeSchema`'s JSON-Schema
  * via the `definition` "HelloResult".
  */
 export interface HelloResult {
+  cache: CacheStats;
   channels: string[];
+  degraded?: string;
   protocolVersion: number;
+  quarantined: QuarantinedRow[];
   recoveredFrom?: string;
   revision: number;
   schemaHash: string;
   secretBackend: "keyring" | "file";
   serverVersion: string;
+}
+/**
+ * Size of the server's cache: ``count`` configs, about ``bytes`` bytes of memory.
+ *
+ * This interface was referenced by `BridgeSchema`'s JSON-Schema
+ * via the `definition` "CacheStats".
+ */
+export interface CacheStats {
+  /**
+   * Approximate memory held by the cache, in bytes.
+   */
+  bytes: number;
+  count: number;
+}
+/**
+ * A stored config held out of the cache: its id and the reason code.
+ *
+ * Reason codes: ``<field>.<FIELD CODE>`` when a domain rule fails (e.g.
+ * ``provider.INVALID_ENUM``), ``UNDECODABLE_TEXT``, ``UNKNOWN_KEY_ID``,
+ * ``CIPHERTEXT_AUTH_FAILED`` (a security event), ``NAME_CONFLICT``.
+ *
+ * This interface was referenced by `BridgeSchema`'s JSON-Schema
+ * via the `definition` "QuarantinedRow".
+ */
+export interface QuarantinedRow {
+  id: string;
+  reason: string;
 }
 /**
  * Params of ``llm-config:create``: ``{config: LlmConfigInput}``.

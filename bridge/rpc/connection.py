@@ -21,7 +21,8 @@ Per connection (DESIGN §5–§6):
   ``FLUSH_AT_BYTES`` are waiting.
 - **Long-running requests** (``ChannelSpec.long_running``) run beside the lane; their
   responses leave when ready. ``$/cancelRequest {id}`` is acted on as soon as its frame
-  is read, even with requests queued ahead of it, and cancels that request (-32800).
+  is read, even with requests queued ahead of it, and cancels that request (-32800) —
+  running, or still queued (it is then answered -32800 as it would start).
 - **Backpressure.** While the transport's buffer is over its high-water mark
   (``pause_writing``) no further frame is dispatched and reading is paused; a connection
   that stays so for ``ping_timeout_s`` is closed with 1013. Reading is also paused while
@@ -52,6 +53,7 @@ from websockets.protocol import SEND_EOF, State
 from websockets.server import ServerProtocol
 
 from bridge.api import CANCEL_REQUEST
+from bridge.rpc.dispatch import cancelled_frame
 from bridge.rpc.eager import start_eagerly
 from bridge.rpc.handshake import Refusal, check_capacity, check_request, select_subprotocol, single_header
 
@@ -155,6 +157,9 @@ class Connection(asyncio.Protocol):
         self._long: dict[Any, asyncio.Task[bytes]] = {}
         self._long_tasks: set[asyncio.Task[bytes]] = set()
         self._running: dict[str, int] = {}
+        # Ids cancelled while frames waited in the queue: a long-running request among
+        # them is cancelled as it starts (bounded; emptied whenever the queue is).
+        self._early_cancels: set[Any] = set()
         self._unflushed = 0
         self._writing_paused = False
         self._read_pauses: set[str] = set()
@@ -253,7 +258,8 @@ class Connection(asyncio.Protocol):
     def cancel_long_running(self) -> int:
         """Cancel every long-running request of this connection (each is answered -32800).
 
-        Requests in the lane (every other channel) are never cancelled: a write that
+        Graceful shutdown calls it first, so long operations end within its bound instead
+        of holding it. Requests in the lane (every other channel) are never cancelled: a write that
         started commits or not on its own terms and is answered as such.
 
         Returns:
@@ -388,6 +394,8 @@ class Connection(asyncio.Protocol):
             task = self._long.get(target)
             if task is not None:
                 task.cancel()
+            elif self._queue and len(self._early_cancels) < MAX_QUEUED_FRAMES:
+                self._early_cancels.add(target)  # its request may still wait in the queue
         return True  # a notification: never answered, even when it matches nothing
 
     # ---- dispatch ---------------------------------------------------------------------
@@ -429,6 +437,8 @@ class Connection(asyncio.Protocol):
                 queue.clear()
                 break
             self._dispatch(queue.popleft())
+        if not queue:
+            self._early_cancels.clear()
         if "queue" in self._read_pauses and len(queue) < MAX_QUEUED_FRAMES // 2:
             self._resume_reading("queue")
 
@@ -458,10 +468,17 @@ class Connection(asyncio.Protocol):
             self.hub.request_finished()
             if len(self._long_tasks) < MAX_QUEUED_FRAMES // 2:
                 self._resume_reading("long")
-            if not task.cancelled() and task.exception() is None:
+            if task.cancelled():
+                # Cancelled before its coroutine ran (the cancel came in the same read),
+                # so it could not answer itself: it is still answered -32800.
+                self.send_now(cancelled_frame(request_id))
+            elif task.exception() is None:
                 self.send_now(task.result())
 
         task.add_done_callback(finished)
+        if request_id in self._early_cancels:  # cancelled while it waited in the queue
+            self._early_cancels.discard(request_id)
+            task.cancel()
 
     # ---- output -----------------------------------------------------------------------
 

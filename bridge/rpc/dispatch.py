@@ -62,6 +62,15 @@ def error_response(exc: BridgeError, request_id: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "error": error_object(exc)}
 
 
+def cancelled_frame(request_id: Any) -> bytes:
+    """Return the UTF-8 JSON bytes of the -32800 ``REQUEST_CANCELLED`` response to ``request_id``.
+
+    The answer to a long-running request cancelled by ``$/cancelRequest`` (LSP), also
+    when it was cancelled before its coroutine ever ran.
+    """
+    return _dump_reply(error_response(RequestCancelledError(), request_id))
+
+
 def notification_frame(method: str, params: Any) -> bytes:
     """Return the UTF-8 JSON bytes of a JSON-RPC notification (no ``id``)."""
     return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
@@ -264,7 +273,7 @@ class Dispatcher:
             # connection that went away discards the answer.
             if progress is not None:
                 progress.end("cancelled")
-            return _dump_reply(error_response(RequestCancelledError(), reply_id))
+            return cancelled_frame(reply_id)
         except BridgeError as exc:
             reply = error_response(exc, reply_id)
         except Exception:

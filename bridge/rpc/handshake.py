@@ -102,7 +102,11 @@ def presented_token(request: Request) -> str | None:
     for item in offered_subprotocols(request):
         if item.startswith(TOKEN_SUBPROTOCOL_PREFIX):
             return item[len(TOKEN_SUBPROTOCOL_PREFIX) :]
-    values = parse_qs(urlsplit(request.path).query).get("token")
+    # The query is cut from the request target by hand: urlsplit raises ValueError on
+    # targets such as "//[x" (an unclosed IPv6 authority), which would escape
+    # data_received and drop the connection instead of answering 401.
+    query = request.path.partition("#")[0].partition("?")[2]
+    values = parse_qs(query).get("token")
     return values[0] if values else None
 
 

@@ -1,8 +1,16 @@
 """``LlmConfigService``: the write-through cache over a ``ConfigStore`` (DESIGN §4).
 
-Reads come from the cache (O(1) by id, no store access). Writes go to the store first;
-the cache changes only after commit, and events are published after commit in revision
-order, other processes' changes first. The cache never holds a plaintext API key.
+Reads come from the cache (O(1) by id, no store access; a miss consults the store only
+when it moved since the cache last synced). Writes go to the store first; the cache
+changes only after commit, and events are published after commit in revision order,
+other processes' changes first. The cache never holds a plaintext API key.
+
+Every row is untrusted where it enters the cache (load, follow, refresh, change-log
+entries): it is checked with the write rules (:func:`bridge.service.rules.check_row`).
+A row that fails is *quarantined*: left untouched in the store, never served or
+broadcast (one that goes bad while cached is sent as ``deleted``), logged once by id and
+reason code, listed by :meth:`LlmConfigService.quarantined`; its name stays reserved,
+``delete`` removes it and an ``update`` whose merged result is valid restores it.
 """
 
 from __future__ import annotations
@@ -23,12 +31,14 @@ from pydantic.alias_generators import to_camel
 
 from bridge.errors import (
     BridgeError,
+    ConfigNotFoundError,
     ConfigOperationFailedError,
+    DuplicateConfigNameError,
     FieldError,
     ServiceUnavailableError,
     ValidationError,
 )
-from bridge.keystore import KeyCipher
+from bridge.keystore import DecryptionError, KeyCipher
 from bridge.models import (
     ChangeType,
     LlmConfigChanged,
@@ -41,7 +51,8 @@ from bridge.models import (
     name_key,
 )
 from bridge.service.events import EventBus
-from bridge.storage.base import ConfigStore, StoredConfig, WriteOutcome
+from bridge.service.rules import NAME_CONFLICT, SECURITY_REASONS, Verdict, check_row, valid_timestamp
+from bridge.storage.base import ConfigStore, StoredConfig, StoreState, WriteOutcome, backoff_delays
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +86,23 @@ def to_view(row: StoredConfig) -> LlmConfigView:
 
 
 _dump_view_json = LlmConfigView.__pydantic_serializer__.to_json
+_ENTRY_OVERHEAD = 200
+"""Rough bytes of one cached entry's Python objects besides its text (for ``cache.bytes``)."""
+
+
+def printable_id(config_id: object) -> str:
+    r"""An id as it may be logged or sent: bytes that were not UTF-8 shown as ``\xNN``."""
+    if isinstance(config_id, str):
+        return config_id.encode("utf-8", "backslashreplace").decode("utf-8")
+    return repr(config_id)
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedConfig:
+    """A stored row kept out of the cache: its id (printable) and reason code."""
+
+    id: str
+    reason: str
 
 
 class _Entry:
@@ -93,6 +121,20 @@ class _Entry:
         self.row = row
         self._json: bytes | None = None
 
+    def size(self) -> int:
+        """Approximate bytes held: the row's text and ciphertext, its JSON once built."""
+        row = self.row
+        text = (
+            len(row.id)
+            + len(row.custom_name)
+            + len(row.name_key)
+            + len(row.api_key_preview)
+            + len(row.base_url or "")
+            + len(row.created_at)
+            + len(row.updated_at)
+        )
+        return _ENTRY_OVERHEAD + text + len(row.api_key_ct) + len(self._json or b"")
+
     @property
     def json(self) -> bytes:
         data = self._json
@@ -103,12 +145,17 @@ class _Entry:
 
 @dataclass(frozen=True, slots=True)
 class CacheInfo:
-    """Cache statistics: ``count`` configs at ``revision``; ``loaded`` once initialized."""
+    """Cache statistics: ``count`` configs at ``revision``; ``loaded`` once initialized.
+
+    ``load_failed``: the last load failed and the service serves degraded (empty, retried
+    in the background and by ``refresh``). ``bytes``: approximate memory held, in bytes.
+    """
 
     count: int
     revision: int
     loaded: bool
     load_failed: bool
+    bytes: int = 0
 
 
 _UPDATE_FIELDS = [f"updates.{to_camel(name)}" for name in LlmConfigInput.model_fields]
@@ -162,6 +209,13 @@ class LlmConfigService:
         self._load_failed = False
         self._closed = False
         self._watcher: asyncio.Task[None] | None = None
+        self._quarantine: dict[str, str] = {}
+        """Quarantined row id → reason code."""
+        self._reserved: dict[str, str] = {}
+        """Name keys of quarantined rows → their id (a create with one gets 4009)."""
+        self._stale: dict[str, StoredConfig] = {}
+        """Valid rows whose derived fields must be rewritten through the write path before
+        they are served (held back until then; the cache keeps their previous state)."""
         self.events: EventBus[LlmConfigChanged] = EventBus()
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -175,21 +229,48 @@ class LlmConfigService:
             self._load_task = asyncio.ensure_future(self._initial_load())
         await asyncio.shield(self._load_task)
 
-    async def _initial_load(self) -> None:
+    async def _initial_load(self, state: StoreState | None = None) -> None:
         async with self._lock:
             try:
-                state = await self._store.load()
+                if state is None:
+                    state = await self._store.load()
             except Exception:
                 log.exception("cache_load_failed")
                 self._load_failed = True
             else:
-                self._cache = {row.id: _Entry(row) for row in state.configs}
-                self._revision = state.revision
+                self._replace_all(state.configs, state.revision, publish=False)
                 self._load_failed = False
-                log.info("cache_loaded", count=len(self._cache), revision=self._revision)
+                log.info(
+                    "cache_loaded",
+                    count=len(self._cache),
+                    quarantined=len(self._quarantine),
+                    revision=self._revision,
+                )
+                await self._repair_stale()
             self._loaded = True
         if self._watch and self._watcher is None:
             self._watcher = asyncio.create_task(self._follow_store(), name="store-watcher")
+
+    async def start(self, state: StoreState | None) -> None:
+        """Initialize from ``state``, read by the caller (start-up reads the store once).
+
+        Args:
+            state: the store's content, or None when reading it failed: the service then
+                serves degraded (empty, :attr:`CacheInfo.load_failed`) and retries the
+                load in the background and on :meth:`refresh`.
+        """
+        if self._loaded or self._load_task is not None:
+            return
+        if state is None:
+            log.error("cache_load_failed", detail="serving degraded; retried in the background")
+            async with self._lock:
+                self._load_failed = True
+                self._loaded = True
+            if self._watch and self._watcher is None:
+                self._watcher = asyncio.create_task(self._follow_store(), name="store-watcher")
+            return
+        self._load_task = asyncio.ensure_future(self._initial_load(state))
+        await asyncio.shield(self._load_task)
 
     async def initialize(self) -> int:
         """Load the cache if not yet loaded (idempotent); returns the number of configs."""
@@ -207,25 +288,73 @@ class LlmConfigService:
             self._cache.clear()
 
     async def _follow_store(self) -> None:
-        """Apply other processes' commits as they are noticed (DESIGN §3)."""
+        """Apply other processes' commits as they are noticed (DESIGN §3); never stops.
+
+        A failure (the store unreadable, the change feed broken) is retried with capped
+        exponential backoff and full jitter, and the retry is a full reload: the table,
+        not the log, is the truth. A degraded service (failed load) retries its load the
+        same way without waiting for a change.
+        """
+        delay: Callable[[], float] | None = None
         while not self._closed:
             try:
-                await self._store.wait_for_change()
+                if delay is None and not self._load_failed:
+                    await self._store.wait_for_change()
                 async with self._lock:
-                    await self._apply(await self._store.changes_since(self._revision))
+                    if delay is not None or self._load_failed:
+                        await self._reload()
+                    else:
+                        await self._apply(await self._store.changes_since(self._revision))
+                    await self._repair_stale()
+                if delay is not None:
+                    log.info("store_follow_recovered")
+                delay = None
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("store_follow_failed")
-                await asyncio.sleep(1.0)
+                delay = delay or backoff_delays(base_s=0.1, cap_s=5.0)
+                await asyncio.sleep(delay())
+
+    async def _reload(self) -> None:
+        """Full reload from the store (lock held); clears the degraded state."""
+        state = await self._store.load()
+        self._replace_all(state.configs, state.revision)
+        if self._load_failed:
+            log.info("cache_loaded", count=len(self._cache), revision=self._revision, after_failure=True)
+        self._load_failed = False
 
     # ---- reads ----------------------------------------------------------------------
 
     async def read(self, config_id: str) -> LlmConfigView | None:
-        """Return the view of ``config_id`` from the cache, or None when unknown."""
+        """Return the view of ``config_id`` from the cache, or None when unknown.
+
+        A miss first catches up with the change feed when the store moved since the
+        cache last synced (emitting the events that brings); else no store access.
+        """
         await self._ensure_loaded()
         entry = self._cache.get(config_id)
+        if entry is None:
+            entry = await self._miss(config_id)
         return None if entry is None else to_view(entry.row)
+
+    async def _miss(self, config_id: str) -> _Entry | None:
+        """Catch up with the store on a cache miss when it moved (else no store read).
+
+        The check is synchronous: a miss while nothing moved completes without suspending,
+        like a hit.
+        """
+        if not self._store.moved():
+            return None
+        try:
+            async with self._lock:
+                if config_id not in self._cache:
+                    await self._apply(await self._store.changes_since(self._revision))
+                    await self._repair_stale()
+        except Exception:
+            # The read still answers from the cache; the follower retries the feed.
+            log.exception("read_catch_up_failed")
+        return self._cache.get(config_id)
 
     async def list(self) -> list[LlmConfigView]:
         """Return every view in creation order (empty list when none)."""
@@ -245,6 +374,8 @@ class LlmConfigService:
         if self._closed or not self._loaded:
             await self._ensure_loaded()
         entry = self._cache.get(config_id)
+        if entry is None:
+            entry = await self._miss(config_id)
         return _NULL if entry is None else orjson.Fragment(entry.json)
 
     async def list_json(self) -> orjson.Fragment:
@@ -280,21 +411,27 @@ class LlmConfigService:
             raise ConfigOperationFailedError from None
 
     def cache_info(self) -> CacheInfo:
-        """Return the cache's size, revision and load state (no store access)."""
-        return CacheInfo(len(self._cache), self._revision, self._loaded, self._load_failed)
+        """Return the cache's size, revision, load state and approximate bytes (no store access)."""
+        size = sum(entry.size() for entry in self._cache.values())
+        return CacheInfo(len(self._cache), self._revision, self._loaded, self._load_failed, size)
+
+    def quarantined(self) -> builtins.list[QuarantinedConfig]:
+        """Return the quarantined rows (id, reason code), in the order they were met."""
+        return [QuarantinedConfig(printable_id(cid), reason) for cid, reason in self._quarantine.items()]
 
     async def validate_cache(self) -> dict[str, Any]:
         """Compare the cache with the store.
 
         Returns:
-            ``{"cacheCount", "storeCount", "missing": [ids in store only],
-            "stale": [ids that differ], "extra": [ids in cache only], "consistent": bool}``.
+            ``{"cacheCount", "storeCount", "missing": [ids in store only, not
+            quarantined], "stale": [ids that differ], "extra": [ids in cache only],
+            "quarantined": [ids held out of the cache], "consistent": bool}``.
         """
         await self._ensure_loaded()
         async with self._lock:
             state = await self._store.load()
             stored = {row.id: row for row in state.configs}
-            missing = [cid for cid in stored if cid not in self._cache]
+            missing = [cid for cid in stored if cid not in self._cache and cid not in self._quarantine]
             extra = [cid for cid in self._cache if cid not in stored]
             stale = [cid for cid, row in stored.items() if cid in self._cache and self._cache[cid].row != row]
             return {
@@ -303,14 +440,25 @@ class LlmConfigService:
                 "missing": missing,
                 "stale": stale,
                 "extra": extra,
+                "quarantined": [printable_id(cid) for cid in self._quarantine],
                 "consistent": not (missing or extra or stale),
             }
 
     # ---- writes ---------------------------------------------------------------------
 
     async def _write(self, op: Callable[[int], Any]) -> WriteOutcome:
-        """Run one store write under the lock, then apply and publish its changes."""
+        """Run one store write under the lock, then apply and publish its changes.
+
+        The write and the cache update run in a task of their own, shielded from the
+        caller's cancellation: a caller cancelled while its write runs never leaves cache
+        and store apart, and the event is still sent.
+        """
         await self._ensure_loaded()
+        task = asyncio.ensure_future(self._write_locked(op))
+        task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
+
+    async def _write_locked(self, op: Callable[[int], Any]) -> WriteOutcome:
         async with self._lock:
             try:
                 outcome: WriteOutcome = await op(self._revision)
@@ -319,7 +467,12 @@ class LlmConfigService:
             except Exception:
                 log.exception("store_write_failed")
                 raise ConfigOperationFailedError from None
-            await self._apply(outcome)
+            try:
+                await self._apply(outcome)
+                await self._repair_stale()
+            except Exception:
+                # Committed: the write is done. The follower reloads what could not be applied.
+                log.exception("cache_apply_failed")
             return outcome
 
     async def create(self, data: LlmConfigInput) -> LlmConfigView:
@@ -329,6 +482,8 @@ class LlmConfigService:
             DuplicateConfigNameError (4009): the name's key is taken.
             ConfigOperationFailedError (5000): the store or the encryption failed.
         """
+        if name_key(data.custom_name) in self._reserved:
+            raise DuplicateConfigNameError
         config_id = str(uuid.uuid4())
         now = utc_now()
         try:
@@ -380,7 +535,20 @@ class LlmConfigService:
         return to_view(outcome.current)
 
     def _merge(self, current: StoredConfig, changes: dict[str, Any]) -> StoredConfig | None:
-        old_key = self._cipher.decrypt(current.api_key_ct, current.id)
+        """The row after ``changes``, or None when nothing changes (in the write transaction).
+
+        A quarantined row is rewritten whole when the merged result is valid (that
+        restores it); its API key must be in the patch when the stored one does not open.
+        """
+        repair = current.id in self._quarantine or check_row(current, self._cipher).reason is not None
+        try:
+            old_key: str | None = self._cipher.decrypt(current.api_key_ct, current.id)
+        except (DecryptionError, TypeError):
+            old_key = None
+        if old_key is None and "api_key" not in changes:
+            raise ValidationError(
+                [FieldError("updates.apiKey", "REQUIRED", "is required: the stored key cannot be opened")]
+            )
         merged: dict[str, Any] = {
             "custom_name": current.custom_name,
             "provider": current.provider,
@@ -395,7 +563,7 @@ class LlmConfigService:
             raise ValidationError(_with_key_rule(field_errors(exc, ("updates",)), current, changes)) from None
         if errors := _with_key_rule([], current, changes):
             raise ValidationError(errors)
-        if (
+        if not repair and (
             valid.custom_name == current.custom_name
             and valid.provider.value == current.provider
             and valid.api_key == old_key
@@ -403,7 +571,9 @@ class LlmConfigService:
             and valid.use_auth_header == current.use_auth_header
         ):
             return None
-        key_changed = valid.api_key != old_key
+        key_changed = repair or valid.api_key != old_key
+        now = utc_now()
+        created_ok = isinstance(current.created_at, str) and valid_timestamp(current.created_at)
         return replace(
             current,
             custom_name=valid.custom_name,
@@ -413,8 +583,9 @@ class LlmConfigService:
             api_key_preview=api_key_preview(valid.api_key),
             base_url=valid.base_url,
             use_auth_header=valid.use_auth_header,
-            updated_at=utc_now(),
-            version=current.version + 1,
+            created_at=current.created_at if created_ok else now,
+            updated_at=now,
+            version=current.version + 1 if type(current.version) is int else 1,
         )
 
     async def delete(self, config_id: str, expected_version: int | None = None) -> bool:
@@ -446,33 +617,61 @@ class LlmConfigService:
         if not self._loaded:
             await self._ensure_loaded()
         async with self._lock:
-            try:
-                if not self._load_failed:
+            if not self._load_failed:
+                try:
                     await self._apply(await self._store.changes_since(self._revision))
-                state = await self._store.load()
+                except Exception:
+                    # The change log is untrusted: fall back to the full reload below.
+                    log.exception("refresh_feed_failed")
+            try:
+                await self._reload()
             except Exception:
                 log.exception("cache_refresh_failed")
                 raise ConfigOperationFailedError from None
-            self._load_failed = False
-            self._replace_all(state.configs, state.revision)
+            try:
+                await self._repair_stale()
+            except Exception:
+                log.exception("stale_repair_failed")
             return len(self._cache), self._revision
 
     # ---- applying committed changes ---------------------------------------------------
 
     async def _apply(self, outcome: WriteOutcome) -> None:
-        """Apply committed changes to the cache and publish them (lock held)."""
+        """Apply committed changes to the cache and publish them (lock held).
+
+        The change log is untrusted: when an entry does not decode, or its row fails the
+        rules, the table (the truth) is reloaded instead, and a bad row is then
+        quarantined from what the table holds, never from what the log claims.
+        """
         if outcome.changes is None:
-            state = await self._store.load()
-            self._replace_all(state.configs, state.revision)
+            await self._reload()
             return
+        verdicts: builtins.list[Verdict | None] = []
         for change in outcome.changes:
+            if change.undecodable:
+                log.warning(
+                    "change_log_entry_rejected", revision=change.revision, reason="UNDECODABLE_CHANGE"
+                )
+                await self._reload()
+                return
+            verdict = None if change.config is None else check_row(change.config, self._cipher)
+            if verdict is not None and verdict.reason is not None:
+                log.warning("change_log_entry_rejected", revision=change.revision, reason=verdict.reason)
+                await self._reload()
+                return
+            verdicts.append(verdict)
+        for change, verdict in zip(outcome.changes, verdicts, strict=True):
             # Each change carries its row as of its revision: one event per revision.
-            self._apply_row(change.id, change.config, change.revision)
+            self._apply_row(change.id, change.config, change.revision, verdict)
         self._revision = max(self._revision, outcome.revision)
 
-    def _apply_row(self, config_id: str, row: StoredConfig | None, revision: int) -> None:
+    def _apply_row(
+        self, config_id: str, row: StoredConfig | None, revision: int, verdict: Verdict | None = None
+    ) -> None:
         entry = self._cache.get(config_id)
         if row is None:
+            self._release(config_id)
+            self._stale.pop(config_id, None)
             if entry is None:
                 return
             del self._cache[config_id]
@@ -480,14 +679,99 @@ class LlmConfigService:
             return
         if entry is not None and entry.row == row:
             return
+        verdict = verdict or check_row(row, self._cipher)
+        if verdict.reason is not None:
+            self._hold(row, verdict.reason)
+            if entry is not None:
+                del self._cache[config_id]
+                self.events.publish(
+                    LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision)
+                )
+            return
+        if verdict.stale:
+            # Not served until the write path has recomputed it (or found it clashing).
+            self._stale[config_id] = row
+            return
+        restored = self._release(config_id)
         view = to_view(row)
         self._cache[config_id] = _Entry(row)
+        if restored:
+            self._reorder()
         kind = ChangeType.CREATED if entry is None else ChangeType.UPDATED
         self.events.publish(LlmConfigChanged(type=kind, id=config_id, revision=revision, config=view))
 
-    def _replace_all(self, rows: Iterable[StoredConfig], revision: int) -> None:
+    def _hold(self, row: StoredConfig, reason: str) -> None:
+        """Quarantine ``row``: out of the cache, its name reserved, logged once per reason."""
+        config_id = row.id
+        if self._quarantine.get(config_id) != reason:
+            if reason in SECURITY_REASONS:
+                log.error("security_event", kind=reason, id=printable_id(config_id))
+            log.warning("config_quarantined", id=printable_id(config_id), reason=reason)
+        self._release(config_id)
+        self._quarantine[config_id] = reason
+        self._stale.pop(config_id, None)
+        for value in (row.name_key, row.custom_name):
+            if isinstance(value, str):
+                with contextlib.suppress(UnicodeError):
+                    self._reserved[name_key(value.encode("utf-8").decode("utf-8"))] = config_id
+
+    def _release(self, config_id: str) -> bool:
+        """Take ``config_id`` out of quarantine (deleted, restored or valid again).
+
+        Returns:
+            True when it was quarantined.
+        """
+        if self._quarantine.pop(config_id, None) is None:
+            return False
+        for key in [k for k, owner in self._reserved.items() if owner == config_id]:
+            del self._reserved[key]
+        return True
+
+    def _reorder(self) -> None:
+        """Put a restored row back in creation order (rare: a stable sort by ``createdAt``)."""
+        self._cache = dict(sorted(self._cache.items(), key=lambda item: item[1].row.created_at))
+
+    async def _repair_stale(self) -> None:
+        """Rewrite rows whose derived fields another program left stale (lock held).
+
+        The name key and key preview are recomputed through the normal write path (a
+        new revision, version + 1, an ``updated`` event). When the recomputed name key
+        clashes with another row's, the row being repaired (the newer edit) is
+        quarantined with ``NAME_CONFLICT``.
+        """
+        while self._stale:
+            config_id, row = self._stale.popitem()
+
+            def rederive(current: StoredConfig) -> StoredConfig | None:
+                api_key = self._cipher.decrypt(current.api_key_ct, current.id)
+                fresh = replace(
+                    current,
+                    name_key=name_key(current.custom_name),
+                    api_key_preview=api_key_preview(api_key),
+                )
+                return None if fresh == current else replace(fresh, updated_at=utc_now())
+
+            try:
+                outcome = await self._store.update(config_id, rederive, None, self._revision)
+            except DuplicateConfigNameError:
+                self._hold(row, NAME_CONFLICT)
+                if self._cache.pop(config_id, None) is not None:
+                    self.events.publish(
+                        LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=self._revision)
+                    )
+                continue
+            except ConfigNotFoundError:
+                continue
+            except Exception:
+                log.exception("stale_repair_failed", id=printable_id(config_id))
+                continue
+            await self._apply(outcome)
+
+    def _replace_all(self, rows: Iterable[StoredConfig], revision: int, *, publish: bool = True) -> None:
         """Swap in a full reload and publish one event per difference.
 
+        Every row new or changed since the cache last held it is checked with the write
+        rules; a failing one is quarantined (and sent as ``deleted`` if it was cached).
         Created and updated configs carry their row's own revision (distinct, and in
         increasing order); deletions carry ``revision`` (the store's current one) and come
         last, because the row that would say when it was deleted is gone.
@@ -495,20 +779,42 @@ class LlmConfigService:
         old = self._cache
         fresh: dict[str, _Entry] = {}
         differences: builtins.list[tuple[int, ChangeType, StoredConfig]] = []
+        present: set[str] = set()
         for row in rows:
+            present.add(row.id)
             previous = old.get(row.id)
             if previous is not None and previous.row == row:
                 fresh[row.id] = previous
                 continue
+            verdict = check_row(row, self._cipher)
+            if verdict.reason is not None:
+                self._hold(row, verdict.reason)
+                continue
+            if verdict.stale:
+                self._stale[row.id] = row
+                if previous is not None:
+                    fresh[row.id] = previous
+                continue
+            self._release(row.id)
             fresh[row.id] = _Entry(row)
             kind = ChangeType.CREATED if previous is None else ChangeType.UPDATED
             differences.append((row.revision or revision, kind, row))
+        for config_id in [cid for cid in self._quarantine if cid not in present]:
+            self._release(config_id)
         deleted = [config_id for config_id in old if config_id not in fresh]
         self._cache = fresh
         self._revision = revision
+        if not publish:
+            return
         differences.sort(key=lambda item: item[0])
         for row_revision, kind, row in differences:
             view = to_view(row)
             self.events.publish(LlmConfigChanged(type=kind, id=row.id, revision=row_revision, config=view))
         for config_id in deleted:
             self.events.publish(LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision))
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Consume the outcome of a write whose caller was cancelled (no 'never retrieved')."""
+    if not task.cancelled():
+        task.exception()

@@ -9,6 +9,7 @@ last, so a process publishes other processes' changes before its own, in revisio
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Protocol
@@ -67,13 +68,17 @@ class Change:
         revision: the global revision the change committed at (gap-free, commit order).
         type: created, updated or deleted.
         id: config id.
-        config: the row after the change; None for ``deleted``.
+        config: the row after the change; None for ``deleted`` (and when undecodable).
+        undecodable: the change-log entry did not decode (written by something other
+            than bridge's triggers): its content is not to be trusted, the service
+            reloads the table instead.
     """
 
     revision: int
     type: ChangeType
     id: str
     config: StoredConfig | None
+    undecodable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,9 @@ class ConfigStore(Protocol):
     recovered_from: str | None
     """Path a corrupt database was moved to when opened, else None."""
 
+    repaired: list[str]
+    """Structural findings repaired without loss (e.g. ``revision row missing``)."""
+
     async def open(self) -> None:
         """Open (creating or migrating) the store; quarantine a corrupt one."""
 
@@ -127,6 +135,16 @@ class ConfigStore(Protocol):
 
     async def has_ciphertexts(self) -> bool:
         """Return True when any row holds an encrypted API key."""
+
+    async def key_ids(self) -> set[bytes]:
+        """Return the ids (8 bytes each) of the data keys named by the stored ciphertexts."""
+
+    def moved(self) -> bool:
+        """True when another process may have committed since the last load or feed read.
+
+        Cheap and synchronous (no table read, no thread hop): the read path asks it on a
+        cache miss, inside the reply to a read.
+        """
 
     async def load(self) -> StoreState:
         """Return every config in creation order and the current revision (one read)."""
@@ -162,3 +180,55 @@ class ConfigStore(Protocol):
 
     async def wait_for_change(self) -> None:
         """Return once another process may have committed (a poll or a notification)."""
+
+    async def reseal(self, seal: Callable[[StoredConfig], bytes | None]) -> int:
+        """Replace every row's ciphertext by ``seal(row)`` (None: keep) in one transaction.
+
+        Returns:
+            How many rows were re-sealed.
+        """
+
+
+def backoff_delays(base_s: float = 0.05, cap_s: float = 5.0) -> Callable[[], float]:
+    """Return a function giving successive retry delays, in seconds.
+
+    Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential
+    Backoff And Jitter"): the n-th delay is uniform in ``[0, min(cap_s, base_s * 2**n)]``.
+    Shared by the PostgreSQL listener's reconnects and the service's store follower.
+    """
+    attempt = 0
+
+    def next_delay() -> float:
+        nonlocal attempt
+        ceiling = min(cap_s, base_s * 2**attempt)
+        attempt += 1
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+
+    return next_delay
+
+
+def cross_check(changes: list[Change], present: dict[str, StoredConfig]) -> list[Change]:
+    """Mark change-log entries that contradict the table as undecodable (not to be trusted).
+
+    Read in the same transaction as the log, the table holds every write up to the log's
+    last revision: the last entry of each id must carry exactly the row the table holds
+    (or, for ``deleted``, the table must not hold the id). An entry that does not — a
+    forged ``deleted`` of a live row, a forged row — is marked :attr:`Change.undecodable`
+    and the service reloads the table instead.
+
+    Args:
+        changes: the feed, in revision order.
+        present: the table's current row of every id the feed names (absent: no row).
+
+    Returns:
+        ``changes`` with contradicting entries marked.
+    """
+    last = {change.id: index for index, change in enumerate(changes)}
+    checked: list[Change] = []
+    for index, change in enumerate(changes):
+        if last[change.id] == index and not change.undecodable:
+            row = present.get(change.id)
+            if (change.config is None) != (row is None) or (row is not None and change.config != row):
+                change = Change(change.revision, change.type, change.id, None, undecodable=True)  # noqa: PLW2901
+        checked.append(change)
+    return checked

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -45,12 +44,23 @@ from bridge.errors import (
     VersionConflictError,
 )
 from bridge.models import ChangeType
-from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
+from bridge.storage.base import (
+    COLUMNS,
+    Change,
+    Mutation,
+    StoredConfig,
+    StoreState,
+    WriteOutcome,
+    backoff_delays,
+    cross_check,
+    row_values,
+)
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION: Final = 1
-"""Row of ``bridge_schema``; a database with a higher one is refused, never touched."""
+SCHEMA_VERSION: Final = 2
+"""Row of ``bridge_schema``; a database with a higher one is refused, never touched.
+Version 2 adds the write trigger: every write, whoever makes it, is revisioned and logged."""
 CHANNEL: Final = "bridge_changes"
 """The ``LISTEN/NOTIFY`` channel every instance of one database shares."""
 CHANGE_LOG_KEEP: Final = 10_000
@@ -90,6 +100,59 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             row bytea
         )""",
     ),
+    # Every write to bridge_configs, whoever makes it (bridge, psql, a migration script),
+    # takes the next revision under the counter row's lock (so revisions follow commit
+    # order), sets the row's revision, version + 1 (updates), seq (inserts: creation
+    # order) and key_id, logs the row as of that revision and notifies the instances.
+    2: (
+        f"""CREATE FUNCTION bridge_configs_write() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            rev bigint;
+        BEGIN
+            IF TG_OP = 'UPDATE' AND NEW IS NOT DISTINCT FROM OLD THEN
+                RETURN NEW;
+            END IF;
+            UPDATE bridge_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision INTO rev;
+            IF rev IS NULL THEN
+                RAISE EXCEPTION 'bridge: the revision row is missing';
+            END IF;
+            IF TG_OP = 'DELETE' THEN
+                INSERT INTO bridge_changes (revision, id, type, row) VALUES (rev, OLD.id, 'deleted', NULL);
+                PERFORM pg_notify('{CHANNEL}', json_build_object('id', OLD.id, 'revision', rev)::text);
+            ELSE
+                NEW.revision := rev;
+                NEW.key_id := substring(NEW.api_key_ct from 1 for {KEY_ID_BYTES});
+                IF TG_OP = 'UPDATE' THEN
+                    NEW.version := OLD.version + 1;
+                    NEW.seq := OLD.seq;
+                ELSE
+                    NEW.seq := rev;
+                END IF;
+                INSERT INTO bridge_changes (revision, id, type, row) VALUES (
+                    rev, NEW.id, CASE TG_OP WHEN 'INSERT' THEN 'created' ELSE 'updated' END,
+                    convert_to(json_build_object(
+                        'id', NEW.id, 'custom_name', NEW.custom_name, 'name_key', NEW.name_key,
+                        'provider', NEW.provider, 'api_key_ct', encode(NEW.api_key_ct, 'hex'),
+                        'api_key_preview', NEW.api_key_preview, 'base_url', NEW.base_url,
+                        'use_auth_header', NEW.use_auth_header, 'created_at', NEW.created_at,
+                        'updated_at', NEW.updated_at, 'version', NEW.version, 'revision', rev
+                    )::text, 'UTF8'));
+                PERFORM pg_notify('{CHANNEL}', json_build_object('id', NEW.id, 'revision', rev)::text);
+            END IF;
+            IF rev % 1000 = 0 THEN
+                DELETE FROM bridge_changes WHERE revision <= rev - {CHANGE_LOG_KEEP};
+            END IF;
+            IF TG_OP = 'DELETE' THEN
+                RETURN OLD;
+            END IF;
+            RETURN NEW;
+        END $$""",
+        "ALTER TABLE bridge_configs ALTER COLUMN seq SET DEFAULT 0",
+        "ALTER TABLE bridge_configs ALTER COLUMN revision SET DEFAULT 0",
+        "ALTER TABLE bridge_configs ALTER COLUMN key_id SET DEFAULT ''::bytea",
+        """CREATE TRIGGER bridge_configs_write BEFORE INSERT OR UPDATE OR DELETE ON bridge_configs
+        FOR EACH ROW EXECUTE FUNCTION bridge_configs_write()""",
+    ),
 }
 
 _COLUMNS: Final = ", ".join(COLUMNS)
@@ -120,23 +183,6 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def backoff_delays(base_s: float = 0.05, cap_s: float = 5.0) -> Callable[[], float]:
-    """Return a function giving successive reconnect delays, in seconds.
-
-    Capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential
-    Backoff And Jitter"): the n-th delay is uniform in ``[0, min(cap_s, base_s * 2**n)]``.
-    """
-    attempt = 0
-
-    def next_delay() -> float:
-        nonlocal attempt
-        ceiling = min(cap_s, base_s * 2**attempt)
-        attempt += 1
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
-
-    return next_delay
-
-
 def _row(record: Any) -> StoredConfig:
     return StoredConfig(
         id=record["id"],
@@ -154,27 +200,19 @@ def _row(record: Any) -> StoredConfig:
     )
 
 
-def _encode_row(row: StoredConfig) -> bytes:
-    return orjson.dumps(
-        {
-            "id": row.id,
-            "custom_name": row.custom_name,
-            "name_key": row.name_key,
-            "provider": row.provider,
-            "api_key_ct": row.api_key_ct.hex(),  # still the ciphertext: the log never holds a key
-            "api_key_preview": row.api_key_preview,
-            "base_url": row.base_url,
-            "use_auth_header": row.use_auth_header,
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
-            "version": row.version,
-            "revision": row.revision,
-        }
-    )
-
-
 def _decode_row(blob: bytes) -> StoredConfig:
+    """Decode a change-log row (the trigger's JSON object).
+
+    Raises:
+        ValueError: the entry is not such an object (written by something else).
+    """
     values = orjson.loads(blob)
+    if (
+        not isinstance(values, dict)
+        or set(values) != set(COLUMNS)
+        or not isinstance(values["api_key_ct"], str)
+    ):
+        raise ValueError("not a change-log row")
     values["api_key_ct"] = bytes.fromhex(values["api_key_ct"])
     return _row(values)
 
@@ -214,6 +252,7 @@ class PostgresConfigStore:
         self.connect_timeout_s = connect_timeout_s
         self.op_timeout_s = op_timeout_s
         self.recovered_from: str | None = None
+        self.repaired: list[str] = []
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
@@ -253,6 +292,7 @@ class PostgresConfigStore:
             ) from None
         try:
             await self._migrate()
+            await self._repair()
             await self._listen()
         except BaseException:
             await self.close()
@@ -276,6 +316,46 @@ class PostgresConfigStore:
                     await conn.execute(statement)
                 await conn.execute("INSERT INTO bridge_schema (version) VALUES ($1)", target)
                 log.info("store_migrated", backend="postgresql", to_version=target)
+
+    async def _repair(self) -> None:
+        """Repair structural damage that loses nothing (DESIGN §3), under the migration lock.
+
+        A lost revision row is recomputed from what the database holds (the highest
+        revision of any row or logged change); a lost change log is recreated empty
+        (instances behind it reload); a dropped write trigger is recreated.
+
+        Raises:
+            StartupError: the configs table is gone (data lost: nothing to serve from).
+        """
+        found: list[str] = []
+        async with self._acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            if await conn.fetchval("SELECT to_regclass('bridge_configs')") is None:
+                raise StartupError(f"The PostgreSQL store at {self.where} has lost its bridge_configs table")
+            if await conn.fetchval("SELECT to_regclass('bridge_changes')") is None:
+                await conn.execute(_MIGRATIONS[1][-1])
+                found.append("changes table missing")
+            if await conn.fetchval("SELECT to_regclass('bridge_meta')") is None:
+                await conn.execute(_MIGRATIONS[1][0])
+                found.append("meta table missing")
+            if await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1") is None:
+                top = await conn.fetchval(
+                    "SELECT GREATEST(COALESCE((SELECT max(revision) FROM bridge_configs), 0), "
+                    "COALESCE((SELECT max(revision) FROM bridge_changes), 0))"
+                )
+                await conn.execute("INSERT INTO bridge_meta (id, revision) VALUES (1, $1)", int(top))
+                found.append("revision row missing")
+            if not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'bridge_configs_write' "
+                "AND tgrelid = 'bridge_configs'::regclass)"
+            ):
+                if await conn.fetchval("SELECT to_regproc('bridge_configs_write')") is None:
+                    await conn.execute(_MIGRATIONS[2][0])
+                await conn.execute(_MIGRATIONS[2][-1])
+                found.append("trigger bridge_configs_write missing")
+        if found:
+            self.repaired.extend(found)
+            log.warning("store_repaired", backend="postgresql", findings=found)
 
     async def close(self) -> None:
         """Stop listening and close every connection; idempotent."""
@@ -427,8 +507,42 @@ class PostgresConfigStore:
             rows = await conn.fetch("SELECT DISTINCT key_id FROM bridge_configs")
         return {bytes(r["key_id"]) for r in rows}
 
+    def moved(self) -> bool:
+        """True when a notification above the highest revision seen has arrived (no query)."""
+        return self._notified_revision > self._seen_revision
+
+    async def reseal(self, seal: Callable[[StoredConfig], bytes | None]) -> int:
+        """Replace every row's ciphertext by ``seal(row)`` in one transaction (key rotation)."""
+        async with self._acquire() as conn, conn.transaction():
+            await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1 FOR UPDATE")
+            rows = [_row(r) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")]
+            count = 0
+            for row in rows:
+                sealed = seal(row)
+                if sealed is not None:
+                    await conn.execute(
+                        "UPDATE bridge_configs SET api_key_ct = $1 WHERE id = $2", sealed, row.id
+                    )
+                    count += 1
+        return count
+
     async def load(self) -> StoreState:
-        """Return every config in creation order and the revision, from one snapshot."""
+        """Return every config in creation order and the revision, from one snapshot.
+
+        Structural damage that loses nothing is repaired first (:meth:`_repair`).
+        """
+        async with self._acquire() as conn:
+            healthy = (
+                await conn.fetchval(
+                    "SELECT to_regclass('bridge_changes') IS NOT NULL AND EXISTS "
+                    "(SELECT 1 FROM bridge_meta WHERE id = 1) AND EXISTS (SELECT 1 FROM pg_trigger "
+                    "WHERE tgname = 'bridge_configs_write' AND tgrelid = 'bridge_configs'::regclass)"
+                )
+                if await conn.fetchval("SELECT to_regclass('bridge_meta')") is not None
+                else False
+            )
+        if not healthy:
+            await self._repair()
         async with self._acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             revision = int(await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1"))
             rows = await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")
@@ -465,14 +579,9 @@ class PostgresConfigStore:
                 )
                 current, changed_id = await fn(conn)
                 outcome = await _feed(conn, since, current)
-                if changed_id is not None:
-                    await conn.execute(
-                        "SELECT pg_notify($1, $2)",
-                        CHANNEL,
-                        orjson.dumps({"id": changed_id, "revision": outcome.revision}).decode(),
-                    )
-                # Before COMMIT: our own notification may be handled before this task
-                # resumes, and must not wake the watcher.
+                # The trigger sent NOTIFY (delivered at commit). Before COMMIT: our own
+                # notification may be handled before this task resumes, and must not wake
+                # the watcher.
                 self._saw(outcome.revision)
         except _CONNECTION_ERRORS:
             # Lost at COMMIT (or right after it), the transaction may have committed: a
@@ -533,21 +642,19 @@ class PostgresConfigStore:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
 
         async def fn(conn: Any) -> tuple[StoredConfig | None, str | None]:
-            written = replace(config, revision=await _next_revision(conn))
             try:
                 async with conn.transaction():  # a savepoint: the name clash is ours to report
-                    await conn.execute(
-                        f"INSERT INTO bridge_configs ({_COLUMNS}, seq, key_id) "
-                        "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$12,$13)",
-                        *row_values(written),
-                        written.api_key_ct[:KEY_ID_BYTES],
+                    # The trigger sets seq, key_id and the revision, logs and notifies.
+                    written = await conn.fetchrow(
+                        f"INSERT INTO bridge_configs ({_COLUMNS}) "
+                        f"VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) RETURNING {_COLUMNS}",
+                        *row_values(config),
                     )
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name == "bridge_configs_name_key":
                     raise DuplicateConfigNameError from None
                 raise
-            await _log(conn, written.revision, ChangeType.CREATED, config.id, written)
-            return written, config.id
+            return _row(written), config.id
 
         return await self._write(fn, since)
 
@@ -568,32 +675,29 @@ class PostgresConfigStore:
             updated = mutate(current)
             if updated is None:
                 return current, None
-            updated = replace(updated, revision=await _next_revision(conn))
             try:
                 async with conn.transaction():
-                    await conn.execute(
+                    # The trigger sets version + 1, key_id and the revision, logs and notifies.
+                    written = await conn.fetchrow(
                         "UPDATE bridge_configs SET custom_name=$1, name_key=$2, provider=$3, "
-                        "api_key_ct=$4, key_id=$5, api_key_preview=$6, base_url=$7, use_auth_header=$8, "
-                        "updated_at=$9, version=version + 1, revision=$10 WHERE id=$11 AND version=$12",
+                        "api_key_ct=$4, api_key_preview=$5, base_url=$6, use_auth_header=$7, "
+                        f"created_at=$8, updated_at=$9 WHERE id=$10 RETURNING {_COLUMNS}",
                         updated.custom_name,
                         updated.name_key,
                         updated.provider,
                         updated.api_key_ct,
-                        updated.api_key_ct[:KEY_ID_BYTES],
                         updated.api_key_preview,
                         updated.base_url,
                         updated.use_auth_header,
+                        updated.created_at,
                         updated.updated_at,
-                        updated.revision,
                         config_id,
-                        current.version,
                     )
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name == "bridge_configs_name_key":
                     raise DuplicateConfigNameError from None
                 raise
-            await _log(conn, updated.revision, ChangeType.UPDATED, config_id, updated)
-            return updated, config_id
+            return _row(written), config_id
 
         return await self._write(fn, since)
 
@@ -609,30 +713,9 @@ class PostgresConfigStore:
             if expected_version is not None and expected_version != found:
                 raise VersionConflictError(config_id, expected_version, int(found))
             await conn.execute("DELETE FROM bridge_configs WHERE id = $1", config_id)
-            await _log(conn, await _next_revision(conn), ChangeType.DELETED, config_id, None)
             return None, config_id
 
         return await self._write(fn, since)
-
-
-async def _next_revision(conn: Any) -> int:
-    """Increment the global revision counter row; returns the new revision (gap-free)."""
-    return int(
-        await conn.fetchval("UPDATE bridge_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision")
-    )
-
-
-async def _log(conn: Any, revision: int, kind: ChangeType, config_id: str, row: StoredConfig | None) -> None:
-    """Append one change with the row as of ``revision`` (None for deletes); trim the log."""
-    await conn.execute(
-        "INSERT INTO bridge_changes (revision, id, type, row) VALUES ($1, $2, $3, $4)",
-        revision,
-        config_id,
-        kind.value,
-        None if row is None else _encode_row(row),
-    )
-    if revision % 1000 == 0:
-        await conn.execute("DELETE FROM bridge_changes WHERE revision <= $1", revision - CHANGE_LOG_KEEP)
 
 
 async def _feed(conn: Any, since: int, current: StoredConfig | None) -> WriteOutcome:
@@ -649,13 +732,20 @@ async def _feed(conn: Any, since: int, current: StoredConfig | None) -> WriteOut
         since,
         revision,
     )
-    changes = [
-        Change(
-            int(r["revision"]),
-            ChangeType(r["type"]),
-            r["id"],
-            None if r["row"] is None else _decode_row(bytes(r["row"])),
+    changes: list[Change] = []
+    for r in rows:
+        try:
+            kind = ChangeType(r["type"])
+            config = None if r["row"] is None else _decode_row(bytes(r["row"]))
+            if config is not None and config.id != r["id"]:
+                raise ValueError("change-log id does not match its row")  # noqa: TRY301
+        except (ValueError, TypeError, KeyError):
+            changes.append(Change(int(r["revision"]), ChangeType.UPDATED, r["id"], None, undecodable=True))
+            continue
+        changes.append(Change(int(r["revision"]), kind, r["id"], config))
+    if changes:
+        found = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", list({c.id for c in changes})
         )
-        for r in rows
-    ]
+        changes = cross_check(changes, {r["id"]: _row(r) for r in found})
     return WriteOutcome(changes, current, revision)

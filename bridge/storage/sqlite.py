@@ -4,9 +4,16 @@ WAL, ``synchronous=FULL``, ``busy_timeout`` 5 s, every write in ``BEGIN IMMEDIAT
 ``PRAGMA quick_check`` on open (DESIGN §3). All SQLite work runs on one dedicated thread
 so the event loop never blocks on disk. Several processes may share the file: the
 unique ``name_key`` index, existence, ``expectedVersion`` and version + 1 are checked in
-the write transaction, and each write bumps the ``revision`` counter row by exactly one
-and appends to the ``changes`` log, which other processes read after noticing
-``PRAGMA data_version`` move.
+the write transaction. Triggers on the ``configs`` table bump the ``revision`` counter
+row by exactly one, set the row's ``revision`` and ``version + 1`` and append to the
+``changes`` log for every write, whoever makes it (bridge, the ``sqlite3`` shell, a
+migration script): other processes read the log after noticing ``PRAGMA data_version``
+move.
+
+Nothing read from the file is trusted: text that is not UTF-8 is returned with lone
+surrogates (``surrogateescape``) for the service to quarantine, a change-log entry that
+does not decode is reported as such, and structural damage that loses nothing (the
+revision row, the change log or a trigger gone) is repaired on open and on reload.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -32,16 +39,27 @@ from bridge.errors import (
     VersionConflictError,
 )
 from bridge.models import ChangeType
-from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
+from bridge.storage.base import (
+    COLUMNS,
+    Change,
+    Mutation,
+    StoredConfig,
+    StoreState,
+    WriteOutcome,
+    cross_check,
+    row_values,
+)
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
 DB_FILE_NAME: Final = "bridge.db"
-SCHEMA_VERSION: Final = 2
-"""``PRAGMA user_version`` of the schema below; 1 lacked ``configs.revision``."""
+SCHEMA_VERSION: Final = 3
+"""``PRAGMA user_version`` of the schema below; 1 lacked ``configs.revision``, 2 the triggers."""
 BUSY_TIMEOUT_MS: Final = 5000
+KEY_ID_BYTES: Final = 8
+"""Ciphertexts start with the 8-byte id of the data key that sealed them."""
 CHANGE_LOG_KEEP: Final = 10_000
 """Changes kept in the log; a process further behind reloads everything."""
 
@@ -73,6 +91,74 @@ CREATE TABLE IF NOT EXISTS changes (
     row BLOB
 );
 """
+_META = """
+CREATE TABLE IF NOT EXISTS meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    revision INTEGER NOT NULL
+)"""
+_CHANGES = """
+CREATE TABLE IF NOT EXISTS changes (
+    revision INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    row BLOB
+)"""
+_REV = "(SELECT revision FROM meta WHERE id = 1)"
+_NO_META = (
+    "SELECT RAISE(ABORT, 'bridge: the revision row is missing') "
+    "WHERE NOT EXISTS (SELECT 1 FROM meta WHERE id = 1);"
+)
+_TRIM = f"DELETE FROM changes WHERE {_REV} % 1000 = 0 AND revision <= {_REV} - {CHANGE_LOG_KEEP};"
+_LOG_ROW = (
+    "INSERT INTO changes (revision, id, type, row) SELECT revision, id, '{kind}', "
+    "json_array(id, custom_name, name_key, provider, hex(api_key_ct), api_key_preview, base_url, "
+    "use_auth_header, created_at, updated_at, version, revision) FROM configs WHERE seq = NEW.seq;"
+)
+_CONTENT_COLUMNS = (
+    "id",
+    "custom_name",
+    "name_key",
+    "provider",
+    "api_key_ct",
+    "api_key_preview",
+    "base_url",
+    "use_auth_header",
+    "created_at",
+    "updated_at",
+)
+_ALL_COLUMNS = ("seq", *_CONTENT_COLUMNS, "version", "revision")
+_TRIGGERS: Final = {
+    # Every write to configs, whoever makes it, takes the next revision, logs the row as
+    # of that revision and (for updates) version + 1. recursive_triggers is off (SQLite's
+    # default), so the triggers' own UPDATE of configs does not fire them again.
+    "bridge_configs_insert": (
+        "CREATE TRIGGER IF NOT EXISTS bridge_configs_insert AFTER INSERT ON configs BEGIN "
+        f"{_NO_META} UPDATE meta SET revision = revision + 1 WHERE id = 1; "
+        f"UPDATE configs SET revision = {_REV} WHERE seq = NEW.seq; "
+        f"{_LOG_ROW.format(kind='created')} {_TRIM} END"
+    ),
+    "bridge_configs_update": (
+        "CREATE TRIGGER IF NOT EXISTS bridge_configs_update AFTER UPDATE ON configs WHEN NOT ("
+        + " AND ".join(f"OLD.{c} IS NEW.{c}" for c in _CONTENT_COLUMNS)
+        + f") BEGIN {_NO_META} UPDATE meta SET revision = revision + 1 WHERE id = 1; "
+        f"UPDATE configs SET version = OLD.version + 1, revision = {_REV} WHERE seq = NEW.seq; "
+        f"{_LOG_ROW.format(kind='updated')} {_TRIM} END"
+    ),
+    # The triggers' own UPDATEs change only version and revision (to the counter's value);
+    # anyone else changing only those is refused: the database keeps them.
+    "bridge_configs_counters": (
+        "CREATE TRIGGER IF NOT EXISTS bridge_configs_counters "
+        "BEFORE UPDATE OF version, revision, seq ON configs WHEN ("
+        + " AND ".join(f"OLD.{c} IS NEW.{c}" for c in _CONTENT_COLUMNS)
+        + f") AND (NEW.revision IS NOT {_REV} OR OLD.seq IS NOT NEW.seq) "
+        "BEGIN SELECT RAISE(ABORT, 'bridge: version and revision are kept by the database'); END"
+    ),
+    "bridge_configs_delete": (
+        "CREATE TRIGGER IF NOT EXISTS bridge_configs_delete AFTER DELETE ON configs BEGIN "
+        f"{_NO_META} UPDATE meta SET revision = revision + 1 WHERE id = 1; "
+        f"INSERT INTO changes (revision, id, type, row) VALUES ({_REV}, OLD.id, 'deleted', NULL); {_TRIM} END"
+    ),
+}
 _COLUMNS: Final = ", ".join(COLUMNS)
 _MIGRATE_1_TO_2 = (
     "ALTER TABLE configs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
@@ -82,52 +168,67 @@ _MIGRATE_1_TO_2 = (
         "(SELECT MAX(c.revision) FROM changes c WHERE c.id = configs.id), 0)"
     ),
 )
+_CONFIG_COLUMNS: Final = frozenset(_ALL_COLUMNS)
 
 
-def _row(values: tuple[Any, ...]) -> StoredConfig:
+class StoreDamagedError(Exception):
+    """The file is structurally damaged beyond repair (e.g. the configs table is gone).
+
+    Attributes:
+        reason: what is wrong, for the log and ``bridge doctor`` (never a value).
+    """
+
+    def __init__(self, reason: str) -> None:
+        """Build with ``reason``."""
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _text(raw: bytes) -> str:
+    """SQLite text → ``str``; bytes that are not UTF-8 become lone surrogates.
+
+    A strict decode would fail the whole query on one bad row; the service quarantines
+    the row instead (``rules.UNDECODABLE_TEXT``).
+    """
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _bool(value: Any) -> Any:
+    """0/1 → bool; anything else is returned as is for the service's rules to refuse."""
+    if type(value) is int and value in {0, 1}:
+        return value == 1
+    return value
+
+
+def _row(values: tuple[Any, ...] | list[Any]) -> StoredConfig:
+    """Build a row from SQLite's values (or a decoded change-log entry) without coercion.
+
+    Wrong types are kept: the service's admission rules refuse them by reason code.
+    """
     (cid, name, key, provider, ct, preview, url, auth, created, updated, version, revision) = values
     return StoredConfig(
-        id=str(cid),
-        custom_name=str(name),
-        name_key=str(key),
-        provider=str(provider),
-        api_key_ct=bytes(ct),
-        api_key_preview=str(preview),
-        base_url=None if url is None else str(url),
-        use_auth_header=bool(auth),
-        created_at=str(created),
-        updated_at=str(updated),
-        version=int(version),
-        revision=int(revision),
+        cid,
+        name,
+        key,
+        _PROVIDER_NAMES.get(provider, provider) if isinstance(provider, str) else provider,
+        ct,
+        preview,
+        url,
+        _bool(auth),
+        created,
+        created if updated == created else updated,
+        version,
+        revision,
     )
 
 
 def _rows(fetched: list[tuple[Any, ...]]) -> list[StoredConfig]:
     """Build rows straight from SQLite's values (the load path: 10,000 rows at start-up).
 
-    The columns' declared types (TEXT, BLOB, INTEGER) already give ``str``, ``bytes`` and
-    ``int``, so only the boolean needs converting. The provider names are shared, and so
-    is ``updated_at`` when it equals ``created_at`` (as on every config never updated):
-    fewer objects per cached config.
+    The provider names are shared, and so is ``updated_at`` when it equals ``created_at``
+    (as on every config never updated): fewer objects per cached config.
     """
-    providers = _PROVIDER_NAMES
-    return [
-        StoredConfig(
-            cid,
-            name,
-            key,
-            providers.get(provider, provider),
-            ct,
-            preview,
-            url,
-            auth == 1,
-            created,
-            created if updated == created else updated,
-            version,
-            revision,
-        )
-        for (cid, name, key, provider, ct, preview, url, auth, created, updated, version, revision) in fetched
-    ]
+    return [_row(values) for values in fetched]
 
 
 _PROVIDER_NAMES: dict[str, str] = {name: name for name in ("openai", "anthropic", "google", "custom")}
@@ -141,6 +242,65 @@ def _is_busy(exc: sqlite3.DatabaseError) -> bool:
 
 def _is_name_conflict(exc: sqlite3.IntegrityError) -> bool:
     return "configs.name_key" in str(exc)
+
+
+def inspect_structure(conn: sqlite3.Connection) -> tuple[list[str], str | None]:
+    """Look at the schema of an open database without changing it.
+
+    Returns:
+        ``(repairable, fatal)``: findings that :func:`repair_structure` fixes without
+        losing anything (``meta table missing``, ``revision row missing``, ``changes
+        table missing``, ``trigger <name> missing``), and the one that makes the file
+        unusable (``configs table missing``, ``configs column <c> missing``) or None.
+    """
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    if "configs" not in tables:
+        return [], "configs table missing"
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(configs)")}
+    missing_columns = sorted(_CONFIG_COLUMNS - columns)
+    if missing_columns:
+        return [], f"configs column {missing_columns[0]} missing"
+    found: list[str] = []
+    if "meta" not in tables:
+        found.append("meta table missing")
+    elif conn.execute("SELECT 1 FROM meta WHERE id = 1").fetchone() is None:
+        found.append("revision row missing")
+    if "changes" not in tables:
+        found.append("changes table missing")
+    found.extend(f"trigger {name} missing" for name in _TRIGGERS if name not in triggers)
+    return found, None
+
+
+def repair_structure(conn: sqlite3.Connection) -> list[str]:
+    """Repair what :func:`inspect_structure` finds, inside the caller's write transaction.
+
+    A lost revision row is recomputed from what the store holds (the highest revision of
+    any row or logged change), so revisions stay increasing and no client drops an event
+    as stale. A lost change log is recreated empty: processes behind it reload.
+
+    Returns:
+        The findings repaired (empty when healthy).
+
+    Raises:
+        StoreDamagedError: the damage loses data (the configs table or a column is gone).
+    """
+    found, fatal = inspect_structure(conn)
+    if fatal is not None:
+        raise StoreDamagedError(fatal)
+    if not found:
+        return []
+    conn.execute(_META)
+    conn.execute(_CHANGES)
+    if conn.execute("SELECT 1 FROM meta WHERE id = 1").fetchone() is None:
+        (top,) = conn.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(revision) FROM configs), 0), "
+            "COALESCE((SELECT MAX(revision) FROM changes), 0))"
+        ).fetchone()
+        conn.execute("INSERT INTO meta (id, revision) VALUES (1, ?)", (int(top),))
+    for statement in _TRIGGERS.values():
+        conn.execute(statement)
+    return found
 
 
 class SqliteConfigStore:
@@ -157,9 +317,15 @@ class SqliteConfigStore:
         self.path = path
         self.poll_interval_s = poll_interval_s
         self.recovered_from: str | None = None
+        self.repaired: list[str] = []
+        """Structural findings repaired when the store was opened or reloaded."""
         self._conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._data_version = 0
+        self._synced_data_version = -1
+        self._probe: sqlite3.Connection | None = None
+        """A read-only connection of its own, used on the event loop for ``PRAGMA
+        data_version`` alone: it sees every other connection's commits (ours included)."""
 
     # ---- plumbing -------------------------------------------------------------------
 
@@ -177,6 +343,7 @@ class SqliteConfigStore:
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
         )
+        conn.text_factory = _text
         try:
             self._prepare(conn)
         except BaseException:
@@ -188,7 +355,9 @@ class SqliteConfigStore:
         """Refuse a newer schema, set the pragmas of DESIGN §3, create or migrate the schema.
 
         The version is checked before ``journal_mode`` is set: a file from a newer bridge
-        is left byte-for-byte untouched.
+        is left byte-for-byte untouched. Structural damage that loses nothing is then
+        repaired (:func:`repair_structure`); damage that would lose data raises
+        :class:`StoreDamagedError`.
         """
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         (user_version,) = conn.execute("PRAGMA user_version").fetchone()
@@ -196,15 +365,48 @@ class SqliteConfigStore:
             raise SchemaTooNewError(self.path, user_version)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA recursive_triggers = OFF")
         if user_version < SCHEMA_VERSION:
-            self._migrate(conn)
+            self._migrate(conn, user_version)
+        self._repair(conn)
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _repair(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            repaired = repair_structure(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if repaired:
+            self.repaired.extend(repaired)
+            log.warning("store_repaired", path=str(self.path), findings=repaired)
+
+    def _backup(self) -> Path:
+        """Copy the database (a consistent snapshot, WAL included) before a migration."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = self.path.with_name(f"{self.path.name}.pre-migration-{stamp}")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        src = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+        return target
+
+    def _migrate(self, conn: sqlite3.Connection, seen_version: int) -> None:  # noqa: C901 - one step per version
         """Create the schema or migrate it to :data:`SCHEMA_VERSION` in one transaction.
 
         The version is read again under the write lock: another process may have
-        migrated the file between our first look and ``BEGIN IMMEDIATE``.
+        migrated the file between our first look and ``BEGIN IMMEDIATE``. An existing
+        database is first copied to ``bridge.db.pre-migration-<UTC>``; the copy is removed
+        once the migration has committed (kept if it fails).
         """
+        backup = self._backup() if seen_version > 0 else None
         conn.execute("BEGIN IMMEDIATE")
         try:
             (user_version,) = conn.execute("PRAGMA user_version").fetchone()
@@ -212,16 +414,26 @@ class SqliteConfigStore:
                 # executescript() would COMMIT first: run the statements one by one.
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(statement)
-            elif user_version == 1:
+            if user_version == 1:
                 for statement in _MIGRATE_1_TO_2:
                     conn.execute(statement)
-                log.info("store_migrated", path=str(self.path), from_version=1, to_version=2)
+            if user_version < SCHEMA_VERSION:
+                for statement in _TRIGGERS.values():
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if backup is not None:
+                log.exception("store_migration_failed", path=str(self.path), backup=str(backup))
             raise
+        if user_version > 0:
+            log.info(
+                "store_migrated", path=str(self.path), from_version=user_version, to_version=SCHEMA_VERSION
+            )
+        if backup is not None:
+            backup.unlink()
 
     def _quarantine(self) -> str:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -266,6 +478,8 @@ class SqliteConfigStore:
         if reason is None:
             try:
                 return self._connect()
+            except StoreDamagedError as exc:
+                reason = exc.reason
             except sqlite3.DatabaseError as exc:
                 # Only damage is quarantined; a lock, an I/O error or a failed migration
                 # is raised and leaves the file where it is.
@@ -285,9 +499,15 @@ class SqliteConfigStore:
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._open_sync)
         self._data_version = await self._run(_data_version)
+        self._probe = sqlite3.connect(
+            f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=0
+        )
 
     async def close(self) -> None:
         """Close the connection and its thread; idempotent."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
@@ -302,19 +522,65 @@ class SqliteConfigStore:
             lambda c: c.execute("SELECT EXISTS (SELECT 1 FROM configs)").fetchone()[0] == 1
         )
 
+    async def key_ids(self) -> set[bytes]:
+        """Return the ids (8 bytes each) of the data keys named by the stored ciphertexts."""
+        rows = await self._run(
+            lambda c: c.execute(
+                f"SELECT DISTINCT substr(api_key_ct, 1, {KEY_ID_BYTES}) FROM configs "
+                "WHERE typeof(api_key_ct) = 'blob'"
+            ).fetchall()
+        )
+        return {bytes(r[0]) for r in rows}
+
+    def _probe_version(self) -> int:
+        """``PRAGMA data_version`` of the probe connection (-2: unknown, counts as moved)."""
+        probe = self._probe
+        if probe is None:
+            return -2
+        try:
+            return _data_version(probe)
+        except sqlite3.Error:
+            return -2
+
+    def moved(self) -> bool:
+        """True when a connection committed since the last load or feed read.
+
+        One ``PRAGMA data_version`` on the probe connection, synchronously (no table is
+        read, no thread hop): the read path asks it on a cache miss. This store's own
+        writes count as a move too (the probe is another connection): the first miss
+        after one reads the feed once.
+        """
+        version = self._probe_version()
+        return version < 0 or version != self._synced_data_version
+
     async def load(self) -> StoreState:
-        """Return every config in creation order and the revision, in one transaction."""
+        """Return every config in creation order and the revision, in one transaction.
+
+        Structural damage that loses nothing (the revision row, the change log or a
+        trigger gone while the store was open) is repaired first.
+
+        Raises:
+            StoreDamagedError: the configs table (or one of its columns) is gone.
+        """
 
         def work(conn: sqlite3.Connection) -> StoreState:
+            found, fatal = inspect_structure(conn)
+            if fatal is not None:
+                raise StoreDamagedError(fatal)
+            if found:
+                self._repair(conn)
             conn.execute("BEGIN")
             try:
-                (revision,) = conn.execute("SELECT revision FROM meta").fetchone()
+                (revision,) = conn.execute("SELECT revision FROM meta WHERE id = 1").fetchone()
                 rows = conn.execute(f"SELECT {_COLUMNS} FROM configs ORDER BY seq").fetchall()
             finally:
                 conn.execute("COMMIT")
             return StoreState(int(revision), _rows(rows))
 
-        return await self._run(work)
+        before = self._probe_version()
+        state = await self._run(work)
+        self._synced_data_version = before
+        return state
 
     async def changes_since(self, since: int) -> WriteOutcome:
         """Return the changes after ``since`` in revision order (None: reload needed)."""
@@ -322,11 +588,17 @@ class SqliteConfigStore:
         def work(conn: sqlite3.Connection) -> WriteOutcome:
             conn.execute("BEGIN")
             try:
-                return _feed(conn, since, None)
+                outcome = _feed(conn, since, None)
             finally:
                 conn.execute("COMMIT")
+            return outcome
 
-        return await self._run(work)
+        # Read before the feed: a commit in between is in the feed, or makes the next
+        # miss read it again (never missed).
+        before = self._probe_version()
+        outcome = await self._run(work)
+        self._synced_data_version = before
+        return outcome
 
     async def wait_for_change(self) -> None:
         """Poll ``PRAGMA data_version`` until another connection has committed."""
@@ -342,12 +614,20 @@ class SqliteConfigStore:
     async def _write(
         self, fn: Callable[[sqlite3.Connection], StoredConfig | None], since: int
     ) -> WriteOutcome:
-        """Run ``fn`` in ``BEGIN IMMEDIATE``; the outcome's feed includes its own change."""
+        """Run ``fn`` in ``BEGIN IMMEDIATE``; the outcome's feed includes its own change.
+
+        The triggers take the revision and log the change; a lost revision row is
+        recomputed first (:func:`repair_structure`).
+        """
 
         def work(conn: sqlite3.Connection) -> WriteOutcome:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                (revision_before,) = conn.execute("SELECT revision FROM meta").fetchone()
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None or (
+                    conn.execute("SELECT 1 FROM meta WHERE id = 1").fetchone() is None
+                ):
+                    self.repaired.extend(repair_structure(conn))
+                (revision_before,) = conn.execute("SELECT revision FROM meta WHERE id = 1").fetchone()
                 current = fn(conn)
                 outcome = _feed(conn, since, current)
                 conn.execute("COMMIT")
@@ -363,18 +643,16 @@ class SqliteConfigStore:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
 
         def fn(conn: sqlite3.Connection) -> StoredConfig | None:
-            written = replace(config, revision=_next_revision(conn))
             try:
                 conn.execute(
                     f"INSERT INTO configs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    row_values(written),
+                    row_values(config),
                 )
             except sqlite3.IntegrityError as exc:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
-            _log(conn, written.revision, ChangeType.CREATED, config.id, written)
-            return written
+            return _current(conn, config.id)
 
         return await self._write(fn, since)
 
@@ -384,21 +662,19 @@ class SqliteConfigStore:
         """Apply ``mutate`` to the current row in the write transaction (see protocol)."""
 
         def fn(conn: sqlite3.Connection) -> StoredConfig | None:
-            found = conn.execute(f"SELECT {_COLUMNS} FROM configs WHERE id = ?", (config_id,)).fetchone()
-            if found is None:
+            current = _current(conn, config_id)
+            if current is None:
                 raise ConfigNotFoundError(config_id)
-            current = _row(found)
             if expected_version is not None and expected_version != current.version:
                 raise VersionConflictError(config_id, expected_version, current.version)
             updated = mutate(current)
             if updated is None:
                 return current
-            updated = replace(updated, revision=_next_revision(conn))
             try:
+                # The trigger sets version + 1 and the revision, and logs the row.
                 conn.execute(
                     "UPDATE configs SET custom_name=?, name_key=?, provider=?, api_key_ct=?, "
-                    "api_key_preview=?, base_url=?, use_auth_header=?, updated_at=?, "
-                    "version=version + 1, revision=? WHERE id=? AND version=?",
+                    "api_key_preview=?, base_url=?, use_auth_header=?, created_at=?, updated_at=? WHERE id=?",
                     (
                         updated.custom_name,
                         updated.name_key,
@@ -407,18 +683,16 @@ class SqliteConfigStore:
                         updated.api_key_preview,
                         updated.base_url,
                         int(updated.use_auth_header),
+                        updated.created_at,
                         updated.updated_at,
-                        updated.revision,
                         config_id,
-                        current.version,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
-            _log(conn, updated.revision, ChangeType.UPDATED, config_id, updated)
-            return updated
+            return _current(conn, config_id)
 
         return await self._write(fn, since)
 
@@ -430,54 +704,74 @@ class SqliteConfigStore:
             if found is None:
                 return None
             if expected_version is not None and expected_version != found[0]:
-                raise VersionConflictError(config_id, expected_version, int(found[0]))
+                raise VersionConflictError(config_id, expected_version, found[0])
             conn.execute("DELETE FROM configs WHERE id = ?", (config_id,))
-            _log(conn, _next_revision(conn), ChangeType.DELETED, config_id, None)
             return None
 
         return await self._write(fn, since)
+
+    async def reseal(self, seal: Callable[[StoredConfig], bytes | None]) -> int:
+        """Replace every row's ciphertext by ``seal(row)`` in one transaction (key rotation).
+
+        Args:
+            seal: returns the new ciphertext, or None to leave the row as it is.
+
+        Returns:
+            The number of rows re-sealed (each a write: new revision, version + 1).
+        """
+
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = _rows(conn.execute(f"SELECT {_COLUMNS} FROM configs ORDER BY seq").fetchall())
+                count = 0
+                for row in rows:
+                    sealed = seal(row)
+                    if sealed is not None:
+                        conn.execute("UPDATE configs SET api_key_ct = ? WHERE id = ?", (sealed, row.id))
+                        count += 1
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return count
+
+        return await self._run(work)
+
+
+def _current(conn: sqlite3.Connection, config_id: str) -> StoredConfig | None:
+    found = conn.execute(f"SELECT {_COLUMNS} FROM configs WHERE id = ?", (config_id,)).fetchone()
+    return None if found is None else _row(found)
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-def _next_revision(conn: sqlite3.Connection) -> int:
-    """Increment the global revision counter row; returns the new revision (gap-free)."""
-    (revision,) = conn.execute("UPDATE meta SET revision = revision + 1 RETURNING revision").fetchone()
-    return int(revision)
+def _decode_row(blob: bytes | str) -> StoredConfig:
+    """Decode a change-log row (the triggers' ``json_array``; schema 2 wrote the same).
 
-
-def _encode_row(row: StoredConfig) -> bytes:
-    values = list(row_values(row))
-    values[4] = row.api_key_ct.hex()  # still the ciphertext: the log never holds a plain key
-    return orjson.dumps(values)
-
-
-def _decode_row(blob: bytes) -> StoredConfig:
+    Raises:
+        ValueError: the entry is not such an array (orjson's error is a ValueError).
+    """
+    if isinstance(blob, str):
+        blob = blob.encode("utf-8", "surrogateescape")
     values = orjson.loads(blob)
+    if not isinstance(values, list) or len(values) != len(COLUMNS) or not isinstance(values[4], str):
+        raise ValueError("not a change-log row")
     values[4] = bytes.fromhex(values[4])
-    return _row(tuple(values))
-
-
-def _log(
-    conn: sqlite3.Connection, revision: int, kind: ChangeType, config_id: str, row: StoredConfig | None
-) -> None:
-    """Append one change with the row as of ``revision`` (None for deletes); trim the log."""
-    conn.execute(
-        "INSERT INTO changes (revision, id, type, row) VALUES (?, ?, ?, ?)",
-        (revision, config_id, kind.value, None if row is None else _encode_row(row)),
-    )
-    if revision % 1000 == 0:
-        conn.execute("DELETE FROM changes WHERE revision <= ?", (revision - CHANGE_LOG_KEEP,))
+    return _row(values)
 
 
 def _feed(conn: sqlite3.Connection, since: int, current: StoredConfig | None) -> WriteOutcome:
     """Read the change log after ``since``, each change with its row as of that revision.
 
     Changes logged by schema 1 carry no row; they fall back to the row's present state.
+    An entry that does not decode (written by something other than the triggers) is
+    returned as :attr:`Change.undecodable`; entries past the counter are ignored.
     """
-    (revision,) = conn.execute("SELECT revision FROM meta").fetchone()
+    (revision,) = conn.execute("SELECT revision FROM meta WHERE id = 1").fetchone()
     if revision == since:
         return WriteOutcome([], current, int(revision))
     (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
@@ -485,17 +779,75 @@ def _feed(conn: sqlite3.Connection, since: int, current: StoredConfig | None) ->
         return WriteOutcome(None, current, int(revision))
     rows = conn.execute(
         f"SELECT c.revision, c.type, c.id, c.row, {', '.join('k.' + n.strip() for n in _COLUMNS.split(','))} "
-        "FROM changes c LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? ORDER BY c.revision",
-        (since,),
+        "FROM changes c LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? AND c.revision <= ? "
+        "ORDER BY c.revision",
+        (since, revision),
     ).fetchall()
     changes: list[Change] = []
+    present = {r[4]: _row(r[4:]) for r in rows if r[4] is not None}
     for r in rows:
-        kind = ChangeType(r[1])
-        config: StoredConfig | None = None
-        if kind is not ChangeType.DELETED:
-            if r[3] is not None:
-                config = _decode_row(bytes(r[3]))
-            elif r[4] is not None:
-                config = _row(r[4:])
-        changes.append(Change(int(r[0]), kind, str(r[2]), config))
-    return WriteOutcome(changes, current, int(revision))
+        try:
+            kind = ChangeType(r[1])
+            config: StoredConfig | None = None
+            if kind is not ChangeType.DELETED:
+                if r[3] is not None:
+                    config = _decode_row(r[3])
+                elif r[4] is not None:
+                    config = _row(r[4:])
+            if not isinstance(r[2], str) or (config is not None and config.id != r[2]):
+                raise ValueError("change-log id does not match its row")  # noqa: TRY301
+        except (ValueError, TypeError):
+            changes.append(Change(int(r[0]), ChangeType.UPDATED, str(r[2]), None, undecodable=True))
+            continue
+        changes.append(Change(int(r[0]), kind, r[2], config))
+    return WriteOutcome(cross_check(changes, present), current, int(revision))
+
+
+@dataclass(frozen=True, slots=True)
+class Examination:
+    """What :func:`examine_file` found in a database file (read-only; nothing changed).
+
+    Attributes:
+        schema_version: ``PRAGMA user_version`` (0 for a new or foreign file).
+        damage: why the file is unusable (``quick_check failed``…), else None.
+        repairable: structural findings the server repairs on open without loss.
+        fatal: structural damage that makes the server move the file aside, else None.
+        rows: the stored rows (empty when unreadable).
+    """
+
+    schema_version: int
+    damage: str | None
+    repairable: list[str]
+    fatal: str | None
+    rows: list[StoredConfig]
+
+
+def examine_file(path: Path) -> Examination:
+    """Examine the database at ``path`` on a read-only connection (``bridge doctor``).
+
+    Raises:
+        FileNotFoundError: there is no database at ``path``.
+    """
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file", str(path))
+    store = SqliteConfigStore(path)
+    try:
+        damage = store._damage()  # noqa: SLF001 - same module: the open path's own check
+    finally:
+        store._executor.shutdown()  # noqa: SLF001
+    if damage is not None:
+        return Examination(0, damage, [], None, [])
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.text_factory = _text
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        repairable, fatal = inspect_structure(conn)
+        if version < SCHEMA_VERSION and fatal is None:
+            repairable = [f for f in repairable if not f.startswith("trigger ")]
+            repairable.append(f"schema version {version} (migrated to {SCHEMA_VERSION} on open)")
+        rows: list[StoredConfig] = []
+        if fatal is None:
+            rows = _rows(conn.execute(f"SELECT {_COLUMNS} FROM configs ORDER BY seq").fetchall())
+    finally:
+        conn.close()
+    return Examination(int(version), None, repairable, fatal, rows)

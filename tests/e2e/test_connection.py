@@ -291,3 +291,71 @@ async def test_reading_pauses_at_the_in_flight_limit_and_resumes_when_the_lane_d
             assert server_side.transport.is_reading()
         finally:
             sock.close()
+
+
+async def test_a_cancel_in_the_same_read_as_its_request_is_answered_request_cancelled(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        register_waiting_channels(bridge)
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            # The cancel reaches the spawned task before it ever ran: it is still answered.
+            await send(
+                sock,
+                request("test:long", {"id": CONFIG_ID}, "long"),
+                cancel("long"),
+                request("bridge:hello", None, "h"),
+            )
+            replies = {reply["id"]: reply for reply in [await receive(sock), await receive(sock)]}
+            assert set(replies) == {"long", "h"}
+            assert replies["long"]["error"]["code"] == -32800
+            assert replies["long"]["error"]["data"] == {
+                "code": "REQUEST_CANCELLED",
+                "name": "RequestCancelledError",
+            }
+        finally:
+            sock.close()
+
+
+async def test_shutdown_cancels_a_running_long_request_and_answers_it_before_closing_with_1001(
+    tmp_path: Path,
+) -> None:
+    # A bound longer than the test's own timeout: the answer must not wait for it.
+    async with running_bridge(tmp_path / "data", shutdown_timeout_s=60.0) as bridge:
+        gates = register_waiting_channels(bridge)
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            await send(sock, request("test:long", {"id": CONFIG_ID}, "long"))
+            await asyncio.wait_for(gates.long_started.wait(), TIMEOUT)
+            stopping = asyncio.create_task(bridge.server.shutdown())
+            reply = await receive(sock)
+            assert reply["id"] == "long"
+            assert reply["error"]["code"] == -32800
+            assert gates.long_cancelled.is_set()
+            opcode, payload = await asyncio.to_thread(read_frame, sock)
+            assert (opcode, int.from_bytes(payload[:2], "big")) == (8, 1001)
+            await asyncio.to_thread(sock.sendall, masked_frame(payload[:2], opcode=8))
+            sock.close()  # the closing handshake is complete: TCP goes
+            await asyncio.wait_for(stopping, TIMEOUT)
+        finally:
+            sock.close()
+
+
+async def test_a_cancel_for_a_long_request_still_queued_behind_the_lane_cancels_it(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path / "data") as bridge:
+        gates = register_waiting_channels(bridge)
+        sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+        try:
+            # test:long waits behind test:block when its cancel arrives: it never starts.
+            await send(
+                sock,
+                request("test:block", None, "b"),
+                request("test:long", {"id": CONFIG_ID}, "long"),
+                cancel("long"),
+            )
+            gates.block.set()
+            replies = {reply["id"]: reply for reply in [await receive(sock), await receive(sock)]}
+            assert replies["b"]["result"] == "released"
+            assert replies["long"]["error"]["code"] == -32800
+            assert not gates.long_started.is_set()
+        finally:
+            sock.close()

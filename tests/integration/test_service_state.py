@@ -407,17 +407,24 @@ def swap_ciphertexts(conn: sqlite3.Connection, a: str, b: str) -> None:
     conn.execute("UPDATE configs SET api_key_ct = ? WHERE id = ?", (ct[a], b))
 
 
-async def test_undecryptable_key_fails_with_5000_and_changes_nothing(service: LlmConfigService) -> None:
+async def test_undecryptable_key_quarantines_the_rows_and_changes_nothing(service: LlmConfigService) -> None:
+    # Issue 16: a ciphertext copied from another row is a security event: both rows are
+    # quarantined (never served), and an update must bring a new key to restore one.
     view = await service.create(make())
     other = await service.create(make("Other"))
     store = service._store
     assert isinstance(store, SqliteConfigStore)
     assert store._conn is not None
     swap_ciphertexts(store._conn, view.id, other.id)
-    await service.refresh()
-    with capture_logs(), pytest.raises(ConfigOperationFailedError):
-        await service.get_api_key(view.id)
-    with capture_logs(), pytest.raises(ConfigOperationFailedError):
+    with capture_logs() as logs:
+        await service.refresh()
+    assert {(q.id, q.reason) for q in service.quarantined()} == {
+        (view.id, "CIPHERTEXT_AUTH_FAILED"),
+        (other.id, "CIPHERTEXT_AUTH_FAILED"),
+    }
+    assert sum(e["event"] == "security_event" for e in logs) == 2
+    assert await service.get_api_key(view.id) is None
+    with capture_logs(), pytest.raises(ValidationError):
         await service.update(view.id, LlmConfigPatch(custom_name="x"))
     await assert_cache_equals_store(service)
 

@@ -15,7 +15,8 @@ from bridge.errors import DuplicateConfigNameError, SchemaTooNewError, StartupEr
 from bridge.keystore import DataKey, KeyCipher
 from bridge.models import ChangeType
 from bridge.storage import StoredConfig
-from bridge.storage.postgres import SCHEMA_VERSION, PostgresConfigStore, backoff_delays, redact_dsn
+from bridge.storage.base import backoff_delays
+from bridge.storage.postgres import SCHEMA_VERSION, PostgresConfigStore, redact_dsn
 from tests.conftest import OPENAI_KEY
 
 CIPHER = KeyCipher(DataKey(b"k" * 32, "file"))
@@ -54,7 +55,10 @@ async def test_open_creates_schema_once_and_concurrent_opens_agree(pg_dsn: str) 
         await s.close()
     conn = await asyncpg.connect(pg_dsn)
     try:
-        assert await conn.fetch("SELECT version FROM bridge_schema") == [(SCHEMA_VERSION,)]
+        # One row per migration, each applied once.
+        assert await conn.fetch("SELECT version FROM bridge_schema ORDER BY version") == [
+            (v,) for v in range(1, SCHEMA_VERSION + 1)
+        ]
     finally:
         await conn.close()
 

@@ -18,6 +18,7 @@ from bridge.keystore import KEY_FILE_NAME, KeyCipher, SecretBackend, load_data_k
 from bridge.models import LlmConfigInput
 from bridge.service import LlmConfigService
 from bridge.storage import SqliteConfigStore
+from bridge.storage.sqlite import SCHEMA_VERSION
 from tests.conftest import ANTHROPIC_KEY, CUSTOM_KEY, GOOGLE_KEY, OPENAI_KEY
 
 
@@ -111,7 +112,9 @@ async def test_schema_1_database_is_migrated_with_row_revisions_from_the_log(tmp
     await seed(tmp_path, count=3)
     db = tmp_path / "bridge.db"
     with sqlite3.connect(db, isolation_level=None) as conn:
-        # Rebuild the schema-1 shape: no configs.revision column.
+        # Rebuild the schema-1 shape: no configs.revision column (and no triggers).
+        for trigger in ("insert", "update", "delete", "counters"):
+            conn.execute(f"DROP TRIGGER bridge_configs_{trigger}")
         conn.execute("ALTER TABLE configs DROP COLUMN revision")
         conn.execute("ALTER TABLE changes DROP COLUMN row")
         conn.execute("DELETE FROM changes WHERE revision = 1")
@@ -126,7 +129,7 @@ async def test_schema_1_database_is_migrated_with_row_revisions_from_the_log(tmp
     finally:
         await store.close()
     with sqlite3.connect(db) as check:
-        assert check.execute("PRAGMA user_version").fetchone() == (2,)
+        assert check.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     check.close()
 
 

@@ -53,6 +53,10 @@ BEARER = ("Authorization", f"Bearer {TOKEN}")
         ([GOOD_HOST, ("Authorization", f"Basic {TOKEN}")], "/", "token"),
         ([GOOD_HOST, BEARER, BEARER], "/", "token"),
         ([("Host", "evil.example"), ("Origin", "null")], "/", "host"),
+        # A request target urlsplit cannot parse (an unclosed "[" in an authority) is still
+        # answered: 401 without a token, accepted with one, never an exception.
+        ([GOOD_HOST], "//[x", "token"),
+        ([GOOD_HOST], f"//[x?token={TOKEN}", None),
     ],
 )
 def test_check_request_answers_in_the_documented_order(

@@ -1,0 +1,137 @@
+"""Operator tasks on a store, without a server: data-key rotation and the doctor's check-up.
+
+``bridge rotate-key`` and ``bridge doctor`` call these; they take an opened store and the
+data keys, and never log a key or a config value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from bridge.keystore import KEY_ID_BYTES, DataKey, DecryptionError, KeyCipher, key_id_of, new_key_set
+from bridge.service.llm_config import printable_id
+from bridge.service.rules import check_row
+from bridge.storage.base import ConfigStore, StoredConfig
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    """What :func:`rotate_data_key` did.
+
+    Attributes:
+        sealing_key_id: hex id of the key every row is now sealed with.
+        resealed: rows re-sealed (each a write: new revision, version + 1).
+        unopened: rows whose ciphertext no known key opens (left as they are).
+        retired: hex ids of the keys removed from the key source (no row uses them).
+        kept: hex ids of the older keys still in the key source (some row still uses them).
+    """
+
+    sealing_key_id: str
+    resealed: int
+    unopened: int
+    retired: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def stage_data_key(key: DataKey, save: Callable[[DataKey], None]) -> DataKey:
+    """Add a fresh key as the sealing key of the key source (``rotate-key --stage``).
+
+    Every instance must be given (restarted with) the new key set before the rows are
+    re-sealed: an instance without it cannot open re-sealed rows.
+
+    Returns:
+        The new key set (saved through ``save``).
+    """
+    staged = new_key_set(key)
+    save(staged)
+    log.info("data_key_staged", sealing_key_id=staged.key_id.hex())
+    return staged
+
+
+async def rotate_data_key(
+    store: ConfigStore, key: DataKey, save: Callable[[DataKey], None]
+) -> RotationReport:
+    """Re-seal every row with the newest key in one transaction, then retire unused keys.
+
+    When the key source holds a single key, a new one is staged first (the single-
+    instance case, server stopped). Rows that no known key opens are left untouched and
+    counted in ``unopened``; a key still named by some row is kept.
+
+    Args:
+        store: the opened store.
+        key: the key set from the key source.
+        save: writes a key set back to the key source.
+
+    Returns:
+        A :class:`RotationReport`.
+    """
+    if not key.older:
+        key = stage_data_key(key, save)
+    cipher = KeyCipher(key)
+    newest = key.key_id
+    unopened = 0
+
+    def seal(row: StoredConfig) -> bytes | None:
+        nonlocal unopened
+        if not isinstance(row.api_key_ct, bytes) or row.api_key_ct[:KEY_ID_BYTES] == newest:
+            return None
+        try:
+            plain = cipher.decrypt(row.api_key_ct, row.id)
+        except DecryptionError:
+            unopened += 1
+            return None
+        return cipher.encrypt(plain, row.id)
+
+    resealed = await store.reseal(seal)
+    in_use = await store.key_ids()
+    keep = tuple(k for k in key.older if key_id_of(k) in in_use)
+    retired = [key_id_of(k).hex() for k in key.older if key_id_of(k) not in in_use]
+    save(DataKey(key.secret, key.backend, keep))
+    report = RotationReport(newest.hex(), resealed, unopened, retired, [key_id_of(k).hex() for k in keep])
+    log.info(
+        "data_key_rotated",
+        sealing_key_id=report.sealing_key_id,
+        resealed=resealed,
+        unopened=unopened,
+        retired=retired,
+    )
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One row the doctor would quarantine: its id (printable) and the reason code."""
+
+    id: str
+    reason: str
+
+
+def examine_rows(rows: list[StoredConfig], key: DataKey | None) -> list[Finding]:
+    """Check stored rows with the write rules, as the service does when it loads them.
+
+    Args:
+        rows: the rows as the store holds them.
+        key: the data keys; None when unavailable (then every row is reported
+            ``UNKNOWN_KEY_ID``: nothing can be opened).
+
+    Returns:
+        The rows that would be quarantined, and those whose derived fields are stale
+        (``STALE_DERIVED_FIELDS``: the server rewrites them).
+    """
+    cipher = KeyCipher(key) if key is not None else None
+    findings: list[Finding] = []
+    for row in rows:
+        if cipher is None:
+            findings.append(Finding(printable_id(row.id), "UNKNOWN_KEY_ID"))
+            continue
+        verdict = check_row(row, cipher)
+        if verdict.reason is not None:
+            findings.append(Finding(printable_id(row.id), verdict.reason))
+        elif verdict.stale:
+            findings.append(Finding(printable_id(row.id), "STALE_DERIVED_FIELDS"))
+    return findings
