@@ -144,9 +144,9 @@ def check_allowed_origins(values: Iterable[str]) -> str | None:
         if not value.endswith(PORT_WILDCARD):
             return value
         base = value.removesuffix(PORT_WILDCARD)
-        parts = urlsplit(base)
         try:
-            port = parts.port
+            parts = urlsplit(base)
+            port = parts.port  # ValueError for an unparsable host or a port that is not a number
         except ValueError:
             return value
         if (

@@ -140,6 +140,7 @@ def test_a_port_wildcard_accepts_any_port_of_exactly_its_scheme_and_host(origin:
         (["http://localhost/app:*"], "http://localhost/app:*"),
         (["http://user@localhost:*"], "http://user@localhost:*"),
         ([":*"], ":*"),
+        (["http://[x:*"], "http://[x:*"),
         (["null"], "null"),
     ],
 )
