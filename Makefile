@@ -5,8 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# The npm packages (clients/): bridge-ipc is built by esbuild from its own lock file.
+JS_STAMP := clients/js/node_modules/.installed
+TYPEGEN_STAMP := clients/typegen/node_modules/.installed
+JS_DIST := clients/js/dist/index.mjs
+REACT_STAMP := examples/react-settings/node_modules/.installed
 
-.PHONY: bench demo check lint types contracts schemas-check types-check ts-check test js-test schemas npm clean reliability
+.PHONY: bench demo check lint types contracts schemas-check types-check ts-check test js-test js-build schemas npm clean reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +24,26 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $(NODE_STAMP)
 
-npm: $(NODE_STAMP)
+$(JS_STAMP): clients/js/package.json clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
+
+$(TYPEGEN_STAMP): clients/typegen/package.json clients/typegen/package-lock.json
+	cd clients/typegen && npm ci --no-audit --no-fund
+	touch $(TYPEGEN_STAMP)
+
+# The React settings example: React, react-dom and esbuild from its lock file; bridge-ipc linked (file:).
+$(REACT_STAMP): examples/react-settings/package.json examples/react-settings/package-lock.json
+	cd examples/react-settings && npm ci --no-audit --no-fund
+	touch $(REACT_STAMP)
+
+npm: $(NODE_STAMP) $(JS_STAMP) $(TYPEGEN_STAMP) $(REACT_STAMP)
+
+## js-build: the bridge-ipc package's dist/ (ESM, CommonJS, the sandbox-safe preload, .d.ts)
+$(JS_DIST): $(JS_STAMP) clients/js/build.mjs $(wildcard clients/js/src/*)
+	node clients/js/build.mjs
+
+js-build: $(JS_DIST)
 
 ## demo: the main job — bridge serve on its embedded SQLite store, driven by a real client
 demo: $(STAMP)
@@ -49,11 +73,11 @@ types-check: $(NODE_STAMP)
 ts-check: $(NODE_STAMP)
 	node_modules/.bin/tsc -p tests/ts/tsconfig.json
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(JS_DIST) $(REACT_STAMP)
 	$(BIN)/pytest
 
-## js-test: the JS renderer client and the Electron sidecar hand-off under plain Node, against a real server
-js-test: $(STAMP)
+## js-test: the JS client, its live stores, the Electron preload build and sidecar hand-off under plain Node, against a real server
+js-test: $(STAMP) $(NODE_STAMP) $(JS_DIST) $(REACT_STAMP)
 	BRIDGE_PYTHON=$(BIN)/python node --experimental-websocket --test tests/js/
 
 ## reliability: the dedicated long runs of tests/reliability (200 SIGKILL rounds, >= 100,000 fuzzed frames,
@@ -77,4 +101,5 @@ bench: $(STAMP) $(BENCH_NODE_STAMP)
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules benchmarks/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules benchmarks/node_modules \
+		clients/js/node_modules clients/js/dist clients/typegen/node_modules examples/react-settings/node_modules

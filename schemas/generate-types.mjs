@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Generates schemas/bridge.d.ts from schemas/bridge.schema.json with json-schema-to-typescript,
-// then appends the channel helpers (Channel, Params<C>, Result<C>, Topic, Payload<T>).
+// then appends the channel helpers (Channel, Params<C>, Result<C>, Topic, Payload<T>). The
+// same file is the npm package's wire types, clients/js/src/wire.d.ts (written and checked
+// beside it unless --out is given).
 //
 //   node schemas/generate-types.mjs [--check] [--in SCHEMA] [--out FILE]
 //
@@ -15,6 +17,7 @@ import { parseArgs } from "node:util";
 import { compile } from "json-schema-to-typescript";
 
 const here = dirname(fileURLToPath(import.meta.url));
+const WIRE = join(here, "..", "clients", "js", "src", "wire.d.ts");
 const { values: args } = parseArgs({
   options: {
     check: { type: "boolean", default: false },
@@ -74,14 +77,17 @@ const generated = await compile(schema, schema.title, {
 });
 const output = generated + HELPERS;
 
-const shown = relative(process.cwd(), args.out);
-if (args.check) {
-  const current = await readFile(args.out, "utf8").catch(() => "");
-  if (current !== output) {
-    console.error(`stale: ${shown} differs from ${relative(process.cwd(), args.in)}; run 'make schemas'`);
-    process.exit(1);
+const outs = process.argv.includes("--out") ? [args.out] : [args.out, WIRE];
+for (const out of outs) {
+  const shown = relative(process.cwd(), out);
+  if (args.check) {
+    const current = await readFile(out, "utf8").catch(() => "");
+    if (current !== output) {
+      console.error(`stale: ${shown} differs from ${relative(process.cwd(), args.in)}; run 'make schemas'`);
+      process.exitCode = 1;
+    }
+  } else {
+    await writeFile(out, output);
+    console.log(`wrote ${shown}`);
   }
-} else {
-  await writeFile(args.out, output);
-  console.log(`wrote ${shown}`);
 }

@@ -19,9 +19,17 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def page_server() -> Iterator[str]:
-    """Serve examples/renderer/ over HTTP on 127.0.0.1:0; yields the origin."""
-    with serve_directory(ROOT / "examples" / "renderer") as origin:
+def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Serve examples/renderer/ over HTTP on 127.0.0.1:0; yields the origin.
+
+    Its ``bridge-client.js`` re-exports the npm package's source (``../../clients/js``),
+    which a URL resolves to ``/clients/…`` from the site root: linked in beside the page.
+    """
+    site = tmp_path_factory.mktemp("site")
+    for entry in (ROOT / "examples" / "renderer").iterdir():
+        (site / entry.name).symlink_to(entry)
+    (site / "clients").symlink_to(ROOT / "clients")
+    with serve_directory(site) as origin:
         yield origin
 
 

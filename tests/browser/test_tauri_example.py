@@ -104,9 +104,7 @@ def built_frontend(tmp_path: Path) -> Iterator[str]:
     assert node is not None
     out = tmp_path / "dist"
     subprocess.run([node, str(TAURI / "build.mjs"), str(out)], check=True, timeout=60)
-    assert (out / "bridge-client.js").read_bytes() == (
-        ROOT / "examples/renderer/bridge-client.js"
-    ).read_bytes()
+    assert (out / "bridge-ipc.mjs").read_bytes() == (ROOT / "clients/js/dist/index.mjs").read_bytes()
     with serve_directory(out) as origin:
         yield origin
 

@@ -21,8 +21,13 @@ CANARY = "canary-browser-1d7e4b9a6c30f852"
 
 
 @pytest.fixture(scope="module")
-def page_server() -> Iterator[str]:
-    with serve_directory(ROOT / "examples" / "renderer") as origin:
+def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """examples/renderer/ with the npm package's source linked in (its client re-exports it)."""
+    site = tmp_path_factory.mktemp("site")
+    for entry in (ROOT / "examples" / "renderer").iterdir():
+        (site / entry.name).symlink_to(entry)
+    (site / "clients").symlink_to(ROOT / "clients")
+    with serve_directory(site) as origin:
         yield origin
 
 

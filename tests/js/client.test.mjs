@@ -1,4 +1,4 @@
-// The renderer client (examples/renderer/bridge-client.js) under plain Node 20 against a
+// The renderer client (clients/js/src/client.js, npm bridge-ipc) under plain Node 20 against a
 // real `bridge serve`: regressions found in review.
 
 import { test } from "node:test";
@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { OPENAI_KEY, sidecarIn } from "./helpers.mjs";
-import { BridgeClient, ConnectionLostError, llmConfigApi } from "../../examples/renderer/bridge-client.js";
+import { BridgeClient, ConnectionLostError, llmConfigApi } from "../../clients/js/src/index.js";
 
 
 test("client: a config created while away from an initially empty server is delivered as created", async () => {

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { sidecarIn } from "./helpers.mjs";
-import { BridgeClient, BridgeError, HANDSHAKE_REFUSED_CAUSES } from "../../examples/renderer/bridge-client.js";
+import { BridgeClient, BridgeError, HANDSHAKE_REFUSED_CAUSES } from "../../clients/js/src/index.js";
 
 const KEY = "canary-js-7f3a9c1e5b2d8046";
 const MODELS = ["gpt-4o", "gpt-4o-mini"];

@@ -1,5 +1,5 @@
 // The Electron sidecar hand-off (examples/electron/sidecar.mjs) and the renderer client
-// (examples/renderer/bridge-client.js) under plain Node 20, against a real `bridge serve`.
+// (clients/js/src/client.js, npm bridge-ipc) under plain Node 20, against a real `bridge serve`.
 // Run: BRIDGE_PYTHON=.venv/bin/python node --experimental-websocket --test tests/js/
 
 import { test } from "node:test";
@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { startSidecar } from "../../examples/electron/sidecar.mjs";
 import { OPENAI_KEY, python, sidecarIn } from "./helpers.mjs";
-import { BridgeClient, BridgeError, ConnectionLostError, llmConfigApi } from "../../examples/renderer/bridge-client.js";
+import { BridgeClient, BridgeError, ConnectionLostError, llmConfigApi } from "../../clients/js/src/index.js";
 
 
 function nextEvent(api) {

@@ -1,5 +1,5 @@
-// The renderer client (examples/renderer/bridge-client.js) as TypeScript sees it through
-// examples/renderer/bridge-client.d.ts. `make ts-check` compiles this file; each
+// The renderer client (clients/js, npm bridge-ipc) as TypeScript sees it through
+// clients/js/src/*.d.ts. `make ts-check` compiles this file; each
 // `@ts-expect-error` line is a wrong use the types must reject (tsc fails if it compiles).
 import {
   BridgeClient,
@@ -7,7 +7,7 @@ import {
   ConnectionLostError,
   llmConfigApi,
   type Status,
-} from "../../examples/renderer/bridge-client.js";
+} from "../../clients/js/src/index.js";
 import type { LlmConfigChanged, LlmConfigInput, LlmConfigView } from "../../schemas/bridge.d.ts";
 
 export async function useClient(url: string, token: string): Promise<void> {

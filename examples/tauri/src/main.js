@@ -1,13 +1,15 @@
 // Tauri v2 webview: spawn bridge as a sidecar through the shell plugin, read its ready
 // line ({"event": "ready", "url", "token", "pid"}) from stdout, and talk to it with the
-// same client as the browser and Electron (bridge-client.js, copied in by build.mjs).
+// same client as the browser and Electron (npm bridge-ipc; its ESM build is copied in by
+// build.mjs). The list is a live store: one render per batch of changes, resynced after
+// every reconnection.
 //
 // The args must equal those allowed in src-tauri/capabilities/default.json: the shell
 // plugin refuses any other. The webview's Origin (tauri://localhost on macOS/Linux,
 // http://tauri.localhost on Windows) is allowlisted there with --allow-origin.
 // withGlobalTauri (tauri.conf.json) exposes the plugin as window.__TAURI__.shell.
 
-import { BridgeClient } from "./bridge-client.js";
+import { BridgeClient, liveConfigs } from "./bridge-ipc.mjs";
 
 export const SIDECAR = "binaries/bridge";
 export const SIDECAR_ARGS = [
@@ -46,9 +48,9 @@ export async function startBridge(shell = window.__TAURI__.shell, readyTimeoutMs
 
 const $ = (selector) => document.querySelector(selector);
 
-function render(views) {
+function render(items) {
   $("#configs").replaceChildren(
-    ...[...views.values()].map((view) => {
+    ...items.map((view) => {
       const li = document.createElement("li");
       li.dataset.id = view.id;
       li.textContent = `${view.customName} (${view.provider}) ${view.apiKeyPreview}`;
@@ -60,19 +62,16 @@ function render(views) {
 async function main() {
   const { url, token } = await startBridge();
   const client = new BridgeClient({ url, token });
-  client.onStatus((status) => {
+  const configs = liveConfigs(client);
+  let shown = null;
+  configs.subscribe(() => {
+    const { items, status, error } = configs.getSnapshot();
     $("#status").dataset.state = status;
     $("#status").textContent = status === "open" ? "Connected" : status;
-  });
-  const views = new Map();
-  client.onChanged((event) => {
-    if (event.type === "deleted") views.delete(event.id);
-    else views.set(event.id, event.config);
-    render(views);
+    $("#error").textContent = error ? error.message : "";
+    if (items !== shown) render((shown = items)); // the same array when no item changed
   });
   await client.connect();
-  for (const view of await client.invoke("llm-config:list")) views.set(view.id, view);
-  render(views);
 }
 
 main().catch((error) => {

@@ -1,9 +1,10 @@
-// Types of bridge-client.js, built on the generated wire types (schemas/bridge.d.ts).
+// Types of client.js, built on the wire types generated from schemas/ (wire.d.ts).
 // `make ts-check` compiles tests/ts/client.ts against this file with tsc --strict; the
 // expect-error lines there prove that wrong channels, params and results do not compile.
+// BridgeClient is generic over a channel map and a notification map: the defaults are
+// bridge's built-in ones; bridge-ipc-typegen generates an application's own.
 
 import type {
-  Channel,
   DeleteResult,
   ErrorData,
   FieldErrorData,
@@ -11,13 +12,13 @@ import type {
   LlmConfigInput,
   LlmConfigPatch,
   LlmConfigView,
-  Params,
-  Payload,
   RefreshResult,
-  Result,
-  Topic,
+  ChannelMap,
+  NotificationMap,
   WorkDoneProgressValue,
-} from "../../schemas/bridge.d.ts";
+} from "./wire.js";
+
+export type * from "./wire.js";
 
 /** Protocol version this client speaks (`bridge:hello`.protocolVersion). */
 export declare const PROTOCOL_VERSION: 1;
@@ -48,8 +49,12 @@ export declare class TerminalError extends Error {
   constructor(message: string);
 }
 
-/** Connection state reported by `status` and `onStatus`. */
-export type Status = "idle" | "connecting" | "open" | "reconnecting" | "closed" | "failed";
+/** Connection state shared by the client and the live stores. */
+export type LiveStatus = "connecting" | "open" | "reconnecting" | "closed" | "failed";
+/** Connection state reported by `status` and `onStatus` (`idle` before `connect()`). */
+export type Status = "idle" | LiveStatus;
+/** Every LiveStatus, in the order of a connection's life. */
+export declare const STATUSES: readonly LiveStatus[];
 
 /** A value, or a provider re-read on every connection attempt. */
 export type Provided<T> = T | (() => T | Promise<T>);
@@ -99,12 +104,33 @@ export interface ReconnectingDetail {
   message?: string;
 }
 
-/** Channels whose params have no required key, e.g. `EmptyParams` (they may be omitted). `{}` rather
- * than `EmptyParams`: every params type has an optional `workDoneToken`, so `{id}` would match it. */
-export type NoParamsChannel = { [C in Channel]: {} extends Params<C> ? C : never }[Channel];
+/** One channel's wire shapes: by-name params and result. */
+export interface ChannelSpec {
+  params: unknown;
+  result: unknown;
+}
 
-/** A resilient JSON-RPC client for one bridge server (reconnects, resyncs, typed by channel). */
-export declare class BridgeClient {
+/**
+ * Channels of map `M` whose params have no required key, e.g. `EmptyParams` (they may be
+ * omitted). `{}` rather than `EmptyParams`: every params type has an optional
+ * `workDoneToken`, so `{id}` would match it.
+ */
+export type NoParamsChannelOf<M extends { [K in keyof M]: ChannelSpec }> = {
+  [C in keyof M & string]: {} extends M[C]["params"] ? C : never;
+}[keyof M & string];
+
+/** Built-in channels whose params have no required key (they may be omitted). */
+export type NoParamsChannel = NoParamsChannelOf<ChannelMap>;
+
+/**
+ * A resilient JSON-RPC client for one bridge server (reconnects, resyncs, typed by channel).
+ * `CM`/`NM`: the channel and notification maps (default: bridge's; generate an
+ * application's own with bridge-ipc-typegen).
+ */
+export declare class BridgeClient<
+  CM extends { [K in keyof CM]: ChannelSpec } = ChannelMap,
+  NM extends { [K in keyof NM]: unknown } = NotificationMap,
+> {
   constructor(options: BridgeClientOptions);
   /** Current connection status. */
   readonly status: Status;
@@ -115,11 +141,15 @@ export declare class BridgeClient {
   /** Close for good; pending and waiting calls fail with ConnectionLostError. */
   close(): void;
   /** Call channel `C` with its by-name params; resolves with its result, rejects with BridgeError. */
-  invoke<C extends Channel>(channel: C, params: Params<C>, options?: InvokeOptions): Promise<Result<C>>;
+  invoke<C extends keyof CM & string>(
+    channel: C,
+    params: CM[C]["params"],
+    options?: InvokeOptions,
+  ): Promise<CM[C]["result"]>;
   /** Call a channel that takes no params. */
-  invoke<C extends NoParamsChannel>(channel: C): Promise<Result<C>>;
+  invoke<C extends NoParamsChannelOf<CM>>(channel: C): Promise<CM[C]["result"]>;
   /** Subscribe to topic `T`; returns an unsubscribe function. */
-  on<T extends Topic>(event: T, callback: (payload: Payload<T>) => void): () => void;
+  on<T extends keyof NM & string>(event: T, callback: (payload: NM[T]) => void): () => void;
   /** Subscribe to `llm-config:changed`; returns an unsubscribe function. */
   onChanged(callback: (event: LlmConfigChanged) => void): () => void;
   /** Observe the status (called at once with the current one); returns an unsubscribe function. */
@@ -137,4 +167,4 @@ export interface LlmConfigApi {
   onChanged(callback: (event: LlmConfigChanged) => void): () => void;
 }
 
-export declare function llmConfigApi(client: BridgeClient): LlmConfigApi;
+export declare function llmConfigApi(client: BridgeClient<any, any>): LlmConfigApi;

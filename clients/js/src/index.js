@@ -1,0 +1,13 @@
+// bridge-ipc — the main entry: the client and the live collection stores.
+export {
+  BridgeClient,
+  BridgeError,
+  CallTimeoutError,
+  ConnectionLostError,
+  HANDSHAKE_REFUSED_CAUSES,
+  PROTOCOL_VERSION,
+  STATUSES,
+  TerminalError,
+  llmConfigApi,
+} from "./client.js";
+export { LiveCollection, liveCollection, liveConfigs, sharedCollection } from "./live.js";
