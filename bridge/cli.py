@@ -47,6 +47,7 @@ from bridge.rpc.server import (
     InvalidSettingError,
     ServerSettings,
     TransportOptions,
+    raise_descriptor_limit,
 )
 from bridge.service import LlmConfigService, register_llm_config_channels
 from bridge.service.tester import MAX_CONCURRENT_DEFAULT, LlmConfigTester
@@ -224,7 +225,9 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
 
     transport = {f.name: getattr(options, f.name) for f in fields(TransportOptions)}
     settings = ServerSettings(token=token, **transport)
-    server = BridgeServer(Dispatcher(registry, max_batch=options.max_batch), settings)
+    server = BridgeServer(
+        Dispatcher(registry, max_batch=options.max_batch, max_reply_bytes=options.max_reply_bytes), settings
+    )
     service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
     try:
         await service.start(initial)
@@ -300,7 +303,9 @@ async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
     refused when no stored ciphertext names one of the given keys. Rows naming an unknown
     key beside rows the key opens are quarantined by the service (``UNKNOWN_KEY_ID``).
     """
-    shared = load_shared_data_key(options.data_key_file, os.environ.get(DATA_KEY_ENV))
+    shared = load_shared_data_key(
+        options.data_key_file, os.environ.get(DATA_KEY_ENV), strict=options.check_permissions
+    )
     if shared is not None:
         key = shared
     elif _is_shared(options):
@@ -479,6 +484,25 @@ def _parser() -> argparse.ArgumentParser:
         "--outbound-cap-bytes", type=int, default=1024 * 1024, help="per-connection send buffer cap"
     )
     srv.add_argument(
+        "--max-reply-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="byte budget of one reply frame; past it → 4013 (default 4 MiB)",
+    )
+    srv.add_argument(
+        "--max-handshakes",
+        type=int,
+        default=128,
+        help="most connections still in their opening handshake; the oldest is dropped past it",
+    )
+    srv.add_argument("--max-handshakes-per-peer", type=int, default=64, help="the same, per peer address")
+    srv.add_argument(
+        "--max-handshake-bytes",
+        type=int,
+        default=64 * 1024,
+        help="most bytes of an opening handshake (request line and headers); past it → 431",
+    )
+    srv.add_argument(
         "--rate-limit",
         type=float,
         default=None,
@@ -585,6 +609,8 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def _serve_command(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
+    # Room for many sockets: the handshake caps are derived from this limit (DESIGN §6).
+    raise_descriptor_limit()
     try:
         factory = loop_factory(args.loop)
     except StartupError as exc:
@@ -690,6 +716,10 @@ def _options_from(args: argparse.Namespace, token: str | None) -> BridgeOptions:
         max_batch=args.max_batch,
         max_connections=args.max_connections,
         outbound_cap_bytes=args.outbound_cap_bytes,
+        max_reply_bytes=args.max_reply_bytes,
+        max_handshakes=args.max_handshakes,
+        max_handshakes_per_peer=args.max_handshakes_per_peer,
+        max_handshake_bytes=args.max_handshake_bytes,
         rate_limit_per_s=args.rate_limit,
         shutdown_timeout_s=args.shutdown_timeout,
         store=args.store,

@@ -184,6 +184,23 @@ class VersionConflictError(BridgeError):
         )
 
 
+class ResponseTooLargeError(BridgeError):
+    """A reply would pass the reply frame's byte budget (``context.limit``, in bytes).
+
+    A batch element past the budget is answered with this and not run; a single
+    result larger than the budget is answered with this instead of the result.
+    """
+
+    rpc_code = 4013
+    code = "RESPONSE_TOO_LARGE"
+    default_message = "Response too large"
+
+    def __init__(self, limit: int) -> None:
+        """Build for a budget of ``limit`` bytes."""
+        self.limit = limit
+        super().__init__(f"The reply would pass its budget of {limit} bytes", context={"limit": limit})
+
+
 class RateLimitedError(BridgeError):
     """The connection exceeded its optional request rate limit."""
 
@@ -296,6 +313,7 @@ WIRE_ERRORS: dict[str, type[BridgeError]] = {
         ConfigNotFoundError,
         DuplicateConfigNameError,
         VersionConflictError,
+        ResponseTooLargeError,
         RateLimitedError,
         RequestCancelledError,
         ConfigOperationFailedError,

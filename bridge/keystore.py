@@ -27,7 +27,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bridge.datadir import read_small_file
+from bridge.datadir import Kind, read_small_file
 from bridge.errors import StartupError
 
 KEY_BYTES: Final = 32
@@ -345,7 +345,9 @@ def generate_data_key_text() -> str:
     return _encode(_random.token_bytes(KEY_BYTES))
 
 
-def load_shared_data_key(key_file: Path | None, env_value: str | None) -> DataKey | None:
+def load_shared_data_key(
+    key_file: Path | None, env_value: str | None, *, strict: bool = True
+) -> DataKey | None:
     """Return the data key shared by several instances, or None when none is configured.
 
     Several bridge instances on one database must seal API keys with the same key, so it
@@ -356,17 +358,22 @@ def load_shared_data_key(key_file: Path | None, env_value: str | None) -> DataKe
     Args:
         key_file: path of the key file, or None.
         env_value: the value of ``BRIDGE_DATA_KEY``, or None.
+        strict: False to log the file's ownership/mode problems instead of refusing it
+            (``--skip-permission-checks``); it must be a regular file either way.
 
     Returns:
         The :class:`DataKey` (``backend`` ``"file"``), or None when neither is given.
 
     Raises:
+        InsecurePathError: the file is not a regular file, or (with ``strict``) is owned
+            by another user or readable/writable by group or others; checked on the open
+            descriptor, as every secret file is (``bridge.datadir.read_small_file``).
         StartupError: the file is missing or unreadable, or the key is not 32 bytes of
             base64 (the message names the source, never the key).
     """
     if key_file is not None:
         try:
-            text = read_small_file(key_file, None).decode("ascii", errors="replace")
+            text = read_small_file(key_file, Kind.SECRET, strict=strict).decode("ascii", errors="replace")
         except OSError as exc:
             raise StartupError(f"The data key file {key_file} cannot be read: {exc.strerror}") from None
         return _decode_keys(text, str(key_file), "file")[1]

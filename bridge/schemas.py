@@ -48,6 +48,7 @@ from bridge.errors import (
     MethodNotFoundError,
     ParseError,
     RateLimitedError,
+    ResponseTooLargeError,
     ServiceUnavailableError,
     ValidationError,
 )
@@ -80,8 +81,14 @@ _UNIVERSAL_ERRORS: tuple[type[BridgeError], ...] = (
     BridgeError,
 )
 """Errors any channel may return: bad params, the optional rate limit, shutdown, internal."""
-_ENVELOPE_ERRORS: tuple[type[BridgeError], ...] = (ParseError, InvalidRequestError, MethodNotFoundError)
-"""Errors about the frame or the method name, not a channel: listed in ``components.errors``."""
+_ENVELOPE_ERRORS: tuple[type[BridgeError], ...] = (
+    ParseError,
+    InvalidRequestError,
+    MethodNotFoundError,
+    ResponseTooLargeError,
+)
+"""Errors about the frame (its parse, its reply's size) or the method name, not a channel:
+listed in ``components.errors``."""
 
 
 # ---- error data shapes (DESIGN §5) ------------------------------------------------------

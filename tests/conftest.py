@@ -74,9 +74,14 @@ def serve_command(data_dir: Path, *flags: str) -> list[str]:
     ]
 
 
-def start_bridge_process(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> ServedBridge:
-    """Start ``python -m bridge serve --port 0`` and wait for its ready line."""
-    cmd = serve_command(data_dir, *extra)
+def start_bridge_process(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()
+) -> ServedBridge:
+    """Start ``python -m bridge serve --port 0`` and wait for its ready line.
+
+    ``wrapper`` runs the command (e.g. ``prlimit --nofile=128:128 --``).
+    """
+    cmd = [*wrapper, *serve_command(data_dir, *extra)]
     if "--port" not in extra:
         cmd += ["--port", "0"]
     data_dir.mkdir(parents=True, exist_ok=True)

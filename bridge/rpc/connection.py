@@ -29,6 +29,8 @@ Per connection (DESIGN §5–§6):
   ``MAX_QUEUED_FRAMES`` frames wait for the lane. A frame that would take the bytes
   buffered for the connection past ``outbound_cap_bytes`` is not sent: the connection is
   closed with 1013, or aborted when even the close frame would pass the cap.
+- **Unauthenticated bytes.** More than ``max_handshake_bytes`` before the opening
+  handshake completes → 431 and close (websockets' parser alone buffers up to 1 MiB).
 - **Timeouts.** Opening handshake: ``handshake_timeout_s``, then abort. Keepalive: a ping
   every ``ping_interval_s``, no pong within ``ping_timeout_s`` → close 1011. Closing
   handshake: ``close_timeout_s`` (or the caller's bound) for the peer to close TCP, then
@@ -39,8 +41,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import random
 import struct
+import time
 from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
@@ -55,7 +59,13 @@ from websockets.server import ServerProtocol
 from bridge.api import CANCEL_REQUEST
 from bridge.rpc.dispatch import cancelled_frame
 from bridge.rpc.eager import start_eagerly
-from bridge.rpc.handshake import Refusal, check_capacity, check_request, select_subprotocol, single_header
+from bridge.rpc.handshake import (
+    Refusal,
+    check_capacity,
+    check_request,
+    refused_value,
+    select_subprotocol,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -79,6 +89,43 @@ MAX_QUEUED_FRAMES: Final = 64
 or this many long-running requests run, on one connection."""
 FRAME_HEADER_BYTES: Final = 10
 """Header bytes of an unmasked server frame of up to 2^64 bytes (RFC 6455 §5.2)."""
+REFUSAL_LOG_WINDOW_S: Final = 10.0
+"""Refused handshakes are logged at most ``REFUSAL_LOG_BURST`` times per reason in this many seconds."""
+REFUSAL_LOG_BURST: Final = 5
+
+
+class RefusalLog:
+    """Rate-limited ``handshake_refused`` lines: per reason, a few per window, then a count.
+
+    A flood of refused handshakes (a web page retrying, a local process probing) must
+    not flood the log: past ``REFUSAL_LOG_BURST`` lines of one reason within
+    ``REFUSAL_LOG_WINDOW_S`` seconds, lines are suppressed and the next line logged for
+    that reason carries ``suppressed`` (how many were left out).
+    """
+
+    def __init__(self) -> None:
+        """Start with no history."""
+        self._windows: dict[str, tuple[float, int, int]] = {}
+
+    def refused(self, reason: str, status: int, **fields: Any) -> None:
+        """Log one refusal of ``reason`` (HTTP ``status``) unless its window is full.
+
+        Args:
+            reason: the refusal reason (``host``, ``origin``, ``token``, ``capacity``...).
+            status: the HTTP status sent (0 when the connection was dropped unanswered).
+            fields: extra log fields (the offending Host/Origin value; never a token).
+        """
+        now = time.monotonic()
+        start, logged, suppressed = self._windows.get(reason, (now, 0, 0))
+        if now - start >= REFUSAL_LOG_WINDOW_S:
+            start, logged = now, 0
+        if logged >= REFUSAL_LOG_BURST:
+            self._windows[reason] = (start, logged, suppressed + 1)
+            return
+        if suppressed:
+            fields["suppressed"] = suppressed
+        self._windows[reason] = (start, logged + 1, 0)
+        log.info("handshake_refused", status=status, reason=reason, **fields)
 
 
 class Hub(Protocol):
@@ -87,6 +134,7 @@ class Hub(Protocol):
     settings: ServerSettings
     dispatcher: Dispatcher
     policy: HandshakePolicy
+    refusals: RefusalLog
 
     @property
     def closing(self) -> bool:
@@ -146,6 +194,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport = cast("asyncio.Transport", None)
         self.remote_address: Any = None
         self.opened = False
+        self._handshake_bytes = 0
         self._loop = asyncio.get_running_loop()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._admit: Gate | None = None
@@ -185,6 +234,13 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Feed ``data`` to the protocol, act on every event, then write once."""
         protocol = self.sansio
+        if protocol.state is State.CONNECTING:
+            # Bound what an unauthenticated client can make the parser buffer
+            # (websockets alone allows 128 header lines of 8 KiB: 1 MiB).
+            self._handshake_bytes += len(data)
+            if self._handshake_bytes > self.settings.max_handshake_bytes:
+                self._refuse_oversized_handshake()
+                return
         try:
             protocol.receive_data(data)
         except EOFError:  # data after EOF: nothing more to parse
@@ -301,15 +357,11 @@ class Connection(asyncio.Protocol):
             hub.open_count(), self.settings.max_connections, closing=hub.closing
         )
         if refusal is not None:
-            # One INFO line, without the path or any header value that may hold the token;
-            # a refused Origin is named (it is public, and a browser cannot see why it failed).
-            origin = single_header(request.headers, "Origin") if refusal.reason == "origin" else None
-            log.info(
-                "handshake_refused",
-                status=refusal.status.value,
-                reason=refusal.reason,
-                detail=refusal.detail,
-                **({"origin": origin[:200]} if origin else {}),
+            # One INFO line (rate-limited): the reason, the actual cause (detail) and, for
+            # Host/Origin refusals, the offending value (query redacted); never the path or
+            # the token.
+            self.hub.refusals.refused(
+                refusal.reason, refusal.status.value, detail=refusal.detail, **refused_value(request, refusal)
             )
             protocol.send_response(protocol.reject(refusal.status, refusal.text))
             hub.handshake_ended(self)
@@ -334,6 +386,23 @@ class Connection(asyncio.Protocol):
             self.hub.handshake_ended(self)
             self.transport.abort()
 
+    def _refuse_oversized_handshake(self) -> None:
+        """More than ``max_handshake_bytes`` before the handshake completed: 431, then close."""
+        self.hub.refusals.refused("handshake_size", http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE.value)
+        self.hub.handshake_ended(self)
+        transport = self.transport
+        if not transport.is_closing():
+            transport.pause_reading()
+            transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n")
+            transport.close()
+        # Nothing more is parsed; what the parser holds (at most the bound) goes with
+        # this object once TCP is gone.
+
+    def evict(self) -> None:
+        """Drop this connection, still in its opening handshake, to make room (no answer)."""
+        if self.sansio.state is State.CONNECTING and not self.transport.is_closing():
+            self.transport.abort()
+
     # ---- incoming frames --------------------------------------------------------------
 
     def _on_frame(self, frame: Frame) -> None:
@@ -354,8 +423,10 @@ class Connection(asyncio.Protocol):
         # PING: websockets queued the pong. CLOSE: websockets echoed it and half-closes.
 
     def _on_message(self, data: Any, *, text: bool) -> None:
-        if self.sansio.state is not State.OPEN:
-            return  # closing: RFC 6455 §1.4, data after a close is discarded
+        if self.sansio.state is not State.OPEN or self.transport.is_closing():
+            # Closing (RFC 6455 §1.4: data after a close is discarded), or aborted earlier
+            # in this read (outbound cap): nothing more runs, no write commits.
+            return
         frame: str | bytes
         if text:
             try:
@@ -572,6 +643,11 @@ class Connection(asyncio.Protocol):
         if not self._read_pauses and not self.transport.is_closing():
             self.transport.pause_reading()
         self._read_pauses.add(why)
+        if self._pong_timer is not None:
+            # The pong may sit unread behind our own pause: the deadline restarts when
+            # reading resumes, so a healthy client is not closed 1011 for our backlog.
+            self._pong_timer.cancel()
+            self._pong_timer = None
 
     def _resume_reading(self, why: str) -> None:
         if why not in self._read_pauses:
@@ -579,6 +655,8 @@ class Connection(asyncio.Protocol):
         self._read_pauses.discard(why)
         if not self._read_pauses and not self.transport.is_closing():
             self.transport.resume_reading()
+            if self._ping_payload is not None:  # a ping still waits for its pong
+                self._arm_pong_timer()
 
     # ---- keepalive --------------------------------------------------------------------
 
@@ -589,7 +667,12 @@ class Connection(asyncio.Protocol):
         self._ping_payload = struct.pack("!I", random.getrandbits(32))
         self.sansio.send_ping(self._ping_payload)
         self._flush()
-        self._pong_timer = self._loop.call_later(self.settings.ping_timeout_s, self._pong_timed_out)
+        self._arm_pong_timer()
+
+    def _arm_pong_timer(self) -> None:
+        """Start the pong deadline, unless we paused reading (then it starts on resume)."""
+        if self._pong_timer is None and not self._read_pauses and self.sansio.state is State.OPEN:
+            self._pong_timer = self._loop.call_later(self.settings.ping_timeout_s, self._pong_timed_out)
 
     def _pong_received(self) -> None:
         self._ping_payload = None

@@ -31,6 +31,7 @@ from bridge.errors import (
     ParseError,
     RateLimitedError,
     RequestCancelledError,
+    ResponseTooLargeError,
     ValidationError,
 )
 from bridge.models import validation_error
@@ -110,6 +111,10 @@ class Dispatcher:
         refuse: called before each call of a known channel; returns an error to answer
             instead (e.g. ``ServiceUnavailableError`` while shutting down), or None to
             proceed. The server sets it to its own gate.
+        max_reply_bytes: byte budget of one reply frame (DESIGN §6): a single answer
+            past it is replaced by 4013 ``RESPONSE_TOO_LARGE``; in a batch, the element
+            whose answer passes it gets 4013 and the elements after it are answered
+            4013 without being run (so their answers are never built).
     """
 
     def __init__(
@@ -118,10 +123,12 @@ class Dispatcher:
         *,
         max_batch: int = 100,
         refuse: Gate | None = None,
+        max_reply_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         """Configure the dispatcher."""
         self.registry = registry
         self.max_batch = max_batch
+        self.max_reply_bytes = max_reply_bytes
         self.refuse = refuse
         # Hot-path memo for the built-in params models only (module bridge.models: frozen,
         # with pure validators): validated params by their scalar values. A miss takes the
@@ -173,7 +180,7 @@ class Dispatcher:
             return _dump_error(ParseError())
         if not isinstance(message, list):
             reply = await self.handle_message(message, admit, spawn, running=running, emit=emit)
-            return None if reply is None else _dump_reply(reply)
+            return None if reply is None else self._dump_within(reply)
         if not message:
             return _dump_error(InvalidRequestError("Invalid request: empty batch"))
         if len(message) > self.max_batch:
@@ -183,13 +190,42 @@ class Dispatcher:
                     context={"maxBatch": self.max_batch},
                 )
             )
-        # Elements run one after the other, in array order; each is answered on its own.
-        parts = [
-            _dump_reply(reply)
-            for item in message
-            if (reply := await self.handle_message(item, admit, emit=emit))
-        ]
+        return await self._handle_batch(message, admit, emit)
+
+    async def _handle_batch(self, batch: list[Any], admit: Gate | None, emit: Emit | None) -> bytes | None:
+        """Run a batch's elements in array order within the reply budget; the reply frame."""
+        # Each element is answered on its own. Answers are serialized as they are
+        # produced, so the budget is checked before the next element runs: once an
+        # answer passes it, that answer and every later one become 4013, and the later
+        # elements are not run at all (a 100 x `list` batch never builds 100 lists).
+        budget = self.max_reply_bytes
+        used = 2  # the brackets
+        over = False
+        parts: list[bytes] = []
+        for item in batch:
+            if over:
+                if isinstance(item, dict) and _is_notification(item):
+                    await self.handle_message(item, admit, emit=emit)  # answers nothing: costs no bytes
+                    continue
+                part = _dump_reply(_unrun_reply(item, budget))
+            else:
+                reply = await self.handle_message(item, admit, emit=emit)
+                if reply is None:
+                    continue
+                part = _dump_reply(reply)
+                if used + len(part) + 1 > budget:
+                    over = True
+                    part = _dump_reply(error_response(ResponseTooLargeError(budget), reply.get("id")))
+            parts.append(part)
+            used += len(part) + 1
         return b"[" + b",".join(parts) + b"]" if parts else None
+
+    def _dump_within(self, reply: dict[str, Any]) -> bytes:
+        """Serialize one answer; 4013 for its id instead when it passes the reply budget."""
+        frame = _dump_reply(reply)
+        if len(frame) > self.max_reply_bytes:
+            return _dump_reply(error_response(ResponseTooLargeError(self.max_reply_bytes), reply.get("id")))
+        return frame
 
     async def handle_message(  # noqa: PLR0911 - one return per JSON-RPC outcome
         self,
@@ -283,7 +319,7 @@ class Dispatcher:
             reply = {"jsonrpc": "2.0", "id": reply_id, "result": result}
         if progress is not None:
             progress.end()
-        return _dump_reply(reply)
+        return self._dump_within(reply)
 
     async def _run_quietly(self, message: dict[str, Any], admit: Gate | None) -> None:
         """Run a notification; whatever goes wrong, nothing is sent back (JSON-RPC 2.0 §4.1)."""
@@ -397,6 +433,12 @@ def _call(registration: Registration, params: BaseModel, progress: Progress | No
 def _params_shape_ok(message: dict[str, Any]) -> bool:
     """``params``, when present, is a structured value (JSON-RPC 2.0 §4.2); null is not."""
     return "params" not in message or isinstance(message["params"], dict | list)
+
+
+def _unrun_reply(item: Any, budget: int) -> dict[str, Any]:
+    """The 4013 answer to a batch request past the reply budget, which is not run (id null when invalid)."""
+    request_id = item.get("id") if isinstance(item, dict) else None
+    return error_response(ResponseTooLargeError(budget), request_id if _valid_id(request_id) else None)
 
 
 def _dump_error(exc: BridgeError) -> bytes:

@@ -4,7 +4,8 @@ Order: Host (403) → Origin (403) → token (401) → capacity (503), all befor
 (RFC 6455 §4.2.2). Nothing here does I/O or keeps state: the connection feeds the
 :class:`~websockets.http11.Request` that websockets' sans-I/O ``ServerProtocol`` parsed,
 and answers with the :class:`Refusal` returned (or accepts when there is none). The
-checks that later issues add (handshakes in progress per peer, header size) belong here.
+stateful bounds on unauthenticated sockets (handshakes in progress, overall and per
+peer; bytes before the handshake completes) are kept by the server and the connection.
 """
 
 from __future__ import annotations
@@ -236,6 +237,29 @@ def check_request(request: Request, policy: HandshakePolicy) -> Refusal | None:
             detail = "mismatch"  # well-formed but not this server's: a stale token, most likely
         return Refusal(http.HTTPStatus.UNAUTHORIZED, "token", "missing or invalid token\n", detail)
     return None
+
+
+MAX_LOGGED_VALUE: Final = 200
+"""Characters of a refused Host/Origin value kept in the log line."""
+
+
+def refused_value(request: Request, refusal: Refusal) -> dict[str, str]:
+    """The offending header of a Host/Origin refusal, for the log: ``{"host": ...}`` or ``{"origin": ...}``.
+
+    The value is cut at its first ``?`` (a query string may carry a token) and to
+    ``MAX_LOGGED_VALUE`` characters; other refusals log no header (the token check's
+    input is the token itself). A repeated header is logged as ``<repeated>``.
+    """
+    if refusal.reason not in {"host", "origin"}:
+        return {}
+    name = "Host" if refusal.reason == "host" else "Origin"
+    value = single_header(request.headers, name)
+    if value is None:
+        return {refusal.reason: "<absent>"}
+    if value == "" and len(request.headers.get_all(name)) > 1:
+        return {refusal.reason: "<repeated>"}
+    value = value.split("?", 1)[0]
+    return {refusal.reason: value[:MAX_LOGGED_VALUE]}
 
 
 def check_capacity(open_connections: int, max_connections: int, *, closing: bool) -> Refusal | None:

@@ -3,7 +3,8 @@
 Each accepted socket gets its own :class:`~bridge.rpc.connection.Connection` (an
 ``asyncio.Protocol`` driving websockets' sans-I/O ``ServerProtocol``), which runs the
 handshake checks of :mod:`bridge.rpc.handshake` and answers frames. The server only
-knows which connections are handshaking and which are open, counts requests running in
+knows which connections are handshaking (capped overall and per peer: the oldest is
+dropped past a cap) and which are open, counts requests running in
 tasks for graceful shutdown, and writes notifications to every open connection at once
 (each within its own outbound cap).
 
@@ -17,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from typing import Any
+import errno
+import sys
+from collections.abc import Callable
+from typing import Any, Final
 
 import structlog
 
 from bridge.api import TopicSpec
 from bridge.errors import BridgeError, RateLimitedError, ServiceUnavailableError
-from bridge.rpc.connection import CLOSE_GOING_AWAY, Connection
+from bridge.rpc.connection import CLOSE_GOING_AWAY, Connection, RefusalLog
 from bridge.rpc.dispatch import Dispatcher, Gate, notification_frame
 from bridge.rpc.handshake import SUBPROTOCOL, TOKEN_PATTERN, HandshakePolicy, presented_token
 from bridge.rpc.ratelimit import TokenBucket
@@ -40,7 +44,56 @@ __all__ = [
     "presented_token",
 ]
 
+if sys.platform != "win32":
+    import resource
+
 log = structlog.get_logger(__name__)
+
+RESERVED_DESCRIPTORS: Final = 32
+"""Descriptors kept for everything but sockets (store, logs, the event loop, listeners)."""
+MIN_HANDSHAKE_SLOTS: Final = 4
+"""Handshakes admitted at once even under the tightest descriptor limit."""
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Hosts served on both 127.0.0.1 and [::1] (DESIGN §6)."""
+PORT_ATTEMPTS: Final = 16
+"""Tries to find a port 0 choice whose [::1] twin is free too."""
+_NO_IPV6: Final = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit where allowed (POSIX).
+
+    Returns:
+        The (soft, hard) limits in force afterwards; ``RLIM_INFINITY`` is reported as is
+        (-1, -1 on Windows, which has no such limit).
+    """
+    if sys.platform == "win32":
+        return -1, -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # e.g. macOS refuses above OPEN_MAX
+            log.warning("descriptor_limit_not_raised", soft=soft, hard=hard)
+    return soft, hard
+
+
+def handshake_slots(settings: TransportOptions) -> int:
+    """How many connections may be in their opening handshake at once.
+
+    ``max_handshakes``, lowered so that the open connections plus the handshakes fit
+    under the soft descriptor limit with ``RESERVED_DESCRIPTORS`` to spare: a flood of
+    idle sockets then never exhausts descriptors (the server would stop accepting,
+    real clients included).
+    """
+    if sys.platform == "win32":
+        return settings.max_handshakes
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return settings.max_handshakes
+    room = soft - RESERVED_DESCRIPTORS - settings.max_connections
+    return max(MIN_HANDSHAKE_SLOTS, min(settings.max_handshakes, room))
 
 
 class BridgeServer:
@@ -69,12 +122,15 @@ class BridgeServer:
             allow_origins=frozenset(settings.allow_origins),
         )
         self._listeners: list[asyncio.Server] = []
+        self.refusals = RefusalLog()
         # Open connections that receive notifications; a connection leaves it as soon as
         # it overflows or starts closing, before TCP is gone.
         self._connections: set[Connection] = set()
-        # TCP connections whose opening handshake has not finished (the place for the
-        # overall and per-peer caps on them).
-        self._handshaking: set[Connection] = set()
+        # TCP connections whose opening handshake has not finished, oldest first, overall
+        # and per peer address (both capped: the oldest is evicted past a cap).
+        self._handshaking: dict[Connection, None] = {}
+        self._handshaking_by_peer: dict[str, dict[Connection, None]] = {}
+        self.handshake_slots = settings.max_handshakes
         # Every connection until TCP is gone (graceful shutdown closes them all).
         self._alive: set[Connection] = set()
         self._closing = False
@@ -117,12 +173,50 @@ class BridgeServer:
                 s.uds.unlink()
             listener = await loop.create_unix_server(lambda: Connection(self), path=str(s.uds))
             s.uds.chmod(0o600)
+            self._listeners.append(listener)
         else:
-            listener = await loop.create_server(lambda: Connection(self), s.host, s.port)
-            self.port = listener.sockets[0].getsockname()[1]
+            listeners, self.port = await self._listen_tcp(lambda: Connection(self))
+            self._listeners.extend(listeners)
             self.policy = dataclasses.replace(self.policy, port=self.port)
-        self._listeners.append(listener)
+        self.handshake_slots = handshake_slots(s)
+        if self.handshake_slots < s.max_handshakes:
+            log.warning("handshakes_capped_by_descriptor_limit", max_handshakes=self.handshake_slots)
         log.info("server_listening", url=self.url)
+
+    async def _listen_tcp(self, factory: Callable[[], Connection]) -> tuple[list[asyncio.Server], int]:
+        """Bind the TCP listeners: on loopback, 127.0.0.1 and [::1] on one port (DESIGN §6).
+
+        Returns:
+            The listeners and the bound port.
+
+        Raises:
+            OSError: a bind failed; for a given port, also when [::1]:PORT is taken
+                (a squatter there would receive what clients send to ``localhost``).
+        """
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        if s.host not in LOOPBACK_HOSTS:
+            listener = await loop.create_server(factory, s.host, s.port)
+            return [listener], listener.sockets[0].getsockname()[1]
+        first, second = ("::1", "127.0.0.1") if s.host == "::1" else ("127.0.0.1", "::1")
+        attempts = PORT_ATTEMPTS if s.port == 0 else 1
+        for attempt in range(1, attempts + 1):
+            primary = await loop.create_server(factory, first, s.port)
+            port: int = primary.sockets[0].getsockname()[1]
+            try:
+                twin = await loop.create_server(factory, second, port)
+            except OSError as exc:
+                if second == "::1" and exc.errno in _NO_IPV6:
+                    log.warning("ipv6_loopback_unavailable", port=port, error=exc.strerror)
+                    return [primary], port
+                primary.close()
+                await primary.wait_closed()
+                if exc.errno == errno.EADDRINUSE and attempt < attempts:
+                    log.info("loopback_twin_port_taken", port=port, address=second)
+                    continue
+                raise
+            return [primary, twin], port
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def shutdown(self) -> None:
         """Graceful shutdown (DESIGN §7), bounded by ``settings.shutdown_timeout_s`` seconds.
@@ -184,17 +278,46 @@ class BridgeServer:
         return admit
 
     def handshake_started(self, connection: Connection) -> None:
-        """Track a TCP connection until its opening handshake ends."""
+        """Track a TCP connection until its opening handshake ends, within the caps.
+
+        Past ``max_handshakes_per_peer`` for its peer address, or past the overall
+        handshake slots, the oldest connection still in its handshake (of that peer,
+        or overall) is dropped: a client that sends its request at once is answered
+        before a flood of idle sockets can push it out, while idle sockets can never
+        pin the server at its descriptor limit.
+        """
         self._alive.add(connection)
-        self._handshaking.add(connection)
+        peer = _peer_host(connection.remote_address)
+        same_peer = self._handshaking_by_peer.setdefault(peer, {})
+        if len(same_peer) >= self.settings.max_handshakes_per_peer:
+            self._evict(next(iter(same_peer)), "handshakes_per_peer")
+        if len(self._handshaking) >= self.handshake_slots:
+            self._evict(next(iter(self._handshaking)), "handshakes")
+        self._handshaking[connection] = None
+        same_peer[connection] = None
+
+    def _evict(self, connection: Connection, reason: str) -> None:
+        self._forget_handshake(connection)
+        self.refusals.refused(reason, 0)
+        connection.evict()
+
+    def _forget_handshake(self, connection: Connection) -> None:
+        if connection in self._handshaking:
+            del self._handshaking[connection]
+            peer = _peer_host(connection.remote_address)
+            same_peer = self._handshaking_by_peer.get(peer)
+            if same_peer is not None:
+                same_peer.pop(connection, None)
+                if not same_peer:
+                    del self._handshaking_by_peer[peer]
 
     def handshake_ended(self, connection: Connection) -> None:
         """The handshake was refused or failed: it registers nothing."""
-        self._handshaking.discard(connection)
+        self._forget_handshake(connection)
 
     def connection_opened(self, connection: Connection) -> None:
         """The 101 was sent: ``connection`` now receives notifications."""
-        self._handshaking.discard(connection)
+        self._forget_handshake(connection)
         self._connections.add(connection)
         log.info("connection_opened", connections=len(self._connections))
 
@@ -204,7 +327,7 @@ class BridgeServer:
 
     def connection_closed(self, connection: Connection) -> None:
         """TCP is gone: forget ``connection``."""
-        self._handshaking.discard(connection)
+        self._forget_handshake(connection)
         self._alive.discard(connection)
         self._connections.discard(connection)
         if connection.opened:
@@ -242,6 +365,18 @@ class BridgeServer:
                 log.exception("notify_failed")
 
     @property
+    def handshaking_count(self) -> int:
+        """Number of TCP connections still in their opening handshake."""
+        return len(self._handshaking)
+
+    @property
     def connection_count(self) -> int:
         """Number of open connections that receive notifications."""
         return len(self._connections)
+
+
+def _peer_host(address: Any) -> str:
+    """The host part of a peer address ("" over a Unix socket or when unknown)."""
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return ""

@@ -15,6 +15,10 @@ from bridge.rpc.handshake import check_allowed_origins
 MAX_PORT: Final = 65535
 MIN_OUTBOUND_CAP: Final = 1024
 """Smallest outbound cap accepted, in bytes (room for small replies and a close frame)."""
+MIN_REPLY_BYTES: Final = 1024
+"""Smallest reply budget accepted, in bytes (room for a batch of error answers' first element)."""
+MIN_HANDSHAKE_BYTES: Final = 1024
+"""Smallest opening-handshake byte bound accepted (a browser's request is about 0.5–2 KiB)."""
 
 
 @dataclass(kw_only=True)
@@ -36,6 +40,17 @@ class TransportOptions:
         outbound_cap_bytes: most bytes buffered in user space for one connection; a
             frame that would pass it is not written and the connection is closed with
             1013 (aborted when even the close frame does not fit).
+        max_reply_bytes: byte budget of one reply frame. Batch elements whose answer
+            would pass it are answered 4013 ``RESPONSE_TOO_LARGE`` without being run
+            (the element that passed it was run); a single result past it gets 4013.
+        max_handshakes: most TCP connections that have not finished their opening
+            handshake; a new one past it evicts the oldest (lowered at start when the
+            descriptor limit leaves less room).
+        max_handshakes_per_peer: the same, per peer address (all local clients share
+            127.0.0.1 or ::1).
+        max_handshake_bytes: most bytes a client may send before its opening handshake
+            completes (request line and headers); past it the connection is answered
+            431 and closed.
         rate_limit_per_s: requests (batch elements count one each) a connection may
             send per second, with a burst of the same size; None = no limit. Excess
             requests are answered with 4029 and excess notifications dropped.
@@ -59,6 +74,10 @@ class TransportOptions:
     max_batch: int = 100
     max_connections: int = 64
     outbound_cap_bytes: int = 1024 * 1024
+    max_reply_bytes: int = 4 * 1024 * 1024
+    max_handshakes: int = 128
+    max_handshakes_per_peer: int = 64
+    max_handshake_bytes: int = 64 * 1024
     rate_limit_per_s: float | None = None
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
@@ -82,6 +101,14 @@ class TransportOptions:
                 "outbound_cap_bytes",
                 self.outbound_cap_bytes >= MIN_OUTBOUND_CAP,
                 f"at least {MIN_OUTBOUND_CAP}",
+            ),
+            ("max_reply_bytes", self.max_reply_bytes >= MIN_REPLY_BYTES, f"at least {MIN_REPLY_BYTES}"),
+            ("max_handshakes", self.max_handshakes >= 1, "at least 1"),
+            ("max_handshakes_per_peer", self.max_handshakes_per_peer >= 1, "at least 1"),
+            (
+                "max_handshake_bytes",
+                self.max_handshake_bytes >= MIN_HANDSHAKE_BYTES,
+                f"at least {MIN_HANDSHAKE_BYTES}",
             ),
             (
                 "rate_limit_per_s",

@@ -81,6 +81,7 @@ MESSAGES: Final[dict[str, str]] = {
     "auth": "The provider refused the API key",
     "auth_header": "The API key has characters that cannot be sent in an HTTP header",
     "network": "Could not connect to the provider",
+    "proxy": "The proxy set in the environment cannot be used",
     "timeout": "The provider did not answer in time",
     "tls": "The TLS connection to the provider failed (certificate or protocol)",
     "http": "The provider answered with an unexpected HTTP status",
@@ -304,15 +305,27 @@ async def _answer(exchange: _Exchange, url: httpx.URL, response: httpx.Response)
     return _model_ids(exchange.provider, await _read_body(response, exchange.max_body_bytes))
 
 
+def _client(timeout_s: float) -> httpx.AsyncClient:
+    """A client honouring the environment's proxy settings, or a ``network`` failure.
+
+    httpx builds the proxy transports in the constructor: a SOCKS proxy without the
+    ``socksio`` extra (ImportError) or a proxy URL it cannot use (ValueError, InvalidURL)
+    fails there, before any request. The message is fixed: the proxy URL can hold
+    credentials, so it is never echoed.
+    """
+    try:
+        return httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, trust_env=True)
+    except (ImportError, ValueError, httpx.InvalidURL):
+        raise _Failure("network", "proxy") from None
+
+
 async def _list_models(exchange: _Exchange, url: httpx.URL) -> list[str]:
     """GET the model list, following same-host redirects; the client is closed on exit."""
     if exchange.progress is not None:
         exchange.progress(*PROGRESS_CONNECTING)
     # A client per test: no connection outlives the test, and cancelling the task closes
     # the socket at once (no pooled connection left half-read).
-    async with httpx.AsyncClient(
-        timeout=exchange.timeout_s, follow_redirects=False, trust_env=True
-    ) as client:
+    async with _client(exchange.timeout_s) as client:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 async with client.stream("GET", url, headers=exchange.headers) as response:

@@ -339,6 +339,42 @@ async def test_a_reply_larger_than_the_cap_behind_queued_replies_is_still_delive
     assert len(second["result"]) == 20
 
 
+async def test_frames_after_an_overflow_abort_in_the_same_read_are_not_dispatched(tmp_path: Path) -> None:
+    cap = 4096
+    async with running_bridge(tmp_path / "data", outbound_cap_bytes=cap) as bridge:
+        stalled = await asyncio.to_thread(stalled_socket, port_of(bridge), bridge.token)
+        try:
+            ws = server_side(bridge, stalled)
+            ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            # A notification onto the empty buffer is written whole; the kernel takes part
+            # of it and the rest stays buffered, more than the cap minus the close frame.
+            bridge.notify(BLOB, Blob(data="x" * 48_000))
+            buffered = ws.transport.get_write_buffer_size()
+            assert cap < buffered < 64 * 1024
+            # One TCP write: the reply to the first frame overflows the cap (the connection
+            # is aborted), the create behind it in the same read must not run.
+            batch = masked_text_frame(
+                request("bridge:hello", request_id="over").encode()
+            ) + masked_text_frame(
+                request("llm-config:create", {"config": openai_config("after abort")}, "late").encode()
+            )
+            await asyncio.to_thread(stalled.sendall, batch)
+            await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+        finally:
+            stalled.close()
+        async with await open_ws(bridge) as other:
+            # Writes commit one at a time in arrival order: once this one is answered, a
+            # create started by the aborted connection would have committed before it.
+            await other.send(request("llm-config:create", {"config": openai_config("marker")}, "marker"))
+            while (await recv_json(other)).get("id") != "marker":
+                pass
+            await other.send(request("llm-config:list", request_id="list"))
+            while "id" not in (reply := await recv_json(other)):
+                pass
+    assert reply["id"] == "list"
+    assert [config["customName"] for config in reply["result"]] == ["marker"]
+
+
 async def test_a_notification_reaches_a_pipelining_connection_before_the_writer_gets_its_response(
     bridge: Bridge,
 ) -> None:

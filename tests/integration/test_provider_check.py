@@ -242,6 +242,23 @@ async def test_closed_port_is_network(tester: LlmConfigTester) -> None:
     assert result.error.message == MESSAGES["network"]
 
 
+@pytest.mark.parametrize(
+    "proxy", ["socks5://user:proxy-secret@127.0.0.1:1", "ftp://user:proxy-secret@127.0.0.1:1"]
+)
+async def test_an_unusable_proxy_in_the_environment_is_network(
+    tester: LlmConfigTester, monkeypatch: pytest.MonkeyPatch, proxy: str
+) -> None:
+    # httpx builds proxy transports in its constructor: without the socks extra, or for a
+    # scheme it does not know, it raises there. The proxy's credentials are not echoed.
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    result = await tester.test(draft=draft("custom", f"http://127.0.0.1:{closed_port()}/v1"))
+    assert failure(result) == ("network", None)
+    assert result.error is not None
+    assert result.error.message == MESSAGES["proxy"]
+    assert "proxy-secret" not in result.model_dump_json()
+
+
 async def test_stalled_provider_times_out_near_timeout_ms_and_the_request_is_dropped(
     tester: LlmConfigTester,
 ) -> None:

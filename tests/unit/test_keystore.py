@@ -16,15 +16,18 @@ import keyring
 import pytest
 from keyring.backend import KeyringBackend
 from keyring.backends import fail
+from structlog.testing import capture_logs
 
-from bridge.errors import StartupError
+from bridge.errors import InsecurePathError, StartupError
 from bridge.keystore import (
     KEY_FILE_NAME,
     DataKey,
     DecryptionError,
     KeyCipher,
     SecretBackend,
+    generate_data_key_text,
     load_data_key,
+    load_shared_data_key,
 )
 from tests.conftest import ANTHROPIC_KEY, CUSTOM_KEY, GOOGLE_KEY, OPENAI_KEY
 
@@ -210,3 +213,21 @@ def test_concurrent_first_starts_agree_on_one_key_file(tmp_path: Path) -> None:
         )
     assert len({key.secret for key in keys}) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bridge.key"]
+
+
+def test_shared_key_file_is_checked_on_the_descriptor_like_every_secret_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "shared.key"
+    key_file.write_text(generate_data_key_text())
+    key_file.chmod(0o644)  # readable by others: refused, as the token and bridge.key are
+    with pytest.raises(InsecurePathError) as refused:
+        load_shared_data_key(key_file, None)
+    assert refused.value.context is not None
+    assert refused.value.context["path"] == str(key_file)
+    assert "readable by group or others" in refused.value.context["problem"]
+    # --skip-permission-checks (mounted secrets): read, the problem only logged.
+    with capture_logs() as logs:
+        key = load_shared_data_key(key_file, None, strict=False)
+    assert key is not None
+    assert [entry["event"] for entry in logs] == ["insecure_path_allowed"]
+    key_file.chmod(0o600)
+    assert load_shared_data_key(key_file, None) == key
