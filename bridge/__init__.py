@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 __version__: Final = "0.1.0"
 
 if TYPE_CHECKING:
-    from bridge.api import ChannelSpec, Registry, TopicSpec
+    from bridge.api import ChannelSpec, Progress, Registry, TopicSpec
     from bridge.app import Bridge, run_sidecar, serve, start_bridge
     from bridge.client import BridgeClient
     from bridge.connection_file import ConnectionInfo, read_connection_file
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from bridge.options import BridgeOptions, SecretOptions, SidecarOptions, StoreOptions, TransportOptions
 
 _EXPORTS: Final[dict[str, tuple[str, ...]]] = {
-    "bridge.api": ("ChannelSpec", "Registry", "TopicSpec"),
+    "bridge.api": ("ChannelSpec", "Progress", "Registry", "TopicSpec"),
     "bridge.app": ("Bridge", "run_sidecar", "serve", "start_bridge"),
     "bridge.client": ("BridgeClient",),
     "bridge.connection_file": ("ConnectionInfo", "read_connection_file"),
@@ -108,6 +108,7 @@ __all__ = [  # noqa: RUF022 - grouped as in the docstring, each group sorted
     # channels of your own
     "ChannelSpec",
     "EmptyParams",
+    "Progress",
     "Registry",
     "TopicSpec",
     "WireModel",

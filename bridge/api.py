@@ -41,6 +41,7 @@ from bridge.errors import (
     ConfigOperationFailedError,
     DuplicateConfigNameError,
     OutboundDisabledError,
+    RateLimitedError,
     ServiceUnavailableError,
     ValidationError,
     VersionConflictError,
@@ -166,7 +167,19 @@ class ChannelSpec(Generic[P, R]):
         examples: documented calls for the OpenRPC document (params and result, wire form).
         long_running: True for a long operation (DESIGN §5): a request to it runs
             concurrently with the requests after it on its connection, its response may
-            leave out of order, and ``$/cancelRequest`` cancels it (-32800).
+            leave out of order, and ``$/cancelRequest`` cancels it (-32800). Its task is
+            cancelled (``asyncio.CancelledError`` at its current ``await``); a handler
+            whose write already committed answers it as done by catching the
+            cancellation and returning its result. Built-in writes are never
+            long-running, so a cancel never reaches them.
+        progress: True when the channel reports work-done progress: its handler is
+            called as ``handler(params, progress)`` with a :class:`Progress` that sends
+            ``$/progress`` notifications for the request's ``workDoneToken`` (and does
+            nothing without one).
+        max_running: for a long-running channel, most requests to it running at once on
+            one connection; one more is answered 4029 ``RATE_LIMITED`` with
+            ``data.context = {channel, maxRunning}``. None → only the connection's
+            in-flight limit applies.
     """
 
     name: str
@@ -177,6 +190,8 @@ class ChannelSpec(Generic[P, R]):
     params_optional: bool = False
     examples: tuple[Example, ...] = ()
     long_running: bool = False
+    progress: bool = False
+    max_running: int | None = None
     result_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -185,6 +200,8 @@ class ChannelSpec(Generic[P, R]):
         A by-name params model is replaced by one that also accepts ``workDoneToken``
         (see :func:`accepting_work_done_token`).
         """
+        if self.max_running is not None and (self.max_running < 1 or not self.long_running):
+            raise ValueError("max_running must be at least 1, on a long-running channel")
         object.__setattr__(self, "params", accepting_work_done_token(self.params))
         object.__setattr__(self, "result_adapter", TypeAdapter(self.result))
 
@@ -210,13 +227,79 @@ class TopicSpec:
     examples: tuple[Example, ...] = ()
 
 
-Handler = Callable[[Any], Awaitable[Any]]
-"""A channel's handler: validated params in, the result (or an ``orjson.Fragment``) out."""
+Handler = Callable[..., Awaitable[Any]]
+"""A channel's handler: validated params in (and a :class:`Progress` for a channel declared
+with ``progress``), the result (or an ``orjson.Fragment``) out."""
+
+PROGRESS: Final = "$/progress"
+"""Notification (LSP) ``{token, value: {kind: "begin"|"report"|"end", message?, percentage?}}``
+sent on the requesting connection for a request whose params carry ``workDoneToken``."""
+
+ProgressSink = Callable[[dict[str, Any]], None]
+"""Receives the params of one ``$/progress`` notification (the RPC layer sends it)."""
+
+
+class Progress:
+    """Work-done progress of one request (LSP ``$/progress``), handed to a ``progress`` channel's handler.
+
+    ``begin`` comes first (sent by the first :meth:`report` if not called), ``end`` last
+    (sent by the RPC layer when the handler returns, fails or is cancelled, if the handler
+    did not); nothing is sent after ``end``. Without a ``workDoneToken`` every call does
+    nothing. Messages are sent as given: never put a secret in one.
+
+    Args:
+        token: the request's ``workDoneToken`` (string or integer), or None.
+        sink: receives each notification's params ``{token, value}``; None → nothing sent.
+    """
+
+    def __init__(self, token: str | int | None = None, sink: ProgressSink | None = None) -> None:
+        """Bind the reporter to one request's token and connection."""
+        self.token = token
+        self._sink = sink if token is not None else None
+        self._begun = False
+        self._ended = False
+
+    @property
+    def active(self) -> bool:
+        """True when notifications are being sent (a token was given and ``end`` not yet sent)."""
+        return self._sink is not None and not self._ended
+
+    def begin(self, message: str | None = None, percentage: int | None = None) -> None:
+        """Send ``{kind: "begin", message?, percentage?}`` (once; later calls do nothing)."""
+        if self._begun:
+            return
+        self._begun = True
+        self._emit("begin", message, percentage)
+
+    def report(self, message: str | None = None, percentage: int | None = None) -> None:
+        """Send ``{kind: "report", message?, percentage?}`` (percentage 0–100), after ``begin``."""
+        if not self._begun:
+            self.begin(message, percentage)
+            return
+        self._emit("report", message, percentage)
+
+    def end(self, message: str | None = None) -> None:
+        """Send ``{kind: "end", message?}`` once, if ``begin`` was sent; nothing follows it."""
+        if self._begun:
+            self._emit("end", message, None)
+        self._ended = True
+
+    def _emit(self, kind: str, message: str | None, percentage: int | None) -> None:
+        if self._sink is None or self._ended:
+            return
+        value: dict[str, Any] = {"kind": kind}
+        if message is not None:
+            value["message"] = message
+        if percentage is not None:
+            value["percentage"] = max(0, min(100, int(percentage)))
+        self._sink({"token": self.token, "value": value})
 
 
 CANCEL_REQUEST = "$/cancelRequest"
 """Notification (LSP) with params ``{id}``: cancel that long-running request of the same
-connection, which is then answered -32800 REQUEST_CANCELLED (DESIGN §5)."""
+connection, which is then answered -32800 REQUEST_CANCELLED (DESIGN §5). Requests to
+channels that are not long-running are never cancelled (a write that committed is
+answered as done); an unknown or finished id is ignored."""
 
 
 @dataclass(frozen=True)
@@ -248,11 +331,15 @@ class Registry:
     def add(
         self,
         spec: ChannelSpec[P, R],
-        handler: Callable[[P], Awaitable[R | orjson.Fragment]],
+        handler: Callable[[P], Awaitable[R | orjson.Fragment]]
+        | Callable[[P, Progress], Awaitable[R | orjson.Fragment]],
         *,
         inline: bool = False,
     ) -> None:
         """Serve ``spec`` with ``handler`` (called with the validated params model).
+
+        A channel declared with ``progress=True`` is called as ``handler(params,
+        progress)`` with a :class:`Progress` bound to the request's ``workDoneToken``.
 
         With ``inline`` the handler may start outside any task (see
         :class:`Registration`); leave it False for handlers that use
@@ -449,6 +536,9 @@ LLM_CONFIG_REFRESH_CACHE: ChannelSpec[EmptyParams, RefreshResult] = ChannelSpec(
     examples=(Example("refresh", {}, {"count": 1, "revision": 1}),),
 )
 
+MAX_RUNNING_TESTS_PER_CONNECTION: Final = 4
+"""Most ``llm-config:test`` requests running at once on one connection; one more → 4029."""
+
 LLM_CONFIG_TEST: ChannelSpec[LlmConfigTestParams, LlmConfigTestResult] = ChannelSpec(
     "llm-config:test",
     LlmConfigTestParams,
@@ -460,8 +550,12 @@ LLM_CONFIG_TEST: ChannelSpec[LlmConfigTestParams, LlmConfigTestResult] = Channel
         OutboundDisabledError,
         ConfigNotFoundError,
         ConfigOperationFailedError,
+        RateLimitedError,
         ServiceUnavailableError,
     ),
+    long_running=True,
+    progress=True,
+    max_running=MAX_RUNNING_TESTS_PER_CONNECTION,
     examples=(
         Example(
             "test-saved",

@@ -10,10 +10,12 @@ from it without loading the server, and the RPC layer takes its :class:`Transpor
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from bridge.keystore import DATA_KEY_ENV, SecretBackend
 
@@ -29,6 +31,45 @@ MIN_REPLY_BYTES: Final = 1024
 """Smallest reply budget accepted, in bytes (room for a batch of error answers' first element)."""
 MIN_HANDSHAKE_BYTES: Final = 1024
 """Smallest opening-handshake byte bound accepted (a browser's request is about 0.5–2 KiB)."""
+
+
+PORT_WILDCARD: Final = ":*"
+"""Suffix of an allowed origin that accepts any port of that scheme and host (development servers)."""
+
+
+def check_allowed_origins(values: Iterable[str]) -> str | None:
+    """Return the first ``--allow-origin`` value that is not acceptable, or None.
+
+    Accepted: any exact value without ``*`` (compared as sent: ``file://``,
+    ``tauri://localhost``, ``http://localhost:5173``), or ``scheme://host:*`` — an
+    explicit host with any port, for development servers that pick their port. A host
+    wildcard (``*``, ``http://*``, ``http://*.example.com``, ``http://*:*``), a wildcard
+    with a path, user info or an empty host, and ``null`` are refused.
+    """
+    for value in values:
+        if value == "null":
+            return value
+        if "*" not in value:
+            continue
+        if not value.endswith(PORT_WILDCARD):
+            return value
+        base = value.removesuffix(PORT_WILDCARD)
+        try:
+            parts = urlsplit(base)
+            port = parts.port  # ValueError for an unparsable host or a port that is not a number
+        except ValueError:
+            return value
+        if (
+            "*" in base
+            or not parts.scheme
+            or not parts.hostname
+            or port is not None
+            or "@" in parts.netloc
+            or parts.netloc.endswith(":")
+            or f"{parts.scheme}://{parts.netloc}" != base
+        ):
+            return value
+    return None
 
 
 def default_data_dir() -> Path:
@@ -107,7 +148,9 @@ class TransportOptions:
         host: interface to bind (loopback by default).
         port: TCP port; 0 picks a free one.
         uds: serve on this Unix socket path (mode 0600) instead of TCP.
-        allow_origins: exact ``Origin`` values accepted (``null`` never is).
+        allow_origins: ``Origin`` values accepted: exact values, or an explicit port
+            wildcard for development servers (``http://localhost:*``); a host wildcard
+            and ``null`` are refused at start-up.
         allow_hosts: extra ``Host`` names accepted besides localhost/127.0.0.1/[::1].
         max_message_bytes: largest incoming message, in bytes (larger → close 1009).
         max_batch: most entries in one batch.
@@ -152,7 +195,7 @@ class TransportOptions:
     )
     # Whom
     allow_origins: frozenset[str] = setting(
-        help="accept this exact Origin; repeat for more",
+        help="accept this Origin: exact, or a dev-server port wildcard (http://localhost:*); repeat",
         flag="--allow-origin",
         default_factory=frozenset,
         default_text="none",
@@ -239,6 +282,13 @@ class TransportOptions:
             ),
             self,
         )
+        if (bad := check_allowed_origins(sorted(self.allow_origins))) is not None:
+            raise InvalidSettingError(
+                "allow_origins",
+                "an exact origin or an explicit port wildcard such as http://localhost:* "
+                "(never a host wildcard, never null)",
+                bad,
+            )
 
 
 @dataclass(kw_only=True)

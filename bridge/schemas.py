@@ -58,6 +58,15 @@ OPENRPC_VERSION: Final = "1.3.2"
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 SERVER_TO_CLIENT: Final = "x-server-to-client"
 """OpenRPC extension on a method that is a notification the server sends to clients."""
+LONG_RUNNING: Final = "x-long-running"
+"""OpenRPC extension on a channel declared long-running: it runs beside later requests, its
+response may leave out of order, and ``$/cancelRequest`` cancels it (-32800)."""
+PROGRESS: Final = "x-progress"
+"""OpenRPC extension on a channel that sends ``$/progress`` for a ``workDoneToken``."""
+MAX_RUNNING: Final = "x-max-running"
+"""OpenRPC extension: most requests to the channel running at once per connection (4029 past it)."""
+PROTOCOL_NOTIFICATIONS: Final = "x-protocol-notifications"
+"""OpenRPC root extension listing the LSP notifications ``$/cancelRequest`` and ``$/progress``."""
 OPENRPC_FILE: Final = "openrpc.json"
 BUNDLE_FILE: Final = "bridge.schema.json"
 
@@ -244,6 +253,78 @@ def _example_pairing(example: api.Example, *, with_result: bool) -> dict[str, An
     return pairing
 
 
+_PROGRESS_TOKEN_SCHEMA: Final[dict[str, Any]] = {
+    "anyOf": [
+        {"type": "string", "maxLength": 256},
+        {"type": "integer", "minimum": -(2**53 - 1), "maximum": 2**53 - 1},
+    ],
+    "description": "The workDoneToken of the request.",
+}
+_PROGRESS_VALUE_SCHEMA: Final[dict[str, Any]] = {
+    "title": "WorkDoneProgressValue",
+    "description": "LSP work-done progress: begin first, end last, reports in between.",
+    "type": "object",
+    "properties": {
+        "kind": {"type": "string", "enum": ["begin", "report", "end"]},
+        "message": {"type": "string"},
+        "percentage": {"type": "integer", "minimum": 0, "maximum": 100},
+    },
+    "required": ["kind"],
+    "additionalProperties": False,
+}
+_REQUEST_ID_SCHEMA: Final[dict[str, Any]] = {
+    "anyOf": [{"type": "string"}, {"type": "integer", "minimum": -(2**53 - 1), "maximum": 2**53 - 1}],
+    "description": "The id of the request to cancel (same connection).",
+}
+
+
+def _protocol_notifications() -> list[dict[str, Any]]:
+    """``$/cancelRequest`` and ``$/progress`` (LSP), as OpenRPC-style method objects."""
+    return [
+        {
+            "name": api.CANCEL_REQUEST,
+            "summary": "Client → server: cancel a long-running request of this connection (answered -32800); "
+            "an unknown or finished id, or a request that is not long-running, is ignored.",
+            "x-direction": "client-to-server",
+            "paramStructure": "by-name",
+            "params": [{"name": "id", "required": True, "schema": _REQUEST_ID_SCHEMA}],
+        },
+        {
+            "name": api.PROGRESS,
+            "summary": "Server → client: progress of a request whose params carry workDoneToken, "
+            "sent on that request's connection only, before its response.",
+            "x-direction": "server-to-client",
+            "paramStructure": "by-name",
+            "params": [
+                {"name": "token", "required": True, "schema": _PROGRESS_TOKEN_SCHEMA},
+                {"name": "value", "required": True, "schema": _PROGRESS_VALUE_SCHEMA},
+            ],
+        },
+    ]
+
+
+def _traits(spec: api.ChannelSpec[Any, Any]) -> dict[str, Any]:
+    traits: dict[str, Any] = {}
+    if spec.long_running:
+        traits[LONG_RUNNING] = True
+    if spec.progress:
+        traits[PROGRESS] = True
+    if spec.max_running is not None:
+        traits[MAX_RUNNING] = spec.max_running
+    return traits
+
+
+def _traits_text(spec: api.ChannelSpec[Any, Any]) -> str:
+    parts = []
+    if spec.long_running:
+        parts.append(" Long-running: cancellable with $/cancelRequest (-32800), may answer out of order.")
+    if spec.max_running is not None:
+        parts.append(f" At most {spec.max_running} at once per connection (4029 past it).")
+    if spec.progress:
+        parts.append(" Sends $/progress for a workDoneToken.")
+    return "".join(parts)
+
+
 def openrpc_document(
     channels: Sequence[api.ChannelSpec[Any, Any]],
     topics: Sequence[api.TopicSpec],
@@ -286,6 +367,7 @@ def openrpc_document(
             else _by_name_params(params_schema, defs),
             "result": {"name": "result", "schema": key_map[((spec.name, "result"), "serialization")]},
             "errors": [{"$ref": _ERRORS_REF.format(name=cls.__name__)} for cls in errors],
+            **_traits(spec),
         }
         if spec.examples:
             method["examples"] = [_example_pairing(ex, with_result=True) for ex in spec.examples]
@@ -306,6 +388,7 @@ def openrpc_document(
         "openrpc": OPENRPC_VERSION,
         "info": {"title": title, "version": str(api.PROTOCOL_VERSION)},
         "methods": methods,
+        PROTOCOL_NOTIFICATIONS: _protocol_notifications(),
         "components": {
             "schemas": defs,
             "errors": {name: _error_object(cls) for name, cls in sorted(error_classes.items())},
@@ -341,7 +424,7 @@ def bundled_schema(
     key_map, defs = _generate(channels, topics, _DEFS_REF)
     channel_map = {
         spec.name: {
-            "description": spec.summary,
+            "description": spec.summary + _traits_text(spec),
             "type": "object",
             "properties": {
                 "params": key_map[((spec.name, "params"), "validation")],
@@ -369,8 +452,28 @@ def bundled_schema(
                 "NotificationMap", "Topic name → notification params.", topic_map
             ),
             "errorData": key_map[(("error", "data"), "serialization")],
+            "protocolNotifications": _closed_object(
+                "ProtocolNotificationMap",
+                "LSP notifications (either direction) → params.",
+                {
+                    api.CANCEL_REQUEST: {
+                        "title": "CancelParams",
+                        "type": "object",
+                        "properties": {"id": _REQUEST_ID_SCHEMA},
+                        "required": ["id"],
+                        "additionalProperties": False,
+                    },
+                    api.PROGRESS: {
+                        "title": "ProgressParams",
+                        "type": "object",
+                        "properties": {"token": _PROGRESS_TOKEN_SCHEMA, "value": _PROGRESS_VALUE_SCHEMA},
+                        "required": ["token", "value"],
+                        "additionalProperties": False,
+                    },
+                },
+            ),
         },
-        "required": ["channels", "notifications", "errorData"],
+        "required": ["channels", "notifications", "errorData", "protocolNotifications"],
         "additionalProperties": False,
         "$defs": defs,
     }

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection
 
 from bridge import api
-from bridge.client.connection import Connection, ConnectionProvider
+from bridge.client.connection import Connection, ConnectionProvider, ProgressCallback
 from bridge.client.mirror import LlmConfigMirror
 from bridge.connection_file import ConnectionInfo, read_connection_file
 from bridge.errors import BridgeError, ProtocolMismatchError
@@ -222,8 +222,17 @@ class BridgeClient:
 
     # ---- calls ----------------------------------------------------------------------
 
-    async def invoke(self, channel: str, params: dict[str, Any] | list[Any] | None = None) -> Any:
-        """Call ``channel`` and return its JSON result.
+    async def invoke(
+        self,
+        channel: str,
+        params: dict[str, Any] | list[Any] | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> Any:
+        """Call ``channel`` and return its JSON result (see :meth:`Connection.invoke`).
+
+        ``on_progress`` receives each ``$/progress`` value of this call; cancelling the
+        awaiting task sends ``$/cancelRequest`` and raises ``asyncio.CancelledError``.
 
         Raises:
             BridgeError: the server's error, rebuilt as its class (``ValidationError``...).
@@ -231,7 +240,7 @@ class BridgeClient:
                 response (the call is not retried: a write may or may not have happened).
             AuthenticationError, ProtocolMismatchError: the client gave up reconnecting.
         """
-        return await self._connection.invoke(channel, params)
+        return await self._connection.invoke(channel, params, on_progress=on_progress)
 
     async def call(self, spec: api.ChannelSpec[Any, R], params: Any = None) -> R:
         """Call a channel through its spec; params may be a model; the result is typed."""

@@ -24,6 +24,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from bridge import api
 from bridge.backoff import backoff_delays
 from bridge.connection_file import ConnectionInfo
 from bridge.errors import (
@@ -35,6 +36,9 @@ from bridge.errors import (
 )
 
 log = structlog.get_logger(__name__)
+
+ProgressCallback = Callable[[Any], None]
+"""Receives one ``$/progress`` value: ``{kind: "begin"|"report"|"end", message?, percentage?}``."""
 
 HTTP_UNAUTHORIZED = 401
 HTTP_FORBIDDEN = 403
@@ -89,6 +93,9 @@ class Connection:
         self._reconnector: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        # workDoneToken → the on_progress callback of a call in flight.
+        self._progress: dict[str, ProgressCallback] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._closed_by_user = False
         self._connecting = False
         self._connected = asyncio.Event()
@@ -268,7 +275,7 @@ class Connection:
             if not isinstance(item, dict):
                 continue
             if "method" in item and "id" not in item:
-                self._on_notification(item["method"], item.get("params"))
+                self._route_notification(item["method"], item.get("params"))
                 continue
             future = self._pending.pop(item.get("id"), None)  # type: ignore[arg-type]
             if future is None or future.done():
@@ -278,14 +285,45 @@ class Connection:
             else:
                 future.set_result(item.get("result"))
 
-    async def invoke(self, channel: str, params: dict[str, Any] | list[Any] | None = None) -> Any:
+    def _route_notification(self, method: str, params: Any) -> None:
+        """``$/progress`` of a call in flight goes to its ``on_progress``; the rest to ``on_notification``."""
+        if method == api.PROGRESS and isinstance(params, dict):
+            callback = self._progress.get(params.get("token"))  # type: ignore[arg-type]
+            if callback is not None:
+                try:
+                    callback(params.get("value"))
+                except Exception:
+                    log.exception("client_callback_failed", event=method)
+                return
+        self._on_notification(method, params)
+
+    async def invoke(
+        self,
+        channel: str,
+        params: dict[str, Any] | list[Any] | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> Any:
         """Call ``channel`` and return its JSON result.
+
+        Cancelling the task that awaits this sends ``$/cancelRequest`` for the call (LSP;
+        the server answers a long-running request -32800 and aborts its work, and ignores
+        the others) and raises ``asyncio.CancelledError`` here at once.
+
+        Args:
+            channel: the channel (JSON-RPC method) name.
+            params: by-name params (a dict), positional params (a list) or None.
+            on_progress: called with each ``$/progress`` value of this call
+                (``{kind: "begin"|"report"|"end", message?, percentage?}``); the params
+                then carry a fresh ``workDoneToken`` (they must be a dict or None).
+                Channels without progress never call it.
 
         Raises:
             BridgeError: the server's error, rebuilt as its class (``ValidationError``...).
             ConnectionLostError: not connected, or the connection dropped before the
                 response (the call is not retried: a write may or may not have happened).
             AuthenticationError, ProtocolMismatchError: the connection gave up reconnecting.
+            TypeError: ``on_progress`` with positional params.
         """
         if self._failure is not None:
             raise self._failure
@@ -294,13 +332,42 @@ class Connection:
             raise ConnectionLostError("Not connected")
         request_id = next(self._ids)
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": channel}
+        token: str | None = None
+        if on_progress is not None:
+            if isinstance(params, list):
+                raise TypeError("on_progress needs by-name params (a dict or None)")
+            token = f"py-{id(self):x}-{request_id}"
+            params = {**(params or {}), api.WORK_DONE_TOKEN: token}
+            self._progress[token] = on_progress
         if params is not None:
             message["params"] = params
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await ws.send(orjson.dumps(message), text=True)
-        except ConnectionClosed:
-            self._pending.pop(request_id, None)
-            raise ConnectionLostError from None
-        return await future
+            try:
+                await ws.send(orjson.dumps(message), text=True)
+            except ConnectionClosed:
+                self._pending.pop(request_id, None)
+                raise ConnectionLostError from None
+            try:
+                return await future
+            except asyncio.CancelledError:
+                if self._pending.pop(request_id, None) is not None:
+                    self._send_in_background(
+                        ws, {"jsonrpc": "2.0", "method": api.CANCEL_REQUEST, "params": {"id": request_id}}
+                    )
+                raise
+        finally:
+            if token is not None:
+                self._progress.pop(token, None)
+
+    def _send_in_background(self, ws: ClientConnection, message: dict[str, Any]) -> None:
+        """Send ``message`` without waiting (a cancelled caller cannot await it); failures are ignored."""
+
+        async def send() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(orjson.dumps(message), text=True)
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

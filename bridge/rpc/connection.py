@@ -205,6 +205,7 @@ class Connection(asyncio.Protocol):
         self._lane: asyncio.Task[bytes | None] | None = None
         self._long: dict[Any, asyncio.Task[bytes]] = {}
         self._long_tasks: set[asyncio.Task[bytes]] = set()
+        self._running: dict[str, int] = {}
         # Ids cancelled while frames waited in the queue: a long-running request among
         # them is cancelled as it starts (bounded; emptied whenever the queue is).
         self._early_cancels: set[Any] = set()
@@ -310,19 +311,25 @@ class Connection(asyncio.Protocol):
         """Wait until TCP is closed."""
         await asyncio.shield(self._closed)
 
+    def cancel_long_running(self) -> int:
+        """Cancel every long-running request of this connection (each is answered -32800).
+
+        Graceful shutdown calls it first, so long operations end within its bound instead
+        of holding it. Requests in the lane (every other channel) are never cancelled: a write that
+        started commits or not on its own terms and is answered as such.
+
+        Returns:
+            How many requests were cancelled.
+        """
+        tasks = [task for task in self._long_tasks if not task.done()]
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
+
     def send_now(self, frame: bytes) -> None:
         """Write ``frame`` (with anything queued before it) now, within the outbound cap."""
         if self._send(frame):
             self._flush()
-
-    def cancel_long_running(self) -> None:
-        """Cancel every long-running request of this connection; each is answered -32800.
-
-        Graceful shutdown calls it first, so long operations end within its bound
-        instead of holding it (issue 19: cancelled and answered on shutdown).
-        """
-        for task in self._long_tasks:
-            task.cancel()
 
     def close(self, code: int, reason: str, timeout_s: float) -> None:
         """Start the closing handshake with ``code``; abort TCP after ``timeout_s`` seconds.
@@ -350,9 +357,12 @@ class Connection(asyncio.Protocol):
             hub.open_count(), self.settings.max_connections, closing=hub.closing
         )
         if refusal is not None:
-            # One INFO line (rate-limited): the reason and, for Host/Origin refusals, the
-            # offending value (query redacted); never the path or the token.
-            self.hub.refusals.refused(refusal.reason, refusal.status.value, **refused_value(request, refusal))
+            # One INFO line (rate-limited): the reason, the actual cause (detail) and, for
+            # Host/Origin refusals, the offending value (query redacted); never the path or
+            # the token.
+            self.hub.refusals.refused(
+                refusal.reason, refusal.status.value, detail=refusal.detail, **refused_value(request, refusal)
+            )
             protocol.send_response(protocol.reject(refusal.status, refusal.text))
             hub.handshake_ended(self)
             return
@@ -463,7 +473,9 @@ class Connection(asyncio.Protocol):
 
     def _dispatch(self, frame: str | bytes) -> None:
         """Answer ``frame`` inline, or start the lane task that will."""
-        coro = self.hub.dispatcher.handle_frame(frame, admit=self._admit, spawn=self._spawn)
+        coro = self.hub.dispatcher.handle_frame(
+            frame, admit=self._admit, spawn=self._spawn, running=self._running_count, emit=self.send_now
+        )
         done, outcome = start_eagerly(coro)
         if done:
             if outcome is not None:
@@ -501,12 +513,16 @@ class Connection(asyncio.Protocol):
         if "queue" in self._read_pauses and len(queue) < MAX_QUEUED_FRAMES // 2:
             self._resume_reading("queue")
 
-    def _spawn(self, request_id: Any, reply: Coroutine[Any, Any, bytes]) -> None:
+    def _running_count(self, channel: str) -> int:
+        return self._running.get(channel, 0)
+
+    def _spawn(self, request_id: Any, channel: str, reply: Coroutine[Any, Any, bytes]) -> None:
         """Run a long-running request beside the lane; its response leaves when ready."""
         task = self._loop.create_task(reply)
         # A reused id cancels only its latest request; every one counts against the limit.
         self._long[request_id] = task
         self._long_tasks.add(task)
+        self._running[channel] = self._running.get(channel, 0) + 1
         self.hub.request_started()
         if len(self._long_tasks) >= MAX_QUEUED_FRAMES:
             self._pause_reading("long")
@@ -515,6 +531,11 @@ class Connection(asyncio.Protocol):
             if self._long.get(request_id) is task:
                 del self._long[request_id]
             self._long_tasks.discard(task)
+            left = self._running[channel] - 1
+            if left:
+                self._running[channel] = left
+            else:
+                del self._running[channel]
             self.hub.request_finished()
             if len(self._long_tasks) < MAX_QUEUED_FRAMES // 2:
                 self._resume_reading("long")

@@ -22,13 +22,14 @@ import structlog
 from pydantic import BaseModel, RootModel
 from pydantic import ValidationError as PydanticValidationError
 
-from bridge.api import Registration, Registry
+from bridge.api import PROGRESS, ChannelSpec, Progress, Registration, Registry
 from bridge.errors import (
     BridgeError,
     FieldError,
     InvalidRequestError,
     MethodNotFoundError,
     ParseError,
+    RateLimitedError,
     RequestCancelledError,
     ResponseTooLargeError,
     ValidationError,
@@ -79,10 +80,16 @@ def notification_frame(method: str, params: Any) -> bytes:
 Gate = Callable[[], BridgeError | None]
 """A check run before a call: returns the error to answer instead, or None to proceed."""
 
-Spawn = Callable[[Any, Coroutine[Any, Any, bytes]], None]
-"""Takes a long-running request out of order: ``spawn(request_id, reply)`` must run the
-``reply`` coroutine concurrently with later requests (it returns the response frame, or
-the -32800 error frame when cancelled) and send what it returns."""
+Spawn = Callable[[Any, str, Coroutine[Any, Any, bytes]], None]
+"""Takes a long-running request out of order: ``spawn(request_id, channel, reply)`` must
+run the ``reply`` coroutine concurrently with later requests (it returns the response
+frame, or the -32800 error frame when cancelled) and send what it returns."""
+
+Running = Callable[[str], int]
+"""``running(channel)``: how many requests to ``channel`` run out of order on this connection."""
+
+Emit = Callable[[bytes], None]
+"""Sends one frame on the requesting connection now (``$/progress`` notifications)."""
 
 
 def _is_notification(message: dict[str, Any]) -> bool:
@@ -130,7 +137,13 @@ class Dispatcher:
         self._positional: dict[type[BaseModel], bool] = {}
 
     async def handle_frame(
-        self, frame: str | bytes, *, admit: Gate | None = None, spawn: Spawn | None = None
+        self,
+        frame: str | bytes,
+        *,
+        admit: Gate | None = None,
+        spawn: Spawn | None = None,
+        running: Running | None = None,
+        emit: Emit | None = None,
     ) -> bytes | None:
         """Answer one WebSocket message (JSON-RPC 2.0 §4–§6).
 
@@ -146,6 +159,11 @@ class Dispatcher:
             spawn: when given, a single request (not a batch element) to a channel
                 marked ``long_running`` is handed to it after its checks and validation
                 and this returns None; without it, such a request runs in order.
+            running: with ``spawn``, counts the requests to a channel already running out
+                of order on the connection, for the channel's ``max_running`` (past it:
+                4029).
+            emit: sends a frame on the requesting connection at once: the ``$/progress``
+                notifications of a channel declared with ``progress`` (none without it).
 
         Returns:
             The reply's UTF-8 JSON bytes, or None when nothing is to be sent (a
@@ -161,7 +179,7 @@ class Dispatcher:
             # numbers that overflow a double all land here.
             return _dump_error(ParseError())
         if not isinstance(message, list):
-            reply = await self.handle_message(message, admit, spawn)
+            reply = await self.handle_message(message, admit, spawn, running=running, emit=emit)
             return None if reply is None else self._dump_within(reply)
         if not message:
             return _dump_error(InvalidRequestError("Invalid request: empty batch"))
@@ -172,9 +190,9 @@ class Dispatcher:
                     context={"maxBatch": self.max_batch},
                 )
             )
-        return await self._handle_batch(message, admit)
+        return await self._handle_batch(message, admit, emit)
 
-    async def _handle_batch(self, batch: list[Any], admit: Gate | None) -> bytes | None:
+    async def _handle_batch(self, batch: list[Any], admit: Gate | None, emit: Emit | None) -> bytes | None:
         """Run a batch's elements in array order within the reply budget; the reply frame."""
         # Each element is answered on its own. Answers are serialized as they are
         # produced, so the budget is checked before the next element runs: once an
@@ -187,11 +205,11 @@ class Dispatcher:
         for item in batch:
             if over:
                 if isinstance(item, dict) and _is_notification(item):
-                    await self.handle_message(item, admit)  # answers nothing: costs no bytes
+                    await self.handle_message(item, admit, emit=emit)  # answers nothing: costs no bytes
                     continue
                 part = _dump_reply(_unrun_reply(item, budget))
             else:
-                reply = await self.handle_message(item, admit)
+                reply = await self.handle_message(item, admit, emit=emit)
                 if reply is None:
                     continue
                 part = _dump_reply(reply)
@@ -210,7 +228,13 @@ class Dispatcher:
         return frame
 
     async def handle_message(  # noqa: PLR0911 - one return per JSON-RPC outcome
-        self, message: Any, admit: Gate | None = None, spawn: Spawn | None = None
+        self,
+        message: Any,
+        admit: Gate | None = None,
+        spawn: Spawn | None = None,
+        *,
+        running: Running | None = None,
+        emit: Emit | None = None,
     ) -> dict[str, Any] | None:
         """Answer one parsed request object; None for a notification (never answered).
 
@@ -218,6 +242,8 @@ class Dispatcher:
             message: one element of the frame (any JSON value).
             admit: see :meth:`handle_frame`.
             spawn: see :meth:`handle_frame` (None is then returned for a spawned request).
+            running: see :meth:`handle_frame`.
+            emit: see :meth:`handle_frame`.
 
         Returns:
             The response object (``result`` or ``error``), or None for a notification.
@@ -244,14 +270,22 @@ class Dispatcher:
             return error_response(InvalidRequestError(), reply_id)
         try:
             registration, params = self._prepare(method, message.get("params"), admit)
-            if spawn is not None and registration.spec.long_running:
-                spawn(reply_id, self._answer_long(registration, params, reply_id))
+            spec = registration.spec
+            if spawn is not None and spec.long_running:
+                _check_running(spec, running)
+                progress = _progress(registration, params, emit)
+                spawn(reply_id, spec.name, self._answer_long(registration, params, reply_id, progress))
                 return None
             if not registration.inline and asyncio.current_task() is None:
                 await asyncio.sleep(0)  # start the handler inside a task (bridge.rpc.eager)
-            result = await registration.handler(params)
+            progress = _progress(registration, params, emit)
+            try:
+                result = await _call(registration, params, progress)
+            finally:
+                if progress is not None:
+                    progress.end()
             if type(result) is not orjson.Fragment:
-                result = registration.spec.dump_result(result)
+                result = spec.dump_result(result)
         except BridgeError as exc:
             return error_response(exc, reply_id)
         except Exception:
@@ -259,22 +293,33 @@ class Dispatcher:
             return error_response(BridgeError(), reply_id)
         return {"jsonrpc": "2.0", "id": reply_id, "result": result}
 
-    async def _answer_long(self, registration: Registration, params: BaseModel, reply_id: Any) -> bytes:
-        """Run a long-running request to its response frame; -32800 when it is cancelled."""
+    async def _answer_long(
+        self, registration: Registration, params: BaseModel, reply_id: Any, progress: Progress | None
+    ) -> bytes:
+        """Run a long-running request to its response frame; -32800 when it is cancelled.
+
+        Its progress ends (``kind: "end"``) before the response frame is returned.
+        """
         try:
-            result = await registration.handler(params)
+            result = await _call(registration, params, progress)
             if type(result) is not orjson.Fragment:
                 result = registration.spec.dump_result(result)
         except asyncio.CancelledError:
-            # Cancelled by `$/cancelRequest` (LSP): answered, not propagated; a connection
-            # that went away discards the answer.
+            # Cancelled by `$/cancelRequest` or shutdown (LSP): answered, not propagated; a
+            # connection that went away discards the answer.
+            if progress is not None:
+                progress.end("cancelled")
             return cancelled_frame(reply_id)
         except BridgeError as exc:
-            return _dump_reply(error_response(exc, reply_id))
+            reply = error_response(exc, reply_id)
         except Exception:
             log.exception("handler_failed", method=registration.spec.name)
-            return _dump_reply(error_response(BridgeError(), reply_id))
-        return self._dump_within({"jsonrpc": "2.0", "id": reply_id, "result": result})
+            reply = error_response(BridgeError(), reply_id)
+        else:
+            reply = {"jsonrpc": "2.0", "id": reply_id, "result": result}
+        if progress is not None:
+            progress.end()
+        return self._dump_within(reply)
 
     async def _run_quietly(self, message: dict[str, Any], admit: Gate | None) -> None:
         """Run a notification; whatever goes wrong, nothing is sent back (JSON-RPC 2.0 §4.1)."""
@@ -285,7 +330,8 @@ class Dispatcher:
             registration, params = self._prepare(method, message.get("params"), admit)
             if not registration.inline and asyncio.current_task() is None:
                 await asyncio.sleep(0)  # start the handler inside a task (bridge.rpc.eager)
-            await registration.handler(params)
+            # A notification has no id to report progress for: its token is ignored.
+            await _call(registration, params, Progress() if registration.spec.progress else None)
         except BridgeError:
             pass  # a client mistake (or 5003): nobody to tell, nothing worth a log line
         except Exception:
@@ -348,6 +394,40 @@ class Dispatcher:
                 self._params_memo.clear()
             self._params_memo[key] = parsed
         return parsed
+
+
+def _check_running(spec: ChannelSpec[Any, Any], running: Running | None) -> None:
+    """Raise 4029 when ``spec.max_running`` requests to it already run on the connection."""
+    limit = spec.max_running
+    if limit is not None and running is not None and running(spec.name) >= limit:
+        raise RateLimitedError(
+            "Too many requests to this channel are running on this connection",
+            context={"channel": spec.name, "maxRunning": limit},
+        )
+
+
+def _progress(registration: Registration, params: BaseModel, emit: Emit | None) -> Progress | None:
+    """The handler's :class:`Progress` for a channel declared with ``progress``, else None.
+
+    It sends ``$/progress`` through ``emit`` when the params carry a ``workDoneToken``.
+    """
+    if not registration.spec.progress:
+        return None
+    token = getattr(params, "work_done_token", None)
+    if token is None or emit is None:
+        return Progress()
+
+    def send(value: dict[str, Any]) -> None:
+        emit(notification_frame(PROGRESS, value))
+
+    return Progress(token, send)
+
+
+def _call(registration: Registration, params: BaseModel, progress: Progress | None) -> Any:
+    """Call the handler: with its :class:`Progress` when the channel reports progress."""
+    if progress is None:
+        return registration.handler(params)
+    return registration.handler(params, progress)
 
 
 def _params_shape_ok(message: dict[str, Any]) -> bool:

@@ -16,10 +16,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request
+
+from bridge.options import PORT_WILDCARD
 
 SUBPROTOCOL: Final = "bridge.v1"
 TOKEN_SUBPROTOCOL_PREFIX: Final = "bridge.v1.token."  # noqa: S105 - a prefix, not a secret
@@ -35,11 +37,15 @@ class Refusal:
         status: HTTP status sent instead of 101 (403, 401 or 503).
         reason: short log reason (``host``, ``origin``, ``token``, ``capacity``).
         text: plain-text body (never echoes a header value).
+        detail: the actual cause, for the server's log only (a browser cannot read a
+            refused handshake): ``missing``, ``repeated``, ``null``, ``not_allowed``,
+            ``malformed``, ``mismatch``, ``shutting_down`` or ``full``.
     """
 
     status: http.HTTPStatus
     reason: str
     text: str
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,8 @@ class HandshakePolicy:
         port: the bound TCP port (part of an allowed ``Host``); None over a Unix socket.
         uds: True when serving on a Unix socket (no browser can reach it: Host is not checked).
         allow_hosts: extra ``Host`` names (lower case, with or without port).
-        allow_origins: exact ``Origin`` values accepted (``null`` never is).
+        allow_origins: ``Origin`` values accepted (``null`` never is): exact values, or an
+            explicit port wildcard ``scheme://host:*`` (see :func:`check_allowed_origins`).
     """
 
     token: bytes
@@ -119,9 +126,44 @@ def host_allowed(host: str | None, policy: HandshakePolicy) -> bool:
     return host in policy.allow_hosts or bare in policy.allow_hosts
 
 
+def _wildcard_match(origin: str, pattern: str) -> bool:
+    """True when ``origin`` is ``pattern``'s scheme and host with any port (or none)."""
+    base = pattern.removesuffix(PORT_WILDCARD)
+    scheme, _, netloc = base.partition("://")
+    try:
+        parts = urlsplit(origin)
+        port = parts.port  # ValueError for a port that is not a number
+    except ValueError:
+        return False
+    host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
+    return (
+        parts.scheme == scheme
+        and host == netloc
+        and bool(parts.hostname)
+        and parts.username is None
+        and not parts.path
+        and not parts.query
+        and not parts.fragment
+        and f"{parts.scheme}://{parts.netloc}" == origin
+    )
+
+
 def origin_allowed(origin: str | None, policy: HandshakePolicy) -> bool:
-    """True when ``Origin`` is absent (not a browser) or exactly allowed; ``null`` never is."""
-    return origin is None or (origin not in {"", "null"} and origin in policy.allow_origins)
+    """True when ``Origin`` is absent (not a browser), exactly allowed, or matches a port wildcard.
+
+    ``null`` never is allowed.
+    """
+    if origin is None:
+        return True
+    if origin in {"", "null"}:
+        return False
+    if origin in policy.allow_origins and not origin.endswith(PORT_WILDCARD):
+        return True
+    return any(
+        _wildcard_match(origin, pattern)
+        for pattern in policy.allow_origins
+        if pattern.endswith(PORT_WILDCARD)
+    )
 
 
 def token_valid(token: str | None, expected: bytes) -> bool:
@@ -133,14 +175,30 @@ def token_valid(token: str | None, expected: bytes) -> bool:
     return hmac.compare_digest(token.encode("ascii"), expected)
 
 
+def _header_detail(value: str | None) -> str:
+    if value is None:
+        return "missing"
+    return "repeated" if value == "" else "not_allowed"
+
+
 def check_request(request: Request, policy: HandshakePolicy) -> Refusal | None:
     """Run the Host → Origin → token checks on ``request``; None when all pass."""
-    if not host_allowed(single_header(request.headers, "Host"), policy):
-        return Refusal(http.HTTPStatus.FORBIDDEN, "host", "Host not allowed\n")
-    if not origin_allowed(single_header(request.headers, "Origin"), policy):
-        return Refusal(http.HTTPStatus.FORBIDDEN, "origin", "Origin not allowed\n")
-    if not token_valid(presented_token(request), policy.token):
-        return Refusal(http.HTTPStatus.UNAUTHORIZED, "token", "missing or invalid token\n")
+    host = single_header(request.headers, "Host")
+    if not host_allowed(host, policy):
+        return Refusal(http.HTTPStatus.FORBIDDEN, "host", "Host not allowed\n", _header_detail(host))
+    origin = single_header(request.headers, "Origin")
+    if not origin_allowed(origin, policy):
+        detail = "null" if origin == "null" else _header_detail(origin)
+        return Refusal(http.HTTPStatus.FORBIDDEN, "origin", "Origin not allowed\n", detail)
+    token = presented_token(request)
+    if not token_valid(token, policy.token):
+        if token is None:
+            detail = "missing"
+        elif not TOKEN_PATTERN.match(token):
+            detail = "malformed"
+        else:
+            detail = "mismatch"  # well-formed but not this server's: a stale token, most likely
+        return Refusal(http.HTTPStatus.UNAUTHORIZED, "token", "missing or invalid token\n", detail)
     return None
 
 
@@ -169,6 +227,10 @@ def refused_value(request: Request, refusal: Refusal) -> dict[str, str]:
 
 def check_capacity(open_connections: int, max_connections: int, *, closing: bool) -> Refusal | None:
     """503 once ``max_connections`` are open or the server is shutting down; else None."""
-    if closing or open_connections >= max_connections:
-        return Refusal(http.HTTPStatus.SERVICE_UNAVAILABLE, "capacity", "too many connections\n")
+    if closing:
+        return Refusal(
+            http.HTTPStatus.SERVICE_UNAVAILABLE, "capacity", "too many connections\n", "shutting_down"
+        )
+    if open_connections >= max_connections:
+        return Refusal(http.HTTPStatus.SERVICE_UNAVAILABLE, "capacity", "too many connections\n", "full")
     return None

@@ -221,11 +221,11 @@ class BridgeServer:
     async def shutdown(self) -> None:
         """Graceful shutdown (DESIGN §7), bounded by ``settings.shutdown_timeout_s`` seconds.
 
-        In order: stop accepting connections; answer new requests with 5003; cancel
-        long-running requests (answered -32800); wait for the requests in flight to
-        finish and their responses to be written; close every connection with 1001
-        (aborting those that do not complete the closing handshake before the deadline);
-        wait for TCP to close.
+        In order: stop accepting connections; answer new requests with 5003; cancel the
+        long-running requests (each answered -32800 REQUEST_CANCELLED); wait for the
+        requests in flight to finish and their responses to be written; close every
+        connection with 1001 (aborting those that do not complete the closing handshake
+        before the deadline); wait for TCP to close.
         """
         if not self._listeners:
             return
@@ -235,8 +235,9 @@ class BridgeServer:
         listeners, self._listeners = self._listeners, []
         for listener in listeners:
             listener.close()
-        for connection in list(self._alive):
-            connection.cancel_long_running()
+        cancelled = sum(connection.cancel_long_running() for connection in list(self._alive))
+        if cancelled:
+            log.info("shutdown_cancelled_long_running", requests=cancelled)
         try:
             async with asyncio.timeout_at(deadline):
                 await self._idle.wait()

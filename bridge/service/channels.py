@@ -75,12 +75,15 @@ def register_llm_config_channels(
     registry.add(api.LLM_CONFIG_SNAPSHOT, snapshot, inline=True)
     registry.add(api.LLM_CONFIG_INITIALIZE, initialize)
 
-    async def test(params: LlmConfigTestParams) -> LlmConfigTestResult:
-        # Progress (``$/progress`` for a ``workDoneToken``: pass ``progress=``) and
-        # cancellation come from the RPC layer once it runs long operations; until then
-        # the test runs as an ordinary ordered call, bounded by its timeoutMs. Cancelling
-        # the task that awaits it aborts the outbound request.
-        return await tester.test(config_id=params.id, draft=params.config, timeout_ms=params.timeout_ms)
+    async def test(params: LlmConfigTestParams, progress: api.Progress) -> LlmConfigTestResult:
+        # Long-running: the RPC layer runs it beside later requests and cancels its task on
+        # `$/cancelRequest` (the outbound request is aborted). The tester's progress
+        # messages are fixed strings ("connecting", "listing"): never the key or a URL.
+        result = await tester.test(
+            config_id=params.id, draft=params.config, timeout_ms=params.timeout_ms, progress=progress.report
+        )
+        progress.end("ok" if result.ok else "failed")
+        return result
 
     registry.add(api.LLM_CONFIG_REFRESH_CACHE, refresh)
     registry.add(api.LLM_CONFIG_TEST, test)

@@ -1,6 +1,7 @@
 """Third-party JSON-RPC clients against a real ``bridge serve``.
 
-Node clients (npm ``rpc-websockets`` and ``@open-rpc/client-js``, from package-lock.json)
+Node clients (npm ``rpc-websockets``, ``@open-rpc/client-js`` and ``vscode-jsonrpc``, from
+package-lock.json)
 run as subprocesses of the scripts under ``tests/js/interop/`` and print one JSON object;
 Python ``jsonrpcclient`` builds the requests and parses the responses sent over
 ``websockets``. Each test asserts on what the client library itself produced.
@@ -19,11 +20,13 @@ import orjson
 from jsonrpcclient import Error, Ok, notification, parse, request
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import ANTHROPIC_KEY, GOOGLE_KEY, OPENAI_KEY, ServedBridge
+from tests.conftest import ANTHROPIC_KEY, GOOGLE_KEY, OPENAI_KEY, ServedBridge, start_bridge_process
+from tests.helpers.fake_provider import NO_PROXY_ENV, OPENAI_MODELS, FakeProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 INTEROP = ROOT / "tests" / "js" / "interop"
 TIMEOUT = 10
+VSCODE_KEY = "canary-interop-5e0c2b7a9d41f368"
 
 
 def run_node_client(script: str, served: ServedBridge) -> dict[str, Any]:
@@ -176,3 +179,57 @@ async def test_jsonrpcclient_requests_and_parsed_responses(served: ServedBridge)
         assert isinstance(subscribed, Ok)
         assert subscribed.result == {"llm-config:changed": "ok", "nope": "provided event invalid"}
     assert_no_secret_in_log(served, GOOGLE_KEY)
+
+
+async def test_vscode_jsonrpc_call_cancellation_and_progress(tmp_path: Path) -> None:
+    node = shutil.which("node")
+    assert node is not None, "node (20+) is required: make check runs the Node interop clients"
+    assert (ROOT / "node_modules" / "vscode-jsonrpc").is_dir(), "run `npm ci` (make check does)"
+    served = start_bridge_process(tmp_path / "data", env=NO_PROXY_ENV)
+    try:
+        with (
+            FakeProvider("custom", VSCODE_KEY) as provider,
+            FakeProvider("custom", VSCODE_KEY, stall=True) as stalled,
+        ):
+            process = await asyncio.create_subprocess_exec(
+                node,
+                str(INTEROP / "vscode-jsonrpc-client.mjs"),
+                served.url,
+                served.token,
+                provider.base_url,
+                stalled.base_url,
+                cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            assert process.stdin is not None
+            try:
+                assert await asyncio.to_thread(stalled.received.wait, 30)
+                assert not stalled.dropped.is_set()
+                process.stdin.write(b"cancel\n")
+                await process.stdin.drain()
+                stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            assert process.returncode == 0, stderr.decode()
+            # The server aborted the outbound request of the cancelled test.
+            assert await asyncio.to_thread(stalled.dropped.wait, TIMEOUT)
+    finally:
+        served.stop()
+    out = json.loads(stdout)
+    assert out["hello"]["protocolVersion"] == 1
+    assert (out["tested"]["ok"], out["tested"]["models"]) == (True, OPENAI_MODELS)
+    assert out["progress"] == [
+        {"kind": "begin", "message": "connecting", "percentage": 0},
+        {"kind": "report", "message": "listing", "percentage": 50},
+        {"kind": "end", "message": "ok"},
+    ]
+    assert out["readWhileStalled"] == []
+    assert out["cancelled"]["error"]["code"] == -32800
+    assert out["cancelled"]["error"]["data"] == {"code": "REQUEST_CANCELLED", "name": "RequestCancelledError"}
+    assert out["cancelledAfterMs"] < 25_000  # long before the 30 s timeoutMs
+    assert VSCODE_KEY not in stdout.decode()
+    assert VSCODE_KEY not in served.log_text()

@@ -180,6 +180,13 @@ def run_serve(data_dir: Path, *flags: str) -> tuple[int, list[dict[str, Any]]]:
         (("--outbound-cap-bytes", "100"), "invalid --outbound-cap-bytes: must be at least 1024 (got 100)"),
         (("--rate-limit", "0"), "invalid --rate-limit: must be above 0 (or off) (got 0.0)"),
         (("--shutdown-timeout", "-1"), "invalid --shutdown-timeout: must be 0 or more (got -1.0)"),
+        (
+            ("--allow-origin", "http://localhost:*", "--allow-origin", "http://*:*"),
+            (
+                "invalid --allow-origin: must be an exact origin or an explicit port wildcard such as "
+                "http://localhost:* (never a host wildcard, never null) (got 'http://*:*')"
+            ),
+        ),
     ],
 )
 def test_out_of_range_flags_stop_start_up_with_one_json_line(

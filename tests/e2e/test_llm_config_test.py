@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,3 +233,163 @@ async def test_a_malformed_work_done_token_is_a_validation_error(served: ServedB
     assert [(e["field"], e["code"]) for e in reply["error"]["data"]["errors"]] == [
         ("workDoneToken", "INVALID_FORMAT")
     ]
+
+
+async def recv(ws: ClientConnection) -> dict[str, Any]:
+    frame = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert isinstance(frame, str)
+    assert CANARY not in frame
+    return orjson.loads(frame)  # type: ignore[no-any-return]
+
+
+def frame(method: str, params: dict[str, Any], request_id: Any = None) -> str:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+    if request_id is not None:
+        message["id"] = request_id
+    return json.dumps(message)
+
+
+async def test_cancel_request_during_a_stalled_test_answers_32800_and_aborts_the_request(
+    served: ServedBridge,
+) -> None:
+    with FakeProvider("custom", CANARY, stall=True) as provider:
+        wire = await open_wire(served)
+        async with wire.ws as ws:
+            await ws.send(
+                frame(
+                    "llm-config:test", {"config": custom("Slow", provider.base_url), "timeoutMs": 30_000}, 1
+                )
+            )
+            # Another request on the same connection is answered while the test stalls.
+            started = time.monotonic()
+            await ws.send(frame("llm-config:read", {"id": UNKNOWN_ID}, 2))
+            assert await recv(ws) == {"jsonrpc": "2.0", "id": 2, "result": None}
+            assert time.monotonic() - started < 5
+            assert await asyncio.to_thread(provider.received.wait, TIMEOUT)
+            assert not provider.dropped.is_set()
+            await ws.send(frame("$/cancelRequest", {"id": 1}))
+            reply = await recv(ws)
+            assert reply["id"] == 1
+            assert reply["error"]["code"] == -32800
+            assert reply["error"]["data"]["code"] == "REQUEST_CANCELLED"
+            assert time.monotonic() - started < 15  # long before the 30 s timeout
+        # The provider sees the outbound request dropped.
+        assert await asyncio.to_thread(provider.dropped.wait, TIMEOUT)
+    served.stop()
+    assert '"llm_config_test_cancelled"' in served.log_text()
+    assert CANARY not in served.log_text()
+
+
+async def test_a_test_with_a_work_done_token_reports_progress_on_its_connection(served: ServedBridge) -> None:
+    with FakeProvider("custom", CANARY) as provider:
+        wire = await open_wire(served)
+        async with wire.ws as ws:
+            await ws.send(
+                frame(
+                    "llm-config:test",
+                    {"config": custom("Draft", provider.base_url), "workDoneToken": "p1"},
+                    1,
+                )
+            )
+            frames = []
+            while "id" not in (message := await recv(ws)):
+                frames.append(message)
+        assert message["result"]["ok"] is True
+        assert [f["method"] for f in frames] == ["$/progress"] * 3
+        assert [f["params"] for f in frames] == [
+            {"token": "p1", "value": {"kind": "begin", "message": "connecting", "percentage": 0}},
+            {"token": "p1", "value": {"kind": "report", "message": "listing", "percentage": 50}},
+            {"token": "p1", "value": {"kind": "end", "message": "ok"}},
+        ]
+
+
+async def test_at_most_four_tests_run_at_once_on_a_connection(served: ServedBridge) -> None:
+    with FakeProvider("custom", CANARY, stall=True) as provider:
+        wire = await open_wire(served)
+        async with wire.ws as ws:
+            for n in range(1, 6):
+                await ws.send(
+                    frame(
+                        "llm-config:test",
+                        {"config": custom("Slow", provider.base_url), "timeoutMs": 30_000},
+                        n,
+                    )
+                )
+            refused = await recv(ws)
+            assert refused["id"] == 5
+            assert refused["error"]["code"] == 4029
+            assert refused["error"]["data"]["context"] == {
+                "channel": "llm-config:test",
+                "maxRunning": api.MAX_RUNNING_TESTS_PER_CONNECTION,
+            }
+            for n in range(1, 5):
+                await ws.send(frame("$/cancelRequest", {"id": n}))
+            cancelled = [await recv(ws) for _ in range(4)]
+            assert sorted(reply["id"] for reply in cancelled) == [1, 2, 3, 4]
+            assert {reply["error"]["code"] for reply in cancelled} == {-32800}
+
+
+async def test_shutdown_answers_a_stalled_test_with_32800_within_the_bound(tmp_path: Path) -> None:
+    bridge = start_bridge_process(tmp_path / "data", "--shutdown-timeout", "3", env=NO_PROXY_ENV)
+    try:
+        with FakeProvider("custom", CANARY, stall=True) as provider:
+            wire = await open_wire(bridge)
+            async with wire.ws as ws:
+                await ws.send(
+                    frame(
+                        "llm-config:test",
+                        {"config": custom("Slow", provider.base_url), "timeoutMs": 30_000},
+                        1,
+                    )
+                )
+                assert await asyncio.to_thread(provider.received.wait, TIMEOUT)
+                started = time.monotonic()
+                bridge.process.send_signal(signal.SIGTERM)
+                reply = await recv(ws)
+                assert (reply["id"], reply["error"]["code"]) == (1, -32800)
+                assert time.monotonic() - started < 3 + 1
+            assert await asyncio.to_thread(provider.dropped.wait, TIMEOUT)
+        assert await asyncio.to_thread(bridge.process.wait, TIMEOUT) == 0
+    finally:
+        bridge.stop()
+
+
+async def test_python_client_routes_progress_to_on_progress(served: ServedBridge) -> None:
+    with FakeProvider("custom", CANARY) as provider:
+        async with BridgeClient(served.url, served.token) as client:
+            values: list[dict[str, Any]] = []
+            result = await client.invoke(
+                "llm-config:test", {"config": custom("Draft", provider.base_url)}, on_progress=values.append
+            )
+            assert result["ok"] is True
+            assert values == [
+                {"kind": "begin", "message": "connecting", "percentage": 0},
+                {"kind": "report", "message": "listing", "percentage": 50},
+                {"kind": "end", "message": "ok"},
+            ]
+            # A channel without progress never calls it.
+            assert await client.invoke("llm-config:list", on_progress=values.append) == []
+            assert len(values) == 3
+
+
+async def test_cancelling_a_python_client_call_sends_cancel_request_and_aborts_the_test(
+    served: ServedBridge,
+) -> None:
+    with FakeProvider("custom", CANARY, stall=True) as provider:
+        async with BridgeClient(served.url, served.token) as client:
+            call = asyncio.create_task(
+                client.invoke(
+                    "llm-config:test", {"config": custom("Slow", provider.base_url), "timeoutMs": 30_000}
+                )
+            )
+            assert await asyncio.to_thread(provider.received.wait, TIMEOUT)
+            started = time.monotonic()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            # The server aborted the outbound request: the provider sees the drop.
+            assert await asyncio.to_thread(provider.dropped.wait, TIMEOUT)
+            assert time.monotonic() - started < 15
+            assert await client.invoke("llm-config:read", {"id": UNKNOWN_ID}) is None
+    served.stop()
+    assert '"llm_config_test_cancelled"' in served.log_text()

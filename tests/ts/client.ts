@@ -34,6 +34,23 @@ export async function useClient(url: string, token: string): Promise<void> {
     else if (error instanceof ConnectionLostError) console.log("retry later", error.message);
   }
 
+  // A long operation: cancellable with an AbortSignal, progress through onProgress.
+  const controller = new AbortController();
+  const tested = await client.invoke(
+    "llm-config:test",
+    { id: created.id, timeoutMs: 5000 },
+    { signal: controller.signal, onProgress: (v) => console.log(v.kind, v.message, v.percentage), timeoutMs: 10000 },
+  );
+  const ok: boolean = tested.ok;
+  const kind: string | undefined = tested.error?.kind;
+  client.onStatus((s, detail) => {
+    if (s === "reconnecting" && detail && !(detail instanceof Error) && detail.reason === "handshake-refused")
+      console.log(detail.likelyCauses?.join("; "));
+  });
+  console.log(ok, kind);
+  // @ts-expect-error a progress kind is begin, report or end
+  client.invoke("llm-config:test", { id: created.id }, { onProgress: (v) => v.kind === "done" });
+
   const api = llmConfigApi(client);
   const deleted: boolean = (await api.delete(created.id)).deleted;
   const refreshed: number = (await api.refreshCache()).count;

@@ -8,6 +8,7 @@ import pytest
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
+from bridge.options import check_allowed_origins
 from bridge.rpc.handshake import (
     HandshakePolicy,
     check_capacity,
@@ -92,3 +93,88 @@ def test_presented_token_and_subprotocol_selection() -> None:
     assert presented_token(make(("Authorization", "Token abc"))) == ""
     assert select_subprotocol(["bridge.v1", f"bridge.v1.token.{TOKEN}"]) == "bridge.v1"
     assert select_subprotocol([f"bridge.v1.token.{TOKEN}"]) is None
+
+
+WILDCARD_POLICY = HandshakePolicy(
+    token=TOKEN.encode(),
+    port=8123,
+    uds=False,
+    allow_hosts=frozenset(),
+    allow_origins=frozenset({"http://localhost:*", "tauri://localhost"}),
+)
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("http://localhost:5173", True),
+        ("http://localhost:3000", True),
+        ("http://localhost", True),
+        ("tauri://localhost", True),
+        ("https://localhost:5173", False),
+        ("http://127.0.0.1:5173", False),
+        ("http://localhost.evil.example:5173", False),
+        ("http://evil.example:5173", False),
+        ("http://user@localhost:5173", False),
+        ("http://localhost:5173/path", False),
+        ("http://localhost:abc", False),
+        ("http://localhost:*", False),
+        ("null", False),
+    ],
+)
+def test_a_port_wildcard_accepts_any_port_of_exactly_its_scheme_and_host(origin: str, allowed: bool) -> None:
+    refusal = check_request(make(GOOD_HOST, ("Origin", origin), BEARER), WILDCARD_POLICY)
+    assert (refusal is None) is allowed
+
+
+@pytest.mark.parametrize(
+    ("values", "bad"),
+    [
+        (["http://localhost:*", "file://", "tauri://localhost", "http://localhost:5173"], None),
+        (["https://[::1]:*"], None),
+        (["*"], "*"),
+        (["http://*"], "http://*"),
+        (["http://*:*"], "http://*:*"),
+        (["http://*.example.com:*"], "http://*.example.com:*"),
+        (["http://localhost:5*"], "http://localhost:5*"),
+        (["http://localhost/app:*"], "http://localhost/app:*"),
+        (["http://user@localhost:*"], "http://user@localhost:*"),
+        ([":*"], ":*"),
+        (["http://[x:*"], "http://[x:*"),
+        (["null"], "null"),
+    ],
+)
+def test_allowed_origins_refuse_host_wildcards(values: list[str], bad: str | None) -> None:
+    assert check_allowed_origins(values) == bad
+
+
+@pytest.mark.parametrize(
+    ("headers", "path", "reason", "detail"),
+    [
+        ([("Host", "evil.example:8123"), BEARER], "/", "host", "not_allowed"),
+        ([BEARER], "/", "host", "missing"),
+        ([GOOD_HOST, ("Origin", "null"), BEARER], "/", "origin", "null"),
+        ([GOOD_HOST, ("Origin", "http://localhost:1"), BEARER], "/", "origin", "not_allowed"),
+        ([GOOD_HOST], "/", "token", "missing"),
+        ([GOOD_HOST, ("Authorization", "Bearer short")], "/", "token", "malformed"),
+        ([GOOD_HOST, ("Authorization", "Bearer " + "s" * 43)], "/", "token", "mismatch"),
+    ],
+)
+def test_refusals_name_their_actual_cause(
+    headers: list[tuple[str, str]], path: str, reason: str, detail: str
+) -> None:
+    refusal = check_request(make(*headers, path=path), POLICY)
+    assert refusal is not None
+    assert (refusal.reason, refusal.detail) == (reason, detail)
+
+
+def test_a_port_wildcard_on_an_ipv6_loopback_matches_its_ports() -> None:
+    policy = HandshakePolicy(
+        token=TOKEN.encode(),
+        port=8123,
+        uds=False,
+        allow_hosts=frozenset(),
+        allow_origins=frozenset({"http://[::1]:*"}),
+    )
+    assert check_request(make(GOOD_HOST, ("Origin", "http://[::1]:5173"), BEARER), policy) is None
+    assert check_request(make(GOOD_HOST, ("Origin", "http://[::2]:5173"), BEARER), policy) is not None

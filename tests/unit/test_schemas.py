@@ -295,3 +295,25 @@ def test_app_channels_get_readable_names_and_no_ref_siblings() -> None:
     assert "app:tag" in {m["name"] for m in document["methods"]}
     for node in walk(document["components"]["schemas"]):
         assert "$ref" not in node or set(node) == {"$ref"}
+
+
+def test_openrpc_marks_long_running_and_progress_and_lists_the_lsp_notifications() -> None:
+    document = committed("openrpc.json")
+    methods = {m["name"]: m for m in document["methods"]}
+    test = methods["llm-config:test"]
+    assert test["x-long-running"] is True
+    assert test["x-progress"] is True
+    assert test["x-max-running"] == api.MAX_RUNNING_TESTS_PER_CONNECTION
+    for name in ("llm-config:read", "llm-config:create", "bridge:hello"):
+        assert not {"x-long-running", "x-progress", "x-max-running"} & set(methods[name]), name
+    notes = {n["name"]: n for n in document["x-protocol-notifications"]}
+    assert notes["$/cancelRequest"]["x-direction"] == "client-to-server"
+    assert [p["name"] for p in notes["$/cancelRequest"]["params"]] == ["id"]
+    assert notes["$/progress"]["x-direction"] == "server-to-client"
+    value = next(p for p in notes["$/progress"]["params"] if p["name"] == "value")["schema"]
+    assert value["properties"]["kind"]["enum"] == ["begin", "report", "end"]
+    bundle = committed("bridge.schema.json")
+    assert set(bundle["properties"]["protocolNotifications"]["properties"]) == {
+        "$/cancelRequest",
+        "$/progress",
+    }

@@ -40,3 +40,18 @@ def test_the_defaults_and_the_edges_are_accepted() -> None:
     TransportOptions()
     TransportOptions(port=65535, max_message_bytes=1, max_batch=1, max_connections=1)
     TransportOptions(outbound_cap_bytes=1024, rate_limit_per_s=None, shutdown_timeout_s=0)
+
+
+@pytest.mark.parametrize("origin", ["http://*:*", "*", "http://*.example.com"])
+def test_a_host_wildcard_origin_is_refused_by_name(origin: str) -> None:
+    with pytest.raises(InvalidSettingError) as caught:
+        TransportOptions(allow_origins=frozenset({"http://localhost:*", origin}))
+    assert caught.value.name == "allow_origins"
+    assert caught.value.value == origin
+    assert "never a host wildcard" in str(caught.value)
+
+
+def test_a_port_wildcard_origin_is_accepted() -> None:
+    assert TransportOptions(allow_origins=frozenset({"http://localhost:*"})).allow_origins == {
+        "http://localhost:*"
+    }

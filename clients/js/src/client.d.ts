@@ -15,6 +15,7 @@ import type {
   RefreshResult,
   ChannelMap,
   NotificationMap,
+  WorkDoneProgressValue,
 } from "./wire.js";
 
 export type * from "./wire.js";
@@ -73,6 +74,34 @@ export interface BridgeClientOptions {
   callTimeoutMs?: number;
   /** Bound on one opening handshake, in milliseconds (default 5000). */
   connectTimeoutMs?: number;
+  /** Attempts in a row failing before the socket opens after which the status detail says
+   * `reason: "handshake-refused"` (default 3). */
+  handshakeRefusedAfter?: number;
+}
+
+/** Options of one `invoke`. */
+export interface InvokeOptions {
+  /** Aborting it sends `$/cancelRequest` (the server cancels a long-running request, e.g.
+   * `llm-config:test`) and rejects the call with `signal.reason`. */
+  signal?: AbortSignal;
+  /** Receives the call's `$/progress` values; the params then carry a fresh `workDoneToken`. */
+  onProgress?: (value: WorkDoneProgressValue) => void;
+  /** This call's timeout, in milliseconds (default: `callTimeoutMs`). */
+  timeoutMs?: number;
+}
+
+/** Likely causes named by a `handshake-refused` status detail. */
+export declare const HANDSHAKE_REFUSED_CAUSES: readonly string[];
+
+/** Detail of a "reconnecting" status. */
+export interface ReconnectingDetail {
+  attempt: number;
+  delayMs: number;
+  /** Set once `handshakeRefusedAfter` attempts in a row failed before the socket opened. */
+  reason?: "handshake-refused";
+  failedHandshakes?: number;
+  likelyCauses?: readonly string[];
+  message?: string;
 }
 
 /** One channel's wire shapes: by-name params and result. */
@@ -112,7 +141,11 @@ export declare class BridgeClient<
   /** Close for good; pending and waiting calls fail with ConnectionLostError. */
   close(): void;
   /** Call channel `C` with its by-name params; resolves with its result, rejects with BridgeError. */
-  invoke<C extends keyof CM & string>(channel: C, params: CM[C]["params"]): Promise<CM[C]["result"]>;
+  invoke<C extends keyof CM & string>(
+    channel: C,
+    params: CM[C]["params"],
+    options?: InvokeOptions,
+  ): Promise<CM[C]["result"]>;
   /** Call a channel that takes no params. */
   invoke<C extends NoParamsChannelOf<CM>>(channel: C): Promise<CM[C]["result"]>;
   /** Subscribe to topic `T`; returns an unsubscribe function. */
@@ -120,7 +153,7 @@ export declare class BridgeClient<
   /** Subscribe to `llm-config:changed`; returns an unsubscribe function. */
   onChanged(callback: (event: LlmConfigChanged) => void): () => void;
   /** Observe the status (called at once with the current one); returns an unsubscribe function. */
-  onStatus(callback: (status: Status, detail?: unknown) => void): () => void;
+  onStatus(callback: (status: Status, detail?: ReconnectingDetail | Error) => void): () => void;
 }
 
 /** The Electron-style API of a preload: `window.electronAPI.llmConfig` (DESIGN §8). */

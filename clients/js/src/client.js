@@ -13,11 +13,26 @@
 // revision ≤ the snapshot's are dropped, and changes missed while away are delivered
 // as `llm-config:changed` events. Pending calls fail with ConnectionLostError when the
 // socket drops; writes are never retried automatically.
+//
+// Long operations (LSP conventions, docs/protocol.md): invoke(channel, params, {signal,
+// onProgress}) sends a `workDoneToken` and routes `$/progress` values to onProgress; an
+// aborted signal sends `$/cancelRequest` and rejects the call with the signal's reason.
+// A browser cannot see why a handshake was refused: after `handshakeRefusedAfter`
+// attempts in a row fail before the socket ever opens, the "reconnecting" status detail
+// says `reason: "handshake-refused"` with the likely causes.
 
 /** Protocol version this client speaks (`bridge:hello`.protocolVersion). */
 export const PROTOCOL_VERSION = 1;
 const SUBPROTOCOL = "bridge.v1";
 const CHANGED = "llm-config:changed";
+const PROGRESS = "$/progress";
+const CANCEL_REQUEST = "$/cancelRequest";
+/** Likely causes of handshakes that fail before the socket opens (a page cannot see the status). */
+export const HANDSHAKE_REFUSED_CAUSES = Object.freeze([
+  "origin not allowed: start bridge with --allow-origin <this page's origin> (http://localhost:* for a dev server)",
+  "token stale: the server restarted with another token; reload the connection details",
+  "server not running or not at this URL",
+]);
 /**
  * Connection states shared by the client (`status`, `onStatus`) and the live stores
  * (`snapshot.status`); the client is also `"idle"` before `connect()` is first called.
@@ -87,6 +102,8 @@ export class TerminalError extends Error {
  * @param {number} [options.maxDelayMs=10000] Largest reconnect delay, in milliseconds.
  * @param {number} [options.callTimeoutMs=30000] Per-call timeout, in milliseconds (0: none).
  * @param {number} [options.connectTimeoutMs=5000] Bound on one opening handshake, in milliseconds.
+ * @param {number} [options.handshakeRefusedAfter=3] Attempts in a row that fail before the socket
+ *   opens after which the status detail reports `reason: "handshake-refused"`.
  */
 export class BridgeClient {
   constructor(options) {
@@ -97,6 +114,11 @@ export class BridgeClient {
     this._maxDelayMs = options.maxDelayMs ?? 10000;
     this._callTimeoutMs = options.callTimeoutMs ?? 30000;
     this._connectTimeoutMs = options.connectTimeoutMs ?? 5000;
+    this._handshakeRefusedAfter = options.handshakeRefusedAfter ?? 3;
+    /** Attempts in a row whose socket closed before it ever opened. */
+    this._failedBeforeOpen = 0;
+    /** workDoneToken → onProgress callback of a call in flight. */
+    this._progress = new Map();
     this._ws = null;
     this._nextId = 1;
     this._pending = new Map();
@@ -155,11 +177,33 @@ export class BridgeClient {
    * Call a channel. Params are by-name (an object) or omitted.
    * @param {string} channel e.g. "llm-config:create".
    * @param {object} [params]
+   * @param {object} [options]
+   * @param {AbortSignal} [options.signal] Aborting it sends `$/cancelRequest` (a long-running
+   *   request is then cancelled by the server) and rejects the call with `signal.reason`.
+   * @param {(value: {kind: "begin"|"report"|"end", message?: string, percentage?: number}) => void} [options.onProgress]
+   *   Receives the call's `$/progress` values; the params then carry a fresh `workDoneToken`.
+   * @param {number} [options.timeoutMs] This call's timeout, in milliseconds (default: callTimeoutMs).
    * @returns {Promise<any>} the JSON result.
    */
-  async invoke(channel, params) {
-    await this.connect();
-    return this._call(channel, params);
+  async invoke(channel, params, options = {}) {
+    const { signal } = options;
+    if (signal?.aborted) throw signal.reason;
+    if (signal) {
+      // Waiting for a connection is abortable too.
+      let onAbort;
+      const aborted = new Promise((_, reject) => {
+        onAbort = () => reject(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+      });
+      try {
+        await Promise.race([this.connect(), aborted]);
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
+    } else {
+      await this.connect();
+    }
+    return this._call(channel, params, options);
   }
 
   /**
@@ -236,20 +280,34 @@ export class BridgeClient {
     this._ws = ws;
     // A handshake that never completes (a peer that accepted TCP and went silent) must
     // not stall reconnection forever.
+    let opened = false;
+    let ended = false;
+    const end = (event) => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(guard);
+      // A refused handshake (403 origin, 401 token) fails the socket before it opens; the
+      // page is told nothing more than 1006, so the client counts such attempts.
+      if (!opened) this._failedBeforeOpen += 1;
+      this._onClose(ws, event);
+    };
     const guard = setTimeout(() => {
-      if (ws.readyState === 0) this._onClose(ws, { code: 1006, reason: "connect timeout" });
+      if (ws.readyState === 0) end({ code: 1006, reason: "connect timeout" });
       ws.close();
     }, this._connectTimeoutMs);
     ws.onopen = () => {
+      opened = true;
+      this._failedBeforeOpen = 0;
       clearTimeout(guard);
       this._onOpen(ws);
     };
     ws.onmessage = (event) => this._onMessage(event.data);
-    ws.onclose = (event) => {
-      clearTimeout(guard);
-      this._onClose(ws, event);
+    ws.onclose = (event) => end(event);
+    // Browsers follow an error with close; Node's WebSocket (undici) may fire only the
+    // error of a refused handshake and stay CONNECTING: end the attempt on either.
+    ws.onerror = () => {
+      if (!opened) end({ code: 1006, reason: "handshake failed" });
     };
-    ws.onerror = () => {}; // always followed by close
   }
 
   async _onOpen(ws) {
@@ -338,7 +396,13 @@ export class BridgeClient {
     }
     for (const item of Array.isArray(message) ? message : [message]) {
       if (item && typeof item.method === "string" && !("id" in item)) {
-        if (item.method === CHANGED) {
+        if (item.method === PROGRESS && item.params && this._progress.has(item.params.token)) {
+          try {
+            this._progress.get(item.params.token)(item.params.value);
+          } catch (err) {
+            console.error("bridge-client: onProgress failed", err);
+          }
+        } else if (item.method === CHANGED) {
           if (this._resyncing) this._buffered.push(item.params);
           else this._applyChanged(item.params);
         } else {
@@ -358,21 +422,46 @@ export class BridgeClient {
     }
   }
 
-  _call(channel, params) {
+  _call(channel, params, options = {}) {
     const ws = this._ws;
     if (!ws || ws.readyState !== 1) return Promise.reject(new ConnectionLostError("Not connected"));
+    const { signal, onProgress } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const timeoutMs = options.timeoutMs ?? this._callTimeoutMs;
     const id = this._nextId++;
     const message = { jsonrpc: "2.0", id, method: channel };
+    let token = null;
+    if (onProgress) {
+      token = `js-${id}`;
+      params = { ...(params || {}), workDoneToken: token };
+      this._progress.set(token, onProgress);
+    }
     if (params !== undefined) message.params = params;
     return new Promise((resolve, reject) => {
-      const entry = { resolve, reject, timer: null };
-      if (this._callTimeoutMs > 0) {
+      const settle = (fn) => (value) => {
+        clearTimeout(entry.timer);
+        if (token !== null) this._progress.delete(token);
+        signal?.removeEventListener("abort", onAbort);
+        fn(value);
+      };
+      const entry = { resolve: settle(resolve), reject: settle(reject), timer: null };
+      const onAbort = () => {
+        if (this._pending.get(id) !== entry) return;
+        this._pending.delete(id);
+        // LSP: the server answers a cancelled long-running request -32800; that answer
+        // finds no pending call and is dropped. Other requests are not cancelled.
+        if (this._ws === ws && ws.readyState === 1)
+          ws.send(JSON.stringify({ jsonrpc: "2.0", method: CANCEL_REQUEST, params: { id } }));
+        entry.reject(signal.reason);
+      };
+      if (timeoutMs > 0) {
         entry.timer = setTimeout(() => {
           this._pending.delete(id);
-          reject(new CallTimeoutError(`No answer to ${channel} within ${this._callTimeoutMs} ms`));
-        }, this._callTimeoutMs);
+          entry.reject(new CallTimeoutError(`No answer to ${channel} within ${timeoutMs} ms`));
+        }, timeoutMs);
       }
       this._pending.set(id, entry);
+      signal?.addEventListener("abort", onAbort, { once: true });
       ws.send(JSON.stringify(message));
     });
   }
@@ -380,10 +469,7 @@ export class BridgeClient {
   _failPending(error) {
     const pending = this._pending;
     this._pending = new Map();
-    for (const entry of pending.values()) {
-      clearTimeout(entry.timer);
-      entry.reject(error);
-    }
+    for (const entry of pending.values()) entry.reject(error);
   }
 
   _onClose(ws, event) {
@@ -406,7 +492,17 @@ export class BridgeClient {
     // Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter").
     const ceiling = Math.min(this._maxDelayMs, this._initialDelayMs * 2 ** (this._attempt - 1));
     const delay = Math.random() * ceiling;
-    this._setStatus("reconnecting", { attempt: this._attempt, delayMs: Math.round(delay) });
+    const detail = { attempt: this._attempt, delayMs: Math.round(delay) };
+    if (this._failedBeforeOpen >= this._handshakeRefusedAfter) {
+      detail.reason = "handshake-refused";
+      detail.failedHandshakes = this._failedBeforeOpen;
+      detail.likelyCauses = HANDSHAKE_REFUSED_CAUSES;
+      detail.message =
+        `${this._failedBeforeOpen} connection attempts in a row failed before the WebSocket opened ` +
+        "(the browser does not say why; the server's log does): " +
+        HANDSHAKE_REFUSED_CAUSES.join("; ");
+    }
+    this._setStatus("reconnecting", detail);
     clearTimeout(this._timer);
     this._timer = setTimeout(() => this._open(), delay);
   }

@@ -4,6 +4,7 @@ export {
   BridgeError,
   CallTimeoutError,
   ConnectionLostError,
+  HANDSHAKE_REFUSED_CAUSES,
   PROTOCOL_VERSION,
   STATUSES,
   TerminalError,

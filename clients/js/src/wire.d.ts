@@ -40,6 +40,7 @@ export interface BridgeSchema {
   channels: ChannelMap;
   errorData: ErrorData;
   notifications: NotificationMap;
+  protocolNotifications: ProtocolNotificationMap;
 }
 /**
  * Channel name → {params, result}.
@@ -102,7 +103,7 @@ export interface ChannelMap {
     result: Snapshot;
   };
   /**
-   * List the provider's models with a saved config's key ({id}) or a draft ({config}, never saved); the key stays in the server.
+   * List the provider's models with a saved config's key ({id}) or a draft ({config}, never saved); the key stays in the server. Long-running: cancellable with $/cancelRequest (-32800), may answer out of order. At most 4 at once per connection (4029 past it). Sends $/progress for a workDoneToken.
    */
   "llm-config:test": {
     params: LlmConfigTestParams;
@@ -527,6 +528,34 @@ export interface LlmConfigChanged {
   id: string;
   revision: number;
   type: ChangeType;
+}
+/**
+ * LSP notifications (either direction) → params.
+ */
+export interface ProtocolNotificationMap {
+  "$/cancelRequest": CancelParams;
+  "$/progress": ProgressParams;
+}
+export interface CancelParams {
+  /**
+   * The id of the request to cancel (same connection).
+   */
+  id: string | number;
+}
+export interface ProgressParams {
+  /**
+   * The workDoneToken of the request.
+   */
+  token: string | number;
+  value: WorkDoneProgressValue;
+}
+/**
+ * LSP work-done progress: begin first, end last, reports in between.
+ */
+export interface WorkDoneProgressValue {
+  kind: "begin" | "report" | "end";
+  message?: string;
+  percentage?: number;
 }
 
 /** Every channel (JSON-RPC method) name a renderer may invoke. */
