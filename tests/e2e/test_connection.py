@@ -303,3 +303,52 @@ async def test_a_cancel_for_a_long_request_still_queued_behind_the_lane_cancels_
         assert replies["b"]["result"] == "released"
         assert replies["long"]["error"]["code"] == -32800
         assert not gates.long_started.is_set()
+
+
+async def receive_answering_pings(sock: socket.socket) -> Any:
+    """The next text frame from ``sock``, parsed; pings before it are answered with their pong.
+
+    Fails on any other frame (a close frame shows its code).
+    """
+    while (frame := await asyncio.to_thread(read_frame, sock))[0] == 9:
+        await asyncio.to_thread(sock.sendall, masked_frame(frame[1], opcode=10))
+    opcode, payload = frame
+    assert opcode == 1, (opcode, int.from_bytes(payload[:2], "big") if opcode == 8 else payload)
+    return orjson.loads(payload)
+
+
+async def test_a_pong_unread_while_the_server_paused_reading_does_not_time_out(tmp_path: Path) -> None:
+    # The server pauses reading at its queue limit; its ping is answered, but the pong
+    # waits unread behind the server's own pause. The pong deadline must wait for reading
+    # to resume, not close a healthy client with 1011. (The first ping comes one interval
+    # after the handshake and no pong is sent before the pause, so the first ping is the
+    # one outstanding; the setup before the pause must take less than interval + timeout.)
+    options = {"ping_interval_s": 0.2, "ping_timeout_s": 1.0}
+    async with gated_connection(tmp_path, **options) as (bridge, gates, sock):
+        await send_frames(sock, request("test:long", {"id": CONFIG_ID}, "long"))
+        await asyncio.wait_for(gates.long_started.wait(), TIMEOUT)
+        reads = [request("llm-config:read", {"id": CONFIG_ID}, i) for i in range(MAX_QUEUED_FRAMES)]
+        await send_frames(sock, request("test:block", None, "b"), *reads, cancel("long"))
+        # The cancel's answer leaves after the whole write was read: reading is paused
+        # from then until test:block is released. Pings are held, not answered, till then.
+        pings = []
+        while (frame := await asyncio.to_thread(read_frame, sock))[0] == 9:
+            pings.append(frame[1])
+        assert (frame[0], orjson.loads(frame[1])["id"]) == (1, "long")
+        if not pings:  # the first ping had not been sent yet: it comes while paused
+            opcode, payload = await asyncio.to_thread(read_frame, sock)
+            assert opcode == 9
+            pings.append(payload)
+        assert len(pings) == 1  # no pong was read, so no second ping
+        await asyncio.to_thread(sock.sendall, masked_frame(pings[0], opcode=10))
+        # The clock: a second connection with the same settings, pinged later, that never
+        # answers. Once it is closed 1011, the first one's pong deadline would have passed.
+        async with raw_connection(bridge) as silent:
+            while (frame := await asyncio.to_thread(read_frame, silent))[0] != 8:
+                pass
+            assert int.from_bytes(frame[1][:2], "big") == 1011
+        gates.block.set()
+        replies = [await receive_answering_pings(sock) for _ in range(MAX_QUEUED_FRAMES + 1)]
+        assert [reply["id"] for reply in replies] == ["b", *range(MAX_QUEUED_FRAMES)]
+        await send_frames(sock, request("bridge:hello", None, "h"))
+        assert (await receive_answering_pings(sock))["id"] == "h"
