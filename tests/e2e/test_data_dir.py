@@ -358,36 +358,23 @@ PLACES = {"--connection-file": "connection.json", "--uds": "bridge.sock"}
 """What each flag places in a directory of its own, and the name it is given there."""
 
 
+@pytest.mark.parametrize("ours", [False, True], ids=["in-theirs", "in-ours-inside-theirs"])
 @pytest.mark.parametrize("flag", list(PLACES))
-def test_connection_file_or_socket_in_a_directory_of_another_user_is_refused(
-    shared: Path, tmp_path: Path, flag: str
+def test_connection_file_or_socket_in_or_below_a_directory_of_another_user_is_refused(
+    shared: Path, tmp_path: Path, flag: str, ours: bool
 ) -> None:
-    # nobody offers a directory of theirs: they could later rename our file or socket away
-    # and put one of their own where clients read the URL and token, or dial.
+    # nobody offers a directory of theirs: they could later rename our file or socket (or
+    # our own 0700 directory inside theirs: OpenSSH's StrictModes walks up for the same
+    # reason) away and put theirs where clients read the URL and token, or dial.
     theirs = shared / "theirs"
     as_nobody("mkdir", "-m", "0755", str(theirs))
+    place = theirs / "ours" if ours else theirs
+    place.mkdir(mode=0o700, exist_ok=True)
 
-    line = serve_expecting_refusal(tmp_path / "data", flag, str(theirs / PLACES[flag]))
-
-    assert_refused(line, theirs, f"is owned by uid {NOBODY}")
-    assert list(theirs.iterdir()) == []  # nothing written there
-
-
-@pytest.mark.parametrize("flag", list(PLACES))
-def test_a_directory_of_another_user_above_the_connection_file_or_socket_is_refused(
-    shared: Path, tmp_path: Path, flag: str
-) -> None:
-    # Our own 0700 directory, inside nobody's: they can rename ours away (OpenSSH's
-    # StrictModes walks up for the same reason).
-    theirs = shared / "theirs"
-    as_nobody("mkdir", "-m", "0755", str(theirs))
-    ours = theirs / "ours"
-    ours.mkdir(mode=0o700)
-
-    line = serve_expecting_refusal(tmp_path / "data", flag, str(ours / PLACES[flag]))
+    line = serve_expecting_refusal(tmp_path / "data", flag, str(place / PLACES[flag]))
 
     assert_refused(line, theirs, f"is owned by uid {NOBODY}")
-    assert list(ours.iterdir()) == []
+    assert list(place.iterdir()) == []  # nothing written there
 
 
 @pytest.mark.parametrize("mode", [0o777, 0o775], ids=["0777", "0775"])
