@@ -323,7 +323,7 @@ async def test_a_pong_unread_while_the_server_paused_reading_does_not_time_out(t
     # to resume, not close a healthy client with 1011. (The first ping comes one interval
     # after the handshake and no pong is sent before the pause, so the first ping is the
     # one outstanding; the setup before the pause must take less than interval + timeout.)
-    options = {"ping_interval_s": 0.2, "ping_timeout_s": 1.0}
+    options = {"ping_interval_s": 0.2, "ping_timeout_s": 2.0}
     async with gated_connection(tmp_path, **options) as (bridge, gates, sock):
         await send_frames(sock, request("test:long", {"id": CONFIG_ID}, "long"))
         await asyncio.wait_for(gates.long_started.wait(), TIMEOUT)
