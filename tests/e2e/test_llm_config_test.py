@@ -116,8 +116,8 @@ async def test_stalled_providers_are_given_up_by_each_calls_timeout_ms_and_the_c
     served: ServedBridge,
 ) -> None:
     # No clock in the test: the server's own bounds order the answers. A test with the
-    # default bound (10 s) stalls first; then one bounded by timeoutMs 700 and, after it,
-    # one by 350: the 350 one is given up first, the 700 one next, the default one not at all.
+    # default bound (10 s) stalls first; then one bounded by timeoutMs 1000 and, after it,
+    # one by 300: the 300 one is given up first, the 1000 one next, the default one not at all.
     timed_out = {"kind": "timeout", "message": "The provider did not answer in time"}
     with (
         FakeProvider("custom", CANARY, stall=True) as unbounded,
@@ -130,12 +130,12 @@ async def test_stalled_providers_are_given_up_by_each_calls_timeout_ms_and_the_c
                 frame("llm-config:test", {"config": custom("Default", unbounded.base_url)}, "default")
             )
             assert await asyncio.to_thread(unbounded.received.wait, TIMEOUT)
-            for request_id, provider, timeout_ms in (("700", bounded, 700), ("350", sooner, 350)):
+            for request_id, provider, timeout_ms in (("1000", bounded, 1000), ("300", sooner, 300)):
                 params = {"config": custom("Slow", provider.base_url), "timeoutMs": timeout_ms}
                 await ws.send(frame("llm-config:test", params, request_id))
             replies = [await recv(ws), await recv(ws)]
-            assert [reply["id"] for reply in replies] == ["350", "700"]
-            for reply, timeout_ms in zip(replies, (350, 700), strict=True):
+            assert [reply["id"] for reply in replies] == ["300", "1000"]
+            for reply, timeout_ms in zip(replies, (300, 1000), strict=True):
                 result = reply["result"]
                 assert (result["ok"], result["models"], result["error"]) == (False, None, timed_out)
                 # Not given up early: the reported latency (whole ms, to the give-up) reaches
