@@ -61,9 +61,9 @@ _NO_IPV6: Final = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 HOLD_MAX_S: Final = 1.0
 """Longest a notification is held while batches run, in seconds (then the list is written).
 
-A batch of 100 writes commits in well under a second on a local SSD, so its changes
-still leave in one burst; a batch slowed down (a locked store, a slow ``llm-config:test``
-element) cannot keep everyone else's notifications from renderers for longer.
+50 writes of one batch committed in 250–600 ms on the test machine (one fsync each), so
+a batch's changes usually leave in one burst; a batch slowed down (a locked store, a slow
+``llm-config:test`` element) cannot keep everyone's notifications from renderers longer.
 """
 
 
@@ -401,7 +401,8 @@ class BridgeServer:
 
         The dispatcher's hold (``Dispatcher.hold``). On exit — normal, by an exception or
         by cancellation — the held list is written when no other batch still runs;
-        otherwise the response to this batch writes it (:meth:`release_notifications`).
+        otherwise by the next response on any connection (this batch's reply, if it has
+        one), the other batch's end, the ``max_batch`` bound or ``HOLD_MAX_S``.
         """
         self._holds += 1
         try:
