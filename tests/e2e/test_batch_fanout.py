@@ -207,7 +207,7 @@ async def next_texts(sock: socket.socket, count: int) -> list[Any]:
     return await asyncio.to_thread(_texts, sock, count)
 
 
-def changes(messages: list[Any]) -> list[tuple[str, str, int]]:
+def changes(messages: list[Any]) -> list[tuple[str, str, str]]:
     """``(type, id, name)`` of each ``llm-config:changed`` notification, asserted to be nothing else."""
     assert all(m.get("method") == "llm-config:changed" for m in messages), messages
     return [(m["params"]["type"], m["params"]["id"], m["params"]["config"]["customName"]) for m in messages]
