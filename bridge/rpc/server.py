@@ -61,7 +61,7 @@ _NO_IPV6: Final = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
 HOLD_MAX_S: Final = 1.0
 """Longest a notification is held while batches run, in seconds (then the list is written).
 
-50 writes of one batch committed in 250–600 ms on the test machine (one fsync each), so
+50 writes of one batch committed in 45–600 ms on the test machine (one fsync each), so
 a batch's changes usually leave in one burst; a batch slowed down (a locked store, a slow
 ``llm-config:test`` element) cannot keep everyone's notifications from renderers longer.
 """
