@@ -98,7 +98,7 @@ class Bridge:
         return ConnectionInfo(self.url, self.token, None if uds is None else str(uds), os.getpid())
 
     def notify(self, topic: api.TopicSpec, payload: WireModel) -> None:
-        """Send a notification on an application topic to every renderer, now."""
+        """Send a notification on an application topic to every renderer (held while a batch runs)."""
         self.server.notify(topic, payload.model_dump(mode="json"))
 
     async def close(self) -> None:

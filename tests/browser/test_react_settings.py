@@ -117,14 +117,15 @@ async def test_rows_render_only_when_their_config_changes(
         assert len(arrivals) == 50
         span_ms = arrivals[-1] - arrivals[0]
         frames = await page.evaluate("window.__frames")
-        # The server commits the 50 writes one after another, so their events reach the
-        # page spread over span_ms: at most one render per animation frame, never one per event.
+        # The server commits the 50 writes one by one (one fsync each) but holds their
+        # events while the batch runs and writes them to the page's socket as one burst,
+        # which the store applies in one (rarely two) animation frames: a few renders of
+        # C and of the list, never one per event.
         renders_of_c = counted["rows"][c.id]
         print(f"50 updates over {span_ms:.0f} ms, {frames} frames: {renders_of_c} renders of C")
         assert set(counted["rows"]) == {c.id}
-        assert 1 <= renders_of_c <= frames
-        assert renders_of_c < 50
-        assert counted["list"] == counted["rows"][c.id]
+        assert 1 <= renders_of_c <= 3
+        assert counted["list"] == renders_of_c
 
 
 async def test_a_second_window_sees_every_change_and_a_restart_keeps_the_list(
