@@ -5,7 +5,6 @@ shutdown, and ordered requests that ``$/cancelRequest`` never breaks (DESIGN §5
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -199,19 +198,21 @@ def test_max_running_needs_a_long_running_channel() -> None:
         api.ChannelSpec("test:x", EmptyParams, str, "x", long_running=True, max_running=0)
 
 
+SHUTDOWN_BOUND_S = 6 * TIMEOUT
+
+
 async def test_shutdown_cancels_long_running_requests_and_answers_them_within_the_bound(
     tmp_path: Path,
 ) -> None:
-    async with registered_ws(tmp_path, shutdown_timeout_s=3.0) as (bridge, gates, ws):
+    # A bound far past the test's own TIMEOUT: the shutdown can only finish in time by
+    # cancelling the running request, never by waiting the bound out.
+    async with registered_ws(tmp_path, shutdown_timeout_s=SHUTDOWN_BOUND_S) as (bridge, gates, ws):
         await ws.send(request("test:steps", {"id": CONFIG_ID}, "long"))
         await asyncio.wait_for(gates.started.wait(), TIMEOUT)
-        started = time.monotonic()
         closing = asyncio.create_task(bridge.server.shutdown())
         reply = await recv_json(ws)
         assert (reply["id"], reply["error"]["code"]) == ("long", -32800)
         await asyncio.wait_for(closing, TIMEOUT)
-        # Answered by cancelling, not by running out the shutdown bound.
-        assert time.monotonic() - started < 3.0
         assert gates.cancelled == 1
 
 
