@@ -1,9 +1,12 @@
-"""Pool the per-round ratios of several ``run.py`` results: bridge against its echo floor.
+"""Pool the per-round ratios of several ``run.py`` results: bridge against its floors and peer.
 
-Each round of each run gives one ratio per figure (bridge on a loop ÷ the echo on the
-same loop, measured in that round); this prints, per loop and figure, the median and
+Each round of each run gives one ratio per figure (bridge on a loop ÷ a reference server
+measured in that round); this prints, per reference, loop and figure, the median and
 interquartile range over every round of every run given, and each run's own median, so
-one noisy run can be told from a real change.
+one noisy run can be told from a real change. The references: websockets' asyncio echo
+on the same loop (``echo-*``), the echo on websockets' sans-I/O layer on the same loop
+(``sansio-*``, the floor of issue 13) and the ``rpc-websockets`` Node peer
+(``rpcws-node``).
 
 Run: ``.venv/bin/python benchmarks/pooled.py benchmarks/results/<stamp>.json ...``.
 """
@@ -26,6 +29,13 @@ FIGURES: dict[str, Callable[[dict[str, Any]], float]] = {
     "pipelined reads/s, 8 conns": lambda s: s["pipe8"]["msgs_per_s"],
 }
 
+REFERENCES: dict[str, Callable[[str], str]] = {
+    "websockets' asyncio echo, same loop": lambda loop: f"echo-{loop}",
+    "sans-I/O echo, same loop": lambda loop: f"sansio-{loop}",
+    "rpc-websockets (Node)": lambda _loop: "rpcws-node",
+}
+"""Each reference server's result key in a round, by bridge's loop."""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -34,18 +44,21 @@ def main() -> None:
     runs = [(path.stem, json.loads(path.read_text())["rounds"]) for path in args.results]
     rounds = sum(len(r) for _, r in runs)
     print(f"{len(runs)} runs, {rounds} rounds: {', '.join(name for name, _ in runs)}\n")
-    print("| bridge ÷ echo, same loop | loop | pooled median (IQR) | each run's median |")
-    print("|---|---|---|---|")
-    for label, value in FIGURES.items():
-        for loop in ("asyncio", "uvloop"):
-            per_run = [
-                [value(r[f"bridge-{loop}"]) / value(r[f"echo-{loop}"]) for r in run_rounds]
-                for _, run_rounds in runs
-            ]
-            pooled = [ratio for run in per_run for ratio in run]
-            low, _, high = statistics.quantiles(pooled, n=4)
-            each = ", ".join(f"{statistics.median(run):.2f}" for run in per_run)
-            print(f"| {label} | {loop} | {statistics.median(pooled):.2f} ({low:.2f}–{high:.2f}) | {each} |")
+    for heading, reference in REFERENCES.items():
+        print(f"| bridge ÷ {heading} | loop | pooled median (IQR) | each run's median |")
+        print("|---|---|---|---|")
+        for label, value in FIGURES.items():
+            for loop in ("asyncio", "uvloop"):
+                per_run = [
+                    [value(r[f"bridge-{loop}"]) / value(r[reference(loop)]) for r in run_rounds]
+                    for _, run_rounds in runs
+                ]
+                pooled = [ratio for run in per_run for ratio in run]
+                low, _, high = statistics.quantiles(pooled, n=4)
+                each = ", ".join(f"{statistics.median(run):.2f}" for run in per_run)
+                median = statistics.median(pooled)
+                print(f"| {label} | {loop} | {median:.2f} ({low:.2f}–{high:.2f}) | {each} |")
+        print()
 
 
 if __name__ == "__main__":
