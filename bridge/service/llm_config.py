@@ -18,27 +18,24 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import structlog
-from pydantic import ValidationError as PydanticValidationError
-from pydantic.alias_generators import to_camel
 
 from bridge.errors import (
     BridgeError,
     ConfigNotFoundError,
     ConfigOperationFailedError,
     DuplicateConfigNameError,
-    FieldError,
     ServiceUnavailableError,
-    ValidationError,
 )
-from bridge.keystore import DecryptionError, KeyCipher
+from bridge.keystore import KeyCipher
 from bridge.models import (
     ChangeType,
     LlmConfigChanged,
@@ -47,11 +44,11 @@ from bridge.models import (
     LlmConfigView,
     Provider,
     api_key_preview,
-    field_errors,
     name_key,
 )
 from bridge.service.events import EventBus
-from bridge.service.rules import NAME_CONFLICT, SECURITY_REASONS, Verdict, check_row, valid_timestamp
+from bridge.service.merge import merge_patch, rederive_row
+from bridge.service.rules import NAME_CONFLICT, SECURITY_REASONS, Verdict, check_row
 from bridge.storage.base import ConfigStore, StoredConfig, StoreState, WriteOutcome, backoff_delays
 
 log = structlog.get_logger(__name__)
@@ -156,33 +153,6 @@ class CacheInfo:
     loaded: bool
     load_failed: bool
     bytes: int = 0
-
-
-_UPDATE_FIELDS = [f"updates.{to_camel(name)}" for name in LlmConfigInput.model_fields]
-_KEY_REQUIRED = FieldError("updates.apiKey", "REQUIRED", "is required when baseUrl or provider changes")
-
-
-def _with_key_rule(
-    errors: list[FieldError], current: StoredConfig, changes: dict[str, Any]
-) -> list[FieldError]:
-    """Add ``updates.apiKey`` REQUIRED when the patch moves the key's destination without it.
-
-    A stored key may only follow a new ``baseUrl`` (cleared included) or ``provider`` when
-    the patch carries the key (DESIGN §2): otherwise whoever can send an update could have
-    an in-process consumer send the key to a host of their choosing. The rule replaces the
-    errors on ``updates.apiKey`` (they concern the stored key, which is not being
-    submitted) and keeps model field order.
-    """
-    if "api_key" in changes:
-        return errors
-    moved = ("base_url" in changes and changes["base_url"] != current.base_url) or (
-        "provider" in changes and str(changes["provider"]) != current.provider
-    )
-    if not moved:
-        return errors
-    kept = [error for error in errors if error.field != _KEY_REQUIRED.field]
-    order = {name: index for index, name in enumerate(_UPDATE_FIELDS)}
-    return sorted([*kept, _KEY_REQUIRED], key=lambda e: order.get(e.field, len(order)))
 
 
 class LlmConfigService:
@@ -525,68 +495,21 @@ class LlmConfigService:
         """
         changes = patch.changes()
 
-        def mutate(current: StoredConfig) -> StoredConfig | None:
-            return self._merge(current, changes)
+        def op(since: int) -> Awaitable[WriteOutcome]:
+            # Built under the write lock (the quarantine is current); the store runs the
+            # pure merge inside its transaction, on the row it locked.
+            mutate = functools.partial(
+                merge_patch,
+                changes=changes,
+                cipher=self._cipher,
+                quarantined=config_id in self._quarantine,
+                now=utc_now(),
+            )
+            return self._store.update(config_id, mutate, expected_version, since)
 
-        outcome = await self._write(
-            lambda since: self._store.update(config_id, mutate, expected_version, since)
-        )
+        outcome = await self._write(op)
         assert outcome.current is not None
         return to_view(outcome.current)
-
-    def _merge(self, current: StoredConfig, changes: dict[str, Any]) -> StoredConfig | None:
-        """The row after ``changes``, or None when nothing changes (in the write transaction).
-
-        A quarantined row is rewritten whole when the merged result is valid (that
-        restores it); its API key must be in the patch when the stored one does not open.
-        """
-        repair = current.id in self._quarantine or check_row(current, self._cipher).reason is not None
-        try:
-            old_key: str | None = self._cipher.decrypt(current.api_key_ct, current.id)
-        except (DecryptionError, TypeError):
-            old_key = None
-        if old_key is None and "api_key" not in changes:
-            raise ValidationError(
-                [FieldError("updates.apiKey", "REQUIRED", "is required: the stored key cannot be opened")]
-            )
-        merged: dict[str, Any] = {
-            "custom_name": current.custom_name,
-            "provider": current.provider,
-            "api_key": old_key,
-            "base_url": current.base_url,
-            "use_auth_header": current.use_auth_header,
-        }
-        merged.update(changes)
-        try:
-            valid = LlmConfigInput.model_validate(merged)
-        except PydanticValidationError as exc:
-            raise ValidationError(_with_key_rule(field_errors(exc, ("updates",)), current, changes)) from None
-        if errors := _with_key_rule([], current, changes):
-            raise ValidationError(errors)
-        if not repair and (
-            valid.custom_name == current.custom_name
-            and valid.provider.value == current.provider
-            and valid.api_key == old_key
-            and valid.base_url == current.base_url
-            and valid.use_auth_header == current.use_auth_header
-        ):
-            return None
-        key_changed = repair or valid.api_key != old_key
-        now = utc_now()
-        created_ok = isinstance(current.created_at, str) and valid_timestamp(current.created_at)
-        return replace(
-            current,
-            custom_name=valid.custom_name,
-            name_key=name_key(valid.custom_name),
-            provider=valid.provider.value,
-            api_key_ct=self._cipher.encrypt(valid.api_key, current.id) if key_changed else current.api_key_ct,
-            api_key_preview=api_key_preview(valid.api_key),
-            base_url=valid.base_url,
-            use_auth_header=valid.use_auth_header,
-            created_at=current.created_at if created_ok else now,
-            updated_at=now,
-            version=current.version + 1 if type(current.version) is int else 1,
-        )
 
     async def delete(self, config_id: str, expected_version: int | None = None) -> bool:
         """Delete ``config_id``; returns False (and emits nothing) when it is unknown.
@@ -741,16 +664,7 @@ class LlmConfigService:
         """
         while self._stale:
             config_id, row = self._stale.popitem()
-
-            def rederive(current: StoredConfig) -> StoredConfig | None:
-                api_key = self._cipher.decrypt(current.api_key_ct, current.id)
-                fresh = replace(
-                    current,
-                    name_key=name_key(current.custom_name),
-                    api_key_preview=api_key_preview(api_key),
-                )
-                return None if fresh == current else replace(fresh, updated_at=utc_now())
-
+            rederive = functools.partial(rederive_row, cipher=self._cipher, now=utc_now())
             try:
                 outcome = await self._store.update(config_id, rederive, None, self._revision)
             except DuplicateConfigNameError:
