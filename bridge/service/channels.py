@@ -1,19 +1,30 @@
-"""Binds the ``llm-config:*`` channels of :mod:`bridge.api` to an ``LlmConfigService``."""
+"""Binds the ``llm-config:*`` channels of :mod:`bridge.api` to an ``LlmConfigService``.
+
+The service returns models; this binding turns them into wire JSON. The reads
+(``read``, ``list``, ``snapshot``) are the hot path: each view's JSON is built once by its
+own pydantic serializer and kept in a :class:`JsonMemo` until the config changes (the
+service returns the same view object while it is unchanged), then spliced into every
+reply as an ``orjson.Fragment``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 import orjson
+from pydantic import BaseModel
 
 from bridge import api
 from bridge.models import (
+    ChangeType,
     CreateParams,
     DeleteParams,
     DeleteResult,
     EmptyParams,
     IdParams,
     InitializeResult,
+    LlmConfigChanged,
     LlmConfigTestParams,
     LlmConfigTestResult,
     LlmConfigView,
@@ -22,6 +33,53 @@ from bridge.models import (
 )
 from bridge.service.llm_config import LlmConfigService
 from bridge.service.tester import LlmConfigTester
+
+_NULL = orjson.Fragment(b"null")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class JsonMemo(Generic[M]):
+    """The wire JSON of each entry's model, built once per model object.
+
+    Keyed by the entry's id and checked by identity: an entry whose model object is the
+    one serialised last gets the same bytes back, a new object (the entry changed) is
+    serialised again. Entries are dropped on ``deleted`` (:meth:`on_changed`).
+
+    Args:
+        model: the model class; its own serializer (by alias: camelCase) builds the JSON.
+    """
+
+    __slots__ = ("_dump", "_memo")
+
+    def __init__(self, model: type[M]) -> None:
+        """Start empty."""
+        self._dump = model.__pydantic_serializer__.to_json
+        self._memo: dict[str, tuple[M, bytes]] = {}
+
+    def json(self, item: M) -> bytes:
+        """Return ``item``'s wire JSON (UTF-8), from the memo when ``item`` is unchanged."""
+        key: str = item.id  # type: ignore[attr-defined]
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is item:
+            return hit[1]
+        data: bytes = self._dump(item, by_alias=True)
+        self._memo[key] = (item, data)
+        return data
+
+    def one(self, item: M | None) -> orjson.Fragment:
+        """``item`` as a JSON fragment; ``null`` for None."""
+        return _NULL if item is None else orjson.Fragment(self.json(item))
+
+    def array(self, items: Iterable[M]) -> bytes:
+        """A JSON array of ``items``' JSON, in order."""
+        return b"[" + b",".join([self.json(item) for item in items]) + b"]"
+
+    def on_changed(self, event: LlmConfigChanged) -> None:
+        """Subscriber of the service's events: drops the JSON of a ``deleted`` entry."""
+        if event.type is ChangeType.DELETED:
+            self._memo.pop(event.id, None)
 
 
 def register_llm_config_channels(
@@ -38,15 +96,16 @@ def register_llm_config_channels(
         ValueError: one of the names is already registered.
     """
     tester = tester or LlmConfigTester(service)
+    memo = JsonMemo(LlmConfigView)
+    service.events.subscribe(memo.on_changed)
 
     async def create(params: CreateParams) -> LlmConfigView:
         return await service.create(params.config)
 
-    # The reads send the cache's JSON as is (orjson.Fragment); plain functions returning
-    # the service's coroutine, so a read is one coroutine deep. They are registered
-    # inline: they need no task, and a loaded cache answers them without suspending.
-    def read(params: IdParams) -> Awaitable[orjson.Fragment]:
-        return service.read_json(params.id)
+    # The reads are registered inline: they need no task, and a loaded cache answers them
+    # without suspending.
+    async def read(params: IdParams) -> orjson.Fragment:
+        return memo.one(await service.read(params.id))
 
     async def update(params: UpdateParams) -> LlmConfigView:
         return await service.update(params.id, params.updates, params.expected_version)
@@ -54,11 +113,15 @@ def register_llm_config_channels(
     async def delete(params: DeleteParams) -> DeleteResult:
         return DeleteResult(deleted=await service.delete(params.id, params.expected_version))
 
-    def list_(_: EmptyParams) -> Awaitable[orjson.Fragment]:
-        return service.list_json()
+    async def list_(_: EmptyParams) -> orjson.Fragment:
+        return orjson.Fragment(memo.array(await service.list()))
 
-    def snapshot(_: EmptyParams) -> Awaitable[orjson.Fragment]:
-        return service.snapshot_json()
+    async def snapshot(_: EmptyParams) -> orjson.Fragment:
+        revision, views = await service.snapshot()
+        # The Snapshot model's wire form: {"revision": int, "configs": LlmConfigView[]}.
+        return orjson.Fragment(
+            orjson.dumps({"revision": revision, "configs": orjson.Fragment(memo.array(views))})
+        )
 
     async def initialize(_: EmptyParams) -> InitializeResult:
         return InitializeResult(count=await service.initialize())

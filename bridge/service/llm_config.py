@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import structlog
 
 from bridge.errors import (
@@ -59,8 +58,6 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_NULL = orjson.Fragment(b"null")
-
 # Every view has every field set: one shared set instead of one new set per view (a
 # frozen model never mutates it; model_copy copies it first).
 _VIEW_FIELDS_SET: set[str] = set(LlmConfigView.model_fields)
@@ -82,9 +79,10 @@ def to_view(row: StoredConfig) -> LlmConfigView:
     )
 
 
-_dump_view_json = LlmConfigView.__pydantic_serializer__.to_json
 _ENTRY_OVERHEAD = 200
 """Rough bytes of one cached entry's Python objects besides its text (for ``cache.bytes``)."""
+_VIEW_OVERHEAD = 300
+"""Rough bytes of one built view (a pydantic instance sharing the row's strings)."""
 
 
 def printable_id(config_id: object) -> str:
@@ -103,23 +101,23 @@ class QuarantinedConfig:
 
 
 class _Entry:
-    """One cached config: the stored row, and its view's JSON, built on first read and kept.
+    """One cached config: the stored row, and its view, built on first read and kept.
 
-    The JSON (wire form, camelCase, UTF-8) is what ``llm-config:read``/``list`` send: built
-    by the view's own pydantic serializer the first time the config is read over IPC, and
-    then spliced into every reply until the config changes. Start-up stays at one store
-    read (no pydantic instance per row), and the cache at the row's size until a config is
-    first read.
+    The view (an immutable ``LlmConfigView``) is built the first time the config is read
+    and then returned by every read until the config changes: the same object, so a
+    consumer may memoise whatever it derives from it by identity (the RPC binding keeps
+    its wire JSON that way). Start-up stays at one store read (no pydantic instance per
+    row), and the cache at the row's size until a config is first read.
     """
 
-    __slots__ = ("_json", "row")
+    __slots__ = ("_view", "row")
 
-    def __init__(self, row: StoredConfig) -> None:
+    def __init__(self, row: StoredConfig, view: LlmConfigView | None = None) -> None:
         self.row = row
-        self._json: bytes | None = None
+        self._view = view
 
     def size(self) -> int:
-        """Approximate bytes held: the row's text and ciphertext, its JSON once built."""
+        """Approximate bytes held by the row's text and ciphertext, and its view once built."""
         row = self.row
         text = (
             len(row.id)
@@ -130,14 +128,16 @@ class _Entry:
             + len(row.created_at)
             + len(row.updated_at)
         )
-        return _ENTRY_OVERHEAD + text + len(row.api_key_ct) + len(self._json or b"")
+        return (
+            _ENTRY_OVERHEAD + text + len(row.api_key_ct) + (_VIEW_OVERHEAD if self._view is not None else 0)
+        )
 
     @property
-    def json(self) -> bytes:
-        data = self._json
-        if data is None:
-            data = self._json = _dump_view_json(to_view(self.row), by_alias=True)
-        return data
+    def view(self) -> LlmConfigView:
+        view = self._view
+        if view is None:
+            view = self._view = to_view(self.row)
+        return view
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,13 +300,15 @@ class LlmConfigService:
         """Return the view of ``config_id`` from the cache, or None when unknown.
 
         A miss first catches up with the change feed when the store moved since the
-        cache last synced (emitting the events that brings); else no store access.
+        cache last synced (emitting the events that brings); else no store access. An
+        unchanged config is returned as the same view object every time.
         """
-        await self._ensure_loaded()
+        if self._closed or not self._loaded:
+            await self._ensure_loaded()
         entry = self._cache.get(config_id)
         if entry is None:
             entry = await self._miss(config_id)
-        return None if entry is None else to_view(entry.row)
+        return None if entry is None else entry.view
 
     async def _miss(self, config_id: str) -> _Entry | None:
         """Catch up with the store on a cache miss when it moved (else no store read).
@@ -327,40 +329,19 @@ class LlmConfigService:
         return self._cache.get(config_id)
 
     async def list(self) -> list[LlmConfigView]:
-        """Return every view in creation order (empty list when none)."""
-        await self._ensure_loaded()
-        return [to_view(entry.row) for entry in self._cache.values()]
+        """Return every view in creation order (empty list when none).
+
+        A config unchanged since the last read is returned as the same view object.
+        """
+        if self._closed or not self._loaded:
+            await self._ensure_loaded()
+        return [entry.view for entry in self._cache.values()]
 
     async def snapshot(self) -> tuple[int, builtins.list[LlmConfigView]]:
         """Return ``(revision, views)``: the cache and the revision it reflects."""
-        await self._ensure_loaded()
-        return self._revision, [to_view(entry.row) for entry in self._cache.values()]
-
-    # The same reads, as the JSON that goes on the wire (what the IPC channels send): no
-    # pydantic work per call once a config has been read.
-
-    async def read_json(self, config_id: str) -> orjson.Fragment:
-        """Return the view of ``config_id`` as JSON (``LlmConfigView`` wire form), or ``null``."""
         if self._closed or not self._loaded:
             await self._ensure_loaded()
-        entry = self._cache.get(config_id)
-        if entry is None:
-            entry = await self._miss(config_id)
-        return _NULL if entry is None else orjson.Fragment(entry.json)
-
-    async def list_json(self) -> orjson.Fragment:
-        """Return every view in creation order as one JSON array (``LlmConfigView[]``)."""
-        if self._closed or not self._loaded:
-            await self._ensure_loaded()
-        return orjson.Fragment(self._array_json())
-
-    async def snapshot_json(self) -> orjson.Fragment:
-        """Return ``{"revision": int, "configs": LlmConfigView[]}`` as JSON (``Snapshot``)."""
-        await self._ensure_loaded()
-        return orjson.Fragment(b'{"revision":%d,"configs":%b}' % (self._revision, self._array_json()))
-
-    def _array_json(self) -> bytes:
-        return b"[" + b",".join([entry.json for entry in self._cache.values()]) + b"]"
+        return self._revision, [entry.view for entry in self._cache.values()]
 
     async def get_api_key(self, config_id: str) -> str | None:
         """Return the plaintext API key of ``config_id`` (decrypted now), or None if unknown.
@@ -617,7 +598,7 @@ class LlmConfigService:
             return
         restored = self._release(config_id)
         view = to_view(row)
-        self._cache[config_id] = _Entry(row)
+        self._cache[config_id] = _Entry(row, view)
         if restored:
             self._reorder()
         kind = ChangeType.CREATED if entry is None else ChangeType.UPDATED
@@ -692,7 +673,7 @@ class LlmConfigService:
         """
         old = self._cache
         fresh: dict[str, _Entry] = {}
-        differences: builtins.list[tuple[int, ChangeType, StoredConfig]] = []
+        differences: builtins.list[tuple[int, ChangeType, _Entry]] = []
         present: set[str] = set()
         for row in rows:
             present.add(row.id)
@@ -710,9 +691,9 @@ class LlmConfigService:
                     fresh[row.id] = previous
                 continue
             self._release(row.id)
-            fresh[row.id] = _Entry(row)
+            entry = fresh[row.id] = _Entry(row)
             kind = ChangeType.CREATED if previous is None else ChangeType.UPDATED
-            differences.append((row.revision or revision, kind, row))
+            differences.append((row.revision or revision, kind, entry))
         for config_id in [cid for cid in self._quarantine if cid not in present]:
             self._release(config_id)
         deleted = [config_id for config_id in old if config_id not in fresh]
@@ -721,9 +702,9 @@ class LlmConfigService:
         if not publish:
             return
         differences.sort(key=lambda item: item[0])
-        for row_revision, kind, row in differences:
-            view = to_view(row)
-            self.events.publish(LlmConfigChanged(type=kind, id=row.id, revision=row_revision, config=view))
+        for row_revision, kind, entry in differences:
+            view = entry.view
+            self.events.publish(LlmConfigChanged(type=kind, id=view.id, revision=row_revision, config=view))
         for config_id in deleted:
             self.events.publish(LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision))
 
