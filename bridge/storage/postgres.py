@@ -696,22 +696,21 @@ async def _feed(
     The table's rows of the ids named are read for the cross-check; ``own`` (the
     caller's write, at ``revision``) is added from the row it wrote.
     """
-    entries: list[LogEntry] = []
+    entries: list[LogEntry] | None = []
     present: dict[str, StoredConfig] = {}
     if upto > since:
-        if not feed_reaches(await conn.fetchval("SELECT min(revision) FROM bridge_changes"), since):
-            return WriteOutcome(None, current, revision, written=own is not None)
-        rows = await conn.fetch(
-            "SELECT revision, type, id, row FROM bridge_changes "
-            "WHERE revision > $1 AND revision <= $2 ORDER BY revision",
-            since,
-            upto,
-        )
-        entries = [(r["revision"], r["type"], r["id"], r["row"]) for r in rows]
-        ids = list({r["id"] for r in rows} - ({own.id} if own is not None else set()))
-        if ids:
-            found = await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", ids)
-            present = {r["id"]: make_row(r) for r in found}
-    if own is not None and own.config is not None:
-        present[own.id] = own.config
+        entries = None
+        if feed_reaches(await conn.fetchval("SELECT min(revision) FROM bridge_changes"), since):
+            rows = await conn.fetch(
+                "SELECT revision, type, id, row FROM bridge_changes "
+                "WHERE revision > $1 AND revision <= $2 ORDER BY revision",
+                since,
+                upto,
+            )
+            entries = [(r["revision"], r["type"], r["id"], r["row"]) for r in rows]
+            if ids := list({r["id"] for r in rows}):
+                found = await conn.fetch(
+                    f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", ids
+                )
+                present = {r["id"]: make_row(r) for r in found}
     return build_feed(entries, present, revision=revision, own=own, current=current)

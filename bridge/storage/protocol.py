@@ -251,7 +251,7 @@ def is_logged(own: Change, logged_id: object, logged_type: object, logged_row: b
 
 
 def build_feed(
-    entries: Sequence[LogEntry],
+    entries: Sequence[LogEntry] | None,
     present: dict[str, StoredConfig],
     *,
     revision: int,
@@ -262,8 +262,9 @@ def build_feed(
 
     Args:
         entries: the log entries after the caller's ``since`` up to the revision before
-            the write (all of them for a catch-up), in revision order.
-        present: the table's current row of every id the entries and ``own`` name.
+            the write (all of them for a catch-up), in revision order; None when the log
+            no longer reaches back to ``since`` (:func:`feed_reaches`): the caller reloads.
+        present: the table's current row of every id the entries name (absent: no row).
         revision: the store's revision after the write (or now, for a catch-up).
         own: the writer's own change (built from the row it wrote, never from the log),
             or None (no write, or a write that changed nothing).
@@ -273,10 +274,16 @@ def build_feed(
         The outcome; entries that do not decode, or that contradict the table, are marked
         :attr:`Change.undecodable`.
     """
+    written = own is not None
+    if entries is None:
+        return WriteOutcome(None, current, revision, written=written)
     changes = [_decode_entry(entry) for entry in entries]
     if own is not None:
         changes.append(own)
-    return WriteOutcome(cross_check(changes, present), current, revision, written=own is not None)
+        present = {key: row for key, row in present.items() if key != own.id}
+        if own.config is not None:
+            present[own.id] = own.config
+    return WriteOutcome(cross_check(changes, present), current, revision, written=written)
 
 
 def feed_reaches(oldest: int | None, since: int) -> bool:

@@ -750,23 +750,20 @@ def _feed(
     Each entry comes with its id's row in the table (the join), for the cross-check;
     ``own`` (the caller's write, at ``revision``) is added from the row it wrote.
     """
-    entries: list[LogEntry] = []
+    entries: list[LogEntry] | None = []
     present: dict[str, StoredConfig] = {}
     if upto > since:
         (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
-        if not feed_reaches(oldest, since):
-            return WriteOutcome(None, current, revision, written=own is not None)
-        rows = conn.execute(
-            f"SELECT c.revision, c.type, c.id, c.row, {_PRESENT_COLUMNS} FROM changes c "
-            "LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? AND c.revision <= ? ORDER BY c.revision",
-            (since, upto),
-        ).fetchall()
-        entries = [r[:4] for r in rows]
-        present = {r[4]: make_row(r[4:]) for r in rows if r[4] is not None}
-    if own is not None:
-        present.pop(own.id, None)
-        if own.config is not None:
-            present[own.id] = own.config
+        entries = None
+        if feed_reaches(oldest, since):
+            rows = conn.execute(
+                f"SELECT c.revision, c.type, c.id, c.row, {_PRESENT_COLUMNS} FROM changes c "
+                "LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? AND c.revision <= ? "
+                "ORDER BY c.revision",
+                (since, upto),
+            ).fetchall()
+            entries = [r[:4] for r in rows]
+            present = {r[4]: make_row(r[4:]) for r in rows if r[4] is not None}
     return build_feed(entries, present, revision=revision, own=own, current=current)
 
 
