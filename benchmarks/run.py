@@ -271,7 +271,7 @@ async def cache_bytes_after_reads(data_dir: Path, count: int) -> float:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     memo = JsonMemo(LlmConfigView)  # what the llm-config:list binding keeps
-    listed = memo.array(await service.list())
+    listed = memo.array((await service.views())[1])
     del listed
     gc.collect()
     retained = tracemalloc.get_traced_memory()[0] - before

@@ -9,7 +9,6 @@ reply as an ``orjson.Fragment``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 import orjson
@@ -43,43 +42,72 @@ M = TypeVar("M", bound=BaseModel)
 class JsonMemo(Generic[M]):
     """The wire JSON of each entry's model, built once per model object.
 
-    Keyed by the entry's id and checked by identity: an entry whose model object is the
-    one serialised last gets the same bytes back, a new object (the entry changed) is
-    serialised again. Entries are dropped on ``deleted`` (:meth:`on_changed`).
+    The service returns the same model object while an entry is unchanged, so the memo
+    is keyed by the object's identity: a hit is one ``dict`` lookup, with no attribute
+    read or comparison (the hot path of ``read`` and ``list``). The memo holds the one
+    object per entry id whose JSON it keeps (so no other object can take its identity);
+    a new object for the same id replaces it, and ``deleted`` drops it
+    (:meth:`on_changed`).
 
     Args:
-        model: the model class; its own serializer (by alias: camelCase) builds the JSON.
+        model: the model class (with an ``id`` field); its own serializer, by alias
+            (camelCase), builds the JSON.
     """
 
-    __slots__ = ("_dump", "_memo")
+    __slots__ = ("_array", "_dump", "_held", "_json")
 
     def __init__(self, model: type[M]) -> None:
         """Start empty."""
         self._dump = model.__pydantic_serializer__.to_json
-        self._memo: dict[str, tuple[M, bytes]] = {}
+        self._json: dict[int, bytes] = {}
+        """``id()`` of a held model object → its JSON."""
+        self._held: dict[str, M] = {}
+        """Entry id → the model object whose JSON is kept."""
+        self._array: tuple[tuple[M, ...], bytes] = ((), b"[]")
+        """The last tuple :meth:`array` serialised, held, and its JSON."""
 
     def json(self, item: M) -> bytes:
-        """Return ``item``'s wire JSON (UTF-8), from the memo when ``item`` is unchanged."""
+        """Return ``item``'s wire JSON (UTF-8), built once per object."""
+        data = self._json.get(id(item))
+        if data is not None:
+            return data
+        data = self._dump(item, by_alias=True)
         key: str = item.id  # type: ignore[attr-defined]
-        hit = self._memo.get(key)
-        if hit is not None and hit[0] is item:
-            return hit[1]
-        data: bytes = self._dump(item, by_alias=True)
-        self._memo[key] = (item, data)
+        old = self._held.get(key)
+        if old is not None:
+            del self._json[id(old)]
+        self._held[key] = item
+        self._json[id(item)] = data
         return data
 
     def one(self, item: M | None) -> orjson.Fragment:
         """``item`` as a JSON fragment; ``null`` for None."""
-        return _NULL if item is None else orjson.Fragment(self.json(item))
+        if item is None:
+            return _NULL
+        data = self._json.get(id(item))  # the hit path of every read, inlined
+        return orjson.Fragment(data if data is not None else self.json(item))
 
-    def array(self, items: Iterable[M]) -> bytes:
-        """A JSON array of ``items``' JSON, in order."""
-        return b"[" + b",".join([self.json(item) for item in items]) + b"]"
+    def array(self, items: tuple[M, ...]) -> bytes:
+        """A JSON array of ``items``' JSON, in order; the same tuple again is one lookup.
+
+        Args:
+            items: a tuple the caller hands out again while nothing in it changed (the
+                service's shared views), so the last one's JSON is kept by identity.
+        """
+        last, data = self._array
+        if items is last:
+            return data
+        memo = self._json
+        data = b"[" + b",".join([memo.get(id(item)) or self.json(item) for item in items]) + b"]"
+        self._array = (items, data)
+        return data
 
     def on_changed(self, event: LlmConfigChanged) -> None:
         """Subscriber of the service's events: drops the JSON of a ``deleted`` entry."""
         if event.type is ChangeType.DELETED:
-            self._memo.pop(event.id, None)
+            old = self._held.pop(event.id, None)
+            if old is not None:
+                del self._json[id(old)]
 
 
 def register_llm_config_channels(
@@ -114,10 +142,10 @@ def register_llm_config_channels(
         return DeleteResult(deleted=await service.delete(params.id, params.expected_version))
 
     async def list_(_: EmptyParams) -> orjson.Fragment:
-        return orjson.Fragment(memo.array(await service.list()))
+        return orjson.Fragment(memo.array((await service.views())[1]))
 
     async def snapshot(_: EmptyParams) -> orjson.Fragment:
-        revision, views = await service.snapshot()
+        revision, views = await service.views()
         # The Snapshot model's wire form: {"revision": int, "configs": LlmConfigView[]}.
         return orjson.Fragment(
             orjson.dumps({"revision": revision, "configs": orjson.Fragment(memo.array(views))})

@@ -140,6 +140,44 @@ class _Entry:
         return view
 
 
+class _Cache(dict[str, _Entry]):
+    """The cached entries by id, in creation order, with their views as one shared tuple.
+
+    Every mutation drops the tuple (it is rebuilt on the next :meth:`views`), so an
+    unchanged cache hands out the same tuple object: a consumer may memoise what it
+    derives from the whole list by identity. Reads (``get``, ``in``) are ``dict``'s own.
+    """
+
+    __slots__ = ("_views",)
+
+    def __init__(self, entries: Iterable[tuple[str, _Entry]] = ()) -> None:
+        super().__init__(entries)
+        self._views: tuple[LlmConfigView, ...] | None = None
+
+    def __setitem__(self, key: str, value: _Entry) -> None:
+        self._views = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._views = None
+        super().__delitem__(key)
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        self._views = None
+        return super().pop(key, default)
+
+    def clear(self) -> None:
+        self._views = None
+        super().clear()
+
+    def views(self) -> tuple[LlmConfigView, ...]:
+        """Every entry's view in creation order; the same tuple until the cache changes."""
+        views = self._views
+        if views is None:
+            views = self._views = tuple([entry.view for entry in self.values()])
+        return views
+
+
 @dataclass(frozen=True, slots=True)
 class CacheInfo:
     """Cache statistics: ``count`` configs at ``revision``; ``loaded`` once initialized.
@@ -171,7 +209,7 @@ class LlmConfigService:
         self._store = store
         self._cipher = cipher
         self._watch = watch
-        self._cache: dict[str, _Entry] = {}
+        self._cache = _Cache()
         self._revision = 0
         self._lock = asyncio.Lock()
         self._load_task: asyncio.Task[None] | None = None
@@ -335,13 +373,22 @@ class LlmConfigService:
         """
         if self._closed or not self._loaded:
             await self._ensure_loaded()
-        return [entry.view for entry in self._cache.values()]
+        return list(self._cache.views())
 
     async def snapshot(self) -> tuple[int, builtins.list[LlmConfigView]]:
         """Return ``(revision, views)``: the cache and the revision it reflects."""
+        revision, views = await self.views()
+        return revision, list(views)
+
+    async def views(self) -> tuple[int, tuple[LlmConfigView, ...]]:
+        """Return ``(revision, views)`` like :meth:`snapshot`, the views as a shared tuple.
+
+        The tuple is the same object until the cache changes (what the RPC binding's
+        memo of the whole list is keyed by); it is immutable, like every view in it.
+        """
         if self._closed or not self._loaded:
             await self._ensure_loaded()
-        return self._revision, [entry.view for entry in self._cache.values()]
+        return self._revision, self._cache.views()
 
     async def get_api_key(self, config_id: str) -> str | None:
         """Return the plaintext API key of ``config_id`` (decrypted now), or None if unknown.
@@ -633,7 +680,7 @@ class LlmConfigService:
 
     def _reorder(self) -> None:
         """Put a restored row back in creation order (rare: a stable sort by ``createdAt``)."""
-        self._cache = dict(sorted(self._cache.items(), key=lambda item: item[1].row.created_at))
+        self._cache = _Cache(sorted(self._cache.items(), key=lambda item: item[1].row.created_at))
 
     async def _repair_stale(self) -> None:
         """Rewrite rows whose derived fields another program left stale (lock held).
@@ -672,7 +719,7 @@ class LlmConfigService:
         last, because the row that would say when it was deleted is gone.
         """
         old = self._cache
-        fresh: dict[str, _Entry] = {}
+        fresh = _Cache()
         differences: builtins.list[tuple[int, ChangeType, _Entry]] = []
         present: set[str] = set()
         for row in rows:

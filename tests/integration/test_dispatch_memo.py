@@ -148,3 +148,25 @@ async def test_an_unchanged_view_is_one_object_and_is_serialised_once(
     assert changed is not None
     assert changed is not first
     assert orjson.loads(memo.json(changed))["customName"] == "Changed"
+
+
+async def test_an_unchanged_list_is_one_tuple_and_its_array_is_serialised_once(
+    served: tuple[Dispatcher, LlmConfigService],
+) -> None:
+    dispatcher, service = served
+    one = await service.create(make("One"))
+    _, views = await service.views()
+    assert (await service.views())[1] is views
+    memo = JsonMemo(LlmConfigView)
+    data = memo.array(views)
+    assert memo.array(views) is data
+    # Any change gives a new tuple, and the list reply follows it.
+    two = await service.create(make("Two"))
+    _, after_create = await service.views()
+    assert after_create is not views
+    assert [v["id"] for v in orjson.loads(memo.array(after_create))] == [one.id, two.id]
+    await service.delete(one.id)
+    listed = await call(dispatcher, "llm-config:list", {})
+    assert [v["id"] for v in listed["result"]] == [two.id]
+    snapshot = await call(dispatcher, "llm-config:snapshot", {})
+    assert [v["id"] for v in snapshot["result"]["configs"]] == [two.id]
