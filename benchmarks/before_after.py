@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -36,7 +37,6 @@ from run import (
     loadgen,
     machine,
     measure_fanout,
-    seeded_dir,
     start_bridge,
     start_echo,
 )
@@ -57,9 +57,28 @@ FIGURES = (
 FANOUT_UPDATES = 5
 
 
+def seeded_before(worktree: Path, base: Path, name: str, count: int) -> tuple[Path, list[str]]:
+    """A data directory seeded by the code of ``worktree`` (its own storage format).
+
+    The working tree may have moved the on-disk format on (a newer schema version, which
+    the earlier bridge refuses): each side serves a directory its own code wrote.
+    """
+    data_dir = base / name
+    data_dir.mkdir(parents=True)
+    code = (
+        f"import sys; sys.path[:0] = [{str(worktree)!r}, {str(worktree / 'benchmarks')!r}]; "
+        "import asyncio; from pathlib import Path; from core_baseline import seed; "
+        f"asyncio.run(seed(Path({str(data_dir)!r}), {count}))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    with sqlite3.connect(data_dir / "bridge.db") as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM configs ORDER BY seq")]
+    return data_dir, ids
+
+
 def start_before(worktree: Path, base: Path, loop: str) -> Server:
     """``bridge serve`` importing the package from ``worktree`` (ahead of the installed one)."""
-    data_dir, ids = seeded_dir(base, f"before-{loop}", 50)
+    data_dir, ids = seeded_before(worktree, base, f"before-{loop}", 50)
     serve_args = bridge_cmd(data_dir, loop, 1100)[3:]  # drop "python -m bridge"
     code = f"import sys; sys.path.insert(0, {str(worktree)!r}); from bridge.cli import main; sys.exit(main())"
     process, ready, _ = start_process(

@@ -4,9 +4,9 @@ Measures, on real SQLite files in a temporary directory:
 
 - cache initialization time (one store read + cache build) with 100 / 1,000 / 10,000
   configs, in milliseconds;
-- cached read latency, in microseconds: ``LlmConfigService.read_json`` (what the
-  ``llm-config:read`` channel sends: the kept JSON) and ``read`` (a pydantic view, built
-  per call for in-process callers);
+- cached read latency, in microseconds: ``LlmConfigService.read`` through the RPC
+  binding's ``JsonMemo`` (what the ``llm-config:read`` channel sends: the kept JSON) and
+  ``read`` alone (the cached view, for in-process callers);
 - durable update latency (``LlmConfigService.update``: ``BEGIN IMMEDIATE`` … ``COMMIT``
   with ``synchronous=FULL``), in milliseconds;
 - cache memory per config (``tracemalloc`` delta across initialization / count), in bytes.
@@ -30,9 +30,12 @@ import tracemalloc
 import uuid
 from pathlib import Path
 
+import orjson
+
 from bridge.keystore import KeyCipher, SecretBackend, load_data_key
-from bridge.models import LlmConfigPatch, api_key_preview, name_key
+from bridge.models import LlmConfigPatch, LlmConfigView, api_key_preview, name_key
 from bridge.service import LlmConfigService, utc_now
+from bridge.service.channels import JsonMemo
 from bridge.storage import SqliteConfigStore
 from bridge.storage.base import COLUMNS, StoredConfig, row_values
 
@@ -141,7 +144,12 @@ async def main(repeats: int) -> None:
         )
         views = await service.list()
         ids = [v.id for v in views]
-        for label, read in (("read_json", service.read_json), ("read", service.read)):
+        memo = JsonMemo(LlmConfigView)  # what the llm-config:read binding keeps
+
+        async def read_wire(config_id: str) -> orjson.Fragment:
+            return memo.one(await service.read(config_id))
+
+        for label, read in (("read (wire JSON)", read_wire), ("read", service.read)):
             reads: list[float] = []
             for _ in range(repeats):
                 start = time.perf_counter()

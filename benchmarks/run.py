@@ -53,8 +53,9 @@ from core_baseline import init_once, seed  # noqa: E402
 
 from bridge.keystore import KeyCipher, SecretBackend, load_data_key  # noqa: E402
 from bridge.log import configure_logging  # noqa: E402
-from bridge.models import LlmConfigPatch  # noqa: E402
+from bridge.models import LlmConfigPatch, LlmConfigView  # noqa: E402
 from bridge.service import LlmConfigService  # noqa: E402
+from bridge.service.channels import JsonMemo  # noqa: E402
 from bridge.storage import SqliteConfigStore  # noqa: E402
 
 TOKEN = "bench-" + "x" * 40
@@ -258,8 +259,8 @@ def measure_startup(data_dir: Path) -> dict[str, float]:
 async def cache_bytes_after_reads(data_dir: Path, count: int) -> float:
     """Cache memory per config (tracemalloc) after init *and* one IPC read of every config.
 
-    Each config's JSON is built on its first read over IPC and kept, so this is the
-    cache's size in steady use.
+    Each config's view and its JSON (the RPC binding's memo) are built on its first read
+    over IPC and kept, so this is the cache's size in steady use.
     """
     store = SqliteConfigStore(data_dir / "bridge.db")
     await store.open()
@@ -269,11 +270,13 @@ async def cache_bytes_after_reads(data_dir: Path, count: int) -> float:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    listed = await service.list_json()
+    memo = JsonMemo(LlmConfigView)  # what the llm-config:list binding keeps
+    listed = memo.array((await service.views())[1])
     del listed
     gc.collect()
     retained = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
+    del memo
     await service.close()
     await store.close()
     return retained / count

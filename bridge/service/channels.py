@@ -1,19 +1,29 @@
-"""Binds the ``llm-config:*`` channels of :mod:`bridge.api` to an ``LlmConfigService``."""
+"""Binds the ``llm-config:*`` channels of :mod:`bridge.api` to an ``LlmConfigService``.
+
+The service returns models; this binding turns them into wire JSON. The reads
+(``read``, ``list``, ``snapshot``) are the hot path: each view's JSON is built once by its
+own pydantic serializer and kept in a :class:`JsonMemo` until the config changes (the
+service returns the same view object while it is unchanged), then spliced into every
+reply as an ``orjson.Fragment``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from typing import Generic, TypeVar
 
 import orjson
+from pydantic import BaseModel
 
 from bridge import api
 from bridge.models import (
+    ChangeType,
     CreateParams,
     DeleteParams,
     DeleteResult,
     EmptyParams,
     IdParams,
     InitializeResult,
+    LlmConfigChanged,
     LlmConfigTestParams,
     LlmConfigTestResult,
     LlmConfigView,
@@ -22,6 +32,82 @@ from bridge.models import (
 )
 from bridge.service.llm_config import LlmConfigService
 from bridge.service.tester import LlmConfigTester
+
+_NULL = orjson.Fragment(b"null")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class JsonMemo(Generic[M]):
+    """The wire JSON of each entry's model, built once per model object.
+
+    The service returns the same model object while an entry is unchanged, so the memo
+    is keyed by the object's identity: a hit is one ``dict`` lookup, with no attribute
+    read or comparison (the hot path of ``read`` and ``list``). The memo holds the one
+    object per entry id whose JSON it keeps (so no other object can take its identity);
+    a new object for the same id replaces it, and ``deleted`` drops it
+    (:meth:`on_changed`).
+
+    Args:
+        model: the model class (with an ``id`` field); its own serializer, by alias
+            (camelCase), builds the JSON.
+    """
+
+    __slots__ = ("_array", "_dump", "_held", "_json")
+
+    def __init__(self, model: type[M]) -> None:
+        """Start empty."""
+        self._dump = model.__pydantic_serializer__.to_json
+        self._json: dict[int, bytes] = {}
+        """``id()`` of a held model object → its JSON."""
+        self._held: dict[str, M] = {}
+        """Entry id → the model object whose JSON is kept."""
+        self._array: tuple[tuple[M, ...], bytes] = ((), b"[]")
+        """The last tuple :meth:`array` serialised, held, and its JSON."""
+
+    def json(self, item: M) -> bytes:
+        """Return ``item``'s wire JSON (UTF-8), built once per object."""
+        data = self._json.get(id(item))
+        if data is not None:
+            return data
+        data = self._dump(item, by_alias=True)
+        key: str = item.id  # type: ignore[attr-defined]
+        old = self._held.get(key)
+        if old is not None:
+            del self._json[id(old)]
+        self._held[key] = item
+        self._json[id(item)] = data
+        return data
+
+    def one(self, item: M | None) -> orjson.Fragment:
+        """``item`` as a JSON fragment; ``null`` for None."""
+        if item is None:
+            return _NULL
+        data = self._json.get(id(item))  # the hit path of every read, inlined
+        return orjson.Fragment(data if data is not None else self.json(item))
+
+    def array(self, items: tuple[M, ...]) -> bytes:
+        """A JSON array of ``items``' JSON, in order; the same tuple again is one lookup.
+
+        Args:
+            items: a tuple the caller hands out again while nothing in it changed (the
+                service's shared views), so the last one's JSON is kept by identity.
+        """
+        last, data = self._array
+        if items is last:
+            return data
+        memo = self._json
+        data = b"[" + b",".join([memo.get(id(item)) or self.json(item) for item in items]) + b"]"
+        self._array = (items, data)
+        return data
+
+    def on_changed(self, event: LlmConfigChanged) -> None:
+        """Subscriber of the service's events: drops the JSON of a ``deleted`` entry."""
+        if event.type is ChangeType.DELETED:
+            old = self._held.pop(event.id, None)
+            if old is not None:
+                del self._json[id(old)]
 
 
 def register_llm_config_channels(
@@ -38,15 +124,16 @@ def register_llm_config_channels(
         ValueError: one of the names is already registered.
     """
     tester = tester or LlmConfigTester(service)
+    memo = JsonMemo(LlmConfigView)
+    service.events.subscribe(memo.on_changed)
 
     async def create(params: CreateParams) -> LlmConfigView:
         return await service.create(params.config)
 
-    # The reads send the cache's JSON as is (orjson.Fragment); plain functions returning
-    # the service's coroutine, so a read is one coroutine deep. They are registered
-    # inline: they need no task, and a loaded cache answers them without suspending.
-    def read(params: IdParams) -> Awaitable[orjson.Fragment]:
-        return service.read_json(params.id)
+    # The reads are registered inline: they need no task, and a loaded cache answers them
+    # without suspending.
+    async def read(params: IdParams) -> orjson.Fragment:
+        return memo.one(await service.read(params.id))
 
     async def update(params: UpdateParams) -> LlmConfigView:
         return await service.update(params.id, params.updates, params.expected_version)
@@ -54,11 +141,15 @@ def register_llm_config_channels(
     async def delete(params: DeleteParams) -> DeleteResult:
         return DeleteResult(deleted=await service.delete(params.id, params.expected_version))
 
-    def list_(_: EmptyParams) -> Awaitable[orjson.Fragment]:
-        return service.list_json()
+    async def list_(_: EmptyParams) -> orjson.Fragment:
+        return orjson.Fragment(memo.array((await service.views())[1]))
 
-    def snapshot(_: EmptyParams) -> Awaitable[orjson.Fragment]:
-        return service.snapshot_json()
+    async def snapshot(_: EmptyParams) -> orjson.Fragment:
+        revision, views = await service.views()
+        # The Snapshot model's wire form: {"revision": int, "configs": LlmConfigView[]}.
+        return orjson.Fragment(
+            orjson.dumps({"revision": revision, "configs": orjson.Fragment(memo.array(views))})
+        )
 
     async def initialize(_: EmptyParams) -> InitializeResult:
         return InitializeResult(count=await service.initialize())

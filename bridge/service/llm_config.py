@@ -18,27 +18,23 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import structlog
-from pydantic import ValidationError as PydanticValidationError
-from pydantic.alias_generators import to_camel
 
 from bridge.errors import (
     BridgeError,
     ConfigNotFoundError,
     ConfigOperationFailedError,
     DuplicateConfigNameError,
-    FieldError,
     ServiceUnavailableError,
-    ValidationError,
 )
-from bridge.keystore import DecryptionError, KeyCipher
+from bridge.keystore import KeyCipher
 from bridge.models import (
     ChangeType,
     LlmConfigChanged,
@@ -47,11 +43,11 @@ from bridge.models import (
     LlmConfigView,
     Provider,
     api_key_preview,
-    field_errors,
     name_key,
 )
 from bridge.service.events import EventBus
-from bridge.service.rules import NAME_CONFLICT, SECURITY_REASONS, Verdict, check_row, valid_timestamp
+from bridge.service.merge import merge_patch, rederive_row
+from bridge.service.rules import NAME_CONFLICT, SECURITY_REASONS, Verdict, check_row
 from bridge.storage.base import ConfigStore, StoredConfig, StoreState, WriteOutcome, backoff_delays
 
 log = structlog.get_logger(__name__)
@@ -61,8 +57,6 @@ def utc_now() -> str:
     """Return the current time as ISO 8601 UTC with milliseconds and a ``Z`` suffix."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
-
-_NULL = orjson.Fragment(b"null")
 
 # Every view has every field set: one shared set instead of one new set per view (a
 # frozen model never mutates it; model_copy copies it first).
@@ -85,9 +79,10 @@ def to_view(row: StoredConfig) -> LlmConfigView:
     )
 
 
-_dump_view_json = LlmConfigView.__pydantic_serializer__.to_json
 _ENTRY_OVERHEAD = 200
 """Rough bytes of one cached entry's Python objects besides its text (for ``cache.bytes``)."""
+_VIEW_OVERHEAD = 300
+"""Rough bytes of one built view (a pydantic instance sharing the row's strings)."""
 
 
 def printable_id(config_id: object) -> str:
@@ -106,23 +101,23 @@ class QuarantinedConfig:
 
 
 class _Entry:
-    """One cached config: the stored row, and its view's JSON, built on first read and kept.
+    """One cached config: the stored row, and its view, built on first read and kept.
 
-    The JSON (wire form, camelCase, UTF-8) is what ``llm-config:read``/``list`` send: built
-    by the view's own pydantic serializer the first time the config is read over IPC, and
-    then spliced into every reply until the config changes. Start-up stays at one store
-    read (no pydantic instance per row), and the cache at the row's size until a config is
-    first read.
+    The view (an immutable ``LlmConfigView``) is built the first time the config is read
+    and then returned by every read until the config changes: the same object, so a
+    consumer may memoise whatever it derives from it by identity (the RPC binding keeps
+    its wire JSON that way). Start-up stays at one store read (no pydantic instance per
+    row), and the cache at the row's size until a config is first read.
     """
 
-    __slots__ = ("_json", "row")
+    __slots__ = ("_view", "row")
 
-    def __init__(self, row: StoredConfig) -> None:
+    def __init__(self, row: StoredConfig, view: LlmConfigView | None = None) -> None:
         self.row = row
-        self._json: bytes | None = None
+        self._view = view
 
     def size(self) -> int:
-        """Approximate bytes held: the row's text and ciphertext, its JSON once built."""
+        """Approximate bytes held by the row's text and ciphertext, and its view once built."""
         row = self.row
         text = (
             len(row.id)
@@ -133,14 +128,54 @@ class _Entry:
             + len(row.created_at)
             + len(row.updated_at)
         )
-        return _ENTRY_OVERHEAD + text + len(row.api_key_ct) + len(self._json or b"")
+        return (
+            _ENTRY_OVERHEAD + text + len(row.api_key_ct) + (_VIEW_OVERHEAD if self._view is not None else 0)
+        )
 
     @property
-    def json(self) -> bytes:
-        data = self._json
-        if data is None:
-            data = self._json = _dump_view_json(to_view(self.row), by_alias=True)
-        return data
+    def view(self) -> LlmConfigView:
+        view = self._view
+        if view is None:
+            view = self._view = to_view(self.row)
+        return view
+
+
+class _Cache(dict[str, _Entry]):
+    """The cached entries by id, in creation order, with their views as one shared tuple.
+
+    Every mutation drops the tuple (it is rebuilt on the next :meth:`views`), so an
+    unchanged cache hands out the same tuple object: a consumer may memoise what it
+    derives from the whole list by identity. Reads (``get``, ``in``) are ``dict``'s own.
+    """
+
+    __slots__ = ("_views",)
+
+    def __init__(self, entries: Iterable[tuple[str, _Entry]] = ()) -> None:
+        super().__init__(entries)
+        self._views: tuple[LlmConfigView, ...] | None = None
+
+    def __setitem__(self, key: str, value: _Entry) -> None:
+        self._views = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._views = None
+        super().__delitem__(key)
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        self._views = None
+        return super().pop(key, default)
+
+    def clear(self) -> None:
+        self._views = None
+        super().clear()
+
+    def views(self) -> tuple[LlmConfigView, ...]:
+        """Every entry's view in creation order; the same tuple until the cache changes."""
+        views = self._views
+        if views is None:
+            views = self._views = tuple([entry.view for entry in self.values()])
+        return views
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,33 +191,6 @@ class CacheInfo:
     loaded: bool
     load_failed: bool
     bytes: int = 0
-
-
-_UPDATE_FIELDS = [f"updates.{to_camel(name)}" for name in LlmConfigInput.model_fields]
-_KEY_REQUIRED = FieldError("updates.apiKey", "REQUIRED", "is required when baseUrl or provider changes")
-
-
-def _with_key_rule(
-    errors: list[FieldError], current: StoredConfig, changes: dict[str, Any]
-) -> list[FieldError]:
-    """Add ``updates.apiKey`` REQUIRED when the patch moves the key's destination without it.
-
-    A stored key may only follow a new ``baseUrl`` (cleared included) or ``provider`` when
-    the patch carries the key (DESIGN §2): otherwise whoever can send an update could have
-    an in-process consumer send the key to a host of their choosing. The rule replaces the
-    errors on ``updates.apiKey`` (they concern the stored key, which is not being
-    submitted) and keeps model field order.
-    """
-    if "api_key" in changes:
-        return errors
-    moved = ("base_url" in changes and changes["base_url"] != current.base_url) or (
-        "provider" in changes and str(changes["provider"]) != current.provider
-    )
-    if not moved:
-        return errors
-    kept = [error for error in errors if error.field != _KEY_REQUIRED.field]
-    order = {name: index for index, name in enumerate(_UPDATE_FIELDS)}
-    return sorted([*kept, _KEY_REQUIRED], key=lambda e: order.get(e.field, len(order)))
 
 
 class LlmConfigService:
@@ -201,7 +209,7 @@ class LlmConfigService:
         self._store = store
         self._cipher = cipher
         self._watch = watch
-        self._cache: dict[str, _Entry] = {}
+        self._cache = _Cache()
         self._revision = 0
         self._lock = asyncio.Lock()
         self._load_task: asyncio.Task[None] | None = None
@@ -330,13 +338,15 @@ class LlmConfigService:
         """Return the view of ``config_id`` from the cache, or None when unknown.
 
         A miss first catches up with the change feed when the store moved since the
-        cache last synced (emitting the events that brings); else no store access.
+        cache last synced (emitting the events that brings); else no store access. An
+        unchanged config is returned as the same view object every time.
         """
-        await self._ensure_loaded()
+        if self._closed or not self._loaded:
+            await self._ensure_loaded()
         entry = self._cache.get(config_id)
         if entry is None:
             entry = await self._miss(config_id)
-        return None if entry is None else to_view(entry.row)
+        return None if entry is None else entry.view
 
     async def _miss(self, config_id: str) -> _Entry | None:
         """Catch up with the store on a cache miss when it moved (else no store read).
@@ -357,40 +367,28 @@ class LlmConfigService:
         return self._cache.get(config_id)
 
     async def list(self) -> list[LlmConfigView]:
-        """Return every view in creation order (empty list when none)."""
-        await self._ensure_loaded()
-        return [to_view(entry.row) for entry in self._cache.values()]
+        """Return every view in creation order (empty list when none).
+
+        A config unchanged since the last read is returned as the same view object.
+        """
+        if self._closed or not self._loaded:
+            await self._ensure_loaded()
+        return list(self._cache.views())
 
     async def snapshot(self) -> tuple[int, builtins.list[LlmConfigView]]:
         """Return ``(revision, views)``: the cache and the revision it reflects."""
-        await self._ensure_loaded()
-        return self._revision, [to_view(entry.row) for entry in self._cache.values()]
+        revision, views = await self.views()
+        return revision, list(views)
 
-    # The same reads, as the JSON that goes on the wire (what the IPC channels send): no
-    # pydantic work per call once a config has been read.
+    async def views(self) -> tuple[int, tuple[LlmConfigView, ...]]:
+        """Return ``(revision, views)`` like :meth:`snapshot`, the views as a shared tuple.
 
-    async def read_json(self, config_id: str) -> orjson.Fragment:
-        """Return the view of ``config_id`` as JSON (``LlmConfigView`` wire form), or ``null``."""
+        The tuple is the same object until the cache changes (what the RPC binding's
+        memo of the whole list is keyed by); it is immutable, like every view in it.
+        """
         if self._closed or not self._loaded:
             await self._ensure_loaded()
-        entry = self._cache.get(config_id)
-        if entry is None:
-            entry = await self._miss(config_id)
-        return _NULL if entry is None else orjson.Fragment(entry.json)
-
-    async def list_json(self) -> orjson.Fragment:
-        """Return every view in creation order as one JSON array (``LlmConfigView[]``)."""
-        if self._closed or not self._loaded:
-            await self._ensure_loaded()
-        return orjson.Fragment(self._array_json())
-
-    async def snapshot_json(self) -> orjson.Fragment:
-        """Return ``{"revision": int, "configs": LlmConfigView[]}`` as JSON (``Snapshot``)."""
-        await self._ensure_loaded()
-        return orjson.Fragment(b'{"revision":%d,"configs":%b}' % (self._revision, self._array_json()))
-
-    def _array_json(self) -> bytes:
-        return b"[" + b",".join([entry.json for entry in self._cache.values()]) + b"]"
+        return self._revision, self._cache.views()
 
     async def get_api_key(self, config_id: str) -> str | None:
         """Return the plaintext API key of ``config_id`` (decrypted now), or None if unknown.
@@ -525,68 +523,21 @@ class LlmConfigService:
         """
         changes = patch.changes()
 
-        def mutate(current: StoredConfig) -> StoredConfig | None:
-            return self._merge(current, changes)
+        def op(since: int) -> Awaitable[WriteOutcome]:
+            # Built under the write lock (the quarantine is current); the store runs the
+            # pure merge inside its transaction, on the row it locked.
+            mutate = functools.partial(
+                merge_patch,
+                changes=changes,
+                cipher=self._cipher,
+                quarantined=config_id in self._quarantine,
+                now=utc_now(),
+            )
+            return self._store.update(config_id, mutate, expected_version, since)
 
-        outcome = await self._write(
-            lambda since: self._store.update(config_id, mutate, expected_version, since)
-        )
+        outcome = await self._write(op)
         assert outcome.current is not None
         return to_view(outcome.current)
-
-    def _merge(self, current: StoredConfig, changes: dict[str, Any]) -> StoredConfig | None:
-        """The row after ``changes``, or None when nothing changes (in the write transaction).
-
-        A quarantined row is rewritten whole when the merged result is valid (that
-        restores it); its API key must be in the patch when the stored one does not open.
-        """
-        repair = current.id in self._quarantine or check_row(current, self._cipher).reason is not None
-        try:
-            old_key: str | None = self._cipher.decrypt(current.api_key_ct, current.id)
-        except (DecryptionError, TypeError):
-            old_key = None
-        if old_key is None and "api_key" not in changes:
-            raise ValidationError(
-                [FieldError("updates.apiKey", "REQUIRED", "is required: the stored key cannot be opened")]
-            )
-        merged: dict[str, Any] = {
-            "custom_name": current.custom_name,
-            "provider": current.provider,
-            "api_key": old_key,
-            "base_url": current.base_url,
-            "use_auth_header": current.use_auth_header,
-        }
-        merged.update(changes)
-        try:
-            valid = LlmConfigInput.model_validate(merged)
-        except PydanticValidationError as exc:
-            raise ValidationError(_with_key_rule(field_errors(exc, ("updates",)), current, changes)) from None
-        if errors := _with_key_rule([], current, changes):
-            raise ValidationError(errors)
-        if not repair and (
-            valid.custom_name == current.custom_name
-            and valid.provider.value == current.provider
-            and valid.api_key == old_key
-            and valid.base_url == current.base_url
-            and valid.use_auth_header == current.use_auth_header
-        ):
-            return None
-        key_changed = repair or valid.api_key != old_key
-        now = utc_now()
-        created_ok = isinstance(current.created_at, str) and valid_timestamp(current.created_at)
-        return replace(
-            current,
-            custom_name=valid.custom_name,
-            name_key=name_key(valid.custom_name),
-            provider=valid.provider.value,
-            api_key_ct=self._cipher.encrypt(valid.api_key, current.id) if key_changed else current.api_key_ct,
-            api_key_preview=api_key_preview(valid.api_key),
-            base_url=valid.base_url,
-            use_auth_header=valid.use_auth_header,
-            created_at=current.created_at if created_ok else now,
-            updated_at=now,
-            version=current.version + 1 if type(current.version) is int else 1,
-        )
 
     async def delete(self, config_id: str, expected_version: int | None = None) -> bool:
         """Delete ``config_id``; returns False (and emits nothing) when it is unknown.
@@ -694,7 +645,7 @@ class LlmConfigService:
             return
         restored = self._release(config_id)
         view = to_view(row)
-        self._cache[config_id] = _Entry(row)
+        self._cache[config_id] = _Entry(row, view)
         if restored:
             self._reorder()
         kind = ChangeType.CREATED if entry is None else ChangeType.UPDATED
@@ -729,7 +680,7 @@ class LlmConfigService:
 
     def _reorder(self) -> None:
         """Put a restored row back in creation order (rare: a stable sort by ``createdAt``)."""
-        self._cache = dict(sorted(self._cache.items(), key=lambda item: item[1].row.created_at))
+        self._cache = _Cache(sorted(self._cache.items(), key=lambda item: item[1].row.created_at))
 
     async def _repair_stale(self) -> None:
         """Rewrite rows whose derived fields another program left stale (lock held).
@@ -741,16 +692,7 @@ class LlmConfigService:
         """
         while self._stale:
             config_id, row = self._stale.popitem()
-
-            def rederive(current: StoredConfig) -> StoredConfig | None:
-                api_key = self._cipher.decrypt(current.api_key_ct, current.id)
-                fresh = replace(
-                    current,
-                    name_key=name_key(current.custom_name),
-                    api_key_preview=api_key_preview(api_key),
-                )
-                return None if fresh == current else replace(fresh, updated_at=utc_now())
-
+            rederive = functools.partial(rederive_row, cipher=self._cipher, now=utc_now())
             try:
                 outcome = await self._store.update(config_id, rederive, None, self._revision)
             except DuplicateConfigNameError:
@@ -777,8 +719,8 @@ class LlmConfigService:
         last, because the row that would say when it was deleted is gone.
         """
         old = self._cache
-        fresh: dict[str, _Entry] = {}
-        differences: builtins.list[tuple[int, ChangeType, StoredConfig]] = []
+        fresh = _Cache()
+        differences: builtins.list[tuple[int, ChangeType, _Entry]] = []
         present: set[str] = set()
         for row in rows:
             present.add(row.id)
@@ -796,9 +738,9 @@ class LlmConfigService:
                     fresh[row.id] = previous
                 continue
             self._release(row.id)
-            fresh[row.id] = _Entry(row)
+            entry = fresh[row.id] = _Entry(row)
             kind = ChangeType.CREATED if previous is None else ChangeType.UPDATED
-            differences.append((row.revision or revision, kind, row))
+            differences.append((row.revision or revision, kind, entry))
         for config_id in [cid for cid in self._quarantine if cid not in present]:
             self._release(config_id)
         deleted = [config_id for config_id in old if config_id not in fresh]
@@ -807,9 +749,9 @@ class LlmConfigService:
         if not publish:
             return
         differences.sort(key=lambda item: item[0])
-        for row_revision, kind, row in differences:
-            view = to_view(row)
-            self.events.publish(LlmConfigChanged(type=kind, id=row.id, revision=row_revision, config=view))
+        for row_revision, kind, entry in differences:
+            view = entry.view
+            self.events.publish(LlmConfigChanged(type=kind, id=view.id, revision=row_revision, config=view))
         for config_id in deleted:
             self.events.publish(LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision))
 

@@ -28,7 +28,6 @@ import contextlib
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,14 +35,7 @@ import asyncpg
 import orjson
 import structlog
 
-from bridge.errors import (
-    ConfigNotFoundError,
-    DuplicateConfigNameError,
-    SchemaTooNewError,
-    StartupError,
-    VersionConflictError,
-)
-from bridge.models import ChangeType
+from bridge.errors import DuplicateConfigNameError, SchemaTooNewError, StartupError
 from bridge.storage.base import (
     COLUMNS,
     Change,
@@ -52,8 +44,22 @@ from bridge.storage.base import (
     StoreState,
     WriteOutcome,
     backoff_delays,
-    cross_check,
     row_values,
+)
+from bridge.storage.protocol import (
+    CHANGE_LOG_KEEP,
+    KEY_ID_BYTES,
+    TRIM_EVERY,
+    LogEntry,
+    Written,
+    build_feed,
+    checked_delete,
+    checked_update,
+    feed_reaches,
+    is_logged,
+    log_object_pairs,
+    make_row,
+    own_change,
 )
 
 log = structlog.get_logger(__name__)
@@ -63,10 +69,12 @@ SCHEMA_VERSION: Final = 2
 Version 2 adds the write trigger: every write, whoever makes it, is revisioned and logged."""
 CHANNEL: Final = "bridge_changes"
 """The ``LISTEN/NOTIFY`` channel every instance of one database shares."""
-CHANGE_LOG_KEEP: Final = 10_000
-"""Changes kept in the log; an instance further behind reloads everything."""
-KEY_ID_BYTES: Final = 8
 _MIGRATION_LOCK: Final = 0x6272_6964_6765  # "bridge": one advisory lock id for migrations
+
+_LOG_PAIRS: Final = log_object_pairs(
+    lambda c: "rev" if c == "revision" else f"NEW.{c}", lambda e: f"encode({e}, 'hex')"
+)
+"""The change-log object (:mod:`bridge.storage.protocol`'s codec) of the row being written."""
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -130,16 +138,10 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
                 END IF;
                 INSERT INTO bridge_changes (revision, id, type, row) VALUES (
                     rev, NEW.id, CASE TG_OP WHEN 'INSERT' THEN 'created' ELSE 'updated' END,
-                    convert_to(json_build_object(
-                        'id', NEW.id, 'custom_name', NEW.custom_name, 'name_key', NEW.name_key,
-                        'provider', NEW.provider, 'api_key_ct', encode(NEW.api_key_ct, 'hex'),
-                        'api_key_preview', NEW.api_key_preview, 'base_url', NEW.base_url,
-                        'use_auth_header', NEW.use_auth_header, 'created_at', NEW.created_at,
-                        'updated_at', NEW.updated_at, 'version', NEW.version, 'revision', rev
-                    )::text, 'UTF8'));
+                    convert_to(json_build_object({_LOG_PAIRS})::text, 'UTF8'));
                 PERFORM pg_notify('{CHANNEL}', json_build_object('id', NEW.id, 'revision', rev)::text);
             END IF;
-            IF rev % 1000 = 0 THEN
+            IF rev % {TRIM_EVERY} = 0 THEN
                 DELETE FROM bridge_changes WHERE revision <= rev - {CHANGE_LOG_KEEP};
             END IF;
             IF TG_OP = 'DELETE' THEN
@@ -156,6 +158,7 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 }
 
 _COLUMNS: Final = ", ".join(COLUMNS)
+_REVISION: Final = "SELECT revision FROM bridge_meta WHERE id = 1"
 
 
 _CONNECTION_ERRORS: Final = (
@@ -181,40 +184,6 @@ def redact_dsn(dsn: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def _row(record: Any) -> StoredConfig:
-    return StoredConfig(
-        id=record["id"],
-        custom_name=record["custom_name"],
-        name_key=record["name_key"],
-        provider=record["provider"],
-        api_key_ct=bytes(record["api_key_ct"]),
-        api_key_preview=record["api_key_preview"],
-        base_url=record["base_url"],
-        use_auth_header=bool(record["use_auth_header"]),
-        created_at=record["created_at"],
-        updated_at=record["updated_at"],
-        version=int(record["version"]),
-        revision=int(record["revision"]),
-    )
-
-
-def _decode_row(blob: bytes) -> StoredConfig:
-    """Decode a change-log row (the trigger's JSON object).
-
-    Raises:
-        ValueError: the entry is not such an object (written by something else).
-    """
-    values = orjson.loads(blob)
-    if (
-        not isinstance(values, dict)
-        or set(values) != set(COLUMNS)
-        or not isinstance(values["api_key_ct"], str)
-    ):
-        raise ValueError("not a change-log row")
-    values["api_key_ct"] = bytes.fromhex(values["api_key_ct"])
-    return _row(values)
 
 
 class PostgresConfigStore:
@@ -515,7 +484,9 @@ class PostgresConfigStore:
         """Replace every row's ciphertext by ``seal(row)`` in one transaction (key rotation)."""
         async with self._acquire() as conn, conn.transaction():
             await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1 FOR UPDATE")
-            rows = [_row(r) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")]
+            rows = [
+                make_row(r) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")
+            ]
             count = 0
             for row in rows:
                 sealed = seal(row)
@@ -547,29 +518,29 @@ class PostgresConfigStore:
             revision = int(await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1"))
             rows = await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")
         self._saw(revision)
-        return StoreState(revision, [_row(r) for r in rows])
+        return StoreState(revision, [make_row(r) for r in rows])
 
     async def changes_since(self, since: int) -> WriteOutcome:
         """Return the changes after ``since`` in revision order (None: reload needed)."""
         async with self._acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            outcome = await _feed(conn, since, None)
+            revision = int(await conn.fetchval(_REVISION))
+            outcome = await _feed(conn, since, revision, revision)
         self._saw(outcome.revision)
         return outcome
 
     # ---- writes ---------------------------------------------------------------------
 
-    async def _write(
-        self, fn: Callable[[Any], Awaitable[tuple[StoredConfig | None, str | None]]], since: int
-    ) -> WriteOutcome:
-        """Run ``fn`` in a transaction holding the counter row; the feed includes its change.
+    async def _write(self, fn: Callable[[Any], Awaitable[Written]], since: int) -> WriteOutcome:
+        """Run ``fn`` in a transaction holding the counter row; the feed ends with its change.
 
-        ``fn`` returns ``(current row, id that changed or None)``. When the connection is
-        lost at COMMIT, the change log is read on a fresh connection (:meth:`_committed`):
-        a write found there is returned as done; otherwise the error is raised.
+        Other instances' changes come from the log, this write's own from the row the
+        statement returned. When the connection is lost at COMMIT, the change log is read
+        on a fresh connection (:meth:`_committed`): a write found there is returned as
+        done; otherwise the error is raised.
         """
         seen_before = self._seen_revision
         outcome: WriteOutcome | None = None
-        changed_id: str | None = None
+        own: Change | None = None
         try:
             async with self._acquire() as conn, conn.transaction():
                 # The global write lock: writes of every instance take turns here, so the
@@ -577,8 +548,12 @@ class PostgresConfigStore:
                 revision_before = int(
                     await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1 FOR UPDATE")
                 )
-                current, changed_id = await fn(conn)
-                outcome = await _feed(conn, since, current)
+                written = await fn(conn)
+                revision = int(await conn.fetchval(_REVISION))
+                own = own_change(written, revision_before, revision)
+                outcome = await _feed(
+                    conn, since, revision_before, revision, own=own, current=written.current
+                )
                 # The trigger sent NOTIFY (delivered at commit). Before COMMIT: our own
                 # notification may be handled before this task resumes, and must not wake
                 # the watcher.
@@ -587,24 +562,20 @@ class PostgresConfigStore:
             # Lost at COMMIT (or right after it), the transaction may have committed: a
             # write that did is reported as done, not as a failure the caller would retry.
             try:
-                confirmed = (
-                    outcome is not None
-                    and changed_id is not None
-                    and await self._committed(outcome, changed_id)
-                )
+                confirmed = outcome is not None and own is not None and await self._committed(own)
             except BaseException:  # cancelled while checking: as not committed
                 self._forget(seen_before)
                 raise
             if confirmed:
                 assert outcome is not None
                 log.warning("commit_confirmed_after_error", revision=outcome.revision)
-                return replace(outcome, written=True)
+                return outcome
             self._forget(seen_before)
             raise
         except BaseException:
             self._forget(seen_before)
             raise
-        return replace(outcome, written=outcome.revision != revision_before)
+        return outcome
 
     def _forget(self, seen_before: int) -> None:
         """Undo :meth:`_saw` for a write that did not commit.
@@ -616,32 +587,30 @@ class PostgresConfigStore:
         if self._notified_revision > self._seen_revision:
             self._wake.set()
 
-    async def _committed(self, outcome: WriteOutcome, changed_id: str) -> bool:
-        """Whether the change a failed write logged at ``outcome.revision`` is in the store.
+    async def _committed(self, own: Change) -> bool:
+        """Whether ``own``, the change a failed write logged, is in the store.
 
         Reads the change log on a fresh connection: committed when that revision holds
-        exactly our change: the same id, ``deleted`` with no row when the write left no
-        row (``outcome.current`` None), else the same row. An unreachable server answers
-        False (the write is then reported as failed).
+        exactly our change (:func:`~bridge.storage.protocol.is_logged`). An unreachable
+        server answers False (the write is then reported as failed).
         """
         try:
             async with self._acquire() as conn:
                 found = await conn.fetchrow(
-                    "SELECT id, type, row FROM bridge_changes WHERE revision = $1", outcome.revision
+                    "SELECT id, type, row FROM bridge_changes WHERE revision = $1", own.revision
                 )
         except Exception:
-            log.warning("commit_outcome_unknown", revision=outcome.revision)
+            log.warning("commit_outcome_unknown", revision=own.revision)
             return False
-        if found is None or found["id"] != changed_id:
+        if found is None:
             return False
-        if outcome.current is None:
-            return found["type"] == ChangeType.DELETED.value and found["row"] is None
-        return found["row"] is not None and _decode_row(bytes(found["row"])) == outcome.current
+        logged = found["row"]
+        return is_logged(own, found["id"], found["type"], None if logged is None else bytes(logged))
 
     async def insert(self, config: StoredConfig, since: int) -> WriteOutcome:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
 
-        async def fn(conn: Any) -> tuple[StoredConfig | None, str | None]:
+        async def fn(conn: Any) -> Written:
             try:
                 async with conn.transaction():  # a savepoint: the name clash is ours to report
                     # The trigger sets seq, key_id and the revision, logs and notifies.
@@ -654,7 +623,8 @@ class PostgresConfigStore:
                 if exc.constraint_name == "bridge_configs_name_key":
                     raise DuplicateConfigNameError from None
                 raise
-            return _row(written), config.id
+            row = make_row(written)
+            return Written(config.id, row, row, created=True)
 
         return await self._write(fn, since)
 
@@ -663,18 +633,14 @@ class PostgresConfigStore:
     ) -> WriteOutcome:
         """Apply ``mutate`` to the row locked ``FOR UPDATE`` (see the protocol)."""
 
-        async def fn(conn: Any) -> tuple[StoredConfig | None, str | None]:
+        async def fn(conn: Any) -> Written:
             found = await conn.fetchrow(
                 f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = $1 FOR UPDATE", config_id
             )
-            if found is None:
-                raise ConfigNotFoundError(config_id)
-            current = _row(found)
-            if expected_version is not None and expected_version != current.version:
-                raise VersionConflictError(config_id, expected_version, current.version)
-            updated = mutate(current)
+            current = None if found is None else make_row(found)
+            updated = checked_update(config_id, current, mutate, expected_version)
             if updated is None:
-                return current, None
+                return Written(config_id, current, current)
             try:
                 async with conn.transaction():
                     # The trigger sets version + 1, key_id and the revision, logs and notifies.
@@ -697,55 +663,54 @@ class PostgresConfigStore:
                 if exc.constraint_name == "bridge_configs_name_key":
                     raise DuplicateConfigNameError from None
                 raise
-            return _row(written), config_id
+            row = make_row(written)
+            return Written(config_id, row, row)
 
         return await self._write(fn, since)
 
     async def delete(self, config_id: str, expected_version: int | None, since: int) -> WriteOutcome:
         """Delete at the next revision; unknown id → no change, no error."""
 
-        async def fn(conn: Any) -> tuple[StoredConfig | None, str | None]:
+        async def fn(conn: Any) -> Written:
             found = await conn.fetchval(
                 "SELECT version FROM bridge_configs WHERE id = $1 FOR UPDATE", config_id
             )
-            if found is None:
-                return None, None
-            if expected_version is not None and expected_version != found:
-                raise VersionConflictError(config_id, expected_version, int(found))
-            await conn.execute("DELETE FROM bridge_configs WHERE id = $1", config_id)
-            return None, config_id
+            if checked_delete(config_id, found, expected_version):
+                await conn.execute("DELETE FROM bridge_configs WHERE id = $1", config_id)
+            return Written(config_id, None, None)
 
         return await self._write(fn, since)
 
 
-async def _feed(conn: Any, since: int, current: StoredConfig | None) -> WriteOutcome:
-    """Read the change log after ``since`` up to the counter, each change with its row."""
-    revision = int(await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1"))
-    if revision <= since:
-        return WriteOutcome([], current, revision)
-    oldest = await conn.fetchval("SELECT min(revision) FROM bridge_changes")
-    if oldest is None or oldest > since + 1:
-        return WriteOutcome(None, current, revision)
-    rows = await conn.fetch(
-        "SELECT revision, type, id, row FROM bridge_changes "
-        "WHERE revision > $1 AND revision <= $2 ORDER BY revision",
-        since,
-        revision,
-    )
-    changes: list[Change] = []
-    for r in rows:
-        try:
-            kind = ChangeType(r["type"])
-            config = None if r["row"] is None else _decode_row(bytes(r["row"]))
-            if config is not None and config.id != r["id"]:
-                raise ValueError("change-log id does not match its row")  # noqa: TRY301
-        except (ValueError, TypeError, KeyError):
-            changes.append(Change(int(r["revision"]), ChangeType.UPDATED, r["id"], None, undecodable=True))
-            continue
-        changes.append(Change(int(r["revision"]), kind, r["id"], config))
-    if changes:
-        found = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", list({c.id for c in changes})
-        )
-        changes = cross_check(changes, {r["id"]: _row(r) for r in found})
-    return WriteOutcome(changes, current, revision)
+async def _feed(
+    conn: Any,
+    since: int,
+    upto: int,
+    revision: int,
+    *,
+    own: Change | None = None,
+    current: StoredConfig | None = None,
+) -> WriteOutcome:
+    """Read the log after ``since`` up to ``upto`` and assemble the feed (protocol).
+
+    The table's rows of the ids named are read for the cross-check; ``own`` (the
+    caller's write, at ``revision``) is added from the row it wrote.
+    """
+    entries: list[LogEntry] | None = []
+    present: dict[str, StoredConfig] = {}
+    if upto > since:
+        entries = None
+        if feed_reaches(await conn.fetchval("SELECT min(revision) FROM bridge_changes"), since):
+            rows = await conn.fetch(
+                "SELECT revision, type, id, row FROM bridge_changes "
+                "WHERE revision > $1 AND revision <= $2 ORDER BY revision",
+                since,
+                upto,
+            )
+            entries = [(r["revision"], r["type"], r["id"], r["row"]) for r in rows]
+            if ids := list({r["id"] for r in rows}):
+                found = await conn.fetch(
+                    f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", ids
+                )
+                present = {r["id"]: make_row(r) for r in found}
+    return build_feed(entries, present, revision=revision, own=own, current=current)

@@ -24,30 +24,29 @@ import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-import orjson
 import structlog
 
-from bridge.errors import (
-    ConfigNotFoundError,
-    DuplicateConfigNameError,
-    SchemaTooNewError,
-    VersionConflictError,
-)
-from bridge.models import ChangeType
-from bridge.storage.base import (
-    COLUMNS,
-    Change,
-    Mutation,
-    StoredConfig,
-    StoreState,
-    WriteOutcome,
-    cross_check,
-    row_values,
+from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
+from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
+from bridge.storage.protocol import (
+    CHANGE_LOG_KEEP,
+    KEY_ID_BYTES,
+    LOG_FIELDS,
+    TRIM_EVERY,
+    LogEntry,
+    Written,
+    build_feed,
+    checked_delete,
+    checked_update,
+    feed_reaches,
+    log_object_pairs,
+    make_row,
+    own_change,
 )
 
 log = structlog.get_logger(__name__)
@@ -55,13 +54,10 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 DB_FILE_NAME: Final = "bridge.db"
-SCHEMA_VERSION: Final = 3
-"""``PRAGMA user_version`` of the schema below; 1 lacked ``configs.revision``, 2 the triggers."""
+SCHEMA_VERSION: Final = 4
+"""``PRAGMA user_version`` of the schema below; 1 lacked ``configs.revision``, 2 the triggers,
+3 logged rows as positional JSON arrays (4: the JSON objects every backend logs)."""
 BUSY_TIMEOUT_MS: Final = 5000
-KEY_ID_BYTES: Final = 8
-"""Ciphertexts start with the 8-byte id of the data key that sealed them."""
-CHANGE_LOG_KEEP: Final = 10_000
-"""Changes kept in the log; a process further behind reloads everything."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -108,11 +104,12 @@ _NO_META = (
     "SELECT RAISE(ABORT, 'bridge: the revision row is missing') "
     "WHERE NOT EXISTS (SELECT 1 FROM meta WHERE id = 1);"
 )
-_TRIM = f"DELETE FROM changes WHERE {_REV} % 1000 = 0 AND revision <= {_REV} - {CHANGE_LOG_KEEP};"
+_TRIM = f"DELETE FROM changes WHERE {_REV} % {TRIM_EVERY} = 0 AND revision <= {_REV} - {CHANGE_LOG_KEEP};"
+_LOG_OBJECT = f"json_object({log_object_pairs(lambda c: c, lambda e: f'hex({e})')})"
+"""The change-log row (:mod:`bridge.storage.protocol`'s codec) of the configs row in scope."""
 _LOG_ROW = (
     "INSERT INTO changes (revision, id, type, row) SELECT revision, id, '{kind}', "
-    "json_array(id, custom_name, name_key, provider, hex(api_key_ct), api_key_preview, base_url, "
-    "use_auth_header, created_at, updated_at, version, revision) FROM configs WHERE seq = NEW.seq;"
+    f"{_LOG_OBJECT} FROM configs WHERE seq = NEW.seq;"
 )
 _CONTENT_COLUMNS = (
     "id",
@@ -168,6 +165,22 @@ _MIGRATE_1_TO_2 = (
         "(SELECT MAX(c.revision) FROM changes c WHERE c.id = configs.id), 0)"
     ),
 )
+_MIGRATE_TO_4 = (
+    # Schema 3 logged positional arrays (in LOG_FIELDS order): rewrite them as the objects
+    # the triggers log now, value for value; anything else stays as it is (undecodable).
+    (
+        "UPDATE changes SET row = json_object("
+        + ", ".join(f"'{name}', json_extract(row, '$[{i}]')" for i, name in enumerate(LOG_FIELDS))
+        + ") WHERE typeof(row) = 'text' AND json_valid(row) AND json_type(row) = 'array' "
+        f"AND json_array_length(row) = {len(LOG_FIELDS)}"
+    ),
+    # Schema 1 logged no rows: such an entry stood for the row's present state (what the
+    # feed used to read through a join); it now says so itself.
+    (
+        f"UPDATE changes SET row = (SELECT {_LOG_OBJECT} FROM configs WHERE configs.id = changes.id) "
+        "WHERE row IS NULL AND type <> 'deleted'"
+    ),
+)
 _CONFIG_COLUMNS: Final = frozenset(_ALL_COLUMNS)
 
 
@@ -193,45 +206,9 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _bool(value: Any) -> Any:
-    """0/1 → bool; anything else is returned as is for the service's rules to refuse."""
-    if type(value) is int and value in {0, 1}:
-        return value == 1
-    return value
-
-
-def _row(values: tuple[Any, ...] | list[Any]) -> StoredConfig:
-    """Build a row from SQLite's values (or a decoded change-log entry) without coercion.
-
-    Wrong types are kept: the service's admission rules refuse them by reason code.
-    """
-    (cid, name, key, provider, ct, preview, url, auth, created, updated, version, revision) = values
-    return StoredConfig(
-        cid,
-        name,
-        key,
-        _PROVIDER_NAMES.get(provider, provider) if isinstance(provider, str) else provider,
-        ct,
-        preview,
-        url,
-        _bool(auth),
-        created,
-        created if updated == created else updated,
-        version,
-        revision,
-    )
-
-
 def _rows(fetched: list[tuple[Any, ...]]) -> list[StoredConfig]:
-    """Build rows straight from SQLite's values (the load path: 10,000 rows at start-up).
-
-    The provider names are shared, and so is ``updated_at`` when it equals ``created_at``
-    (as on every config never updated): fewer objects per cached config.
-    """
-    return [_row(values) for values in fetched]
-
-
-_PROVIDER_NAMES: dict[str, str] = {name: name for name in ("openai", "anthropic", "google", "custom")}
+    """Build rows straight from SQLite's values (the load path: 10,000 rows at start-up)."""
+    return [make_row(values) for values in fetched]
 
 
 def _is_busy(exc: sqlite3.DatabaseError) -> bool:
@@ -398,7 +375,7 @@ class SqliteConfigStore:
             src.close()
         return target
 
-    def _migrate(self, conn: sqlite3.Connection, seen_version: int) -> None:  # noqa: C901 - one step per version
+    def _migrate(self, conn: sqlite3.Connection, seen_version: int) -> None:  # noqa: C901, PLR0912 - one step per version
         """Create the schema or migrate it to :data:`SCHEMA_VERSION` in one transaction.
 
         The version is read again under the write lock: another process may have
@@ -418,6 +395,11 @@ class SqliteConfigStore:
                 for statement in _MIGRATE_1_TO_2:
                     conn.execute(statement)
             if user_version < SCHEMA_VERSION:
+                # The triggers of an older schema log the old format: replace them all.
+                for name in _TRIGGERS:
+                    conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+                for statement in _MIGRATE_TO_4:
+                    conn.execute(statement)
                 for statement in _TRIGGERS.values():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -588,7 +570,8 @@ class SqliteConfigStore:
         def work(conn: sqlite3.Connection) -> WriteOutcome:
             conn.execute("BEGIN")
             try:
-                outcome = _feed(conn, since, None)
+                revision = _revision(conn)
+                outcome = _feed(conn, since, revision, revision)
             finally:
                 conn.execute("COMMIT")
             return outcome
@@ -611,13 +594,12 @@ class SqliteConfigStore:
 
     # ---- writes ---------------------------------------------------------------------
 
-    async def _write(
-        self, fn: Callable[[sqlite3.Connection], StoredConfig | None], since: int
-    ) -> WriteOutcome:
-        """Run ``fn`` in ``BEGIN IMMEDIATE``; the outcome's feed includes its own change.
+    async def _write(self, fn: Callable[[sqlite3.Connection], Written], since: int) -> WriteOutcome:
+        """Run ``fn`` in ``BEGIN IMMEDIATE``; the outcome's feed ends with its own change.
 
         The triggers take the revision and log the change; a lost revision row is
-        recomputed first (:func:`repair_structure`).
+        recomputed first (:func:`repair_structure`). Other writers' changes come from the
+        log, this write's own from the row it left in the table.
         """
 
         def work(conn: sqlite3.Connection) -> WriteOutcome:
@@ -627,22 +609,24 @@ class SqliteConfigStore:
                     conn.execute("SELECT 1 FROM meta WHERE id = 1").fetchone() is None
                 ):
                     self.repaired.extend(repair_structure(conn))
-                (revision_before,) = conn.execute("SELECT revision FROM meta WHERE id = 1").fetchone()
-                current = fn(conn)
-                outcome = _feed(conn, since, current)
+                revision_before = _revision(conn)
+                written = fn(conn)
+                revision = _revision(conn)
+                own = own_change(written, revision_before, revision)
+                outcome = _feed(conn, since, revision_before, revision, own=own, current=written.current)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            return replace(outcome, written=outcome.revision != revision_before)
+            return outcome
 
         return await self._run(work)
 
     async def insert(self, config: StoredConfig, since: int) -> WriteOutcome:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
 
-        def fn(conn: sqlite3.Connection) -> StoredConfig | None:
+        def fn(conn: sqlite3.Connection) -> Written:
             try:
                 conn.execute(
                     f"INSERT INTO configs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -652,7 +636,8 @@ class SqliteConfigStore:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
-            return _current(conn, config.id)
+            row = _current(conn, config.id)
+            return Written(config.id, row, row, created=True)
 
         return await self._write(fn, since)
 
@@ -661,15 +646,11 @@ class SqliteConfigStore:
     ) -> WriteOutcome:
         """Apply ``mutate`` to the current row in the write transaction (see protocol)."""
 
-        def fn(conn: sqlite3.Connection) -> StoredConfig | None:
+        def fn(conn: sqlite3.Connection) -> Written:
             current = _current(conn, config_id)
-            if current is None:
-                raise ConfigNotFoundError(config_id)
-            if expected_version is not None and expected_version != current.version:
-                raise VersionConflictError(config_id, expected_version, current.version)
-            updated = mutate(current)
+            updated = checked_update(config_id, current, mutate, expected_version)
             if updated is None:
-                return current
+                return Written(config_id, current, current)
             try:
                 # The trigger sets version + 1 and the revision, and logs the row.
                 conn.execute(
@@ -692,21 +673,19 @@ class SqliteConfigStore:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
-            return _current(conn, config_id)
+            row = _current(conn, config_id)
+            return Written(config_id, row, row)
 
         return await self._write(fn, since)
 
     async def delete(self, config_id: str, expected_version: int | None, since: int) -> WriteOutcome:
         """Delete at the next revision; unknown id → no change, no error."""
 
-        def fn(conn: sqlite3.Connection) -> StoredConfig | None:
+        def fn(conn: sqlite3.Connection) -> Written:
             found = conn.execute("SELECT version FROM configs WHERE id = ?", (config_id,)).fetchone()
-            if found is None:
-                return None
-            if expected_version is not None and expected_version != found[0]:
-                raise VersionConflictError(config_id, expected_version, found[0])
-            conn.execute("DELETE FROM configs WHERE id = ?", (config_id,))
-            return None
+            if checked_delete(config_id, None if found is None else found[0], expected_version):
+                conn.execute("DELETE FROM configs WHERE id = ?", (config_id,))
+            return Written(config_id, None, None)
 
         return await self._write(fn, since)
 
@@ -742,65 +721,50 @@ class SqliteConfigStore:
 
 def _current(conn: sqlite3.Connection, config_id: str) -> StoredConfig | None:
     found = conn.execute(f"SELECT {_COLUMNS} FROM configs WHERE id = ?", (config_id,)).fetchone()
-    return None if found is None else _row(found)
+    return None if found is None else make_row(found)
+
+
+def _revision(conn: sqlite3.Connection) -> int:
+    (revision,) = conn.execute("SELECT revision FROM meta WHERE id = 1").fetchone()
+    return int(revision)
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-def _decode_row(blob: bytes | str) -> StoredConfig:
-    """Decode a change-log row (the triggers' ``json_array``; schema 2 wrote the same).
+_PRESENT_COLUMNS: Final = ", ".join(f"k.{name}" for name in COLUMNS)
 
-    Raises:
-        ValueError: the entry is not such an array (orjson's error is a ValueError).
+
+def _feed(
+    conn: sqlite3.Connection,
+    since: int,
+    upto: int,
+    revision: int,
+    *,
+    own: Change | None = None,
+    current: StoredConfig | None = None,
+) -> WriteOutcome:
+    """Read the log after ``since`` up to ``upto`` and assemble the feed (protocol).
+
+    Each entry comes with its id's row in the table (the join), for the cross-check;
+    ``own`` (the caller's write, at ``revision``) is added from the row it wrote.
     """
-    if isinstance(blob, str):
-        blob = blob.encode("utf-8", "surrogateescape")
-    values = orjson.loads(blob)
-    if not isinstance(values, list) or len(values) != len(COLUMNS) or not isinstance(values[4], str):
-        raise ValueError("not a change-log row")
-    values[4] = bytes.fromhex(values[4])
-    return _row(values)
-
-
-def _feed(conn: sqlite3.Connection, since: int, current: StoredConfig | None) -> WriteOutcome:
-    """Read the change log after ``since``, each change with its row as of that revision.
-
-    Changes logged by schema 1 carry no row; they fall back to the row's present state.
-    An entry that does not decode (written by something other than the triggers) is
-    returned as :attr:`Change.undecodable`; entries past the counter are ignored.
-    """
-    (revision,) = conn.execute("SELECT revision FROM meta WHERE id = 1").fetchone()
-    if revision == since:
-        return WriteOutcome([], current, int(revision))
-    (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
-    if oldest is None or oldest > since + 1:
-        return WriteOutcome(None, current, int(revision))
-    rows = conn.execute(
-        f"SELECT c.revision, c.type, c.id, c.row, {', '.join('k.' + n.strip() for n in _COLUMNS.split(','))} "
-        "FROM changes c LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? AND c.revision <= ? "
-        "ORDER BY c.revision",
-        (since, revision),
-    ).fetchall()
-    changes: list[Change] = []
-    present = {r[4]: _row(r[4:]) for r in rows if r[4] is not None}
-    for r in rows:
-        try:
-            kind = ChangeType(r[1])
-            config: StoredConfig | None = None
-            if kind is not ChangeType.DELETED:
-                if r[3] is not None:
-                    config = _decode_row(r[3])
-                elif r[4] is not None:
-                    config = _row(r[4:])
-            if not isinstance(r[2], str) or (config is not None and config.id != r[2]):
-                raise ValueError("change-log id does not match its row")  # noqa: TRY301
-        except (ValueError, TypeError):
-            changes.append(Change(int(r[0]), ChangeType.UPDATED, str(r[2]), None, undecodable=True))
-            continue
-        changes.append(Change(int(r[0]), kind, r[2], config))
-    return WriteOutcome(cross_check(changes, present), current, int(revision))
+    entries: list[LogEntry] | None = []
+    present: dict[str, StoredConfig] = {}
+    if upto > since:
+        (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
+        entries = None
+        if feed_reaches(oldest, since):
+            rows = conn.execute(
+                f"SELECT c.revision, c.type, c.id, c.row, {_PRESENT_COLUMNS} FROM changes c "
+                "LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? AND c.revision <= ? "
+                "ORDER BY c.revision",
+                (since, upto),
+            ).fetchall()
+            entries = [r[:4] for r in rows]
+            present = {r[4]: make_row(r[4:]) for r in rows if r[4] is not None}
+    return build_feed(entries, present, revision=revision, own=own, current=current)
 
 
 @dataclass(frozen=True, slots=True)

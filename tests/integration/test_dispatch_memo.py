@@ -12,10 +12,11 @@ import pytest
 
 from bridge import api
 from bridge.keystore import KeyCipher, SecretBackend, load_data_key
-from bridge.models import LlmConfigInput, Snapshot
+from bridge.models import LlmConfigInput, LlmConfigPatch, LlmConfigView, Snapshot
 from bridge.rpc import dispatch
 from bridge.rpc.dispatch import Dispatcher
 from bridge.service import LlmConfigService, register_llm_config_channels
+from bridge.service.channels import JsonMemo
 from bridge.storage import SqliteConfigStore
 from tests.conftest import openai_config
 from tests.integration.test_service_sqlite import make
@@ -124,3 +125,48 @@ async def test_params_memo_stays_bounded(
         reply = await call(dispatcher, "llm-config:read", {"id": view.id})
         assert reply["result"]["id"] == view.id
     assert len(dispatcher._params_memo) <= 4
+
+
+async def test_an_unchanged_view_is_one_object_and_is_serialised_once(
+    served: tuple[Dispatcher, LlmConfigService],
+) -> None:
+    _, service = served
+    view = await service.create(make("Kept"))
+    first = await service.read(view.id)
+    assert first is not None
+    # The service returns models; the same object while the config is unchanged...
+    assert await service.read(view.id) is first
+    assert (await service.list())[0] is first
+    assert (await service.snapshot())[1][0] is first
+    # ...so the binding's memo serialises it once and hands back the same bytes.
+    memo = JsonMemo(LlmConfigView)
+    data = memo.json(first)
+    assert memo.json(first) is data
+    assert orjson.loads(data) == first.model_dump(mode="json", by_alias=True)
+    await service.update(view.id, LlmConfigPatch(custom_name="Changed"))
+    changed = await service.read(view.id)
+    assert changed is not None
+    assert changed is not first
+    assert orjson.loads(memo.json(changed))["customName"] == "Changed"
+
+
+async def test_an_unchanged_list_is_one_tuple_and_its_array_is_serialised_once(
+    served: tuple[Dispatcher, LlmConfigService],
+) -> None:
+    dispatcher, service = served
+    one = await service.create(make("One"))
+    _, views = await service.views()
+    assert (await service.views())[1] is views
+    memo = JsonMemo(LlmConfigView)
+    data = memo.array(views)
+    assert memo.array(views) is data
+    # Any change gives a new tuple, and the list reply follows it.
+    two = await service.create(make("Two"))
+    _, after_create = await service.views()
+    assert after_create is not views
+    assert [v["id"] for v in orjson.loads(memo.array(after_create))] == [one.id, two.id]
+    await service.delete(one.id)
+    listed = await call(dispatcher, "llm-config:list", {})
+    assert [v["id"] for v in listed["result"]] == [two.id]
+    snapshot = await call(dispatcher, "llm-config:snapshot", {})
+    assert [v["id"] for v in snapshot["result"]["configs"]] == [two.id]

@@ -25,8 +25,9 @@ from bridge.errors import (
     VersionConflictError,
 )
 from bridge.keystore import KeyCipher, SecretBackend, load_data_key
-from bridge.models import LlmConfigChanged, LlmConfigInput, LlmConfigPatch
+from bridge.models import LlmConfigChanged, LlmConfigInput, LlmConfigPatch, LlmConfigView
 from bridge.service import LlmConfigService
+from bridge.service.channels import JsonMemo
 from bridge.storage import SqliteConfigStore, StoreState
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, openai_config
 
@@ -196,11 +197,13 @@ async def test_reads_and_list_come_from_the_cache_without_store_access(tmp_path:
 async def test_cache_holds_no_plaintext_key_and_get_api_key_decrypts(service: LlmConfigService) -> None:
     view = await service.create(make())
     assert view.api_key_preview == f"sk-...{OPENAI_KEY[-3:]}"
-    await service.read_json(view.id)  # builds the entry's cached JSON
+    memo = JsonMemo(LlmConfigView)  # the read channel's memo of the wire JSON
+    memo.one(await service.read(view.id))  # builds the entry's cached view and its JSON
     for entry in service._cache.values():
         assert OPENAI_KEY not in repr(entry)
         assert OPENAI_KEY not in repr(entry.row)
-        assert OPENAI_KEY.encode() not in entry.json
+        assert OPENAI_KEY not in repr(entry.view)
+        assert OPENAI_KEY.encode() not in memo.json(entry.view)
         assert OPENAI_KEY.encode() not in entry.row.api_key_ct
     assert await service.get_api_key(view.id) == OPENAI_KEY
     assert await service.get_api_key(UNKNOWN_ID) is None

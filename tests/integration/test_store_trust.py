@@ -295,3 +295,106 @@ async def test_failed_migration_changes_nothing_and_keeps_the_copy(
     kept = sqlite3.connect(copy)
     assert kept.execute("SELECT * FROM configs ORDER BY seq").fetchall() == rows_before
     kept.close()
+
+
+def copy_schema_3_fixture(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "schema3", data)
+    return data
+
+
+async def test_schema_3_database_is_migrated_and_its_positional_change_log_still_feeds(
+    tmp_path: Path,
+) -> None:
+    data = copy_schema_3_fixture(tmp_path)
+    db = data / "bridge.db"
+    before = sqlite3.connect(db)
+    assert before.execute("PRAGMA user_version").fetchone() == (3,)
+    assert before.execute("SELECT row FROM changes WHERE revision = 1").fetchone()[0].startswith("[")
+    before.close()
+    store = SqliteConfigStore(db, poll_interval_s=0.05)
+    await store.open()
+    try:
+        state = await store.load()
+        feed = await store.changes_since(0)
+    finally:
+        await store.close()
+    assert not list(data.glob("bridge.db.pre-migration-*"))
+    assert feed.changes is not None
+    # Every entry written by schema 3 decodes, and the last one of each id is the table's row.
+    assert [(c.revision, c.type.value, c.undecodable) for c in feed.changes] == [
+        (1, "created", False),
+        (2, "created", False),
+        (3, "created", False),
+        (4, "updated", False),
+        (5, "deleted", False),
+    ]
+    by_revision = {c.revision: c.config for c in feed.changes}
+    first, _, third, fourth, _ = (by_revision[r] for r in range(1, 6))
+    assert first is not None
+    assert third is not None
+    assert fourth is not None
+    assert (first.custom_name, first.version, first.revision) == ("Schema Three A", 1, 1)
+    assert fourth == state.configs[0]
+    assert third == state.configs[1]
+    assert third.use_auth_header is False
+    assert third.base_url == "http://127.0.0.1:9/v1"
+    assert first.api_key_ct == fourth.api_key_ct  # the hex of the ciphertext, byte for byte
+    check = sqlite3.connect(db)
+    assert check.execute("PRAGMA user_version").fetchone() == (sqlite_store.SCHEMA_VERSION,)
+    assert all(
+        row.startswith("{") for (row,) in check.execute("SELECT row FROM changes WHERE row IS NOT NULL")
+    )
+    check.close()
+    # The migrated store serves through the service, keys open with the fixture's data key.
+    store = SqliteConfigStore(db, poll_interval_s=0.05)
+    await store.open()
+    key = load_data_key(data, SecretBackend.FILE, must_exist=True)
+    svc = LlmConfigService(store, KeyCipher(key))
+    try:
+        views = await svc.list()
+        assert [(v.custom_name, v.version, v.use_auth_header) for v in views] == [
+            ("Schema Three A (renamed)", 2, True),
+            ("Schema Three C", 1, False),
+        ]
+        assert svc.quarantined() == []
+        assert await svc.get_api_key(views[1].id) == "token-c"
+        # Writes after the migration are logged in the new format and fed back.
+        await svc.update(views[1].id, LlmConfigPatch.model_validate({"customName": "Schema Three C2"}))
+        renamed = await svc.read(views[1].id)
+        assert renamed is not None
+        assert renamed.custom_name == "Schema Three C2"
+    finally:
+        await svc.close()
+        await store.close()
+
+
+async def test_failed_schema_3_migration_changes_nothing_and_keeps_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = copy_schema_3_fixture(tmp_path)
+    db = data / "bridge.db"
+    before = sqlite3.connect(db)
+    log_before = before.execute("SELECT * FROM changes ORDER BY revision").fetchall()
+    triggers_before = before.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    before.close()
+    # Fault injection: the last step of the migration fails, after the log was rewritten.
+    monkeypatch.setattr(
+        sqlite_store, "_MIGRATE_TO_4", (*sqlite_store._MIGRATE_TO_4, "UPDATE no_such_table SET x = 1")
+    )
+    store = SqliteConfigStore(db)
+    with pytest.raises(sqlite3.OperationalError):
+        await store.open()
+    await store.close()
+    after = sqlite3.connect(db)
+    assert after.execute("PRAGMA user_version").fetchone() == (3,)
+    assert after.execute("SELECT * FROM changes ORDER BY revision").fetchall() == log_before
+    assert (
+        after.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        == triggers_before
+    )
+    after.close()
+    [copy] = data.glob("bridge.db.pre-migration-*")
+    kept = sqlite3.connect(copy)
+    assert kept.execute("SELECT * FROM changes ORDER BY revision").fetchall() == log_before
+    kept.close()
