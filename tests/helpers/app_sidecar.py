@@ -1,4 +1,4 @@
-"""An application's own sidecar: ``bridge serve`` with the example's ``app:echo`` channel and ``app:tick`` topic.
+"""An application's own sidecar: ``bridge serve`` with the example's ``app:echo`` and ``app:tick``.
 
 Run as ``python -m tests.helpers.app_sidecar serve [bridge serve flags]`` (from the
 checkout's root): the same flags, ready line and shutdown as ``bridge serve``, with one
