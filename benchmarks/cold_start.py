@@ -44,7 +44,6 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
 from websockets.sync.client import connect
 
 HELLO = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "bridge:hello"})
@@ -61,8 +60,10 @@ def pin(cmd: list[str]) -> list[str]:
 def bridge_cmd(
     tree: Path, data_dir: Path, loop: str, *, importtime: bool = False, python: Path | None = None
 ) -> list[str]:
-    """``bridge serve`` importing the package from ``tree`` (ahead of any installed one), or
-    ``python -m bridge serve`` with ``python`` (an environment holding the wheel)."""
+    """``bridge serve`` importing the package from ``tree`` (ahead of any installed one).
+
+    With ``python`` (an environment holding the wheel): ``python -m bridge serve``.
+    """
     flags = ["-X", "importtime"] if importtime else []
     serve = ["serve", "--data-dir", str(data_dir), "--secret-backend", "file", "--port", "0", "--loop", loop]
     if python is not None:
@@ -193,6 +194,34 @@ def import_profile(stderr: str, top: int) -> tuple[float, list[tuple[str, float]
     return total, sorted(tops, key=lambda item: -item[1])[:top]
 
 
+def environments(installed: bool, before: Path, base: Path) -> dict[str, Path | None]:
+    """The python of each bridge: a venv holding its wheel with ``installed``, else None (this one)."""
+    if not installed:
+        return {"before": None, "after": None}
+    return {
+        "before": installed_python(before, base / "env-before"),
+        "after": installed_python(ROOT, base / "env-after"),
+    }
+
+
+def rounds(
+    commands: dict[str, list[str]], runs: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+    """Start every command once per round, rotating the order: ready-line ms, first-answer ms, CPU ms."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    answers: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
+    for round_no in range(runs):
+        order = names[round_no % len(names) :] + names[: round_no % len(names)]
+        for name in order:
+            ready_s, answered_s, cpu, _ = to_ready(commands[name], answer=True)
+            times[name].append(ready_s * 1e3)
+            answers[name].append(answered_s * 1e3)
+            cpus[name].append(cpu)
+    return times, answers, cpus
+
+
 def fmt(values: list[float]) -> str:
     return f"{statistics.median(values):.0f} ({min(values):.0f}–{max(values):.0f})"
 
@@ -210,12 +239,7 @@ def main() -> None:
         base = Path(tmp)
         before = base / "before"
         extract(args.base, before)
-        pythons: dict[str, Path | None] = {"before": None, "after": None}
-        if args.installed:
-            pythons = {
-                "before": installed_python(before, base / "env-before"),
-                "after": installed_python(ROOT, base / "env-after"),
-            }
+        pythons = environments(args.installed, before, base)
         echo_python = pythons["after"] or Path(sys.executable)
         commands = {
             "echo": [str(echo_python), str(HERE / "echo_server.py"), "--loop", "asyncio"],
@@ -228,17 +252,8 @@ def main() -> None:
             )
         for cmd in commands.values():
             to_ready(cmd, answer=True)  # creates the data directory, warms the page cache
-        times: dict[str, list[float]] = {name: [] for name in commands}
-        answers: dict[str, list[float]] = {name: [] for name in commands}
-        cpus: dict[str, list[float]] = {name: [] for name in commands}
+        times, answers, cpus = rounds(commands, args.runs)
         names = list(commands)
-        for round_no in range(args.runs):
-            order = names[round_no % len(names) :] + names[: round_no % len(names)]
-            for name in order:
-                ready_s, answered_s, cpu, _ = to_ready(commands[name], answer=True)
-                times[name].append(ready_s * 1e3)
-                answers[name].append(answered_s * 1e3)
-                cpus[name].append(cpu)
         where = "installed wheels" if args.installed else "this environment"
         print(f"median (min–max) of {args.runs}; loop {args.loop}; base {args.base}; {where}")
         print("  server   spawn → first answer ms  spawn → ready line ms  CPU ms by the answer")

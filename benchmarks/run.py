@@ -264,7 +264,7 @@ IDLE_SETTLE_S = 1.0
 
 def _list_once(url: str, headers: dict[str, str]) -> int:
     """Connect, call ``llm-config:list`` once, leave; the number of configs listed."""
-    from websockets.sync.client import connect  # noqa: PLC0415 - only this figure uses the sync client
+    from websockets.sync.client import connect
 
     with connect(url, additional_headers=headers, compression=None, max_size=None) as ws:
         ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "llm-config:list"}))
@@ -307,6 +307,16 @@ def measure_idle_memory(base: Path, rounds: int, count: int = 100) -> dict[str, 
         finally:
             node.stop()
     return {name: stat(values) for name, values in figures.items()}
+
+
+def only_idle_memory(rounds: int) -> None:
+    """``--only-idle-memory``: measure and print the idle RSS figures alone."""
+    configure_logging("warning")
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
+        figures = measure_idle_memory(Path(tmp), rounds)
+    print("| idle resident memory, 100 configs, MiB | median (min–max) |\n|---|---|")
+    for name, value in figures.items():
+        print(f"| {name} | {_fmt(value)} |")
 
 
 async def cache_bytes_after_reads(data_dir: Path, count: int) -> float:
@@ -408,7 +418,8 @@ def servers(base: Path) -> Iterator[list[Server]]:
             s.stop()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line of ``benchmarks/run.py``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5, help="rounds over the servers (default 5)")
     parser.add_argument("--quick", action="store_true", help="small counts, to check the harness")
@@ -417,14 +428,13 @@ def main() -> None:
     parser.add_argument(
         "--only-idle-memory", action="store_true", help="only the idle RSS of a sidecar and the Node peer"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.only_idle_memory:
-        configure_logging("warning")
-        with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
-            figures = measure_idle_memory(Path(tmp), args.rounds)
-        print("| idle resident memory, 100 configs, MiB | median (min–max) |\n|---|---|")
-        for name, value in figures.items():
-            print(f"| {name} | {_fmt(value)} |")
+        only_idle_memory(args.rounds)
         return
     sizes = (
         {"seq": 300, "warmup": 50, "updates": 30, "pipe": 2000, "fan_updates": 3}
