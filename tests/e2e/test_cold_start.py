@@ -35,6 +35,7 @@ NOT_AT_START = {
     "platformdirs": "the default data directory (--data-dir given)",
     "tenacity": "the reconnect backoff",
     "httpx": "llm-config:test's HTTP client (imported by the first test call)",
+    "cryptography.hazmat.primitives.ciphers.aead": "AES-GCM (an empty store seals and opens nothing yet)",
 }
 
 
