@@ -12,12 +12,15 @@ The public API, importable from here (each name is loaded on first use, so
 
 - embedding: :class:`Bridge`, :func:`start_bridge`, :func:`serve`, :func:`run_sidecar`;
 - options: :class:`BridgeOptions` composed of :class:`TransportOptions`,
-  :class:`StoreOptions`, :class:`SecretOptions`; :class:`SidecarOptions`;
-  :class:`SecretBackend`;
+  :class:`StoreOptions`, :class:`SecretOptions`, :class:`OutboundOptions`;
+  :class:`SidecarOptions` with :class:`LogLevel` and :class:`EventLoop`;
+  :class:`SecretBackend`; :class:`InvalidSettingError` (a ``ValueError``: a setting out
+  of its range);
 - channels of your own: :class:`Registry`, :class:`ChannelSpec`, :class:`TopicSpec`,
-  :class:`WireModel`, :class:`EmptyParams`;
-- the client: :class:`BridgeClient`, :class:`ConnectionInfo`, :func:`read_connection_file`;
-- errors: :class:`BridgeError` and its subclasses (:mod:`bridge.errors`);
+  :class:`Progress`, :class:`WireModel`, :class:`EmptyParams`;
+- the client: :class:`BridgeClient`, :class:`ConnectionInfo`, :data:`ConnectionProvider`,
+  :func:`read_connection_file`;
+- errors: :class:`BridgeError` and every subclass (:mod:`bridge.errors`);
 - ``__version__``: the package version (the one place it is written).
 """
 
@@ -30,7 +33,7 @@ __version__: Final = "0.1.0"
 if TYPE_CHECKING:
     from bridge.api import ChannelSpec, Progress, Registry, TopicSpec
     from bridge.app import Bridge, run_sidecar, serve, start_bridge
-    from bridge.client import BridgeClient
+    from bridge.client import BridgeClient, ConnectionProvider
     from bridge.connection_file import ConnectionInfo, read_connection_file
     from bridge.errors import (
         AddressUnavailableError,
@@ -40,11 +43,15 @@ if TYPE_CHECKING:
         ConfigOperationFailedError,
         ConnectionLostError,
         DuplicateConfigNameError,
+        InsecurePathError,
         InvalidRequestError,
         MethodNotFoundError,
+        OutboundDisabledError,
         ParseError,
         ProtocolMismatchError,
         RateLimitedError,
+        RequestCancelledError,
+        ResponseTooLargeError,
         SchemaTooNewError,
         ServiceUnavailableError,
         StartupError,
@@ -53,12 +60,22 @@ if TYPE_CHECKING:
     )
     from bridge.keystore import SecretBackend
     from bridge.models import EmptyParams, WireModel
-    from bridge.options import BridgeOptions, SecretOptions, SidecarOptions, StoreOptions, TransportOptions
+    from bridge.options import (
+        BridgeOptions,
+        EventLoop,
+        InvalidSettingError,
+        LogLevel,
+        OutboundOptions,
+        SecretOptions,
+        SidecarOptions,
+        StoreOptions,
+        TransportOptions,
+    )
 
 _EXPORTS: Final[dict[str, tuple[str, ...]]] = {
     "bridge.api": ("ChannelSpec", "Progress", "Registry", "TopicSpec"),
     "bridge.app": ("Bridge", "run_sidecar", "serve", "start_bridge"),
-    "bridge.client": ("BridgeClient",),
+    "bridge.client": ("BridgeClient", "ConnectionProvider"),
     "bridge.connection_file": ("ConnectionInfo", "read_connection_file"),
     "bridge.errors": (
         "AddressUnavailableError",
@@ -68,11 +85,15 @@ _EXPORTS: Final[dict[str, tuple[str, ...]]] = {
         "ConfigOperationFailedError",
         "ConnectionLostError",
         "DuplicateConfigNameError",
+        "InsecurePathError",
         "InvalidRequestError",
         "MethodNotFoundError",
+        "OutboundDisabledError",
         "ParseError",
         "ProtocolMismatchError",
         "RateLimitedError",
+        "RequestCancelledError",
+        "ResponseTooLargeError",
         "SchemaTooNewError",
         "ServiceUnavailableError",
         "StartupError",
@@ -83,6 +104,10 @@ _EXPORTS: Final[dict[str, tuple[str, ...]]] = {
     "bridge.models": ("EmptyParams", "WireModel"),
     "bridge.options": (
         "BridgeOptions",
+        "EventLoop",
+        "InvalidSettingError",
+        "LogLevel",
+        "OutboundOptions",
         "SecretOptions",
         "SidecarOptions",
         "StoreOptions",
@@ -100,6 +125,10 @@ __all__ = [  # noqa: RUF022 - grouped as in the docstring, each group sorted
     "start_bridge",
     # options
     "BridgeOptions",
+    "EventLoop",
+    "InvalidSettingError",
+    "LogLevel",
+    "OutboundOptions",
     "SecretBackend",
     "SecretOptions",
     "SidecarOptions",
@@ -115,6 +144,7 @@ __all__ = [  # noqa: RUF022 - grouped as in the docstring, each group sorted
     # the client
     "BridgeClient",
     "ConnectionInfo",
+    "ConnectionProvider",
     "read_connection_file",
     # errors
     "AddressUnavailableError",
@@ -124,11 +154,15 @@ __all__ = [  # noqa: RUF022 - grouped as in the docstring, each group sorted
     "ConfigOperationFailedError",
     "ConnectionLostError",
     "DuplicateConfigNameError",
+    "InsecurePathError",
     "InvalidRequestError",
     "MethodNotFoundError",
+    "OutboundDisabledError",
     "ParseError",
     "ProtocolMismatchError",
     "RateLimitedError",
+    "RequestCancelledError",
+    "ResponseTooLargeError",
     "SchemaTooNewError",
     "ServiceUnavailableError",
     "StartupError",

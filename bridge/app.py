@@ -108,7 +108,7 @@ class Bridge:
         return published_document(self.registry)[1]
 
     def notify(self, topic: api.TopicSpec, payload: WireModel) -> None:
-        """Send a notification on an application topic to every renderer, now."""
+        """Send a notification on an application topic to every renderer (held while a batch runs)."""
         self.server.notify(topic, payload.model_dump(mode="json"))
 
     async def close(self) -> None:
@@ -254,8 +254,9 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         The running :class:`Bridge`.
 
     Raises:
-        InsecurePathError: the data directory or a key or database file fails the checks
-            of DESIGN §6 (see ``check_permissions``).
+        InsecurePathError: the data directory, a key or database file, or a directory
+            holding the ``uds`` socket fails the checks of DESIGN §6 (see
+            ``check_permissions``).
         StartupError: the data key is lost while ciphertexts exist, or the token is malformed.
         AddressUnavailableError: the address cannot be listened on (e.g. the port is busy).
     """
@@ -333,7 +334,9 @@ def _check_paths(options: BridgeOptions) -> None:
     """Check the data directory and the files about to be opened, before any is (DESIGN §6).
 
     With SQLite the directory is created first (0700), so nobody can slip their own in
-    between the check and its first use.
+    between the check and its first use; so is the ``--uds`` socket's directory, whose
+    directories up to the home directory are checked as OpenSSH checks a key's
+    (:func:`bridge.datadir.check_parent_dirs`) when it is outside the data directory.
     """
     sqlite = not _is_shared(options.store)
     if not options.check_permissions:
@@ -347,6 +350,10 @@ def _check_paths(options: BridgeOptions) -> None:
         key_file=options.data_dir / KEY_FILE_NAME,
         secret_files=[] if data_key_file is None else [data_key_file],
     )
+    uds = options.transport.uds
+    if uds is not None:
+        uds.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        findings += datadir.check_parent_dirs(uds, trusted=options.data_dir)
     datadir.enforce(findings, strict=options.check_permissions)
 
 
@@ -451,6 +458,9 @@ async def serve(
             file is written.
 
     Raises:
+        InsecurePathError: a directory holding the connection file (outside the data
+            directory) fails the checks of :func:`bridge.datadir.check_parent_dirs`;
+            otherwise as :func:`start_bridge`.
         StartupError, AddressUnavailableError: as :func:`start_bridge`.
         OSError: the connection file cannot be written.
     """
@@ -460,10 +470,15 @@ async def serve(
     stop = asyncio.Event()
     if process.allow_shutdown or process.exit_with_parent:
         registry.add(api.BRIDGE_SHUTDOWN, ShutdownChannel(stop).shutdown)
+    conn_path = process.connection_file or options.data_dir / CONNECTION_FILE_NAME
+    # Outside the data directory, the connection file's directories are checked too
+    # (DESIGN §6): whoever could rename it could hand clients a URL and token of theirs.
+    datadir.enforce(
+        datadir.check_parent_dirs(conn_path, trusted=options.data_dir), strict=options.check_permissions
+    )
     bridge = await start_bridge(options, registry)
     loop = asyncio.get_running_loop()
     log.info("event_loop_selected", loop=f"{type(loop).__module__}.{type(loop).__name__}")
-    conn_path = process.connection_file or options.data_dir / CONNECTION_FILE_NAME
     # The signal handlers stay during the shutdown: a second SIGTERM must not kill it midway.
     with sidecar.stop_on_signals(stop, exit_with_parent=process.exit_with_parent):
         try:

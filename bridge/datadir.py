@@ -10,7 +10,13 @@ on POSIX, before anything in it is opened:
 - the key, token and database files, where they exist, must be regular files (symbolic
   links are resolved and their targets checked) owned by this user or root and not
   writable by group or others; secret files (the data key, the token) must not be
-  readable by group or others either.
+  readable by group or others either;
+- the directories holding the connection file and the Unix socket, when those are outside
+  the data directory, and every directory above them up to the user's home directory
+  (as OpenSSH's ``StrictModes`` walks up from ``authorized_keys``) must be owned by this
+  user or root and not writable by group or others unless sticky (``/tmp``): whoever can
+  rename an entry of one of them could put a connection file or a socket of their own in
+  the place clients read or dial.
 
 The checks are pure functions over ``os.stat`` results returning :class:`Finding` s; the
 start-up path turns them into one :class:`~bridge.errors.InsecurePathError`, or, with the
@@ -64,6 +70,9 @@ class Kind(Enum):
     """The database and its companions: a regular file of this user or root, not writable by group/others."""
     SECRET = "secret"  # noqa: S105 - the name of a rule set, not a password
     """The data key and the token: as ``FILE``, and not readable by group/others either."""
+    PARENT = "parent"
+    """A directory holding the connection file or the socket: as ``DIRECTORY``, except that
+    a sticky directory (``/tmp``) may be writable by others (only owners rename there)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +128,18 @@ def stat_problems(st: os.stat_result, kind: Kind, uid: int) -> list[tuple[str, b
         type yields that one, unwaivable problem.
     """
     mode = st.st_mode
-    wanted = stat.S_ISDIR(mode) if kind is Kind.DIRECTORY else stat.S_ISREG(mode)
+    directory = kind in {Kind.DIRECTORY, Kind.PARENT}
+    wanted = stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)
     if not wanted:
-        expected = "a directory" if kind is Kind.DIRECTORY else "a regular file"
+        expected = "a directory" if directory else "a regular file"
         return [(f"is not {expected} (it is {_type_name(mode)})", False)]
     problems: list[tuple[str, bool]] = []
     if st.st_uid not in {uid, 0}:
         problems.append((f"is owned by uid {st.st_uid}, not by this user (uid {uid}) or root", True))
     perms = stat.S_IMODE(mode)
-    if perms & _GROUP_OTHER_WRITE:
+    if kind is Kind.PARENT and perms & _GROUP_OTHER_WRITE and not perms & stat.S_ISVTX:
+        problems.append((f"is writable by group or others and not sticky (mode {perms:04o})", True))
+    elif kind is not Kind.PARENT and perms & _GROUP_OTHER_WRITE:
         problems.append((f"is writable by group or others (mode {perms:04o})", True))
     if kind is Kind.SECRET and perms & _GROUP_OTHER_READ:
         problems.append((f"is readable by group or others (mode {perms:04o}); it holds a secret", True))
@@ -160,6 +172,50 @@ def check_path(path: Path, kind: Kind, *, uid: int | None = None) -> list[Findin
         return [Finding(path, f"cannot be examined ({exc.strerror})", resolved, waivable=False)]
     me = os.geteuid() if uid is None else uid
     return [Finding(path, problem, resolved, waivable) for problem, waivable in stat_problems(st, kind, me)]
+
+
+def _home_of(uid: int) -> Path | None:
+    """The home directory of ``uid`` from the password database (symlinks resolved), if any."""
+    import pwd  # noqa: PLC0415 - POSIX only
+
+    try:
+        return Path(os.path.realpath(pwd.getpwuid(uid).pw_dir))
+    except KeyError:
+        return None
+
+
+def check_parent_dirs(path: Path, *, trusted: Path | None = None, uid: int | None = None) -> list[Finding]:
+    """Check the directories holding ``path``, walking up as OpenSSH's ``StrictModes`` does.
+
+    ``path`` is a file bridge creates for clients to find (the connection file, the
+    Unix socket). From its directory (symbolic links resolved) upwards, each directory
+    must pass :attr:`Kind.PARENT`: owned by this user or root, not writable by group or
+    others unless sticky. The walk ends after the user's home directory or ``/``, as
+    OpenSSH's ``safe_path`` does, or on reaching ``trusted`` (the data directory, which
+    has its own rule). Directories that do not exist yet are skipped (bridge creates them).
+
+    Args:
+        path: the file, as configured.
+        trusted: a directory checked by other rules; the walk stops there, unchecked.
+        uid: the user to check against; None → this process's effective uid.
+
+    Returns:
+        The findings, nearest directory first (each names the resolved directory); empty
+        when all pass, or off POSIX.
+    """
+    if not POSIX:  # pragma: no cover - the checks are POSIX's
+        return []
+    me = os.geteuid() if uid is None else uid
+    stop = None if trusted is None else Path(os.path.realpath(trusted))
+    home = _home_of(me)
+    findings: list[Finding] = []
+    directory = Path(os.path.realpath(path.parent))
+    while directory != stop:
+        findings += check_path(directory, Kind.PARENT, uid=me)
+        if directory in {home, directory.parent}:
+            break
+        directory = directory.parent
+    return findings
 
 
 DB_COMPANIONS: Final = ("", "-wal", "-shm", "-journal")

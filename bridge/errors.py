@@ -11,16 +11,19 @@ The tree (DESIGN §5)::
     ├── ConfigNotFoundError            4004  CONFIG_NOT_FOUND
     ├── DuplicateConfigNameError       4009  DUPLICATE_CONFIG_NAME
     ├── VersionConflictError           4012  VERSION_CONFLICT
+    ├── ResponseTooLargeError          4013  RESPONSE_TOO_LARGE
     ├── RateLimitedError               4029  RATE_LIMITED
     ├── RequestCancelledError        -32800  REQUEST_CANCELLED
     ├── ConfigOperationFailedError     5000  CONFIG_OPERATION_FAILED
     ├── ServiceUnavailableError        5003  SERVICE_UNAVAILABLE
     ├── StartupError                         cannot start safely (never on the wire)
+    │   ├── AddressUnavailableError           the requested address or port is taken
     │   ├── SchemaTooNewError                 the database comes from a newer bridge
     │   └── InsecurePathError                 a data-directory path fails the ssh-like checks
     └── (client side only)
         ├── ConnectionLostError               pending call failed: the socket dropped
-        └── AuthenticationError               handshake refused with 401/403 (terminal)
+        ├── AuthenticationError               handshake refused with 401/403 (terminal)
+        └── ProtocolMismatchError             the server speaks another protocolVersion
 
 Messages are built from structured fields and never echo submitted values or secrets.
 ``to_data()`` gives the JSON-RPC ``error.data`` object: ``{code, name}`` plus optional

@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from bridge.datadir import Kind, read_small_file
+from bridge.datadir import Kind, read_small_file, write_private_file
 from bridge.errors import StartupError
 
 if TYPE_CHECKING:  # annotations only: AES-GCM is imported on first use (cold start)
@@ -260,20 +260,14 @@ def new_key_set(current: DataKey) -> DataKey:
 def write_key_file(path: Path, key: DataKey) -> None:
     """Replace the key file at ``path`` with the keys of ``key``, atomically, mode 0600.
 
-    A temporary file of our own (``mkstemp``: unique name, 0600) is written, synced and
-    renamed over ``path``: readers see the old set or the new one, never a part.
+    Written through :func:`bridge.datadir.write_private_file` (an unguessable temporary
+    file opened ``O_EXCL|O_NOFOLLOW``, synced, renamed over ``path``): readers see the old
+    set or the new one, never a part.
+
+    Raises:
+        OSError: the directory is not writable, or ``path`` cannot be replaced.
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(encode_key_text(key))
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private_file(path, encode_key_text(key).encode("ascii"))
 
 
 def write_data_key(data_dir: Path, key: DataKey, *, keyring_timeout_s: float = KEYRING_TIMEOUT_S) -> None:

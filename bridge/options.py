@@ -389,8 +389,9 @@ class BridgeOptions:
         store: the store (SQLite in ``data_dir``, or a shared PostgreSQL database).
         secrets: the data key's source.
         outbound: calls that leave the machine (``llm-config:test``).
-        check_permissions: refuse a data directory, key, token or database file that
-            another user could have planted or can read (DESIGN §6, :mod:`bridge.datadir`);
+        check_permissions: refuse a data directory, key, token or database file, or a
+            directory holding the connection file or the socket, that another user could
+            have planted or can read (DESIGN §6, :mod:`bridge.datadir`);
             False is the opt-out for mounted secrets: the problems are logged at warning,
             and only a path that is not a regular file or directory is still refused.
     """
@@ -405,8 +406,9 @@ class BridgeOptions:
     outbound: OutboundOptions = field(default_factory=OutboundOptions)
     check_permissions: bool = setting(
         default=True,
-        help="use a data directory, key, token or database file that another user could write or "
-        "read (mounted secrets); logged at warning. Default: refuse, like ssh",
+        help="use a data directory, key, token or database file, or a connection-file or socket "
+        "directory, that another user could write or read (mounted secrets); logged at warning. "
+        "Default: refuse, like ssh",
         flag="--skip-permission-checks",
     )
 

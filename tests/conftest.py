@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import asyncpg
 import pytest
@@ -48,6 +48,13 @@ class ServedBridge:
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Stop the process (SIGTERM) when the ``with`` block ends, however it ends."""
+        self.stop()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         if self.process.poll() is None:
@@ -106,11 +113,8 @@ def start_bridge_process(
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[ServedBridge]:
     """A fresh ``bridge serve`` on 127.0.0.1 port 0 with its own data directory."""
-    bridge = start_bridge_process(tmp_path / "data")
-    try:
+    with start_bridge_process(tmp_path / "data") as bridge:
         yield bridge
-    finally:
-        bridge.stop()
 
 
 # ---- PostgreSQL ----------------------------------------------------------------------
@@ -162,7 +166,11 @@ async def pg_dsn(pg_cluster: PgCluster) -> AsyncIterator[str]:
 @pytest.fixture
 def data_key_file(tmp_path: Path) -> Path:
     """A shared data key file (0600), as every instance on one database is given."""
-    path = tmp_path / "shared.key"
+    return write_data_key(tmp_path / "shared.key")
+
+
+def write_data_key(path: Path) -> Path:
+    """Write a fresh data key to ``path`` with mode 0600 (bridge refuses a secret others can read)."""
     path.write_text(generate_data_key_text() + "\n", encoding="ascii")
     path.chmod(0o600)
     return path
@@ -184,9 +192,7 @@ async def backend_args(
         return
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
     dsn = await create_database(cluster)
-    key = tmp_path / "shared.key"
-    key.write_text(generate_data_key_text() + "\n", encoding="ascii")
-    key.chmod(0o600)  # a secret: bridge refuses one others can read
+    key = write_data_key(tmp_path / "shared.key")
     yield ["--store", dsn, "--data-key-file", str(key)]
     await drop_database(cluster, dsn)
 
@@ -194,11 +200,8 @@ async def backend_args(
 @pytest.fixture
 def served_on_backend(tmp_path: Path, backend_args: list[str]) -> Iterator[ServedBridge]:
     """Like :func:`served`, on the store of the parametrized :func:`store_backend`."""
-    bridge = start_bridge_process(tmp_path / "data", *backend_args)
-    try:
+    with start_bridge_process(tmp_path / "data", *backend_args) as bridge:
         yield bridge
-    finally:
-        bridge.stop()
 
 
 def subscribe(client: BridgeClient) -> asyncio.Queue[dict[str, Any]]:

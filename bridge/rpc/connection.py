@@ -15,7 +15,9 @@ Per connection (DESIGN §5–§6):
   in one task (the connection's *lane*) and the frames behind it wait in arrival order
   until it ends. Everything sent goes through the protocol's one output buffer, so
   notifications and replies leave in the order produced — a change notification
-  before the response to the request that caused it.
+  before the response to the request that caused it. While a batch runs the server
+  holds notifications (``BridgeServer.holding``): every response first has the server
+  write what it holds, to every connection.
 - **Coalescing.** Replies produced while handling one ``data_received`` leave in one
   ``transport.write`` at its end (16 pipelined reads: one write), or earlier once
   ``FLUSH_AT_BYTES`` are waiting.
@@ -161,6 +163,9 @@ class Hub(Protocol):
     def connection_closed(self, connection: Connection) -> None:
         """TCP is gone."""
 
+    def release_notifications(self) -> None:
+        """Write the notifications held while batches run (called before every response)."""
+
     def request_started(self) -> None:
         """A request began running in a task (graceful shutdown waits for it)."""
 
@@ -182,6 +187,8 @@ class Connection(asyncio.Protocol):
         transport: the asyncio transport, once connected (kept after it closes).
         remote_address: the peer's address (``peername``; "" over a Unix socket).
         opened: True once the 101 was sent.
+        notified_from: sequence number of the first notification this connection is
+            sent (set by the hub when it opens).
     """
 
     def __init__(self, hub: Hub) -> None:
@@ -194,6 +201,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport = cast("asyncio.Transport", None)
         self.remote_address: Any = None
         self.opened = False
+        self.notified_from = 0
         self._handshake_bytes = 0
         self._loop = asyncio.get_running_loop()
         self._closed: asyncio.Future[None] = self._loop.create_future()
@@ -330,6 +338,17 @@ class Connection(asyncio.Protocol):
         """Write ``frame`` (with anything queued before it) now, within the outbound cap."""
         if self._send(frame):
             self._flush()
+
+    def send_all(self, frames: Sequence[bytes]) -> None:
+        """Write ``frames`` in order (after anything queued) in one write, within the outbound cap.
+
+        One ``transport.write`` unless they pass ``FLUSH_AT_BYTES``; a frame that would
+        pass the cap closes the connection and the rest are not sent.
+        """
+        for frame in frames:
+            if not self._send(frame):
+                return
+        self._flush()
 
     def close(self, code: int, reason: str, timeout_s: float) -> None:
         """Start the closing handshake with ``code``; abort TCP after ``timeout_s`` seconds.
@@ -479,6 +498,7 @@ class Connection(asyncio.Protocol):
         done, outcome = start_eagerly(coro)
         if done:
             if outcome is not None:
+                self.hub.release_notifications()
                 self._send(outcome)  # type: ignore[arg-type]
             return
         assert isinstance(outcome, asyncio.Task)  # start_eagerly's contract
@@ -496,6 +516,7 @@ class Connection(asyncio.Protocol):
             else:
                 reply = task.result()
         if reply is not None:
+            self.hub.release_notifications()
             self._send(reply)
         self._run_queue()
         self._flush()
@@ -542,8 +563,10 @@ class Connection(asyncio.Protocol):
             if task.cancelled():
                 # Cancelled before its coroutine ran (the cancel came in the same read),
                 # so it could not answer itself: it is still answered -32800.
+                self.hub.release_notifications()
                 self.send_now(cancelled_frame(request_id))
             elif task.exception() is None:
+                self.hub.release_notifications()
                 self.send_now(task.result())
 
         task.add_done_callback(finished)

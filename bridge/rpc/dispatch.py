@@ -14,6 +14,7 @@ else: a :class:`~bridge.errors.BridgeError` keeps its code; anything else become
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
@@ -91,6 +92,10 @@ Running = Callable[[str], int]
 Emit = Callable[[bytes], None]
 """Sends one frame on the requesting connection now (``$/progress`` notifications)."""
 
+Hold = Callable[[], contextlib.AbstractContextManager[object]]
+"""``with hold():`` around a batch's run: the server holds notifications meanwhile and
+sends them together (``BridgeServer.holding``); the exit runs however the batch ends."""
+
 
 def _is_notification(message: dict[str, Any]) -> bool:
     """True for a JSON-RPC 2.0 notification: a ``"2.0"`` object with a string method, no id.
@@ -115,6 +120,8 @@ class Dispatcher:
             past it is replaced by 4013 ``RESPONSE_TOO_LARGE``; in a batch, the element
             whose answer passes it gets 4013 and the elements after it are answered
             4013 without being run (so their answers are never built).
+        hold: entered around each batch's run (see :data:`Hold`); the server sets it
+            to its own. None: nothing is held.
     """
 
     def __init__(
@@ -124,12 +131,14 @@ class Dispatcher:
         max_batch: int = 100,
         refuse: Gate | None = None,
         max_reply_bytes: int = 4 * 1024 * 1024,
+        hold: Hold | None = None,
     ) -> None:
         """Configure the dispatcher."""
         self.registry = registry
         self.max_batch = max_batch
         self.max_reply_bytes = max_reply_bytes
         self.refuse = refuse
+        self.hold = hold
         # Hot-path memo for the built-in params models only (module bridge.models: frozen,
         # with pure validators): validated params by their scalar values. A miss takes the
         # general path, so results and errors are exactly those of the general path.
@@ -193,7 +202,16 @@ class Dispatcher:
         return await self._handle_batch(message, admit, emit)
 
     async def _handle_batch(self, batch: list[Any], admit: Gate | None, emit: Emit | None) -> bytes | None:
-        """Run a batch's elements in array order within the reply budget; the reply frame."""
+        """Run a batch's elements in array order within the reply budget; the reply frame.
+
+        The notifications the batch causes leave together when it ends (one burst per
+        connection), before its reply: it runs inside :attr:`hold`.
+        """
+        hold = self.hold
+        with contextlib.nullcontext() if hold is None else hold():
+            return await self._run_batch(batch, admit, emit)
+
+    async def _run_batch(self, batch: list[Any], admit: Gate | None, emit: Emit | None) -> bytes | None:
         # Each element is answered on its own. Answers are serialized as they are
         # produced, so the budget is checked before the next element runs: once an
         # answer passes it, that answer and every later one become 4013, and the later

@@ -1,4 +1,5 @@
-"""Browser fixtures: Debian's Chromium through Playwright, and pages served on 127.0.0.1:0."""
+"""Browser fixtures: Debian's Chromium through Playwright, pages served on 127.0.0.1:0, and
+``bridge serve`` processes that allow those pages' origin."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.conftest import ServedBridge, start_bridge_process
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CHROMIUM = "/usr/bin/chromium"
 """Debian's chromium: Playwright never downloads a browser here."""
@@ -55,3 +60,50 @@ async def browser() -> AsyncIterator[Browser]:
             yield instance
         finally:
             await instance.close()
+
+
+@pytest.fixture(scope="module")
+def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Serve examples/renderer/ over HTTP on 127.0.0.1:0; yields the origin.
+
+    Its ``bridge-client.js`` re-exports the npm package's source (``../../clients/js``),
+    which a URL resolves to ``/clients/…`` from the site root: linked in beside the page.
+    """
+    site = tmp_path_factory.mktemp("site")
+    for entry in (ROOT / "examples" / "renderer").iterdir():
+        (site / entry.name).symlink_to(entry)
+    (site / "clients").symlink_to(ROOT / "clients")
+    with serve_directory(site) as origin:
+        yield origin
+
+
+def bridge_for_page(
+    tmp_path: Path, origin: str, *, token: str | None = None, env: dict[str, str] | None = None
+) -> ServedBridge:
+    """``bridge serve`` on ``tmp_path/"data"`` that allows ``origin`` (``--allow-origin``).
+
+    With ``token``, the token comes from a 0600 ``--token-file`` at ``tmp_path/"token"`` (a
+    secret: bridge refuses one others can read), so a restart keeps it. ``env`` is added to
+    the process environment. Use it as a context manager to stop the process after.
+    """
+    flags = ["--allow-origin", origin]
+    if token is not None:
+        token_file = tmp_path / "token"
+        token_file.write_text(token)
+        token_file.chmod(0o600)
+        flags += ["--token-file", str(token_file)]
+    return start_bridge_process(tmp_path / "data", *flags, env=env)
+
+
+async def open_page(browser: Browser, origin: str, url: str, token: str) -> Page:
+    """A new page on ``origin``'s ``index.html`` told to dial ``url`` with ``token`` (in the hash)."""
+    page = await browser.new_page()
+    await page.goto(f"{origin}/index.html#url={url}&token={token}")
+    return page
+
+
+async def open_connected_page(browser: Browser, origin: str, served: ServedBridge) -> Page:
+    """:func:`open_page` to ``served``, once its ``#status`` says "Connected"."""
+    page = await open_page(browser, origin, served.url, served.token)
+    await expect(page.locator("#status")).to_have_text("Connected", timeout=TIMEOUT_MS)
+    return page

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser
 
-from tests.browser.conftest import TIMEOUT_MS, serve_directory
-from tests.conftest import ANTHROPIC_KEY, ServedBridge, start_bridge_process
+from tests.browser.conftest import TIMEOUT_MS, bridge_for_page, serve_directory
+from tests.conftest import ANTHROPIC_KEY, ServedBridge
 
 pytestmark = pytest.mark.browser
 
@@ -72,12 +72,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def page_and_bridge(tmp_path: Path) -> Iterator[tuple[str, ServedBridge]]:
     site = tmp_path / "site"
     site.mkdir()
-    with serve_directory(site) as origin:
-        served = start_bridge_process(tmp_path / "data", "--allow-origin", origin)
-        try:
-            yield origin, served
-        finally:
-            served.stop()
+    with serve_directory(site) as origin, bridge_for_page(tmp_path, origin) as served:
+        yield origin, served
 
 
 async def test_packed_packages_typecheck_run_in_node_and_bundle_for_chromium(

@@ -19,7 +19,7 @@ from playwright.async_api import Browser, Page, expect
 from websockets.asyncio.client import connect
 
 from bridge.client import BridgeClient
-from tests.browser.conftest import TIMEOUT_MS, serve_directory
+from tests.browser.conftest import TIMEOUT_MS, bridge_for_page, open_connected_page, serve_directory
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ServedBridge, start_bridge_process
 
 pytestmark = pytest.mark.browser
@@ -53,21 +53,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def served(tmp_path: Path, site: str) -> Iterator[ServedBridge]:
-    token_file = tmp_path / "token"
-    token_file.write_text("R" * 43)
-    token_file.chmod(0o600)  # a secret: bridge refuses one others can read
-    bridge = start_bridge_process(tmp_path / "data", "--allow-origin", site, "--token-file", str(token_file))
-    try:
+    with bridge_for_page(tmp_path, site, token="R" * 43) as bridge:
         yield bridge
-    finally:
-        bridge.stop()
-
-
-async def open_page(browser: Browser, site: str, bridge: ServedBridge) -> Page:
-    page = await browser.new_page()
-    await page.goto(f"{site}/index.html#url={bridge.url}&token={bridge.token}")
-    await expect(page.locator("#status")).to_have_text("Connected", timeout=TIMEOUT_MS)
-    return page
 
 
 async def renders(page: Page) -> dict[str, Any]:
@@ -82,7 +69,7 @@ async def test_rows_render_only_when_their_config_changes(
         a = await client.create_config({"customName": "A", "provider": "openai", "apiKey": OPENAI_KEY})
         b = await client.create_config({"customName": "B", "provider": "anthropic", "apiKey": ANTHROPIC_KEY})
         c = await client.create_config({"customName": "C", "provider": "openai", "apiKey": OPENAI_KEY})
-        page = await open_page(browser, site, served)
+        page = await open_connected_page(browser, site, served)
         await expect(page.locator("#configs tr")).to_have_count(3, timeout=TIMEOUT_MS)
         await page.evaluate(SETTLE)
 
@@ -130,21 +117,22 @@ async def test_rows_render_only_when_their_config_changes(
         assert len(arrivals) == 50
         span_ms = arrivals[-1] - arrivals[0]
         frames = await page.evaluate("window.__frames")
-        # The server commits the 50 writes one after another, so their events reach the
-        # page spread over span_ms: at most one render per animation frame, never one per event.
+        # The server commits the 50 writes one by one (one fsync each) but holds their
+        # events while the batch runs and writes them to the page's socket as one burst,
+        # which the store applies in one (rarely two) animation frames: a few renders of
+        # C and of the list, never one per event.
         renders_of_c = counted["rows"][c.id]
         print(f"50 updates over {span_ms:.0f} ms, {frames} frames: {renders_of_c} renders of C")
         assert set(counted["rows"]) == {c.id}
-        assert 1 <= renders_of_c <= frames
-        assert renders_of_c < 50
-        assert counted["list"] == counted["rows"][c.id]
+        assert 1 <= renders_of_c <= 3
+        assert counted["list"] == renders_of_c
 
 
 async def test_a_second_window_sees_every_change_and_a_restart_keeps_the_list(
     browser: Browser, site: str, served: ServedBridge, tmp_path: Path
 ) -> None:
-    page_a = await open_page(browser, site, served)
-    page_b = await open_page(browser, site, served)
+    page_a = await open_connected_page(browser, site, served)
+    page_b = await open_connected_page(browser, site, served)
 
     # Create in A's form: B shows it, key masked.
     await page_a.fill("input[name=customName]", "Team OpenAI")
@@ -227,7 +215,7 @@ async def test_an_optimistic_update_refused_by_the_server_is_rolled_back(
     async with BridgeClient(served.url, served.token) as client:
         a = await client.create_config({"customName": "A", "provider": "openai", "apiKey": OPENAI_KEY})
         await client.create_config({"customName": "B", "provider": "openai", "apiKey": OPENAI_KEY})
-    page = await open_page(browser, site, served)
+    page = await open_connected_page(browser, site, served)
     await expect(page.locator("#configs tr")).to_have_count(2, timeout=TIMEOUT_MS)
     await page.evaluate(SETTLE)
     # Record every name A's row shows.

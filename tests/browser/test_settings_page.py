@@ -9,7 +9,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from bridge.client import BridgeClient
-from tests.browser.conftest import TIMEOUT_MS, serve_directory
+from tests.browser.conftest import TIMEOUT_MS, bridge_for_page, open_connected_page
 from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, ServedBridge, start_bridge_process
 
 pytestmark = pytest.mark.browser
@@ -18,40 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-@pytest.fixture(scope="module")
-def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Serve examples/renderer/ over HTTP on 127.0.0.1:0; yields the origin.
-
-    Its ``bridge-client.js`` re-exports the npm package's source (``../../clients/js``),
-    which a URL resolves to ``/clients/…`` from the site root: linked in beside the page.
-    """
-    site = tmp_path_factory.mktemp("site")
-    for entry in (ROOT / "examples" / "renderer").iterdir():
-        (site / entry.name).symlink_to(entry)
-    (site / "clients").symlink_to(ROOT / "clients")
-    with serve_directory(site) as origin:
-        yield origin
-
-
 @pytest.fixture
 def allowed_bridge(tmp_path: Path, page_server: str) -> Iterator[ServedBridge]:
-    token_file = tmp_path / "token"
-    token_file.write_text("T" * 43)
-    token_file.chmod(0o600)  # a secret: bridge refuses one others can read
-    served = start_bridge_process(
-        tmp_path / "data", "--allow-origin", page_server, "--token-file", str(token_file)
-    )
-    try:
+    with bridge_for_page(tmp_path, page_server, token="T" * 43) as served:
         yield served
-    finally:
-        served.stop()
-
-
-async def open_page(browser: Browser, origin: str, served: ServedBridge) -> Page:
-    page = await browser.new_page()
-    await page.goto(f"{origin}/index.html#url={served.url}&token={served.token}")
-    await expect(page.locator("#status")).to_have_text("Connected", timeout=TIMEOUT_MS)
-    return page
 
 
 async def fill_and_save(page: Page, name: str, provider: str, key: str) -> None:
@@ -64,8 +34,8 @@ async def fill_and_save(page: Page, name: str, provider: str, key: str) -> None:
 async def test_two_pages_stay_in_sync_and_resync_after_restart(
     browser: Browser, page_server: str, allowed_bridge: ServedBridge, tmp_path: Path
 ) -> None:
-    page_a = await open_page(browser, page_server, allowed_bridge)
-    page_b = await open_page(browser, page_server, allowed_bridge)
+    page_a = await open_connected_page(browser, page_server, allowed_bridge)
+    page_b = await open_connected_page(browser, page_server, allowed_bridge)
 
     # Created through A's visible form, it appears in B without reload, key masked.
     await fill_and_save(page_a, "Team OpenAI", "openai", OPENAI_KEY)
@@ -90,7 +60,7 @@ async def test_two_pages_stay_in_sync_and_resync_after_restart(
     assert allowed_bridge.stop() == 0
     await expect(page_a.locator("#status")).not_to_have_text("Connected", timeout=TIMEOUT_MS)
     token_file = tmp_path / "token"
-    restarted = start_bridge_process(
+    with start_bridge_process(
         allowed_bridge.data_dir,
         "--allow-origin",
         page_server,
@@ -98,8 +68,7 @@ async def test_two_pages_stay_in_sync_and_resync_after_restart(
         str(token_file),
         "--port",
         str(allowed_bridge.port),
-    )
-    try:
+    ) as restarted:
         async with BridgeClient(restarted.url, restarted.token) as client:
             await client.create_config(
                 {"customName": "Made While Away", "provider": "anthropic", "apiKey": ANTHROPIC_KEY}
@@ -109,15 +78,13 @@ async def test_two_pages_stay_in_sync_and_resync_after_restart(
             await expect(page.locator("tr", has_text="Made While Away")).to_be_visible(timeout=TIMEOUT_MS)
         ARTIFACTS.mkdir(exist_ok=True)
         await page_a.screenshot(path=str(ARTIFACTS / "settings-page.png"), full_page=True)
-    finally:
-        restarted.stop()
 
 
 async def test_edit_flow_updates_both_pages_keeps_the_key_and_shows_field_errors(
     browser: Browser, page_server: str, allowed_bridge: ServedBridge
 ) -> None:
-    page_a = await open_page(browser, page_server, allowed_bridge)
-    page_b = await open_page(browser, page_server, allowed_bridge)
+    page_a = await open_connected_page(browser, page_server, allowed_bridge)
+    page_b = await open_connected_page(browser, page_server, allowed_bridge)
     await fill_and_save(page_a, "Work OpenAI", "openai", OPENAI_KEY)
     # The page resets its form when a save is answered: wait for that, or a late answer
     # wipes the next entry while it is being typed (seen on a loaded machine).

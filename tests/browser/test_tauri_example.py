@@ -22,8 +22,8 @@ from jsonschema import Draft7Validator
 from playwright.async_api import Browser, expect
 
 from bridge.client import BridgeClient
-from tests.browser.conftest import TIMEOUT_MS, serve_directory
-from tests.conftest import OPENAI_KEY, ServedBridge, start_bridge_process
+from tests.browser.conftest import TIMEOUT_MS, bridge_for_page, serve_directory
+from tests.conftest import OPENAI_KEY, ServedBridge
 
 ROOT = Path(__file__).resolve().parents[2]
 TAURI = ROOT / "examples" / "tauri"
@@ -111,11 +111,8 @@ def built_frontend(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def page_bridge(tmp_path: Path, built_frontend: str) -> Iterator[ServedBridge]:
-    served = start_bridge_process(tmp_path / "data", "--allow-origin", built_frontend)
-    try:
+    with bridge_for_page(tmp_path, built_frontend) as served:
         yield served
-    finally:
-        served.stop()
 
 
 async def test_main_js_reads_the_ready_line_and_shows_live_configs(

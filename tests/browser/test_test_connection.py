@@ -10,40 +10,19 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import TIMEOUT_MS, serve_directory
-from tests.conftest import ServedBridge, start_bridge_process
+from tests.browser.conftest import TIMEOUT_MS, bridge_for_page, open_page
+from tests.conftest import ServedBridge
 from tests.helpers.fake_provider import NO_PROXY_ENV, OPENAI_MODELS, FakeProvider
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
 CANARY = "canary-browser-1d7e4b9a6c30f852"
-
-
-@pytest.fixture(scope="module")
-def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """examples/renderer/ with the npm package's source linked in (its client re-exports it)."""
-    site = tmp_path_factory.mktemp("site")
-    for entry in (ROOT / "examples" / "renderer").iterdir():
-        (site / entry.name).symlink_to(entry)
-    (site / "clients").symlink_to(ROOT / "clients")
-    with serve_directory(site) as origin:
-        yield origin
 
 
 @pytest.fixture
 def served(tmp_path: Path, page_server: str) -> Iterator[ServedBridge]:
-    bridge = start_bridge_process(tmp_path / "data", "--allow-origin", page_server, env=NO_PROXY_ENV)
-    try:
+    with bridge_for_page(tmp_path, page_server, env=NO_PROXY_ENV) as bridge:
         yield bridge
-    finally:
-        bridge.stop()
-
-
-async def open_page(browser: Browser, origin: str, url: str, token: str) -> Page:
-    page = await browser.new_page()
-    await page.goto(f"{origin}/index.html#url={url}&token={token}")
-    return page
 
 
 async def fill_draft(page: Page, base_url: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from bridge.client import BridgeClient
+from bridge.client import BridgeClient, read_connection_file
 from bridge.keystore import generate_data_key_text
 from tests.conftest import openai_config, serve_command, start_bridge_process
 
@@ -350,3 +350,73 @@ def test_fifo_planted_as_the_connection_file_does_not_block_start_up(shared: Pat
         assert stat.S_ISREG(connection.lstat().st_mode)
     finally:
         stop(proc)
+
+
+# ---- the directories holding the connection file and the socket ------------------------
+
+PLACES = {"--connection-file": "connection.json", "--uds": "bridge.sock"}
+"""What each flag places in a directory of its own, and the name it is given there."""
+
+
+@pytest.mark.parametrize("ours", [False, True], ids=["in-theirs", "in-ours-inside-theirs"])
+@pytest.mark.parametrize("flag", list(PLACES))
+def test_connection_file_or_socket_in_or_below_a_directory_of_another_user_is_refused(
+    shared: Path, tmp_path: Path, flag: str, ours: bool
+) -> None:
+    # nobody offers a directory of theirs: they could later rename our file or socket (or
+    # our own 0700 directory inside theirs: OpenSSH's StrictModes walks up for the same
+    # reason) away and put theirs where clients read the URL and token, or dial.
+    theirs = shared / "theirs"
+    as_nobody("mkdir", "-m", "0755", str(theirs))
+    place = theirs / "ours" if ours else theirs
+    place.mkdir(mode=0o700, exist_ok=True)
+
+    line = serve_expecting_refusal(tmp_path / "data", flag, str(place / PLACES[flag]))
+
+    assert_refused(line, theirs, f"is owned by uid {NOBODY}")
+    assert list(place.iterdir()) == []  # nothing written there
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775], ids=["0777", "0775"])
+@pytest.mark.parametrize("flag", list(PLACES))
+def test_connection_file_or_socket_in_a_directory_others_can_write_and_not_sticky_is_refused(
+    tmp_path: Path, flag: str, mode: int
+) -> None:
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(mode)
+
+    line = serve_expecting_refusal(tmp_path / "data", flag, str(open_dir / PLACES[flag]))
+
+    assert_refused(line, open_dir, f"is writable by group or others and not sticky (mode {mode:04o})")
+    assert list(open_dir.iterdir()) == []
+
+
+async def test_connection_file_and_socket_in_a_sticky_directory_like_tmp_are_served(shared: Path) -> None:
+    # In a sticky directory only owners rename or remove entries: as ssh accepts /tmp's.
+    connection, sock = shared / "connection.json", shared / "bridge.sock"
+    with start_bridge_process(
+        shared / "data", "--connection-file", str(connection), "--uds", str(sock)
+    ) as bridge:
+        info = read_connection_file(connection)
+        assert info.token == bridge.token
+        async with BridgeClient(info.url, info.token, unix_socket=info.socket) as client:
+            assert (await client.hello()).protocol_version == 1
+    assert bridge.process.returncode == 0
+
+
+def test_an_open_connection_file_directory_is_used_with_the_opt_out_and_logged(tmp_path: Path) -> None:
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    connection = open_dir / "connection.json"
+    with start_bridge_process(
+        tmp_path / "data", "--connection-file", str(connection), "--skip-permission-checks"
+    ) as bridge:
+        assert read_connection_file(connection).token == bridge.token
+    assert bridge.process.returncode == 0
+    logged = [json.loads(line) for line in bridge.log_text().splitlines() if line.startswith("{")]
+    allowed = [entry for entry in logged if entry.get("event") == "insecure_path_allowed"]
+    assert [(entry["path"], entry["problem"]) for entry in allowed] == [
+        (str(open_dir), "is writable by group or others and not sticky (mode 0777)")
+    ]

@@ -8,9 +8,9 @@ import io
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import RootModel
@@ -22,6 +22,9 @@ from bridge.keystore import SecretBackend
 from bridge.models import EmptyParams
 
 TIMEOUT = 10.0
+
+G = TypeVar("G")
+C = TypeVar("C")
 
 
 class SumParams(RootModel[list[int]]):
@@ -72,6 +75,31 @@ async def running_bridge(data_dir: Path, **options: Any) -> AsyncIterator[Bridge
         await bridge.close()
 
 
+@asynccontextmanager
+async def connected_bridge(
+    data_dir: Path,
+    register: Callable[[Bridge], G],
+    connect: Callable[[Bridge], AbstractAsyncContextManager[C]],
+    **options: Any,
+) -> AsyncIterator[tuple[Bridge, G, C]]:
+    """:func:`running_bridge` with test channels added by ``register`` and one connection.
+
+    Yields ``(bridge, register(bridge), connection)``: ``register`` returns what the test
+    waits on (its gates); ``connect`` opens the connection (e.g. :func:`raw_connection`
+    or :func:`ws_connection`), closed when the block ends.
+    """
+    async with running_bridge(data_dir, **options) as bridge:
+        gates = register(bridge)
+        async with connect(bridge) as connection:
+            yield bridge, gates, connection
+
+
+def port_of(bridge: Bridge) -> int:
+    """The TCP port ``bridge`` listens on (it was started on port 0)."""
+    assert bridge.server.port is not None
+    return bridge.server.port
+
+
 def authorized(bridge: Bridge) -> dict[str, str]:
     """The Authorization header for ``bridge``."""
     return {"Authorization": f"Bearer {bridge.token}"}
@@ -80,6 +108,16 @@ def authorized(bridge: Bridge) -> dict[str, str]:
 async def open_ws(bridge: Bridge, **kwargs: Any) -> ClientConnection:
     """A plain websockets client connection to ``bridge``, authorized."""
     return await connect(bridge.url, additional_headers=authorized(bridge), compression=None, **kwargs)
+
+
+@asynccontextmanager
+async def ws_connection(bridge: Bridge) -> AsyncIterator[ClientConnection]:
+    """:func:`open_ws` to ``bridge``, closed when the block ends."""
+    ws = await open_ws(bridge)
+    try:
+        yield ws
+    finally:
+        await ws.close()
 
 
 async def recv_json(ws: ClientConnection) -> Any:
@@ -100,6 +138,13 @@ def request(method: str, params: Any = None, request_id: Any = 1) -> str:
     if params is not None:
         message["params"] = params
     return orjson.dumps(message).decode()
+
+
+def cancel(request_id: Any) -> str:
+    """A ``$/cancelRequest`` notification frame for ``request_id`` (DESIGN §5)."""
+    return orjson.dumps(
+        {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": request_id}}
+    ).decode()
 
 
 def handshake_bytes(port: int, headers: list[tuple[str, str | bytes]], path: str = "/") -> bytes:
@@ -153,6 +198,28 @@ def raw_socket(port: int, token: str, rcvbuf_bytes: int | None = None) -> socket
         head += chunk
     assert head.startswith(b"HTTP/1.1 101"), head
     return sock
+
+
+@asynccontextmanager
+async def raw_connection(bridge: Bridge) -> AsyncIterator[socket.socket]:
+    """A :func:`raw_socket` to ``bridge`` (opened off the event loop), closed when the block ends."""
+    sock = await asyncio.to_thread(raw_socket, port_of(bridge), bridge.token)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+async def send_frames(sock: socket.socket, *frames: str) -> None:
+    """Send ``frames`` as masked text frames in one TCP write (one read on the server's side)."""
+    await asyncio.to_thread(sock.sendall, b"".join(masked_text_frame(f.encode()) for f in frames))
+
+
+async def receive_json(sock: socket.socket) -> Any:
+    """The next frame from ``sock``, which must be a text frame, parsed."""
+    opcode, payload = await asyncio.to_thread(read_frame, sock)
+    assert opcode == 1, (opcode, payload)
+    return orjson.loads(payload)
 
 
 def stalled_socket(port: int, token: str, rcvbuf_bytes: int = 4096) -> socket.socket:

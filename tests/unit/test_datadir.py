@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from bridge import datadir
 from bridge.datadir import (
     Finding,
     Kind,
     check_data_dir,
+    check_parent_dirs,
     check_path,
     enforce,
     read_small_file,
@@ -112,6 +114,72 @@ def test_absent_paths_pass_and_links_are_followed_to_their_target(tmp_path: Path
     dangling.symlink_to(tmp_path / "nowhere")
     assert check_path(dangling, Kind.SECRET) == [
         Finding(dangling, "is a symbolic link to nothing", tmp_path / "nowhere", waivable=False)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "uid", "problems"),
+    [
+        (stat.S_IFDIR | 0o755, ME, []),
+        (stat.S_IFDIR | 0o700, 0, []),
+        (stat.S_IFDIR | 0o1777, 0, []),  # /tmp: only owners rename or remove entries
+        (stat.S_IFDIR | 0o1770, ME, []),  # a sticky group share of ours
+        (stat.S_IFDIR | 0o777, ME, ["is writable by group or others and not sticky (mode 0777)"]),
+        (stat.S_IFDIR | 0o775, 0, ["is writable by group or others and not sticky (mode 0775)"]),
+        (
+            stat.S_IFDIR | 0o1777,
+            1001,
+            ["is owned by uid 1001, not by this user (uid 1000) or root"],
+        ),  # sticky, but its owner may rename anything in it
+    ],
+)
+def test_a_directory_holding_the_connection_file_or_socket_may_be_sticky_but_not_open(
+    mode: int, uid: int, problems: list[str]
+) -> None:
+    assert stat_problems(fake_stat(mode, uid), Kind.PARENT, ME) == [(problem, True) for problem in problems]
+
+
+def test_check_parent_dirs_walks_up_from_the_resolved_directory_and_stops_at_the_trusted_one(
+    tmp_path: Path,
+) -> None:
+    tmp_path.chmod(0o755)
+    shared = tmp_path / "shared"
+    deep = shared / "ours" / "deeper"
+    deep.mkdir(parents=True)
+    shared.chmod(0o777)  # anyone can rename "ours" away and put theirs in its place
+    (shared / "sticky").mkdir(mode=0o700)
+    (shared / "sticky").chmod(0o1777)
+    me = os.geteuid()
+    expected = [Finding(shared, "is writable by group or others and not sticky (mode 0777)")]
+    assert check_parent_dirs(deep / "connection.json", uid=me) == expected
+    # Reached through a link, the real directories are the ones checked.
+    link = tmp_path / "link"
+    link.symlink_to(deep)
+    assert check_parent_dirs(link / "bridge.sock", uid=me) == expected
+    # Directories still to be created are skipped; their existing ancestors are not.
+    assert check_parent_dirs(deep / "absent" / "bridge.sock", uid=me) == expected
+    # The data directory has its own rule: the walk ends there.
+    assert check_parent_dirs(deep / "connection.json", trusted=shared / "ours", uid=me) == []
+    assert check_parent_dirs(shared / "connection.json", trusted=shared, uid=me) == []
+    # A sticky directory and a private one below the open one: only the open one is named.
+    assert check_parent_dirs(shared / "sticky" / "connection.json", uid=me) == expected
+    shared.chmod(0o755)
+    assert check_parent_dirs(shared / "sticky" / "connection.json", uid=me) == []
+
+
+def test_check_parent_dirs_stops_after_the_home_directory_as_openssh_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp_path.chmod(0o777)  # above the home directory: not the user's to fix
+    home = tmp_path / "home"
+    (home / "run").mkdir(parents=True, mode=0o700)
+    home.chmod(0o700)
+    me = os.geteuid()
+    monkeypatch.setattr(datadir, "_home_of", lambda uid: home if uid == me else None)
+    assert check_parent_dirs(home / "run" / "bridge.sock", uid=me) == []
+    home.chmod(0o770)  # the home directory itself is checked
+    assert check_parent_dirs(home / "run" / "bridge.sock", uid=me) == [
+        Finding(home, "is writable by group or others and not sticky (mode 0770)")
     ]
 
 

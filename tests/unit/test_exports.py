@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import inspect
 import subprocess
 import sys
+import typing
 
 import pytest
 
 import bridge
+from bridge import errors
 from bridge.client import BridgeClient
 from bridge.errors import BridgeError
+from bridge.options import BridgeOptions, InvalidSettingError, SidecarOptions
 
 PUBLIC = {
     "__version__",
@@ -20,6 +26,10 @@ PUBLIC = {
     "start_bridge",
     # options
     "BridgeOptions",
+    "EventLoop",
+    "InvalidSettingError",
+    "LogLevel",
+    "OutboundOptions",
     "SecretBackend",
     "SecretOptions",
     "SidecarOptions",
@@ -28,12 +38,14 @@ PUBLIC = {
     # channels of your own
     "ChannelSpec",
     "EmptyParams",
+    "Progress",
     "Registry",
     "TopicSpec",
     "WireModel",
     # the client
     "BridgeClient",
     "ConnectionInfo",
+    "ConnectionProvider",
     "read_connection_file",
     # errors
     "AddressUnavailableError",
@@ -43,11 +55,15 @@ PUBLIC = {
     "ConfigOperationFailedError",
     "ConnectionLostError",
     "DuplicateConfigNameError",
+    "InsecurePathError",
     "InvalidRequestError",
     "MethodNotFoundError",
+    "OutboundDisabledError",
     "ParseError",
     "ProtocolMismatchError",
     "RateLimitedError",
+    "RequestCancelledError",
+    "ResponseTooLargeError",
     "SchemaTooNewError",
     "ServiceUnavailableError",
     "StartupError",
@@ -77,8 +93,56 @@ def test_errors_share_one_root_and_the_client_is_the_client() -> None:
     assert bridge.BridgeClient is BridgeClient
     for name in bridge.__all__:
         value = getattr(bridge, name)
-        if name.endswith("Error"):
+        if name.endswith("Error") and name != "InvalidSettingError":
             assert issubclass(value, BridgeError), name
+    # Options are checked as they are built, before anything runs: a ValueError, as
+    # dataclasses and the standard library raise for a bad argument.
+    assert bridge.InvalidSettingError is InvalidSettingError
+    assert issubclass(InvalidSettingError, ValueError)
+    assert not issubclass(InvalidSettingError, BridgeError)
+
+
+def test_every_error_a_user_can_catch_is_exported() -> None:
+    defined = {
+        name
+        for name, value in vars(errors).items()
+        if inspect.isclass(value) and issubclass(value, BridgeError) and value.__module__ == errors.__name__
+    }
+    assert defined >= {"RequestCancelledError", "ResponseTooLargeError", "OutboundDisabledError"}
+    assert sorted(defined - set(bridge.__all__)) == []
+    for name in defined:
+        assert getattr(bridge, name) is getattr(errors, name)
+
+
+def _option_types(options: type) -> set[type]:
+    """The option groups and enums among the field types of the dataclass ``options``."""
+    found: set[type] = set()
+    for hint in typing.get_type_hints(options).values():
+        for candidate in (hint, *typing.get_args(hint)):
+            if inspect.isclass(candidate) and (
+                dataclasses.is_dataclass(candidate) or issubclass(candidate, enum.Enum)
+            ):
+                found.add(candidate)
+    return found
+
+
+def test_every_option_group_and_enum_an_option_takes_is_exported() -> None:
+    needed = {BridgeOptions, SidecarOptions}
+    for options in (BridgeOptions, SidecarOptions):
+        needed |= _option_types(options)
+    needed |= {t for group in list(needed) if dataclasses.is_dataclass(group) for t in _option_types(group)}
+    names = {t.__name__ for t in needed}
+    assert names >= {
+        "TransportOptions",
+        "StoreOptions",
+        "SecretOptions",
+        "OutboundOptions",
+        "LogLevel",
+        "EventLoop",
+    }
+    assert sorted(names - set(bridge.__all__)) == []
+    for t in needed:
+        assert getattr(bridge, t.__name__) is t
 
 
 def test_an_unknown_name_raises_attribute_error() -> None:
