@@ -13,9 +13,12 @@ Each round visits every server in a rotated order; every figure is the median ov
 rounds with its spread (min–max), and each ratio is computed within a round, then its
 median taken. Then: fan-out to 100 / 1,000 receivers, start-up time and resident memory
 with 100 / 1,000 / 10,000 stored configs, and the core figures (cache init, cache memory
-per config by tracemalloc, durable update at 10,000 configs).
+per config by tracemalloc, durable update at 10,000 configs), and the resident memory of
+an idle sidecar (``bridge serve --exit-with-parent``, 100 configs) beside the Node peer's
+(``rpcws_server.mjs`` with 100 views), each after one client read its list and left.
 
-Run: ``make bench`` (= ``.venv/bin/python benchmarks/run.py``); ``--rounds N``, ``--quick``.
+Run: ``make bench`` (= ``.venv/bin/python benchmarks/run.py``); ``--rounds N``, ``--quick``;
+``--only-idle-memory`` measures that last figure alone.
 Writes ``benchmarks/results/<UTC stamp>.json`` and prints the Markdown table of
 ``docs/performance.md``.
 """
@@ -256,6 +259,67 @@ def measure_startup(data_dir: Path) -> dict[str, float]:
         process.wait(timeout=10)
 
 
+IDLE_SETTLE_S = 1.0
+"""How long a server is left alone after its client left, before its RSS is read, in seconds."""
+
+
+def _list_once(url: str, headers: dict[str, str]) -> int:
+    """Connect, call ``llm-config:list`` once, leave; the number of configs listed."""
+    from websockets.sync.client import connect
+
+    with connect(url, additional_headers=headers, compression=None, max_size=None) as ws:
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "llm-config:list"}))
+        return len(json.loads(ws.recv(timeout=30))["result"])
+
+
+def idle_rss_mib(process: subprocess.Popen[bytes], url: str, headers: dict[str, str], count: int) -> float:
+    """RSS of ``process`` (MiB) once one client has listed its ``count`` configs and left, then idle."""
+    assert _list_once(url, headers) == count
+    time.sleep(IDLE_SETTLE_S)  # a benchmark, not a test: the process is left idle on purpose
+    return rss_kib(process.pid) / 1024
+
+
+def measure_idle_memory(base: Path, rounds: int, count: int = 100) -> dict[str, dict[str, float]]:
+    """Idle RSS (MiB) of a bridge sidecar and of the Node peer, each with ``count`` configs."""
+    data_dir, _ = seeded_dir(base, f"idle-{count}", count)
+    figures: dict[str, list[float]] = {"bridge-sidecar": [], "rpcws-node": []}
+    for _ in range(rounds):
+        # The sidecar mode: stdin kept open (its EOF would stop bridge), JSON logs on a pipe.
+        cmd = [*bridge_cmd(data_dir, "auto"), "--exit-with-parent"]
+        process = subprocess.Popen(
+            pin(cmd, SERVER_CPU),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "BRIDGE_TOKEN": TOKEN},
+        )
+        try:
+            assert process.stdout is not None
+            ready = json.loads(process.stdout.readline())
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            figures["bridge-sidecar"].append(idle_rss_mib(process, ready["url"], headers, count))
+        finally:
+            assert process.stdin is not None
+            process.stdin.close()  # the parent "exits": the sidecar stops
+            process.wait(timeout=20)
+        node = start_rpcws(count)
+        try:
+            figures["rpcws-node"].append(idle_rss_mib(node.process, node.url, {}, count))
+        finally:
+            node.stop()
+    return {name: stat(values) for name, values in figures.items()}
+
+
+def only_idle_memory(rounds: int) -> None:
+    """``--only-idle-memory``: measure and print the idle RSS figures alone."""
+    configure_logging("warning")
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
+        figures = measure_idle_memory(Path(tmp), rounds)
+    print("| idle resident memory, 100 configs, MiB | median (min–max) |\n|---|---|")
+    for name, value in figures.items():
+        print(f"| {name} | {_fmt(value)} |")
+
+
 async def cache_bytes_after_reads(data_dir: Path, count: int) -> float:
     """Cache memory per config (tracemalloc) after init *and* one IPC read of every config.
 
@@ -357,13 +421,24 @@ def servers(base: Path) -> Iterator[list[Server]]:
             s.stop()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line of ``benchmarks/run.py``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5, help="rounds over the servers (default 5)")
     parser.add_argument("--quick", action="store_true", help="small counts, to check the harness")
     parser.add_argument("--skip-core", action="store_true", help="skip start-up/memory/core figures")
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--only-idle-memory", action="store_true", help="only the idle RSS of a sidecar and the Node peer"
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.only_idle_memory:
+        only_idle_memory(args.rounds)
+        return
     sizes = (
         {"seq": 300, "warmup": 50, "updates": 30, "pipe": 2000, "fan_updates": 3}
         if args.quick
@@ -422,6 +497,7 @@ def main() -> None:
             core["cache_bytes_per_config"] = stat(per)
             after = [asyncio.run(cache_bytes_after_reads(dirs[10_000], 10_000)) for _ in range(3)]
             core["cache_bytes_per_config_after_reads"] = stat(after)
+            core["idle_rss_100_mib"] = measure_idle_memory(base, args.rounds)
             upd = asyncio.run(durable_updates(dirs[10_000], 50 if args.quick else 300))
             upd.sort()
             core["durable_update_10k_ms"] = {
@@ -568,6 +644,8 @@ def markdown(doc: dict[str, Any]) -> str:
             "| cache memory per config after init + one IPC read of each (JSON kept), B | "
             f"{_fmt(core['cache_bytes_per_config_after_reads'])} |"
         )
+        for name, value in core.get("idle_rss_100_mib", {}).items():
+            lines.append(f"| resident memory of an idle {name}, 100 configs, MiB | {_fmt(value)} |")
         d = core["durable_update_10k_ms"]
         lines.append(
             f"| durable update at 10,000 configs, ms | p50 {d['p50']:.3g}, p90 {d['p90']:.3g} "

@@ -17,13 +17,15 @@ JSON-RPC 2.0 §4.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     PlainValidator,
     RootModel,
@@ -192,18 +194,23 @@ class ChannelSpec(Generic[P, R]):
     long_running: bool = False
     progress: bool = False
     max_running: int | None = None
-    result_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        """Build the result adapter once (serialization is on the hot path).
+        """Replace a by-name params model by one that also accepts ``workDoneToken``.
 
-        A by-name params model is replaced by one that also accepts ``workDoneToken``
-        (see :func:`accepting_work_done_token`).
+        See :func:`accepting_work_done_token`.
         """
         if self.max_running is not None and (self.max_running < 1 or not self.long_running):
             raise ValueError("max_running must be at least 1, on a long-running channel")
         object.__setattr__(self, "params", accepting_work_done_token(self.params))
-        object.__setattr__(self, "result_adapter", TypeAdapter(self.result))
+
+    @functools.cached_property
+    def result_adapter(self) -> TypeAdapter[Any]:
+        """The result's adapter, built on first use (not at import: cold start) and kept.
+
+        Serialization is on the hot path: it is built once per spec.
+        """
+        return TypeAdapter(self.result)
 
     def dump_result(self, value: R) -> Any:
         """Return ``value`` as JSON-ready data with wire (camelCase) names."""
@@ -685,6 +692,8 @@ BRIDGE_SHUTDOWN: ChannelSpec[EmptyParams, ShutdownResult] = ChannelSpec(
 
 class EventNames(RootModel[list[Annotated[str, StringConstraints(max_length=200)]]]):
     """Params of ``rpc.on``/``rpc.off``: an array of notification topic names (by position)."""
+
+    model_config = ConfigDict(defer_build=True)  # built on first use (cold start)
 
     root: list[Annotated[str, StringConstraints(max_length=200)]] = Field(min_length=1, max_length=100)
 

@@ -67,6 +67,7 @@ __all__ = [
     "SidecarOptions",
     "StoreOptions",
     "TransportOptions",
+    "published_document",
     "run_doctor",
     "run_rotate_key",
     "run_sidecar",
@@ -96,6 +97,15 @@ class Bridge:
         """Where clients reach this bridge: the ready line / connection file's content."""
         uds = self.server.settings.uds
         return ConnectionInfo(self.url, self.token, None if uds is None else str(uds), os.getpid())
+
+    def schema_hash(self) -> str:
+        """The ``schemaHash`` this bridge announces in ``bridge:hello`` (``sha256:<hex>``).
+
+        What a client's ``schema_hash`` option should be when its types describe this
+        registry (:func:`published_document`; generated for a registry with channels of
+        its own, so call it once).
+        """
+        return published_document(self.registry)[1]
 
     def notify(self, topic: api.TopicSpec, payload: WireModel) -> None:
         """Send a notification on an application topic to every renderer (held while a batch runs)."""
@@ -127,6 +137,26 @@ def _is_stock(registry: api.Registry) -> bool:
         and len(topics) == len(api.BUILTIN_TOPICS)
         and all(topics.get(topic.name) is topic for topic in api.BUILTIN_TOPICS)
     )
+
+
+def published_document(registry: api.Registry) -> tuple[dict[str, Any], str]:
+    """Return the OpenRPC 1.3 document ``rpc.discover`` serves for ``registry``, and its ``schemaHash``.
+
+    A stock registry's is read from the package data file ``bridge/openrpc.json`` (the
+    committed ``schemas/openrpc.json``); a registry with channels of its own is generated
+    (:func:`bridge.schemas.openrpc_document`). The process-control channels
+    (``bridge:shutdown``) are left out, so neither depends on the mode.
+
+    Returns:
+        ``(document, "sha256:<hex>")`` — the hash of the document's canonical bytes (DESIGN §5).
+    """
+    if _is_stock(registry):
+        raw = resources.files("bridge").joinpath(OPENRPC_RESOURCE).read_bytes()
+        return orjson.loads(raw), "sha256:" + hashlib.sha256(raw).hexdigest()
+    from bridge import schemas  # noqa: PLC0415 - generated only when asked for
+
+    document = schemas.openrpc_document(_published(registry), registry.topics)
+    return document, schemas.schema_hash(document)
 
 
 class ShutdownChannel:
@@ -180,15 +210,7 @@ class BridgeChannels:
     def document(self) -> tuple[dict[str, Any], str]:
         """The OpenRPC 1.3 document of the registry and its ``schemaHash`` (``sha256:<hex>``)."""
         if self._document is None:
-            if _is_stock(self.registry):
-                raw = resources.files("bridge").joinpath(OPENRPC_RESOURCE).read_bytes()
-                document, digest = orjson.loads(raw), "sha256:" + hashlib.sha256(raw).hexdigest()
-            else:
-                from bridge import schemas  # noqa: PLC0415 - generated only when asked for
-
-                document = schemas.openrpc_document(_published(self.registry), self.registry.topics)
-                digest = schemas.schema_hash(document)
-            self._document, self._hash = document, digest
+            self._document, self._hash = published_document(self.registry)
         return self._document, self._hash
 
     async def hello(self, _: EmptyParams) -> api.HelloResult:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 from bridge import sidecar
 
 if TYPE_CHECKING:  # annotations only: the options are imported after the logging decision
+    from bridge.api import Registry
     from bridge.connection_file import ConnectionInfo
     from bridge.options import BridgeOptions, SidecarOptions
 
@@ -211,7 +212,9 @@ def _serve_options(
     return _build(BridgeOptions, flags["bridge"], args, **groups), process
 
 
-def _serve_command(args: argparse.Namespace, flags: dict[str, list[_Flag]]) -> int:
+def _serve_command(
+    args: argparse.Namespace, flags: dict[str, list[_Flag]], registry: Registry | None = None
+) -> int:
     from bridge.app import run_sidecar  # noqa: PLC0415 - only this command loads the server
     from bridge.errors import StartupError  # noqa: PLC0415
     from bridge.options import InvalidSettingError  # noqa: PLC0415
@@ -223,7 +226,7 @@ def _serve_command(args: argparse.Namespace, flags: dict[str, list[_Flag]]) -> i
             StartupError.code, f"invalid {exc.name}: must be {exc.requirement} (got {exc.value!r})"
         )
         return sidecar.EXIT_STARTUP_FAILED
-    return run_sidecar(options, process)
+    return run_sidecar(options, process, registry)
 
 
 def _schemas_command(args: argparse.Namespace) -> int:
@@ -290,15 +293,22 @@ def _call_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bridge`` command; returns the process exit code."""
+def main(argv: Sequence[str] | None = None, registry: Registry | None = None) -> int:
+    """Entry point of the ``bridge`` command; returns the process exit code.
+
+    Args:
+        argv: the command's arguments (default ``sys.argv[1:]``).
+        registry: an application's own channels and topics, served by ``serve`` beside
+            bridge's (an application's own sidecar: ``main(registry=my_registry)`` gives it
+            every ``bridge serve`` flag).
+    """
     words = sys.argv[1:] if argv is None else list(argv)
     if words[:1] == ["serve"] and not sys.stderr.isatty():  # JSON logs (bridge.log's default)
         sidecar.import_logging_for_json()
     parser, flags = _parser()
     args = parser.parse_args(words)
     if args.command == "serve":
-        return _serve_command(args, flags)
+        return _serve_command(args, flags, registry)
     if args.command == "schemas":
         return _schemas_command(args)
     if args.command == "doctor":

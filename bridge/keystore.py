@@ -22,13 +22,13 @@ import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING, Final
 
 from bridge.datadir import Kind, read_small_file, write_private_file
 from bridge.errors import StartupError
+
+if TYPE_CHECKING:  # annotations only: AES-GCM is imported on first use (cold start)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_BYTES: Final = 32
 NONCE_BYTES: Final = 12
@@ -91,15 +91,27 @@ class DataKey:
 class KeyCipher:
     """Encrypts and decrypts API keys with a set of data keys, bound to the config id.
 
-    The newest key seals; a ciphertext opens with the key its first 8 bytes name.
+    The newest key seals; a ciphertext opens with the key its first 8 bytes name. The
+    AES-GCM implementation (``cryptography``) is imported and keyed on the first
+    encryption or decryption: a server whose store holds no API key yet needs none before
+    its ready line (issue 17, cold start).
     """
 
     def __init__(self, key: DataKey) -> None:
         """Build a cipher for the keys of ``key``."""
-        self._aead = AESGCM(key.secret)
         self._key_id = key.key_id
-        self._openers = {key_id_of(k): AESGCM(k) for k in key.secrets()}
+        self._secrets = {key_id_of(k): k for k in key.secrets()}
+        self._openers: dict[bytes, AESGCM] = {}
         self.backend = key.backend
+
+    def _aead(self, key_id: bytes) -> AESGCM:
+        """The AES-GCM instance of the key ``key_id`` names (one of :meth:`knows`), made on first use."""
+        aead = self._openers.get(key_id)
+        if aead is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415 - see the class
+
+            aead = self._openers[key_id] = AESGCM(self._secrets[key_id])
+        return aead
 
     @property
     def key_id(self) -> bytes:
@@ -108,12 +120,12 @@ class KeyCipher:
 
     def knows(self, key_id: bytes) -> bool:
         """True when ``key_id`` names one of this cipher's keys."""
-        return key_id in self._openers
+        return key_id in self._secrets
 
     def encrypt(self, plaintext: str, config_id: str) -> bytes:
         """Return ``key_id || nonce || ciphertext`` for ``plaintext``; a fresh nonce each call."""
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, plaintext.encode(), config_id.encode())
+        sealed = self._aead(self._key_id).encrypt(nonce, plaintext.encode(), config_id.encode())
         return self._key_id + nonce + sealed
 
     def decrypt(self, blob: bytes, config_id: str) -> str:
@@ -124,9 +136,11 @@ class KeyCipher:
                 or its bytes changed.
         """
         key_id, nonce = blob[:KEY_ID_BYTES], blob[KEY_ID_BYTES : KEY_ID_BYTES + NONCE_BYTES]
-        aead = self._openers.get(key_id)
-        if aead is None:
+        if not self.knows(key_id):
             raise DecryptionError("ciphertext was sealed with another data key")
+        aead = self._aead(key_id)
+        from cryptography.exceptions import InvalidTag  # noqa: PLC0415 - loaded with AES-GCM above
+
         try:
             plain = aead.decrypt(nonce, blob[KEY_ID_BYTES + NONCE_BYTES :], config_id.encode())
         except InvalidTag:

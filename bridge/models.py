@@ -8,6 +8,7 @@ with the codes of DESIGN §5 by :func:`field_errors`, never with pydantic's own 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from enum import StrEnum
@@ -69,6 +70,9 @@ class WireModel(BaseModel):
         extra="forbid",
         frozen=True,
         hide_input_in_errors=True,
+        # Validators and serializers are built on first use, not at import: a sidecar's
+        # ready line needs none of them (issue 17, cold start).
+        defer_build=True,
     )
 
 
@@ -125,7 +129,10 @@ def _check_api_key(value: str) -> str:
     return value
 
 
-_URL_ADAPTER: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+@functools.cache
+def _url_adapter() -> TypeAdapter[HttpUrl]:
+    """The URL validator, built on first use (not at import: cold start)."""
+    return TypeAdapter(HttpUrl)
 
 
 def _check_base_url(value: str) -> str:
@@ -138,7 +145,7 @@ def _check_base_url(value: str) -> str:
     if any(ch <= " " or ch == "\x7f" for ch in value):
         raise _fail("INVALID_URL", "must not contain spaces or control characters")
     try:
-        url = _URL_ADAPTER.validate_python(value)
+        url = _url_adapter().validate_python(value)
     except PydanticValidationError:
         raise _fail("INVALID_URL", "must be an absolute http or https URL with a host") from None
     # The WHATWG parser behind HttpUrl repairs "https:///x" into host "x"; the value is

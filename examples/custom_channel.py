@@ -62,7 +62,9 @@ async def main(data_dir: Path) -> dict[str, Any]:
         build_registry(),
     )
     try:
-        async with BridgeClient(running.url, running.token) as client:
+        # The client's types describe this registry: it expects this bridge's schemaHash, so
+        # bridge:hello reports no drift (a stock client would warn: the channels differ).
+        async with BridgeClient(running.url, running.token, schema_hash=running.schema_hash()) as client:
             ticks: asyncio.Queue[Any] = asyncio.Queue()
             client.on(APP_TICK.name, ticks.put_nowait)
             echoed = await client.call(APP_ECHO, EchoParams(text="héllo"))

@@ -5,7 +5,7 @@ the shared backoff) plus an ``LlmConfigMirror`` (the LLM-config views, resynced 
 every reconnect) and typed helpers.
 """
 
-from bridge.client.client import BridgeClient
+from bridge.client.client import BridgeClient, SchemaMismatchWarning, builtin_schema_hash
 from bridge.client.connection import Connection, ConnectionProvider
 from bridge.client.mirror import LlmConfigMirror
 from bridge.connection_file import ConnectionInfo, read_connection_file
@@ -16,5 +16,7 @@ __all__ = [
     "ConnectionInfo",
     "ConnectionProvider",
     "LlmConfigMirror",
+    "SchemaMismatchWarning",
+    "builtin_schema_hash",
     "read_connection_file",
 ]

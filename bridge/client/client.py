@@ -8,7 +8,11 @@ resynced through ``llm-config:snapshot`` after every reconnect, the differences 
 as ``llm-config:changed`` events), ``on(event, callback)`` subscriptions and typed helpers.
 
 Every connection is checked with ``bridge:hello``: another ``protocolVersion`` is
-terminal (:class:`ProtocolMismatchError`). Calls in flight when the connection drops
+terminal (:class:`ProtocolMismatchError`); another ``schemaHash`` than the one the caller's
+types come from (bridge's built-in document unless ``schema_hash`` says otherwise) is
+reported — logged, and given to ``on_schema_mismatch`` or else raised as a
+:class:`SchemaMismatchWarning` through :func:`warnings.warn` — once per announced hash, and
+the connection proceeds (DESIGN §8: contract drift is never silent). Calls in flight when the connection drops
 fail with :class:`ConnectionLostError` and are never retried (a write may or may not have
 been applied).
 """
@@ -17,8 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -45,6 +53,39 @@ R = TypeVar("R")
 
 Callback = Callable[[Any], None]
 
+OPENRPC_RESOURCE = "openrpc.json"
+"""Package data: the OpenRPC document of bridge's built-in channels (``schemas/openrpc.json``'s bytes)."""
+
+
+@functools.cache
+def builtin_schema_hash() -> str:
+    """Return the ``schemaHash`` of bridge's built-in OpenRPC document (``sha256:<hex>``).
+
+    Read once from the package data ``bridge/openrpc.json``, whose bytes are canonical
+    (DESIGN §5): the hash a stock ``bridge serve`` announces in ``bridge:hello``.
+    """
+    raw = resources.files("bridge").joinpath(OPENRPC_RESOURCE).read_bytes()
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+class SchemaMismatchWarning(UserWarning):
+    """``bridge:hello`` announced another ``schemaHash`` than the caller's types come from.
+
+    Args:
+        expected: the hash the client expected (``schema_hash``, else
+            :func:`builtin_schema_hash`), ``sha256:<hex>``.
+        actual: the hash the server announced, ``sha256:<hex>``.
+    """
+
+    def __init__(self, expected: str, actual: str) -> None:
+        """Keep both hashes; the message names them."""
+        super().__init__(
+            f"The server announces schemaHash {actual}, the client's types come from {expected}: "
+            "the channels or their shapes changed; regenerate the types or update bridge-ipc"
+        )
+        self.expected = expected
+        self.actual = actual
+
 
 class BridgeClient:
     """One logical connection to a bridge server, optionally self-healing.
@@ -65,6 +106,13 @@ class BridgeClient:
             1008) before giving up with :class:`AuthenticationError`.
         open_timeout_s: bound on the opening handshake, in seconds.
         max_message_bytes: largest incoming message accepted, in bytes.
+        schema_hash: ``schemaHash`` (``sha256:<hex>``) of the OpenRPC document the
+            caller's types come from; None → bridge's built-in one
+            (:func:`builtin_schema_hash`). An application serving its own channels gives
+            its document's (``bridge.schemas.schema_hash``, or ``Bridge.schema_hash()``).
+        on_schema_mismatch: called with a :class:`SchemaMismatchWarning` when
+            ``bridge:hello`` announces another hash (once per announced hash); None →
+            :func:`warnings.warn` it. Either way a ``schema_hash_mismatch`` warning is logged.
 
     Use as ``async with BridgeClient(url, token) as client: ...``.
     """
@@ -82,6 +130,8 @@ class BridgeClient:
         max_auth_attempts: int = 2,
         open_timeout_s: float = 10.0,
         max_message_bytes: int = 16 * 1024 * 1024,
+        schema_hash: str | None = None,
+        on_schema_mismatch: Callable[[SchemaMismatchWarning], None] | None = None,
     ) -> None:
         """Configure the client; :meth:`connect` opens the connection."""
         if provider is None:
@@ -107,6 +157,9 @@ class BridgeClient:
             max_message_bytes=max_message_bytes,
         )
         self._initial_url = url or ""
+        self._expected_schema_hash = schema_hash
+        self._on_schema_mismatch = on_schema_mismatch
+        self._schema_mismatch: SchemaMismatchWarning | None = None
 
     @classmethod
     def from_connection_file(cls, path: Path, **options: Any) -> BridgeClient:
@@ -128,6 +181,11 @@ class BridgeClient:
     def close_code(self) -> int | None:
         """Close code of the last connection that ended (1001: server shutting down)."""
         return self._connection.close_code
+
+    @property
+    def schema_mismatch(self) -> SchemaMismatchWarning | None:
+        """The mismatch found by the last ``bridge:hello``; None when the hashes agree."""
+        return self._schema_mismatch
 
     @property
     def attempts(self) -> int:
@@ -165,8 +223,27 @@ class BridgeClient:
                 f"The server speaks protocol {hello.protocol_version}, this client {api.PROTOCOL_VERSION}",
                 context={"server": hello.protocol_version, "client": api.PROTOCOL_VERSION},
             )
+        self._check_schema(hello.schema_hash)
         if self._mirror is not None:
             await self._mirror.resync(lambda: self.invoke(api.LLM_CONFIG_SNAPSHOT.name))
+
+    def _check_schema(self, actual: str) -> None:
+        """Report ``actual`` when it is not the expected ``schemaHash`` (once per announced hash)."""
+        expected = self._expected_schema_hash or builtin_schema_hash()
+        if actual == expected:
+            self._schema_mismatch = None
+            return
+        if self._schema_mismatch is not None and self._schema_mismatch.actual == actual:
+            return
+        mismatch = self._schema_mismatch = SchemaMismatchWarning(expected, actual)
+        log.warning("schema_hash_mismatch", expected=expected, actual=actual)
+        if self._on_schema_mismatch is None:
+            warnings.warn(mismatch, stacklevel=2)
+            return
+        try:
+            self._on_schema_mismatch(mismatch)
+        except Exception:  # a subscriber's bug must not break the connection
+            log.exception("client_callback_failed", event="schema_mismatch")
 
     async def wait_connected(self, timeout_s: float | None = None) -> None:
         """Wait until connected (and resynced); raise the terminal error if the client gave up.

@@ -8,10 +8,22 @@ way. Timing goals live in ``benchmarks/cold_start.py``; this only checks the imp
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+import bridge
+from bridge import schemas
+from bridge.client import BridgeClient
+from bridge.keystore import SecretBackend
 from tests.conftest import serve_command
+from tests.helpers.app_sidecar import load_example
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TIMEOUT = 30
 NOT_AT_START = {
@@ -23,14 +35,16 @@ NOT_AT_START = {
     "platformdirs": "the default data directory (--data-dir given)",
     "tenacity": "the reconnect backoff",
     "httpx": "llm-config:test's HTTP client (imported by the first test call)",
+    "cryptography.hazmat.primitives.ciphers.aead": "AES-GCM (an empty store seals and opens nothing yet)",
 }
 
 
-def imported_until_ready(data_dir: Path) -> set[str]:
-    command = serve_command(data_dir)
+def imported_until_ready(data_dir: Path, command: list[str] | None = None) -> set[str]:
+    command = command or serve_command(data_dir)
     command.insert(1, "-X")
     command.insert(2, "importtime")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert process.stdout is not None
         assert json.loads(process.stdout.readline())["event"] == "ready"
@@ -51,3 +65,44 @@ def test_serve_imports_nothing_its_ready_line_does_not_need(tmp_path: Path) -> N
     assert "bridge.rpc.server" in modules
     unexpected = {name: why for name, why in NOT_AT_START.items() if name in modules}
     assert not unexpected, unexpected
+
+
+def test_an_application_sidecar_does_not_generate_its_document_at_start(tmp_path: Path) -> None:
+    """A registry with channels of its own: the document is generated later, not for the ready line."""
+    command = [sys.executable, "-m", "tests.helpers.app_sidecar", "serve", "--port", "0"]
+    command += ["--data-dir", str(tmp_path / "data"), "--secret-backend", "file"]
+    modules = imported_until_ready(tmp_path / "data", command)
+    assert "bridge.app" in modules
+    assert "bridge.schemas" not in modules
+
+
+async def test_an_application_document_is_generated_once_on_first_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generated: list[int] = []
+    real = schemas.openrpc_document
+
+    def counting(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        generated.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(schemas, "openrpc_document", counting)  # a spy: it calls the real generator
+    running = await bridge.start_bridge(
+        bridge.BridgeOptions(
+            data_dir=tmp_path / "data",
+            secrets=bridge.SecretOptions(backend=SecretBackend.FILE),
+            transport=bridge.TransportOptions(port=0),
+        ),
+        load_example().build_registry(),
+    )
+    try:
+        assert generated == []  # not at start
+        async with BridgeClient(running.url, running.token, on_schema_mismatch=lambda _: None) as client:
+            first = (await client.hello()).schema_hash
+            document = await client.invoke("rpc.discover")
+            again = (await client.hello()).schema_hash
+    finally:
+        await running.close()
+    assert generated == [1]
+    assert first == again == schemas.schema_hash(document)
+    assert "app:echo" in {method["name"] for method in document["methods"]}

@@ -94,10 +94,12 @@ async def worker(  # noqa: C901, PLR0912, PLR0915 - one flat table of weighted o
             raise
 
 
-async def run_clients(url: str, token: str, seconds: float, tag: str) -> Counter[str]:
+async def run_clients(
+    url: str, token: str, seconds: float, tag: str, schema_hash: str | None = None
+) -> Counter[str]:
     counts: Counter[str] = Counter()
     notes: Counter[str] = Counter()
-    clients = [BridgeClient(url, token) for _ in range(CLIENTS)]
+    clients = [BridgeClient(url, token, schema_hash=schema_hash) for _ in range(CLIENTS)]
     for client in clients:
         await client.connect()
         client.on("llm-config:changed", lambda _: notes.update(["n"]))
@@ -173,10 +175,13 @@ async def test_soak_32_clients_no_unexpected_error_bounded_rss_and_no_leaked_fds
 @pytest.mark.timeout(RUN_TIMEOUT_S)
 async def test_in_process_soak_leaves_no_task_behind(tmp_path: Path) -> None:
     async with running_bridge(tmp_path / "data") as bridge:
-        await run_clients(bridge.url, bridge.token, 0.5, "warm")  # warm-up
+        schema_hash = bridge.schema_hash()  # the test channels are part of the contract here
+        await run_clients(bridge.url, bridge.token, 0.5, "warm", schema_hash)  # warm-up
         await settle(lambda: bridge.server.connection_count, 0)
         before = asyncio.all_tasks()
-        counts = await run_clients(bridge.url, bridge.token, min(max(SOAK_S / 6, 5.0), 60.0), "main")
+        counts = await run_clients(
+            bridge.url, bridge.token, min(max(SOAK_S / 6, 5.0), 60.0), "main", schema_hash
+        )
         assert not [k for k in counts if k.startswith("unexpected")], counts
         await settle(lambda: bridge.server.connection_count, 0)
         await settle(lambda: len(asyncio.all_tasks() - before), 0)

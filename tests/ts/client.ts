@@ -6,9 +6,11 @@ import {
   BridgeError,
   ConnectionLostError,
   llmConfigApi,
+  SCHEMA_HASH,
+  type BridgeWarning,
   type Status,
 } from "../../clients/js/src/index.js";
-import type { LlmConfigChanged, LlmConfigInput, LlmConfigView } from "../../schemas/bridge.d.ts";
+import type { ChannelMap, LlmConfigChanged, LlmConfigInput, LlmConfigView } from "../../schemas/bridge.d.ts";
 
 export async function useClient(url: string, token: string): Promise<void> {
   const client = new BridgeClient({ url, token: () => token, initialDelayMs: 100 });
@@ -87,4 +89,22 @@ export async function useClient(url: string, token: string): Promise<void> {
   offTopic();
   offStatus();
   client.close();
+}
+
+/** Contract drift: the expected hash is an option; warnings carry both hashes. */
+export async function useSchemaHash(url: string, token: string, appHash: string): Promise<void> {
+  const builtin: string = SCHEMA_HASH;
+  const client = new BridgeClient({ url, token, schemaHash: appHash });
+  const off = client.onWarning((warning: BridgeWarning) => console.log(warning.kind, warning.expected, warning.actual));
+  const last: string | undefined = client.schemaMismatch?.actual;
+  // @ts-expect-error -- the expected hash is a string
+  new BridgeClient({ url, token, schemaHash: 1 });
+  // bridge:shutdown is outside the document: declared beside the generated map (docs/shipping.md).
+  type Shutdown = { "bridge:shutdown": { params: Record<string, never>; result: { shuttingDown: true } } };
+  const sidecar = new BridgeClient<ChannelMap & Shutdown>({ url, token });
+  const stopped: true = (await sidecar.invoke("bridge:shutdown", {})).shuttingDown;
+  // @ts-expect-error -- not in the built-in map
+  await client.invoke("bridge:shutdown", {});
+  console.log(builtin, last, stopped);
+  off();
 }

@@ -23,6 +23,26 @@ export type * from "./wire.js";
 /** Protocol version this client speaks (`bridge:hello`.protocolVersion). */
 export declare const PROTOCOL_VERSION: 1;
 
+/**
+ * `schemaHash` (`sha256:<hex>`) of the OpenRPC document of bridge's built-in channels, the
+ * one this package's types were generated from (embedded at build time from schemas/).
+ */
+export declare const SCHEMA_HASH: string;
+
+/** Reported when `bridge:hello` announces a `schemaHash` other than the expected one. */
+export interface SchemaMismatchWarning {
+  kind: "schema-mismatch";
+  /** The hash the client's types were generated from (the `schemaHash` option or SCHEMA_HASH). */
+  expected: string;
+  /** The hash the server announced in `bridge:hello`. */
+  actual: string;
+  /** A sentence naming both hashes and the remedy. */
+  message: string;
+}
+
+/** Everything `onWarning` reports (one kind today). */
+export type BridgeWarning = SchemaMismatchWarning;
+
 /** An error answered by the server: JSON-RPC `code`, `data.name` as `name`, the whole `data`. */
 export declare class BridgeError extends Error {
   constructor(message: string, code: number, data: ErrorData | undefined);
@@ -77,6 +97,11 @@ export interface BridgeClientOptions {
   /** Attempts in a row failing before the socket opens after which the status detail says
    * `reason: "handshake-refused"` (default 3). */
   handshakeRefusedAfter?: number;
+  /** `schemaHash` of the OpenRPC document the caller's types were generated from (default
+   * SCHEMA_HASH; bridge-ipc-typegen's `--hash-out` module for an application's own channels).
+   * A different hash in `bridge:hello` is reported through `onWarning` (console.warn without
+   * a listener); the connection proceeds. */
+  schemaHash?: string;
 }
 
 /** Options of one `invoke`. */
@@ -154,6 +179,11 @@ export declare class BridgeClient<
   onChanged(callback: (event: LlmConfigChanged) => void): () => void;
   /** Observe the status (called at once with the current one); returns an unsubscribe function. */
   onStatus(callback: (status: Status, detail?: ReconnectingDetail | Error) => void): () => void;
+  /** The schema mismatch found by the last `bridge:hello`; null when the hashes agree. */
+  readonly schemaMismatch: SchemaMismatchWarning | null;
+  /** Observe warnings (a schema mismatch, once per announced hash; at once if one was already
+   * found). While a listener is attached console.warn stays silent. Returns an unsubscribe function. */
+  onWarning(callback: (warning: BridgeWarning) => void): () => void;
 }
 
 /** The Electron-style API of a preload: `window.electronAPI.llmConfig` (DESIGN §8). */

@@ -20,6 +20,18 @@
 // A browser cannot see why a handshake was refused: after `handshakeRefusedAfter`
 // attempts in a row fail before the socket ever opens, the "reconnecting" status detail
 // says `reason: "handshake-refused"` with the likely causes.
+//
+// Contract drift (DESIGN §8): the client knows the `schemaHash` of the OpenRPC document its
+// types came from — SCHEMA_HASH (bridge's built-in channels, embedded at build time) unless
+// the `schemaHash` option gives an application's own (bridge-ipc-typegen writes it). When
+// `bridge:hello` announces another one, the client reports it once per announced hash:
+// `onWarning` listeners get `{kind: "schema-mismatch", expected, actual, message}`; with no
+// listener attached it goes to console.warn. The connection proceeds (a newer server is
+// usually compatible); only `protocolVersion` is terminal.
+
+import { SCHEMA_HASH } from "./schema-hash.js";
+
+export { SCHEMA_HASH };
 
 /** Protocol version this client speaks (`bridge:hello`.protocolVersion). */
 export const PROTOCOL_VERSION = 1;
@@ -104,6 +116,9 @@ export class TerminalError extends Error {
  * @param {number} [options.connectTimeoutMs=5000] Bound on one opening handshake, in milliseconds.
  * @param {number} [options.handshakeRefusedAfter=3] Attempts in a row that fail before the socket
  *   opens after which the status detail reports `reason: "handshake-refused"`.
+ * @param {string} [options.schemaHash=SCHEMA_HASH] `schemaHash` of the OpenRPC document the
+ *   caller's types were generated from (`sha256:<hex>`; bridge-ipc-typegen's `SCHEMA_HASH`
+ *   for an application's own channels); a different one in `bridge:hello` is reported.
  */
 export class BridgeClient {
   constructor(options) {
@@ -115,6 +130,10 @@ export class BridgeClient {
     this._callTimeoutMs = options.callTimeoutMs ?? 30000;
     this._connectTimeoutMs = options.connectTimeoutMs ?? 5000;
     this._handshakeRefusedAfter = options.handshakeRefusedAfter ?? 3;
+    this._schemaHash = options.schemaHash ?? SCHEMA_HASH;
+    /** The last schema mismatch reported (null while the hashes agree). */
+    this._schemaMismatch = null;
+    this._warningListeners = new Set();
     /** Attempts in a row whose socket closed before it ever opened. */
     this._failedBeforeOpen = 0;
     /** workDoneToken → onProgress callback of a call in flight. */
@@ -149,6 +168,14 @@ export class BridgeClient {
   /** The last revision applied (from a snapshot or a notification). */
   get revision() {
     return this._revision;
+  }
+
+  /**
+   * The schema mismatch found by the last `bridge:hello`, or null when the server announced
+   * the expected `schemaHash`: `{kind: "schema-mismatch", expected, actual, message}`.
+   */
+  get schemaMismatch() {
+    return this._schemaMismatch;
   }
 
   /**
@@ -234,6 +261,20 @@ export class BridgeClient {
     this._statusListeners.add(callback);
     callback(this._status);
     return () => this._statusListeners.delete(callback);
+  }
+
+  /**
+   * Observe warnings: a `schema-mismatch` (`{kind, expected, actual, message}`) when
+   * `bridge:hello` announces a `schemaHash` other than the expected one — reported once
+   * per announced hash, and at once to a listener attached after it was found. While at
+   * least one listener is attached, console.warn stays silent. Returns an unsubscribe function.
+   * @param {(warning: {kind: "schema-mismatch", expected: string, actual: string, message: string}) => void} callback
+   * @returns {() => void}
+   */
+  onWarning(callback) {
+    this._warningListeners.add(callback);
+    if (this._schemaMismatch) callback(this._schemaMismatch);
+    return () => this._warningListeners.delete(callback);
   }
 
   // ---- internals -------------------------------------------------------------------
@@ -327,6 +368,7 @@ export class BridgeClient {
         );
         return;
       }
+      this._checkSchema(hello.schemaHash);
       await this._resync();
     } catch (err) {
       this._resyncing = false;
@@ -338,6 +380,35 @@ export class BridgeClient {
     this._attempt = 0;
     this._setStatus("open");
     this._readyResolve();
+  }
+
+  _checkSchema(actual) {
+    const expected = this._schemaHash;
+    if (actual === expected) {
+      this._schemaMismatch = null;
+      return;
+    }
+    if (this._schemaMismatch?.actual === actual) return; // this document was reported already
+    const warning = {
+      kind: "schema-mismatch",
+      expected,
+      actual,
+      message:
+        `the server announces schemaHash ${actual}, the client's types were generated from ${expected}: ` +
+        "regenerate them (bridge-ipc-typegen) or update bridge-ipc",
+    };
+    this._schemaMismatch = warning;
+    if (this._warningListeners.size === 0) {
+      console.warn(`bridge-ipc: ${warning.message}`);
+      return;
+    }
+    for (const listener of this._warningListeners) {
+      try {
+        listener(warning);
+      } catch (err) {
+        console.error("bridge-client: warning listener failed", err);
+      }
+    }
   }
 
   async _resync() {

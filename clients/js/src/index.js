@@ -6,6 +6,7 @@ export {
   ConnectionLostError,
   HANDSHAKE_REFUSED_CAUSES,
   PROTOCOL_VERSION,
+  SCHEMA_HASH,
   STATUSES,
   TerminalError,
   llmConfigApi,

@@ -5,7 +5,7 @@
 //
 // It exposes `window.electronAPI`:
 //   llmConfig: {create, read, update, delete, list, refreshCache, onChanged} (DESIGN §8),
-//   invoke(channel, params), on(topic, callback), onConnectionStatus(callback).
+//   invoke(channel, params), on(topic, callback), onConnectionStatus(callback), onWarning(callback).
 // The main process hands over the connection: `ipcMain.handle("bridge:connection",
 // () => ({url, token}))` — asked again on every reconnection attempt. Errors cross the
 // contextBridge as plain `{message, code, name, data}` (Error subclasses lose their fields).
@@ -47,4 +47,5 @@ contextBridge.exposeInMainWorld("electronAPI", {
   invoke: wrap((channel, params) => client.invoke(channel, params)),
   on: (topic, callback) => client.on(topic, callback),
   onConnectionStatus: (callback) => client.onStatus((status) => callback(status)),
+  onWarning: (callback) => client.onWarning((warning) => callback({ ...warning })),
 });

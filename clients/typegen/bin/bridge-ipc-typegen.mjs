@@ -4,18 +4,23 @@
 //   bridge-ipc-typegen --openrpc openrpc.json --out src/bridge-types.d.ts
 //   bridge-ipc-typegen --connection-file DATA_DIR/connection.json --out src/bridge-types.d.ts
 //   bridge-ipc-typegen --url ws://127.0.0.1:PORT --token-file FILE --out src/bridge-types.d.ts
+//   ... --hash-out src/bridge-schema.js   (also: .cjs, .json)
 //
-// From a running server it calls `rpc.discover` (token as `Authorization: Bearer`; or
-// BRIDGE_TOKEN). --check writes nothing and exits 1 when --out differs (for CI).
+// From a running server it calls `rpc.discover` and `bridge:hello` (token as
+// `Authorization: Bearer`; or BRIDGE_TOKEN); the types carry the document's `schemaHash`
+// (hello's; computed from the file with --openrpc), and --hash-out writes it as a module
+// exporting SCHEMA_HASH, for bridge-ipc's `schemaHash` option (contract drift is then
+// reported at connect). --check writes nothing and exits 1 when --out or --hash-out differs (for CI).
 import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import WebSocket from "ws";
-import { generateTypes } from "../generate.mjs";
+import { generateTypes, schemaHash, schemaHashModule } from "../generate.mjs";
 
-const USAGE = "usage: bridge-ipc-typegen (--openrpc FILE | --connection-file FILE | --url URL [--token-file FILE]) [--out FILE] [--check]";
+const USAGE =
+  "usage: bridge-ipc-typegen (--openrpc FILE | --connection-file FILE | --url URL [--token-file FILE]) [--out FILE] [--hash-out FILE.js|.mjs|.cjs|.json] [--check]";
 const TIMEOUT_MS = 10000;
 
-/** Call rpc.discover on `url` with `token`; resolves with the OpenRPC document. */
+/** Call rpc.discover and bridge:hello on `url` with `token`; resolves with `{doc, hash}`. */
 function discover(url, token) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
@@ -23,14 +28,26 @@ function discover(url, token) {
       ws.terminate();
       reject(new Error(`no answer to rpc.discover from ${url} within ${TIMEOUT_MS} ms`));
     }, TIMEOUT_MS);
-    ws.on("open", () => ws.send(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "rpc.discover" })));
+    const answers = new Map();
+    ws.on("open", () =>
+      ws.send(
+        JSON.stringify([
+          { jsonrpc: "2.0", id: 1, method: "rpc.discover" },
+          { jsonrpc: "2.0", id: 2, method: "bridge:hello" },
+        ]),
+      ),
+    );
     ws.on("message", (data) => {
       const message = JSON.parse(String(data));
-      if (message.id !== 1) return; // a notification
+      for (const item of Array.isArray(message) ? message : [message]) {
+        if (item.id === 1 || item.id === 2) answers.set(item.id, item); // else a notification
+      }
+      if (answers.size < 2) return;
       clearTimeout(timer);
       ws.close();
-      if (message.error) reject(new Error(`rpc.discover failed: ${message.error.message}`));
-      else resolve(message.result);
+      const failed = [...answers.values()].find((item) => item.error);
+      if (failed) reject(new Error(`${failed.id === 1 ? "rpc.discover" : "bridge:hello"} failed: ${failed.error.message}`));
+      else resolve({ doc: answers.get(1).result, hash: answers.get(2).result.schemaHash });
     });
     ws.on("unexpected-response", (_request, response) => {
       clearTimeout(timer);
@@ -51,6 +68,7 @@ async function main() {
       url: { type: "string" },
       "token-file": { type: "string" },
       out: { type: "string" },
+      "hash-out": { type: "string" },
       check: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -60,9 +78,11 @@ async function main() {
     return 0;
   }
   let doc;
+  let hash;
   let source;
   if (values.openrpc) {
     doc = JSON.parse(await readFile(values.openrpc, "utf8"));
+    hash = schemaHash(doc);
     source = values.openrpc;
   } else if (values["connection-file"] || values.url) {
     let url = values.url;
@@ -70,26 +90,33 @@ async function main() {
     if (values["connection-file"]) ({ url, token } = JSON.parse(await readFile(values["connection-file"], "utf8")));
     if (values["token-file"]) token = (await readFile(values["token-file"], "utf8")).trim();
     if (!token) throw new Error("no token: give --token-file, --connection-file or BRIDGE_TOKEN");
-    doc = await discover(url, token);
+    ({ doc, hash } = await discover(url, token));
     source = "rpc.discover";
   } else {
     console.error(USAGE);
     return 2;
   }
-  const output = await generateTypes(doc);
-  if (!values.out) {
-    process.stdout.write(output);
-    return 0;
+  const outputs = [[values.out, await generateTypes(doc, { schemaHash: hash })]];
+  const hashOut = values["hash-out"];
+  if (hashOut) {
+    const format = hashOut.endsWith(".json") ? "json" : hashOut.endsWith(".cjs") ? "cjs" : "esm";
+    outputs.push([hashOut, schemaHashModule(hash, format)]);
   }
-  if (values.check) {
-    const current = await readFile(values.out, "utf8").catch(() => "");
-    if (current === output) return 0;
-    console.error(`stale: ${values.out} differs from ${source}; run bridge-ipc-typegen again`);
-    return 1;
+  let stale = 0;
+  for (const [out, text] of outputs) {
+    if (!out) {
+      process.stdout.write(text);
+    } else if (values.check) {
+      const current = await readFile(out, "utf8").catch(() => "");
+      if (current === text) continue;
+      console.error(`stale: ${out} differs from ${source}; run bridge-ipc-typegen again`);
+      stale = 1;
+    } else {
+      await writeFile(out, text);
+      console.error(`wrote ${out}`);
+    }
   }
-  await writeFile(values.out, output);
-  console.error(`wrote ${values.out}`);
-  return 0;
+  return stale;
 }
 
 main().then(

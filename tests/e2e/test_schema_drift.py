@@ -1,0 +1,148 @@
+"""Contract drift caught at connect (DESIGN §8): the Python client compares ``schemaHash``.
+
+``BridgeClient`` expects bridge's built-in document's hash unless ``schema_hash`` names
+the application's own; another hash in ``bridge:hello`` is logged and given to
+``on_schema_mismatch`` or :func:`warnings.warn` — never silent — and the connection
+proceeds. Servers: a stock ``bridge serve --allow-shutdown`` (which also serves
+``bridge:shutdown``, as in sidecar mode, left out of the document) and the example application's own
+(``tests/helpers/app_sidecar.py``: one channel and one topic more).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+import bridge
+from bridge import app, schemas
+from bridge.client import BridgeClient, SchemaMismatchWarning, builtin_schema_hash
+from bridge.keystore import SecretBackend
+from tests.conftest import ServedBridge, start_bridge_process
+from tests.helpers.app_sidecar import load_example
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def sidecar(tmp_path: Path) -> Iterator[ServedBridge]:
+    """A stock ``bridge serve --allow-shutdown``: it serves ``bridge:shutdown``, as in sidecar mode."""
+    served = start_bridge_process(tmp_path / "data", "--allow-shutdown")
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture
+def app_sidecar(tmp_path: Path) -> Iterator[ServedBridge]:
+    """The example application's own sidecar (``app:echo``, ``app:tick``) on port 0."""
+    command = [sys.executable, "-m", "tests.helpers.app_sidecar", "serve", "--port", "0"]
+    command += ["--data-dir", str(tmp_path / "app-data"), "--secret-backend", "file"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert process.stdout is not None
+    import json  # noqa: PLC0415 - only this fixture reads a ready line by hand
+
+    ready = json.loads(process.stdout.readline())
+    assert ready["event"] == "ready", ready
+    served = ServedBridge(process, ready["url"], ready["token"], 0, tmp_path, ready, Path(os.devnull))
+    try:
+        yield served
+    finally:
+        assert served.stop() == 0
+
+
+def test_the_builtin_hash_is_the_committed_documents() -> None:
+    committed = (ROOT / "schemas" / "openrpc.json").read_bytes()
+    assert builtin_schema_hash() == "sha256:" + hashlib.sha256(committed).hexdigest()
+
+
+async def test_a_stock_sidecar_is_not_reported(sidecar: ServedBridge) -> None:
+    with warnings.catch_warnings(record=True) as caught, capture_logs() as logs:
+        warnings.simplefilter("always")
+        async with BridgeClient(sidecar.url, sidecar.token) as client:
+            hello = await client.hello()
+            assert "bridge:shutdown" in hello.channels  # served...
+            assert hello.schema_hash == builtin_schema_hash()  # ...and the hash does not move
+            assert client.schema_mismatch is None
+    assert [w.message for w in caught] == []
+    assert [entry for entry in logs if entry["event"] == "schema_hash_mismatch"] == []
+
+
+async def test_an_application_server_is_reported_with_both_hashes(app_sidecar: ServedBridge) -> None:
+    with warnings.catch_warnings(record=True) as caught, capture_logs() as logs:
+        warnings.simplefilter("always")
+        async with BridgeClient(app_sidecar.url, app_sidecar.token) as client:
+            echoed = await client.invoke("app:echo", {"text": "drift"})  # the connection proceeds
+            actual = (await client.hello()).schema_hash
+            assert client.schema_mismatch is not None
+    assert echoed == {"text": "drift", "length": 5}
+    assert actual != builtin_schema_hash()
+    (warning,) = [w.message for w in caught]
+    assert isinstance(warning, SchemaMismatchWarning)
+    assert (warning.expected, warning.actual) == (builtin_schema_hash(), actual)
+    assert builtin_schema_hash() in str(warning)
+    assert actual in str(warning)
+    (logged,) = [entry for entry in logs if entry["event"] == "schema_hash_mismatch"]
+    assert (logged["expected"], logged["actual"], logged["log_level"]) == (
+        builtin_schema_hash(),
+        actual,
+        "warning",
+    )
+
+
+async def test_a_callback_gets_the_mismatch_once_per_announced_hash(app_sidecar: ServedBridge) -> None:
+    seen: list[SchemaMismatchWarning] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = BridgeClient(
+            app_sidecar.url, app_sidecar.token, reconnect=True, on_schema_mismatch=seen.append
+        )
+        async with client:
+            actual = (await client.hello()).schema_hash
+            assert client._ws is not None
+            await client._ws.close()
+            await client.wait_connected(timeout_s=10)
+            await client.hello()  # reconnected, checked again: the same hash is not reported twice
+    assert [(m.expected, m.actual) for m in seen] == [(builtin_schema_hash(), actual)]
+    assert client.attempts >= 2
+    assert [w.message for w in caught] == []
+
+
+async def test_the_applications_own_hash_is_not_reported(app_sidecar: ServedBridge, tmp_path: Path) -> None:
+    # What the application publishes for its types: its registry's document, written by
+    # bridge.schemas as `bridge schemas` writes a stock server's (a built registry is needed
+    # for bridge's own channels: a started bridge's).
+    example = load_example()
+    running = await bridge.start_bridge(
+        bridge.BridgeOptions(
+            data_dir=tmp_path / "gen",
+            secrets=bridge.SecretOptions(backend=SecretBackend.FILE),
+            transport=bridge.TransportOptions(port=0),
+        ),
+        example.build_registry(),
+    )
+    try:
+        document, digest = app.published_document(running.registry)
+        assert running.schema_hash() == digest
+    finally:
+        await running.close()
+    out = tmp_path / "app-schemas"
+    assert schemas.write_schemas(out, channels=running.registry.channels, topics=running.registry.topics) == 0
+    file_hash = "sha256:" + hashlib.sha256((out / schemas.OPENRPC_FILE).read_bytes()).hexdigest()
+    assert file_hash == digest == schemas.schema_hash(document)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with BridgeClient(app_sidecar.url, app_sidecar.token, schema_hash=file_hash) as client:
+            assert (await client.hello()).schema_hash == file_hash
+            assert client.schema_mismatch is None
+    assert [w.message for w in caught] == []
