@@ -21,7 +21,14 @@ editable) and only the wheel's declared dependencies, linked from this environme
 network; no dev tools such as rich, no uvloop, no editable-install finder), and the echo
 server from the checkout's environment of that kind; all are started as ``python -m``.
 
-Run: ``.venv/bin/python benchmarks/cold_start.py --base <rev> [--runs 7] [--loop auto] [--installed]``.
+``--frozen EXE`` adds the frozen sidecar built by ``make sidecar`` (the one-folder
+build's executable, ``dist/sidecar/bridge-<triple>/bridge-<triple>``) as a fourth server,
+started with the same flags. ``--keyring`` adds ``after`` started with ``--secret-backend
+auto`` (the default: the OS keyring is probed, and the file used where there is none),
+so the keyring probe's extra cost shows beside ``--secret-backend file``.
+
+Run: ``.venv/bin/python benchmarks/cold_start.py --base <rev> [--runs 7] [--loop auto]
+[--installed] [--frozen EXE] [--keyring]``.
 """
 
 from __future__ import annotations
@@ -57,15 +64,26 @@ def pin(cmd: list[str]) -> list[str]:
     return ["taskset", "-c", str(SERVER_CPU), *cmd] if os.cpu_count() and os.cpu_count() > 1 else cmd  # type: ignore[operator]
 
 
+def serve_args(data_dir: Path, loop: str, backend: str = "file") -> list[str]:
+    """The ``bridge serve`` arguments every measured bridge gets."""
+    return ["serve", "--data-dir", str(data_dir), "--secret-backend", backend, "--port", "0", "--loop", loop]
+
+
 def bridge_cmd(
-    tree: Path, data_dir: Path, loop: str, *, importtime: bool = False, python: Path | None = None
+    tree: Path,
+    data_dir: Path,
+    loop: str,
+    *,
+    importtime: bool = False,
+    python: Path | None = None,
+    backend: str = "file",
 ) -> list[str]:
     """``bridge serve`` importing the package from ``tree`` (ahead of any installed one).
 
     With ``python`` (an environment holding the wheel): ``python -m bridge serve``.
     """
     flags = ["-X", "importtime"] if importtime else []
-    serve = ["serve", "--data-dir", str(data_dir), "--secret-backend", "file", "--port", "0", "--loop", loop]
+    serve = serve_args(data_dir, loop, backend)
     if python is not None:
         return [str(python), *flags, "-m", "bridge", *serve]
     code = f"import sys; sys.path.insert(0, {str(tree)!r}); from bridge.cli import main; sys.exit(main())"
@@ -226,6 +244,26 @@ def fmt(values: list[float]) -> str:
     return f"{statistics.median(values):.0f} ({min(values):.0f}–{max(values):.0f})"
 
 
+def measured_commands(
+    args: argparse.Namespace, base: Path, before: Path, pythons: dict[str, Path | None]
+) -> dict[str, list[str]]:
+    """The command of every measured server, by name: echo first, then each bridge."""
+    echo_python = pythons["after"] or Path(sys.executable)
+    commands = {
+        "echo": [str(echo_python), str(HERE / "echo_server.py"), "--loop", "asyncio"],
+        "before": bridge_cmd(before, base / "data-before", args.loop, python=pythons["before"]),
+        "after": bridge_cmd(ROOT, base / "data-after", args.loop, python=pythons["after"]),
+    }
+    if args.keyring:
+        commands["keyring"] = bridge_cmd(
+            ROOT, base / "data-keyring", args.loop, python=pythons["after"], backend="auto"
+        )
+    if args.frozen:
+        # The frozen build carries no uvloop choice of its own: the same --loop as the others.
+        commands["frozen"] = [str(args.frozen.resolve()), *serve_args(base / "data-frozen", args.loop)]
+    return commands
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--base", required=True, help="git revision of the 'before' bridge")
@@ -234,18 +272,17 @@ def main() -> None:
     parser.add_argument(
         "--installed", action="store_true", help="run each bridge from a venv holding its wheel"
     )
+    parser.add_argument("--frozen", type=Path, help="the frozen sidecar's executable (make sidecar)")
+    parser.add_argument(
+        "--keyring", action="store_true", help="also 'after' with --secret-backend auto (keyring probe)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bridge-cold-") as tmp:
         base = Path(tmp)
         before = base / "before"
         extract(args.base, before)
         pythons = environments(args.installed, before, base)
-        echo_python = pythons["after"] or Path(sys.executable)
-        commands = {
-            "echo": [str(echo_python), str(HERE / "echo_server.py"), "--loop", "asyncio"],
-            "before": bridge_cmd(before, base / "data-before", args.loop, python=pythons["before"]),
-            "after": bridge_cmd(ROOT, base / "data-after", args.loop, python=pythons["after"]),
-        }
+        commands = measured_commands(args, base, before, pythons)
         for tree in (before, ROOT):
             subprocess.run(
                 [sys.executable, "-m", "compileall", "-q", str(tree / "bridge")], check=True, env=CHILD_ENV
@@ -260,7 +297,7 @@ def main() -> None:
         for name in names:
             print(f"  {name:7s}  {fmt(answers[name]):23s}  {fmt(times[name]):21s}  {fmt(cpus[name])}")
         for label, series in (("first answer", answers), ("ready line", times)):
-            for name in ("before", "after"):
+            for name in names[1:]:
                 ratios = [b / e for b, e in zip(series[name], series["echo"], strict=True)]
                 spread = f"{min(ratios):.2f}–{max(ratios):.2f}"
                 print(f"  {name} / echo ({label}, wall): {statistics.median(ratios):.2f}× ({spread})")
