@@ -473,10 +473,21 @@ async def serve(
     conn_path = process.connection_file or options.data_dir / CONNECTION_FILE_NAME
     # Outside the data directory, the connection file's directories are checked too
     # (DESIGN §6): whoever could rename it could hand clients a URL and token of theirs.
+    # They are created (0700) before the check, so no other user can create one of them
+    # between the check and the write (as ``/tmp/app`` in sticky ``/tmp``).
+    datadir.make_private_dirs(conn_path.parent)
     datadir.enforce(
         datadir.check_parent_dirs(conn_path, trusted=options.data_dir), strict=options.check_permissions
     )
     bridge = await start_bridge(options, registry)
+    try:
+        # Checked again right before the write: fail closed if anything changed meanwhile
+        # (what the opt-out waives was logged by the first check; not logged twice).
+        again = datadir.check_parent_dirs(conn_path, trusted=options.data_dir)
+        datadir.enforce([f for f in again if options.check_permissions or not f.waivable], strict=True)
+    except BaseException:
+        await bridge.close()
+        raise
     loop = asyncio.get_running_loop()
     log.info("event_loop_selected", loop=f"{type(loop).__module__}.{type(loop).__name__}")
     # The signal handlers stay during the shutdown: a second SIGTERM must not kill it midway.

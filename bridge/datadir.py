@@ -33,6 +33,7 @@ findings; the non-blocking read and the exclusive temporary file still do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -216,6 +217,27 @@ def check_parent_dirs(path: Path, *, trusted: Path | None = None, uid: int | Non
             break
         directory = directory.parent
     return findings
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and each missing directory above it, one by one, mode 0700.
+
+    Unlike ``Path.mkdir(parents=True)``, whose parents get the umask's mode, every
+    component created here is 0700 (less what the umask removes). A component that
+    appears meanwhile (another user's, in a sticky directory like ``/tmp``) is left as it
+    is: call :func:`check_parent_dirs` after this, so such a directory is refused.
+
+    Raises:
+        OSError: a component cannot be created (other than because it exists).
+    """
+    missing: list[Path] = []
+    current = directory
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for component in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            component.mkdir(mode=0o700)
 
 
 DB_COMPANIONS: Final = ("", "-wal", "-shm", "-journal")

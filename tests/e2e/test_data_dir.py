@@ -23,8 +23,12 @@ from typing import Any
 
 import pytest
 
+from bridge import app
+from bridge.app import BridgeOptions, SecretOptions, TransportOptions
 from bridge.client import BridgeClient, read_connection_file
-from bridge.keystore import generate_data_key_text
+from bridge.errors import InsecurePathError
+from bridge.keystore import SecretBackend, generate_data_key_text
+from bridge.options import SidecarOptions
 from tests.conftest import openai_config, serve_command, start_bridge_process
 
 NOBODY = 65534
@@ -420,3 +424,96 @@ def test_an_open_connection_file_directory_is_used_with_the_opt_out_and_logged(t
     assert [(entry["path"], entry["problem"]) for entry in allowed] == [
         (str(open_dir), "is writable by group or others and not sticky (mode 0777)")
     ]
+
+
+class _ServedError(Exception):
+    """Raised by ``on_ready`` to end :func:`bridge.app.serve` once the file is written."""
+
+
+def _plant_between_check_and_write(monkeypatch: pytest.MonkeyPatch, plant: Any) -> None:
+    """Fault injection: run ``plant`` after serve()'s first directory check, before the write."""
+    real = app.start_bridge
+
+    async def racing(options: BridgeOptions, registry: Any = None) -> app.Bridge:
+        plant()
+        return await real(options, registry)
+
+    monkeypatch.setattr(app, "start_bridge", racing)
+
+
+def _options(data_dir: Path) -> BridgeOptions:
+    return BridgeOptions(
+        data_dir=data_dir,
+        secrets=SecretOptions(backend=SecretBackend.FILE),
+        transport=TransportOptions(port=0),
+    )
+
+
+async def test_connection_file_directory_is_ours_before_the_check_so_a_neighbour_cannot_plant_it(
+    shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /tmp/app does not exist yet: once skipped by the check and created by the write,
+    # nobody could create it in between and receive the URL and token in a directory of theirs.
+    place = shared / "app"
+    attempt: list[int] = []
+
+    def plant() -> None:
+        done = subprocess.run(
+            ["mkdir", "-m", "0777", str(place)],
+            user=NOBODY,
+            group=NOBODY,
+            extra_groups=[],
+            check=False,
+            capture_output=True,
+            timeout=TIMEOUT_S,
+        )
+        attempt.append(done.returncode)
+
+    _plant_between_check_and_write(monkeypatch, plant)
+    seen: list[tuple[int, int, list[str]]] = []
+
+    def ready(_bridge: app.Bridge) -> None:
+        info = place.stat()
+        seen.append((info.st_uid, stat.S_IMODE(info.st_mode), sorted(p.name for p in place.iterdir())))
+        raise _ServedError
+
+    with pytest.raises(_ServedError):
+        await app.serve(
+            _options(tmp_path / "data"),
+            sidecar_options=SidecarOptions(connection_file=place / "connection.json"),
+            on_ready=ready,
+        )
+
+    assert attempt != [0]  # nobody's mkdir failed: the directory was already ours
+    assert seen == [(os.geteuid(), 0o700, ["connection.json"])]
+
+
+async def test_connection_file_directory_changed_after_the_check_is_refused_before_the_write(
+    shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever happens to the directory between the first check and the write (here it is
+    # handed to nobody), the check right before the write fails closed.
+    place = shared / "app"
+
+    def plant() -> None:
+        if place.exists():
+            os.chown(place, NOBODY, NOBODY)
+        else:
+            as_nobody("mkdir", "-m", "0777", str(place))
+
+    _plant_between_check_and_write(monkeypatch, plant)
+    written: list[list[str]] = []
+
+    def ready(_bridge: app.Bridge) -> None:
+        written.append(sorted(p.name for p in place.iterdir()))
+        raise _ServedError
+
+    with pytest.raises(InsecurePathError, match=f"is owned by uid {NOBODY}"):
+        await app.serve(
+            _options(tmp_path / "data"),
+            sidecar_options=SidecarOptions(connection_file=place / "connection.json"),
+            on_ready=ready,
+        )
+
+    assert written == []
+    assert list(place.iterdir()) == []
