@@ -166,13 +166,17 @@ _MIGRATE_1_TO_2 = (
     ),
 )
 _MIGRATE_TO_4 = (
-    # Schema 3 logged positional arrays (in LOG_FIELDS order): rewrite them as the objects
-    # the triggers log now, value for value; anything else stays as it is (undecodable).
+    # Schemas 2 and 3 logged positional arrays (in LOG_FIELDS order; schema 2 as BLOBs of
+    # the JSON text): rewrite them as the objects the triggers log now, value for value;
+    # anything else stays as it is (undecodable).
     (
         "UPDATE changes SET row = json_object("
-        + ", ".join(f"'{name}', json_extract(row, '$[{i}]')" for i, name in enumerate(LOG_FIELDS))
-        + ") WHERE typeof(row) = 'text' AND json_valid(row) AND json_type(row) = 'array' "
-        f"AND json_array_length(row) = {len(LOG_FIELDS)}"
+        + ", ".join(
+            f"'{name}', json_extract(CAST(row AS TEXT), '$[{i}]')" for i, name in enumerate(LOG_FIELDS)
+        )
+        + ") WHERE typeof(row) IN ('text', 'blob') AND json_valid(CAST(row AS TEXT)) "
+        "AND json_type(CAST(row AS TEXT)) = 'array' "
+        f"AND json_array_length(CAST(row AS TEXT)) = {len(LOG_FIELDS)}"
     ),
     # Schema 1 logged no rows: such an entry stood for the row's present state (what the
     # feed used to read through a join); it now says so itself.

@@ -244,6 +244,16 @@ async def test_schema_2_database_from_the_previous_release_is_migrated_and_serve
     db = data / "bridge.db"
     store = SqliteConfigStore(db, poll_interval_s=0.05)
     await store.open()
+    # Schema 2 logged positional BLOBs: rewritten value for value, none left undecodable.
+    feed = await store.changes_since(0)
+    assert feed.changes is not None
+    assert [(c.revision, c.type.value, c.undecodable) for c in feed.changes] == [
+        (1, "created", False),
+        (2, "created", False),
+        (3, "created", False),
+        (4, "updated", False),
+        (5, "deleted", False),
+    ]
     key = load_data_key(data, SecretBackend.FILE, must_exist=True)
     svc = LlmConfigService(store, KeyCipher(key))
     try:
