@@ -177,12 +177,13 @@ class VersionConflictError(BridgeError):
     code = "VERSION_CONFLICT"
     default_message = "Version conflict"
 
-    def __init__(self, config_id: str, expected: int, actual: int) -> None:
-        """Build with the expected and the stored version."""
+    def __init__(self, config_id: str, expected: int, actual: int | None) -> None:
+        """Build with the expected and the stored version (None: the stored one is no integer)."""
         self.expected = expected
         self.actual = actual
+        at = "has no valid version" if actual is None else f"is at version {actual}"
         super().__init__(
-            f"Config {config_id} is at version {actual}, not {expected}",
+            f"Config {config_id} {at}, not {expected}",
             context={"id": config_id, "expectedVersion": expected, "actualVersion": actual},
         )
 

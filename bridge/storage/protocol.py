@@ -112,8 +112,11 @@ def checked_update(
     return mutate(current)
 
 
-def checked_delete(config_id: str, version: int | None, expected_version: int | None) -> bool:
+def checked_delete(config_id: str, version: object, expected_version: int | None) -> bool:
     """Check a delete against the locked row's ``version`` (None: no such row).
+
+    ``version`` is the stored value as read: another program may have written one that is
+    no integer (the row is quarantined, and a delete must still remove it).
 
     Returns:
         True when the row is to be deleted; False for an unknown id (no change, no error,
@@ -125,7 +128,8 @@ def checked_delete(config_id: str, version: int | None, expected_version: int | 
     if version is None:
         return False
     if expected_version is not None and expected_version != version:
-        raise VersionConflictError(config_id, expected_version, int(version))
+        actual = version if isinstance(version, int) and not isinstance(version, bool) else None
+        raise VersionConflictError(config_id, expected_version, actual)
     return True
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from bridge.errors import SchemaTooNewError
+from bridge.errors import SchemaTooNewError, VersionConflictError
 from bridge.keystore import KEY_FILE_NAME, KeyCipher, SecretBackend, load_data_key
 from bridge.models import LlmConfigInput
 from bridge.service import LlmConfigService
@@ -203,3 +203,33 @@ async def test_a_new_data_dir_and_its_files_are_private_to_the_user(tmp_path: Pa
     assert {"bridge.db", KEY_FILE_NAME} <= set(files)
     for name in files:
         assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+
+
+async def test_delete_with_expected_version_of_a_row_with_a_text_version_is_a_version_conflict(
+    tmp_path: Path,
+) -> None:
+    # Another program wrote version 'abc': the delete answers 4012 (not an internal error),
+    # and without expectedVersion it still removes the row.
+    db = tmp_path / "bridge.db"
+    store = SqliteConfigStore(db)
+    await store.open()
+    row_id = "00000000-0000-4000-8000-000000000001"
+    try:
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute(
+            "INSERT INTO configs (id, custom_name, name_key, provider, api_key_ct, api_key_preview, "
+            "base_url, use_auth_header, created_at, updated_at, version) VALUES (?, 'x', 'x', 'openai', "
+            "x'00', 'p', NULL, 1, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 'abc')",
+            (row_id,),
+        )
+        other.close()
+        with pytest.raises(VersionConflictError) as caught:
+            await store.delete(row_id, 1, 0)
+        assert caught.value.rpc_code == 4012
+        assert caught.value.actual is None
+        await store.delete(row_id, None, 0)
+    finally:
+        await store.close()
+    check = sqlite3.connect(db)
+    assert check.execute("SELECT COUNT(*) FROM configs").fetchone() == (0,)
+    check.close()

@@ -140,3 +140,11 @@ def test_is_logged_confirms_exactly_the_own_change() -> None:
     assert not is_logged(own, ROW.id, "updated", logged(ROW, version=2))
     assert not is_logged(own, ROW.id, "created", logged(ROW))
     assert not is_logged(own, ROW.id, "updated", b"junk")
+
+
+def test_delete_of_a_row_whose_stored_version_is_no_integer_conflicts_with_no_actual_version() -> None:
+    # Another program wrote version 'abc' (the row is quarantined): still 4012, not a crash.
+    with pytest.raises(VersionConflictError) as caught:
+        checked_delete(ROW.id, "abc", 1)
+    assert caught.value.context == {"id": ROW.id, "expectedVersion": 1, "actualVersion": None}
+    assert checked_delete(ROW.id, "abc", None) is True
