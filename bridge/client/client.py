@@ -160,6 +160,7 @@ class BridgeClient:
         self._expected_schema_hash = schema_hash
         self._on_schema_mismatch = on_schema_mismatch
         self._schema_mismatch: SchemaMismatchWarning | None = None
+        self._unwarned: SchemaMismatchWarning | None = None
 
     @classmethod
     def from_connection_file(cls, path: Path, **options: Any) -> BridgeClient:
@@ -212,8 +213,22 @@ class BridgeClient:
             AuthenticationError: the handshake was refused (401/403) ``max_auth_attempts`` times.
             ProtocolMismatchError: the server's ``protocolVersion`` is not ours.
             OSError: the server cannot be reached (without ``reconnect``).
+
+        Warns:
+            SchemaMismatchWarning: the server announces another ``schemaHash`` (without
+                ``on_schema_mismatch``); warned once connected, so a filter that raises it
+                (``-W error``) raises it from here with the connection open.
         """
         await self._connection.connect()
+        # Warned only now, connected, and at the caller's line: a warnings filter that
+        # raises (``-W error``) then cannot fail the connection itself.
+        self._warn_schema_mismatch(stacklevel=2)
+
+    def _warn_schema_mismatch(self, stacklevel: int = 1) -> None:
+        """``warnings.warn`` the mismatch not yet warned, if any; ``stacklevel`` counts from the caller."""
+        mismatch, self._unwarned = self._unwarned, None
+        if mismatch is not None:
+            warnings.warn(mismatch, stacklevel=stacklevel + 1)
 
     async def _after_open(self) -> None:
         """Check the protocol, then resync (reconnect mode)."""
@@ -226,6 +241,10 @@ class BridgeClient:
         self._check_schema(hello.schema_hash)
         if self._mirror is not None:
             await self._mirror.resync(lambda: self.invoke(api.LLM_CONFIG_SNAPSHOT.name))
+        if self._unwarned is not None:
+            # After a background reconnect no caller waits: warned once the connection is
+            # marked connected (this hook returns first), outside it.
+            asyncio.get_running_loop().call_soon(self._warn_schema_mismatch)
 
     def _check_schema(self, actual: str) -> None:
         """Report ``actual`` when it is not the expected ``schemaHash`` (once per announced hash)."""
@@ -238,7 +257,7 @@ class BridgeClient:
         mismatch = self._schema_mismatch = SchemaMismatchWarning(expected, actual)
         log.warning("schema_hash_mismatch", expected=expected, actual=actual)
         if self._on_schema_mismatch is None:
-            warnings.warn(mismatch, stacklevel=2)
+            self._unwarned = mismatch  # warned once connected (see connect)
             return
         try:
             self._on_schema_mismatch(mismatch)
@@ -260,7 +279,12 @@ class BridgeClient:
 
     async def __aenter__(self) -> Self:
         """Connect."""
-        await self.connect()
+        await self._connection.connect()
+        try:
+            self._warn_schema_mismatch(stacklevel=2)  # at the ``async with`` line
+        except BaseException:
+            await self.close()  # a filter raised it: the block never runs, nor __aexit__
+            raise
         return self
 
     async def __aexit__(

@@ -146,3 +146,53 @@ async def test_the_applications_own_hash_is_not_reported(app_sidecar: ServedBrid
             assert (await client.hello()).schema_hash == file_hash
             assert client.schema_mismatch is None
     assert [w.message for w in caught] == []
+
+
+async def test_under_warnings_as_errors_the_connection_proceeds_and_the_mismatch_is_raised_at_the_call(
+    app_sidecar: ServedBridge,
+) -> None:
+    client = BridgeClient(app_sidecar.url, app_sidecar.token)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(SchemaMismatchWarning):
+                await client.connect()
+        # Raised after the connection was made and marked connected: it is open and serves.
+        await client.wait_connected(timeout_s=0)
+        assert await client.invoke("app:echo", {"text": "on"}) == {"text": "on", "length": 2}
+        assert client.schema_mismatch is not None
+    finally:
+        await client.close()
+
+
+async def test_the_warning_points_at_the_callers_line(app_sidecar: ServedBridge) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = BridgeClient(app_sidecar.url, app_sidecar.token)
+        await client.connect()
+        await client.close()
+        async with BridgeClient(app_sidecar.url, app_sidecar.token):
+            pass
+    assert [(w.category, w.filename) for w in caught] == [(SchemaMismatchWarning, __file__)] * 2
+
+
+async def test_with_reconnect_under_warnings_as_errors_the_mismatch_is_raised_once_per_hash(
+    app_sidecar: ServedBridge,
+) -> None:
+    client = BridgeClient(app_sidecar.url, app_sidecar.token, reconnect=True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("error")
+            with pytest.raises(SchemaMismatchWarning):
+                await client.connect()
+            warnings.simplefilter("always")  # recorded from here on
+            await client.wait_connected(timeout_s=10)
+            attempts = client.attempts
+            assert client._ws is not None
+            await client._ws.close()
+            await client.wait_connected(timeout_s=10)
+            await client.hello()  # reconnected and checked again: the same hash, not warned again
+        assert client.attempts > attempts
+        assert caught == []
+    finally:
+        await client.close()
