@@ -18,8 +18,10 @@ JSON-RPC 2.0 §4.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import orjson
@@ -744,3 +746,18 @@ OPTIONAL_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (BRIDGE_SHUTDOWN,)
 document leaves them out, so it and its ``schemaHash`` do not depend on the mode."""
 BUILTIN_TOPICS: tuple[TopicSpec, ...] = (LLM_CONFIG_CHANGED,)
 """Every topic a stock ``bridge serve`` publishes."""
+
+
+OPENRPC_RESOURCE: Final = "openrpc.json"
+"""Package data: a stock server's OpenRPC document (``schemas/openrpc.json``'s bytes)."""
+
+
+@functools.cache
+def builtin_openrpc() -> tuple[bytes, str]:
+    """Return the package data ``bridge/openrpc.json``'s bytes and their ``schemaHash``.
+
+    Read once. The bytes are canonical (DESIGN §5), so the hash (``sha256:<hex>`` of the
+    bytes) is what a stock ``bridge serve`` announces in ``bridge:hello``.
+    """
+    raw = resources.files("bridge").joinpath(OPENRPC_RESOURCE).read_bytes()
+    return raw, "sha256:" + hashlib.sha256(raw).hexdigest()

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import os
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +90,8 @@ class Bridge:
     service: LlmConfigService
     server: BridgeServer
     store: ConfigStore
+    channels: BridgeChannels = field(repr=False)
+    """The ``bridge:hello`` and ``rpc.discover`` handlers (they cache the document)."""
 
     def connection_info(self) -> ConnectionInfo:
         """Where clients reach this bridge: the ready line / connection file's content."""
@@ -102,10 +102,10 @@ class Bridge:
         """The ``schemaHash`` this bridge announces in ``bridge:hello`` (``sha256:<hex>``).
 
         What a client's ``schema_hash`` option should be when its types describe this
-        registry (:func:`published_document`; generated for a registry with channels of
-        its own, so call it once).
+        registry (:func:`published_document`; generated once, for a registry with channels
+        of its own, and shared with ``rpc.discover``).
         """
-        return published_document(self.registry)[1]
+        return self.channels.document()[1]
 
     def notify(self, topic: api.TopicSpec, payload: WireModel) -> None:
         """Send a notification on an application topic to every renderer (held while a batch runs)."""
@@ -116,10 +116,6 @@ class Bridge:
         await self.server.shutdown()
         await self.service.close()
         await self.store.close()
-
-
-OPENRPC_RESOURCE = "openrpc.json"
-"""Package data: the OpenRPC document of a stock server (``schemas/openrpc.json``'s bytes)."""
 
 
 def _published(registry: api.Registry) -> list[api.ChannelSpec[Any, Any]]:
@@ -151,8 +147,8 @@ def published_document(registry: api.Registry) -> tuple[dict[str, Any], str]:
         ``(document, "sha256:<hex>")`` — the hash of the document's canonical bytes (DESIGN §5).
     """
     if _is_stock(registry):
-        raw = resources.files("bridge").joinpath(OPENRPC_RESOURCE).read_bytes()
-        return orjson.loads(raw), "sha256:" + hashlib.sha256(raw).hexdigest()
+        raw, digest = api.builtin_openrpc()
+        return orjson.loads(raw), digest
     from bridge import schemas  # noqa: PLC0415 - generated only when asked for
 
     document = schemas.openrpc_document(_published(registry), registry.topics)
@@ -312,7 +308,7 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         await service.close()
         await store.close()
         raise
-    return Bridge(server.url, token, registry, service, server, store)
+    return Bridge(server.url, token, registry, service, server, store, builtin)
 
 
 def _shallow_fields(options: TransportOptions) -> dict[str, Any]:

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -53,19 +50,14 @@ R = TypeVar("R")
 
 Callback = Callable[[Any], None]
 
-OPENRPC_RESOURCE = "openrpc.json"
-"""Package data: the OpenRPC document of bridge's built-in channels (``schemas/openrpc.json``'s bytes)."""
 
-
-@functools.cache
 def builtin_schema_hash() -> str:
     """Return the ``schemaHash`` of bridge's built-in OpenRPC document (``sha256:<hex>``).
 
     Read once from the package data ``bridge/openrpc.json``, whose bytes are canonical
     (DESIGN §5): the hash a stock ``bridge serve`` announces in ``bridge:hello``.
     """
-    raw = resources.files("bridge").joinpath(OPENRPC_RESOURCE).read_bytes()
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
+    return api.builtin_openrpc()[1]
 
 
 class SchemaMismatchWarning(UserWarning):
