@@ -525,13 +525,14 @@ class LlmConfigService:
 
         def op(since: int) -> Awaitable[WriteOutcome]:
             # Built under the write lock (the quarantine is current); the store runs the
-            # pure merge inside its transaction, on the row it locked.
+            # pure merge inside its transaction, on the row it locked, and the merge reads
+            # the clock there: not before BEGIN IMMEDIATE, which may wait for the lock.
             mutate = functools.partial(
                 merge_patch,
                 changes=changes,
                 cipher=self._cipher,
                 quarantined=config_id in self._quarantine,
-                now=utc_now(),
+                now=utc_now,
             )
             return self._store.update(config_id, mutate, expected_version, since)
 
@@ -692,7 +693,7 @@ class LlmConfigService:
         """
         while self._stale:
             config_id, row = self._stale.popitem()
-            rederive = functools.partial(rederive_row, cipher=self._cipher, now=utc_now())
+            rederive = functools.partial(rederive_row, cipher=self._cipher, now=utc_now)
             try:
                 outcome = await self._store.update(config_id, rederive, None, self._revision)
             except DuplicateConfigNameError:

@@ -9,6 +9,7 @@ method of a live service runs inside a transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -49,7 +50,12 @@ def _with_key_rule(
 
 
 def merge_patch(
-    current: StoredConfig, *, changes: dict[str, Any], cipher: KeyCipher, quarantined: bool, now: str
+    current: StoredConfig,
+    *,
+    changes: dict[str, Any],
+    cipher: KeyCipher,
+    quarantined: bool,
+    now: Callable[[], str],
 ) -> StoredConfig | None:
     """Return the row after ``changes``, or None when nothing changes.
 
@@ -62,10 +68,11 @@ def merge_patch(
         changes: the patch's fields that were set (snake_case; ``LlmConfigPatch.changes``).
         cipher: opens the stored key (to compare and to merge) and seals a changed one.
         quarantined: the service holds ``current`` out of its cache.
-        now: the update's time (ISO 8601 UTC, milliseconds, ``Z``).
+        now: the clock, called once when the row is built (inside the write transaction,
+            not before it waits for the lock): ISO 8601 UTC, milliseconds, ``Z``.
 
     Returns:
-        The row to write (``updated_at`` = ``now``, version + 1 for the record: the
+        The row to write (``updated_at`` = ``now()``, version + 1 for the record: the
         database sets the final version), or None for a no-op.
 
     Raises:
@@ -106,6 +113,7 @@ def merge_patch(
         return None
     key_changed = repair or valid.api_key != old_key
     created_ok = isinstance(current.created_at, str) and valid_timestamp(current.created_at)
+    stamp = now()
     return replace(
         current,
         custom_name=valid.custom_name,
@@ -115,13 +123,13 @@ def merge_patch(
         api_key_preview=api_key_preview(valid.api_key),
         base_url=valid.base_url,
         use_auth_header=valid.use_auth_header,
-        created_at=current.created_at if created_ok else now,
-        updated_at=now,
+        created_at=current.created_at if created_ok else stamp,
+        updated_at=stamp,
         version=current.version + 1 if type(current.version) is int else 1,
     )
 
 
-def rederive_row(current: StoredConfig, *, cipher: KeyCipher, now: str) -> StoredConfig | None:
+def rederive_row(current: StoredConfig, *, cipher: KeyCipher, now: Callable[[], str]) -> StoredConfig | None:
     """Return ``current`` with its derived fields recomputed, or None when they are fresh.
 
     Another program may edit a name or a key without its name key or preview: they are
@@ -130,11 +138,12 @@ def rederive_row(current: StoredConfig, *, cipher: KeyCipher, now: str) -> Store
     Args:
         current: the stored row, as locked by the write transaction.
         cipher: opens the stored key for its preview.
-        now: the rewrite's time (ISO 8601 UTC, milliseconds, ``Z``).
+        now: the clock, called (once) only when the row is rewritten, inside the write
+            transaction: ISO 8601 UTC, milliseconds, ``Z``.
 
     Raises:
         DecryptionError: the stored key does not open.
     """
     api_key = cipher.decrypt(current.api_key_ct, current.id)
     fresh = replace(current, name_key=name_key(current.custom_name), api_key_preview=api_key_preview(api_key))
-    return None if fresh == current else replace(fresh, updated_at=now)
+    return None if fresh == current else replace(fresh, updated_at=now())

@@ -15,8 +15,9 @@ from structlog.testing import capture_logs
 
 from bridge.errors import SchemaTooNewError, VersionConflictError
 from bridge.keystore import KEY_FILE_NAME, KeyCipher, SecretBackend, load_data_key
-from bridge.models import LlmConfigInput
+from bridge.models import LlmConfigInput, LlmConfigPatch
 from bridge.service import LlmConfigService
+from bridge.service import llm_config as llm_config_module
 from bridge.storage import SqliteConfigStore
 from bridge.storage.sqlite import SCHEMA_VERSION
 from tests.conftest import ANTHROPIC_KEY, CUSTOM_KEY, GOOGLE_KEY, OPENAI_KEY
@@ -233,3 +234,43 @@ async def test_delete_with_expected_version_of_a_row_with_a_text_version_is_a_ve
     check = sqlite3.connect(db)
     assert check.execute("SELECT COUNT(*) FROM configs").fetchone() == (0,)
     check.close()
+
+
+_OPENAI = {"customName": "o", "provider": "openai", "apiKey": OPENAI_KEY}
+
+
+async def test_an_update_stamps_updated_at_inside_its_write_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # BEGIN IMMEDIATE may wait (up to the busy timeout) for another writer: a time read
+    # before it would be stale. The clock is a spy (it returns the real time) that checks,
+    # when read, that the store holds the write lock: another writer cannot begin.
+    db = tmp_path / "bridge.db"
+    store = SqliteConfigStore(db)
+    await store.open()
+    svc = LlmConfigService(store, KeyCipher(load_data_key(tmp_path, SecretBackend.FILE, must_exist=False)))
+    real = llm_config_module.utc_now
+    reads: list[tuple[bool, str]] = []
+
+    def clock() -> str:
+        probe = sqlite3.connect(db, isolation_level=None, timeout=0)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            locked = False
+        except sqlite3.OperationalError:
+            locked = True
+        finally:
+            probe.close()
+        reads.append((locked, real()))
+        return reads[-1][1]
+
+    try:
+        view = await svc.create(LlmConfigInput.model_validate({**_OPENAI, "customName": "before"}))
+        monkeypatch.setattr(llm_config_module, "utc_now", clock)
+        updated = await svc.update(view.id, LlmConfigPatch.model_validate({"customName": "after"}))
+    finally:
+        await svc.close()
+        await store.close()
+    assert [locked for locked, _ in reads] == [True]
+    assert updated.updated_at == reads[0][1]
