@@ -281,7 +281,9 @@ def build_feed(
     written = own is not None
     if entries is None:
         return WriteOutcome(None, current, revision, written=written)
-    changes = [_decode_entry(entry) for entry in entries]
+    # The writer's own log entry (at its revision) is never decoded: the stores read up to
+    # the revision before the write, and one passed anyway is superseded by ``own``.
+    changes = [_decode_entry(entry) for entry in entries if own is None or entry[0] != own.revision]
     if own is not None:
         changes.append(own)
         present = {key: row for key, row in present.items() if key != own.id}

@@ -107,7 +107,7 @@ def test_feed_puts_others_changes_first_and_the_own_change_is_never_decoded() ->
     own = own_change(Written(ROW.id, ROW, ROW), 6, 7)
     # The writer's own entry in the log is junk: the feed does not read it.
     outcome = build_feed(
-        [(5, "created", other.id, logged(other))],
+        [(5, "created", other.id, logged(other)), (7, "updated", ROW.id, b"junk")],
         {other.id: other, ROW.id: ROW},
         revision=7,
         own=own,
