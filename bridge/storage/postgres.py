@@ -47,9 +47,6 @@ from bridge.storage.base import (
     row_values,
 )
 from bridge.storage.protocol import (
-    CHANGE_LOG_KEEP,
-    KEY_ID_BYTES,
-    TRIM_EVERY,
     LogEntry,
     Written,
     build_feed,
@@ -57,7 +54,6 @@ from bridge.storage.protocol import (
     checked_update,
     feed_reaches,
     is_logged,
-    log_object_pairs,
     make_row,
     own_change,
 )
@@ -70,11 +66,6 @@ Version 2 adds the write trigger: every write, whoever makes it, is revisioned a
 CHANNEL: Final = "bridge_changes"
 """The ``LISTEN/NOTIFY`` channel every instance of one database shares."""
 _MIGRATION_LOCK: Final = 0x6272_6964_6765  # "bridge": one advisory lock id for migrations
-
-_LOG_PAIRS: Final = log_object_pairs(
-    lambda c: "rev" if c == "revision" else f"NEW.{c}", lambda e: f"encode({e}, 'hex')"
-)
-"""The change-log object (:mod:`bridge.storage.protocol`'s codec) of the row being written."""
 
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: (
@@ -112,8 +103,11 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     # takes the next revision under the counter row's lock (so revisions follow commit
     # order), sets the row's revision, version + 1 (updates), seq (inserts: creation
     # order) and key_id, logs the row as of that revision and notifies the instances.
+    # Frozen as text (the channel, key-id length, trim figures and the log object's
+    # fields written out): a recorded migration must not change with later constants.
     2: (
-        f"""CREATE FUNCTION bridge_configs_write() RETURNS trigger LANGUAGE plpgsql AS $$
+        (
+            """CREATE FUNCTION bridge_configs_write() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
             rev bigint;
         BEGIN
@@ -126,10 +120,10 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             END IF;
             IF TG_OP = 'DELETE' THEN
                 INSERT INTO bridge_changes (revision, id, type, row) VALUES (rev, OLD.id, 'deleted', NULL);
-                PERFORM pg_notify('{CHANNEL}', json_build_object('id', OLD.id, 'revision', rev)::text);
+                PERFORM pg_notify('bridge_changes', json_build_object('id', OLD.id, 'revision', rev)::text);
             ELSE
                 NEW.revision := rev;
-                NEW.key_id := substring(NEW.api_key_ct from 1 for {KEY_ID_BYTES});
+                NEW.key_id := substring(NEW.api_key_ct from 1 for 8);
                 IF TG_OP = 'UPDATE' THEN
                     NEW.version := OLD.version + 1;
                     NEW.seq := OLD.seq;
@@ -138,17 +132,24 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
                 END IF;
                 INSERT INTO bridge_changes (revision, id, type, row) VALUES (
                     rev, NEW.id, CASE TG_OP WHEN 'INSERT' THEN 'created' ELSE 'updated' END,
-                    convert_to(json_build_object({_LOG_PAIRS})::text, 'UTF8'));
-                PERFORM pg_notify('{CHANNEL}', json_build_object('id', NEW.id, 'revision', rev)::text);
+                    convert_to(json_build_object("""
+            "'id', NEW.id, 'custom_name', NEW.custom_name, 'name_key', NEW.name_key, "
+            "'provider', NEW.provider, 'api_key_ct', encode(NEW.api_key_ct, 'hex'), "
+            "'api_key_preview', NEW.api_key_preview, 'base_url', NEW.base_url, "
+            "'use_auth_header', NEW.use_auth_header, 'created_at', NEW.created_at, "
+            "'updated_at', NEW.updated_at, 'version', NEW.version, 'revision', rev"
+            """)::text, 'UTF8'));
+                PERFORM pg_notify('bridge_changes', json_build_object('id', NEW.id, 'revision', rev)::text);
             END IF;
-            IF rev % {TRIM_EVERY} = 0 THEN
-                DELETE FROM bridge_changes WHERE revision <= rev - {CHANGE_LOG_KEEP};
+            IF rev % 1000 = 0 THEN
+                DELETE FROM bridge_changes WHERE revision <= rev - 10000;
             END IF;
             IF TG_OP = 'DELETE' THEN
                 RETURN OLD;
             END IF;
             RETURN NEW;
-        END $$""",
+        END $$"""
+        ),
         "ALTER TABLE bridge_configs ALTER COLUMN seq SET DEFAULT 0",
         "ALTER TABLE bridge_configs ALTER COLUMN revision SET DEFAULT 0",
         "ALTER TABLE bridge_configs ALTER COLUMN key_id SET DEFAULT ''::bytea",

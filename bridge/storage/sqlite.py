@@ -36,7 +36,6 @@ from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreSt
 from bridge.storage.protocol import (
     CHANGE_LOG_KEEP,
     KEY_ID_BYTES,
-    LOG_FIELDS,
     TRIM_EVERY,
     LogEntry,
     Written,
@@ -165,24 +164,48 @@ _MIGRATE_1_TO_2 = (
         "(SELECT MAX(c.revision) FROM changes c WHERE c.id = configs.id), 0)"
     ),
 )
+_SCHEMA_3_LOG_FIELDS: Final = (
+    "id",
+    "custom_name",
+    "name_key",
+    "provider",
+    "api_key_ct",
+    "api_key_preview",
+    "base_url",
+    "use_auth_header",
+    "created_at",
+    "updated_at",
+    "version",
+    "revision",
+)
+"""Frozen: the positions of schema 3's logged arrays and the keys of schema 4's objects.
+
+A recorded migration must do the same whatever later releases change in
+:class:`~bridge.storage.base.StoredConfig`, so it is not built from the live columns."""
+_SCHEMA_4_LOG_OBJECT: Final = (
+    "json_object("
+    + ", ".join(f"'{n}', {f'hex({n})' if n == 'api_key_ct' else n}" for n in _SCHEMA_3_LOG_FIELDS)
+    + ")"
+)
 _MIGRATE_TO_4 = (
-    # Schemas 2 and 3 logged positional arrays (in LOG_FIELDS order; schema 2 as BLOBs of
-    # the JSON text): rewrite them as the objects the triggers log now, value for value;
-    # anything else stays as it is (undecodable).
+    # Schemas 2 and 3 logged positional arrays (schema 2 as BLOBs of the JSON text):
+    # rewrite them as the objects schema 4's triggers log, value for value; anything else
+    # stays as it is (undecodable).
     (
         "UPDATE changes SET row = json_object("
         + ", ".join(
-            f"'{name}', json_extract(CAST(row AS TEXT), '$[{i}]')" for i, name in enumerate(LOG_FIELDS)
+            f"'{name}', json_extract(CAST(row AS TEXT), '$[{i}]')"
+            for i, name in enumerate(_SCHEMA_3_LOG_FIELDS)
         )
         + ") WHERE typeof(row) IN ('text', 'blob') AND json_valid(CAST(row AS TEXT)) "
         "AND json_type(CAST(row AS TEXT)) = 'array' "
-        f"AND json_array_length(CAST(row AS TEXT)) = {len(LOG_FIELDS)}"
+        f"AND json_array_length(CAST(row AS TEXT)) = {len(_SCHEMA_3_LOG_FIELDS)}"
     ),
     # Schema 1 logged no rows: such an entry stood for the row's present state (what the
     # feed used to read through a join); it now says so itself.
     (
-        f"UPDATE changes SET row = (SELECT {_LOG_OBJECT} FROM configs WHERE configs.id = changes.id) "
-        "WHERE row IS NULL AND type <> 'deleted'"
+        f"UPDATE changes SET row = (SELECT {_SCHEMA_4_LOG_OBJECT} FROM configs "
+        "WHERE configs.id = changes.id) WHERE row IS NULL AND type <> 'deleted'"
     ),
 )
 _CONFIG_COLUMNS: Final = frozenset(_ALL_COLUMNS)

@@ -274,3 +274,32 @@ async def test_an_update_stamps_updated_at_inside_its_write_transaction(
         await store.close()
     assert [locked for locked, _ in reads] == [True]
     assert updated.updated_at == reads[0][1]
+
+
+_RELOAD_WITH_A_NEW_FIELD = """
+import importlib, json
+from bridge.storage import base, postgres, protocol, sqlite
+def recorded():
+    return [list(sqlite._MIGRATE_TO_4), list(postgres._MIGRATIONS[2])]
+before = recorded()
+# A later release: one more field, other log figures; the storage modules rebuilt on them.
+base.COLUMNS = protocol.LOG_FIELDS = (*base.COLUMNS[:2], "added_later", *base.COLUMNS[2:])
+protocol.KEY_ID_BYTES, protocol.TRIM_EVERY, protocol.CHANGE_LOG_KEEP = 4, 7, 50
+importlib.reload(sqlite)
+importlib.reload(postgres)
+print(json.dumps({"same": recorded() == before, "live": "added_later" in sqlite._LOG_OBJECT}))
+"""
+
+
+def test_recorded_migrations_do_not_change_with_later_fields_or_constants() -> None:
+    # SQLite's schema-4 rewrite of schema 3's positional arrays and PostgreSQL's step 2
+    # trigger are history: a field added later must not shift what they do. Run in a
+    # child process, which rebuilds the storage modules on changed constants.
+    done = subprocess.run(
+        [sys.executable, "-c", _RELOAD_WITH_A_NEW_FIELD],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert json.loads(done.stdout) == {"same": True, "live": True}
