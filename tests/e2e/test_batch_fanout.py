@@ -217,6 +217,22 @@ def revisions(messages: list[Any]) -> list[int]:
     return [m["params"]["revision"] for m in messages]
 
 
+async def pause_a_batch(
+    sender: ClientConnection, observer: socket.socket, gates: Gates
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Create configs A and B, then send ``[update A → "A1", gate 1, update B → "B1"]``.
+
+    Returns when the batch waits at gate 1 (A1 committed, B1 not yet), with the observer's
+    earlier notifications read; returns A and B as created.
+    """
+    a = await create(sender, "A")
+    b = await create(sender, "B")
+    await received_so_far(observer)
+    await sender.send(orjson.dumps([update(a["id"], "A1", 1), gate(1, 2), update(b["id"], "B1", 3)]).decode())
+    await gates.reached(1)
+    return a, b
+
+
 # ---- tests --------------------------------------------------------------------------
 
 
@@ -224,13 +240,7 @@ async def test_a_batch_holds_its_notifications_until_it_ends_then_sends_them_in_
     bridge: Bridge, gates: Gates, observer: socket.socket
 ) -> None:
     async with await open_ws(bridge) as sender:
-        a = await create(sender, "A")
-        b = await create(sender, "B")
-        await received_so_far(observer)
-        await sender.send(
-            orjson.dumps([update(a["id"], "A1", 1), gate(1, 2), update(b["id"], "B1", 3)]).decode()
-        )
-        await gates.reached(1)
+        a, b = await pause_a_batch(sender, observer, gates)
 
         # A1 is committed, but its event waits for the end of the batch.
         assert await received_so_far(observer) == []
@@ -425,13 +435,7 @@ async def test_shutdown_during_a_held_batch_sends_its_notifications_before_closi
     bridge: Bridge, gates: Gates, observer: socket.socket
 ) -> None:
     async with await open_ws(bridge) as sender:
-        a = await create(sender, "A")
-        b = await create(sender, "B")
-        await received_so_far(observer)
-        await sender.send(
-            orjson.dumps([update(a["id"], "A1", 1), gate(1, 2), update(b["id"], "B1", 3)]).decode()
-        )
-        await gates.reached(1)
+        a, _ = await pause_a_batch(sender, observer, gates)
         closing_task = asyncio.create_task(bridge.server.shutdown())
         gates.open(1)
         notes, reply = await until_reply(sender)
@@ -509,13 +513,7 @@ async def test_a_connection_opened_during_a_held_batch_gets_only_later_notificat
     bridge: Bridge, gates: Gates, observer: socket.socket
 ) -> None:
     async with await open_ws(bridge) as sender:
-        a = await create(sender, "A")
-        b = await create(sender, "B")
-        await received_so_far(observer)
-        await sender.send(
-            orjson.dumps([update(a["id"], "A1", 1), gate(1, 2), update(b["id"], "B1", 3)]).decode()
-        )
-        await gates.reached(1)
+        a, b = await pause_a_batch(sender, observer, gates)
         with closing(await listener(bridge)) as late:
             gates.open(1)
             await until_reply(sender)

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "custom_channel.py"
-
-
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("custom_channel_example", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers.app_sidecar import load_example
 
 
 async def test_custom_channel_and_topic_are_served_and_published(tmp_path: Path) -> None:
