@@ -113,7 +113,7 @@ _VIEW_FIELDS: Final = frozenset({"id", "created_at", "updated_at", "version"})
 def _check_names(
     model: type[WireModel], unique: tuple[str, ...], secret: tuple[str, ...], refs: dict[str, Ref]
 ) -> None:
-    """Refuse rules that clash: the view's own fields, a preview's name, a secret also unique or a reference."""
+    """Refuse clashing rules: the view's own fields, a preview's name, a secret unique or a reference."""
     fields = model.model_fields
     taken = _VIEW_FIELDS & set(fields)
     if taken:
