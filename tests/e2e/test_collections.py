@@ -19,7 +19,7 @@ import bridge
 from bridge.client import BridgeClient
 from bridge.errors import ConfigNotFoundError, DuplicateConfigNameError, ValidationError, VersionConflictError
 from tests.conftest import openai_config
-from tests.helpers.templates import load_example, running, start_sidecar, stop_sidecar
+from tests.helpers.templates import load_example, options, running, start_sidecar, stop_sidecar
 
 TEMPLATE_KEYS = {"id", "name", "template", "model", "createdAt", "updatedAt", "version"}
 
@@ -263,3 +263,15 @@ async def test_a_bad_row_is_quarantined_and_the_connection_stays_healthy(tmp_pat
         [(bad_id, "name.INVALID_LENGTH"), (junk_id, "UNDECODABLE_ROW")]
     )
     assert "secret-ish" not in repr(logs)
+
+
+@pytest.mark.parametrize("name", ["collections.db", "collections.db-wal"])
+async def test_a_collections_file_writable_by_others_is_refused(tmp_path: Path, name: str) -> None:
+    data = tmp_path / "data"
+    async with running(data):
+        pass
+    target = data / name
+    target.touch()
+    target.chmod(0o666)
+    with pytest.raises(bridge.InsecurePathError, match=r"writable by group or others \(mode 0666\)"):
+        await bridge.start_bridge(options(data), load_example().build_registry())
