@@ -592,3 +592,44 @@ async def reseal_secrets(store: CollectionStore, cipher: KeyCipher) -> tuple[int
 
     resealed = await store.reseal(seal)
     return resealed, unopened, await store.key_ids()
+
+
+def examine_items(
+    items: builtins.list[tuple[str, StoredItem]], cipher: KeyCipher | None
+) -> builtins.list[tuple[str, str, str]]:
+    """The checks ``bridge doctor`` can make without the application's definitions.
+
+    A row whose fields do not decode, or a secret that no key opens for its collection,
+    item and field, is one the server would quarantine (the model's own rules need the
+    application and are not checked here).
+
+    Returns:
+        ``(collection, printable id, reason)`` per finding, in creation order.
+    """
+    findings: builtins.list[tuple[str, str, str]] = []
+    for collection, item in items:
+        reason = None
+        if item.data is None:
+            reason = UNDECODABLE_ROW
+        elif SEALED in item.data and not isinstance(item.data[SEALED], dict):
+            reason = f"{SEALED}.INVALID_FORMAT"
+        else:
+            reason = _examine_secrets(collection, item, cipher)
+        if reason is not None:
+            findings.append((collection, printable_id(item.id), reason))
+    return findings
+
+
+def _examine_secrets(collection: str, item: StoredItem, cipher: KeyCipher | None) -> str | None:
+    for field, raw in sealed_values(item.data).items():
+        try:
+            blob = bytes.fromhex(raw)
+        except (ValueError, TypeError):
+            return f"{field}.INVALID_FORMAT"
+        if cipher is None or not cipher.knows(blob[:KEY_ID_BYTES]):
+            return UNKNOWN_KEY_ID
+        try:
+            cipher.decrypt(blob, associated_data(collection, item.id, field))
+        except DecryptionError:
+            return CIPHERTEXT_AUTH_FAILED
+    return None

@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS changes (
     PRIMARY KEY (collection, revision)
 );
 """
+_EXAMINE: Final = f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
 _SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items"  # noqa: S608 - fixed column names
 
 
@@ -456,3 +457,25 @@ def _transaction(
             conn.execute("ROLLBACK")
         raise
     return feed
+
+
+def examine_collections(path: Path) -> tuple[int, list[tuple[str, StoredItem]]]:
+    """Read ``collections.db`` on a read-only connection (``bridge doctor``), changing no byte.
+
+    Returns:
+        ``(schema version, [(collection, item)] in creation order)``.
+
+    Raises:
+        sqlite3.DatabaseError: the file is not a database, or ``quick_check`` fails.
+    """
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.text_factory = _text
+    try:
+        (check,) = conn.execute("PRAGMA quick_check").fetchone()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {check}")
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        rows = conn.execute(_EXAMINE).fetchall()
+    finally:
+        conn.close()
+    return int(version), [(collection, make_item(tuple(values))) for collection, *values in rows]
