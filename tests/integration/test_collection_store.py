@@ -171,3 +171,17 @@ async def test_the_log_is_trimmed_and_a_reader_behind_it_reloads(
     assert sorted(e.id for e in seen if e.type.value == "created") == sorted(m.id for m in made[1:])
     await writer.close()
     await reader.close()
+
+
+async def test_a_damaged_file_is_moved_aside_with_its_bytes_and_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "collections.db"
+    path.write_bytes(b"this is not a database" * 100)
+    store = SqliteCollectionStore(path)
+    await store.open()
+    try:
+        assert store.recovered_from is not None
+        assert Path(store.recovered_from).read_bytes() == b"this is not a database" * 100
+        assert await store.load("c") == (0, [])
+        await store.insert("c", str(uuid.uuid4()), {}, keys=[], now=NOW, since=0)
+    finally:
+        await store.close()
