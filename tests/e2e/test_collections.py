@@ -275,3 +275,44 @@ async def test_a_collections_file_writable_by_others_is_refused(tmp_path: Path, 
     target.chmod(0o666)
     with pytest.raises(bridge.InsecurePathError, match=r"writable by group or others \(mode 0666\)"):
         await bridge.start_bridge(options(data), load_example().build_registry())
+
+
+class Folder(bridge.WireModel):
+    """A folder of templates."""
+
+    title: str
+
+
+class Filed(bridge.WireModel):
+    """A template filed in a folder (a reference between two collections of the application)."""
+
+    label: str
+    folder: str | None = None
+
+
+async def test_a_reference_to_another_collection_is_checked_and_cleared(tmp_path: Path) -> None:
+    registry = bridge.Registry()
+    registry.add_collection(bridge.Collection("folder", Folder))
+    registry.add_collection(bridge.Collection("filed", Filed, references={"folder": bridge.Ref("folder")}))
+    async with running(tmp_path / "data", registry) as served, client_of(served) as client:
+        seen = events_of(client, "filed:changed")
+        folder = await client.invoke("folder:create", {"item": {"title": "Work"}})
+        with pytest.raises(ValidationError):
+            await client.invoke("filed:create", {"item": {"label": "x", "folder": str(uuid.uuid4())}})
+        filed = await client.invoke("filed:create", {"item": {"label": "x", "folder": folder["id"]}})
+        await client.invoke("folder:delete", {"id": folder["id"]})
+        events = await until_revision(seen, 2)
+        assert [(e["type"], e["revision"]) for e in events] == [("created", 1), ("updated", 2)]
+        assert events[1]["item"] == {
+            **filed,
+            "folder": None,
+            "version": 2,
+            "updatedAt": events[1]["item"]["updatedAt"],
+        }
+
+
+async def test_a_reference_to_a_collection_not_served_refuses_to_start(tmp_path: Path) -> None:
+    registry = bridge.Registry()
+    registry.add_collection(bridge.Collection("filed", Filed, references={"folder": bridge.Ref("folder")}))
+    with pytest.raises(bridge.StartupError, match="not served"):
+        await bridge.start_bridge(options(tmp_path / "data"), registry)
