@@ -4,7 +4,7 @@ Checks out ``--base`` (any git revision) into a temporary worktree and starts, o
 event loops, the ``websockets`` echo floor, ``bridge serve`` from that worktree
 (``before``) and ``bridge serve`` from this checkout (``after``), each pinned to CPU 0
 like ``run.py``. Each round visits every server in a rotated order and measures
-sequential read and list (50) round trips and pipelined reads on 1 and 8 connections
+sequential read, list (50) and update round trips and pipelined reads on 1 and 8 connections
 (16 in flight each) with the Node load generator pinned to CPU 1, and for the bridges the
 fan-out of one change to 1,000 receivers (as ``run.py`` measures it). Prints the median of
 each figure and, per pair, the median of the per-round ratios (with min–max); writes
@@ -47,6 +47,8 @@ FIGURES = (
     "read_cpu_us",
     "list_p50_us",
     "list_cpu_us",
+    "write_p50_us",
+    "write_cpu_us",
     "pipe1_msgs_s",
     "pipe1_cpu_us",
     "pipe8_msgs_s",
@@ -55,6 +57,8 @@ FIGURES = (
     "fanout1000_cpu_ms",
 )
 FANOUT_UPDATES = 5
+WRITES = 200
+"""Sequential ``llm-config:update`` round trips per round (each commits with ``synchronous=FULL``)."""
 
 
 def seeded_before(worktree: Path, base: Path, name: str, count: int) -> tuple[Path, list[str]]:
@@ -96,6 +100,10 @@ def measure(server: Server) -> dict[str, float]:
         lst = base_spec(server, "llm-config:list", {})
         seq = loadgen({**lst, "mode": "seq", "count": 1500, "warmup": 300})
         out["list_p50_us"], out["list_cpu_us"] = seq["p50_us"], seq["server_cpu_us_per_req"]
+        # Sequential writes: each update renames the config (a real change, one revision).
+        upd = base_spec(server, "llm-config:update", {"id": server.ids[0]})
+        seq = loadgen({**upd, "mode": "seq", "count": WRITES, "warmup": 10, "varyName": True})
+        out["write_p50_us"], out["write_cpu_us"] = seq["p50_us"], seq["server_cpu_us_per_req"]
     for conns in (1, 8):
         pipe = loadgen({**read, "mode": "pipe", "conns": conns, "depth": 16, "count": 20000 // conns})
         out[f"pipe{conns}_msgs_s"], out[f"pipe{conns}_cpu_us"] = (
