@@ -48,7 +48,12 @@ class _Resumed(Generic[T]):
                     return stop.value  # type: ignore[no-any-return]
 
 
-async def _carry_on(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
+async def carry_on(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
+    """Carry on ``coro``, which suspended by yielding ``yielded`` when it was sent ``None``.
+
+    Awaiting this waits on what ``coro`` waits on and returns (or raises) what it does;
+    cancellation is forwarded to ``coro``.
+    """
     return await _Resumed(coro, yielded)
 
 
@@ -66,4 +71,4 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> tuple[bool, T | asyncio.Task[
         yielded = coro.send(None)
     except StopIteration as stop:
         return True, stop.value
-    return False, asyncio.get_running_loop().create_task(_carry_on(coro, yielded))
+    return False, asyncio.get_running_loop().create_task(carry_on(coro, yielded))
