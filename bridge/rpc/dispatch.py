@@ -285,7 +285,10 @@ class Dispatcher:
         if not (
             message.get("jsonrpc") == "2.0"
             and type(message.get("params")) is dict
-            and (type(request_id) is str or (type(request_id) is int and _valid_id(request_id)))
+            and (
+                type(request_id) is str
+                or (type(request_id) is int and -MAX_SAFE_INTEGER <= request_id <= MAX_SAFE_INTEGER)
+            )
             and _REQUEST_KEYS.issuperset(message)
         ):
             return None
