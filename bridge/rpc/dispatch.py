@@ -149,6 +149,10 @@ class Dispatcher:
         # general path, so results and errors are exactly those of the general path.
         self._params_memo: dict[tuple[Any, ...], BaseModel] = {}
         self._positional: dict[type[BaseModel], bool] = {}
+        # Channels answer_inline takes (inline, by name, in order, no progress), added as
+        # the general path first validates params for them.
+        self._inline: dict[str, Registration] = {}
+        self._memoized: dict[type[BaseModel], bool] = {}
 
     async def handle_frame(
         self,
@@ -293,13 +297,8 @@ class Dispatcher:
         ):
             return None
         method = message.get("method")
-        registration = self.registry.get(method) if type(method) is str else None
-        if registration is None or not registration.inline:
-            return None
-        spec = registration.spec
-        if spec.long_running or spec.progress or self._positional.get(spec.params) is not False:
-            return None  # out of order, with progress, by position or not seen yet: the general path
-        return registration
+        # Registry names are strings: any other method value finds nothing.
+        return self._inline.get(method) if type(method) is str else None
 
     async def _finish(self, awaitable: Awaitable[Any], spec: ChannelSpec[Any, Any], request_id: Any) -> bytes:
         """The rest of :meth:`answer_inline` once its handler suspended: the reply frame."""
@@ -500,21 +499,21 @@ class Dispatcher:
         elif isinstance(params, list) != by_position:
             shape = "an array" if by_position else "an object (by-name params)"
             raise ValidationError([FieldError("params", "INVALID_FORMAT", f"must be {shape}")])
+        if registration.inline and not (by_position or spec.long_running or spec.progress):
+            self._inline[method] = registration
         return registration, self._validate(model, params)
 
     def _validate(self, model: type[BaseModel], params: Any) -> BaseModel:
         """``model.model_validate(params)``, memoized for flat scalar params of built-in models."""
         key: tuple[Any, ...] | None = None
-        if model.__module__ == _MEMO_MODULE and type(params) is dict and len(params) <= 4:  # noqa: PLR2004 - the built-in flat params have few keys
-            parts: list[Any] = [model]
-            for k, v in params.items():
-                kind = type(v)
-                if kind not in _SCALARS:
-                    break
-                # The value's type is part of the key: True == 1 and 1 == 1.0 must not collide.
-                parts += (k, kind, v)
-            else:
-                key = tuple(parts)
+        memoized = self._memoized.get(model)
+        if memoized is None:
+            memoized = self._memoized[model] = model.__module__ == _MEMO_MODULE
+        if memoized and type(params) is dict and len(params) <= 4:  # noqa: PLR2004 - the built-in flat params have few keys
+            # The values' types are part of the key: True == 1 and 1 == 1.0 must not collide.
+            kinds = tuple(map(type, params.values()))
+            if _SCALARS.issuperset(kinds):
+                key = (model, kinds, *params.items())
                 hit = self._params_memo.get(key)
                 if hit is not None:
                     return hit
