@@ -11,7 +11,9 @@ Per connection (DESIGN §5–§6):
   closes with 1009 a message over ``max_message_bytes`` and answers pings itself.
 - **Inline answers, ordered output.** A frame is dispatched inside ``data_received``:
   when the dispatch completes without suspending (every cache read, every error) its
-  reply is queued at once, without a task (``bridge.rpc.eager``). Otherwise the rest runs
+  reply is queued at once, without a task (a cache read through
+  ``Dispatcher.answer_inline``, without a coroutine of the dispatcher's; anything else
+  through ``bridge.rpc.eager``). Otherwise the rest runs
   in one task (the connection's *lane*) and the frames behind it wait in arrival order
   until it ends. Everything sent goes through the protocol's one output buffer, so
   notifications and replies leave in the order produced — a change notification
