@@ -48,13 +48,17 @@ class _Resumed(Generic[T]):
                     return stop.value  # type: ignore[no-any-return]
 
 
-async def carry_on(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
+async def _carry_on(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
+    return await _Resumed(coro, yielded)
+
+
+def carry_on(coro: Coroutine[Any, Any, T], yielded: Any) -> Coroutine[Any, Any, T]:
     """Carry on ``coro``, which suspended by yielding ``yielded`` when it was sent ``None``.
 
-    Awaiting this waits on what ``coro`` waits on and returns (or raises) what it does;
-    cancellation is forwarded to ``coro``.
+    Awaiting the returned coroutine waits on what ``coro`` waits on and returns (or
+    raises) what it does; cancellation is forwarded to ``coro``.
     """
-    return await _Resumed(coro, yielded)
+    return _carry_on(coro, yielded)
 
 
 def start_eagerly(coro: Coroutine[Any, Any, T]) -> tuple[bool, T | asyncio.Task[T]]:
@@ -71,4 +75,4 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> tuple[bool, T | asyncio.Task[
         yielded = coro.send(None)
     except StopIteration as stop:
         return True, stop.value
-    return False, asyncio.get_running_loop().create_task(carry_on(coro, yielded))
+    return False, asyncio.get_running_loop().create_task(_carry_on(coro, yielded))
