@@ -1,7 +1,8 @@
 """In-process cost of the dispatch path: one JSON-RPC frame in, reply bytes out, no socket.
 
 Builds the real ``llm-config:*`` channels over a SQLite store of 50 configs and times
-``Dispatcher.handle_frame`` for a read, a list of 50 and a malformed frame, in
+``Dispatcher.handle_frame`` for a read, a list of 50 and a malformed frame, and
+``Dispatcher.answer_inline`` (the path the connection takes for a read) for the read, in
 microseconds per frame (median of ``--repeats`` runs of ``--count`` frames, with the
 spread). This is the part of a request that bridge adds over a raw WebSocket echo; the
 transport figures are in ``run.py``.
@@ -45,9 +46,14 @@ async def measure(repeats: int, count: int) -> dict[str, list[float]]:
             "list (50)": '{"jsonrpc":"2.0","id":8,"method":"llm-config:list"}',
             "unknown channel": '{"jsonrpc":"2.0","id":9,"method":"nope:nope","params":{}}',
         }
+        read = frames["read"]
         for frame in frames.values():  # warm every path, check it answers
             assert await dispatcher.handle_frame(frame) is not None
+        answered, reply = dispatcher.answer_inline(read)
+        assert answered
+        assert reply == await dispatcher.handle_frame(read)
         out: dict[str, list[float]] = {name: [] for name in frames}
+        out["read, answer_inline"] = []
         for _ in range(repeats):
             for name, frame in frames.items():
                 n = count // 10 if name.startswith("list") else count
@@ -56,6 +62,11 @@ async def measure(repeats: int, count: int) -> dict[str, list[float]]:
                 for _ in range(n):
                     await handle(frame)
                 out[name].append((time.perf_counter_ns() - start) / n / 1000)
+            answer = dispatcher.answer_inline
+            start = time.perf_counter_ns()
+            for _ in range(count):
+                answer(read)
+            out["read, answer_inline"].append((time.perf_counter_ns() - start) / count / 1000)
         await service.close()
         await store.close()
         return out
@@ -70,7 +81,7 @@ def main() -> None:
     for name, values in results.items():
         low, high = min(values), max(values)
         print(
-            f"{name:>16}: {statistics.median(values):6.2f} µs/frame ({low:.2f}–{high:.2f}, n={len(values)})"
+            f"{name:>20}: {statistics.median(values):6.2f} µs/frame ({low:.2f}–{high:.2f}, n={len(values)})"
         )
 
 

@@ -11,7 +11,9 @@ Per connection (DESIGN §5–§6):
   closes with 1009 a message over ``max_message_bytes`` and answers pings itself.
 - **Inline answers, ordered output.** A frame is dispatched inside ``data_received``:
   when the dispatch completes without suspending (every cache read, every error) its
-  reply is queued at once, without a task (``bridge.rpc.eager``). Otherwise the rest runs
+  reply is queued at once, without a task (a cache read through
+  ``Dispatcher.answer_inline``, without a coroutine of the dispatcher's; anything else
+  through ``bridge.rpc.eager``). Otherwise the rest runs
   in one task (the connection's *lane*) and the frames behind it wait in arrival order
   until it ends. Everything sent goes through the protocol's one output buffer, so
   notifications and replies leave in the order produced — a change notification
@@ -492,19 +494,35 @@ class Connection(asyncio.Protocol):
 
     def _dispatch(self, frame: str | bytes) -> None:
         """Answer ``frame`` inline, or start the lane task that will."""
-        coro = self.hub.dispatcher.handle_frame(
-            frame, admit=self._admit, spawn=self._spawn, running=self._running_count, emit=self.send_now
-        )
-        done, outcome = start_eagerly(coro)
-        if done:
-            if outcome is not None:
+        dispatcher = self.hub.dispatcher
+        # Every cache read takes the dispatcher's synchronous path: no coroutine of its own.
+        answered, outcome = dispatcher.answer_inline(frame, self._admit)
+        if answered:
+            if type(outcome) is bytes:
                 self.hub.release_notifications()
-                self._send(outcome)  # type: ignore[arg-type]
-            return
-        assert isinstance(outcome, asyncio.Task)  # start_eagerly's contract
-        self._lane = outcome
+                self._send(outcome)
+                return
+            task: asyncio.Task[bytes | None] = self._loop.create_task(outcome)
+        else:
+            coro = dispatcher.handle_frame(
+                frame,
+                admit=self._admit,
+                spawn=self._spawn,
+                running=self._running_count,
+                emit=self.send_now,
+                parsed=outcome,
+            )
+            done, started = start_eagerly(coro)
+            if done:
+                if started is not None:
+                    self.hub.release_notifications()
+                    self._send(started)  # type: ignore[arg-type]
+                return
+            assert isinstance(started, asyncio.Task)  # start_eagerly's contract
+            task = started
+        self._lane = task
         self.hub.request_started()
-        outcome.add_done_callback(self._lane_done)
+        task.add_done_callback(self._lane_done)
 
     def _lane_done(self, task: asyncio.Task[bytes | None]) -> None:
         self._lane = None

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+import types
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 import orjson
@@ -36,6 +37,7 @@ from bridge.errors import (
     ValidationError,
 )
 from bridge.models import validation_error
+from bridge.rpc.eager import carry_on
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +47,9 @@ _MEMO_MODULE: Final = "bridge.models"
 _MEMO_MAX: Final = 2048
 """Most entries in the params memo; a full memo is emptied at once (bounded, no LRU cost)."""
 _SCALARS: Final = frozenset({str, int, bool, type(None)})
+UNPARSED: Final = object()
+"""``Dispatcher.answer_inline``'s outcome for a frame it did not parse (a binary frame, or
+not JSON): :meth:`Dispatcher.handle_frame` then parses it itself."""
 
 
 def _valid_id(value: Any) -> bool:
@@ -144,6 +149,10 @@ class Dispatcher:
         # general path, so results and errors are exactly those of the general path.
         self._params_memo: dict[tuple[Any, ...], BaseModel] = {}
         self._positional: dict[type[BaseModel], bool] = {}
+        # Channels answer_inline takes (inline, by name, in order, no progress), added as
+        # the general path first validates params for them.
+        self._inline: dict[str, Registration] = {}
+        self._memoized: dict[type[BaseModel], bool] = {}
 
     async def handle_frame(
         self,
@@ -153,6 +162,7 @@ class Dispatcher:
         spawn: Spawn | None = None,
         running: Running | None = None,
         emit: Emit | None = None,
+        parsed: Any = UNPARSED,
     ) -> bytes | None:
         """Answer one WebSocket message (JSON-RPC 2.0 §4–§6).
 
@@ -173,6 +183,8 @@ class Dispatcher:
                 4029).
             emit: sends a frame on the requesting connection at once: the ``$/progress``
                 notifications of a channel declared with ``progress`` (none without it).
+            parsed: ``frame`` already parsed (what :meth:`answer_inline` handed back),
+                so it is not parsed twice; by default the frame is parsed here.
 
         Returns:
             The reply's UTF-8 JSON bytes, or None when nothing is to be sent (a
@@ -181,12 +193,15 @@ class Dispatcher:
         """
         if isinstance(frame, bytes):
             return _dump_error(ParseError("Parse error: binary frames are not accepted"))
-        try:
-            message = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            # RFC 8259 violations, NaN/Infinity, lone surrogates, depth > 1024, and
-            # numbers that overflow a double all land here.
-            return _dump_error(ParseError())
+        if parsed is not UNPARSED:
+            message = parsed
+        else:
+            try:
+                message = orjson.loads(frame)
+            except orjson.JSONDecodeError:
+                # RFC 8259 violations, NaN/Infinity, lone surrogates, depth > 1024, and
+                # numbers that overflow a double all land here.
+                return _dump_error(ParseError())
         if not isinstance(message, list):
             reply = await self.handle_message(message, admit, spawn, running=running, emit=emit)
             return None if reply is None else self._dump_within(reply)
@@ -200,6 +215,105 @@ class Dispatcher:
                 )
             )
         return await self._handle_batch(message, admit, emit)
+
+    def answer_inline(self, frame: str | bytes, admit: Gate | None = None) -> tuple[bool, Any]:
+        """Answer the common frame, a cache read, without a coroutine of the dispatcher's own.
+
+        The common frame: one request (an object with a valid id) with by-name params to
+        a channel registered ``inline`` that is neither long-running nor reports
+        progress. Its reply is exactly :meth:`handle_frame`'s (same gates in the same
+        order, same validation, errors and log lines); only less Python runs per frame,
+        which is what a sequential read pays on cold caches after every wake-up
+        (``docs/performance.md``, "the uvloop lead"). Any other frame is handed back
+        before anything with an effect ran: ``admit`` is called once per frame, by one
+        of the two.
+
+        Args:
+            frame: a text frame (``str``); ``bytes`` is never answered here.
+            admit: see :meth:`handle_frame`.
+
+        Returns:
+            ``(True, reply)``: the reply's UTF-8 JSON bytes; ``(True, awaitable)``: the
+            handler suspended, awaiting it (in a task) returns the reply bytes;
+            ``(False, parsed)``: not such a frame, call ``handle_frame(frame,
+            parsed=parsed, ...)`` (``parsed`` is :data:`UNPARSED` when the frame was not
+            parsed). Never raises for any input.
+        """
+        if type(frame) is not str:
+            return False, UNPARSED
+        try:
+            message = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return False, UNPARSED
+        registration = self._inline_target(message)
+        if registration is None:
+            return False, message
+        return True, self._run_inline(registration, message, admit)
+
+    def _run_inline(
+        self, registration: Registration, message: dict[str, Any], admit: Gate | None
+    ) -> bytes | Coroutine[Any, Any, bytes]:
+        """:meth:`answer_inline`'s call: the reply, or what finishes it once the handler suspended."""
+        request_id = message["id"]
+        spec = registration.spec
+        try:
+            # The gates, in handle_message's order (the channel is known to exist).
+            refusal = None if admit is None else admit()
+            if refusal is None and self.refuse is not None:
+                refusal = self.refuse()
+            if refusal is not None:
+                return self._dump_within(error_response(refusal, request_id))
+            awaitable = registration.handler(self._validate(spec.params, message["params"]))
+            if type(awaitable) is not types.CoroutineType:
+                return self._finish(awaitable, spec, request_id)
+            try:
+                yielded = awaitable.send(None)
+            except StopIteration as stop:
+                result = stop.value
+            else:
+                return self._finish(carry_on(awaitable, yielded), spec, request_id)
+            if type(result) is not orjson.Fragment:
+                result = spec.dump_result(result)
+        except BridgeError as exc:
+            return self._dump_within(error_response(exc, request_id))
+        except Exception:
+            log.exception("handler_failed", method=spec.name[:100])
+            return self._dump_within(error_response(BridgeError(), request_id))
+        return self._dump_within({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+    def _inline_target(self, message: Any) -> Registration | None:
+        """The registration :meth:`answer_inline` answers ``message`` with, or None."""
+        if type(message) is not dict or "id" not in message:
+            return None
+        request_id = message["id"]
+        if not (
+            message.get("jsonrpc") == "2.0"
+            and type(message.get("params")) is dict
+            and (
+                type(request_id) is str
+                or (type(request_id) is int and -MAX_SAFE_INTEGER <= request_id <= MAX_SAFE_INTEGER)
+            )
+            and _REQUEST_KEYS.issuperset(message)
+        ):
+            return None
+        method = message.get("method")
+        # Registry names are strings: any other method value finds nothing.
+        return self._inline.get(method) if type(method) is str else None
+
+    async def _finish(self, awaitable: Awaitable[Any], spec: ChannelSpec[Any, Any], request_id: Any) -> bytes:
+        """The rest of :meth:`answer_inline` once its handler suspended: the reply frame."""
+        try:
+            result = await awaitable
+            if type(result) is not orjson.Fragment:
+                result = spec.dump_result(result)
+        except BridgeError as exc:
+            reply = error_response(exc, request_id)
+        except Exception:
+            log.exception("handler_failed", method=spec.name[:100])
+            reply = error_response(BridgeError(), request_id)
+        else:
+            reply = {"jsonrpc": "2.0", "id": request_id, "result": result}
+        return self._dump_within(reply)
 
     async def _handle_batch(self, batch: list[Any], admit: Gate | None, emit: Emit | None) -> bytes | None:
         """Run a batch's elements in array order within the reply budget; the reply frame.
@@ -385,21 +499,21 @@ class Dispatcher:
         elif isinstance(params, list) != by_position:
             shape = "an array" if by_position else "an object (by-name params)"
             raise ValidationError([FieldError("params", "INVALID_FORMAT", f"must be {shape}")])
+        if registration.inline and not (by_position or spec.long_running or spec.progress):
+            self._inline[method] = registration
         return registration, self._validate(model, params)
 
     def _validate(self, model: type[BaseModel], params: Any) -> BaseModel:
         """``model.model_validate(params)``, memoized for flat scalar params of built-in models."""
         key: tuple[Any, ...] | None = None
-        if model.__module__ == _MEMO_MODULE and type(params) is dict and len(params) <= 4:  # noqa: PLR2004 - the built-in flat params have few keys
-            parts: list[Any] = [model]
-            for k, v in params.items():
-                kind = type(v)
-                if kind not in _SCALARS:
-                    break
-                # The value's type is part of the key: True == 1 and 1 == 1.0 must not collide.
-                parts += (k, kind, v)
-            else:
-                key = tuple(parts)
+        memoized = self._memoized.get(model)
+        if memoized is None:
+            memoized = self._memoized[model] = model.__module__ == _MEMO_MODULE
+        if memoized and type(params) is dict and len(params) <= 4:  # noqa: PLR2004 - the built-in flat params have few keys
+            # The values' types are part of the key: True == 1 and 1 == 1.0 must not collide.
+            kinds = tuple(map(type, params.values()))
+            if _SCALARS.issuperset(kinds):
+                key = (model, kinds, *params.items())
                 hit = self._params_memo.get(key)
                 if hit is not None:
                     return hit

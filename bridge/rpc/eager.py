@@ -52,6 +52,15 @@ async def _carry_on(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
     return await _Resumed(coro, yielded)
 
 
+def carry_on(coro: Coroutine[Any, Any, T], yielded: Any) -> Coroutine[Any, Any, T]:
+    """Carry on ``coro``, which suspended by yielding ``yielded`` when it was sent ``None``.
+
+    Awaiting the returned coroutine waits on what ``coro`` waits on and returns (or
+    raises) what it does; cancellation is forwarded to ``coro``.
+    """
+    return _carry_on(coro, yielded)
+
+
 def start_eagerly(coro: Coroutine[Any, Any, T]) -> tuple[bool, T | asyncio.Task[T]]:
     """Run ``coro`` now until it returns or first suspends.
 

@@ -133,7 +133,8 @@ def register_llm_config_channels(
     # The reads are registered inline: they need no task, and a loaded cache answers them
     # without suspending.
     async def read(params: IdParams) -> orjson.Fragment:
-        return memo.one(await service.read(params.id))
+        view = service.peek(params.id)  # a hit: no coroutine of the service's
+        return memo.one(view if view is not None else await service.read(params.id))
 
     async def update(params: UpdateParams) -> LlmConfigView:
         return await service.update(params.id, params.updates, params.expected_version)

@@ -334,6 +334,18 @@ class LlmConfigService:
 
     # ---- reads ----------------------------------------------------------------------
 
+    def peek(self, config_id: str) -> LlmConfigView | None:
+        """Return the cached view of ``config_id`` without waiting, or None.
+
+        None when :meth:`read` has more to do than a cache lookup (the cache is not
+        loaded, the service is closed, or ``config_id`` is not cached): call it then. The
+        RPC binding's ``llm-config:read`` tries this first, so a hit costs no coroutine.
+        """
+        if self._closed or not self._loaded:
+            return None
+        entry = self._cache.get(config_id)
+        return None if entry is None else entry.view
+
     async def read(self, config_id: str) -> LlmConfigView | None:
         """Return the view of ``config_id`` from the cache, or None when unknown.
 

@@ -470,6 +470,30 @@ async def test_refresh_emits_every_difference_with_increasing_revisions(tmp_path
         await other_store.close()
 
 
+async def test_peek_is_reads_cache_hit_and_none_whenever_read_has_more_to_do(tmp_path: Path) -> None:
+    first, store = await open_service(tmp_path)
+    view = await first.create(make())
+    await first.close()
+    await store.close()
+
+    svc, store = await open_service(tmp_path)
+    try:
+        assert svc.peek(view.id) is None  # not loaded yet: read() loads
+        read = await svc.read(view.id)
+        assert read == view
+        assert svc.peek(view.id) is read  # the same cached view object
+        assert svc.peek(UNKNOWN_ID) is None
+        updated = await svc.update(view.id, LlmConfigPatch.model_validate({"customName": "Renamed"}), 1)
+        assert svc.peek(view.id) is await svc.read(view.id)
+        assert svc.peek(view.id) == updated
+        await svc.delete(view.id)
+        assert svc.peek(view.id) is None
+    finally:
+        await svc.close()
+        await store.close()
+    assert svc.peek(view.id) is None  # closed: read() raises 5003
+
+
 async def test_close_clears_the_cache_and_later_calls_raise_5003(tmp_path: Path) -> None:
     svc, store = await open_service(tmp_path)
     await svc.create(make())
