@@ -5,8 +5,9 @@
 // bridge-ipc's BridgeClient (clients/js/src) re-reads the connection file before every
 // attempt (so it follows a restarted server), and `liveCollection(client, COLLECTION)`
 // keeps the collection's items. Every snapshot the store publishes is printed on stdout as
-// one JSON line `{status, revision, items}`; the process closes the client and exits when
-// its stdin ends.
+// one JSON line `{status, revision, items}`, and every `COLLECTION:changed` notification
+// the client receives as `{event}`; the process closes the client and exits when its
+// stdin ends.
 import { readFileSync } from "node:fs";
 import { BridgeClient, liveCollection } from "../../clients/js/src/index.js";
 
@@ -26,6 +27,7 @@ const print = () => {
 };
 store.subscribe(print);
 print();
+client.on(`${name}:changed`, (event) => process.stdout.write(JSON.stringify({ event }) + "\n"));
 
 process.stdin.resume();
 process.stdin.on("end", () => {
