@@ -18,6 +18,8 @@ The public API, importable from here (each name is loaded on first use, so
   of its range);
 - channels of your own: :class:`Registry`, :class:`ChannelSpec`, :class:`TopicSpec`,
   :class:`Progress`, :class:`WireModel`, :class:`EmptyParams`;
+- state of your own: :class:`Collection` (a model plus its rules: unique, secret and
+  reference fields; ``registry.add_collection``) and :class:`Ref`;
 - the client: :class:`BridgeClient`, :class:`CollectionMirror` (a collection followed by
   ``BridgeClient.collection(name)``), :class:`ConnectionInfo`, :data:`ConnectionProvider`,
   :func:`read_connection_file`;
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from bridge.api import ChannelSpec, Progress, Registry, TopicSpec
     from bridge.app import Bridge, run_sidecar, serve, start_bridge
     from bridge.client import BridgeClient, CollectionMirror, ConnectionProvider
+    from bridge.collection import Collection, Ref
     from bridge.connection_file import ConnectionInfo, read_connection_file
     from bridge.errors import (
         AddressUnavailableError,
@@ -77,6 +80,7 @@ _EXPORTS: Final[dict[str, tuple[str, ...]]] = {
     "bridge.api": ("ChannelSpec", "Progress", "Registry", "TopicSpec"),
     "bridge.app": ("Bridge", "run_sidecar", "serve", "start_bridge"),
     "bridge.client": ("BridgeClient", "CollectionMirror", "ConnectionProvider"),
+    "bridge.collection": ("Collection", "Ref"),
     "bridge.connection_file": ("ConnectionInfo", "read_connection_file"),
     "bridge.errors": (
         "AddressUnavailableError",
@@ -142,6 +146,9 @@ __all__ = [  # noqa: RUF022 - grouped as in the docstring, each group sorted
     "Registry",
     "TopicSpec",
     "WireModel",
+    # state of your own (collections)
+    "Collection",
+    "Ref",
     # the client
     "BridgeClient",
     "CollectionMirror",

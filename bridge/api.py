@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any, Final, Generic, Literal, TypeVar
+from typing import Annotated, Any, Final, Generic, Literal, Protocol, TypeVar
 
 import orjson
 from pydantic import (
@@ -329,6 +329,19 @@ class Registration:
     inline: bool = False
 
 
+class CollectionDefinition(Protocol):
+    """What :meth:`Registry.add_collection` takes: a :class:`bridge.Collection`."""
+
+    @property
+    def name(self) -> str:
+        """The collection's name (its channels' namespace)."""
+        ...
+
+    def bind(self, registry: Registry) -> Any:
+        """Register the collection's channels and topic in ``registry``; return their binding."""
+        ...
+
+
 class Registry:
     """Channels and topics a server exposes; the single source for dispatch and schemas."""
 
@@ -336,6 +349,32 @@ class Registry:
         """Start empty."""
         self._channels: dict[str, Registration] = {}
         self._topics: dict[str, TopicSpec] = {}
+        self._collections: dict[str, Any] = {}
+
+    def add_collection(self, collection: CollectionDefinition) -> Any:
+        """Serve a :class:`bridge.Collection`: its ``<name>:*`` channels and ``<name>:changed`` topic.
+
+        The channels and the topic are registered now (so schemas and ``rpc.discover``
+        describe them); :func:`bridge.start_bridge` opens the collection's store and
+        attaches its service. Until then the channels answer 5003.
+
+        Returns:
+            The binding (:class:`bridge.collection.channels.CollectionChannels`).
+
+        Raises:
+            ValueError: a collection of this name, or one of its channel names, is
+                already registered.
+        """
+        if collection.name in self._collections:
+            raise ValueError(f"collection {collection.name!r} is already registered")
+        binding = collection.bind(self)
+        self._collections[collection.name] = binding
+        return binding
+
+    @property
+    def collections(self) -> list[Any]:
+        """The bindings of every added collection, in the order they were added."""
+        return list(self._collections.values())
 
     def add(
         self,

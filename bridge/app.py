@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -55,7 +55,14 @@ from bridge.service import LlmConfigService, register_llm_config_channels
 from bridge.service.tester import LlmConfigTester
 from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore, StoreState
 
+if TYPE_CHECKING:
+    from bridge.collection.service import CollectionService
+    from bridge.collection.sqlite import SqliteCollectionStore
+
 log = structlog.get_logger(__name__)
+
+COLLECTIONS_DB_FILE_NAME = "collections.db"
+"""The SQLite file of the application's collections, beside ``bridge.db`` in the data directory."""
 
 __all__ = [
     "Bridge",
@@ -92,6 +99,10 @@ class Bridge:
     store: ConfigStore
     channels: BridgeChannels = field(repr=False)
     """The ``bridge:hello`` and ``rpc.discover`` handlers (they cache the document)."""
+    collections: dict[str, CollectionService] = field(default_factory=dict, repr=False)
+    """The service of each collection the registry serves, by collection name."""
+    collection_store: SqliteCollectionStore | None = field(default=None, repr=False)
+    """The store of the collections (``collections.db``); None without collections."""
 
     def connection_info(self) -> ConnectionInfo:
         """Where clients reach this bridge: the ready line / connection file's content."""
@@ -114,7 +125,11 @@ class Bridge:
     async def close(self) -> None:
         """Graceful shutdown (DESIGN §7), then close the service and the store."""
         await self.server.shutdown()
+        for collection in self.collections.values():
+            await collection.close()
         await self.service.close()
+        if self.collection_store is not None:
+            await self.collection_store.close()
         await self.store.close()
 
 
@@ -266,9 +281,12 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     except BaseException:
         await store.close()
         raise
+    collection_store = await _open_collection_store(options, registry)
     try:
-        key = await _load_key(options, store)
+        key = await _load_key(options, store, collection_store)
     except BaseException:
+        if collection_store is not None:
+            await collection_store.close()
         await store.close()
         raise
     if key.backend == "file" and not _is_shared(options.store):
@@ -298,17 +316,121 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         settings,
     )
     service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
+    collections: dict[str, CollectionService] = {}
     try:
         await service.start(initial)
+        if collection_store is not None:
+            collections = await _start_collections(
+                registry, collection_store, KeyCipher(key), service, server
+            )
         try:
             await server.start()
         except OSError as exc:
             raise AddressUnavailableError(f"cannot listen: {exc.strerror}") from None
     except BaseException:
+        for collection in collections.values():
+            await collection.close()
         await service.close()
+        if collection_store is not None:
+            await collection_store.close()
         await store.close()
         raise
-    return Bridge(server.url, token, registry, service, server, store, builtin)
+    return Bridge(server.url, token, registry, service, server, store, builtin, collections, collection_store)
+
+
+def _notifier(server: BridgeServer, topic: api.TopicSpec) -> Callable[[Any], None]:
+    """A subscriber sending each event of a collection as a ``topic`` notification."""
+
+    def notify(event: Any) -> None:
+        server.notify(topic, event.model_dump(mode="json"))
+
+    return notify
+
+
+def _follow_references(
+    svc: CollectionService, configs: LlmConfigService, services: dict[str, CollectionService]
+) -> None:
+    """A referenced item's deletion (here, or by another process) sets ``svc``'s fields holding it to null."""
+    from bridge.models import ChangeType  # noqa: PLC0415 - only with collections
+
+    for target in {ref.target for ref in svc.rules.references.values()}:
+        source: Any = configs.events if target == "llm-config" else services[target].events
+
+        def on_change(event: Any, target: str = target) -> None:
+            if event.type is ChangeType.DELETED:
+                svc.on_deleted(target, event.id)
+
+        source.subscribe(on_change)
+
+
+async def _open_collection_store(
+    options: BridgeOptions, registry: api.Registry
+) -> SqliteCollectionStore | None:
+    """Open ``collections.db`` when the registry serves collections; None otherwise.
+
+    Raises:
+        StartupError: collections with the PostgreSQL store (not written yet).
+    """
+    if not registry.collections:
+        return None
+    if _is_shared(options.store):
+        raise StartupError(
+            "Collections need the embedded SQLite store; the PostgreSQL backend is not written yet"
+        )
+    from bridge.collection.sqlite import SqliteCollectionStore  # noqa: PLC0415 - only with collections
+
+    store = SqliteCollectionStore(
+        options.data_dir / COLLECTIONS_DB_FILE_NAME,
+        poll_interval_s=options.store.poll_interval_s,
+        sealed=tuple(b.rules.name for b in registry.collections if b.rules.secret),
+    )
+    await store.open()
+    return store
+
+
+async def _start_collections(
+    registry: api.Registry,
+    store: SqliteCollectionStore,
+    cipher: KeyCipher,
+    configs: LlmConfigService,
+    server: BridgeServer,
+) -> dict[str, CollectionService]:
+    """Start a service per collection, wire its events, references and channels; repair dangling references.
+
+    Raises:
+        StartupError: a reference names a collection that is not served.
+    """
+    from bridge.collection.channels import CollectionChannels  # noqa: PLC0415 - only with collections
+    from bridge.collection.service import CollectionService  # noqa: PLC0415
+
+    bindings: list[CollectionChannels] = registry.collections
+    services: dict[str, CollectionService] = {}
+    known = {b.rules.name for b in bindings} | {"llm-config"}
+
+    async def resolve(target: str, item_id: str) -> bool:
+        if target == "llm-config":
+            return await configs.read(item_id) is not None
+        other = services.get(target)
+        return other is not None and other.read(item_id) is not None
+
+    known = {b.rules.name for b in bindings} | {"llm-config"}
+    for binding in bindings:
+        rules = binding.rules
+        for field_name, ref in rules.references.items():
+            if ref.target not in known:
+                raise StartupError(
+                    f"{rules.name}.{field_name} references {ref.target!r}, which is not served"
+                )
+        services[rules.name] = CollectionService(rules, store, cipher, resolve=resolve)
+    for binding in bindings:
+        svc = services[binding.rules.name]
+        svc.events.subscribe(_notifier(server, binding.topic))
+        binding.attach(svc)
+        await svc.start()
+    for svc in services.values():
+        _follow_references(svc, configs, services)
+        await svc.repair_references()
+    return services
 
 
 def _shallow_fields(options: TransportOptions) -> dict[str, Any]:
@@ -346,6 +468,12 @@ def _check_paths(options: BridgeOptions) -> None:
         key_file=options.data_dir / KEY_FILE_NAME,
         secret_files=[] if data_key_file is None else [data_key_file],
     )
+    if sqlite:
+        # The collections' file (bridge.collection) gets the checks bridge.db gets.
+        for suffix in datadir.DB_COMPANIONS:
+            findings += datadir.check_path(
+                Path(f"{options.data_dir / COLLECTIONS_DB_FILE_NAME}{suffix}"), datadir.Kind.FILE
+            )
     uds = options.transport.uds
     if uds is not None:
         uds.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -393,7 +521,9 @@ def _make_store(options: BridgeOptions) -> ConfigStore:
     return PostgresConfigStore(uri)
 
 
-async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
+async def _load_key(
+    options: BridgeOptions, store: ConfigStore, collection_store: SqliteCollectionStore | None = None
+) -> DataKey:
     """Return the data key, refusing one that did not seal the stored API keys (DESIGN §3).
 
     A shared key (``--data-key-file`` / ``BRIDGE_DATA_KEY``) is required with PostgreSQL:
@@ -418,7 +548,8 @@ async def _load_key(options: BridgeOptions, store: ConfigStore) -> DataKey:
             load_data_key,
             options.data_dir,
             secret_options.backend,
-            must_exist=await store.has_ciphertexts(),
+            must_exist=await store.has_ciphertexts()
+            or (collection_store is not None and await collection_store.has_ciphertexts()),
         )
     stored = await store.key_ids()
     if stored and not stored & key.key_ids:

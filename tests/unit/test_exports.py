@@ -42,6 +42,9 @@ PUBLIC = {
     "Registry",
     "TopicSpec",
     "WireModel",
+    # state of your own (collections)
+    "Collection",
+    "Ref",
     # the client
     "BridgeClient",
     "CollectionMirror",
@@ -146,6 +149,13 @@ def test_every_option_group_and_enum_an_option_takes_is_exported() -> None:
     assert sorted(names - set(bridge.__all__)) == []
     for t in needed:
         assert getattr(bridge, t.__name__) is t
+
+
+def test_the_collection_api_is_the_collection_package() -> None:
+    from bridge.collection import Collection, Ref  # noqa: PLC0415 - the check is the import
+
+    assert bridge.Collection is Collection
+    assert bridge.Ref is Ref
 
 
 def test_an_unknown_name_raises_attribute_error() -> None:

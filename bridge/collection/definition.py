@@ -1,0 +1,173 @@
+"""What a collection is: a pydantic model plus its rules, and the channels derived from it.
+
+A :class:`Collection` names a model of user-editable fields and says which of them are
+unique (ignoring case), which are secret (write-only, encrypted at rest) and which
+reference another collection. From that, the wire models (:mod:`.rules`) and the
+:class:`~bridge.api.ChannelSpec` of each channel are built once, so OpenRPC, the JSON
+Schemas and the TypeScript types come from the registry as for any channel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, get_args
+
+from bridge import api
+from bridge.collection.channels import CollectionChannels
+from bridge.collection.rules import CollectionTypes, Ref, Rules, build_types
+from bridge.errors import (
+    ConfigNotFoundError,
+    ConfigOperationFailedError,
+    DuplicateConfigNameError,
+    ServiceUnavailableError,
+    ValidationError,
+    VersionConflictError,
+)
+from bridge.models import DeleteResult, EmptyParams, WireModel
+
+NAME_PATTERN: Final = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")
+"""A collection name: lower-case words joined by ``-`` (``prompt-template``)."""
+RESERVED_NAMES: Final = frozenset({"llm-config", "bridge", "rpc"})
+"""Names taken by bridge's own channels."""
+
+
+class Collection:
+    """A collection: a model of user-editable fields and its rules.
+
+    Args:
+        name: channel namespace, e.g. ``prompt-template`` (channels
+            ``prompt-template:create`` ... and topic ``prompt-template:changed``).
+        model: a :class:`~bridge.models.WireModel` subclass of the user-editable fields
+            (camelCase on the wire, unknown keys refused).
+        unique: fields whose value is unique in the collection ignoring case
+            (``casefold(NFC(trim(value)))``, as llm-config names), held in a unique index.
+        secret: string fields that are write-only on the wire, encrypted at rest (bound
+            to collection, id and field), shown as ``<field>Preview``, never logged.
+        references: field → :class:`Ref`; the field must accept null (``set-null``).
+        description: one line for the OpenRPC summaries.
+
+    Raises:
+        ValueError: a bad name, an unknown field, a secret or unique field that is not a
+            string, or a reference field that does not accept null.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: type[WireModel],
+        *,
+        unique: tuple[str, ...] = (),
+        secret: tuple[str, ...] = (),
+        references: Mapping[str, Ref] | None = None,
+        description: str = "",
+    ) -> None:
+        """Check the rules against the model and build the wire types."""
+        if not NAME_PATTERN.match(name) or name in RESERVED_NAMES:
+            raise ValueError(f"bad collection name {name!r}: lower-case words joined by '-', not reserved")
+        fields = model.model_fields
+        refs = dict(references or {})
+        for field in (*unique, *secret, *refs):
+            if field not in fields:
+                raise ValueError(f"{model.__name__} has no field {field!r}")
+        for field in (*unique, *secret):
+            if str not in (fields[field].annotation, *get_args(fields[field].annotation)):
+                raise ValueError(f"{field!r} must be a string field to be unique or secret")
+        for field in refs:
+            if type(None) not in get_args(fields[field].annotation):
+                raise ValueError(f"reference field {field!r} must accept null (on_delete='set-null')")
+        self.name = name
+        self.model = model
+        self.unique = tuple(unique)
+        self.secret = tuple(secret)
+        self.references = refs
+        self.description = description or f"{model.__name__} items"
+        self.types: CollectionTypes = build_types(name, model, self.secret)
+        self.rules = Rules(name, model, self.unique, self.secret, refs, self.types)
+        self.channels = _build_specs(self)
+        self.changed = api.TopicSpec(
+            f"{name}:changed",
+            self.types.changed,
+            f"An item of {name} was created, updated or deleted (by any renderer or process).",
+        )
+
+    def __repr__(self) -> str:
+        """``Collection('prompt-template', PromptTemplate)``."""
+        return f"Collection({self.name!r}, {self.model.__name__})"
+
+    def bind(self, registry: api.Registry) -> CollectionChannels:
+        """Register this collection's channels and topic in ``registry``; return their binding.
+
+        Called by :meth:`bridge.api.Registry.add_collection`; the binding
+        (:class:`bridge.collection.channels.CollectionChannels`) answers 5003 until
+        :func:`bridge.start_bridge` attaches the collection's service to it.
+        """
+        return CollectionChannels(self.rules, self.channels.all(), self.changed, registry)
+
+
+@dataclass(frozen=True)
+class CollectionSpecs:
+    """The :class:`~bridge.api.ChannelSpec` of each channel of one collection."""
+
+    create: api.ChannelSpec[Any, Any]
+    read: api.ChannelSpec[Any, Any]
+    update: api.ChannelSpec[Any, Any]
+    delete: api.ChannelSpec[Any, Any]
+    list: api.ChannelSpec[Any, Any]
+    snapshot: api.ChannelSpec[Any, Any]
+
+    def all(self) -> tuple[api.ChannelSpec[Any, Any], ...]:
+        """Every spec, in CRUD order."""
+        return (self.create, self.read, self.update, self.delete, self.list, self.snapshot)
+
+
+def _build_specs(collection: Collection) -> CollectionSpecs:
+    name, types = collection.name, collection.types
+    write = (ConfigOperationFailedError, ServiceUnavailableError)
+    return CollectionSpecs(
+        create=api.ChannelSpec(
+            f"{name}:create",
+            types.create,
+            types.view,
+            f"Create an item of {name}; returns its view.",
+            (ValidationError, DuplicateConfigNameError, *write),
+        ),
+        read=api.ChannelSpec(
+            f"{name}:read",
+            types.read,
+            types.view | None,
+            f"Read one item of {name} by id from the cache; null when unknown.",
+            (ValidationError, ServiceUnavailableError),
+        ),
+        update=api.ChannelSpec(
+            f"{name}:update",
+            types.update,
+            types.view,
+            f"Patch an item of {name}; omitted fields keep their value.",
+            (ValidationError, ConfigNotFoundError, VersionConflictError, DuplicateConfigNameError, *write),
+        ),
+        delete=api.ChannelSpec(
+            f"{name}:delete",
+            types.delete,
+            DeleteResult,
+            f"Delete an item of {name}; {{deleted: false}} when the id is unknown.",
+            (ValidationError, VersionConflictError, *write),
+        ),
+        list=api.ChannelSpec(
+            f"{name}:list",
+            EmptyParams,
+            list[types.view],  # type: ignore[name-defined]
+            f"Every item of {name} in creation order.",
+            (ServiceUnavailableError,),
+            params_optional=True,
+        ),
+        snapshot=api.ChannelSpec(
+            f"{name}:snapshot",
+            EmptyParams,
+            types.snapshot,
+            f"Every item of {name} and the revision they reflect (for resync after reconnect).",
+            (ServiceUnavailableError,),
+            params_optional=True,
+        ),
+    )

@@ -1,0 +1,289 @@
+"""The collections' write protocol as pure functions: a backend only runs SQL.
+
+Decided here, once, for every backend:
+
+- the stored form of an item (:class:`StoredItem`): its fields as one JSON object by
+  Python name (a secret field as ``<field>`` = hex ciphertext and ``<field>_preview``),
+  plus ``id``, ``seq`` (creation order), ``created_at``, ``updated_at``, ``version``
+  and ``revision``; the codec of that object (:func:`encode_data`, :func:`decode_data`);
+- the unique keys of an item (:func:`unique_keys`: ``casefold(NFC(trim(value)))``);
+- the checks of a write inside its transaction (:func:`check_write`): existence,
+  ``expectedVersion``, and the version the caller based its change on;
+- the merge of a patch (:func:`merge`);
+- the revision policy: one revision per write, per collection, gap-free; the log is
+  trimmed to :data:`~bridge.storage.protocol.CHANGE_LOG_KEEP` entries every
+  :data:`~bridge.storage.protocol.TRIM_EVERY` revisions (:func:`trim_below`), and a
+  reader further behind than the log reloads (:func:`feed_reaches`);
+- the change-log codec (:func:`encode_entry`, :func:`decode_entry`).
+
+Nothing read back is trusted: :func:`decode_data` and :func:`decode_entry` report what
+does not decode instead of raising on the caller's whole read.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import orjson
+
+from bridge.errors import ConfigNotFoundError, VersionConflictError
+from bridge.storage.protocol import CHANGE_LOG_KEEP, TRIM_EVERY
+
+UNDECODABLE_ROW: Final = "UNDECODABLE_ROW"
+"""Quarantine reason: the stored fields are not a JSON object."""
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """One item as stored; values are untrusted until the service's checks pass.
+
+    Attributes:
+        id: item id (UUID text).
+        seq: creation order (increasing, never reused).
+        data: the fields by Python name (secret fields as hex ciphertext + preview), or
+            None when the stored text does not decode as a JSON object.
+        created_at: ISO 8601 UTC, milliseconds.
+        updated_at: ISO 8601 UTC, milliseconds.
+        version: 1 on create, + 1 per update.
+        revision: the collection's revision of the item's last write.
+    """
+
+    id: str
+    seq: int
+    data: dict[str, Any] | None
+    created_at: str
+    updated_at: str
+    version: int
+    revision: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed write as the change feed reports it.
+
+    Attributes:
+        revision: the collection revision the write took.
+        id: the item's id.
+        kind: ``created``, ``updated`` or ``deleted``.
+        item: the item as of that revision (None for ``deleted``, or when undecodable).
+        undecodable: the log entry did not decode (the reader reloads from the table).
+    """
+
+    revision: int
+    id: str
+    kind: str
+    item: StoredItem | None
+    undecodable: bool = False
+
+
+@dataclass(frozen=True)
+class Feed:
+    """What a write or a catch-up returns: changes after ``since`` up to ``revision``.
+
+    Attributes:
+        revision: the collection's revision after the write (or now).
+        changes: every change after ``since`` in revision order, the writer's own last;
+            None when the log no longer reaches ``since`` (the reader reloads).
+    """
+
+    revision: int
+    changes: list[Change] | None
+
+
+class StaleBaseError(Exception):
+    """The item changed since the version the caller based its change on (no expectedVersion given).
+
+    The service catches up with the feed and computes its change again.
+    """
+
+
+def unique_key(value: object) -> str:
+    """Return the uniqueness key of a value: ``casefold(NFC(trim(value)))`` ("Straße" = "STRASSE")."""
+    return unicodedata.normalize("NFC", str(value).strip()).casefold()
+
+
+def unique_keys(fields: Iterable[str], data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Return ``(field, key)`` for each unique field holding a value (None holds no key)."""
+    return [(field, unique_key(data[field])) for field in fields if data.get(field) is not None]
+
+
+def encode_data(data: Mapping[str, Any]) -> str:
+    """Return the stored JSON text of an item's fields (keys sorted: equal data, equal text)."""
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def decode_data(text: object) -> dict[str, Any] | None:
+    """Return the fields stored as ``text``, or None when it is not a JSON object."""
+    try:
+        value = orjson.loads(text)  # type: ignore[arg-type]
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def make_item(values: tuple[Any, ...]) -> StoredItem:
+    """Build an item from ``(id, seq, data_text, created_at, updated_at, version, revision)``."""
+    item_id, seq, data, created_at, updated_at, version, revision = values
+    return StoredItem(item_id, seq, decode_data(data), created_at, updated_at, version, revision)
+
+
+ITEM_COLUMNS: Final = ("id", "seq", "data", "created_at", "updated_at", "version", "revision")
+"""The columns :func:`make_item` reads, in its order."""
+
+
+def check_write(
+    item_id: str, stored_version: object | None, expected_version: int | None, base_version: int | None
+) -> None:
+    """Check an update or delete against the stored row, inside the write transaction.
+
+    Args:
+        item_id: the item's id.
+        stored_version: the row's version, or None when there is no row.
+        expected_version: the client's ``expectedVersion``, or None.
+        base_version: the version the caller computed its change from, or None when the
+            change does not depend on it (a delete).
+
+    Raises:
+        ConfigNotFoundError: no row (only when ``base_version`` is given: an update).
+        VersionConflictError: ``expected_version`` differs from the stored version.
+        StaleBaseError: no ``expected_version`` and the row moved past ``base_version``.
+    """
+    if stored_version is None:
+        if base_version is not None:
+            raise ConfigNotFoundError(item_id)
+        return
+    actual = stored_version if type(stored_version) is int else None
+    if expected_version is not None and actual != expected_version:
+        raise VersionConflictError(item_id, expected_version, actual)
+    if base_version is not None and actual != base_version:
+        raise StaleBaseError(item_id)
+
+
+def merge(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``current`` with the fields of ``patch`` (the ones the client sent) replaced."""
+    return {**current, **patch}
+
+
+def trim_below(revision: int) -> int | None:
+    """Return the revision at and below which the log is trimmed after ``revision``, or None.
+
+    One write in :data:`~bridge.storage.protocol.TRIM_EVERY` trims, keeping the last
+    :data:`~bridge.storage.protocol.CHANGE_LOG_KEEP` entries.
+    """
+    if revision % TRIM_EVERY == 0 and revision > CHANGE_LOG_KEEP:
+        return revision - CHANGE_LOG_KEEP
+    return None
+
+
+def feed_reaches(oldest: int | None, since: int, revision: int) -> bool:
+    """True when the log (oldest entry ``oldest``) holds every change after ``since`` up to ``revision``."""
+    if revision <= since:
+        return True
+    return oldest is not None and oldest <= since + 1
+
+
+def encode_entry(item: StoredItem) -> str:
+    """Return the change-log text of an item as of its revision (its row, data inline)."""
+    return orjson.dumps(
+        {
+            "id": item.id,
+            "seq": item.seq,
+            "data": item.data,
+            "created_at": item.created_at,
+            "updated_at": item.updated_at,
+            "version": item.version,
+            "revision": item.revision,
+        }
+    ).decode()
+
+
+def decode_entry(revision: object, item_id: object, kind: object, row: object) -> Change:
+    """Return the change a log entry records; ``undecodable`` when it does not decode."""
+    if (
+        type(revision) is not int
+        or not isinstance(item_id, str)
+        or kind not in {"created", "updated", "deleted"}
+    ):
+        return Change(
+            revision if type(revision) is int else 0, str(item_id), "deleted", None, undecodable=True
+        )
+    if kind == "deleted":
+        return Change(revision, item_id, "deleted", None)
+    value = decode_data(row)
+    if value is None:
+        return Change(revision, item_id, str(kind), None, undecodable=True)
+    try:
+        item = StoredItem(
+            value["id"],
+            value["seq"],
+            value["data"] if isinstance(value["data"], dict) else None,
+            value["created_at"],
+            value["updated_at"],
+            value["version"],
+            value["revision"],
+        )
+    except KeyError:
+        return Change(revision, item_id, str(kind), None, undecodable=True)
+    if item.id != item_id or item.revision != revision or item.data is None:
+        return Change(revision, item_id, str(kind), None, undecodable=True)
+    return Change(revision, item_id, str(kind), item)
+
+
+class CollectionStore(Protocol):
+    """What the service needs of a backend (:class:`bridge.collection.sqlite.SqliteCollectionStore`).
+
+    Every write is one transaction that applies :func:`check_write`, takes the
+    collection's next revision, logs the change and returns the :class:`Feed` after
+    ``since``.
+    """
+
+    poll_interval_s: float
+
+    def data_version(self) -> int:
+        """A number that moves with every commit to the store (-1: unknown, counts as moved)."""
+        ...
+
+    async def load(self, collection: str) -> tuple[int, list[StoredItem]]:
+        """The collection's revision and every item in creation order."""
+        ...
+
+    async def changes_since(self, collection: str, since: int) -> Feed:
+        """The changes after ``since``."""
+        ...
+
+    async def insert(
+        self,
+        collection: str,
+        item_id: str,
+        data: dict[str, Any],
+        *,
+        keys: list[tuple[str, str]],
+        now: str,
+        since: int,
+    ) -> Feed:
+        """Insert an item (version 1); DuplicateConfigNameError when a key is taken."""
+        ...
+
+    async def update(
+        self,
+        collection: str,
+        item_id: str,
+        data: dict[str, Any],
+        *,
+        keys: list[tuple[str, str]],
+        now: str,
+        base_version: int,
+        expected_version: int | None,
+        since: int,
+    ) -> Feed:
+        """Replace an item's fields (version + 1); see :func:`check_write` for the errors."""
+        ...
+
+    async def delete(
+        self, collection: str, item_id: str, expected_version: int | None, since: int
+    ) -> Feed | None:
+        """Delete an item; None when unknown."""
+        ...

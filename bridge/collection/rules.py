@@ -1,0 +1,177 @@
+"""A collection's rules and the wire models derived from them (no channels, no store).
+
+:class:`Rules` is what the service needs of a :class:`~bridge.collection.Collection`:
+the model, its unique, secret and reference fields, and the wire models built from it
+once (:class:`CollectionTypes`): the view (the fields, ``<field>Preview`` for a secret
+one, ``id``, ``createdAt``, ``updatedAt``, ``version``), the patch, the params of each
+channel, the snapshot and the ``<name>:changed`` payload, each named after the model
+(``PromptTemplateView``...).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AfterValidator, Field, StrictInt, create_model
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+
+from bridge.models import ChangeType, WireModel, api_key_preview
+
+PREVIEW_SUFFIX: Final = "_preview"
+"""A secret field ``f`` is shown as ``f_preview`` (``fPreview`` on the wire)."""
+
+
+def _check_item_id(value: str) -> str:
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        raise PydanticCustomError("INVALID_FORMAT", "must be a UUID") from None
+    if len(value) != 36:  # noqa: PLR2004 - the hyphenated form only, as llm-config ids
+        raise PydanticCustomError("INVALID_FORMAT", "must be a UUID")
+    return str(parsed)
+
+
+ItemId = Annotated[str, AfterValidator(_check_item_id), Field(description="Item id (UUID).")]
+"""An item id on the wire: a hyphenated UUID, compared in lower case."""
+
+
+def secret_preview(secret: str) -> str:
+    """Return the masked preview of a secret: first 3 + ``...`` + last 3, ``••••••••`` under 10 chars."""
+    return api_key_preview(secret)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A field holding the id of an item of another collection (or of an llm-config).
+
+    Attributes:
+        target: the referenced collection's name (``llm-config`` for LLM configs).
+        on_delete: what happens to the field when the referenced item is deleted:
+            ``set-null`` sets it to null through a normal versioned update (an ``updated``
+            event). A create or update naming an id that does not exist is refused.
+    """
+
+    target: str
+    on_delete: Literal["set-null"] = "set-null"
+
+
+@dataclass(frozen=True)
+class CollectionTypes:
+    """The wire models of one collection (each named after the model, e.g. ``PromptTemplateView``)."""
+
+    view: type[WireModel]
+    patch: type[WireModel]
+    create: type[WireModel]
+    read: type[WireModel]
+    update: type[WireModel]
+    delete: type[WireModel]
+    snapshot: type[WireModel]
+    changed: type[WireModel]
+
+
+def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> CollectionTypes:
+    """Build the wire models of collection ``name`` (see :class:`CollectionTypes`)."""
+    base = model.__name__
+    module = model.__module__
+    fields = model.model_fields
+    view_fields: dict[str, Any] = {"id": (str, Field(description="Item id (UUID)."))}
+    for field, info in fields.items():
+        if field in secret:
+            view_fields[field + PREVIEW_SUFFIX] = (
+                str,
+                Field(description=f"Masked preview of {field} (first 3 + '...' + last 3); never the secret."),
+            )
+        else:
+            view_fields[field] = (info.annotation, info)
+    view_fields["created_at"] = (str, Field(description="ISO 8601 UTC, milliseconds."))
+    view_fields["updated_at"] = (str, Field(description="ISO 8601 UTC, milliseconds."))
+    view_fields["version"] = (int, Field(ge=1, description="Increases by one with every update."))
+    view: Any = create_model(
+        f"{base}View",
+        __base__=WireModel,
+        __module__=module,
+        __doc__=f"An item of {name} as served (secret fields only as previews).",
+        **view_fields,
+    )
+    patch_fields: dict[str, Any] = {}
+    for field, info in fields.items():
+        inner: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        patch_fields[field] = (inner | None, Field(default=None, description=info.description))
+    patch = create_model(
+        f"{base}Patch",
+        __base__=WireModel,
+        __module__=module,
+        __doc__=f"Changes to an item of {name}: omitted fields keep their value.",
+        **patch_fields,
+    )
+    expected: Any = (
+        StrictInt | None,
+        Field(default=None, ge=1, description="Refuse (4012) unless at this version."),
+    )
+    create = create_model(
+        f"{base}CreateParams", __base__=WireModel, __module__=module, __doc__="``{item}``.", item=(model, ...)
+    )
+    read = create_model(
+        f"{base}IdParams", __base__=WireModel, __module__=module, __doc__="``{id}``.", id=(ItemId, ...)
+    )
+    update = create_model(
+        f"{base}UpdateParams",
+        __base__=WireModel,
+        __module__=module,
+        __doc__="``{id, updates, expectedVersion?}``.",
+        id=(ItemId, ...),
+        updates=(patch, ...),
+        expected_version=expected,
+    )
+    delete = create_model(
+        f"{base}DeleteParams",
+        __base__=WireModel,
+        __module__=module,
+        __doc__="``{id, expectedVersion?}``.",
+        id=(ItemId, ...),
+        expected_version=expected,
+    )
+    snapshot = create_model(
+        f"{base}Snapshot",
+        __base__=WireModel,
+        __module__=module,
+        __doc__="Every item in creation order and the revision they reflect.",
+        revision=(int, Field(ge=0)),
+        items=(list[view], ...),
+    )
+    optional_view: Any = view | SkipJsonSchema[None]  # type: ignore[misc]  # view is built at run time
+    changed = create_model(
+        f"{base}Changed",
+        __base__=WireModel,
+        __module__=module,
+        __doc__="Payload of ``<name>:changed``: ``item`` is absent for ``deleted``.",
+        type=(ChangeType, ...),
+        id=(str, ...),
+        revision=(int, Field(ge=1)),
+        item=(optional_view, Field(default=None, exclude_if=lambda v: v is None)),
+    )
+    return CollectionTypes(view, patch, create, read, update, delete, snapshot, changed)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """One collection's rules, as the service applies them.
+
+    Attributes:
+        name: the collection's name (``prompt-template``).
+        model: the model of the user-editable fields.
+        unique: fields unique ignoring case.
+        secret: write-only fields, encrypted at rest.
+        references: field → :class:`Ref`.
+        types: the wire models.
+    """
+
+    name: str
+    model: type[WireModel]
+    unique: tuple[str, ...]
+    secret: tuple[str, ...]
+    references: dict[str, Ref]
+    types: CollectionTypes

@@ -1,0 +1,561 @@
+"""``CollectionService``: one collection's cache, writes, feed, secrets and references.
+
+The cache is write-through and O(1): reads never touch the store; a write goes to the
+store first (one transaction) and to the cache after it commits; events are published
+after the commit, in revision order, whether the write was this process's or another's
+(noticed through ``PRAGMA data_version`` and read from the change log). Stored rows are
+untrusted: a row that does not validate against the model, or whose secret does not open
+for its own collection, id and field, is quarantined (not served, logged once by id and
+reason, never with a value). The service returns models; the wire JSON is the channel
+binding's (:mod:`bridge.collection.channels`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from bridge.backoff import backoff_delays
+from bridge.collection.protocol import (
+    UNDECODABLE_ROW,
+    CollectionStore,
+    Feed,
+    StaleBaseError,
+    StoredItem,
+    merge,
+    unique_keys,
+)
+from bridge.collection.rules import PREVIEW_SUFFIX, Rules, secret_preview
+from bridge.errors import (
+    ConfigNotFoundError,
+    ConfigOperationFailedError,
+    FieldError,
+    ServiceUnavailableError,
+    ValidationError,
+)
+from bridge.keystore import KEY_ID_BYTES, DecryptionError, KeyCipher
+from bridge.models import ChangeType, field_errors, validation_error
+from bridge.service.events import EventBus
+from bridge.service.llm_config import printable_id, utc_now
+
+log = structlog.get_logger(__name__)
+
+UNKNOWN_KEY_ID: Final = "UNKNOWN_KEY_ID"
+CIPHERTEXT_AUTH_FAILED: Final = "CIPHERTEXT_AUTH_FAILED"
+INVALID_ROW: Final = "INVALID_ROW"
+UNKNOWN_REFERENCE: Final = "UNKNOWN_REFERENCE"
+"""Field code of a reference to an id that does not exist (-32602)."""
+MAX_WRITE_ATTEMPTS: Final = 5
+"""Tries of an update whose item another process changed meanwhile."""
+
+Resolver = Callable[[str, str], Awaitable[bool]]
+"""``resolve(target, id)``: True when collection ``target`` (or ``llm-config``) has item ``id``."""
+
+
+def associated_data(collection: str, item_id: str, field: str) -> str:
+    """The AES-GCM associated data of a secret: binds it to its collection, item and field.
+
+    A ciphertext copied to another row, field or collection fails authentication. The
+    NUL separators keep it apart from llm-config's (a bare config id).
+    """
+    return f"bridge-collection\0{collection}\0{item_id}\0{field}"
+
+
+@dataclass(slots=True)
+class _Entry:
+    item: StoredItem
+    view: Any
+    plain: dict[str, Any]
+    """The model's fields by Python name, secrets excluded."""
+
+
+class CollectionService:
+    """Owns one collection: validation, cache, events, secrets and references. No sockets.
+
+    Args:
+        rules: the collection's rules and wire models (``Collection.rules``).
+        store: the opened store (shared by every collection).
+        cipher: seals secret fields.
+        resolve: answers whether a referenced id exists (needed when the collection has
+            references).
+        watch: follow other processes' commits.
+
+    Subscribe to :attr:`events` for the ``<Model>Changed`` models (synchronous callbacks).
+    """
+
+    def __init__(
+        self,
+        rules: Rules,
+        store: CollectionStore,
+        cipher: KeyCipher,
+        *,
+        resolve: Resolver | None = None,
+        watch: bool = True,
+    ) -> None:
+        """Wire the service; :meth:`start` loads it."""
+        self.rules = rules
+        self.name = rules.name
+        self._types = rules.types
+        self._store = store
+        self._cipher = cipher
+        self._resolve = resolve
+        self._watch = watch
+        self._cache: dict[str, _Entry] = {}
+        self._views: tuple[Any, ...] | None = None
+        self._revision = 0
+        self._lock = asyncio.Lock()
+        self._quarantine: dict[str, str] = {}
+        self._closed = False
+        self._loaded = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.events: EventBus[Any] = EventBus()
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every item (quarantining bad rows) and start following other processes."""
+        async with self._lock:
+            revision, items = await self._store.load(self.name)
+            self._replace_all(items, revision, publish=False)
+            self._loaded = True
+        log.info("collection_loaded", collection=self.name, count=len(self._cache), revision=self._revision)
+        if self._watch:
+            self._watcher = asyncio.create_task(self._follow(), name=f"collection-watcher-{self.name}")
+
+    async def close(self) -> None:
+        """Stop following the store; later calls raise 5003."""
+        self._closed = True
+        tasks = [t for t in (self._watcher, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _ready(self) -> None:
+        if self._closed or not self._loaded:
+            raise ServiceUnavailableError
+
+    # ---- reads (the cache only) -------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        """The collection revision the cache reflects."""
+        return self._revision
+
+    def read(self, item_id: str) -> Any:
+        """Return the view of ``item_id`` from the cache, or None when unknown.
+
+        Raises:
+            ServiceUnavailableError: the service is closed or not started (5003).
+        """
+        self._ready()
+        entry = self._cache.get(item_id)
+        return None if entry is None else entry.view
+
+    def list(self) -> tuple[Any, ...]:
+        """Every view in creation order (a tuple kept until the next change; empty if none)."""
+        self._ready()
+        if self._views is None:
+            self._views = tuple(entry.view for entry in self._cache.values())
+        return self._views
+
+    def snapshot(self) -> tuple[int, tuple[Any, ...]]:
+        """Return ``(revision, views)``: every view in creation order and the revision they reflect."""
+        return self._revision, self.list()
+
+    def quarantined(self) -> dict[str, str]:
+        """Quarantined row id → reason code (e.g. ``name.INVALID_LENGTH``, ``CIPHERTEXT_AUTH_FAILED``)."""
+        return dict(self._quarantine)
+
+    async def secret(self, item_id: str, field: str) -> str | None:
+        """Return the plaintext of secret ``field`` of ``item_id`` (server side only); None when unknown."""
+        self._ready()
+        entry = self._cache.get(item_id)
+        if entry is None or field not in self.rules.secret:
+            return None
+        return self._open(entry.item, field)
+
+    # ---- writes -------------------------------------------------------------------
+
+    async def create(self, item: BaseModel) -> Any:
+        """Create an item from the validated model ``item``; return its view.
+
+        Raises:
+            ValidationError: a reference names an id that does not exist (-32602,
+                ``item.<field>`` ``UNKNOWN_REFERENCE``).
+            DuplicateConfigNameError: a unique field's key is taken (4009).
+            ServiceUnavailableError: the service is closed (5003).
+        """
+        self._ready()
+        values = item.model_dump(mode="json", by_alias=False)
+        await self._check_references(values, set(values), "item")
+        item_id = str(uuid.uuid4())
+        data, plain = self._seal(item_id, values, {}, set(values))
+        keys = unique_keys(self.rules.unique, plain)
+        async with self._lock:
+            feed = await self._store.insert(
+                self.name, item_id, data, keys=keys, now=utc_now(), since=self._revision
+            )
+            await self._apply(feed)
+        return self._written(item_id)
+
+    async def update(self, item_id: str, updates: BaseModel, expected_version: int | None = None) -> Any:
+        """Apply the fields the client sent in ``updates`` (null clears a nullable field); return the view.
+
+        Raises:
+            ValidationError: the result fails the model (``updates.<field>``) or a
+                reference names an unknown id (-32602).
+            ConfigNotFoundError: no item has ``item_id`` (4004).
+            VersionConflictError: ``expected_version`` differs from the stored version (4012).
+            DuplicateConfigNameError: a unique key is taken (4009).
+        """
+        self._ready()
+        sent = updates.model_dump(mode="json", by_alias=False, include=updates.model_fields_set)
+        await self._check_references(sent, set(sent), "updates")
+        view = await self._modify(item_id, lambda _: sent, expected_version)
+        if view is None:  # pragma: no cover - a client patch always applies
+            raise ConfigOperationFailedError
+        return view
+
+    async def delete(self, item_id: str, expected_version: int | None = None) -> bool:
+        """Delete ``item_id``; False when unknown.
+
+        Raises:
+            VersionConflictError: ``expected_version`` differs from the stored version (4012).
+        """
+        self._ready()
+        async with self._lock:
+            feed = await self._store.delete(self.name, item_id, expected_version, self._revision)
+            if feed is None:
+                return False
+            await self._apply(feed)
+        return True
+
+    async def clear_reference(self, target: str, target_id: str) -> int:
+        """Null every field holding ``target_id`` of ``target`` (``set-null``); return the items changed.
+
+        Each is a normal versioned update with an ``updated`` event; an item changed
+        meanwhile is looked at again, and one no longer holding the id is left alone.
+        """
+        fields = [f for f, ref in self.rules.references.items() if ref.target == target]
+        if not fields or self._closed:
+            return 0
+        changed = 0
+        for item_id, entry in builtins.list(self._cache.items()):
+            if not any(entry.plain.get(f) == target_id for f in fields):
+                continue
+
+            def nulls(plain: dict[str, Any]) -> dict[str, Any] | None:
+                hit = {f: None for f in fields if plain.get(f) == target_id}
+                return hit or None
+
+            with contextlib.suppress(ConfigNotFoundError):
+                if await self._modify(item_id, nulls, None) is not None:
+                    changed += 1
+                    log.info("reference_cleared", collection=self.name, id=item_id, target=target)
+        return changed
+
+    async def repair_references(self) -> int:
+        """Clear references to ids that no longer exist (deleted while this process was down)."""
+        if self._resolve is None:
+            return 0
+        gone: set[tuple[str, str]] = set()
+        for entry in builtins.list(self._cache.values()):
+            for field, ref in self.rules.references.items():
+                value = entry.plain.get(field)
+                if (
+                    isinstance(value, str)
+                    and (ref.target, value) not in gone
+                    and not await self._resolve(ref.target, value)
+                ):
+                    gone.add((ref.target, value))
+        changed = 0
+        for target, target_id in sorted(gone):
+            changed += await self.clear_reference(target, target_id)
+        return changed
+
+    def on_deleted(self, target: str, target_id: str) -> None:
+        """Schedule :meth:`clear_reference` (for an event callback: synchronous)."""
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self.clear_reference(target, target_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reference_clear_failed", collection=self.name, error=type(task.exception()).__name__)
+
+    async def _modify(
+        self,
+        item_id: str,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+        expected_version: int | None,
+    ) -> Any:
+        """Merge ``change(current fields)`` into the item and write it; None when ``change`` returns None."""
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            async with self._lock:
+                entry = self._cache.get(item_id)
+                if entry is None:
+                    await self._catch_up()
+                    entry = self._cache.get(item_id)
+                    if entry is None:
+                        raise ConfigNotFoundError(item_id)
+                sent = change(entry.plain)
+                if sent is None:
+                    return None
+                current = dict(entry.plain)
+                for field in self.rules.secret:
+                    current[field] = self._open(entry.item, field)
+                try:
+                    validated = self.rules.model.model_validate(merge(current, sent))
+                except PydanticValidationError as exc:
+                    raise validation_error(exc, ("updates",)) from None
+                values = validated.model_dump(mode="json", by_alias=False)
+                data, plain = self._seal(item_id, values, entry.item.data or {}, set(sent))
+                keys = unique_keys(self.rules.unique, plain)
+                try:
+                    feed = await self._store.update(
+                        self.name,
+                        item_id,
+                        data,
+                        keys=keys,
+                        now=utc_now(),
+                        base_version=entry.item.version,
+                        expected_version=expected_version,
+                        since=self._revision,
+                    )
+                except StaleBaseError:
+                    await self._catch_up()
+                    continue
+                await self._apply(feed)
+            await self._recheck(plain, set(sent))
+            return self._written(item_id)
+        raise ConfigOperationFailedError("The item kept changing; try again")
+
+    def _written(self, item_id: str) -> Any:
+        entry = self._cache.get(item_id)
+        if entry is None:
+            # Our own row failed its checks, or another process deleted it right after.
+            raise ConfigOperationFailedError
+        return entry.view
+
+    # ---- secrets and references ---------------------------------------------------------
+
+    def _seal(
+        self, item_id: str, values: dict[str, Any], stored: dict[str, Any], sent: set[str]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Return ``(stored data, plain fields without secrets)``; secrets not sent keep their ciphertext."""
+        data = {k: v for k, v in values.items() if k not in self.rules.secret}
+        plain = dict(data)
+        for field in self.rules.secret:
+            secret = values.get(field)
+            if field in sent or field not in stored:
+                if secret is None:
+                    data[field] = None
+                    data[field + PREVIEW_SUFFIX] = None
+                    continue
+                sealed = self._cipher.encrypt(secret, associated_data(self.name, item_id, field))
+                data[field] = sealed.hex()
+                data[field + PREVIEW_SUFFIX] = secret_preview(secret)
+            else:
+                data[field] = stored[field]
+                data[field + PREVIEW_SUFFIX] = stored.get(field + PREVIEW_SUFFIX)
+        return data, plain
+
+    def _open(self, item: StoredItem, field: str) -> str | None:
+        """The plaintext of a secret field. Raises DecryptionError or ValueError when it does not open."""
+        raw = (item.data or {}).get(field)
+        if raw is None:
+            return None
+        blob = bytes.fromhex(raw)
+        return self._cipher.decrypt(blob, associated_data(self.name, item.id, field))
+
+    async def _check_references(self, values: dict[str, Any], sent: set[str], prefix: str) -> None:
+        errors = []
+        for field, ref in self.rules.references.items():
+            value = values.get(field)
+            if (
+                field in sent
+                and value is not None
+                and (self._resolve is None or not await self._resolve(ref.target, value))
+            ):
+                wire = self.rules.model.model_fields[field].alias or field
+                errors.append(
+                    FieldError(
+                        f"{prefix}.{wire}", UNKNOWN_REFERENCE, f"must be the id of an existing {ref.target}"
+                    )
+                )
+        if errors:
+            raise ValidationError(errors)
+
+    async def _recheck(self, plain: dict[str, Any], sent: set[str]) -> None:
+        """After a write: a referenced item deleted between the check and the commit is cleared now."""
+        if self._resolve is None:
+            return
+        for field, ref in self.rules.references.items():
+            value = plain.get(field)
+            if field in sent and isinstance(value, str) and not await self._resolve(ref.target, value):
+                await self.clear_reference(ref.target, value)
+
+    # ---- applying committed changes ----------------------------------------------------
+
+    def _verdict(self, item: StoredItem) -> tuple[_Entry | None, str | None]:  # noqa: PLR0911 - one per reason
+        """Check a stored row: its entry, or the quarantine reason (never a value)."""
+        data = item.data
+        if data is None:
+            return None, UNDECODABLE_ROW
+        if type(item.version) is not int or item.version < 1:
+            return None, INVALID_ROW
+        if not isinstance(item.created_at, str) or not isinstance(item.updated_at, str):
+            return None, INVALID_ROW
+        opened = self._open_secrets(item, data)
+        if isinstance(opened, str):
+            return None, opened
+        values, previews = opened
+        try:
+            model = self.rules.model.model_validate(values)
+        except PydanticValidationError as exc:
+            first = field_errors(exc)[0]
+            return None, f"{first.field}.{first.code}"
+        plain = model.model_dump(mode="json", by_alias=False, exclude=set(self.rules.secret))
+        fields = {
+            **plain,
+            **previews,
+            "id": item.id,
+            "created_at": item.created_at,
+            "updated_at": item.updated_at,
+            "version": item.version,
+        }
+        try:
+            view = self._types.view.model_validate(fields)
+        except PydanticValidationError:
+            return None, INVALID_ROW
+        return _Entry(item, view, plain), None
+
+    def _open_secrets(
+        self, item: StoredItem, data: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]] | str:
+        """The row's fields with each secret opened, and the previews; or the quarantine reason."""
+        secret = self.rules.secret
+        previews = {field + PREVIEW_SUFFIX for field in secret}
+        values = {k: v for k, v in data.items() if k not in previews}
+        shown: dict[str, Any] = {}
+        for field in secret:
+            try:
+                raw = data.get(field)
+                if raw is not None and not self._cipher.knows(bytes.fromhex(raw)[:KEY_ID_BYTES]):
+                    return UNKNOWN_KEY_ID
+                values[field] = self._open(item, field)
+            except DecryptionError:
+                return CIPHERTEXT_AUTH_FAILED
+            except (ValueError, TypeError):
+                return f"{field}.INVALID_FORMAT"
+            preview = data.get(field + PREVIEW_SUFFIX)
+            if values[field] is not None and not isinstance(preview, str):
+                return f"{field}{PREVIEW_SUFFIX}.INVALID_FORMAT"
+            shown[field + PREVIEW_SUFFIX] = preview
+        return values, shown
+
+    def _hold(self, item_id: str, reason: str) -> None:
+        if self._quarantine.get(item_id) != reason:
+            event = "security_event" if reason == CIPHERTEXT_AUTH_FAILED else "item_quarantined"
+            log.warning(event, collection=self.name, id=printable_id(item_id), reason=reason)
+        self._quarantine[item_id] = reason
+
+    def _publish(self, kind: ChangeType, item_id: str, revision: int, view: Any = None) -> None:
+        changed: Any = self._types.changed
+        self.events.publish(changed(type=kind, id=item_id, revision=revision, item=view))
+
+    def _apply_item(
+        self, item_id: str, item: StoredItem | None, revision: int, *, publish: bool = True
+    ) -> None:
+        old = self._cache.get(item_id)
+        entry, reason = (None, None) if item is None else self._verdict(item)
+        if item is not None and reason is not None:
+            self._hold(item_id, reason)
+        else:
+            self._quarantine.pop(item_id, None)
+        if entry is None:
+            if old is not None:
+                del self._cache[item_id]
+                self._views = None
+                if publish:
+                    self._publish(ChangeType.DELETED, item_id, revision)
+            return
+        if old is not None and old.item == entry.item:
+            return
+        self._cache[item_id] = entry
+        if old is None and self._cache and entry.item.seq < max(e.item.seq for e in self._cache.values()):
+            self._cache = dict(sorted(self._cache.items(), key=lambda kv: kv[1].item.seq))
+        self._views = None
+        if publish:
+            kind = ChangeType.CREATED if old is None else ChangeType.UPDATED
+            self._publish(kind, item_id, revision, entry.view)
+
+    async def _apply(self, feed: Feed) -> None:
+        """Apply committed changes in revision order (lock held); reload when the log cannot tell."""
+        changes = feed.changes
+        if changes is None or any(c.undecodable for c in changes):
+            await self._reload()
+            return
+        for change in changes:
+            if change.revision <= self._revision:
+                continue
+            self._apply_item(change.id, change.item, change.revision)
+            self._revision = change.revision
+        self._revision = max(self._revision, feed.revision)
+
+    async def _catch_up(self) -> None:
+        await self._apply(await self._store.changes_since(self.name, self._revision))
+
+    async def _reload(self) -> None:
+        revision, items = await self._store.load(self.name)
+        log.info("collection_reloaded", collection=self.name, revision=revision)
+        self._replace_all(items, revision, publish=True)
+
+    def _replace_all(self, items: builtins.list[StoredItem], revision: int, *, publish: bool) -> None:
+        present = {item.id for item in items}
+        for item_id in builtins.list(self._cache):
+            if item_id not in present:
+                self._apply_item(item_id, None, revision, publish=publish)
+        for item_id in builtins.list(self._quarantine):
+            if item_id not in present:
+                del self._quarantine[item_id]
+        for item in items:
+            self._apply_item(item.id, item, revision, publish=publish)
+        self._cache = dict(sorted(self._cache.items(), key=lambda kv: kv[1].item.seq))
+        self._views = None
+        self._revision = revision
+
+    async def _follow(self) -> None:
+        """Apply other processes' commits as ``PRAGMA data_version`` reveals them; never stops."""
+        seen = self._store.data_version()
+        delay: Callable[[], float] | None = None
+        while not self._closed:
+            await asyncio.sleep(self._store.poll_interval_s if delay is None else delay())
+            try:
+                now = self._store.data_version()
+                if now == seen and now != -1 and delay is None:
+                    continue
+                async with self._lock:
+                    await self._catch_up()
+                seen = now
+                delay = None
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("collection_follow_failed", collection=self.name)
+                delay = delay or backoff_delays(base_s=0.1, cap_s=5.0)

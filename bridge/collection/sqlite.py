@@ -1,0 +1,420 @@
+"""``SqliteCollectionStore``: every collection's items in ``<data-dir>/collections.db``.
+
+A file of its own beside ``bridge.db``: the llm-config schema (its version, migrations,
+``bridge doctor`` and ``rotate-key``) stays as it is, and a collection never shares a
+transaction with a config. The pragmas are ``bridge.db``'s (DESIGN §3): WAL,
+``synchronous=FULL``, ``busy_timeout`` 5 s, every write in ``BEGIN IMMEDIATE``. All SQLite
+work runs on one thread so the event loop never blocks on disk.
+
+Tables: ``items`` (one row per item, fields as a JSON object, ``UNIQUE (collection,
+id)``), ``item_keys`` (the unique keys: ``PRIMARY KEY (collection, field, key)``, so the
+database refuses a duplicate whoever writes), ``revisions`` (one gap-free counter per
+collection) and ``changes`` (the log other processes follow after ``PRAGMA
+data_version`` moves). What the SQL means is :mod:`bridge.collection.protocol`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from bridge.collection.protocol import (
+    ITEM_COLUMNS,
+    Change,
+    Feed,
+    StoredItem,
+    check_write,
+    decode_entry,
+    encode_data,
+    encode_entry,
+    feed_reaches,
+    make_item,
+    trim_below,
+)
+from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
+
+T = TypeVar("T")
+
+COLLECTIONS_DB_FILE_NAME: Final = "collections.db"
+SCHEMA_VERSION: Final = 1
+"""``PRAGMA user_version`` of the schema below."""
+BUSY_TIMEOUT_MS: Final = 5000
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    version INTEGER NOT NULL CHECK (version >= 1),
+    revision INTEGER NOT NULL,
+    UNIQUE (collection, id)
+);
+CREATE TABLE IF NOT EXISTS item_keys (
+    collection TEXT NOT NULL,
+    field TEXT NOT NULL,
+    key TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (collection, field, key)
+);
+CREATE INDEX IF NOT EXISTS item_keys_by_id ON item_keys (collection, id);
+CREATE TABLE IF NOT EXISTS revisions (
+    collection TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changes (
+    collection TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    row TEXT,
+    PRIMARY KEY (collection, revision)
+);
+"""
+_SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items"  # noqa: S608 - fixed column names
+
+
+def _text(raw: bytes) -> str:
+    # Text that is not UTF-8 comes back with lone surrogates; its row fails to decode and
+    # is quarantined instead of failing the whole read.
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class SqliteCollectionStore:
+    """Items of every collection in one SQLite file, shared safely by several processes.
+
+    Args:
+        path: the database file (``<data-dir>/collections.db``); created 0600.
+        poll_interval_s: how often a follower should poll :meth:`data_version`, in seconds.
+        sealed: the collections with secret fields (:meth:`has_ciphertexts` counts their items).
+    """
+
+    def __init__(self, path: Path, *, poll_interval_s: float = 0.2, sealed: Sequence[str] = ()) -> None:
+        """Configure the store; nothing touches the disk until :meth:`open`."""
+        self.path = path
+        self.sealed = tuple(sealed)
+        self.poll_interval_s = poll_interval_s
+        self._conn: sqlite3.Connection | None = None
+        self._probe: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collections-store")
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    async def open(self) -> None:
+        """Create or open the file and its schema.
+
+        Raises:
+            SchemaTooNewError: the file was written by a newer bridge (left untouched).
+            sqlite3.DatabaseError: the file is not a usable database.
+        """
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        self._probe = sqlite3.connect(
+            f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=0
+        )
+
+    def _connect(self) -> sqlite3.Connection:
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        conn.text_factory = _text
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = self._schema_version(conn)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            if version < SCHEMA_VERSION:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        """``PRAGMA user_version``; a newer one raises :class:`SchemaTooNewError` (nothing changed)."""
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNewError(self.path, version)
+        return int(version)
+
+    async def close(self) -> None:
+        """Close the connections and the thread; idempotent."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=False)
+
+    def data_version(self) -> int:
+        """``PRAGMA data_version`` of a connection of its own: moves with every commit, ours included.
+
+        Cheap (no disk read), run on the event loop. -1 when the probe fails (counts as moved).
+        """
+        probe = self._probe
+        if probe is None:
+            return -1
+        try:
+            return int(probe.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return -1
+
+    # ---- reads --------------------------------------------------------------------
+
+    async def load(self, collection: str) -> tuple[int, list[StoredItem]]:
+        """Return the collection's revision and every item in creation order (one read transaction)."""
+
+        def work(conn: sqlite3.Connection) -> tuple[int, list[StoredItem]]:
+            conn.execute("BEGIN")
+            try:
+                revision = _revision(conn, collection)
+                rows = conn.execute(f"{_SELECT} WHERE collection = ? ORDER BY seq", (collection,)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return revision, [make_item(tuple(r)) for r in rows]
+
+        return await self._run(work)
+
+    async def changes_since(self, collection: str, since: int) -> Feed:
+        """Return the changes after revision ``since`` (``changes`` None: the log does not reach it)."""
+
+        def work(conn: sqlite3.Connection) -> Feed:
+            conn.execute("BEGIN")
+            try:
+                revision = _revision(conn, collection)
+                return _feed(conn, collection, since, revision, None)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._run(work)
+
+    async def has_ciphertexts(self) -> bool:
+        """True when a collection with secret fields (``sealed``) has an item (its data key must exist)."""
+        if not self.sealed:
+            return False
+        marks = ", ".join("?" for _ in self.sealed)
+
+        def work(conn: sqlite3.Connection) -> bool:
+            query = f"SELECT 1 FROM items WHERE collection IN ({marks}) LIMIT 1"  # noqa: S608 - placeholders only
+            return conn.execute(query, self.sealed).fetchone() is not None
+
+        return await self._run(work)
+
+    # ---- writes -------------------------------------------------------------------
+
+    async def insert(
+        self,
+        collection: str,
+        item_id: str,
+        data: dict[str, Any],
+        *,
+        keys: list[tuple[str, str]],
+        now: str,
+        since: int,
+    ) -> Feed:
+        """Insert a new item (version 1) with its unique keys, in one transaction.
+
+        Raises:
+            DuplicateConfigNameError: a unique key is taken (context ``{field}``).
+        """
+
+        def work(conn: sqlite3.Connection) -> Feed:
+            def write() -> StoredItem:
+                revision = _bump(conn, collection)
+                _insert_keys(conn, collection, item_id, keys)
+                cursor = conn.execute(
+                    "INSERT INTO items (collection, id, data, created_at, updated_at, version, revision) "
+                    "VALUES (?, ?, ?, ?, ?, 1, ?)",
+                    (collection, item_id, encode_data(data), now, now, revision),
+                )
+                seq = int(cursor.lastrowid or 0)
+                return StoredItem(item_id, seq, dict(data), now, now, 1, revision)
+
+            return _transaction(conn, collection, since, "created", write)
+
+        return await self._run(work)
+
+    async def update(
+        self,
+        collection: str,
+        item_id: str,
+        data: dict[str, Any],
+        *,
+        keys: list[tuple[str, str]],
+        now: str,
+        base_version: int,
+        expected_version: int | None,
+        since: int,
+    ) -> Feed:
+        """Replace an item's fields (version + 1) if it is still at ``base_version``.
+
+        Raises:
+            ConfigNotFoundError: no item has ``item_id``.
+            VersionConflictError: ``expected_version`` differs from the stored version.
+            StaleBaseError: the item moved past ``base_version`` (catch up and retry).
+            DuplicateConfigNameError: a unique key is taken by another item.
+        """
+
+        def work(conn: sqlite3.Connection) -> Feed:
+            def write() -> StoredItem:
+                found = conn.execute(
+                    f"{_SELECT} WHERE collection = ? AND id = ?", (collection, item_id)
+                ).fetchone()
+                check_write(item_id, None if found is None else found[5], expected_version, base_version)
+                current = make_item(tuple(found))
+                revision = _bump(conn, collection)
+                conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
+                _insert_keys(conn, collection, item_id, keys)
+                version = current.version + 1
+                conn.execute(
+                    "UPDATE items SET data = ?, updated_at = ?, version = ?, revision = ? "
+                    "WHERE collection = ? AND id = ?",
+                    (encode_data(data), now, version, revision, collection, item_id),
+                )
+                return StoredItem(
+                    item_id, current.seq, dict(data), current.created_at, now, version, revision
+                )
+
+            return _transaction(conn, collection, since, "updated", write)
+
+        return await self._run(work)
+
+    async def delete(
+        self, collection: str, item_id: str, expected_version: int | None, since: int
+    ) -> Feed | None:
+        """Delete an item and its keys; None when no item has ``item_id``.
+
+        Raises:
+            VersionConflictError: ``expected_version`` differs from the stored version.
+        """
+
+        def work(conn: sqlite3.Connection) -> Feed | None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = conn.execute(
+                    "SELECT version FROM items WHERE collection = ? AND id = ?", (collection, item_id)
+                ).fetchone()
+                check_write(item_id, None if found is None else found[0], expected_version, None)
+                if found is None:
+                    conn.execute("COMMIT")
+                    return None
+                revision = _bump(conn, collection)
+                conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
+                conn.execute("DELETE FROM items WHERE collection = ? AND id = ?", (collection, item_id))
+                _log(conn, collection, revision, item_id=item_id, kind="deleted", row=None)
+                feed = _feed(conn, collection, since, revision, Change(revision, item_id, "deleted", None))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return feed
+
+        return await self._run(work)
+
+
+# ---- SQL helpers (run on the store's thread, inside the caller's transaction) --------------
+
+
+def _revision(conn: sqlite3.Connection, collection: str) -> int:
+    row = conn.execute("SELECT revision FROM revisions WHERE collection = ?", (collection,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _bump(conn: sqlite3.Connection, collection: str) -> int:
+    """Take the collection's next revision (gap-free: the transaction holds the write lock)."""
+    conn.execute(
+        "INSERT INTO revisions (collection, revision) VALUES (?, 1) "
+        "ON CONFLICT (collection) DO UPDATE SET revision = revision + 1",
+        (collection,),
+    )
+    return _revision(conn, collection)
+
+
+def _insert_keys(
+    conn: sqlite3.Connection, collection: str, item_id: str, keys: list[tuple[str, str]]
+) -> None:
+    for field, key in keys:
+        try:
+            conn.execute(
+                "INSERT INTO item_keys (collection, field, key, id) VALUES (?, ?, ?, ?)",
+                (collection, field, key, item_id),
+            )
+        except sqlite3.IntegrityError:
+            raise DuplicateConfigNameError(
+                f"Another item of {collection} has this {field}", context={"field": field}
+            ) from None
+
+
+def _log(
+    conn: sqlite3.Connection, collection: str, revision: int, *, item_id: str, kind: str, row: str | None
+) -> None:
+    conn.execute(
+        "INSERT INTO changes (collection, revision, id, type, row) VALUES (?, ?, ?, ?, ?)",
+        (collection, revision, item_id, kind, row),
+    )
+    below = trim_below(revision)
+    if below is not None:
+        conn.execute("DELETE FROM changes WHERE collection = ? AND revision <= ?", (collection, below))
+
+
+def _feed(conn: sqlite3.Connection, collection: str, since: int, revision: int, own: Change | None) -> Feed:
+    """Changes after ``since``: other writers' from the log, the writer's own as written (never decoded)."""
+    top = revision - 1 if own is not None else revision
+    if top <= since:
+        return Feed(revision, [] if own is None else [own])
+    (oldest,) = conn.execute(
+        "SELECT MIN(revision) FROM changes WHERE collection = ?", (collection,)
+    ).fetchone()
+    if not feed_reaches(oldest, since, top):
+        return Feed(revision, None)
+    rows = conn.execute(
+        "SELECT revision, id, type, row FROM changes WHERE collection = ? AND revision > ? AND revision <= ? "
+        "ORDER BY revision",
+        (collection, since, top),
+    ).fetchall()
+    changes = [decode_entry(*r) for r in rows]
+    if len(changes) != top - since:
+        return Feed(revision, None)
+    if own is not None:
+        changes.append(own)
+    return Feed(revision, changes)
+
+
+def _transaction(
+    conn: sqlite3.Connection, collection: str, since: int, kind: str, write: Callable[[], StoredItem]
+) -> Feed:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        item = write()
+        _log(conn, collection, item.revision, item_id=item.id, kind=kind, row=encode_entry(item))
+        feed = _feed(conn, collection, since, item.revision, Change(item.revision, item.id, kind, item))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return feed
