@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bridge.app import published_document
+import bridge
 from bridge.client import BridgeClient, CollectionMirror
 from tests.conftest import ServedBridge, openai_config, start_bridge_process
 from tests.helpers.app_sidecar import load_example
@@ -49,9 +49,24 @@ def start_sidecar(data_dir: Path, *flags: str) -> ServedBridge:
     return start_bridge_process(data_dir, *flags, module=SIDECAR, env={"PYTHONPATH": str(ROOT)})
 
 
-def example_schema_hash() -> str:
-    """The ``schemaHash`` the example's server announces (its registry's OpenRPC document)."""
-    return published_document(load_example("prompt_templates").build_registry())[1]
+async def example_schema_hash(scratch: Path) -> str:
+    """The ``schemaHash`` of the example's OpenRPC document, from an in-process bridge of it.
+
+    What a Python client of the application expects (its types describe this registry);
+    a started bridge's registry, as bridge's own channels are added at start.
+    """
+    running = await bridge.start_bridge(
+        bridge.BridgeOptions(
+            data_dir=scratch,
+            secrets=bridge.SecretOptions(backend=bridge.SecretBackend.FILE),
+            transport=bridge.TransportOptions(port=0),
+        ),
+        load_example("prompt_templates").build_registry(),
+    )
+    try:
+        return running.schema_hash()
+    finally:
+        await running.close()
 
 
 def run_node(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -83,9 +98,13 @@ def tsconfig(files: list[str]) -> str:
 
 
 def marked_lines(path: Path) -> set[int]:
-    """The 1-based numbers of the lines of ``path`` marked ``// error``."""
+    """The 1-based numbers of the code lines of ``path`` ending in a ``// error: <why>`` comment."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    return {number for number, line in enumerate(lines, 1) if "// error" in line}
+    return {
+        number
+        for number, line in enumerate(lines, 1)
+        if "// error:" in line and not line.lstrip().startswith("//")
+    }
 
 
 async def test_generated_types_compile_and_a_wrong_field_fails(tmp_path: Path) -> None:
@@ -104,7 +123,8 @@ async def test_generated_types_compile_and_a_wrong_field_fails(tmp_path: Path) -
             work,
         )
         assert generated.returncode == 0, generated.stderr
-        async with BridgeClient(served.url, served.token, schema_hash=example_schema_hash()) as client:
+        expected = await example_schema_hash(tmp_path / "scratch")
+        async with BridgeClient(served.url, served.token, schema_hash=expected) as client:
             hello = await client.hello()
     types = (work / "bridge-types.d.ts").read_text(encoding="utf-8")
     assert f'export type SchemaHash = "{hello.schema_hash}";' in types
@@ -190,7 +210,7 @@ def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 async def test_python_mirror_and_js_store_follow_templates_through_a_restart(tmp_path: Path) -> None:  # noqa: PLR0915 - one scenario, told in order
     data = tmp_path / "data"
     connection_file = data / "connection.json"
-    schema_hash = example_schema_hash()
+    schema_hash = await example_schema_hash(tmp_path / "scratch")
     first = start_sidecar(data)
     client = BridgeClient.from_connection_file(
         connection_file, reconnect=True, backoff_initial_s=0.05, backoff_max_s=0.3, schema_hash=schema_hash
@@ -244,7 +264,9 @@ async def test_python_mirror_and_js_store_follow_templates_through_a_restart(tmp
                         "deleted": True
                     }
                     born = await writer.invoke(f"{COLLECTION}:create", template("Born", beta.id))
+                    followed = await writer.collection(COLLECTION)
                     assert await writer.delete_config(beta.id)  # nulls Edited's and Born's model
+                    await followed.wait_for(lambda m: all(i["model"] is None for i in m.items), TIMEOUT)
                     missed = await writer.invoke(f"{COLLECTION}:snapshot")
             finally:
                 assert await asyncio.to_thread(other.stop) == 0

@@ -1,5 +1,6 @@
-// Wrong uses of the prompt-template types (see good.ts): tsc must reject exactly the lines
-// marked `// error`, each for the reason its comment gives.
+// Wrong uses of the prompt-template types (see good.ts): tsc must reject exactly the code
+// lines that end in an error comment, each for the reason that comment gives
+// (tests/e2e/test_prompt_templates.py checks the line numbers).
 import { BridgeClient } from "bridge-ipc";
 import type { ChannelMap, NotificationMap, Params, PromptTemplateView } from "./bridge-types.js";
 
