@@ -1,12 +1,14 @@
 """``BridgeClient.collection``: a live mirror of a collection on a real in-process server (DESIGN §8).
 
 The generic mirror on the first collection, ``llm-config`` (its ``config``/``configs``
-words); the prompt-template example's end-to-end proof is tests/e2e/test_prompt_templates.py.
+words), and what a mirror does when a restarted server no longer serves its collection;
+the prompt-template example's end-to-end proof is tests/e2e/test_prompt_templates.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,11 +17,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+import bridge
+from bridge import api
 from bridge.app import Bridge
-from bridge.client import BridgeClient, CollectionMirror
+from bridge.client import BridgeClient, CollectionMirror, SchemaMismatchWarning
 from bridge.errors import MethodNotFoundError
 from tests.conftest import openai_config
-from tests.e2e.wire import TIMEOUT, running_bridge
+from tests.e2e.wire import TIMEOUT, port_of, running_bridge
+from tests.helpers.app_sidecar import load_example
 
 
 @asynccontextmanager
@@ -89,3 +94,53 @@ async def test_a_failing_subscriber_is_logged_and_the_connection_keeps_serving(t
         # The reader is still alive: a call after the failing callbacks is answered.
         assert [view.id for view in await client.list_configs()] == [created.id]
         assert configs.get(created.id) is not None
+
+
+async def start_on(data_dir: Path, port: int, registry: api.Registry | None = None) -> Bridge:
+    """An in-process bridge on ``port`` (0: any) serving ``registry`` beside bridge's own (a fixed token)."""
+    return await bridge.start_bridge(
+        bridge.BridgeOptions(
+            data_dir=data_dir,
+            token="T" * 43,
+            secrets=bridge.SecretOptions(backend=bridge.SecretBackend.FILE),
+            transport=bridge.TransportOptions(port=port),
+        ),
+        registry,
+    )
+
+
+async def test_a_server_restarted_without_the_collection_keeps_the_client_connected(tmp_path: Path) -> None:
+    example = load_example("prompt_templates")
+    first = await start_on(tmp_path / "data", 0, example.build_registry())
+    port = port_of(first)
+    client = BridgeClient(first.url, first.token, reconnect=True, backoff_initial_s=0.05, backoff_max_s=0.3)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SchemaMismatchWarning)  # not this test's subject
+            await client.connect()
+        templates = await client.collection("prompt-template")
+        created = await client.call(
+            example.PROMPT_TEMPLATES.channels.create, {"item": {"name": "A", "template": "t"}}
+        )
+        await templates.wait_for(lambda m: created.id in m, TIMEOUT)
+        reader = client._reader
+        assert reader is not None
+        await first.close()
+        await asyncio.wait_for(reader, TIMEOUT)
+
+        # The same data directory and port, but a stock registry: no prompt-template channels.
+        with capture_logs() as logs:
+            second = await start_on(tmp_path / "data", port)
+            try:
+                await client.wait_connected(TIMEOUT)
+                assert (await client.hello()).protocol_version == 1
+                assert await client.list_configs() == []
+            finally:
+                await second.close()
+        failures = [entry for entry in logs if entry["event"] == "collection_resync_failed"]
+        assert [(entry["topic"], entry["error"]) for entry in failures] == [
+            ("prompt-template:changed", "METHOD_NOT_FOUND")
+        ]
+        assert templates.get(created.id) == created.model_dump(mode="json")  # what it knew, kept
+    finally:
+        await client.close()
