@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import AfterValidator, Field, StrictInt, create_model
 from pydantic.json_schema import SkipJsonSchema
@@ -80,8 +80,9 @@ def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> C
     view_fields: dict[str, Any] = {"id": (str, Field(description="Item id (UUID)."))}
     for field, info in fields.items():
         if field in secret:
+            nullable = type(None) in get_args(info.annotation)
             view_fields[field + PREVIEW_SUFFIX] = (
-                str,
+                str | None if nullable else str,
                 Field(description=f"Masked preview of {field} (first 3 + '...' + last 3); never the secret."),
             )
         else:

@@ -1,0 +1,120 @@
+"""Secret fields of a collection: write-only on the wire, encrypted at rest, bound to their row and field."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+from structlog.testing import capture_logs
+
+import bridge
+from bridge.client import BridgeClient
+from tests.helpers.templates import running
+
+TOKEN = "whsec-" + "Q7r8S9t0" * 5
+SIGNING = "sign-" + "K1l2M3n4" * 5
+
+
+class Webhook(bridge.WireModel):
+    """A webhook with two secrets."""
+
+    url: str
+    token: str
+    signing_key: str | None = None
+
+
+WEBHOOKS = bridge.Collection("webhook", Webhook, unique=("url",), secret=("token", "signing_key"))
+
+
+def registry() -> bridge.Registry:
+    reg = bridge.Registry()
+    reg.add_collection(WEBHOOKS)
+    return reg
+
+
+def db_bytes(data: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in data.glob("collections.db*"))
+
+
+async def test_secrets_never_leave_the_server_and_rest_encrypted(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with capture_logs() as logs:
+        async with (
+            running(data, registry()) as served,
+            BridgeClient(served.url, served.token, schema_hash=served.schema_hash()) as client,
+        ):
+            seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            client.on("webhook:changed", seen.put_nowait)
+            created = await client.invoke(
+                "webhook:create",
+                {"item": {"url": "https://a.example/h", "token": TOKEN, "signingKey": SIGNING}},
+            )
+            assert set(created) == {
+                "id",
+                "url",
+                "tokenPreview",
+                "signingKeyPreview",
+                "createdAt",
+                "updatedAt",
+                "version",
+            }
+            assert created["tokenPreview"] == f"{TOKEN[:3]}...{TOKEN[-3:]}"
+            kept = await client.invoke(
+                "webhook:update", {"id": created["id"], "updates": {"url": "https://b.example"}}
+            )
+            assert kept["tokenPreview"] == created["tokenPreview"]
+            cleared = await client.invoke(
+                "webhook:update", {"id": created["id"], "updates": {"signingKey": None}}
+            )
+            assert cleared["signingKeyPreview"] is None
+            service = served.collections["webhook"]
+            assert await service.secret(created["id"], "token") == TOKEN
+            assert await service.secret(created["id"], "signing_key") is None
+            wire = [
+                created,
+                kept,
+                cleared,
+                await client.invoke("webhook:list"),
+                await client.invoke("webhook:snapshot"),
+                await client.invoke("webhook:read", {"id": created["id"]}),
+            ]
+            wire += [await asyncio.wait_for(seen.get(), 10) for _ in range(3)]
+    text = orjson.dumps(wire) + repr(logs).encode()
+    assert TOKEN.encode() not in text
+    assert SIGNING.encode() not in text
+    assert TOKEN.encode() not in db_bytes(data)
+    assert SIGNING.encode() not in db_bytes(data)
+
+
+async def test_a_ciphertext_moved_to_another_row_or_field_does_not_open(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(data, registry()) as served:
+        service = served.collections["webhook"]
+        a = await service.create(Webhook(url="https://a.example", token=TOKEN, signing_key=SIGNING))
+        b = await service.create(Webhook(url="https://b.example", token="other-" + TOKEN))
+        c = await service.create(Webhook(url="https://c.example", token="third-" + TOKEN))
+    with sqlite3.connect(data / "collections.db") as db:
+        # A's token sealed into B's row; C's signing key is C's own token (another field).
+        db.execute(
+            "UPDATE items SET data = json_set(data, '$.token', "
+            "(SELECT json_extract(data, '$.token') FROM items WHERE id = ?)) WHERE id = ?",
+            (a.id, b.id),
+        )
+        db.execute(
+            "UPDATE items SET data = json_set(data, '$.signing_key', json_extract(data, '$.token'), "
+            "'$.signing_key_preview', 'abc...xyz') WHERE id = ?",
+            (c.id,),
+        )
+    db.close()
+    with capture_logs() as logs:
+        async with running(data, registry()) as served:
+            service = served.collections["webhook"]
+            assert [v.id for v in service.list()] == [a.id]
+            assert service.quarantined() == {b.id: "CIPHERTEXT_AUTH_FAILED", c.id: "CIPHERTEXT_AUTH_FAILED"}
+            assert await service.secret(a.id, "token") == TOKEN
+    events = [e for e in logs if e["event"] == "security_event"]
+    assert sorted(e["id"] for e in events) == sorted([b.id, c.id])
+    assert TOKEN not in repr(logs)
