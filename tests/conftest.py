@@ -70,7 +70,7 @@ def serve_command(data_dir: Path, *flags: str, module: str = "bridge") -> list[s
     """``python -m bridge serve`` on ``data_dir`` with the file secret backend and ``flags``.
 
     ``module`` runs another module with the same command line (an application's own
-    sidecar, e.g. ``tests.helpers.templates_sidecar``).
+    sidecar, e.g. ``tests.helpers.templates``).
     """
     return [
         sys.executable,

@@ -24,7 +24,7 @@ from bridge.client import BridgeClient, CollectionMirror, SchemaMismatchWarning
 from bridge.errors import MethodNotFoundError
 from tests.conftest import openai_config
 from tests.e2e.wire import TIMEOUT, port_of, running_bridge
-from tests.helpers.app_sidecar import load_example
+from tests.helpers.templates import load_example
 
 
 @asynccontextmanager
@@ -110,7 +110,7 @@ async def start_on(data_dir: Path, port: int, registry: api.Registry | None = No
 
 
 async def test_a_server_restarted_without_the_collection_keeps_the_client_connected(tmp_path: Path) -> None:
-    example = load_example("prompt_templates")
+    example = load_example()
     first = await start_on(tmp_path / "data", 0, example.build_registry())
     port = port_of(first)
     client = BridgeClient(first.url, first.token, reconnect=True, backoff_initial_s=0.05, backoff_max_s=0.3)

@@ -3,7 +3,6 @@
 Run as ``python -m tests.helpers.app_sidecar serve [bridge serve flags]`` (from the
 checkout's root): the same flags, ready line and shutdown as ``bridge serve``, with one
 channel and one topic more, so its ``schemaHash`` differs from a stock server's.
-(``tests.helpers.templates_sidecar`` does the same with the prompt-template collection.)
 """
 
 from __future__ import annotations
@@ -15,13 +14,12 @@ from types import ModuleType
 
 from bridge.cli import main
 
-EXAMPLES = Path(__file__).parents[2] / "examples"
-EXAMPLE = EXAMPLES / "custom_channel.py"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "custom_channel.py"
 
 
-def load_example(name: str = "custom_channel") -> ModuleType:
-    """Import ``examples/<name>.py`` (not a package) as a module."""
-    spec = importlib.util.spec_from_file_location(f"{name}_example", EXAMPLES / f"{name}.py")
+def load_example() -> ModuleType:
+    """Import ``examples/custom_channel.py`` (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location("custom_channel_example", EXAMPLE)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
