@@ -283,6 +283,10 @@ async def test_python_mirror_and_js_store_follow_templates_through_a_restart(tmp
                 )
                 assert state["items"] == snapshot["items"]
                 assert before["items"] != state["items"]
+                resynced = by_name(state["items"])
+                assert sorted(resynced) == ["Born", "Edited", "Kept"]  # Gone deleted, Born created
+                assert resynced["Edited"]["template"] == "Edited: {q}"
+                assert resynced["Edited"]["model"] is None  # its config was deleted while away
 
                 # Live events continue after the resync, never duplicated.
                 events.clear()
