@@ -56,8 +56,8 @@ from bridge.service.tester import LlmConfigTester
 from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore, StoreState
 
 if TYPE_CHECKING:
+    from bridge.collection.protocol import CollectionStore
     from bridge.collection.service import CollectionService
-    from bridge.collection.sqlite import SqliteCollectionStore
 
 log = structlog.get_logger(__name__)
 
@@ -101,7 +101,7 @@ class Bridge:
     """The ``bridge:hello`` and ``rpc.discover`` handlers (they cache the document)."""
     collections: dict[str, CollectionService] = field(default_factory=dict, repr=False)
     """The service of each collection the registry serves, by collection name."""
-    collection_store: SqliteCollectionStore | None = field(default=None, repr=False)
+    collection_store: CollectionStore | None = field(default=None, repr=False)
     """The store of the collections (``collections.db``); None without collections."""
 
     def connection_info(self) -> ConnectionInfo:
@@ -363,34 +363,45 @@ def _follow_references(
         source.subscribe(on_change)
 
 
-async def _open_collection_store(
-    options: BridgeOptions, registry: api.Registry
-) -> SqliteCollectionStore | None:
-    """Open ``collections.db`` when the registry serves collections; None otherwise.
+async def _open_collection_store(options: BridgeOptions, registry: api.Registry) -> CollectionStore | None:
+    """Open the collections' store when the registry serves collections; None otherwise.
+
+    ``collections.db`` in the data directory with the embedded SQLite store; the same
+    PostgreSQL database as the configs (tables ``bridge_item*``, ``bridge_collection_*``)
+    with a ``postgresql://`` store.
 
     Raises:
-        StartupError: collections with the PostgreSQL store (not written yet).
+        StartupError: the PostgreSQL server cannot be reached.
+        SchemaTooNewError: the collections' schema is newer than this bridge.
     """
     if not registry.collections:
         return None
-    if _is_shared(options.store):
-        raise StartupError(
-            "Collections need the embedded SQLite store; the PostgreSQL backend is not written yet"
-        )
-    from bridge.collection.sqlite import SqliteCollectionStore  # noqa: PLC0415 - only with collections
+    sealed = tuple(b.rules.name for b in registry.collections if b.rules.secret)
+    store: CollectionStore
+    uri = _store_uri(options.store)
+    if uri is not None:
+        from bridge.collection.postgres import PostgresCollectionStore  # noqa: PLC0415 - optional extra
 
-    store = SqliteCollectionStore(
-        options.data_dir / COLLECTIONS_DB_FILE_NAME,
-        poll_interval_s=options.store.poll_interval_s,
-        sealed=tuple(b.rules.name for b in registry.collections if b.rules.secret),
-    )
-    await store.open()
+        store = PostgresCollectionStore(uri, poll_interval_s=options.store.poll_interval_s, sealed=sealed)
+    else:
+        from bridge.collection.sqlite import SqliteCollectionStore  # noqa: PLC0415 - only with collections
+
+        store = SqliteCollectionStore(
+            options.data_dir / COLLECTIONS_DB_FILE_NAME,
+            poll_interval_s=options.store.poll_interval_s,
+            sealed=sealed,
+        )
+    try:
+        await store.open()
+    except BaseException:
+        await store.close()
+        raise
     return store
 
 
 async def _start_collections(
     registry: api.Registry,
-    store: SqliteCollectionStore,
+    store: CollectionStore,
     cipher: KeyCipher,
     configs: LlmConfigService,
     server: BridgeServer,
@@ -522,7 +533,7 @@ def _make_store(options: BridgeOptions) -> ConfigStore:
 
 
 async def _load_key(
-    options: BridgeOptions, store: ConfigStore, collection_store: SqliteCollectionStore | None = None
+    options: BridgeOptions, store: ConfigStore, collection_store: CollectionStore | None = None
 ) -> DataKey:
     """Return the data key, refusing one that did not seal the stored API keys (DESIGN §3).
 

@@ -185,6 +185,47 @@ def feed_reaches(oldest: int | None, since: int, revision: int) -> bool:
     return oldest is not None and oldest <= since + 1
 
 
+def log_window(since: int, revision: int, own: Change | None) -> tuple[int, int] | None:
+    """The log entries a feed after ``since`` must read: ``(since, top]``; None when none.
+
+    The writer's own change (``own``, at ``revision``) is never read back from the log.
+    """
+    top = revision - 1 if own is not None else revision
+    return None if top <= since else (since, top)
+
+
+def build_feed(
+    revision: int,
+    own: Change | None,
+    window: tuple[int, int] | None,
+    oldest: int | None,
+    rows: Iterable[tuple[object, object, object, object]],
+) -> Feed:
+    """The feed after ``window[0]``: the logged entries ``rows`` of the window, then ``own``.
+
+    Args:
+        revision: the collection's revision now.
+        own: the writer's own change, taken from the row it wrote; None for a catch-up.
+        window: :func:`log_window`'s answer.
+        oldest: the oldest revision left in the log (None: empty).
+        rows: ``(revision, id, type, row)`` of the window's entries in revision order
+            (not read when the log does not reach the window: pass ``()``).
+
+    Returns:
+        ``changes`` None when the log does not reach the window or holds a gap there.
+    """
+    tail = [] if own is None else [own]
+    if window is None:
+        return Feed(revision, tail)
+    since, top = window
+    if not feed_reaches(oldest, since, top):
+        return Feed(revision, None)
+    changes = [decode_entry(*row) for row in rows]
+    if len(changes) != top - since:
+        return Feed(revision, None)
+    return Feed(revision, changes + tail)
+
+
 def encode_entry(item: StoredItem) -> str:
     """Return the change-log text of an item as of its revision (its row, data inline)."""
     return orjson.dumps(
@@ -233,7 +274,7 @@ def decode_entry(revision: object, item_id: object, kind: object, row: object) -
 
 
 class CollectionStore(Protocol):
-    """What the service needs of a backend (:class:`bridge.collection.sqlite.SqliteCollectionStore`).
+    """A backend: :class:`~bridge.collection.sqlite.SqliteCollectionStore` or ``PostgresCollectionStore``.
 
     Every write is one transaction that applies :func:`check_write`, takes the
     collection's next revision, logs the change and returns the :class:`Feed` after
@@ -241,6 +282,18 @@ class CollectionStore(Protocol):
     """
 
     poll_interval_s: float
+
+    async def open(self) -> None:
+        """Connect and create or migrate the schema."""
+        ...
+
+    async def close(self) -> None:
+        """Release every connection; idempotent."""
+        ...
+
+    async def has_ciphertexts(self) -> bool:
+        """True when a collection with secret fields has an item."""
+        ...
 
     def data_version(self) -> int:
         """A number that moves with every commit to the store (-1: unknown, counts as moved)."""

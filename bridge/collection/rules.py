@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import AfterValidator, Field, StrictInt, create_model
+from pydantic import AfterValidator, Field, StrictInt, create_model, field_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -36,6 +36,22 @@ def _check_item_id(value: str) -> str:
 
 ItemId = Annotated[str, AfterValidator(_check_item_id), Field(description="Item id (UUID).")]
 """An item id on the wire: a hyphenated UUID, compared in lower case."""
+
+
+def _null_rejected(schema: dict[str, Any]) -> None:
+    """JSON Schema hook: the patch field defaults to None in Python but refuses ``null`` on the wire."""
+    options = [option for option in schema.pop("anyOf", []) if option != {"type": "null"}]
+    if len(options) == 1:
+        schema.update(options[0])
+    else:
+        schema["anyOf"] = options
+    schema.pop("default", None)
+
+
+def _no_null(cls: Any, value: Any, handler: Any) -> Any:  # noqa: ARG001 - a validator's signature
+    if value is None:
+        raise PydanticCustomError("INVALID_FORMAT", "must not be null")
+    return handler(value)
 
 
 def secret_preview(secret: str) -> str:
@@ -98,13 +114,23 @@ def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> C
         **view_fields,
     )
     patch_fields: dict[str, Any] = {}
+    not_null: list[str] = []
     for field, info in fields.items():
         inner: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-        patch_fields[field] = (inner | None, Field(default=None, description=info.description))
+        if type(None) in get_args(info.annotation):
+            patch_fields[field] = (inner, Field(default=None, description=info.description))
+        else:
+            # ``X | None`` keeps the errors located at the field; null itself is refused
+            # (as llm-config's patch does) and left out of the JSON Schema.
+            refused = Field(default=None, description=info.description, json_schema_extra=_null_rejected)
+            patch_fields[field] = (inner | None, refused)
+            not_null.append(field)
+    validators = {"_no_null": field_validator(*not_null, mode="wrap")(_no_null)} if not_null else {}
     patch = create_model(
         f"{base}Patch",
         __base__=WireModel,
         __module__=module,
+        __validators__=validators,
         __doc__=f"Changes to an item of {name}: omitted fields keep their value.",
         **patch_fields,
     )

@@ -251,6 +251,9 @@ class CollectionService:
         fields = [f for f, ref in self.rules.references.items() if ref.target == target]
         if not fields or self._closed:
             return 0
+        # Items another process wrote a moment ago may not be in the cache yet.
+        async with self._lock:
+            await self._catch_up()
         changed = 0
         for item_id, entry in builtins.list(self._cache.items()):
             if not any(entry.plain.get(f) == target_id for f in fields):

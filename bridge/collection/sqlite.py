@@ -29,11 +29,11 @@ from bridge.collection.protocol import (
     Change,
     Feed,
     StoredItem,
+    build_feed,
     check_write,
-    decode_entry,
     encode_data,
     encode_entry,
-    feed_reaches,
+    log_window,
     make_item,
     trim_below,
 )
@@ -383,25 +383,18 @@ def _log(
 
 def _feed(conn: sqlite3.Connection, collection: str, since: int, revision: int, own: Change | None) -> Feed:
     """Changes after ``since``: other writers' from the log, the writer's own as written (never decoded)."""
-    top = revision - 1 if own is not None else revision
-    if top <= since:
-        return Feed(revision, [] if own is None else [own])
+    window = log_window(since, revision, own)
+    if window is None:
+        return build_feed(revision, own, None, None, ())
     (oldest,) = conn.execute(
         "SELECT MIN(revision) FROM changes WHERE collection = ?", (collection,)
     ).fetchone()
-    if not feed_reaches(oldest, since, top):
-        return Feed(revision, None)
     rows = conn.execute(
         "SELECT revision, id, type, row FROM changes WHERE collection = ? AND revision > ? AND revision <= ? "
         "ORDER BY revision",
-        (collection, since, top),
+        (collection, *window),
     ).fetchall()
-    changes = [decode_entry(*r) for r in rows]
-    if len(changes) != top - since:
-        return Feed(revision, None)
-    if own is not None:
-        changes.append(own)
-    return Feed(revision, changes)
+    return build_feed(revision, own, window, oldest, [tuple(r) for r in rows])
 
 
 def _transaction(

@@ -1,0 +1,453 @@
+"""``PostgresCollectionStore``: every collection's items on a PostgreSQL database shared by instances.
+
+The same contract and the same write protocol (:mod:`bridge.collection.protocol`) as
+:class:`~bridge.collection.sqlite.SqliteCollectionStore`, on ``asyncpg``; only the SQL
+differs:
+
+- Every write first takes the collection's next revision with ``INSERT … ON CONFLICT DO
+  UPDATE SET revision = revision + 1 RETURNING revision``: the counter row stays locked
+  until commit, so the writers of one collection, in every instance, take turns there
+  and revisions are gap-free and in commit order. The checks of
+  :func:`~bridge.collection.protocol.check_write` then run on the row, and a refused
+  write rolls the revision back with everything else.
+- Unique keys are the primary key of ``bridge_item_keys``.
+- Each write logs its row in ``bridge_collection_changes`` and sends ``NOTIFY
+  bridge_collections`` (delivered at commit). :meth:`data_version` moves on each one, and
+  reads -1 (look now) while the listener connection is down; it is re-established with
+  capped exponential backoff and full jitter.
+- The schema version is a row of ``bridge_collection_schema``; a database with a higher
+  one is refused, never touched. Migrations run in one transaction under an advisory
+  lock (stop every instance, start one upgraded instance, then the others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import asyncpg
+import structlog
+
+from bridge.backoff import backoff_delays
+from bridge.collection.protocol import (
+    ITEM_COLUMNS,
+    Change,
+    Feed,
+    StoredItem,
+    build_feed,
+    check_write,
+    encode_data,
+    encode_entry,
+    log_window,
+    make_item,
+    trim_below,
+)
+from bridge.errors import DuplicateConfigNameError, SchemaTooNewError, StartupError
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION: Final = 1
+"""Row of ``bridge_collection_schema``."""
+CHANNEL: Final = "bridge_collections"
+"""The ``LISTEN/NOTIFY`` channel (payload: the collection's name)."""
+_MIGRATION_LOCK: Final = 0x6272_6964_636F  # one advisory lock id for the collections' migrations
+
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """CREATE TABLE bridge_items (
+            seq bigserial PRIMARY KEY,
+            collection text NOT NULL,
+            id text NOT NULL,
+            data text NOT NULL,
+            created_at text NOT NULL,
+            updated_at text NOT NULL,
+            version integer NOT NULL CHECK (version >= 1),
+            revision bigint NOT NULL,
+            UNIQUE (collection, id)
+        )""",
+        """CREATE TABLE bridge_item_keys (
+            collection text NOT NULL,
+            field text NOT NULL,
+            key text NOT NULL,
+            id text NOT NULL,
+            PRIMARY KEY (collection, field, key)
+        )""",
+        "CREATE INDEX bridge_item_keys_by_id ON bridge_item_keys (collection, id)",
+        """CREATE TABLE bridge_collection_revisions (
+            collection text PRIMARY KEY,
+            revision bigint NOT NULL
+        )""",
+        """CREATE TABLE bridge_collection_changes (
+            collection text NOT NULL,
+            revision bigint NOT NULL,
+            id text NOT NULL,
+            type text NOT NULL,
+            row text,
+            PRIMARY KEY (collection, revision)
+        )""",
+    ),
+}
+_SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM bridge_items"  # noqa: S608 - fixed column names
+_BUMP: Final = (
+    "INSERT INTO bridge_collection_revisions (collection, revision) VALUES ($1, 1) "
+    "ON CONFLICT (collection) DO UPDATE SET revision = bridge_collection_revisions.revision + 1 "
+    "RETURNING revision"
+)
+
+
+class _UnknownItemError(Exception):
+    """Raised inside a delete's transaction when there is no row (rolls the revision back)."""
+
+
+class PostgresCollectionStore:
+    """Items of every collection on one PostgreSQL database, shared by every instance.
+
+    Args:
+        dsn: a libpq connection URI; its password never reaches the log.
+        poll_interval_s: how often a follower polls :meth:`data_version`, in seconds.
+        sealed: the collections with secret fields (:meth:`has_ciphertexts` counts their items).
+        pool_size: most connections for reads and writes (one more listens).
+    """
+
+    def __init__(
+        self, dsn: str, *, poll_interval_s: float = 0.2, sealed: Sequence[str] = (), pool_size: int = 4
+    ) -> None:
+        """Configure the store; nothing connects until :meth:`open`."""
+        self.dsn = dsn
+        self.poll_interval_s = poll_interval_s
+        self.sealed = tuple(sealed)
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._relistening: asyncio.Task[None] | None = None
+        self._generation = 0
+        self._closed = False
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema, and start listening.
+
+        Raises:
+            SchemaTooNewError: the collections' schema was migrated by a newer bridge.
+            StartupError: the server cannot be reached or refuses the login.
+        """
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                server_settings={"application_name": f"bridge-collections-{os.getpid()}"},
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise StartupError(
+                f"Cannot connect to PostgreSQL for the collections: {type(exc).__name__}"
+            ) from None
+        try:
+            await self._migrate()
+            await self._listen()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _migrate(self) -> None:
+        async with self._pool_or_fail().acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS bridge_collection_schema (version integer NOT NULL)"
+            )
+            version = int(await conn.fetchval("SELECT max(version) FROM bridge_collection_schema") or 0)
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNewError("the PostgreSQL collections schema", version)
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO bridge_collection_schema (version) VALUES ($1)", target)
+                log.info("collections_migrated", backend="postgresql", to_version=target)
+
+    async def close(self) -> None:
+        """Close the listener and the pool; idempotent."""
+        self._closed = True
+        if self._relistening is not None:
+            self._relistening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relistening
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def _pool_or_fail(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    # ---- change notifications -----------------------------------------------------------
+
+    async def _listen(self) -> None:
+        conn = await asyncpg.connect(
+            self.dsn, server_settings={"application_name": f"bridge-collections-listener-{os.getpid()}"}
+        )
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._on_lost)
+        self._listener = conn
+        self._generation += 1  # whatever was committed while nobody listened: look
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
+        self._generation += 1
+
+    def _on_lost(self, _conn: object) -> None:
+        if self._closed or self._relistening is not None:
+            return
+        self._listener = None
+        self._relistening = asyncio.get_running_loop().create_task(self._relisten())
+
+    async def _relisten(self) -> None:
+        log.warning("collections_listener_lost")
+        delay = backoff_delays(base_s=0.1, cap_s=5.0)
+        try:
+            while not self._closed:
+                try:
+                    await self._listen()
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await asyncio.sleep(delay())
+                else:
+                    log.info("collections_listener_restored")
+                    return
+        finally:
+            self._relistening = None
+
+    def data_version(self) -> int:
+        """A number that moves with every commit of any instance; -1 while not listening (look now)."""
+        listener = self._listener
+        if listener is None or listener.is_closed():
+            if listener is not None:
+                self._on_lost(listener)
+            return -1
+        return self._generation
+
+    # ---- reads ----------------------------------------------------------------------
+
+    async def load(self, collection: str) -> tuple[int, list[StoredItem]]:
+        """Return the collection's revision and every item in creation order (one snapshot)."""
+        async with (
+            self._pool_or_fail().acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            revision = await _revision(conn, collection)
+            rows = await conn.fetch(f"{_SELECT} WHERE collection = $1 ORDER BY seq", collection)
+        return revision, [make_item(tuple(r)) for r in rows]
+
+    async def changes_since(self, collection: str, since: int) -> Feed:
+        """Return the changes after revision ``since`` (``changes`` None: the log does not reach it)."""
+        async with (
+            self._pool_or_fail().acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            return await _feed(conn, collection, since, await _revision(conn, collection), None)
+
+    async def has_ciphertexts(self) -> bool:
+        """True when a collection with secret fields (``sealed``) has an item (its data key must exist)."""
+        if not self.sealed:
+            return False
+        async with self._pool_or_fail().acquire() as conn:
+            found = await conn.fetchval(
+                "SELECT 1 FROM bridge_items WHERE collection = ANY($1::text[]) LIMIT 1", list(self.sealed)
+            )
+        return found is not None
+
+    # ---- writes -------------------------------------------------------------------
+
+    async def insert(
+        self,
+        collection: str,
+        item_id: str,
+        data: dict[str, Any],
+        *,
+        keys: list[tuple[str, str]],
+        now: str,
+        since: int,
+    ) -> Feed:
+        """Insert a new item (version 1) with its unique keys, in one transaction.
+
+        Raises:
+            DuplicateConfigNameError: a unique key is taken (context ``{field}``).
+        """
+
+        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
+            await _insert_keys(conn, collection, item_id, keys)
+            seq = await conn.fetchval(
+                "INSERT INTO bridge_items (collection, id, data, created_at, updated_at, version, revision) "
+                "VALUES ($1, $2, $3, $4, $4, 1, $5) RETURNING seq",
+                collection,
+                item_id,
+                encode_data(data),
+                now,
+                revision,
+            )
+            return StoredItem(item_id, int(seq), dict(data), now, now, 1, revision)
+
+        return await self._write(collection, since, "created", write)
+
+    async def update(
+        self,
+        collection: str,
+        item_id: str,
+        data: dict[str, Any],
+        *,
+        keys: list[tuple[str, str]],
+        now: str,
+        base_version: int,
+        expected_version: int | None,
+        since: int,
+    ) -> Feed:
+        """Replace an item's fields (version + 1) if it is still at ``base_version``.
+
+        Raises:
+            ConfigNotFoundError, VersionConflictError, StaleBaseError: see
+                :func:`~bridge.collection.protocol.check_write`.
+            DuplicateConfigNameError: a unique key is taken by another item.
+        """
+
+        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
+            found = await conn.fetchrow(
+                f"{_SELECT} WHERE collection = $1 AND id = $2 FOR UPDATE", collection, item_id
+            )
+            check_write(item_id, None if found is None else found["version"], expected_version, base_version)
+            current = make_item(tuple(found))
+            await conn.execute(
+                "DELETE FROM bridge_item_keys WHERE collection = $1 AND id = $2", collection, item_id
+            )
+            await _insert_keys(conn, collection, item_id, keys)
+            version = current.version + 1
+            await conn.execute(
+                "UPDATE bridge_items SET data = $1, updated_at = $2, version = $3, revision = $4 "
+                "WHERE collection = $5 AND id = $6",
+                encode_data(data),
+                now,
+                version,
+                revision,
+                collection,
+                item_id,
+            )
+            return StoredItem(item_id, current.seq, dict(data), current.created_at, now, version, revision)
+
+        return await self._write(collection, since, "updated", write)
+
+    async def delete(
+        self, collection: str, item_id: str, expected_version: int | None, since: int
+    ) -> Feed | None:
+        """Delete an item and its keys; None when no item has ``item_id``.
+
+        Raises:
+            VersionConflictError: ``expected_version`` differs from the stored version.
+        """
+
+        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
+            found = await conn.fetchrow(
+                f"{_SELECT} WHERE collection = $1 AND id = $2 FOR UPDATE", collection, item_id
+            )
+            check_write(item_id, None if found is None else found["version"], expected_version, None)
+            if found is None:
+                raise _UnknownItemError
+            await conn.execute(
+                "DELETE FROM bridge_item_keys WHERE collection = $1 AND id = $2", collection, item_id
+            )
+            await conn.execute(
+                "DELETE FROM bridge_items WHERE collection = $1 AND id = $2", collection, item_id
+            )
+            return StoredItem(item_id, 0, None, "", "", 0, revision)
+
+        try:
+            return await self._write(collection, since, "deleted", write)
+        except _UnknownItemError:
+            return None
+
+    async def _write(
+        self,
+        collection: str,
+        since: int,
+        kind: str,
+        write: Callable[[asyncpg.Connection, int], Awaitable[StoredItem]],
+    ) -> Feed:
+        async with self._pool_or_fail().acquire() as conn, conn.transaction():
+            revision = int(await conn.fetchval(_BUMP, collection))
+            item = await write(conn, revision)
+            own = Change(revision, item.id, kind, None if kind == "deleted" else item)
+            row = None if own.item is None else encode_entry(own.item)
+            await conn.execute(
+                "INSERT INTO bridge_collection_changes (collection, revision, id, type, row) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                collection,
+                revision,
+                item.id,
+                kind,
+                row,
+            )
+            below = trim_below(revision)
+            if below is not None:
+                await conn.execute(
+                    "DELETE FROM bridge_collection_changes WHERE collection = $1 AND revision <= $2",
+                    collection,
+                    below,
+                )
+            feed = await _feed(conn, collection, since, revision, own)
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
+        return feed
+
+
+async def _revision(conn: asyncpg.Connection, collection: str) -> int:
+    found = await conn.fetchval(
+        "SELECT revision FROM bridge_collection_revisions WHERE collection = $1", collection
+    )
+    return 0 if found is None else int(found)
+
+
+async def _insert_keys(
+    conn: asyncpg.Connection, collection: str, item_id: str, keys: list[tuple[str, str]]
+) -> None:
+    for field, key in keys:
+        try:
+            # A savepoint: the refused key leaves the transaction usable for the rollback path.
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO bridge_item_keys (collection, field, key, id) VALUES ($1, $2, $3, $4)",
+                    collection,
+                    field,
+                    key,
+                    item_id,
+                )
+        except asyncpg.UniqueViolationError:
+            raise DuplicateConfigNameError(
+                f"Another item of {collection} has this {field}", context={"field": field}
+            ) from None
+
+
+async def _feed(
+    conn: asyncpg.Connection, collection: str, since: int, revision: int, own: Change | None
+) -> Feed:
+    window = log_window(since, revision, own)
+    if window is None:
+        return build_feed(revision, own, None, None, ())
+    oldest = await conn.fetchval(
+        "SELECT min(revision) FROM bridge_collection_changes WHERE collection = $1", collection
+    )
+    rows = await conn.fetch(
+        "SELECT revision, id, type, row FROM bridge_collection_changes "
+        "WHERE collection = $1 AND revision > $2 AND revision <= $3 ORDER BY revision",
+        collection,
+        *window,
+    )
+    return build_feed(
+        revision, own, window, None if oldest is None else int(oldest), [tuple(r) for r in rows]
+    )
