@@ -97,6 +97,8 @@ def marked_lines(path: Path) -> set[int]:
 
 
 async def test_generated_types_compile_and_a_wrong_field_fails(tmp_path: Path) -> None:
+    assert TSC.exists(), "run make npm (TypeScript)"
+    assert (TYPEGEN.parents[1] / "node_modules").is_dir(), "run make npm (the typegen's dependencies)"
     work = tmp_path / "ts"
     work.mkdir()
     with start_sidecar(tmp_path / "data") as served:
