@@ -137,7 +137,8 @@ class BridgeClient:
                 return fixed
 
         self._subscribers: defaultdict[str, list[Callback]] = defaultdict(list)
-        # The view set the subscribers have been told about (reconnect mode only).
+        # The LLM-config views the subscribers have been told about: followed from the start
+        # in reconnect mode, else once asked for (``collection("llm-config")``).
         self._mirror = LlmConfigMirror(self._deliver) if reconnect else None
         # Every mirror by its topic, resynced in this order at each (re)connect.
         self._mirrors: dict[str, CollectionMirror] = {}
