@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import secrets
 from collections.abc import Awaitable, Callable
@@ -376,20 +377,23 @@ async def _open_collection_store(options: BridgeOptions, registry: api.Registry)
     """
     if not registry.collections:
         return None
-    sealed = tuple(b.rules.name for b in registry.collections if b.rules.secret)
+    return await _collection_store(options)
+
+
+async def _collection_store(options: BridgeOptions) -> CollectionStore:
+    """Open the collections' store of ``options`` (created when missing)."""
     store: CollectionStore
     uri = _store_uri(options.store)
     if uri is not None:
         from bridge.collection.postgres import PostgresCollectionStore  # noqa: PLC0415 - optional extra
 
-        store = PostgresCollectionStore(uri, poll_interval_s=options.store.poll_interval_s, sealed=sealed)
+        store = PostgresCollectionStore(uri, poll_interval_s=options.store.poll_interval_s)
     else:
         from bridge.collection.sqlite import SqliteCollectionStore  # noqa: PLC0415 - only with collections
 
         store = SqliteCollectionStore(
             options.data_dir / COLLECTIONS_DB_FILE_NAME,
             poll_interval_s=options.store.poll_interval_s,
-            sealed=sealed,
         )
     try:
         await store.open()
@@ -563,6 +567,8 @@ async def _load_key(
             or (collection_store is not None and await collection_store.has_ciphertexts()),
         )
     stored = await store.key_ids()
+    if collection_store is not None:
+        stored |= await collection_store.key_ids()
     if stored and not stored & key.key_ids:
         foreign = sorted(k.hex() for k in stored)
         raise StartupError(
@@ -755,6 +761,7 @@ def run_rotate_key(options: BridgeOptions, *, stage: bool) -> int:
 
 
 async def _rotate_key(options: BridgeOptions, *, stage: bool) -> int:
+    from bridge.collection.service import reseal_secrets  # noqa: PLC0415
     from bridge.keystore import write_data_key, write_key_file  # noqa: PLC0415
     from bridge.service.maintenance import rotate_data_key, stage_data_key  # noqa: PLC0415
 
@@ -770,14 +777,21 @@ async def _rotate_key(options: BridgeOptions, *, stage: bool) -> int:
 
     store = _make_store(options)
     await store.open()
+    collections: CollectionStore | None = None
     try:
-        key = await _load_key(options, store)
+        # The collections' secrets are re-sealed too, and their keys count as in use.
+        if _is_shared(options.store) or (options.data_dir / COLLECTIONS_DB_FILE_NAME).exists():
+            collections = await _collection_store(options)
+        key = await _load_key(options, store, collections)
         if stage:
             staged = stage_data_key(key, save)
             sidecar.emit({"event": "staged", "sealingKeyId": staged.key_id.hex()})
             return 0
-        report = await rotate_data_key(store, key, save)
+        more = None if collections is None else functools.partial(reseal_secrets, collections)
+        report = await rotate_data_key(store, key, save, more=more)
     finally:
+        if collections is not None:
+            await collections.close()
         await store.close()
     sidecar.emit(
         {

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import asyncpg
@@ -36,16 +36,21 @@ from bridge.collection.protocol import (
     ITEM_COLUMNS,
     Change,
     Feed,
+    Resealer,
     StoredItem,
     build_feed,
     check_write,
+    decode_data,
     encode_data,
     encode_entry,
+    key_ids_of,
     log_window,
     make_item,
+    resealed,
     trim_below,
 )
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError, StartupError
+from bridge.keystore import KEY_ID_BYTES
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +96,9 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     ),
 }
 _SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM bridge_items"  # noqa: S608 - fixed column names
+_RESEAL_SELECT: Final = (
+    f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM bridge_items ORDER BY seq FOR UPDATE"  # noqa: S608 - fixed column names
+)
 _BUMP: Final = (
     "INSERT INTO bridge_collection_revisions (collection, revision) VALUES ($1, 1) "
     "ON CONFLICT (collection) DO UPDATE SET revision = bridge_collection_revisions.revision + 1 "
@@ -108,17 +116,13 @@ class PostgresCollectionStore:
     Args:
         dsn: a libpq connection URI; its password never reaches the log.
         poll_interval_s: how often a follower polls :meth:`data_version`, in seconds.
-        sealed: the collections with secret fields (:meth:`has_ciphertexts` counts their items).
         pool_size: most connections for reads and writes (one more listens).
     """
 
-    def __init__(
-        self, dsn: str, *, poll_interval_s: float = 0.2, sealed: Sequence[str] = (), pool_size: int = 4
-    ) -> None:
+    def __init__(self, dsn: str, *, poll_interval_s: float = 0.2, pool_size: int = 4) -> None:
         """Configure the store; nothing connects until :meth:`open`."""
         self.dsn = dsn
         self.poll_interval_s = poll_interval_s
-        self.sealed = tuple(sealed)
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
@@ -257,14 +261,56 @@ class PostgresCollectionStore:
             return await _feed(conn, collection, since, await _revision(conn, collection), None)
 
     async def has_ciphertexts(self) -> bool:
-        """True when a collection with secret fields (``sealed``) has an item (its data key must exist)."""
-        if not self.sealed:
-            return False
+        """True when any item holds a secret (the data key that sealed it must not be lost)."""
+        return bool(await self.key_ids())
+
+    async def key_ids(self) -> set[bytes]:
+        """The ids of the data keys naming any stored secret, in every collection."""
+        found: set[bytes] = set()
         async with self._pool_or_fail().acquire() as conn:
-            found = await conn.fetchval(
-                "SELECT 1 FROM bridge_items WHERE collection = ANY($1::text[]) LIMIT 1", list(self.sealed)
-            )
-        return found is not None
+            for record in await conn.fetch("SELECT data FROM bridge_items WHERE data LIKE '%$sealed%'"):
+                found |= key_ids_of(decode_data(record["data"]), KEY_ID_BYTES)
+        return found
+
+    async def reseal(self, seal: Resealer) -> int:
+        """Seal every secret again with ``seal``, in one transaction; return the items rewritten.
+
+        Each rewritten item is a write (its collection's next revision, ``version + 1``,
+        logged, notified): running instances publish it as ``updated``.
+        """
+        count = 0
+        async with self._pool_or_fail().acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_RESEAL_SELECT)
+            for record in rows:
+                collection, *values = tuple(record)
+                item = make_item(tuple(values))
+                data = resealed(collection, item.id, item.data, seal)
+                if data is None or type(item.version) is not int:
+                    continue
+                revision = int(await conn.fetchval(_BUMP, collection))
+                await conn.execute(
+                    "UPDATE bridge_items SET data = $1, version = $2, revision = $3 "
+                    "WHERE collection = $4 AND id = $5",
+                    encode_data(data),
+                    item.version + 1,
+                    revision,
+                    collection,
+                    item.id,
+                )
+                again = StoredItem(
+                    item.id, item.seq, data, item.created_at, item.updated_at, item.version + 1, revision
+                )
+                await conn.execute(
+                    "INSERT INTO bridge_collection_changes (collection, revision, id, type, row) "
+                    "VALUES ($1, $2, $3, 'updated', $4)",
+                    collection,
+                    revision,
+                    item.id,
+                    encode_entry(again),
+                )
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
+                count += 1
+        return count
 
     # ---- writes -------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ does not decode instead of raising on the caller's whole read.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -34,6 +34,63 @@ from bridge.storage.protocol import CHANGE_LOG_KEEP, TRIM_EVERY
 
 UNDECODABLE_ROW: Final = "UNDECODABLE_ROW"
 """Quarantine reason: the stored fields are not a JSON object."""
+SEALED: Final = "$sealed"
+"""Key of the stored object holding each secret field's ciphertext (hex) by field name.
+
+Kept apart from the fields so that tools without the application's definitions (``bridge
+rotate-key``, the data-key check at start-up) find every ciphertext and its key id."""
+Resealer = Callable[[str, str, str, bytes], "bytes | None"]
+"""``seal(collection, item_id, field, blob)``: the blob sealed again, or None to leave it."""
+
+
+def associated_data(collection: str, item_id: str, field: str) -> str:
+    """The AES-GCM associated data of a secret: binds it to its collection, item and field.
+
+    A ciphertext copied to another row, field or collection fails authentication. The
+    NUL separators keep it apart from llm-config's (a bare config id).
+    """
+    return f"bridge-collection\0{collection}\0{item_id}\0{field}"
+
+
+def sealed_values(data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``$sealed`` object of stored fields (field → hex ciphertext); empty when absent or malformed."""
+    value = None if data is None else data.get(SEALED)
+    return value if isinstance(value, dict) else {}
+
+
+def key_ids_of(data: Mapping[str, Any] | None, width: int) -> set[bytes]:
+    """The data-key ids (first ``width`` bytes) naming the ciphertexts of one stored item."""
+    found: set[bytes] = set()
+    for raw in sealed_values(data).values():
+        if isinstance(raw, str):
+            try:
+                found.add(bytes.fromhex(raw)[:width])
+            except ValueError:
+                continue
+    return found
+
+
+def resealed(
+    collection: str, item_id: str, data: dict[str, Any] | None, seal: Resealer
+) -> dict[str, Any] | None:
+    """``data`` with each ciphertext sealed again by ``seal``; None when none changed or undecodable."""
+    old = sealed_values(data)
+    new: dict[str, Any] = {}
+    for field, raw in old.items():
+        blob = bytes.fromhex(raw) if isinstance(raw, str) and _is_hex(raw) else None
+        again = None if blob is None else seal(collection, item_id, field, blob)
+        new[field] = raw if again is None else again.hex()
+    if new == old or data is None:
+        return None
+    return {**data, SEALED: new}
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -293,6 +350,14 @@ class CollectionStore(Protocol):
 
     async def has_ciphertexts(self) -> bool:
         """True when a collection with secret fields has an item."""
+        ...
+
+    async def key_ids(self) -> set[bytes]:
+        """The ids of the data keys naming any stored secret."""
+        ...
+
+    async def reseal(self, seal: Resealer) -> int:
+        """Seal every secret again with ``seal`` (each rewrite a logged write); return the items rewritten."""
         ...
 
     def data_version(self) -> int:

@@ -26,12 +26,15 @@ from pydantic import ValidationError as PydanticValidationError
 
 from bridge.backoff import backoff_delays
 from bridge.collection.protocol import (
+    SEALED,
     UNDECODABLE_ROW,
     CollectionStore,
     Feed,
     StaleBaseError,
     StoredItem,
+    associated_data,
     merge,
+    sealed_values,
     unique_keys,
 )
 from bridge.collection.rules import PREVIEW_SUFFIX, Rules, secret_preview
@@ -59,15 +62,6 @@ MAX_WRITE_ATTEMPTS: Final = 5
 
 Resolver = Callable[[str, str], Awaitable[bool]]
 """``resolve(target, id)``: True when collection ``target`` (or ``llm-config``) has item ``id``."""
-
-
-def associated_data(collection: str, item_id: str, field: str) -> str:
-    """The AES-GCM associated data of a secret: binds it to its collection, item and field.
-
-    A ciphertext copied to another row, field or collection fails authentication. The
-    NUL separators keep it apart from llm-config's (a bare config id).
-    """
-    return f"bridge-collection\0{collection}\0{item_id}\0{field}"
 
 
 @dataclass(slots=True)
@@ -363,24 +357,28 @@ class CollectionService:
         """Return ``(stored data, plain fields without secrets)``; secrets not sent keep their ciphertext."""
         data = {k: v for k, v in values.items() if k not in self.rules.secret}
         plain = dict(data)
+        old = sealed_values(stored)
+        sealed: dict[str, str] = {}
         for field in self.rules.secret:
+            preview = field + PREVIEW_SUFFIX
+            if field not in sent:
+                if field in old:
+                    sealed[field] = old[field]
+                data[preview] = stored.get(preview)
+                continue
             secret = values.get(field)
-            if field in sent or field not in stored:
-                if secret is None:
-                    data[field] = None
-                    data[field + PREVIEW_SUFFIX] = None
-                    continue
-                sealed = self._cipher.encrypt(secret, associated_data(self.name, item_id, field))
-                data[field] = sealed.hex()
-                data[field + PREVIEW_SUFFIX] = secret_preview(secret)
-            else:
-                data[field] = stored[field]
-                data[field + PREVIEW_SUFFIX] = stored.get(field + PREVIEW_SUFFIX)
+            if secret is None:
+                data[preview] = None
+                continue
+            sealed[field] = self._cipher.encrypt(secret, associated_data(self.name, item_id, field)).hex()
+            data[preview] = secret_preview(secret)
+        if sealed:
+            data[SEALED] = sealed
         return data, plain
 
     def _open(self, item: StoredItem, field: str) -> str | None:
         """The plaintext of a secret field. Raises DecryptionError or ValueError when it does not open."""
-        raw = (item.data or {}).get(field)
+        raw = sealed_values(item.data).get(field)
         if raw is None:
             return None
         blob = bytes.fromhex(raw)
@@ -453,12 +451,15 @@ class CollectionService:
     ) -> tuple[dict[str, Any], dict[str, Any]] | str:
         """The row's fields with each secret opened, and the previews; or the quarantine reason."""
         secret = self.rules.secret
-        previews = {field + PREVIEW_SUFFIX for field in secret}
-        values = {k: v for k, v in data.items() if k not in previews}
+        hidden = {SEALED, *(field + PREVIEW_SUFFIX for field in secret)}
+        values = {k: v for k, v in data.items() if k not in hidden}
+        if SEALED in data and not isinstance(data[SEALED], dict):
+            return f"{SEALED}.INVALID_FORMAT"
+        sealed = sealed_values(data)
         shown: dict[str, Any] = {}
         for field in secret:
             try:
-                raw = data.get(field)
+                raw = sealed.get(field)
                 if raw is not None and not self._cipher.knows(bytes.fromhex(raw)[:KEY_ID_BYTES]):
                     return UNKNOWN_KEY_ID
                 values[field] = self._open(item, field)
@@ -562,3 +563,32 @@ class CollectionService:
             except Exception:
                 log.exception("collection_follow_failed", collection=self.name)
                 delay = delay or backoff_delays(base_s=0.1, cap_s=5.0)
+
+
+async def reseal_secrets(store: CollectionStore, cipher: KeyCipher) -> tuple[int, int, set[bytes]]:
+    """Seal every collection secret with ``cipher``'s newest key (``bridge rotate-key``).
+
+    Each secret opens with the key its first bytes name, bound to its collection, item
+    and field, and is sealed again for the same; one that opens with no key is left as
+    it is. Needs no collection definition: the store keeps every ciphertext under
+    :data:`~bridge.collection.protocol.SEALED`.
+
+    Returns:
+        ``(items rewritten, secrets no key opens, ids of the keys still named)``.
+    """
+    unopened = 0
+
+    def seal(collection: str, item_id: str, field: str, blob: bytes) -> bytes | None:
+        nonlocal unopened
+        if blob[:KEY_ID_BYTES] == cipher.key_id:
+            return None
+        bound = associated_data(collection, item_id, field)
+        try:
+            plain = cipher.decrypt(blob, bound)
+        except DecryptionError:
+            unopened += 1
+            return None
+        return cipher.encrypt(plain, bound)
+
+    resealed = await store.reseal(seal)
+    return resealed, unopened, await store.key_ids()

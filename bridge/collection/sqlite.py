@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -28,16 +28,21 @@ from bridge.collection.protocol import (
     ITEM_COLUMNS,
     Change,
     Feed,
+    Resealer,
     StoredItem,
     build_feed,
     check_write,
+    decode_data,
     encode_data,
     encode_entry,
+    key_ids_of,
     log_window,
     make_item,
+    resealed,
     trim_below,
 )
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
+from bridge.keystore import KEY_ID_BYTES
 
 T = TypeVar("T")
 
@@ -94,13 +99,11 @@ class SqliteCollectionStore:
     Args:
         path: the database file (``<data-dir>/collections.db``); created 0600.
         poll_interval_s: how often a follower should poll :meth:`data_version`, in seconds.
-        sealed: the collections with secret fields (:meth:`has_ciphertexts` counts their items).
     """
 
-    def __init__(self, path: Path, *, poll_interval_s: float = 0.2, sealed: Sequence[str] = ()) -> None:
+    def __init__(self, path: Path, *, poll_interval_s: float = 0.2) -> None:
         """Configure the store; nothing touches the disk until :meth:`open`."""
         self.path = path
-        self.sealed = tuple(sealed)
         self.poll_interval_s = poll_interval_s
         self._conn: sqlite3.Connection | None = None
         self._probe: sqlite3.Connection | None = None
@@ -212,14 +215,56 @@ class SqliteCollectionStore:
         return await self._run(work)
 
     async def has_ciphertexts(self) -> bool:
-        """True when a collection with secret fields (``sealed``) has an item (its data key must exist)."""
-        if not self.sealed:
-            return False
-        marks = ", ".join("?" for _ in self.sealed)
+        """True when any item holds a secret (the data key that sealed it must not be lost)."""
+        return bool(await self.key_ids())
 
-        def work(conn: sqlite3.Connection) -> bool:
-            query = f"SELECT 1 FROM items WHERE collection IN ({marks}) LIMIT 1"  # noqa: S608 - placeholders only
-            return conn.execute(query, self.sealed).fetchone() is not None
+    async def key_ids(self) -> set[bytes]:
+        """The ids of the data keys naming any stored secret, in every collection."""
+
+        def work(conn: sqlite3.Connection) -> set[bytes]:
+            found: set[bytes] = set()
+            for (data,) in conn.execute("SELECT data FROM items WHERE data LIKE '%$sealed%'"):
+                found |= key_ids_of(decode_data(data), KEY_ID_BYTES)
+            return found
+
+        return await self._run(work)
+
+    async def reseal(self, seal: Resealer) -> int:
+        """Seal every secret again with ``seal``, in one transaction; return the items rewritten.
+
+        Each rewritten item is a write (its collection's next revision, ``version + 1``,
+        logged): running servers publish it as ``updated``.
+        """
+
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
+                ).fetchall()
+                count = 0
+                for collection, *values in rows:
+                    item = make_item(tuple(values))
+                    data = resealed(collection, item.id, item.data, seal)
+                    if data is None or type(item.version) is not int:
+                        continue
+                    revision = _bump(conn, collection)
+                    conn.execute(
+                        "UPDATE items SET data = ?, version = ?, revision = ? "
+                        "WHERE collection = ? AND id = ?",
+                        (encode_data(data), item.version + 1, revision, collection, item.id),
+                    )
+                    again = StoredItem(
+                        item.id, item.seq, data, item.created_at, item.updated_at, item.version + 1, revision
+                    )
+                    _log(conn, collection, revision, item_id=item.id, kind="updated", row=encode_entry(again))
+                    count += 1
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return count
 
         return await self._run(work)
 

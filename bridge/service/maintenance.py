@@ -6,7 +6,7 @@ data keys, and never log a key or a config value.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -54,7 +54,11 @@ def stage_data_key(key: DataKey, save: Callable[[DataKey], None]) -> DataKey:
 
 
 async def rotate_data_key(
-    store: ConfigStore, key: DataKey, save: Callable[[DataKey], None]
+    store: ConfigStore,
+    key: DataKey,
+    save: Callable[[DataKey], None],
+    *,
+    more: Callable[[KeyCipher], Awaitable[tuple[int, int, set[bytes]]]] | None = None,
 ) -> RotationReport:
     """Re-seal every row with the newest key in one transaction, then retire unused keys.
 
@@ -66,6 +70,9 @@ async def rotate_data_key(
         store: the opened store.
         key: the key set from the key source.
         save: writes a key set back to the key source.
+        more: re-seals other secrets (the collections') with the cipher; returns
+            ``(rewritten, unopened, key ids still in use)``, added to the report and to
+            the keys kept.
 
     Returns:
         A :class:`RotationReport`.
@@ -89,6 +96,11 @@ async def rotate_data_key(
 
     resealed = await store.reseal(seal)
     in_use = await store.key_ids()
+    if more is not None:
+        more_resealed, more_unopened, more_in_use = await more(cipher)
+        resealed += more_resealed
+        unopened += more_unopened
+        in_use |= more_in_use
     keep = tuple(k for k in key.older if key_id_of(k) in in_use)
     retired = [key_id_of(k).hex() for k in key.older if key_id_of(k) not in in_use]
     save(DataKey(key.secret, key.backend, keep))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +102,13 @@ async def test_a_ciphertext_moved_to_another_row_or_field_does_not_open(tmp_path
     with sqlite3.connect(data / "collections.db") as db:
         # A's token sealed into B's row; C's signing key is C's own token (another field).
         db.execute(
-            "UPDATE items SET data = json_set(data, '$.token', "
-            "(SELECT json_extract(data, '$.token') FROM items WHERE id = ?)) WHERE id = ?",
+            "UPDATE items SET data = json_set(data, '$.\"$sealed\".token', "
+            "(SELECT json_extract(data, '$.\"$sealed\".token') FROM items WHERE id = ?)) WHERE id = ?",
             (a.id, b.id),
         )
         db.execute(
-            "UPDATE items SET data = json_set(data, '$.signing_key', json_extract(data, '$.token'), "
+            "UPDATE items SET data = json_set(data, "
+            "'$.\"$sealed\".signing_key', json_extract(data, '$.\"$sealed\".token'), "
             "'$.signing_key_preview', 'abc...xyz') WHERE id = ?",
             (c.id,),
         )
@@ -117,4 +121,39 @@ async def test_a_ciphertext_moved_to_another_row_or_field_does_not_open(tmp_path
             assert await service.secret(a.id, "token") == TOKEN
     events = [e for e in logs if e["event"] == "security_event"]
     assert sorted(e["id"] for e in events) == sorted([b.id, c.id])
+    assert TOKEN not in repr(logs)
+
+
+async def test_rotate_key_reseals_collection_secrets_and_retires_the_old_key(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(data, registry()) as served:
+        made = await served.collections["webhook"].create(Webhook(url="https://a.example", token=TOKEN))
+        old_ids = await served.collection_store.key_ids()  # type: ignore[union-attr]
+    command = [
+        sys.executable,
+        "-m",
+        "bridge",
+        "rotate-key",
+        "--data-dir",
+        str(data),
+        "--secret-backend",
+        "file",
+    ]
+    done = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["event"] == "rotated"
+    assert report["resealed"] == 1  # the webhook (no llm-config exists)
+    assert report["unopened"] == 0
+    assert report["retired"] == [k.hex() for k in old_ids]
+    with capture_logs() as logs:
+        async with running(data, registry()) as served:
+            service = served.collections["webhook"]
+            assert service.quarantined() == {}
+            assert await service.secret(made.id, "token") == TOKEN
+            (view,) = service.list()
+            assert view.version == 2
+            assert await served.collection_store.key_ids() == {bytes.fromhex(report["sealingKeyId"])}  # type: ignore[union-attr]
     assert TOKEN not in repr(logs)

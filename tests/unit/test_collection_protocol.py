@@ -8,6 +8,7 @@ import bridge
 from bridge.collection.protocol import (
     StaleBaseError,
     StoredItem,
+    associated_data,
     check_write,
     decode_data,
     decode_entry,
@@ -19,7 +20,6 @@ from bridge.collection.protocol import (
     unique_key,
     unique_keys,
 )
-from bridge.collection.service import associated_data
 from bridge.errors import ConfigNotFoundError, VersionConflictError
 from bridge.keystore import DataKey, DecryptionError, KeyCipher
 from bridge.storage.protocol import CHANGE_LOG_KEEP, TRIM_EVERY
