@@ -16,7 +16,7 @@ from typing import Any, Final, get_args
 
 from bridge import api
 from bridge.collection.channels import CollectionChannels
-from bridge.collection.rules import CollectionTypes, Ref, Rules, build_types
+from bridge.collection.rules import PREVIEW_SUFFIX, CollectionTypes, Ref, Rules, build_types
 from bridge.errors import (
     ConfigNotFoundError,
     ConfigOperationFailedError,
@@ -77,6 +77,7 @@ class Collection:
         for field in refs:
             if type(None) not in get_args(fields[field].annotation):
                 raise ValueError(f"reference field {field!r} must accept null (on_delete='set-null')")
+        _check_names(model, unique, secret, refs)
         self.name = name
         self.model = model
         self.unique = tuple(unique)
@@ -104,6 +105,28 @@ class Collection:
         :func:`bridge.start_bridge` attaches the collection's service to it.
         """
         return CollectionChannels(self.rules, self.channels.all(), self.changed, registry)
+
+
+_VIEW_FIELDS: Final = frozenset({"id", "created_at", "updated_at", "version"})
+
+
+def _check_names(
+    model: type[WireModel], unique: tuple[str, ...], secret: tuple[str, ...], refs: dict[str, Ref]
+) -> None:
+    """Refuse clashing rules: the view's own fields, a preview's name, a secret unique or a reference."""
+    fields = model.model_fields
+    taken = _VIEW_FIELDS & set(fields)
+    if taken:
+        raise ValueError(f"{model.__name__} may not define {sorted(taken)}: the view adds them")
+    for field in secret:
+        if field + PREVIEW_SUFFIX in fields:
+            raise ValueError(
+                f"{model.__name__}.{field}{PREVIEW_SUFFIX} clashes with the preview of secret {field!r}"
+            )
+        if field in unique or field in refs:
+            raise ValueError(
+                f"secret field {field!r} cannot be unique or a reference (it is never compared in clear)"
+            )
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,19 @@ class Item(bridge.WireModel):
     ref: str | None = None
 
 
+class Clashing(bridge.WireModel):
+    """A secret ``name`` beside a field named like its preview."""
+
+    name: str
+    name_preview: str
+
+
+class Viewish(bridge.WireModel):
+    """A field the view adds itself."""
+
+    version: int
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -126,12 +139,22 @@ class Item(bridge.WireModel):
         ({"unique": ("size",)}, "must be a string field"),
         ({"secret": ("size",)}, "must be a string field"),
         ({"references": {"name": bridge.Ref("llm-config")}}, "must accept null"),
+        ({"secret": ("name",), "unique": ("name",)}, "cannot be unique"),
+        (
+            {"secret": ("ref",), "references": {"ref": bridge.Ref("llm-config")}},
+            "cannot be unique or a reference",
+        ),
+        ({"model": "clashing"}, "clashes with the preview"),
+        ({"model": "viewish"}, "the view adds them"),
     ],
 )
 def test_a_collection_with_bad_rules_is_refused(kwargs: dict[str, object], message: str) -> None:
     name = kwargs.pop("name", "item")
+    model = {"clashing": Clashing, "viewish": Viewish}.get(str(kwargs.pop("model", "")), Item)
+    if model is Clashing:
+        kwargs["secret"] = ("name",)
     with pytest.raises(ValueError, match=message):
-        bridge.Collection(name, Item, **kwargs)  # type: ignore[arg-type]
+        bridge.Collection(name, model, **kwargs)  # type: ignore[arg-type]
 
 
 def test_a_collection_registers_six_channels_and_a_topic() -> None:
