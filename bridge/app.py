@@ -697,7 +697,12 @@ def run_sidecar(options: BridgeOptions, process: SidecarOptions, registry: api.R
 
 
 def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Path | None) -> int:
-    """``bridge doctor``: examine ``bridge.db`` read-only; print one JSON report line.
+    """``bridge doctor``: examine ``bridge.db`` and ``collections.db`` read-only; print one JSON line.
+
+    ``collections`` is null without ``collections.db``; else ``{database, damage,
+    schemaVersion, rows, quarantined: [{collection, id, reason}]}`` — the rows the server
+    would quarantine for reasons that need no application definitions (undecodable
+    fields, secrets no key opens).
 
     Returns:
         0 when clean, 1 with findings, 2 when the database cannot be examined.
@@ -724,7 +729,16 @@ def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Pat
             )
         except StartupError as exc:
             key_problem = exc.message
+    collections, collections_problem, sealed = _examine_collections(data_dir)
+    if key is None and key_problem is None and sealed:
+        try:
+            key = load_shared_data_key(data_key_file, os.environ.get(DATA_KEY_ENV)) or load_data_key(
+                data_dir, secret_backend, must_exist=True
+            )
+        except StartupError as exc:
+            key_problem = exc.message
     findings = examine_rows(exam.rows, key)
+    collection_findings = _collection_findings(collections, key)
     sidecar.emit(
         {
             "event": "doctor",
@@ -736,10 +750,54 @@ def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Pat
             "dataKey": key_problem,
             "rows": len(exam.rows),
             "quarantined": [{"id": f.id, "reason": f.reason} for f in findings],
+            "collections": None
+            if collections is None and collections_problem is None
+            else {
+                "database": str(data_dir / COLLECTIONS_DB_FILE_NAME),
+                "damage": collections_problem,
+                "schemaVersion": None if collections is None else collections[0],
+                "rows": 0 if collections is None else len(collections[1]),
+                "quarantined": [{"collection": c, "id": i, "reason": r} for c, i, r in collection_findings],
+            },
         }
     )
-    clean = not (exam.damage or exam.repairable or exam.fatal or key_problem or findings)
+    clean = not (
+        exam.damage
+        or exam.repairable
+        or exam.fatal
+        or key_problem
+        or findings
+        or collections_problem
+        or collection_findings
+    )
     return 0 if clean else 1
+
+
+def _examine_collections(data_dir: Path) -> tuple[tuple[int, list[Any]] | None, str | None, bool]:
+    """``collections.db`` read-only: ``((schema version, rows) or None, damage or None, holds secrets)``."""
+    import sqlite3  # noqa: PLC0415 - maintenance only
+
+    from bridge.collection.protocol import sealed_values  # noqa: PLC0415
+    from bridge.collection.sqlite import examine_collections  # noqa: PLC0415
+
+    path = data_dir / COLLECTIONS_DB_FILE_NAME
+    if not path.exists():
+        return None, None, False
+    try:
+        found = examine_collections(path)
+    except (OSError, sqlite3.Error) as exc:
+        return None, sidecar.describe_startup_failure(exc), False
+    return found, None, any(sealed_values(item.data) for _, item in found[1])
+
+
+def _collection_findings(
+    collections: tuple[int, list[Any]] | None, key: DataKey | None
+) -> list[tuple[str, str, str]]:
+    if collections is None:
+        return []
+    from bridge.collection.service import examine_items  # noqa: PLC0415 - maintenance only
+
+    return examine_items(collections[1], None if key is None else KeyCipher(key))
 
 
 def run_rotate_key(options: BridgeOptions, *, stage: bool) -> int:

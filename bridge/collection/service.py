@@ -3,7 +3,8 @@
 The cache is write-through and O(1): reads never touch the store; a write goes to the
 store first (one transaction) and to the cache after it commits; events are published
 after the commit, in revision order, whether the write was this process's or another's
-(noticed through ``PRAGMA data_version`` and read from the change log). Stored rows are
+(noticed through the store's ``data_version``: SQLite's ``PRAGMA data_version``,
+PostgreSQL's ``NOTIFY``; read from the change log). Stored rows are
 untrusted: a row that does not validate against the model, or whose secret does not open
 for its own collection, id and field, is quarantined (not served, logged once by id and
 reason, never with a value). The service returns models; the wire JSON is the channel
@@ -49,12 +50,12 @@ from bridge.keystore import KEY_ID_BYTES, DecryptionError, KeyCipher
 from bridge.models import ChangeType, field_errors, validation_error
 from bridge.service.events import EventBus
 from bridge.service.llm_config import printable_id, utc_now
+from bridge.service.rules import CIPHERTEXT_AUTH_FAILED, UNKNOWN_KEY_ID
 
 log = structlog.get_logger(__name__)
 
-UNKNOWN_KEY_ID: Final = "UNKNOWN_KEY_ID"
-CIPHERTEXT_AUTH_FAILED: Final = "CIPHERTEXT_AUTH_FAILED"
 INVALID_ROW: Final = "INVALID_ROW"
+"""Quarantine reason: ``version``, ``createdAt`` or ``updatedAt`` of the row has the wrong type."""
 UNKNOWN_REFERENCE: Final = "UNKNOWN_REFERENCE"
 """Field code of a reference to an id that does not exist (-32602)."""
 MAX_WRITE_ATTEMPTS: Final = 5
@@ -592,3 +593,44 @@ async def reseal_secrets(store: CollectionStore, cipher: KeyCipher) -> tuple[int
 
     resealed = await store.reseal(seal)
     return resealed, unopened, await store.key_ids()
+
+
+def examine_items(
+    items: builtins.list[tuple[str, StoredItem]], cipher: KeyCipher | None
+) -> builtins.list[tuple[str, str, str]]:
+    """The checks ``bridge doctor`` can make without the application's definitions.
+
+    A row whose fields do not decode, or a secret that no key opens for its collection,
+    item and field, is one the server would quarantine (the model's own rules need the
+    application and are not checked here).
+
+    Returns:
+        ``(collection, printable id, reason)`` per finding, in creation order.
+    """
+    findings: builtins.list[tuple[str, str, str]] = []
+    for collection, item in items:
+        reason = None
+        if item.data is None:
+            reason = UNDECODABLE_ROW
+        elif SEALED in item.data and not isinstance(item.data[SEALED], dict):
+            reason = f"{SEALED}.INVALID_FORMAT"
+        else:
+            reason = _examine_secrets(collection, item, cipher)
+        if reason is not None:
+            findings.append((collection, printable_id(item.id), reason))
+    return findings
+
+
+def _examine_secrets(collection: str, item: StoredItem, cipher: KeyCipher | None) -> str | None:
+    for field, raw in sealed_values(item.data).items():
+        try:
+            blob = bytes.fromhex(raw)
+        except (ValueError, TypeError):
+            return f"{field}.INVALID_FORMAT"
+        if cipher is None or not cipher.knows(blob[:KEY_ID_BYTES]):
+            return UNKNOWN_KEY_ID
+        try:
+            cipher.decrypt(blob, associated_data(collection, item.id, field))
+        except DecryptionError:
+            return CIPHERTEXT_AUTH_FAILED
+    return None

@@ -21,8 +21,11 @@ import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
+
+import structlog
 
 from bridge.collection.protocol import (
     ITEM_COLUMNS,
@@ -41,10 +44,12 @@ from bridge.collection.protocol import (
     resealed,
     trim_below,
 )
+from bridge.datadir import DB_COMPANIONS
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
 from bridge.keystore import KEY_ID_BYTES
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 COLLECTIONS_DB_FILE_NAME: Final = "collections.db"
 SCHEMA_VERSION: Final = 1
@@ -84,6 +89,7 @@ CREATE TABLE IF NOT EXISTS changes (
     PRIMARY KEY (collection, revision)
 );
 """
+_EXAMINE: Final = f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
 _SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items"  # noqa: S608 - fixed column names
 
 
@@ -105,6 +111,8 @@ class SqliteCollectionStore:
         """Configure the store; nothing touches the disk until :meth:`open`."""
         self.path = path
         self.poll_interval_s = poll_interval_s
+        self.recovered_from: str | None = None
+        """Where a damaged file was moved at :meth:`open` (``collections.db.corrupt-<UTC stamp>``)."""
         self._conn: sqlite3.Connection | None = None
         self._probe: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collections-store")
@@ -122,10 +130,59 @@ class SqliteCollectionStore:
             SchemaTooNewError: the file was written by a newer bridge (left untouched).
             sqlite3.DatabaseError: the file is not a usable database.
         """
-        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
         self._probe = sqlite3.connect(
             f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=0
         )
+
+    def _open_sync(self) -> sqlite3.Connection:
+        """Open the file; a damaged one is moved aside (bytes kept) and replaced, as ``bridge.db`` is."""
+        reason = self._damage()
+        if reason is None:
+            try:
+                return self._connect()
+            except sqlite3.DatabaseError as exc:
+                # Only damage is moved aside; a lock or an I/O error leaves the file where it is.
+                if getattr(exc, "sqlite_errorcode", None) not in {
+                    sqlite3.SQLITE_CORRUPT,
+                    sqlite3.SQLITE_NOTADB,
+                }:
+                    raise
+                reason = f"failed to open ({type(exc).__name__})"
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in DB_COMPANIONS:
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                source.replace(f"{target}{suffix}")
+        self.recovered_from = str(target)
+        log.error("collections_store_quarantined", path=str(self.path), moved_to=str(target), reason=reason)
+        return self._connect()
+
+    def _damage(self) -> str | None:
+        """Why the existing file is unusable (``quick_check`` on a read-only connection), or None.
+
+        Raises:
+            sqlite3.OperationalError: the file is locked or busy (not damage: never moved).
+        """
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return None
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+        except sqlite3.DatabaseError as exc:
+            return f"unreadable ({type(exc).__name__})"
+        try:
+            (result,) = conn.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED} or "locked" in str(exc):
+                raise
+            return f"not a database or malformed ({type(exc).__name__})"
+        finally:
+            conn.close()
+        return None if result == "ok" else "quick_check failed"
 
     def _connect(self) -> sqlite3.Connection:
         with contextlib.suppress(FileExistsError):
@@ -456,3 +513,25 @@ def _transaction(
             conn.execute("ROLLBACK")
         raise
     return feed
+
+
+def examine_collections(path: Path) -> tuple[int, list[tuple[str, StoredItem]]]:
+    """Read ``collections.db`` on a read-only connection (``bridge doctor``), changing no byte.
+
+    Returns:
+        ``(schema version, [(collection, item)] in creation order)``.
+
+    Raises:
+        sqlite3.DatabaseError: the file is not a database, or ``quick_check`` fails.
+    """
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.text_factory = _text
+    try:
+        (check,) = conn.execute("PRAGMA quick_check").fetchone()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {check}")
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        rows = conn.execute(_EXAMINE).fetchall()
+    finally:
+        conn.close()
+    return int(version), [(collection, make_item(tuple(values))) for collection, *values in rows]

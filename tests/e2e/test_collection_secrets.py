@@ -157,3 +157,35 @@ async def test_rotate_key_reseals_collection_secrets_and_retires_the_old_key(tmp
             assert view.version == 2
             assert await served.collection_store.key_ids() == {bytes.fromhex(report["sealingKeyId"])}  # type: ignore[union-attr]
     assert TOKEN not in repr(logs)
+
+
+async def test_doctor_reports_collection_rows_the_server_would_quarantine(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(data, registry()) as served:
+        service = served.collections["webhook"]
+        good = await service.create(Webhook(url="https://a.example", token=TOKEN))
+        moved = await service.create(Webhook(url="https://b.example", token="other-" + TOKEN))
+    with sqlite3.connect(data / "collections.db") as db:
+        db.execute(
+            "UPDATE items SET data = json_set(data, '$.\"$sealed\".token', "
+            "(SELECT json_extract(data, '$.\"$sealed\".token') FROM items WHERE id = ?)) WHERE id = ?",
+            (good.id, moved.id),
+        )
+    db.close()
+    before = (data / "collections.db").read_bytes()
+    command = [sys.executable, "-m", "bridge", "doctor", "--data-dir", str(data), "--secret-backend", "file"]
+    done = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["quarantined"] == []
+    assert report["collections"] == {
+        "database": str(data / "collections.db"),
+        "damage": None,
+        "schemaVersion": 1,
+        "rows": 2,
+        "quarantined": [{"collection": "webhook", "id": moved.id, "reason": "CIPHERTEXT_AUTH_FAILED"}],
+    }
+    assert (data / "collections.db").read_bytes() == before
+    assert TOKEN not in done.stdout + done.stderr

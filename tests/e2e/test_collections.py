@@ -19,7 +19,7 @@ import bridge
 from bridge.client import BridgeClient
 from bridge.errors import ConfigNotFoundError, DuplicateConfigNameError, ValidationError, VersionConflictError
 from tests.conftest import openai_config
-from tests.helpers.templates import load_example, running, start_sidecar, stop_sidecar
+from tests.helpers.templates import load_example, options, running, start_sidecar, stop_sidecar
 
 TEMPLATE_KEYS = {"id", "name", "template", "model", "createdAt", "updatedAt", "version"}
 
@@ -263,3 +263,56 @@ async def test_a_bad_row_is_quarantined_and_the_connection_stays_healthy(tmp_pat
         [(bad_id, "name.INVALID_LENGTH"), (junk_id, "UNDECODABLE_ROW")]
     )
     assert "secret-ish" not in repr(logs)
+
+
+@pytest.mark.parametrize("name", ["collections.db", "collections.db-wal"])
+async def test_a_collections_file_writable_by_others_is_refused(tmp_path: Path, name: str) -> None:
+    data = tmp_path / "data"
+    async with running(data):
+        pass
+    target = data / name
+    target.touch()
+    target.chmod(0o666)
+    with pytest.raises(bridge.InsecurePathError, match=r"writable by group or others \(mode 0666\)"):
+        await bridge.start_bridge(options(data), load_example().build_registry())
+
+
+class Folder(bridge.WireModel):
+    """A folder of templates."""
+
+    title: str
+
+
+class Filed(bridge.WireModel):
+    """A template filed in a folder (a reference between two collections of the application)."""
+
+    label: str
+    folder: str | None = None
+
+
+async def test_a_reference_to_another_collection_is_checked_and_cleared(tmp_path: Path) -> None:
+    registry = bridge.Registry()
+    registry.add_collection(bridge.Collection("folder", Folder))
+    registry.add_collection(bridge.Collection("filed", Filed, references={"folder": bridge.Ref("folder")}))
+    async with running(tmp_path / "data", registry) as served, client_of(served) as client:
+        seen = events_of(client, "filed:changed")
+        folder = await client.invoke("folder:create", {"item": {"title": "Work"}})
+        with pytest.raises(ValidationError):
+            await client.invoke("filed:create", {"item": {"label": "x", "folder": str(uuid.uuid4())}})
+        filed = await client.invoke("filed:create", {"item": {"label": "x", "folder": folder["id"]}})
+        await client.invoke("folder:delete", {"id": folder["id"]})
+        events = await until_revision(seen, 2)
+        assert [(e["type"], e["revision"]) for e in events] == [("created", 1), ("updated", 2)]
+        assert events[1]["item"] == {
+            **filed,
+            "folder": None,
+            "version": 2,
+            "updatedAt": events[1]["item"]["updatedAt"],
+        }
+
+
+async def test_a_reference_to_a_collection_not_served_refuses_to_start(tmp_path: Path) -> None:
+    registry = bridge.Registry()
+    registry.add_collection(bridge.Collection("filed", Filed, references={"folder": bridge.Ref("folder")}))
+    with pytest.raises(bridge.StartupError, match="not served"):
+        await bridge.start_bridge(options(tmp_path / "data"), registry)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -179,4 +182,56 @@ async def test_two_bridges_on_one_database_share_templates_and_clear_references(
             }
     finally:
         await one.close()
+        await two.close()
+
+
+async def test_rotate_key_reseals_collection_secrets_on_postgres(
+    tmp_path: Path, pg_dsn: str, data_key_file: Path
+) -> None:
+    class Webhook(bridge.WireModel):
+        """A webhook with a secret token."""
+
+        url: str
+        token: str
+
+    def served() -> Any:
+        registry = bridge.Registry()
+        registry.add_collection(bridge.Collection("webhook", Webhook, secret=("token",)))
+        options = bridge.BridgeOptions(
+            data_dir=tmp_path / "data",
+            store=bridge.StoreOptions(uri=pg_dsn),
+            secrets=bridge.SecretOptions(backend=SecretBackend.FILE, data_key_file=data_key_file),
+        )
+        return bridge.start_bridge(options, registry)
+
+    token = "tok-" + "x1y2z3" * 6
+    one = await served()
+    try:
+        made = await one.collections["webhook"].create(Webhook(url="https://a.example", token=token))
+    finally:
+        await one.close()
+    command = [
+        sys.executable,
+        "-m",
+        "bridge",
+        "rotate-key",
+        "--store",
+        pg_dsn,
+        "--data-key-file",
+        str(data_key_file),
+    ]
+    done = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert (report["event"], report["resealed"], report["unopened"]) == ("rotated", 1, 0)
+    assert len(report["retired"]) == 1
+    two = await served()
+    try:
+        service = two.collections["webhook"]
+        assert service.quarantined() == {}
+        assert await service.secret(made.id, "token") == token
+        assert await two.collection_store.key_ids() == {bytes.fromhex(report["sealingKeyId"])}
+    finally:
         await two.close()

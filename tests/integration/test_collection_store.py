@@ -146,3 +146,42 @@ async def test_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> N
         await store.open()
     await store.close()
     assert path.read_bytes() == before
+
+
+async def test_the_log_is_trimmed_and_a_reader_behind_it_reloads(
+    stores: tuple[SqliteCollectionStore, SqliteCollectionStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small figures so that a few writes trim (the real ones: every 1000, keep 10,000).
+    monkeypatch.setattr("bridge.collection.protocol.TRIM_EVERY", 4)
+    monkeypatch.setattr("bridge.collection.protocol.CHANGE_LOG_KEEP", 3)
+    first, second = stores
+    writer, reader = service(first), service(second)
+    await writer.start()
+    await reader.start()
+    made = [await writer.create(template(f"T{i}")) for i in range(8)]
+    with sqlite3.connect(first.path) as db:
+        logged = [r[0] for r in db.execute("SELECT revision FROM changes ORDER BY revision")]
+    db.close()
+    assert logged == [6, 7, 8]  # trimmed at revision 4 (≤ 1) and 8 (≤ 5): the last 3 kept
+    seen: list[Any] = []
+    reader.events.subscribe(seen.append)
+    await reader.delete(made[0].id)  # its own write: the log no longer reaches revision 0
+    assert [v.id for v in reader.list()] == [m.id for m in made[1:]]
+    assert reader.revision == 9
+    assert sorted(e.id for e in seen if e.type.value == "created") == sorted(m.id for m in made[1:])
+    await writer.close()
+    await reader.close()
+
+
+async def test_a_damaged_file_is_moved_aside_with_its_bytes_and_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "collections.db"
+    path.write_bytes(b"this is not a database" * 100)
+    store = SqliteCollectionStore(path)
+    await store.open()
+    try:
+        assert store.recovered_from is not None
+        assert Path(store.recovered_from).read_bytes() == b"this is not a database" * 100
+        assert await store.load("c") == (0, [])
+        await store.insert("c", str(uuid.uuid4()), {}, keys=[], now=NOW, since=0)
+    finally:
+        await store.close()
