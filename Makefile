@@ -74,7 +74,8 @@ types-check: $(NODE_STAMP)
 ts-check: $(NODE_STAMP)
 	node_modules/.bin/tsc -p tests/ts/tsconfig.json
 
-test: $(STAMP) $(NODE_STAMP) $(JS_DIST) $(REACT_STAMP)
+# The typegen's dependencies: tests/e2e/test_prompt_templates.py runs its bin from the checkout.
+test: $(STAMP) $(NODE_STAMP) $(JS_DIST) $(REACT_STAMP) $(TYPEGEN_STAMP)
 	$(BIN)/pytest
 
 ## js-test: the JS client, its live stores, the Electron preload build and sidecar hand-off under plain Node, against a real server

@@ -20,7 +20,8 @@ The public API, importable from here (each name is loaded on first use, so
   :class:`Progress`, :class:`WireModel`, :class:`EmptyParams`;
 - state of your own: :class:`Collection` (a model plus its rules: unique, secret and
   reference fields; ``registry.add_collection``) and :class:`Ref`;
-- the client: :class:`BridgeClient`, :class:`ConnectionInfo`, :data:`ConnectionProvider`,
+- the client: :class:`BridgeClient`, :class:`CollectionMirror` (a collection followed by
+  ``BridgeClient.collection(name)``), :class:`ConnectionInfo`, :data:`ConnectionProvider`,
   :func:`read_connection_file`;
 - errors: :class:`BridgeError` and every subclass (:mod:`bridge.errors`);
 - ``__version__``: the package version (the one place it is written).
@@ -35,7 +36,7 @@ __version__: Final = "0.1.0"
 if TYPE_CHECKING:
     from bridge.api import ChannelSpec, Progress, Registry, TopicSpec
     from bridge.app import Bridge, run_sidecar, serve, start_bridge
-    from bridge.client import BridgeClient, ConnectionProvider
+    from bridge.client import BridgeClient, CollectionMirror, ConnectionProvider
     from bridge.collection import Collection, Ref
     from bridge.connection_file import ConnectionInfo, read_connection_file
     from bridge.errors import (
@@ -78,7 +79,7 @@ if TYPE_CHECKING:
 _EXPORTS: Final[dict[str, tuple[str, ...]]] = {
     "bridge.api": ("ChannelSpec", "Progress", "Registry", "TopicSpec"),
     "bridge.app": ("Bridge", "run_sidecar", "serve", "start_bridge"),
-    "bridge.client": ("BridgeClient", "ConnectionProvider"),
+    "bridge.client": ("BridgeClient", "CollectionMirror", "ConnectionProvider"),
     "bridge.collection": ("Collection", "Ref"),
     "bridge.connection_file": ("ConnectionInfo", "read_connection_file"),
     "bridge.errors": (
@@ -150,6 +151,7 @@ __all__ = [  # noqa: RUF022 - grouped as in the docstring, each group sorted
     "Ref",
     # the client
     "BridgeClient",
+    "CollectionMirror",
     "ConnectionInfo",
     "ConnectionProvider",
     "read_connection_file",

@@ -66,12 +66,16 @@ class ServedBridge:
                 self.process.stdout.close()
 
 
-def serve_command(data_dir: Path, *flags: str) -> list[str]:
-    """``python -m bridge serve`` on ``data_dir`` with the file secret backend and ``flags``."""
+def serve_command(data_dir: Path, *flags: str, module: str = "bridge") -> list[str]:
+    """``python -m bridge serve`` on ``data_dir`` with the file secret backend and ``flags``.
+
+    ``module`` runs another module with the same command line (an application's own
+    sidecar, e.g. ``tests.helpers.templates``).
+    """
     return [
         sys.executable,
         "-m",
-        "bridge",
+        module,
         "serve",
         "--data-dir",
         str(data_dir),
@@ -82,13 +86,18 @@ def serve_command(data_dir: Path, *flags: str) -> list[str]:
 
 
 def start_bridge_process(
-    data_dir: Path, *extra: str, env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()
+    data_dir: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    wrapper: tuple[str, ...] = (),
+    module: str = "bridge",
 ) -> ServedBridge:
     """Start ``python -m bridge serve --port 0`` and wait for its ready line.
 
-    ``wrapper`` runs the command (e.g. ``prlimit --nofile=128:128 --``).
+    ``wrapper`` runs the command (e.g. ``prlimit --nofile=128:128 --``); ``module`` is the
+    module run with ``serve`` (see :func:`serve_command`).
     """
-    cmd = [*wrapper, *serve_command(data_dir, *extra)]
+    cmd = [*wrapper, *serve_command(data_dir, *extra, module=module)]
     if "--port" not in extra:
         cmd += ["--port", "0"]
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,20 @@
 """Python renderer client (never imports the service or storage).
 
 ``BridgeClient`` is the facade: a ``Connection`` (transport, pending calls, reconnect with
-the shared backoff) plus an ``LlmConfigMirror`` (the LLM-config views, resynced after
-every reconnect) and typed helpers.
+the shared backoff, :mod:`bridge.backoff`) plus ``CollectionMirror`` objects (the items of a
+collection by id and revision, resynced by snapshot after every reconnect: the LLM
+configs' one, ``LlmConfigMirror``, and any other through ``BridgeClient.collection``) and
+typed helpers.
 """
 
 from bridge.client.client import BridgeClient, SchemaMismatchWarning, builtin_schema_hash
 from bridge.client.connection import Connection, ConnectionProvider
-from bridge.client.mirror import LlmConfigMirror
+from bridge.client.mirror import CollectionMirror, LlmConfigMirror
 from bridge.connection_file import ConnectionInfo, read_connection_file
 
 __all__ = [
     "BridgeClient",
+    "CollectionMirror",
     "Connection",
     "ConnectionInfo",
     "ConnectionProvider",

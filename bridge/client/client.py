@@ -2,10 +2,12 @@
 
 It is a :class:`~bridge.client.connection.Connection` (the transport: one WebSocket,
 calls matched to responses by id, the server's errors rebuilt as the classes of
-:mod:`bridge.errors`, reconnect with backoff) plus, with ``reconnect=True``, an
-:class:`~bridge.client.mirror.LlmConfigMirror` (the LLM-config views the subscribers know,
-resynced through ``llm-config:snapshot`` after every reconnect, the differences delivered
-as ``llm-config:changed`` events), ``on(event, callback)`` subscriptions and typed helpers.
+:mod:`bridge.errors`, reconnect with backoff) plus collection mirrors
+(:class:`~bridge.client.mirror.CollectionMirror`: the items of a collection the
+subscribers know, resynced through ``<name>:snapshot`` after every reconnect, the
+differences delivered as ``<name>:changed`` events) — the LLM configs' with
+``reconnect=True``, any collection's through :meth:`BridgeClient.collection` — ``on(event,
+callback)`` subscriptions and typed helpers.
 
 Every connection is checked with ``bridge:hello``: another ``protocolVersion`` is
 terminal (:class:`ProtocolMismatchError`); another ``schemaHash`` than the one the caller's
@@ -34,9 +36,9 @@ from websockets.asyncio.client import ClientConnection
 
 from bridge import api
 from bridge.client.connection import Connection, ConnectionProvider, ProgressCallback
-from bridge.client.mirror import LlmConfigMirror
+from bridge.client.mirror import CollectionMirror, LlmConfigMirror, collection_channels
 from bridge.connection_file import ConnectionInfo, read_connection_file
-from bridge.errors import BridgeError, ProtocolMismatchError
+from bridge.errors import BridgeError, ConnectionLostError, ProtocolMismatchError
 from bridge.models import (
     LlmConfigInput,
     LlmConfigPatch,
@@ -135,8 +137,13 @@ class BridgeClient:
                 return fixed
 
         self._subscribers: defaultdict[str, list[Callback]] = defaultdict(list)
-        # The view set the subscribers have been told about (reconnect mode only).
+        # The LLM-config views the subscribers have been told about: followed from the start
+        # in reconnect mode, else once asked for (``collection("llm-config")``).
         self._mirror = LlmConfigMirror(self._deliver) if reconnect else None
+        # Every mirror by its topic, resynced in this order at each (re)connect.
+        self._mirrors: dict[str, CollectionMirror] = {}
+        if self._mirror is not None:
+            self._mirrors[self._mirror.topic] = self._mirror
         self._connection = Connection(
             provider,
             on_open=self._after_open,
@@ -231,12 +238,25 @@ class BridgeClient:
                 context={"server": hello.protocol_version, "client": api.PROTOCOL_VERSION},
             )
         self._check_schema(hello.schema_hash)
-        if self._mirror is not None:
-            await self._mirror.resync(lambda: self.invoke(api.LLM_CONFIG_SNAPSHOT.name))
+        for mirror in tuple(self._mirrors.values()):
+            if mirror is self._mirror:
+                await self._resync(mirror)
+                continue
+            try:
+                await self._resync(mirror)
+            except ConnectionLostError:
+                raise  # transient: the reconnect loop tries again
+            except BridgeError as exc:
+                # The server no longer serves that collection (or its snapshot failed): the
+                # connection itself is fine; the mirror keeps what it knew.
+                log.warning("collection_resync_failed", topic=mirror.topic, error=exc.code)
         if self._unwarned is not None:
             # After a background reconnect no caller waits: warned once the connection is
             # marked connected (this hook returns first), outside it.
             asyncio.get_running_loop().call_soon(self._warn_schema_mismatch)
+
+    async def _resync(self, mirror: CollectionMirror) -> None:
+        await mirror.resync(lambda: self.invoke(mirror.snapshot_channel))
 
     def _check_schema(self, actual: str) -> None:
         """Report ``actual`` when it is not the expected ``schemaHash`` (once per announced hash)."""
@@ -254,7 +274,7 @@ class BridgeClient:
         try:
             self._on_schema_mismatch(mismatch)
         except Exception:  # a subscriber's bug must not break the connection
-            log.exception("client_callback_failed", event="schema_mismatch")
+            log.exception("client_callback_failed", callback="on_schema_mismatch")
 
     async def wait_connected(self, timeout_s: float | None = None) -> None:
         """Wait until connected (and resynced); raise the terminal error if the client gave up.
@@ -291,8 +311,9 @@ class BridgeClient:
     # ---- notifications ----------------------------------------------------------------
 
     def _notification(self, method: str, params: Any) -> None:
-        if self._mirror is not None and method == api.LLM_CONFIG_CHANGED.name and isinstance(params, dict):
-            self._mirror.receive(params)  # delivers it unless stale (or held during a resync)
+        mirror = self._mirrors.get(method)
+        if mirror is not None and isinstance(params, dict):
+            mirror.receive(params)  # delivers it unless stale (or held during a resync)
             return
         self._deliver(method, params)
 
@@ -301,10 +322,16 @@ class BridgeClient:
             try:
                 callback(params)
             except Exception:
-                log.exception("client_callback_failed", event=method)
+                log.exception("client_callback_failed", topic=method)
 
     def on(self, event: str, callback: Callback) -> Callable[[], None]:
-        """Call ``callback(params)`` for every ``event`` notification; returns an unsubscriber."""
+        """Call ``callback(params)`` for every ``event`` notification; returns an unsubscriber.
+
+        For the topic of a followed collection (``llm-config:changed`` with
+        ``reconnect=True``, ``<name>:changed`` after :meth:`collection`), the events are the
+        mirror's: stale and repeated notifications dropped, the differences found by a
+        resync after a reconnect delivered.
+        """
         self._subscribers[event].append(callback)
 
         def off() -> None:
@@ -312,6 +339,50 @@ class BridgeClient:
                 self._subscribers[event].remove(callback)
 
         return off
+
+    async def collection(self, name: str) -> CollectionMirror:
+        """Follow collection ``name``: a live mirror of its items, resynced after every reconnect.
+
+        The mirror holds the items (wire JSON by id, in creation order) and the revision
+        they reflect; it follows ``<name>:changed`` by revision and, at every (re)connect,
+        takes ``<name>:snapshot`` (``{revision, items}``) and delivers what changed while
+        away as ``created``/``updated``/``deleted`` events at the snapshot's revision
+        (DESIGN §8), to :meth:`CollectionMirror.on` listeners and to ``on(<name>:changed)``
+        subscribers. The first snapshot delivers no event. ``llm-config`` gives the
+        LLM-config mirror (``config``/``configs`` keys). Calling it again for the same name
+        returns the same mirror.
+
+        Args:
+            name: the collection's name, e.g. ``"prompt-template"``.
+
+        Returns:
+            The mirror; loaded now when connected, else at the next connect.
+
+        Raises:
+            MethodNotFoundError: the server serves no such collection (not followed then).
+            ConnectionLostError: the connection dropped during the first snapshot; the
+                mirror stays followed and loads at the next (re)connect.
+        """
+        topic, snapshot_channel = collection_channels(name)
+        mirror = self._mirrors.get(topic)
+        if mirror is not None:
+            return mirror
+        if topic == api.LLM_CONFIG_CHANGED.name:
+            mirror = self._mirror = LlmConfigMirror(self._deliver)
+        else:
+            mirror = CollectionMirror(topic, snapshot_channel, self._deliver)
+        self._mirrors[topic] = mirror
+        if self._connection.websocket is not None:
+            try:
+                await self._resync(mirror)
+            except ConnectionLostError:
+                raise
+            except BaseException:
+                del self._mirrors[topic]
+                if mirror is self._mirror:
+                    self._mirror = None
+                raise
+        return mirror
 
     # ---- calls ----------------------------------------------------------------------
 

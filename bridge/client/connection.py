@@ -293,7 +293,7 @@ class Connection:
                 try:
                     callback(params.get("value"))
                 except Exception:
-                    log.exception("client_callback_failed", event=method)
+                    log.exception("client_callback_failed", topic=method)
                 return
         self._on_notification(method, params)
 

@@ -23,6 +23,9 @@ def load_example() -> ModuleType:
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # Registered first, as importlib's own recipe does: pydantic resolves a model's
+    # postponed annotations (``Annotated[...]``) through ``sys.modules[model.__module__]``.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from bridge import backoff
 from bridge.client import connection
+from bridge.collection import postgres as collection_postgres
+from bridge.collection import service as collection_service
 from bridge.service import llm_config
 from bridge.storage import base, postgres
 
@@ -29,3 +31,8 @@ def test_the_client_the_postgresql_listener_and_the_store_follower_share_the_hel
     assert vars(postgres)["backoff_delays"] is backoff.backoff_delays
     assert vars(base)["backoff_delays"] is backoff.backoff_delays
     assert vars(llm_config)["backoff_delays"] is backoff.backoff_delays
+
+
+def test_the_collections_listener_and_follower_share_it_too() -> None:
+    assert vars(collection_postgres)["backoff_delays"] is backoff.backoff_delays
+    assert vars(collection_service)["backoff_delays"] is backoff.backoff_delays

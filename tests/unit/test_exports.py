@@ -13,7 +13,7 @@ import pytest
 
 import bridge
 from bridge import errors
-from bridge.client import BridgeClient
+from bridge.client import BridgeClient, CollectionMirror
 from bridge.errors import BridgeError
 from bridge.options import BridgeOptions, InvalidSettingError, SidecarOptions
 
@@ -47,6 +47,7 @@ PUBLIC = {
     "Ref",
     # the client
     "BridgeClient",
+    "CollectionMirror",
     "ConnectionInfo",
     "ConnectionProvider",
     "read_connection_file",
@@ -94,6 +95,8 @@ def test_every_name_in_all_resolves() -> None:
 def test_errors_share_one_root_and_the_client_is_the_client() -> None:
     assert bridge.BridgeError is BridgeError
     assert bridge.BridgeClient is BridgeClient
+    assert bridge.CollectionMirror is CollectionMirror
+    assert inspect.iscoroutinefunction(BridgeClient.collection)  # how a mirror is obtained
     for name in bridge.__all__:
         value = getattr(bridge, name)
         if name.endswith("Error") and name != "InvalidSettingError":
