@@ -357,9 +357,12 @@ def _follow_references(
     for target in {ref.target for ref in svc.rules.references.values()}:
         source: Any = configs.events if target == "llm-config" else services[target].events
 
-        def on_change(event: Any, target: str = target) -> None:
+        def on_change(event: Any, target: str = target, source: Any = source) -> None:
             if event.type is ChangeType.DELETED:
-                svc.on_deleted(target, event.id)
+                task = svc.on_deleted(target, event.id)
+                if task is not None:
+                    # The deleting service awaits it: the set-null events precede its response.
+                    source.follow_up(task)
 
         source.subscribe(on_change)
 

@@ -226,6 +226,9 @@ class CollectionService:
     async def delete(self, item_id: str, expected_version: int | None = None) -> bool:
         """Delete ``item_id``; False when unknown.
 
+        Returns once the references to it held by this process's collections are cleared
+        (their ``updated`` events come before the caller's response).
+
         Raises:
             VersionConflictError: ``expected_version`` differs from the stored version (4012).
         """
@@ -235,6 +238,7 @@ class CollectionService:
             if feed is None:
                 return False
             await self._apply(feed)
+        await self.events.settle()
         return True
 
     async def clear_reference(self, target: str, target_id: str) -> int:
@@ -283,13 +287,19 @@ class CollectionService:
             changed += await self.clear_reference(target, target_id)
         return changed
 
-    def on_deleted(self, target: str, target_id: str) -> None:
-        """Schedule :meth:`clear_reference` (for an event callback: synchronous)."""
+    def on_deleted(self, target: str, target_id: str) -> asyncio.Task[int] | None:
+        """Schedule :meth:`clear_reference` (for an event callback: synchronous); return its task.
+
+        The caller hands the task to the publishing bus's
+        :meth:`~bridge.service.events.EventBus.follow_up`, so a delete made through this
+        process answers after the clearing (DESIGN §5). None when closed.
+        """
         if self._closed:
-            return
+            return None
         task = asyncio.get_running_loop().create_task(self.clear_reference(target, target_id))
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

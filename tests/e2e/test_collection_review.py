@@ -1,0 +1,87 @@
+"""Collections under review: ordering of reference clearing, hostile log entries, store faults.
+
+Real SQLite files on ``tmp_path``, real sockets on 127.0.0.1 port 0, raw WebSocket
+frames where the order of frames is the subject; mocks only inject store faults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+
+import bridge
+from tests.conftest import openai_config
+from tests.e2e.wire import open_ws, recv_json, request
+from tests.helpers.templates import running
+
+
+def template(name: str, model: str | None = None) -> dict[str, Any]:
+    """A ``PromptTemplate`` wire dict."""
+    return {"name": name, "template": "Summarize: {text}", "model": model}
+
+
+async def call(ws: ClientConnection, method: str, params: Any, request_id: int) -> tuple[Any, list[Any]]:
+    """Send one request; return its result and every notification read before its response."""
+    await ws.send(request(method, params, request_id))
+    before: list[Any] = []
+    while True:
+        frame = await recv_json(ws)
+        if frame.get("id") == request_id:
+            assert "result" in frame, frame
+            return frame["result"], before
+        before.append(frame)
+
+
+async def test_set_null_events_of_a_config_delete_come_before_its_response(tmp_path: Path) -> None:
+    async with running(tmp_path / "data") as served:
+        ws = await open_ws(served)
+        try:
+            config, _ = await call(ws, "llm-config:create", {"config": openai_config()}, 1)
+            item, _ = await call(ws, "prompt-template:create", {"item": template("A", config["id"])}, 2)
+            deleted, before = await call(ws, "llm-config:delete", {"id": config["id"]}, 3)
+        finally:
+            await ws.close()
+    assert deleted == {"deleted": True}
+    assert [(f["method"], f["params"]["type"]) for f in before] == [
+        ("llm-config:changed", "deleted"),
+        ("prompt-template:changed", "updated"),
+    ]
+    cleared = before[1]["params"]
+    assert cleared["id"] == item["id"]
+    assert cleared["item"]["model"] is None
+    assert cleared["item"]["version"] == 2
+
+
+class Folder(bridge.WireModel):
+    """A folder of notes."""
+
+    title: str
+
+
+class Note(bridge.WireModel):
+    """A note filed in a folder."""
+
+    text: str
+    folder: str | None = None
+
+
+async def test_set_null_events_of_a_collection_delete_come_before_its_response(tmp_path: Path) -> None:
+    registry = bridge.Registry()
+    registry.add_collection(bridge.Collection("folder", Folder))
+    registry.add_collection(bridge.Collection("note", Note, references={"folder": bridge.Ref("folder")}))
+    async with running(tmp_path / "data", registry) as served:
+        ws = await open_ws(served)
+        try:
+            folder, _ = await call(ws, "folder:create", {"item": {"title": "Work"}}, 1)
+            note, _ = await call(ws, "note:create", {"item": {"text": "x", "folder": folder["id"]}}, 2)
+            deleted, before = await call(ws, "folder:delete", {"id": folder["id"]}, 3)
+        finally:
+            await ws.close()
+    assert deleted == {"deleted": True}
+    assert [(f["method"], f["params"]["type"], f["params"]["id"]) for f in before] == [
+        ("folder:changed", "deleted", folder["id"]),
+        ("note:changed", "updated", note["id"]),
+    ]
+    assert before[1]["params"]["item"]["folder"] is None
