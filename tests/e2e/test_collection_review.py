@@ -6,12 +6,16 @@ frames where the order of frames is the subject; mocks only inject store faults.
 
 from __future__ import annotations
 
+import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 from websockets.asyncio.client import ClientConnection
 
 import bridge
+from bridge.client import BridgeClient
 from tests.conftest import openai_config
 from tests.e2e.wire import open_ws, recv_json, request
 from tests.helpers.templates import running
@@ -20,6 +24,11 @@ from tests.helpers.templates import running
 def template(name: str, model: str | None = None) -> dict[str, Any]:
     """A ``PromptTemplate`` wire dict."""
     return {"name": name, "template": "Summarize: {text}", "model": model}
+
+
+def client_of(served: bridge.Bridge) -> BridgeClient:
+    """A ``BridgeClient`` of ``served``."""
+    return BridgeClient(served.url, served.token, schema_hash=served.schema_hash())
 
 
 async def call(ws: ClientConnection, method: str, params: Any, request_id: int) -> tuple[Any, list[Any]]:
@@ -85,3 +94,32 @@ async def test_set_null_events_of_a_collection_delete_come_before_its_response(t
         ("note:changed", "updated", note["id"]),
     ]
     assert before[1]["params"]["item"]["folder"] is None
+
+
+async def test_a_log_entry_with_a_bad_seq_neither_fails_writes_nor_stops_the_feed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(data) as served, client_of(served) as client:
+        first = await client.invoke("prompt-template:create", {"item": template("First")})
+        # Another program logs a change whose row lies about its creation order.
+        liar = str(uuid.uuid4())
+        entry = {
+            "id": liar,
+            "seq": "not a number",
+            "data": {"name": "Liar", "template": "t", "model": None},
+            "created_at": first["createdAt"],
+            "updated_at": first["createdAt"],
+            "version": 1,
+            "revision": 2,
+        }
+        with sqlite3.connect(data / "collections.db") as db:
+            db.execute("UPDATE revisions SET revision = 2 WHERE collection = 'prompt-template'")
+            db.execute(
+                "INSERT INTO changes (collection, revision, id, type, row) VALUES (?, 2, ?, 'created', ?)",
+                ("prompt-template", liar, orjson.dumps(entry).decode()),
+            )
+        db.close()
+        second = await client.invoke("prompt-template:create", {"item": template("Second")})
+        assert second["version"] == 1
+        # The table is the truth: the lying entry's item has no row.
+        assert await client.invoke("prompt-template:list") == [first, second]
+        assert (await client.invoke("prompt-template:snapshot"))["revision"] == 3
