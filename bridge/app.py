@@ -28,7 +28,7 @@ import structlog
 
 from bridge import __version__, api, datadir, sidecar
 from bridge.connection_file import CONNECTION_FILE_NAME, ConnectionInfo
-from bridge.errors import AddressUnavailableError, StartupError
+from bridge.errors import AddressUnavailableError, ConfigOperationFailedError, StartupError
 from bridge.keystore import (
     DATA_KEY_ENV,
     KEY_FILE_NAME,
@@ -427,6 +427,9 @@ async def _start_collections(
 
     async def resolve(target: str, item_id: str) -> bool:
         if target == "llm-config":
+            if configs.cache_info().load_failed:
+                # Served degraded (empty): an absent config is not a deleted one.
+                raise ConfigOperationFailedError("The configs cannot be read; references cannot be checked")
             return await configs.read(item_id) is not None
         other = services.get(target)
         return other is not None and other.read(item_id) is not None

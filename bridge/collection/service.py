@@ -62,7 +62,10 @@ MAX_WRITE_ATTEMPTS: Final = 5
 """Tries of an update whose item another process changed meanwhile."""
 
 Resolver = Callable[[str, str], Awaitable[bool]]
-"""``resolve(target, id)``: True when collection ``target`` (or ``llm-config``) has item ``id``."""
+"""``resolve(target, id)``: True when collection ``target`` (or ``llm-config``) has item ``id``.
+
+Raises :class:`~bridge.errors.ConfigOperationFailedError` when it cannot tell (the target's
+store could not be read): a reference is then neither accepted nor cleared."""
 
 
 @dataclass(slots=True)
@@ -189,6 +192,7 @@ class CollectionService:
         Raises:
             ValidationError: a reference names an id that does not exist (-32602,
                 ``item.<field>`` ``UNKNOWN_REFERENCE``).
+            ConfigOperationFailedError: a reference cannot be checked (5000).
             DuplicateConfigNameError: a unique field's key is taken (4009).
             ServiceUnavailableError: the service is closed (5003).
         """
@@ -269,19 +273,27 @@ class CollectionService:
         return changed
 
     async def repair_references(self) -> int:
-        """Clear references to ids that no longer exist (deleted while this process was down)."""
+        """Clear references to ids that no longer exist (deleted while this process was down).
+
+        Nothing is cleared when a target cannot be read (its store failed to load): an
+        item that cannot be seen is not a deleted one; the next start repairs.
+        """
         if self._resolve is None:
             return 0
         gone: set[tuple[str, str]] = set()
-        for entry in builtins.list(self._cache.values()):
-            for field, ref in self.rules.references.items():
-                value = entry.plain.get(field)
-                if (
-                    isinstance(value, str)
-                    and (ref.target, value) not in gone
-                    and not await self._resolve(ref.target, value)
-                ):
-                    gone.add((ref.target, value))
+        try:
+            for entry in builtins.list(self._cache.values()):
+                for field, ref in self.rules.references.items():
+                    value = entry.plain.get(field)
+                    if (
+                        isinstance(value, str)
+                        and (ref.target, value) not in gone
+                        and not await self._resolve(ref.target, value)
+                    ):
+                        gone.add((ref.target, value))
+        except ConfigOperationFailedError:
+            log.warning("reference_repair_skipped", collection=self.name)
+            return 0
         changed = 0
         for target, target_id in sorted(gone):
             changed += await self.clear_reference(target, target_id)
@@ -419,7 +431,13 @@ class CollectionService:
             return
         for field, ref in self.rules.references.items():
             value = plain.get(field)
-            if field in sent and isinstance(value, str) and not await self._resolve(ref.target, value):
+            if not (field in sent and isinstance(value, str)):
+                continue
+            try:
+                gone = not await self._resolve(ref.target, value)
+            except ConfigOperationFailedError:
+                continue  # cannot tell: the write stands as checked
+            if gone:
                 await self.clear_reference(ref.target, value)
 
     # ---- applying committed changes ----------------------------------------------------

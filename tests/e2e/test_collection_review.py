@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from websockets.asyncio.client import ClientConnection
 
 import bridge
 from bridge.client import BridgeClient
+from bridge.errors import ConfigOperationFailedError
+from bridge.storage import SqliteConfigStore
 from tests.conftest import openai_config
 from tests.e2e.wire import open_ws, recv_json, request
 from tests.helpers.templates import running
@@ -123,3 +126,29 @@ async def test_a_log_entry_with_a_bad_seq_neither_fails_writes_nor_stops_the_fee
         # The table is the truth: the lying entry's item has no row.
         assert await client.invoke("prompt-template:list") == [first, second]
         assert (await client.invoke("prompt-template:snapshot"))["revision"] == 3
+
+
+async def test_a_degraded_config_load_clears_no_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    async with running(data) as served, client_of(served) as client:
+        config = await client.invoke("llm-config:create", {"config": openai_config()})
+        item = await client.invoke("prompt-template:create", {"item": template("Linked", config["id"])})
+
+    async def failing(*_: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error (injected)")
+
+    with monkeypatch.context() as patched:
+        # bridge.db cannot be read: the configs are served degraded (empty, retried).
+        patched.setattr(SqliteConfigStore, "load", failing)
+        patched.setattr(SqliteConfigStore, "changes_since", failing)
+        async with running(data) as served, client_of(served) as client:
+            assert (await client.invoke("bridge:hello"))["degraded"] == "load_failed"
+            # The config cannot be seen, but it was not deleted: the template keeps it.
+            assert await client.invoke("prompt-template:read", {"id": item["id"]}) == item
+            # A reference that cannot be checked is refused as a store failure, not as unknown.
+            with pytest.raises(ConfigOperationFailedError):
+                await client.invoke("prompt-template:create", {"item": template("Other", config["id"])})
+    async with running(data) as served, client_of(served) as client:
+        assert await client.invoke("prompt-template:snapshot") == {"revision": 1, "items": [item]}
