@@ -19,7 +19,7 @@ import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import structlog
 from pydantic import BaseModel
@@ -40,6 +40,7 @@ from bridge.collection.protocol import (
 )
 from bridge.collection.rules import PREVIEW_SUFFIX, Rules, secret_preview
 from bridge.errors import (
+    BridgeError,
     ConfigNotFoundError,
     ConfigOperationFailedError,
     FieldError,
@@ -52,6 +53,7 @@ from bridge.service.events import EventBus
 from bridge.service.llm_config import printable_id, utc_now
 from bridge.service.rules import CIPHERTEXT_AUTH_FAILED, UNKNOWN_KEY_ID
 
+T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 INVALID_ROW: Final = "INVALID_ROW"
@@ -192,7 +194,8 @@ class CollectionService:
         Raises:
             ValidationError: a reference names an id that does not exist (-32602,
                 ``item.<field>`` ``UNKNOWN_REFERENCE``).
-            ConfigOperationFailedError: a reference cannot be checked (5000).
+            ConfigOperationFailedError: a reference cannot be checked, or the store
+                failed (5000; nothing changed).
             DuplicateConfigNameError: a unique field's key is taken (4009).
             ServiceUnavailableError: the service is closed (5003).
         """
@@ -203,8 +206,8 @@ class CollectionService:
         data, plain = self._seal(item_id, values, {}, set(values))
         keys = unique_keys(self.rules.unique, plain)
         async with self._lock:
-            feed = await self._store.insert(
-                self.name, item_id, data, keys=keys, now=utc_now(), since=self._revision
+            feed = await self._commit(
+                self._store.insert(self.name, item_id, data, keys=keys, now=utc_now(), since=self._revision)
             )
             await self._apply(feed)
         return self._written(item_id)
@@ -218,6 +221,7 @@ class CollectionService:
             ConfigNotFoundError: no item has ``item_id`` (4004).
             VersionConflictError: ``expected_version`` differs from the stored version (4012).
             DuplicateConfigNameError: a unique key is taken (4009).
+            ConfigOperationFailedError: the store failed (5000; nothing changed).
         """
         self._ready()
         sent = updates.model_dump(mode="json", by_alias=False, include=updates.model_fields_set)
@@ -235,10 +239,13 @@ class CollectionService:
 
         Raises:
             VersionConflictError: ``expected_version`` differs from the stored version (4012).
+            ConfigOperationFailedError: the store failed (5000; nothing changed).
         """
         self._ready()
         async with self._lock:
-            feed = await self._store.delete(self.name, item_id, expected_version, self._revision)
+            feed = await self._commit(
+                self._store.delete(self.name, item_id, expected_version, self._revision)
+            )
             if feed is None:
                 return False
             await self._apply(feed)
@@ -347,15 +354,17 @@ class CollectionService:
                 data, plain = self._seal(item_id, values, entry.item.data or {}, set(sent))
                 keys = unique_keys(self.rules.unique, plain)
                 try:
-                    feed = await self._store.update(
-                        self.name,
-                        item_id,
-                        data,
-                        keys=keys,
-                        now=utc_now(),
-                        base_version=entry.item.version,
-                        expected_version=expected_version,
-                        since=self._revision,
+                    feed = await self._commit(
+                        self._store.update(
+                            self.name,
+                            item_id,
+                            data,
+                            keys=keys,
+                            now=utc_now(),
+                            base_version=entry.item.version,
+                            expected_version=expected_version,
+                            since=self._revision,
+                        )
                     )
                 except StaleBaseError:
                     await self._catch_up()
@@ -364,6 +373,16 @@ class CollectionService:
             await self._recheck(plain, set(sent))
             return self._written(item_id)
         raise ConfigOperationFailedError("The item kept changing; try again")
+
+    async def _commit(self, write: Awaitable[T]) -> T:
+        """Await one store write; a failure that is not a refusal is 5000 (nothing changed)."""
+        try:
+            return await write
+        except (BridgeError, StaleBaseError):
+            raise
+        except Exception:
+            log.exception("collection_write_failed", collection=self.name)
+            raise ConfigOperationFailedError from None
 
     def _written(self, item_id: str) -> Any:
         entry = self._cache.get(item_id)

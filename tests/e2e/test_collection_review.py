@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection
 
 import bridge
 from bridge.client import BridgeClient
+from bridge.collection.sqlite import SqliteCollectionStore
 from bridge.errors import ConfigOperationFailedError
 from bridge.storage import SqliteConfigStore
 from tests.conftest import openai_config
@@ -152,3 +153,28 @@ async def test_a_degraded_config_load_clears_no_reference(
                 await client.invoke("prompt-template:create", {"item": template("Other", config["id"])})
     async with running(data) as served, client_of(served) as client:
         assert await client.invoke("prompt-template:snapshot") == {"revision": 1, "items": [item]}
+
+
+@pytest.mark.parametrize("method", ["insert", "update", "delete"])
+async def test_a_failed_store_write_is_config_operation_failed_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    async with running(tmp_path / "data") as served, client_of(served) as client:
+        item = await client.invoke("prompt-template:create", {"item": template("Kept")})
+        channel, params = {
+            "insert": ("prompt-template:create", {"item": template("New")}),
+            "update": ("prompt-template:update", {"id": item["id"], "updates": {"name": "R"}}),
+            "delete": ("prompt-template:delete", {"id": item["id"]}),
+        }[method]
+
+        async def failing(*_: Any, **__: Any) -> Any:
+            raise sqlite3.OperationalError("database or disk is full (injected)")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(SqliteCollectionStore, method, failing)
+            with pytest.raises(ConfigOperationFailedError) as failed:
+                await client.invoke(channel, params)
+            assert "injected" not in str(failed.value)
+        assert await client.invoke("prompt-template:snapshot") == {"revision": 1, "items": [item]}
+        again = await client.invoke("prompt-template:create", {"item": template("New")})
+        assert again["version"] == 1
