@@ -51,13 +51,21 @@ from bridge.keystore import KEY_ID_BYTES, DecryptionError, KeyCipher
 from bridge.models import ChangeType, field_errors, validation_error
 from bridge.service.events import EventBus
 from bridge.service.llm_config import printable_id, utc_now
-from bridge.service.rules import CIPHERTEXT_AUTH_FAILED, UNKNOWN_KEY_ID
+from bridge.service.rules import (
+    CIPHERTEXT_AUTH_FAILED,
+    UNKNOWN_KEY_ID,
+    valid_stored_id,
+    valid_timestamp,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 INVALID_ROW: Final = "INVALID_ROW"
-"""Quarantine reason: ``version``, ``createdAt`` or ``updatedAt`` of the row has the wrong type."""
+"""Quarantine reason: the row's ``version`` is not a positive integer, or its view does not build.
+
+(An id that is not a lower-case UUID is ``id.INVALID_FORMAT``; a timestamp that is not
+ISO 8601 UTC with milliseconds, ``createdAt``/``updatedAt.INVALID_FORMAT``.)"""
 UNKNOWN_REFERENCE: Final = "UNKNOWN_REFERENCE"
 """Field code of a reference to an id that does not exist (-32602)."""
 MAX_WRITE_ATTEMPTS: Final = 5
@@ -468,8 +476,14 @@ class CollectionService:
             return None, UNDECODABLE_ROW
         if type(item.version) is not int or item.version < 1:
             return None, INVALID_ROW
-        if not isinstance(item.created_at, str) or not isinstance(item.updated_at, str):
-            return None, INVALID_ROW
+        # Served ids and timestamps are what a write makes: an id no client can address,
+        # or text that is not UTF-8 (which no reply could encode), never enters the cache.
+        if not valid_stored_id(item.id):
+            return None, "id.INVALID_FORMAT"
+        if not valid_timestamp(item.created_at):
+            return None, "createdAt.INVALID_FORMAT"
+        if not valid_timestamp(item.updated_at):
+            return None, "updatedAt.INVALID_FORMAT"
         opened = self._open_secrets(item, data)
         if isinstance(opened, str):
             return None, opened

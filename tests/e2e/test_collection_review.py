@@ -178,3 +178,36 @@ async def test_a_failed_store_write_is_config_operation_failed_and_changes_nothi
         assert await client.invoke("prompt-template:snapshot") == {"revision": 1, "items": [item]}
         again = await client.invoke("prompt-template:create", {"item": template("New")})
         assert again["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("item_id", "stamp", "reason"),
+    [
+        ("'NOT-A-UUID'", None, "id.INVALID_FORMAT"),
+        ("upper('{uuid}')", None, "id.INVALID_FORMAT"),
+        ("CAST(X'C3' AS TEXT)", None, "id.INVALID_FORMAT"),
+        ("X'00'", None, "id.INVALID_FORMAT"),
+        (None, "'yesterday'", "createdAt.INVALID_FORMAT"),
+        (None, "CAST(X'C3' AS TEXT)", "createdAt.INVALID_FORMAT"),
+    ],
+)
+async def test_a_row_with_a_bad_id_or_timestamp_is_quarantined_and_lists_keep_working(
+    tmp_path: Path, item_id: str | None, stamp: str | None, reason: str
+) -> None:
+    data = tmp_path / "data"
+    async with running(data) as served, client_of(served) as client:
+        good = await client.invoke("prompt-template:create", {"item": template("Good")})
+    row_id = (item_id or "'{uuid}'").format(uuid=uuid.uuid4())
+    created = stamp or f"'{good['createdAt']}'"
+    # Another program's row: SQL expressions make values no parameter binding would.
+    insert = (
+        "INSERT INTO items (collection, id, data, created_at, updated_at, version, revision) "  # noqa: S608 - test SQL
+        f"VALUES ('prompt-template', {row_id}, ?, {created}, ?, 1, 1)"
+    )
+    with sqlite3.connect(data / "collections.db") as db:
+        db.execute(insert, ('{"name": "Bad", "template": "t"}', good["updatedAt"]))
+    db.close()
+    async with running(data) as served, client_of(served) as client:
+        assert await client.invoke("prompt-template:list") == [good]
+        assert await client.invoke("prompt-template:snapshot") == {"revision": 1, "items": [good]}
+        assert list(served.collections["prompt-template"].quarantined().values()) == [reason]
