@@ -282,8 +282,9 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     except BaseException:
         await store.close()
         raise
-    collection_store = await _open_collection_store(options, registry)
+    collection_store: CollectionStore | None = None
     try:
+        collection_store = await _open_collection_store(options, registry)
         key = await _load_key(options, store, collection_store)
     except BaseException:
         if collection_store is not None:

@@ -6,6 +6,7 @@ frames where the order of frames is the subject; mocks only inject store faults.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from bridge.errors import ConfigOperationFailedError
 from bridge.storage import SqliteConfigStore
 from tests.conftest import openai_config
 from tests.e2e.wire import open_ws, recv_json, request
-from tests.helpers.templates import running
+from tests.helpers.templates import load_example, options, running
 
 
 def template(name: str, model: str | None = None) -> dict[str, Any]:
@@ -211,3 +212,29 @@ async def test_a_row_with_a_bad_id_or_timestamp_is_quarantined_and_lists_keep_wo
         assert await client.invoke("prompt-template:list") == [good]
         assert await client.invoke("prompt-template:snapshot") == {"revision": 1, "items": [good]}
         assert list(served.collections["prompt-template"].quarantined().values()) == [reason]
+
+
+def open_paths(directory: Path) -> list[str]:
+    """The files below ``directory`` this process holds open (from ``/proc/self/fd``)."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = str(fd.readlink())
+            if target.startswith(str(directory)):
+                held.append(target)
+    return held
+
+
+async def test_a_collections_file_too_new_refuses_start_up_and_leaves_bridge_db_closed(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    async with running(data):
+        pass
+    with sqlite3.connect(data / "collections.db") as db:
+        db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(bridge.SchemaTooNewError):
+        await bridge.start_bridge(options(data), load_example().build_registry())
+    assert open_paths(data) == []
+
