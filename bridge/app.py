@@ -407,6 +407,18 @@ async def _collection_store(options: BridgeOptions) -> CollectionStore:
     return store
 
 
+def _check_targets(bindings: list[Any]) -> None:
+    """Raise StartupError when a reference names a collection that is not served."""
+    known = {b.rules.name for b in bindings} | {"llm-config"}
+    for binding in bindings:
+        rules = binding.rules
+        for field_name, ref in rules.references.items():
+            if ref.target not in known:
+                raise StartupError(
+                    f"{rules.name}.{field_name} references {ref.target!r}, which is not served"
+                )
+
+
 async def _start_collections(
     registry: api.Registry,
     store: CollectionStore,
@@ -424,7 +436,7 @@ async def _start_collections(
 
     bindings: list[CollectionChannels] = registry.collections
     services: dict[str, CollectionService] = {}
-    known = {b.rules.name for b in bindings} | {"llm-config"}
+    _check_targets(bindings)
 
     async def resolve(target: str, item_id: str) -> bool:
         if target == "llm-config":
@@ -435,23 +447,22 @@ async def _start_collections(
         other = services.get(target)
         return other is not None and other.read(item_id) is not None
 
-    known = {b.rules.name for b in bindings} | {"llm-config"}
     for binding in bindings:
-        rules = binding.rules
-        for field_name, ref in rules.references.items():
-            if ref.target not in known:
-                raise StartupError(
-                    f"{rules.name}.{field_name} references {ref.target!r}, which is not served"
-                )
-        services[rules.name] = CollectionService(rules, store, cipher, resolve=resolve)
-    for binding in bindings:
-        svc = services[binding.rules.name]
-        svc.events.subscribe(_notifier(server, binding.topic))
-        binding.attach(svc)
-        await svc.start()
-    for svc in services.values():
-        _follow_references(svc, configs, services)
-        await svc.repair_references()
+        services[binding.rules.name] = CollectionService(binding.rules, store, cipher, resolve=resolve)
+    try:
+        for binding in bindings:
+            svc = services[binding.rules.name]
+            svc.events.subscribe(_notifier(server, binding.topic))
+            binding.attach(svc)
+            await svc.start()
+        for svc in services.values():
+            _follow_references(svc, configs, services)
+            await svc.repair_references()
+    except BaseException:
+        # The ones started already follow the store: stop them before it closes.
+        for svc in services.values():
+            await svc.close()
+        raise
     return services
 
 

@@ -6,6 +6,7 @@ frames where the order of frames is the subject; mocks only inject store faults.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import uuid
@@ -238,3 +239,23 @@ async def test_a_collections_file_too_new_refuses_start_up_and_leaves_bridge_db_
         await bridge.start_bridge(options(data), load_example().build_registry())
     assert open_paths(data) == []
 
+
+async def test_a_collection_that_fails_to_start_leaves_no_other_collection_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = bridge.Registry()
+    registry.add_collection(bridge.Collection("folder", Folder))
+    registry.add_collection(bridge.Collection("note", Note))
+    real_load = SqliteCollectionStore.load
+
+    async def load(self: SqliteCollectionStore, collection: str) -> Any:
+        if collection == "note":
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+        return await real_load(self, collection)
+
+    monkeypatch.setattr(SqliteCollectionStore, "load", load)
+    with pytest.raises(sqlite3.OperationalError):
+        await bridge.start_bridge(options(tmp_path / "data"), registry)
+    watchers = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("collection-watcher")]
+    assert watchers == []
+    assert open_paths(tmp_path / "data") == []
