@@ -34,6 +34,7 @@ from bridge.collection.protocol import (
     StaleBaseError,
     StoredItem,
     associated_data,
+    check_write,
     merge,
     sealed_values,
     unique_keys,
@@ -339,7 +340,12 @@ class CollectionService:
         change: Callable[[dict[str, Any]], dict[str, Any] | None],
         expected_version: int | None,
     ) -> Any:
-        """Merge ``change(current fields)`` into the item and write it; None when ``change`` returns None."""
+        """Merge ``change(current fields)`` into the item and write it; None when ``change`` returns None.
+
+        A change that alters no value writes nothing (no version, no revision, no event),
+        once the cache has caught up with the store; ``expected_version`` is still checked.
+        """
+        caught_up = False
         for _ in range(MAX_WRITE_ATTEMPTS):
             async with self._lock:
                 entry = self._cache.get(item_id)
@@ -359,7 +365,16 @@ class CollectionService:
                 except PydanticValidationError as exc:
                     raise validation_error(exc, ("updates",)) from None
                 values = validated.model_dump(mode="json", by_alias=False)
-                data, plain = self._seal(item_id, values, entry.item.data or {}, set(sent))
+                # Secrets compare in clear: the same secret sent again keeps its ciphertext.
+                effective = {field for field in sent if values.get(field) != current.get(field)}
+                if not effective:
+                    if not caught_up:  # another process may have changed it meanwhile
+                        await self._catch_up()
+                        caught_up = True
+                        continue
+                    check_write(item_id, entry.item.version, expected_version, None)
+                    return entry.view
+                data, plain = self._seal(item_id, values, entry.item.data or {}, effective)
                 keys = unique_keys(self.rules.unique, plain)
                 try:
                     feed = await self._commit(

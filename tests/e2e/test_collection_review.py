@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection
 import bridge
 from bridge.client import BridgeClient
 from bridge.collection.sqlite import SqliteCollectionStore
-from bridge.errors import ConfigOperationFailedError
+from bridge.errors import ConfigOperationFailedError, VersionConflictError
 from bridge.storage import SqliteConfigStore
 from tests.conftest import openai_config
 from tests.e2e.wire import open_ws, recv_json, request
@@ -259,3 +259,33 @@ async def test_a_collection_that_fails_to_start_leaves_no_other_collection_runni
     watchers = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("collection-watcher")]
     assert watchers == []
     assert open_paths(tmp_path / "data") == []
+
+
+class Hook(bridge.WireModel):
+    """A webhook with a secret token."""
+
+    url: str
+    token: str
+
+
+HOOK_TOKEN = "whsec-" + "Q7r8S9t0" * 5
+
+
+async def test_an_update_that_changes_nothing_writes_nothing(tmp_path: Path) -> None:
+    registry = bridge.Registry()
+    registry.add_collection(load_example().PROMPT_TEMPLATES)
+    registry.add_collection(bridge.Collection("hook", Hook, secret=("token",)))
+    async with running(tmp_path / "data", registry) as served, client_of(served) as client:
+        item = await client.invoke("prompt-template:create", {"item": template("Same")})
+        same = {"name": " Same ", "template": item["template"], "model": None}
+        assert await client.invoke("prompt-template:update", {"id": item["id"], "updates": same}) == item
+        assert await client.invoke("prompt-template:update", {"id": item["id"], "updates": {}}) == item
+        with pytest.raises(VersionConflictError):
+            await client.invoke(
+                "prompt-template:update", {"id": item["id"], "updates": {}, "expectedVersion": 7}
+            )
+        assert await client.invoke("prompt-template:snapshot") == {"revision": 1, "items": [item]}
+        hook = await client.invoke("hook:create", {"item": {"url": "https://a.example", "token": HOOK_TOKEN}})
+        again = {"id": hook["id"], "updates": {"token": HOOK_TOKEN}, "expectedVersion": 1}
+        assert await client.invoke("hook:update", again) == hook
+        assert await client.invoke("hook:snapshot") == {"revision": 1, "items": [hook]}
