@@ -445,6 +445,8 @@ async def _start_collections(
                 raise ConfigOperationFailedError("The configs cannot be read; references cannot be checked")
             return await configs.read(item_id) is not None
         other = services.get(target)
+        if other is not None and other.load_failed:
+            raise ConfigOperationFailedError(f"{target} could not be loaded; references cannot be checked")
         return other is not None and other.read(item_id) is not None
 
     for binding in bindings:

@@ -125,6 +125,7 @@ class CollectionService:
         self._quarantine: dict[str, str] = {}
         self._closed = False
         self._loaded = False
+        self._load_failed = False
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events: EventBus[Any] = EventBus()
@@ -132,12 +133,25 @@ class CollectionService:
     # ---- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every item (quarantining bad rows) and start following other processes."""
+        """Load every item (quarantining bad rows) and start following other processes.
+
+        A load that fails serves the collection degraded (DESIGN §4): empty, writes
+        refused with 5000, references to it neither checked nor cleared; the follower
+        retries the load (with backoff) and publishes what it finds as ``created``.
+        """
         async with self._lock:
-            revision, items = await self._store.load(self.name)
-            self._replace_all(items, revision, publish=False)
+            try:
+                revision, items = await self._store.load(self.name)
+            except Exception:
+                log.exception("collection_load_failed", collection=self.name)
+                self._load_failed = True
+            else:
+                self._replace_all(items, revision, publish=False)
             self._loaded = True
-        log.info("collection_loaded", collection=self.name, count=len(self._cache), revision=self._revision)
+        if not self._load_failed:
+            log.info(
+                "collection_loaded", collection=self.name, count=len(self._cache), revision=self._revision
+            )
         if self._watch:
             self._watcher = asyncio.create_task(self._follow(), name=f"collection-watcher-{self.name}")
 
@@ -154,6 +168,16 @@ class CollectionService:
     def _ready(self) -> None:
         if self._closed or not self._loaded:
             raise ServiceUnavailableError
+
+    def _writable(self) -> None:
+        self._ready()
+        if self._load_failed:
+            raise ConfigOperationFailedError("The collection could not be loaded; it is retried")
+
+    @property
+    def load_failed(self) -> bool:
+        """True while the last load failed: served degraded (empty), retried in the background."""
+        return self._load_failed
 
     # ---- reads (the cache only) -------------------------------------------------------
 
@@ -208,7 +232,7 @@ class CollectionService:
             DuplicateConfigNameError: a unique field's key is taken (4009).
             ServiceUnavailableError: the service is closed (5003).
         """
-        self._ready()
+        self._writable()
         values = item.model_dump(mode="json", by_alias=False)
         await self._check_references(values, set(values), "item")
         item_id = str(uuid.uuid4())
@@ -232,7 +256,7 @@ class CollectionService:
             DuplicateConfigNameError: a unique key is taken (4009).
             ConfigOperationFailedError: the store failed (5000; nothing changed).
         """
-        self._ready()
+        self._writable()
         sent = updates.model_dump(mode="json", by_alias=False, include=updates.model_fields_set)
         await self._check_references(sent, set(sent), "updates")
         view = await self._modify(item_id, lambda _: sent, expected_version)
@@ -250,7 +274,7 @@ class CollectionService:
             VersionConflictError: ``expected_version`` differs from the stored version (4012).
             ConfigOperationFailedError: the store failed (5000; nothing changed).
         """
-        self._ready()
+        self._writable()
         async with self._lock:
             feed = await self._commit(
                 self._store.delete(self.name, item_id, expected_version, self._revision)
@@ -268,7 +292,7 @@ class CollectionService:
         meanwhile is looked at again, and one no longer holding the id is left alone.
         """
         fields = [f for f, ref in self.rules.references.items() if ref.target == target]
-        if not fields or self._closed:
+        if not fields or self._closed or self._load_failed:
             return 0
         # Items another process wrote a moment ago may not be in the cache yet.
         async with self._lock:
@@ -294,7 +318,7 @@ class CollectionService:
         Nothing is cleared when a target cannot be read (its store failed to load): an
         item that cannot be seen is not a deleted one; the next start repairs.
         """
-        if self._resolve is None:
+        if self._resolve is None or self._load_failed:
             return 0
         gone: set[tuple[str, str]] = set()
         try:
@@ -602,6 +626,14 @@ class CollectionService:
     async def _catch_up(self) -> None:
         await self._apply(await self._store.changes_since(self.name, self._revision))
 
+    async def _recover(self) -> None:
+        """Retry a failed load; on success publish every item and repair references."""
+        async with self._lock:
+            await self._reload()
+            self._load_failed = False
+        log.info("collection_recovered", collection=self.name, count=len(self._cache))
+        await self.repair_references()
+
     async def _reload(self) -> None:
         revision, items = await self._store.load(self.name)
         log.info("collection_reloaded", collection=self.name, revision=revision)
@@ -628,6 +660,11 @@ class CollectionService:
         while not self._closed:
             await asyncio.sleep(self._store.poll_interval_s if delay is None else delay())
             try:
+                if self._load_failed:
+                    seen = self._store.data_version()
+                    await self._recover()
+                    delay = None
+                    continue
                 now = self._store.data_version()
                 if now == seen and now != -1 and delay is None:
                     continue

@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection
 
 import bridge
 from bridge.client import BridgeClient
+from bridge.collection.service import CollectionService
 from bridge.collection.sqlite import SqliteCollectionStore
 from bridge.errors import ConfigOperationFailedError, VersionConflictError
 from bridge.storage import SqliteConfigStore
@@ -246,15 +247,15 @@ async def test_a_collection_that_fails_to_start_leaves_no_other_collection_runni
     registry = bridge.Registry()
     registry.add_collection(bridge.Collection("folder", Folder))
     registry.add_collection(bridge.Collection("note", Note))
-    real_load = SqliteCollectionStore.load
+    real_start = CollectionService.start
 
-    async def load(self: SqliteCollectionStore, collection: str) -> Any:
-        if collection == "note":
-            raise sqlite3.OperationalError("disk I/O error (injected)")
-        return await real_load(self, collection)
+    async def start(self: CollectionService) -> None:
+        if self.name == "note":
+            raise RuntimeError("injected")
+        await real_start(self)
 
-    monkeypatch.setattr(SqliteCollectionStore, "load", load)
-    with pytest.raises(sqlite3.OperationalError):
+    monkeypatch.setattr(CollectionService, "start", start)
+    with pytest.raises(RuntimeError, match="injected"):
         await bridge.start_bridge(options(tmp_path / "data"), registry)
     watchers = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("collection-watcher")]
     assert watchers == []
@@ -289,3 +290,48 @@ async def test_an_update_that_changes_nothing_writes_nothing(tmp_path: Path) -> 
         again = {"id": hook["id"], "updates": {"token": HOOK_TOKEN}, "expectedVersion": 1}
         assert await client.invoke("hook:update", again) == hook
         assert await client.invoke("hook:snapshot") == {"revision": 1, "items": [hook]}
+
+
+async def test_a_collection_that_fails_to_load_is_served_degraded_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def registry() -> bridge.Registry:
+        reg = bridge.Registry()
+        reg.add_collection(bridge.Collection("folder", Folder))
+        reg.add_collection(bridge.Collection("note", Note, references={"folder": bridge.Ref("folder")}))
+        return reg
+
+    data = tmp_path / "data"
+    async with running(data, registry()) as served, client_of(served) as client:
+        folder = await client.invoke("folder:create", {"item": {"title": "Work"}})
+        note = await client.invoke("note:create", {"item": {"text": "x", "folder": folder["id"]}})
+    healthy = asyncio.Event()
+    real_load = SqliteCollectionStore.load
+
+    async def flaky(self: SqliteCollectionStore, collection: str) -> Any:
+        if collection == "folder" and not healthy.is_set():
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+        return await real_load(self, collection)
+
+    monkeypatch.setattr(SqliteCollectionStore, "load", flaky)
+    async with running(data, registry()) as served, client_of(served) as client:
+        seen = asyncio.Queue[dict[str, Any]]()
+        client.on("folder:changed", seen.put_nowait)
+        # The configs and the other collections are served; the folders, degraded, are empty.
+        assert await client.invoke("llm-config:list") == []
+        assert await client.invoke("folder:list") == []
+        with pytest.raises(ConfigOperationFailedError):
+            await client.invoke("folder:create", {"item": {"title": "Home"}})
+        # A folder that cannot be seen is not a deleted one: the note keeps it.
+        assert await client.invoke("note:read", {"id": note["id"]}) == note
+        healthy.set()
+        assert await asyncio.wait_for(seen.get(), 10) == {
+            "type": "created",
+            "id": folder["id"],
+            "revision": 1,
+            "item": folder,
+        }
+        assert await client.invoke("folder:snapshot") == {"revision": 1, "items": [folder]}
+        assert await client.invoke("note:snapshot") == {"revision": 1, "items": [note]}
+        home = await client.invoke("folder:create", {"item": {"title": "Home"}})
+        assert home["version"] == 1
