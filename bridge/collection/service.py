@@ -316,7 +316,8 @@ class CollectionService:
         """Clear references to ids that no longer exist (deleted while this process was down).
 
         Nothing is cleared when a target cannot be read (its store failed to load): an
-        item that cannot be seen is not a deleted one; the next start repairs.
+        item that cannot be seen is not a deleted one; the next start repairs. A clearing
+        write that fails is logged, not raised (start-up goes on).
         """
         if self._resolve is None or self._load_failed:
             return 0
@@ -335,8 +336,12 @@ class CollectionService:
             log.warning("reference_repair_skipped", collection=self.name)
             return 0
         changed = 0
-        for target, target_id in sorted(gone):
-            changed += await self.clear_reference(target, target_id)
+        try:
+            for target, target_id in sorted(gone):
+                changed += await self.clear_reference(target, target_id)
+        except Exception:
+            # A store that cannot take the writes now: served as it is, repaired next start.
+            log.exception("reference_repair_failed", collection=self.name)
         return changed
 
     def on_deleted(self, target: str, target_id: str) -> asyncio.Task[int] | None:

@@ -335,3 +335,26 @@ async def test_a_collection_that_fails_to_load_is_served_degraded_and_recovers(
         assert await client.invoke("note:snapshot") == {"revision": 1, "items": [note]}
         home = await client.invoke("folder:create", {"item": {"title": "Home"}})
         assert home["version"] == 1
+
+
+async def test_a_reference_repair_that_fails_does_not_stop_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    async with running(data) as served, client_of(served) as client:
+        config = await client.invoke("llm-config:create", {"config": openai_config()})
+        item = await client.invoke("prompt-template:create", {"item": template("Linked", config["id"])})
+    async with running(data, bridge.Registry()) as stock, client_of(stock) as client:
+        await client.invoke("llm-config:delete", {"id": config["id"]})
+
+    async def failing(*_: Any, **__: Any) -> Any:
+        raise sqlite3.OperationalError("database is locked (injected)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SqliteCollectionStore, "update", failing)
+        async with running(data) as served, client_of(served) as client:
+            assert await client.invoke("prompt-template:read", {"id": item["id"]}) == item
+    # The next start repairs it.
+    async with running(data) as served, client_of(served) as client:
+        (repaired,) = await client.invoke("prompt-template:list")
+        assert repaired["model"] is None
