@@ -63,7 +63,8 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 INVALID_ROW: Final = "INVALID_ROW"
-"""Quarantine reason: the row's ``version`` is not a positive integer, or its view does not build.
+"""Quarantine reason: the row's ``version`` is not a positive integer, its view does not
+build, or the model's own validators raise on its values (other than a validation error).
 
 (An id that is not a lower-case UUID is ``id.INVALID_FORMAT``; a timestamp that is not
 ISO 8601 UTC with milliseconds, ``createdAt``/``updatedAt.INVALID_FORMAT``.)"""
@@ -537,6 +538,8 @@ class CollectionService:
         except PydanticValidationError as exc:
             first = field_errors(exc)[0]
             return None, f"{first.field}.{first.code}"
+        except Exception:  # the application's own validator met a value no write makes
+            return None, INVALID_ROW
         plain = model.model_dump(mode="json", by_alias=False, exclude=set(self.rules.secret))
         fields = {
             **plain,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pydantic
 import pytest
 from websockets.asyncio.client import ClientConnection
 
@@ -358,3 +359,39 @@ async def test_a_reference_repair_that_fails_does_not_stop_start_up(
     async with running(data) as served, client_of(served) as client:
         (repaired,) = await client.invoke("prompt-template:list")
         assert repaired["model"] is None
+
+
+class Tag(bridge.WireModel):
+    """A tag whose own validator assumes text (as application code may)."""
+
+    label: str
+
+    @pydantic.field_validator("label", mode="before")
+    @classmethod
+    def _squeeze(cls, value: Any) -> Any:
+        return " ".join(value.split())  # AttributeError on a number
+
+
+async def test_a_row_that_makes_the_models_own_validator_raise_is_quarantined(tmp_path: Path) -> None:
+    def registry() -> bridge.Registry:
+        reg = bridge.Registry()
+        reg.add_collection(bridge.Collection("tag", Tag))
+        return reg
+
+    data = tmp_path / "data"
+    async with running(data, registry()) as served, client_of(served) as client:
+        good = await client.invoke("tag:create", {"item": {"label": "a  b"}})
+        assert good["label"] == "a b"
+    bad = str(uuid.uuid4())
+    with sqlite3.connect(data / "collections.db") as db:
+        db.execute(
+            "INSERT INTO items (collection, id, data, created_at, updated_at, version, revision) "
+            "VALUES ('tag', ?, '{\"label\": 5}', ?, ?, 1, 1)",
+            (bad, good["createdAt"], good["createdAt"]),
+        )
+    db.close()
+    async with running(data, registry()) as served, client_of(served) as client:
+        assert await client.invoke("tag:list") == [good]
+        assert served.collections["tag"].quarantined() == {bad: "INVALID_ROW"}
+        more = await client.invoke("tag:create", {"item": {"label": "c"}})
+        assert [t["id"] for t in await client.invoke("tag:list")] == [good["id"], more["id"]]
