@@ -349,17 +349,31 @@ def _notifier(server: BridgeServer, topic: api.TopicSpec) -> Callable[[Any], Non
     return notify
 
 
+def _held(
+    configs: LlmConfigService, services: dict[str, CollectionService], target: str, item_id: str
+) -> bool:
+    """True when ``item_id`` of ``target`` is in quarantine: still stored, only not served."""
+    if target == "llm-config":
+        return any(held.id == item_id for held in configs.quarantined())
+    other = services.get(target)
+    return other is not None and item_id in other.quarantined()
+
+
 def _follow_references(
     svc: CollectionService, configs: LlmConfigService, services: dict[str, CollectionService]
 ) -> None:
-    """A referenced item's deletion (here, or by another process) sets ``svc``'s fields holding it to null."""
+    """A referenced item's deletion (here, or by another process) sets ``svc``'s fields holding it to null.
+
+    An item sent as ``deleted`` because it went into quarantine is not deleted (an update
+    may restore it): references to it are kept.
+    """
     from bridge.models import ChangeType  # noqa: PLC0415 - only with collections
 
     for target in {ref.target for ref in svc.rules.references.values()}:
         source: Any = configs.events if target == "llm-config" else services[target].events
 
         def on_change(event: Any, target: str = target, source: Any = source) -> None:
-            if event.type is ChangeType.DELETED:
+            if event.type is ChangeType.DELETED and not _held(configs, services, target, event.id):
                 task = svc.on_deleted(target, event.id)
                 if task is not None:
                     # The deleting service awaits it: the set-null events precede its response.
@@ -443,11 +457,16 @@ async def _start_collections(
             if configs.cache_info().load_failed:
                 # Served degraded (empty): an absent config is not a deleted one.
                 raise ConfigOperationFailedError("The configs cannot be read; references cannot be checked")
-            return await configs.read(item_id) is not None
-        other = services.get(target)
-        if other is not None and other.load_failed:
-            raise ConfigOperationFailedError(f"{target} could not be loaded; references cannot be checked")
-        return other is not None and other.read(item_id) is not None
+            found = await configs.read(item_id) is not None
+        else:
+            other = services.get(target)
+            if other is not None and other.load_failed:
+                raise ConfigOperationFailedError(
+                    f"{target} could not be loaded; references cannot be checked"
+                )
+            found = other is not None and other.read(item_id) is not None
+        # A quarantined item is still stored (an update may restore it): not a dangling reference.
+        return found or _held(configs, services, target, item_id)
 
     for binding in bindings:
         services[binding.rules.name] = CollectionService(binding.rules, store, cipher, resolve=resolve)

@@ -24,7 +24,7 @@ from bridge.collection.service import CollectionService
 from bridge.collection.sqlite import SqliteCollectionStore
 from bridge.errors import ConfigOperationFailedError, VersionConflictError
 from bridge.storage import SqliteConfigStore
-from tests.conftest import openai_config
+from tests.conftest import OPENAI_KEY, openai_config
 from tests.e2e.wire import open_ws, recv_json, request
 from tests.helpers.templates import load_example, options, running
 
@@ -395,3 +395,32 @@ async def test_a_row_that_makes_the_models_own_validator_raise_is_quarantined(tm
         assert served.collections["tag"].quarantined() == {bad: "INVALID_ROW"}
         more = await client.invoke("tag:create", {"item": {"label": "c"}})
         assert [t["id"] for t in await client.invoke("tag:list")] == [good["id"], more["id"]]
+
+
+async def test_a_config_held_in_quarantine_is_not_a_deleted_one(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(data) as served, client_of(served) as client:
+        configs = asyncio.Queue[dict[str, Any]]()
+        client.on("llm-config:changed", configs.put_nowait)
+        config = await client.invoke("llm-config:create", {"config": openai_config()})
+        item = await client.invoke("prompt-template:create", {"item": template("Linked", config["id"])})
+        await configs.get()
+        # Another program breaks the config's row: it is quarantined (sent as deleted)...
+        with sqlite3.connect(data / "bridge.db") as db:
+            db.execute("UPDATE configs SET provider = 'bogus' WHERE id = ?", (config["id"],))
+        db.close()
+        assert (await asyncio.wait_for(configs.get(), 10))["type"] == "deleted"
+        # ... but the row is still there: an update that makes it valid restores it.
+        restored = await client.invoke(
+            "llm-config:update", {"id": config["id"], "updates": {"provider": "openai", "apiKey": OPENAI_KEY}}
+        )
+        assert restored["id"] == config["id"]
+        # The template kept its model all along.
+        assert await client.invoke("prompt-template:snapshot") == {"revision": 1, "items": [item]}
+    # Broken while no bridge ran: quarantined at start, and the start-up repair keeps the model.
+    with sqlite3.connect(data / "bridge.db") as db:
+        db.execute("UPDATE configs SET provider = 'bogus' WHERE id = ?", (config["id"],))
+    db.close()
+    async with running(data) as served, client_of(served) as client:
+        assert [q["id"] for q in (await client.invoke("bridge:hello"))["quarantined"]] == [config["id"]]
+        assert await client.invoke("prompt-template:snapshot") == {"revision": 1, "items": [item]}
