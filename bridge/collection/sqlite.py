@@ -412,18 +412,31 @@ class SqliteCollectionStore:
 
 
 def _revision(conn: sqlite3.Connection, collection: str) -> int:
+    """The collection's revision: its counter row, or when that row is lost the highest logged or stored.
+
+    Structural damage is repaired when nothing is lost (DESIGN §3): a new counter starting
+    at 1 would collide with the log's entries and refuse every write.
+    """
     row = conn.execute("SELECT revision FROM revisions WHERE collection = ?", (collection,)).fetchone()
-    return 0 if row is None else int(row[0])
+    if row is not None:
+        return int(row[0])
+    logged, stored = conn.execute(
+        "SELECT (SELECT MAX(revision) FROM changes WHERE collection = ?1), "
+        "(SELECT MAX(revision) FROM items WHERE collection = ?1)",
+        (collection,),
+    ).fetchone()
+    return max((value for value in (logged, stored) if type(value) is int), default=0)
 
 
 def _bump(conn: sqlite3.Connection, collection: str) -> int:
     """Take the collection's next revision (gap-free: the transaction holds the write lock)."""
+    revision = _revision(conn, collection) + 1
     conn.execute(
-        "INSERT INTO revisions (collection, revision) VALUES (?, 1) "
-        "ON CONFLICT (collection) DO UPDATE SET revision = revision + 1",
-        (collection,),
+        "INSERT INTO revisions (collection, revision) VALUES (?, ?) "
+        "ON CONFLICT (collection) DO UPDATE SET revision = excluded.revision",
+        (collection, revision),
     )
-    return _revision(conn, collection)
+    return revision
 
 
 def _insert_keys(

@@ -424,3 +424,21 @@ async def test_a_config_held_in_quarantine_is_not_a_deleted_one(tmp_path: Path) 
     async with running(data) as served, client_of(served) as client:
         assert [q["id"] for q in (await client.invoke("bridge:hello"))["quarantined"]] == [config["id"]]
         assert await client.invoke("prompt-template:snapshot") == {"revision": 1, "items": [item]}
+
+
+async def test_a_lost_revision_row_is_recomputed_and_writes_go_on(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(data) as served, client_of(served) as client:
+        first = await client.invoke("prompt-template:create", {"item": template("First")})
+        await client.invoke("prompt-template:update", {"id": first["id"], "updates": {"template": "u"}})
+    with sqlite3.connect(data / "collections.db") as db:
+        db.execute("DELETE FROM revisions")
+    db.close()
+    async with running(data) as served, client_of(served) as client:
+        events = asyncio.Queue[dict[str, Any]]()
+        client.on("prompt-template:changed", events.put_nowait)
+        second = await client.invoke("prompt-template:create", {"item": template("Second")})
+        assert (await asyncio.wait_for(events.get(), 10))["revision"] == 3
+        snapshot = await client.invoke("prompt-template:snapshot")
+        assert snapshot["revision"] == 3
+        assert [t["id"] for t in snapshot["items"]] == [first["id"], second["id"]]
