@@ -374,22 +374,23 @@ class CollectionService:
 
         A change that alters no value writes nothing (no version, no revision, no event),
         once the cache has caught up with the store; ``expected_version`` is still checked.
+        A quarantined item is merged from its stored fields and, when the result is valid,
+        restored (DESIGN §3; sent as ``created``).
         """
         caught_up = False
         for _ in range(MAX_WRITE_ATTEMPTS):
             async with self._lock:
                 entry = self._cache.get(item_id)
+                restoring = False
                 if entry is None:
                     await self._catch_up()
                     entry = self._cache.get(item_id)
                     if entry is None:
-                        raise ConfigNotFoundError(item_id)
+                        entry, restoring = await self._held_entry(item_id), True
                 sent = change(entry.plain)
                 if sent is None:
                     return None
-                current = dict(entry.plain)
-                for field in self.rules.secret:
-                    current[field] = self._open(entry.item, field)
+                current, unopened = self._current(entry)
                 try:
                     validated = self.rules.model.model_validate(merge(current, sent))
                 except PydanticValidationError as exc:
@@ -397,7 +398,9 @@ class CollectionService:
                 values = validated.model_dump(mode="json", by_alias=False)
                 # Secrets compare in clear: the same secret sent again keeps its ciphertext.
                 effective = {field for field in sent if values.get(field) != current.get(field)}
-                if not effective:
+                if restoring:  # every field the client sent, and no secret that did not open
+                    effective |= set(sent) | unopened
+                elif not effective:
                     if not caught_up:  # another process may have changed it meanwhile
                         await self._catch_up()
                         caught_up = True
@@ -436,6 +439,40 @@ class CollectionService:
         except Exception:
             log.exception("collection_write_failed", collection=self.name)
             raise ConfigOperationFailedError from None
+
+    def _current(self, entry: _Entry) -> tuple[dict[str, Any], set[str]]:
+        """The entry's fields with its secrets opened, and the secrets that do not open (a held row's)."""
+        current = dict(entry.plain)
+        unopened: set[str] = set()
+        for field in self.rules.secret:
+            try:
+                current[field] = self._open(entry.item, field)
+            except (DecryptionError, ValueError, TypeError):
+                current[field] = None
+                unopened.add(field)
+        return current, unopened
+
+    async def _held_entry(self, item_id: str) -> _Entry:
+        """The stored row of a quarantined item, as an entry to merge a patch into (lock held).
+
+        Raises:
+            ConfigNotFoundError: no such row, or one no update can restore (its id,
+                version or creation time is not what a write makes: delete it).
+        """
+        if item_id not in self._quarantine:
+            raise ConfigNotFoundError(item_id)
+        _, items = await self._store.load(self.name)
+        item = next((found for found in items if found.id == item_id), None)
+        if (
+            item is None
+            or type(item.version) is not int
+            or item.version < 1
+            or not valid_timestamp(item.created_at)
+        ):
+            raise ConfigNotFoundError(item_id)
+        fields = set(self.rules.model.model_fields) - set(self.rules.secret)
+        plain = {key: value for key, value in (item.data or {}).items() if key in fields}
+        return _Entry(item, None, plain)
 
     def _written(self, item_id: str) -> Any:
         entry = self._cache.get(item_id)

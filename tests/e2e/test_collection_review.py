@@ -22,7 +22,12 @@ import bridge
 from bridge.client import BridgeClient
 from bridge.collection.service import CollectionService
 from bridge.collection.sqlite import SqliteCollectionStore
-from bridge.errors import ConfigOperationFailedError, VersionConflictError
+from bridge.errors import (
+    ConfigNotFoundError,
+    ConfigOperationFailedError,
+    ValidationError,
+    VersionConflictError,
+)
 from bridge.storage import SqliteConfigStore
 from tests.conftest import OPENAI_KEY, openai_config
 from tests.e2e.wire import open_ws, recv_json, request
@@ -442,3 +447,71 @@ async def test_a_lost_revision_row_is_recomputed_and_writes_go_on(tmp_path: Path
         snapshot = await client.invoke("prompt-template:snapshot")
         assert snapshot["revision"] == 3
         assert [t["id"] for t in snapshot["items"]] == [first["id"], second["id"]]
+
+
+async def test_an_update_whose_result_is_valid_restores_a_quarantined_item(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(data) as served, client_of(served) as client:
+        good = await client.invoke("prompt-template:create", {"item": template("Good")})
+    held, broken = str(uuid.uuid4()), str(uuid.uuid4())
+    insert = (
+        "INSERT INTO items (collection, id, data, created_at, updated_at, version, revision) "
+        "VALUES ('prompt-template', ?, ?, ?, ?, ?, 1)"
+    )
+    with sqlite3.connect(data / "collections.db") as db:
+        stamp = good["createdAt"]
+        db.execute(insert, (held, '{"name": "", "template": "kept", "junk": 1}', stamp, stamp, 1))
+        db.execute(insert, (broken, '{"name": "B", "template": "t"}', stamp, stamp, "one"))
+    db.close()
+    async with running(data) as served, client_of(served) as client:
+        events = asyncio.Queue[dict[str, Any]]()
+        client.on("prompt-template:changed", events.put_nowait)
+        service = served.collections["prompt-template"]
+        assert set(service.quarantined()) == {held, broken}
+        # The merged result still fails: the field is named, nothing is written.
+        with pytest.raises(ValidationError) as invalid:
+            await client.invoke("prompt-template:update", {"id": held, "updates": {"template": "new"}})
+        assert [(e.field, e.code) for e in invalid.value.errors] == [("updates.name", "INVALID_LENGTH")]
+        restored = await client.invoke("prompt-template:update", {"id": held, "updates": {"name": "Fixed"}})
+        assert (restored["name"], restored["template"], restored["version"]) == ("Fixed", "kept", 2)
+        event = await asyncio.wait_for(events.get(), 10)
+        assert (event["type"], event["id"], event["item"]) == ("created", held, restored)
+        assert [t["id"] for t in await client.invoke("prompt-template:list")] == [good["id"], held]
+        assert set(service.quarantined()) == {broken}
+        # A row whose version is not a number cannot be updated; delete removes it.
+        with pytest.raises(ConfigNotFoundError):
+            await client.invoke("prompt-template:update", {"id": broken, "updates": {"name": "C"}})
+        assert await client.invoke("prompt-template:delete", {"id": broken}) == {"deleted": True}
+        assert service.quarantined() == {}
+
+
+async def test_a_secret_that_does_not_open_is_restored_only_by_sending_it_again(tmp_path: Path) -> None:
+    def registry() -> bridge.Registry:
+        reg = bridge.Registry()
+        reg.add_collection(bridge.Collection("hook", Hook, secret=("token",)))
+        return reg
+
+    data = tmp_path / "data"
+    async with running(data, registry()) as served, client_of(served) as client:
+        a = await client.invoke("hook:create", {"item": {"url": "https://a.example", "token": HOOK_TOKEN}})
+        b = await client.invoke(
+            "hook:create", {"item": {"url": "https://b.example", "token": "x" + HOOK_TOKEN}}
+        )
+    with sqlite3.connect(data / "collections.db") as db:
+        db.execute(
+            "UPDATE items SET data = json_set(data, '$.\"$sealed\".token', "
+            "(SELECT json_extract(data, '$.\"$sealed\".token') FROM items WHERE id = ?)) WHERE id = ?",
+            (a["id"], b["id"]),
+        )
+    db.close()
+    async with running(data, registry()) as served, client_of(served) as client:
+        service = served.collections["hook"]
+        assert service.quarantined() == {b["id"]: "CIPHERTEXT_AUTH_FAILED"}
+        with pytest.raises(ValidationError) as missing:
+            await client.invoke("hook:update", {"id": b["id"], "updates": {"url": "https://c.example"}})
+        assert [(e.field, e.code) for e in missing.value.errors] == [("updates.token", "INVALID_FORMAT")]
+        fresh = "y" + HOOK_TOKEN
+        restored = await client.invoke("hook:update", {"id": b["id"], "updates": {"token": fresh}})
+        assert restored["tokenPreview"] == f"{fresh[:3]}...{fresh[-3:]}"
+        assert await service.secret(b["id"], "token") == fresh
+        assert service.quarantined() == {}
