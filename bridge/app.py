@@ -28,7 +28,7 @@ import structlog
 
 from bridge import __version__, api, datadir, sidecar
 from bridge.connection_file import CONNECTION_FILE_NAME, ConnectionInfo
-from bridge.errors import AddressUnavailableError, StartupError
+from bridge.errors import AddressUnavailableError, ConfigOperationFailedError, StartupError
 from bridge.keystore import (
     DATA_KEY_ENV,
     KEY_FILE_NAME,
@@ -282,8 +282,9 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     except BaseException:
         await store.close()
         raise
-    collection_store = await _open_collection_store(options, registry)
+    collection_store: CollectionStore | None = None
     try:
+        collection_store = await _open_collection_store(options, registry)
         key = await _load_key(options, store, collection_store)
     except BaseException:
         if collection_store is not None:
@@ -348,18 +349,35 @@ def _notifier(server: BridgeServer, topic: api.TopicSpec) -> Callable[[Any], Non
     return notify
 
 
+def _held(
+    configs: LlmConfigService, services: dict[str, CollectionService], target: str, item_id: str
+) -> bool:
+    """True when ``item_id`` of ``target`` is in quarantine: still stored, only not served."""
+    if target == "llm-config":
+        return any(held.id == item_id for held in configs.quarantined())
+    other = services.get(target)
+    return other is not None and item_id in other.quarantined()
+
+
 def _follow_references(
     svc: CollectionService, configs: LlmConfigService, services: dict[str, CollectionService]
 ) -> None:
-    """A referenced item's deletion (here, or by another process) sets ``svc``'s fields holding it to null."""
+    """A referenced item's deletion (here, or by another process) sets ``svc``'s fields holding it to null.
+
+    An item sent as ``deleted`` because it went into quarantine is not deleted (an update
+    may restore it): references to it are kept.
+    """
     from bridge.models import ChangeType  # noqa: PLC0415 - only with collections
 
     for target in {ref.target for ref in svc.rules.references.values()}:
         source: Any = configs.events if target == "llm-config" else services[target].events
 
-        def on_change(event: Any, target: str = target) -> None:
-            if event.type is ChangeType.DELETED:
-                svc.on_deleted(target, event.id)
+        def on_change(event: Any, target: str = target, source: Any = source) -> None:
+            if event.type is ChangeType.DELETED and not _held(configs, services, target, event.id):
+                task = svc.on_deleted(target, event.id)
+                if task is not None:
+                    # The deleting service awaits it: the set-null events precede its response.
+                    source.follow_up(task)
 
         source.subscribe(on_change)
 
@@ -403,6 +421,18 @@ async def _collection_store(options: BridgeOptions) -> CollectionStore:
     return store
 
 
+def _check_targets(bindings: list[Any]) -> None:
+    """Raise StartupError when a reference names a collection that is not served."""
+    known = {b.rules.name for b in bindings} | {"llm-config"}
+    for binding in bindings:
+        rules = binding.rules
+        for field_name, ref in rules.references.items():
+            if ref.target not in known:
+                raise StartupError(
+                    f"{rules.name}.{field_name} references {ref.target!r}, which is not served"
+                )
+
+
 async def _start_collections(
     registry: api.Registry,
     store: CollectionStore,
@@ -420,31 +450,40 @@ async def _start_collections(
 
     bindings: list[CollectionChannels] = registry.collections
     services: dict[str, CollectionService] = {}
-    known = {b.rules.name for b in bindings} | {"llm-config"}
+    _check_targets(bindings)
 
     async def resolve(target: str, item_id: str) -> bool:
         if target == "llm-config":
-            return await configs.read(item_id) is not None
-        other = services.get(target)
-        return other is not None and other.read(item_id) is not None
-
-    known = {b.rules.name for b in bindings} | {"llm-config"}
-    for binding in bindings:
-        rules = binding.rules
-        for field_name, ref in rules.references.items():
-            if ref.target not in known:
-                raise StartupError(
-                    f"{rules.name}.{field_name} references {ref.target!r}, which is not served"
+            if configs.cache_info().load_failed:
+                # Served degraded (empty): an absent config is not a deleted one.
+                raise ConfigOperationFailedError("The configs cannot be read; references cannot be checked")
+            found = await configs.read(item_id) is not None
+        else:
+            other = services.get(target)
+            if other is not None and other.load_failed:
+                raise ConfigOperationFailedError(
+                    f"{target} could not be loaded; references cannot be checked"
                 )
-        services[rules.name] = CollectionService(rules, store, cipher, resolve=resolve)
+            found = other is not None and other.read(item_id) is not None
+        # A quarantined item is still stored (an update may restore it): not a dangling reference.
+        return found or _held(configs, services, target, item_id)
+
     for binding in bindings:
-        svc = services[binding.rules.name]
-        svc.events.subscribe(_notifier(server, binding.topic))
-        binding.attach(svc)
-        await svc.start()
-    for svc in services.values():
-        _follow_references(svc, configs, services)
-        await svc.repair_references()
+        services[binding.rules.name] = CollectionService(binding.rules, store, cipher, resolve=resolve)
+    try:
+        for binding in bindings:
+            svc = services[binding.rules.name]
+            svc.events.subscribe(_notifier(server, binding.topic))
+            binding.attach(svc)
+            await svc.start()
+        for svc in services.values():
+            _follow_references(svc, configs, services)
+            await svc.repair_references()
+    except BaseException:
+        # The ones started already follow the store: stop them before it closes.
+        for svc in services.values():
+            await svc.close()
+        raise
     return services
 
 

@@ -236,8 +236,12 @@ class LlmConfigInput(WireModel):
         return _check_base_url(value)
 
 
-def _null_rejected(schema: dict[str, Any]) -> None:
-    """JSON Schema hook: the field defaults to None in Python but refuses ``null`` on the wire."""
+def null_rejected(schema: dict[str, Any]) -> None:
+    """JSON Schema hook: the field defaults to None in Python but refuses ``null`` on the wire.
+
+    Drops the ``null`` branch and the default from the field's schema (llm-config's patch
+    and every collection's patch use it).
+    """
     options = [option for option in schema.pop("anyOf", []) if option != {"type": "null"}]
     if len(options) == 1:
         schema.update(options[0])
@@ -258,11 +262,11 @@ class LlmConfigPatch(WireModel):
 
     # ``X | None`` keeps pydantic's nullable schema (errors located at the field, not at
     # a union member); null is refused by ``_no_null`` and dropped from the JSON Schema.
-    custom_name: CustomName | None = Field(default=None, json_schema_extra=_null_rejected)
-    provider: Provider | None = Field(default=None, json_schema_extra=_null_rejected)
-    api_key: ApiKey | None = Field(default=None, repr=False, json_schema_extra=_null_rejected)
+    custom_name: CustomName | None = Field(default=None, json_schema_extra=null_rejected)
+    provider: Provider | None = Field(default=None, json_schema_extra=null_rejected)
+    api_key: ApiKey | None = Field(default=None, repr=False, json_schema_extra=null_rejected)
     base_url: BaseUrl | None = None
-    use_auth_header: StrictBool | None = Field(default=None, json_schema_extra=_null_rejected)
+    use_auth_header: StrictBool | None = Field(default=None, json_schema_extra=null_rejected)
 
     @field_validator("custom_name", "provider", "api_key", "use_auth_header", mode="wrap")
     @classmethod
@@ -431,8 +435,8 @@ class LlmConfigTestParams(WireModel):
 
     # ``X | None`` keeps pydantic's nullable schema (errors located at the field, not at
     # a union member); null is refused by ``_no_null`` and dropped from the JSON Schema.
-    id: ConfigId | None = Field(default=None, json_schema_extra=_null_rejected)
-    config: LlmConfigInput | None = Field(default=None, json_schema_extra=_null_rejected)
+    id: ConfigId | None = Field(default=None, json_schema_extra=null_rejected)
+    config: LlmConfigInput | None = Field(default=None, json_schema_extra=null_rejected)
     timeout_ms: StrictInt = Field(
         default=TEST_TIMEOUT_MS_DEFAULT,
         ge=1,

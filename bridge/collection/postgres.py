@@ -99,8 +99,10 @@ _SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM bridge_items"  # noqa: 
 _RESEAL_SELECT: Final = (
     f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM bridge_items ORDER BY seq FOR UPDATE"  # noqa: S608 - fixed column names
 )
+_LOGGED: Final = "(SELECT max(revision) FROM bridge_collection_changes WHERE collection = $1)"
 _BUMP: Final = (
-    "INSERT INTO bridge_collection_revisions (collection, revision) VALUES ($1, 1) "
+    # A lost counter row restarts above the log, not at 1 (which the log's keys would refuse).
+    f"INSERT INTO bridge_collection_revisions (collection, revision) VALUES ($1, 1 + COALESCE({_LOGGED}, 0)) "  # noqa: S608 - fixed names
     "ON CONFLICT (collection) DO UPDATE SET revision = bridge_collection_revisions.revision + 1 "
     "RETURNING revision"
 )
@@ -454,9 +456,11 @@ class PostgresCollectionStore:
 
 async def _revision(conn: asyncpg.Connection, collection: str) -> int:
     found = await conn.fetchval(
-        "SELECT revision FROM bridge_collection_revisions WHERE collection = $1", collection
+        "SELECT COALESCE((SELECT revision FROM bridge_collection_revisions WHERE collection = $1), "  # noqa: S608 - fixed names
+        f"{_LOGGED}, 0)",
+        collection,
     )
-    return 0 if found is None else int(found)
+    return int(found)
 
 
 async def _insert_keys(

@@ -325,7 +325,16 @@ def decode_entry(revision: object, item_id: object, kind: object, row: object) -
         )
     except KeyError:
         return Change(revision, item_id, str(kind), None, undecodable=True)
-    if item.id != item_id or item.revision != revision or item.data is None:
+    if (
+        item.id != item_id
+        or item.revision != revision
+        or item.data is None
+        or type(item.seq) is not int
+        or type(item.version) is not int
+        or not isinstance(item.created_at, str)
+        or not isinstance(item.updated_at, str)
+    ):
+        # A lying entry: the reader reloads the table (the truth) instead of trusting it.
         return Change(revision, item_id, str(kind), None, undecodable=True)
     return Change(revision, item_id, str(kind), item)
 

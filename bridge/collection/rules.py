@@ -18,7 +18,7 @@ from pydantic import AfterValidator, Field, StrictInt, create_model, field_valid
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from bridge.models import ChangeType, WireModel, api_key_preview
+from bridge.models import ChangeType, WireModel, api_key_preview, null_rejected
 
 PREVIEW_SUFFIX: Final = "_preview"
 """A secret field ``f`` is shown as ``f_preview`` (``fPreview`` on the wire)."""
@@ -36,16 +36,6 @@ def _check_item_id(value: str) -> str:
 
 ItemId = Annotated[str, AfterValidator(_check_item_id), Field(description="Item id (UUID).")]
 """An item id on the wire: a hyphenated UUID, compared in lower case."""
-
-
-def _null_rejected(schema: dict[str, Any]) -> None:
-    """JSON Schema hook: the patch field defaults to None in Python but refuses ``null`` on the wire."""
-    options = [option for option in schema.pop("anyOf", []) if option != {"type": "null"}]
-    if len(options) == 1:
-        schema.update(options[0])
-    else:
-        schema["anyOf"] = options
-    schema.pop("default", None)
 
 
 def _no_null(cls: Any, value: Any, handler: Any) -> Any:  # noqa: ARG001 - a validator's signature
@@ -122,7 +112,7 @@ def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> C
         else:
             # ``X | None`` keeps the errors located at the field; null itself is refused
             # (as llm-config's patch does) and left out of the JSON Schema.
-            refused = Field(default=None, description=info.description, json_schema_extra=_null_rejected)
+            refused = Field(default=None, description=info.description, json_schema_extra=null_rejected)
             patch_fields[field] = (inner | None, refused)
             not_null.append(field)
     validators = {"_no_null": field_validator(*not_null, mode="wrap")(_no_null)} if not_null else {}

@@ -19,7 +19,7 @@ import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import structlog
 from pydantic import BaseModel
@@ -34,12 +34,14 @@ from bridge.collection.protocol import (
     StaleBaseError,
     StoredItem,
     associated_data,
+    check_write,
     merge,
     sealed_values,
     unique_keys,
 )
 from bridge.collection.rules import PREVIEW_SUFFIX, Rules, secret_preview
 from bridge.errors import (
+    BridgeError,
     ConfigNotFoundError,
     ConfigOperationFailedError,
     FieldError,
@@ -50,19 +52,32 @@ from bridge.keystore import KEY_ID_BYTES, DecryptionError, KeyCipher
 from bridge.models import ChangeType, field_errors, validation_error
 from bridge.service.events import EventBus
 from bridge.service.llm_config import printable_id, utc_now
-from bridge.service.rules import CIPHERTEXT_AUTH_FAILED, UNKNOWN_KEY_ID
+from bridge.service.rules import (
+    CIPHERTEXT_AUTH_FAILED,
+    UNKNOWN_KEY_ID,
+    valid_stored_id,
+    valid_timestamp,
+)
 
+T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 INVALID_ROW: Final = "INVALID_ROW"
-"""Quarantine reason: ``version``, ``createdAt`` or ``updatedAt`` of the row has the wrong type."""
+"""Quarantine reason: the row's ``version`` is not a positive integer, its view does not
+build, or the model's own validators raise on its values (other than a validation error).
+
+(An id that is not a lower-case UUID is ``id.INVALID_FORMAT``; a timestamp that is not
+ISO 8601 UTC with milliseconds, ``createdAt``/``updatedAt.INVALID_FORMAT``.)"""
 UNKNOWN_REFERENCE: Final = "UNKNOWN_REFERENCE"
 """Field code of a reference to an id that does not exist (-32602)."""
 MAX_WRITE_ATTEMPTS: Final = 5
 """Tries of an update whose item another process changed meanwhile."""
 
 Resolver = Callable[[str, str], Awaitable[bool]]
-"""``resolve(target, id)``: True when collection ``target`` (or ``llm-config``) has item ``id``."""
+"""``resolve(target, id)``: True when collection ``target`` (or ``llm-config``) has item ``id``.
+
+Raises :class:`~bridge.errors.ConfigOperationFailedError` when it cannot tell (the target's
+store could not be read): a reference is then neither accepted nor cleared."""
 
 
 @dataclass(slots=True)
@@ -111,6 +126,7 @@ class CollectionService:
         self._quarantine: dict[str, str] = {}
         self._closed = False
         self._loaded = False
+        self._load_failed = False
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events: EventBus[Any] = EventBus()
@@ -118,12 +134,25 @@ class CollectionService:
     # ---- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every item (quarantining bad rows) and start following other processes."""
+        """Load every item (quarantining bad rows) and start following other processes.
+
+        A load that fails serves the collection degraded (DESIGN §4): empty, writes
+        refused with 5000, references to it neither checked nor cleared; the follower
+        retries the load (with backoff) and publishes what it finds as ``created``.
+        """
         async with self._lock:
-            revision, items = await self._store.load(self.name)
-            self._replace_all(items, revision, publish=False)
+            try:
+                revision, items = await self._store.load(self.name)
+            except Exception:
+                log.exception("collection_load_failed", collection=self.name)
+                self._load_failed = True
+            else:
+                self._replace_all(items, revision, publish=False)
             self._loaded = True
-        log.info("collection_loaded", collection=self.name, count=len(self._cache), revision=self._revision)
+        if not self._load_failed:
+            log.info(
+                "collection_loaded", collection=self.name, count=len(self._cache), revision=self._revision
+            )
         if self._watch:
             self._watcher = asyncio.create_task(self._follow(), name=f"collection-watcher-{self.name}")
 
@@ -140,6 +169,16 @@ class CollectionService:
     def _ready(self) -> None:
         if self._closed or not self._loaded:
             raise ServiceUnavailableError
+
+    def _writable(self) -> None:
+        self._ready()
+        if self._load_failed:
+            raise ConfigOperationFailedError("The collection could not be loaded; it is retried")
+
+    @property
+    def load_failed(self) -> bool:
+        """True while the last load failed: served degraded (empty), retried in the background."""
+        return self._load_failed
 
     # ---- reads (the cache only) -------------------------------------------------------
 
@@ -189,18 +228,20 @@ class CollectionService:
         Raises:
             ValidationError: a reference names an id that does not exist (-32602,
                 ``item.<field>`` ``UNKNOWN_REFERENCE``).
+            ConfigOperationFailedError: a reference cannot be checked, or the store
+                failed (5000; nothing changed).
             DuplicateConfigNameError: a unique field's key is taken (4009).
             ServiceUnavailableError: the service is closed (5003).
         """
-        self._ready()
+        self._writable()
         values = item.model_dump(mode="json", by_alias=False)
         await self._check_references(values, set(values), "item")
         item_id = str(uuid.uuid4())
         data, plain = self._seal(item_id, values, {}, set(values))
         keys = unique_keys(self.rules.unique, plain)
         async with self._lock:
-            feed = await self._store.insert(
-                self.name, item_id, data, keys=keys, now=utc_now(), since=self._revision
+            feed = await self._commit(
+                self._store.insert(self.name, item_id, data, keys=keys, now=utc_now(), since=self._revision)
             )
             await self._apply(feed)
         return self._written(item_id)
@@ -214,8 +255,9 @@ class CollectionService:
             ConfigNotFoundError: no item has ``item_id`` (4004).
             VersionConflictError: ``expected_version`` differs from the stored version (4012).
             DuplicateConfigNameError: a unique key is taken (4009).
+            ConfigOperationFailedError: the store failed (5000; nothing changed).
         """
-        self._ready()
+        self._writable()
         sent = updates.model_dump(mode="json", by_alias=False, include=updates.model_fields_set)
         await self._check_references(sent, set(sent), "updates")
         view = await self._modify(item_id, lambda _: sent, expected_version)
@@ -226,15 +268,22 @@ class CollectionService:
     async def delete(self, item_id: str, expected_version: int | None = None) -> bool:
         """Delete ``item_id``; False when unknown.
 
+        Returns once the references to it held by this process's collections are cleared
+        (their ``updated`` events come before the caller's response).
+
         Raises:
             VersionConflictError: ``expected_version`` differs from the stored version (4012).
+            ConfigOperationFailedError: the store failed (5000; nothing changed).
         """
-        self._ready()
+        self._writable()
         async with self._lock:
-            feed = await self._store.delete(self.name, item_id, expected_version, self._revision)
+            feed = await self._commit(
+                self._store.delete(self.name, item_id, expected_version, self._revision)
+            )
             if feed is None:
                 return False
             await self._apply(feed)
+        await self.events.settle()
         return True
 
     async def clear_reference(self, target: str, target_id: str) -> int:
@@ -244,7 +293,7 @@ class CollectionService:
         meanwhile is looked at again, and one no longer holding the id is left alone.
         """
         fields = [f for f, ref in self.rules.references.items() if ref.target == target]
-        if not fields or self._closed:
+        if not fields or self._closed or self._load_failed:
             return 0
         # Items another process wrote a moment ago may not be in the cache yet.
         async with self._lock:
@@ -265,31 +314,50 @@ class CollectionService:
         return changed
 
     async def repair_references(self) -> int:
-        """Clear references to ids that no longer exist (deleted while this process was down)."""
-        if self._resolve is None:
+        """Clear references to ids that no longer exist (deleted while this process was down).
+
+        Nothing is cleared when a target cannot be read (its store failed to load): an
+        item that cannot be seen is not a deleted one; the next start repairs. A clearing
+        write that fails is logged, not raised (start-up goes on).
+        """
+        if self._resolve is None or self._load_failed:
             return 0
         gone: set[tuple[str, str]] = set()
-        for entry in builtins.list(self._cache.values()):
-            for field, ref in self.rules.references.items():
-                value = entry.plain.get(field)
-                if (
-                    isinstance(value, str)
-                    and (ref.target, value) not in gone
-                    and not await self._resolve(ref.target, value)
-                ):
-                    gone.add((ref.target, value))
+        try:
+            for entry in builtins.list(self._cache.values()):
+                for field, ref in self.rules.references.items():
+                    value = entry.plain.get(field)
+                    if (
+                        isinstance(value, str)
+                        and (ref.target, value) not in gone
+                        and not await self._resolve(ref.target, value)
+                    ):
+                        gone.add((ref.target, value))
+        except ConfigOperationFailedError:
+            log.warning("reference_repair_skipped", collection=self.name)
+            return 0
         changed = 0
-        for target, target_id in sorted(gone):
-            changed += await self.clear_reference(target, target_id)
+        try:
+            for target, target_id in sorted(gone):
+                changed += await self.clear_reference(target, target_id)
+        except Exception:
+            # A store that cannot take the writes now: served as it is, repaired next start.
+            log.exception("reference_repair_failed", collection=self.name)
         return changed
 
-    def on_deleted(self, target: str, target_id: str) -> None:
-        """Schedule :meth:`clear_reference` (for an event callback: synchronous)."""
+    def on_deleted(self, target: str, target_id: str) -> asyncio.Task[int] | None:
+        """Schedule :meth:`clear_reference` (for an event callback: synchronous); return its task.
+
+        The caller hands the task to the publishing bus's
+        :meth:`~bridge.service.events.EventBus.follow_up`, so a delete made through this
+        process answers after the clearing (DESIGN §5). None when closed.
+        """
         if self._closed:
-            return
+            return None
         task = asyncio.get_running_loop().create_task(self.clear_reference(target, target_id))
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -302,38 +370,57 @@ class CollectionService:
         change: Callable[[dict[str, Any]], dict[str, Any] | None],
         expected_version: int | None,
     ) -> Any:
-        """Merge ``change(current fields)`` into the item and write it; None when ``change`` returns None."""
+        """Merge ``change(current fields)`` into the item and write it; None when ``change`` returns None.
+
+        A change that alters no value writes nothing (no version, no revision, no event),
+        once the cache has caught up with the store; ``expected_version`` is still checked.
+        A quarantined item is merged from its stored fields and, when the result is valid,
+        restored (DESIGN §3; sent as ``created``).
+        """
+        caught_up = False
         for _ in range(MAX_WRITE_ATTEMPTS):
             async with self._lock:
                 entry = self._cache.get(item_id)
+                restoring = False
                 if entry is None:
                     await self._catch_up()
                     entry = self._cache.get(item_id)
                     if entry is None:
-                        raise ConfigNotFoundError(item_id)
+                        entry, restoring = await self._held_entry(item_id), True
                 sent = change(entry.plain)
                 if sent is None:
                     return None
-                current = dict(entry.plain)
-                for field in self.rules.secret:
-                    current[field] = self._open(entry.item, field)
+                current, unopened = self._current(entry)
                 try:
                     validated = self.rules.model.model_validate(merge(current, sent))
                 except PydanticValidationError as exc:
                     raise validation_error(exc, ("updates",)) from None
                 values = validated.model_dump(mode="json", by_alias=False)
-                data, plain = self._seal(item_id, values, entry.item.data or {}, set(sent))
+                # Secrets compare in clear: the same secret sent again keeps its ciphertext.
+                effective = {field for field in sent if values.get(field) != current.get(field)}
+                if restoring:  # every field the client sent, and no secret that did not open
+                    effective |= set(sent) | unopened
+                elif not effective:
+                    if not caught_up:  # another process may have changed it meanwhile
+                        await self._catch_up()
+                        caught_up = True
+                        continue
+                    check_write(item_id, entry.item.version, expected_version, None)
+                    return entry.view
+                data, plain = self._seal(item_id, values, entry.item.data or {}, effective)
                 keys = unique_keys(self.rules.unique, plain)
                 try:
-                    feed = await self._store.update(
-                        self.name,
-                        item_id,
-                        data,
-                        keys=keys,
-                        now=utc_now(),
-                        base_version=entry.item.version,
-                        expected_version=expected_version,
-                        since=self._revision,
+                    feed = await self._commit(
+                        self._store.update(
+                            self.name,
+                            item_id,
+                            data,
+                            keys=keys,
+                            now=utc_now(),
+                            base_version=entry.item.version,
+                            expected_version=expected_version,
+                            since=self._revision,
+                        )
                     )
                 except StaleBaseError:
                     await self._catch_up()
@@ -342,6 +429,50 @@ class CollectionService:
             await self._recheck(plain, set(sent))
             return self._written(item_id)
         raise ConfigOperationFailedError("The item kept changing; try again")
+
+    async def _commit(self, write: Awaitable[T]) -> T:
+        """Await one store write; a failure that is not a refusal is 5000 (nothing changed)."""
+        try:
+            return await write
+        except (BridgeError, StaleBaseError):
+            raise
+        except Exception:
+            log.exception("collection_write_failed", collection=self.name)
+            raise ConfigOperationFailedError from None
+
+    def _current(self, entry: _Entry) -> tuple[dict[str, Any], set[str]]:
+        """The entry's fields with its secrets opened, and the secrets that do not open (a held row's)."""
+        current = dict(entry.plain)
+        unopened: set[str] = set()
+        for field in self.rules.secret:
+            try:
+                current[field] = self._open(entry.item, field)
+            except (DecryptionError, ValueError, TypeError):
+                current[field] = None
+                unopened.add(field)
+        return current, unopened
+
+    async def _held_entry(self, item_id: str) -> _Entry:
+        """The stored row of a quarantined item, as an entry to merge a patch into (lock held).
+
+        Raises:
+            ConfigNotFoundError: no such row, or one no update can restore (its id,
+                version or creation time is not what a write makes: delete it).
+        """
+        if item_id not in self._quarantine:
+            raise ConfigNotFoundError(item_id)
+        _, items = await self._store.load(self.name)
+        item = next((found for found in items if found.id == item_id), None)
+        if (
+            item is None
+            or type(item.version) is not int
+            or item.version < 1
+            or not valid_timestamp(item.created_at)
+        ):
+            raise ConfigNotFoundError(item_id)
+        fields = set(self.rules.model.model_fields) - set(self.rules.secret)
+        plain = {key: value for key, value in (item.data or {}).items() if key in fields}
+        return _Entry(item, None, plain)
 
     def _written(self, item_id: str) -> Any:
         entry = self._cache.get(item_id)
@@ -409,7 +540,13 @@ class CollectionService:
             return
         for field, ref in self.rules.references.items():
             value = plain.get(field)
-            if field in sent and isinstance(value, str) and not await self._resolve(ref.target, value):
+            if not (field in sent and isinstance(value, str)):
+                continue
+            try:
+                gone = not await self._resolve(ref.target, value)
+            except ConfigOperationFailedError:
+                continue  # cannot tell: the write stands as checked
+            if gone:
                 await self.clear_reference(ref.target, value)
 
     # ---- applying committed changes ----------------------------------------------------
@@ -421,8 +558,14 @@ class CollectionService:
             return None, UNDECODABLE_ROW
         if type(item.version) is not int or item.version < 1:
             return None, INVALID_ROW
-        if not isinstance(item.created_at, str) or not isinstance(item.updated_at, str):
-            return None, INVALID_ROW
+        # Served ids and timestamps are what a write makes: an id no client can address,
+        # or text that is not UTF-8 (which no reply could encode), never enters the cache.
+        if not valid_stored_id(item.id):
+            return None, "id.INVALID_FORMAT"
+        if not valid_timestamp(item.created_at):
+            return None, "createdAt.INVALID_FORMAT"
+        if not valid_timestamp(item.updated_at):
+            return None, "updatedAt.INVALID_FORMAT"
         opened = self._open_secrets(item, data)
         if isinstance(opened, str):
             return None, opened
@@ -432,6 +575,8 @@ class CollectionService:
         except PydanticValidationError as exc:
             first = field_errors(exc)[0]
             return None, f"{first.field}.{first.code}"
+        except Exception:  # the application's own validator met a value no write makes
+            return None, INVALID_ROW
         plain = model.model_dump(mode="json", by_alias=False, exclude=set(self.rules.secret))
         fields = {
             **plain,
@@ -526,6 +671,14 @@ class CollectionService:
     async def _catch_up(self) -> None:
         await self._apply(await self._store.changes_since(self.name, self._revision))
 
+    async def _recover(self) -> None:
+        """Retry a failed load; on success publish every item and repair references."""
+        async with self._lock:
+            await self._reload()
+            self._load_failed = False
+        log.info("collection_recovered", collection=self.name, count=len(self._cache))
+        await self.repair_references()
+
     async def _reload(self) -> None:
         revision, items = await self._store.load(self.name)
         log.info("collection_reloaded", collection=self.name, revision=revision)
@@ -552,6 +705,11 @@ class CollectionService:
         while not self._closed:
             await asyncio.sleep(self._store.poll_interval_s if delay is None else delay())
             try:
+                if self._load_failed:
+                    seen = self._store.data_version()
+                    await self._recover()
+                    delay = None
+                    continue
                 now = self._store.data_version()
                 if now == seen and now != -1 and delay is None:
                     continue

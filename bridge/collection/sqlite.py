@@ -21,7 +21,6 @@ import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -44,9 +43,9 @@ from bridge.collection.protocol import (
     resealed,
     trim_below,
 )
-from bridge.datadir import DB_COMPANIONS
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
 from bridge.keystore import KEY_ID_BYTES
+from bridge.storage.sqlite import damage_of, move_aside
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -137,7 +136,7 @@ class SqliteCollectionStore:
 
     def _open_sync(self) -> sqlite3.Connection:
         """Open the file; a damaged one is moved aside (bytes kept) and replaced, as ``bridge.db`` is."""
-        reason = self._damage()
+        reason = damage_of(self.path)
         if reason is None:
             try:
                 return self._connect()
@@ -149,40 +148,11 @@ class SqliteCollectionStore:
                 }:
                     raise
                 reason = f"failed to open ({type(exc).__name__})"
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in DB_COMPANIONS:
-            source = Path(f"{self.path}{suffix}")
-            if source.exists():
-                source.replace(f"{target}{suffix}")
-        self.recovered_from = str(target)
-        log.error("collections_store_quarantined", path=str(self.path), moved_to=str(target), reason=reason)
+        self.recovered_from = move_aside(self.path)
+        log.error(
+            "collections_store_quarantined", path=str(self.path), moved_to=self.recovered_from, reason=reason
+        )
         return self._connect()
-
-    def _damage(self) -> str | None:
-        """Why the existing file is unusable (``quick_check`` on a read-only connection), or None.
-
-        Raises:
-            sqlite3.OperationalError: the file is locked or busy (not damage: never moved).
-        """
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return None
-        try:
-            conn = sqlite3.connect(
-                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000
-            )
-        except sqlite3.DatabaseError as exc:
-            return f"unreadable ({type(exc).__name__})"
-        try:
-            (result,) = conn.execute("PRAGMA quick_check").fetchone()
-        except sqlite3.DatabaseError as exc:
-            code = getattr(exc, "sqlite_errorcode", None)
-            if code in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED} or "locked" in str(exc):
-                raise
-            return f"not a database or malformed ({type(exc).__name__})"
-        finally:
-            conn.close()
-        return None if result == "ok" else "quick_check failed"
 
     def _connect(self) -> sqlite3.Connection:
         with contextlib.suppress(FileExistsError):
@@ -442,18 +412,31 @@ class SqliteCollectionStore:
 
 
 def _revision(conn: sqlite3.Connection, collection: str) -> int:
+    """The collection's revision: its counter row, or when that row is lost the highest logged or stored.
+
+    Structural damage is repaired when nothing is lost (DESIGN §3): a new counter starting
+    at 1 would collide with the log's entries and refuse every write.
+    """
     row = conn.execute("SELECT revision FROM revisions WHERE collection = ?", (collection,)).fetchone()
-    return 0 if row is None else int(row[0])
+    if row is not None:
+        return int(row[0])
+    logged, stored = conn.execute(
+        "SELECT (SELECT MAX(revision) FROM changes WHERE collection = ?1), "
+        "(SELECT MAX(revision) FROM items WHERE collection = ?1)",
+        (collection,),
+    ).fetchone()
+    return max((value for value in (logged, stored) if type(value) is int), default=0)
 
 
 def _bump(conn: sqlite3.Connection, collection: str) -> int:
     """Take the collection's next revision (gap-free: the transaction holds the write lock)."""
+    revision = _revision(conn, collection) + 1
     conn.execute(
-        "INSERT INTO revisions (collection, revision) VALUES (?, 1) "
-        "ON CONFLICT (collection) DO UPDATE SET revision = revision + 1",
-        (collection,),
+        "INSERT INTO revisions (collection, revision) VALUES (?, ?) "
+        "ON CONFLICT (collection) DO UPDATE SET revision = excluded.revision",
+        (collection, revision),
     )
-    return _revision(conn, collection)
+    return revision
 
 
 def _insert_keys(

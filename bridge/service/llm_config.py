@@ -555,11 +555,17 @@ class LlmConfigService:
     async def delete(self, config_id: str, expected_version: int | None = None) -> bool:
         """Delete ``config_id``; returns False (and emits nothing) when it is unknown.
 
+        Returns once the follow-ups of its ``deleted`` event in this process are done
+        (collections clearing their references: their events precede the response).
+
         Raises:
             VersionConflictError (4012): it exists and ``expected_version`` differs.
             ConfigOperationFailedError (5000): the store failed.
         """
         outcome = await self._write(lambda since: self._store.delete(config_id, expected_version, since))
+        # Work the deletion causes in this process (collections clearing their references
+        # to it) is done, and notified, before the caller's response (DESIGN §5).
+        await self.events.settle()
         return outcome.written
 
     async def refresh(self) -> tuple[int, int]:

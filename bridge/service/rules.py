@@ -80,6 +80,11 @@ def _is_text(value: object) -> bool:
     return True
 
 
+def valid_stored_id(value: object) -> bool:
+    """True for an id as bridge writes it: a UUID in lower-case hyphenated text."""
+    return isinstance(value, str) and _STORED_ID.match(value) is not None
+
+
 def valid_timestamp(value: str) -> bool:
     """True for ISO 8601 UTC with milliseconds and ``Z`` (``2026-01-31T12:00:00.000Z``)."""
     if not _is_text(value) or not _TIMESTAMP.match(value):
@@ -115,7 +120,7 @@ def check_row(row: StoredConfig, cipher: KeyCipher) -> Verdict:  # noqa: C901, P
         return Verdict("revision.INVALID_FORMAT")
     if type(row.use_auth_header) is not bool:
         return Verdict("useAuthHeader.INVALID_FORMAT")
-    if not _STORED_ID.match(row.id):
+    if not valid_stored_id(row.id):
         return Verdict("id.INVALID_FORMAT")
     if not valid_timestamp(row.created_at):
         return Verdict("createdAt.INVALID_FORMAT")

@@ -31,6 +31,7 @@ from typing import Any, Final, TypeVar
 
 import structlog
 
+from bridge.datadir import DB_COMPANIONS
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
 from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
 from bridge.storage.protocol import (
@@ -244,6 +245,48 @@ def _is_busy(exc: sqlite3.DatabaseError) -> bool:
     return code in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED} or "locked" in str(exc)
 
 
+def damage_of(path: Path) -> str | None:
+    """Return why the SQLite file at ``path`` is unusable, or None when healthy or absent.
+
+    ``PRAGMA quick_check`` runs on a read-only connection: a read-write connection to a
+    damaged file may delete its ``-wal`` on close or checkpoint WAL frames into it, and
+    the copy moved aside must keep the original bytes. Used for ``bridge.db`` and
+    ``collections.db``.
+
+    Raises:
+        sqlite3.OperationalError: the file is locked or busy (not damage: never moved).
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.DatabaseError as exc:
+        return f"unreadable ({type(exc).__name__})"
+    try:
+        (result,) = conn.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if _is_busy(exc):
+            raise
+        return f"not a database or malformed ({type(exc).__name__})"
+    finally:
+        conn.close()
+    return None if result == "ok" else "quick_check failed"
+
+
+def move_aside(path: Path) -> str:
+    """Move a damaged SQLite file and its companions to ``<name>.corrupt-<UTC stamp>``; return that path.
+
+    The bytes are kept (DESIGN §3): ``-wal``, ``-shm`` and ``-journal`` move with it.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in DB_COMPANIONS:
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.replace(f"{target}{suffix}")
+    return str(target)
+
+
 def _is_name_conflict(exc: sqlite3.IntegrityError) -> bool:
     return "configs.name_key" in str(exc)
 
@@ -445,41 +488,10 @@ class SqliteConfigStore:
             backup.unlink()
 
     def _quarantine(self) -> str:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            src = Path(f"{self.path}{suffix}")
-            if src.exists():
-                src.replace(f"{target}{suffix}")
-        return str(target)
+        return move_aside(self.path)
 
     def _damage(self) -> str | None:
-        """Return why the existing file is unusable, or None when it is healthy or absent.
-
-        ``PRAGMA quick_check`` runs on a read-only connection: a read-write connection to a
-        damaged file may delete its ``-wal`` on close or checkpoint WAL frames into it,
-        and the quarantined copy must keep the original bytes.
-
-        Raises:
-            sqlite3.OperationalError: the file is locked or busy (not damage: never moved).
-        """
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return None
-        try:
-            conn = sqlite3.connect(
-                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000
-            )
-        except sqlite3.DatabaseError as exc:
-            return f"unreadable ({type(exc).__name__})"
-        try:
-            (result,) = conn.execute("PRAGMA quick_check").fetchone()
-        except sqlite3.DatabaseError as exc:
-            if _is_busy(exc):
-                raise
-            return f"not a database or malformed ({type(exc).__name__})"
-        finally:
-            conn.close()
-        return None if result == "ok" else "quick_check failed"
+        return damage_of(self.path)
 
     def _open_sync(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -235,3 +235,20 @@ async def test_rotate_key_reseals_collection_secrets_on_postgres(
         assert await two.collection_store.key_ids() == {bytes.fromhex(report["sealingKeyId"])}
     finally:
         await two.close()
+
+
+async def test_a_lost_revision_row_restarts_above_the_log(
+    stores: tuple[PostgresCollectionStore, PostgresCollectionStore], pg_dsn: str
+) -> None:
+    first, second = stores
+    for name in ("a", "b"):
+        await first.insert("lost", str(uuid.uuid4()), {"name": name}, keys=[], now=NOW, since=0)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("DELETE FROM bridge_collection_revisions WHERE collection = 'lost'")
+    finally:
+        await conn.close()
+    assert (await second.load("lost"))[0] == 2
+    feed = await second.insert("lost", str(uuid.uuid4()), {"name": "c"}, keys=[], now=NOW, since=2)
+    assert feed.changes is not None
+    assert [c.revision for c in feed.changes] == [3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 import bridge
@@ -93,6 +94,23 @@ def test_log_entries_round_trip_and_junk_is_undecodable() -> None:
     assert decode_entry(7, ITEM.id, "updated", "{}").undecodable
     assert decode_entry(7, ITEM.id, "weird", None).undecodable
     assert decode_entry("7", ITEM.id, "created", None).undecodable
+
+
+@pytest.mark.parametrize(
+    ("column", "lie"),
+    [
+        ("seq", "1"),
+        ("seq", None),
+        ("version", "2"),
+        ("version", True),
+        ("created_at", 1),
+        ("updated_at", None),
+    ],
+)
+def test_a_log_entry_with_a_column_of_the_wrong_type_is_undecodable(column: str, lie: object) -> None:
+    entry = orjson.loads(encode_entry(ITEM))
+    entry[column] = lie
+    assert decode_entry(7, ITEM.id, "updated", orjson.dumps(entry)).undecodable
 
 
 def test_a_secret_opens_only_for_its_collection_item_and_field() -> None:
