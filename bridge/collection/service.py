@@ -647,8 +647,11 @@ class CollectionService:
             return
         if old is not None and old.item == entry.item:
             return
+        # The cache is kept in creation order, so its last entry has the highest seq: a new
+        # item goes at the end (O(1)) unless another process created it before that one.
+        last = next(reversed(self._cache.values()), None) if old is None else None
         self._cache[item_id] = entry
-        if old is None and self._cache and entry.item.seq < max(e.item.seq for e in self._cache.values()):
+        if last is not None and entry.item.seq < last.item.seq:
             self._cache = dict(sorted(self._cache.items(), key=lambda kv: kv[1].item.seq))
         self._views = None
         if publish:

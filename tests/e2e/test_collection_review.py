@@ -515,3 +515,36 @@ async def test_a_secret_that_does_not_open_is_restored_only_by_sending_it_again(
         assert restored["tokenPreview"] == f"{fresh[:3]}...{fresh[-3:]}"
         assert await service.secret(b["id"], "token") == fresh
         assert service.quarantined() == {}
+
+
+async def test_an_item_another_program_created_earlier_is_listed_in_creation_order(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(data) as served, client_of(served) as client:
+        first = await client.invoke("prompt-template:create", {"item": template("First")})
+        # Another program writes an item with a lower seq (an earlier creation) and logs it.
+        early = str(uuid.uuid4())
+        fields = {"name": "Early", "template": "t", "model": None}
+        row = {
+            "id": early,
+            "seq": 0,
+            "data": fields,
+            "created_at": first["createdAt"],
+            "updated_at": first["createdAt"],
+            "version": 1,
+            "revision": 2,
+        }
+        with sqlite3.connect(data / "collections.db") as db:
+            db.execute(
+                "INSERT INTO items (seq, collection, id, data, created_at, updated_at, version, revision)"
+                " VALUES (0, 'prompt-template', ?, ?, ?, ?, 1, 2)",
+                (early, orjson.dumps(fields).decode(), first["createdAt"], first["createdAt"]),
+            )
+            db.execute("UPDATE revisions SET revision = 2 WHERE collection = 'prompt-template'")
+            db.execute(
+                "INSERT INTO changes (collection, revision, id, type, row) VALUES (?, 2, ?, 'created', ?)",
+                ("prompt-template", early, orjson.dumps(row).decode()),
+            )
+        db.close()
+        second = await client.invoke("prompt-template:create", {"item": template("Second")})
+        listed = await client.invoke("prompt-template:list")
+        assert [item["id"] for item in listed] == [early, first["id"], second["id"]]
