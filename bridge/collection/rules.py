@@ -18,7 +18,7 @@ from pydantic import AfterValidator, Field, StrictInt, create_model, field_valid
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from bridge.models import ChangeType, WireModel, api_key_preview, null_rejected
+from bridge.models import ChangeType, WireModel, null_rejected
 
 PREVIEW_SUFFIX: Final = "_preview"
 """A secret field ``f`` is shown as ``f_preview`` (``fPreview`` on the wire)."""
@@ -44,9 +44,22 @@ def _no_null(cls: Any, value: Any, handler: Any) -> Any:  # noqa: ARG001 - a val
     return handler(value)
 
 
+PREVIEW_MASK: Final = "••••••••"
+"""The preview of a secret under :data:`PREVIEW_MIN_CHARS` characters: nothing of it is shown."""
+PREVIEW_MIN_CHARS: Final = 16
+"""Shortest secret whose preview shows its last 4 characters."""
+
+
 def secret_preview(secret: str) -> str:
-    """Return the masked preview of a secret: first 3 + ``...`` + last 3, ``••••••••`` under 10 chars."""
-    return api_key_preview(secret)
+    """Return the masked preview of a collection secret.
+
+    ``••••`` + the last 4 characters when the secret has at least 16 characters, else
+    :data:`PREVIEW_MASK` (a short secret such as a password shows nothing). LLM configs keep
+    their own ``apiKeyPreview`` (first 3 + ``...`` + last 3).
+    """
+    if len(secret) < PREVIEW_MIN_CHARS:
+        return PREVIEW_MASK
+    return "••••" + secret[-4:]
 
 
 @dataclass(frozen=True)
@@ -89,7 +102,10 @@ def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> C
             nullable = type(None) in get_args(info.annotation)
             view_fields[field + PREVIEW_SUFFIX] = (
                 str | None if nullable else str,
-                Field(description=f"Masked preview of {field} (first 3 + '...' + last 3); never the secret."),
+                Field(
+                    description=f"Masked preview of {field}: '••••' + last 4 chars, or '••••••••' "
+                    "under 16 chars; never the secret."
+                ),
             )
         else:
             view_fields[field] = (info.annotation, info)
