@@ -68,6 +68,12 @@ build, or the model's own validators raise on its values (other than a validatio
 
 (An id that is not a lower-case UUID is ``id.INVALID_FORMAT``; a timestamp that is not
 ISO 8601 UTC with milliseconds, ``createdAt``/``updatedAt.INVALID_FORMAT``.)"""
+PLAINTEXT_SECRET: Final = "PLAINTEXT_SECRET"  # noqa: S105 - a reason code, not a secret
+"""Quarantine reason (a security event): a secret field stored in plain text in the row's
+``data`` (outside ``$sealed``), as only another program writes it. The value is never logged.
+(A ``<field>_preview`` without a sealed secret is ``<field>_preview.INVALID_FORMAT``.)"""
+SECURITY_REASONS: Final = frozenset({CIPHERTEXT_AUTH_FAILED, PLAINTEXT_SECRET})
+"""Quarantine reasons logged as ``security_event`` instead of ``item_quarantined``."""
 UNKNOWN_REFERENCE: Final = "UNKNOWN_REFERENCE"
 """Field code of a reference to an id that does not exist (-32602)."""
 MAX_WRITE_ATTEMPTS: Final = 5
@@ -592,7 +598,7 @@ class CollectionService:
             return None, INVALID_ROW
         return _Entry(item, view, plain), None
 
-    def _open_secrets(
+    def _open_secrets(  # noqa: PLR0911 - one return per rule
         self, item: StoredItem, data: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]] | str:
         """The row's fields with each secret opened, and the previews; or the quarantine reason."""
@@ -603,6 +609,9 @@ class CollectionService:
             return f"{SEALED}.INVALID_FORMAT"
         sealed = sealed_values(data)
         shown: dict[str, Any] = {}
+        aliases = {field: self.rules.model.model_fields[field].alias or field for field in secret}
+        if any(field in data or alias in data for field, alias in aliases.items()):
+            return PLAINTEXT_SECRET
         for field in secret:
             try:
                 raw = sealed.get(field)
@@ -614,14 +623,17 @@ class CollectionService:
             except (ValueError, TypeError):
                 return f"{field}.INVALID_FORMAT"
             preview = data.get(field + PREVIEW_SUFFIX)
-            if values[field] is not None and not isinstance(preview, str):
+            if (values[field] is None) != (preview is None) or (
+                preview is not None and not isinstance(preview, str)
+            ):
+                # A preview with no sealed secret would tell of a secret that is not there.
                 return f"{field}{PREVIEW_SUFFIX}.INVALID_FORMAT"
             shown[field + PREVIEW_SUFFIX] = preview
         return values, shown
 
     def _hold(self, item_id: str, reason: str) -> None:
         if self._quarantine.get(item_id) != reason:
-            event = "security_event" if reason == CIPHERTEXT_AUTH_FAILED else "item_quarantined"
+            event = "security_event" if reason in SECURITY_REASONS else "item_quarantined"
             log.warning(event, collection=self.name, id=printable_id(item_id), reason=reason)
         self._quarantine[item_id] = reason
 

@@ -143,6 +143,36 @@ async def test_a_ciphertext_moved_to_another_row_or_field_does_not_open(tmp_path
     assert TOKEN not in repr(logs)
 
 
+async def test_a_plaintext_secret_or_a_preview_without_a_secret_in_a_stored_row_is_quarantined(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    async with running(data, registry()) as served:
+        service = served.collections["webhook"]
+        a = await service.create(Webhook(url="https://a.example", token=TOKEN))
+        b = await service.create(Webhook(url="https://b.example", token=TOKEN, signing_key=SIGNING))
+        c = await service.create(Webhook(url="https://c.example", token=TOKEN))
+    with sqlite3.connect(data / "collections.db") as db:
+        # Another program writes A's token in plain text beside its sealed copy, and drops
+        # B's sealed signing key but leaves its preview.
+        db.execute("UPDATE items SET data = json_set(data, '$.token', ?) WHERE id = ?", (TOKEN, a.id))
+        db.execute(
+            "UPDATE items SET data = json_remove(data, '$.\"$sealed\".signing_key') WHERE id = ?", (b.id,)
+        )
+    db.close()
+    with capture_logs() as logs:
+        async with running(data, registry()) as served:
+            service = served.collections["webhook"]
+            assert [v.id for v in service.list()] == [c.id]
+            assert service.quarantined() == {
+                a.id: "PLAINTEXT_SECRET",
+                b.id: "signing_key_preview.INVALID_FORMAT",
+            }
+    assert [e["id"] for e in logs if e["event"] == "security_event"] == [a.id]
+    assert TOKEN not in repr(logs)
+    assert SIGNING not in repr(logs)
+
+
 async def test_rotate_key_reseals_collection_secrets_and_retires_the_old_key(tmp_path: Path) -> None:
     data = tmp_path / "data"
     async with running(data, registry()) as served:
