@@ -14,7 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import AfterValidator, Field, StrictInt, create_model, field_validator
+from pydantic import AfterValidator, Field, Strict, StrictInt, create_model, field_validator
+from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -91,6 +92,34 @@ class CollectionTypes:
     changed: type[WireModel]
 
 
+_STRICT_TYPES: Final = (int, bool)
+
+
+def _strict(info: FieldInfo) -> bool:
+    """Whether a field's type is int or bool (optionally nullable): validated strictly on the wire."""
+    kinds = {arg for arg in (get_args(info.annotation) or (info.annotation,)) if arg is not type(None)}
+    return bool(kinds) and kinds <= set(_STRICT_TYPES)
+
+
+def _strict_input(model: type[WireModel]) -> type[WireModel]:
+    """Return ``model`` with its int and bool fields strict, as llm-config's ``StrictInt``/``StrictBool``.
+
+    ``"5"``, ``5.0`` and ``true`` are refused for an int (-32602), ``"true"`` and ``1`` for a
+    bool. Same name and JSON Schema; ``model`` itself when it has no such field.
+    """
+    strict = {
+        field: (Annotated[info.annotation, Strict()], info)
+        for field, info in model.model_fields.items()
+        if _strict(info)
+    }
+    if not strict:
+        return model
+    built: type[WireModel] = create_model(  # type: ignore[call-overload]
+        model.__name__, __base__=model, __module__=model.__module__, __doc__=model.__doc__, **strict
+    )
+    return built
+
+
 def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> CollectionTypes:
     """Build the wire models of collection ``name`` (see :class:`CollectionTypes`)."""
     base = model.__name__
@@ -123,12 +152,15 @@ def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> C
     not_null: list[str] = []
     for field, info in fields.items():
         inner: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        strict = True if _strict(info) else None
         if type(None) in get_args(info.annotation):
-            patch_fields[field] = (inner, Field(default=None, description=info.description))
+            patch_fields[field] = (inner, Field(default=None, description=info.description, strict=strict))
         else:
             # ``X | None`` keeps the errors located at the field; null itself is refused
             # (as llm-config's patch does) and left out of the JSON Schema.
-            refused = Field(default=None, description=info.description, json_schema_extra=null_rejected)
+            refused = Field(
+                default=None, description=info.description, json_schema_extra=null_rejected, strict=strict
+            )
             patch_fields[field] = (inner | None, refused)
             not_null.append(field)
     validators = {"_no_null": field_validator(*not_null, mode="wrap")(_no_null)} if not_null else {}
@@ -145,7 +177,11 @@ def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> C
         Field(default=None, ge=1, description="Refuse (4012) unless at this version."),
     )
     create = create_model(
-        f"{base}CreateParams", __base__=WireModel, __module__=module, __doc__="``{item}``.", item=(model, ...)
+        f"{base}CreateParams",
+        __base__=WireModel,
+        __module__=module,
+        __doc__="``{item}``.",
+        item=(_strict_input(model), ...),
     )
     read = create_model(
         f"{base}IdParams", __base__=WireModel, __module__=module, __doc__="``{id}``.", id=(ItemId, ...)

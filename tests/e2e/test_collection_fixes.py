@@ -65,3 +65,44 @@ async def test_collection_errors_speak_of_items_and_llm_config_errors_are_unchan
             )
         assert config_conflict.value.message == f"Config {config['id']} is at version 1, not 3"
         assert await client.invoke("prompt-template:read", {"id": a["id"]}) == a
+
+
+class Counter(bridge.WireModel):
+    """An item with an int and a bool field."""
+
+    label: str
+    count: int
+    limit: int | None = None
+    enabled: bool = True
+
+
+COUNTERS = bridge.Collection("counter", Counter, unique=("label",))
+
+
+async def test_int_and_bool_params_of_a_collection_are_strict_like_llm_config(tmp_path: Path) -> None:
+    registry = bridge.Registry()
+    registry.add_collection(COUNTERS)
+    async with running(tmp_path / "data", registry) as served, client_of(served) as client:
+        made = await client.invoke("counter:create", {"item": {"label": "a", "count": 5, "limit": 7}})
+        assert (made["count"], made["limit"], made["enabled"]) == (5, 7, True)
+        for field, bad in [
+            ("count", "5"),
+            ("count", 5.0),
+            ("count", True),
+            ("limit", "7"),
+            ("enabled", "true"),
+            ("enabled", 1),
+        ]:
+            item = {"label": "b", "count": 1, field: bad}
+            with pytest.raises(bridge.ValidationError) as created:
+                await client.invoke("counter:create", {"item": item})
+            assert created.value.rpc_code == -32602
+            assert [e.field for e in created.value.errors] == [f"item.{field}"]
+            with pytest.raises(bridge.ValidationError) as updated:
+                await client.invoke("counter:update", {"id": made["id"], "updates": {field: bad}})
+            assert [e.field for e in updated.value.errors] == [f"updates.{field}"]
+        patched = await client.invoke(
+            "counter:update", {"id": made["id"], "updates": {"count": 6, "enabled": False}}
+        )
+        assert (patched["count"], patched["enabled"], patched["version"]) == (6, False, 2)
+        assert await client.invoke("counter:list") == [patched]
