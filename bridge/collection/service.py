@@ -54,6 +54,7 @@ from bridge.service.events import EventBus
 from bridge.service.llm_config import printable_id, utc_now
 from bridge.service.rules import (
     CIPHERTEXT_AUTH_FAILED,
+    NAME_CONFLICT,
     UNKNOWN_KEY_ID,
     valid_stored_id,
     valid_timestamp,
@@ -126,6 +127,9 @@ class CollectionService:
         self._resolve = resolve
         self._watch = watch
         self._cache: dict[str, _Entry] = {}
+        # (unique field, key) → id of the cached item holding it: a stored row whose key
+        # another served item holds (rows written without item_keys) is NAME_CONFLICT.
+        self._keys: dict[tuple[str, str], str] = {}
         self._views: tuple[Any, ...] | None = None
         self._revision = 0
         self._lock = asyncio.Lock()
@@ -646,6 +650,8 @@ class CollectionService:
     ) -> None:
         old = self._cache.get(item_id)
         entry, reason = (None, None) if item is None else self._verdict(item)
+        if not self._claim_keys(item_id, old, entry):
+            entry, reason = None, NAME_CONFLICT
         if item is not None and reason is not None:
             self._hold(item_id, reason)
         else:
@@ -666,6 +672,25 @@ class CollectionService:
         if publish:
             kind = ChangeType.CREATED if old is None else ChangeType.UPDATED
             self._publish(kind, item_id, revision, entry.view)
+
+    def _claim_keys(self, item_id: str, old: _Entry | None, entry: _Entry | None) -> bool:
+        """Move ``item_id``'s unique keys from ``old`` to ``entry``; False when another item holds one.
+
+        Two stored rows sharing a unique key (another program wrote them without
+        ``item_keys``): the one served first keeps it, the other is held ``NAME_CONFLICT``
+        (as llm-config holds a clashing name) and claims nothing.
+        """
+        keys = unique_keys(self.rules.unique, entry.plain) if entry is not None else []
+        taken = any(self._keys.get(key, item_id) != item_id for key in keys)
+        if old is not None:
+            for key in unique_keys(self.rules.unique, old.plain):
+                if self._keys.get(key) == item_id:
+                    del self._keys[key]
+        if taken:
+            return False
+        for key in keys:
+            self._keys[key] = item_id
+        return True
 
     async def _apply(self, feed: Feed) -> None:
         """Apply committed changes in revision order (lock held); reload when the log cannot tell."""

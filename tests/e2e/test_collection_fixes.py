@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 import bridge
 from bridge.client import BridgeClient
@@ -106,3 +108,69 @@ async def test_int_and_bool_params_of_a_collection_are_strict_like_llm_config(tm
         )
         assert (patched["count"], patched["enabled"], patched["version"]) == (6, False, 2)
         assert await client.invoke("counter:list") == [patched]
+
+
+async def test_stored_rows_sharing_a_unique_key_serve_the_first_and_hold_the_later(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(data) as served, client_of(served) as client:
+        first = await client.invoke("prompt-template:create", {"item": template("Groceries")})
+    later, third = str(uuid.uuid4()), str(uuid.uuid4())
+    with sqlite3.connect(data / "collections.db") as db:
+        # Another program copies the row twice without item_keys: "groceries" collides
+        # (ignoring case) with the first; "Errands" collides with nothing.
+        for new_id, name in ((later, "groceries"), (third, "Errands")):
+            db.execute(
+                "INSERT INTO items (collection, id, data, created_at, updated_at, version, revision) "
+                "SELECT collection, ?, json_set(data, '$.name', ?), created_at, updated_at, version, "
+                "revision FROM items WHERE id = ?",
+                (new_id, name, first["id"]),
+            )
+    db.close()
+    with capture_logs() as logs:
+        async with running(data) as served, client_of(served) as client:
+            service = served.collections["prompt-template"]
+            assert service.quarantined() == {later: "NAME_CONFLICT"}
+            listed = await client.invoke("prompt-template:list")
+            assert [(t["id"], t["name"]) for t in listed] == [(first["id"], "Groceries"), (third, "Errands")]
+            assert await client.invoke("prompt-template:read", {"id": later}) is None
+            # The held row's key stays the first's: a new item cannot take it.
+            with pytest.raises(DuplicateItemError):
+                await client.invoke("prompt-template:create", {"item": template("GROCERIES")})
+            # An update that gives it a unique value of its own restores it (sent as created).
+            restored = await client.invoke(
+                "prompt-template:update", {"id": later, "updates": {"name": "Groceries 2"}}
+            )
+            assert restored["name"] == "Groceries 2"
+            assert service.quarantined() == {}
+            assert [t["id"] for t in await client.invoke("prompt-template:list")] == [
+                first["id"],
+                later,
+                third,
+            ]
+            # Its old name no longer collides with anything it holds: deleting the first frees it.
+            assert await client.invoke("prompt-template:delete", {"id": first["id"]}) == {"deleted": True}
+            made = await client.invoke("prompt-template:create", {"item": template("groceries")})
+            assert made["name"] == "groceries"
+    assert [e["id"] for e in logs if e["event"] == "item_quarantined"] == [later]
+
+
+async def test_a_held_duplicate_can_be_deleted(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with running(data) as served, client_of(served) as client:
+        first = await client.invoke("prompt-template:create", {"item": template("Groceries")})
+    later = str(uuid.uuid4())
+    with sqlite3.connect(data / "collections.db") as db:
+        db.execute(
+            "INSERT INTO items (collection, id, data, created_at, updated_at, version, revision) "
+            "SELECT collection, ?, data, created_at, updated_at, version, revision FROM items WHERE id = ?",
+            (later, first["id"]),
+        )
+    db.close()
+    async with running(data) as served, client_of(served) as client:
+        assert served.collections["prompt-template"].quarantined() == {later: "NAME_CONFLICT"}
+        assert await client.invoke("prompt-template:delete", {"id": later}) == {"deleted": True}
+        assert served.collections["prompt-template"].quarantined() == {}
+        assert await client.invoke("prompt-template:list") == [first]
+    with sqlite3.connect(data / "collections.db") as db:
+        assert db.execute("SELECT count(*) FROM items").fetchone() == (1,)
+    db.close()
