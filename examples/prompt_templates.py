@@ -25,13 +25,12 @@ class PromptTemplate(bridge.WireModel):
     """A reusable prompt: ``{name, template, model}`` on the wire."""
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-    # 20_000 chars: one char costs at most 12 bytes in a JSON frame (an astral char sent as
-    # two \uXXXX escapes), so the longest template always fits the 256 KiB message limit.
     template: Annotated[
         str,
+        # JSON spends at most 12 bytes on a char (two \uXXXX): 20,000 always fit a 256 KiB frame.
         Field(
             max_length=20_000,
-            description="Prompt text (at most 20,000 chars, fits one frame); {placeholders} allowed.",
+            description="Prompt text; {placeholders} allowed. At most 20,000 chars: fits one 256 KiB frame.",
         ),
     ]
     model: Annotated[str | None, Field(description="Id of the llm-config to run it with.")] = None
