@@ -51,6 +51,7 @@ from bridge.collection.protocol import (
 )
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError, StartupError
 from bridge.keystore import KEY_ID_BYTES
+from bridge.storage.postgres import CONNECT_TIMEOUT_S, OP_TIMEOUT_S
 
 log = structlog.get_logger(__name__)
 
@@ -146,6 +147,8 @@ class PostgresCollectionStore:
                 self.dsn,
                 min_size=1,
                 max_size=self.pool_size,
+                timeout=CONNECT_TIMEOUT_S,
+                command_timeout=OP_TIMEOUT_S,
                 server_settings={"application_name": f"bridge-collections-{os.getpid()}"},
             )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -198,7 +201,9 @@ class PostgresCollectionStore:
 
     async def _listen(self) -> None:
         conn = await asyncpg.connect(
-            self.dsn, server_settings={"application_name": f"bridge-collections-listener-{os.getpid()}"}
+            self.dsn,
+            timeout=CONNECT_TIMEOUT_S,
+            server_settings={"application_name": f"bridge-collections-listener-{os.getpid()}"},
         )
         try:
             await conn.add_listener(CHANNEL, self._on_notify)

@@ -60,6 +60,11 @@ from bridge.storage.protocol import (
 
 log = structlog.get_logger(__name__)
 
+CONNECT_TIMEOUT_S: Final = 10.0
+"""Default bound on one connection attempt, in seconds."""
+OP_TIMEOUT_S: Final = 15.0
+"""Default bound on one store operation (acquire, statements, commit), in seconds."""
+
 SCHEMA_VERSION: Final = 2
 """Row of ``bridge_schema``; a database with a higher one is refused, never touched.
 Version 2 adds the write trigger: every write, whoever makes it, is revisioned and logged."""
@@ -211,8 +216,8 @@ class PostgresConfigStore:
         pool_size: int = 4,
         check_interval_s: float = 2.0,
         reconnect_cap_s: float = 5.0,
-        connect_timeout_s: float = 10.0,
-        op_timeout_s: float = 15.0,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        op_timeout_s: float = OP_TIMEOUT_S,
     ) -> None:
         """Configure the store; nothing connects until :meth:`open`."""
         self.dsn = dsn
