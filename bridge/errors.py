@@ -9,8 +9,10 @@ The tree (DESIGN §5)::
     ├── ValidationError              -32602  VALIDATION_ERROR
     ├── OutboundDisabledError          4003  OUTBOUND_DISABLED
     ├── ConfigNotFoundError            4004  CONFIG_NOT_FOUND
+    │   └── ItemNotFoundError          4004  ITEM_NOT_FOUND         (a collection's item)
     ├── DuplicateConfigNameError       4009  DUPLICATE_CONFIG_NAME
-    ├── VersionConflictError           4012  VERSION_CONFLICT
+    │   └── DuplicateItemError         4009  DUPLICATE_ITEM         (a collection's unique key)
+    ├── VersionConflictError           4012  VERSION_CONFLICT       (configs and items)
     ├── ResponseTooLargeError          4013  RESPONSE_TOO_LARGE
     ├── RateLimitedError               4029  RATE_LIMITED
     ├── RequestCancelledError        -32800  REQUEST_CANCELLED
@@ -162,12 +164,38 @@ class ConfigNotFoundError(BridgeError):
         super().__init__(f"Config {config_id} not found", context={"id": config_id})
 
 
+class ItemNotFoundError(ConfigNotFoundError):
+    """No item of a collection has the given id (4004, ``ITEM_NOT_FOUND``).
+
+    ``context``: ``{id}`` (as for a config).
+    """
+
+    code = "ITEM_NOT_FOUND"
+    default_message = "Item not found"
+
+    def __init__(self, collection: str, item_id: str) -> None:
+        """Build for ``item_id`` (a UUID: not a secret) of ``collection``."""
+        self.config_id = item_id
+        self.collection = collection
+        BridgeError.__init__(self, f"Item {item_id} of {collection} not found", context={"id": item_id})
+
+
 class DuplicateConfigNameError(BridgeError):
     """Another config already uses this name (compared by ``name_key``)."""
 
     rpc_code = 4009
     code = "DUPLICATE_CONFIG_NAME"
     default_message = "A config with this name already exists"
+
+
+class DuplicateItemError(DuplicateConfigNameError):
+    """Another item of the collection holds this unique key (4009, ``DUPLICATE_ITEM``).
+
+    ``context``: ``{field}`` (the unique field's Python name; never its value).
+    """
+
+    code = "DUPLICATE_ITEM"
+    default_message = "Another item has this unique value"
 
 
 class VersionConflictError(BridgeError):
@@ -177,13 +205,21 @@ class VersionConflictError(BridgeError):
     code = "VERSION_CONFLICT"
     default_message = "Version conflict"
 
-    def __init__(self, config_id: str, expected: int, actual: int | None) -> None:
-        """Build with the expected and the stored version (None: the stored one is no integer)."""
+    def __init__(
+        self, config_id: str, expected: int, actual: int | None, *, collection: str | None = None
+    ) -> None:
+        """Build with the expected and the stored version (None: the stored one is no integer).
+
+        ``collection`` names a collection's item ("Item <id> of <collection> …"); None for
+        an LLM config ("Config <id> …"). ``context``: ``{id, expectedVersion, actualVersion}``.
+        """
         self.expected = expected
         self.actual = actual
         at = "has no valid version" if actual is None else f"is at version {actual}"
+        subject = f"Config {config_id}" if collection is None else f"Item {config_id} of {collection}"
+        self.collection = collection
         super().__init__(
-            f"Config {config_id} {at}, not {expected}",
+            f"{subject} {at}, not {expected}",
             context={"id": config_id, "expectedVersion": expected, "actualVersion": actual},
         )
 
@@ -315,7 +351,9 @@ WIRE_ERRORS: dict[str, type[BridgeError]] = {
         ValidationError,
         OutboundDisabledError,
         ConfigNotFoundError,
+        ItemNotFoundError,
         DuplicateConfigNameError,
+        DuplicateItemError,
         VersionConflictError,
         ResponseTooLargeError,
         RateLimitedError,

@@ -25,7 +25,14 @@ class PromptTemplate(bridge.WireModel):
     """A reusable prompt: ``{name, template, model}`` on the wire."""
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-    template: Annotated[str, Field(max_length=100_000, description="Prompt text; {placeholders} allowed.")]
+    template: Annotated[
+        str,
+        # JSON spends at most 12 bytes on a char (two \uXXXX): 20,000 always fit a 256 KiB frame.
+        Field(
+            max_length=20_000,
+            description="Prompt text; {placeholders} allowed. At most 20,000 chars: fits one 256 KiB frame.",
+        ),
+    ]
     model: Annotated[str | None, Field(description="Id of the llm-config to run it with.")] = None
 
 

@@ -8,6 +8,8 @@ The service returns models; this binding turns them into wire JSON. The reads (`
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -15,7 +17,14 @@ import orjson
 from bridge import api
 from bridge.collection.rules import Rules
 from bridge.collection.service import CollectionService
-from bridge.errors import ServiceUnavailableError
+from bridge.errors import (
+    ConfigNotFoundError,
+    DuplicateConfigNameError,
+    DuplicateItemError,
+    ItemNotFoundError,
+    ServiceUnavailableError,
+    VersionConflictError,
+)
 from bridge.models import DeleteResult, EmptyParams
 from bridge.service.channels import JsonMemo
 
@@ -68,17 +77,42 @@ class CollectionChannels:
             raise ServiceUnavailableError
         return self.service
 
+    @contextlib.contextmanager
+    def _item_errors(self) -> Iterator[None]:
+        """Word the shared 4004/4009/4012 errors for this collection's items (codes kept).
+
+        ``ITEM_NOT_FOUND`` / ``DUPLICATE_ITEM`` / ``VERSION_CONFLICT`` saying "Item <id> of
+        <collection>", never "Config" (the LLM-config wording stays the LLM config's).
+        """
+        name = self.rules.name
+        try:
+            yield
+        except (ItemNotFoundError, DuplicateItemError):
+            raise
+        except ConfigNotFoundError as exc:
+            raise ItemNotFoundError(name, exc.config_id) from None
+        except VersionConflictError as exc:
+            if getattr(exc, "collection", None) is not None:
+                raise
+            item_id = str((exc.context or {}).get("id"))
+            raise VersionConflictError(item_id, exc.expected, exc.actual, collection=name) from None
+        except DuplicateConfigNameError as exc:
+            raise DuplicateItemError(exc.message, context=exc.context) from None
+
     async def _create(self, params: Any) -> Any:
-        return await self._service().create(params.item)
+        with self._item_errors():
+            return await self._service().create(params.item)
 
     async def _read(self, params: Any) -> orjson.Fragment:
         return self._memo.one(self._service().read(params.id))
 
     async def _update(self, params: Any) -> Any:
-        return await self._service().update(params.id, params.updates, params.expected_version)
+        with self._item_errors():
+            return await self._service().update(params.id, params.updates, params.expected_version)
 
     async def _delete(self, params: Any) -> DeleteResult:
-        return DeleteResult(deleted=await self._service().delete(params.id, params.expected_version))
+        with self._item_errors():
+            return DeleteResult(deleted=await self._service().delete(params.id, params.expected_version))
 
     async def _list(self, _: EmptyParams) -> orjson.Fragment:
         return orjson.Fragment(self._memo.array(self._service().list()))

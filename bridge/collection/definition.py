@@ -18,9 +18,9 @@ from bridge import api
 from bridge.collection.channels import CollectionChannels
 from bridge.collection.rules import PREVIEW_SUFFIX, CollectionTypes, Ref, Rules, build_types
 from bridge.errors import (
-    ConfigNotFoundError,
     ConfigOperationFailedError,
-    DuplicateConfigNameError,
+    DuplicateItemError,
+    ItemNotFoundError,
     ServiceUnavailableError,
     ValidationError,
     VersionConflictError,
@@ -154,7 +154,7 @@ def _build_specs(collection: Collection) -> CollectionSpecs:
             types.create,
             types.view,
             f"Create an item of {name}; returns its view.",
-            (ValidationError, DuplicateConfigNameError, *write),
+            (ValidationError, DuplicateItemError, *write),
         ),
         read=api.ChannelSpec(
             f"{name}:read",
@@ -168,7 +168,7 @@ def _build_specs(collection: Collection) -> CollectionSpecs:
             types.update,
             types.view,
             f"Patch an item of {name}; omitted fields keep their value.",
-            (ValidationError, ConfigNotFoundError, VersionConflictError, DuplicateConfigNameError, *write),
+            (ValidationError, ItemNotFoundError, VersionConflictError, DuplicateItemError, *write),
         ),
         delete=api.ChannelSpec(
             f"{name}:delete",

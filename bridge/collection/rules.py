@@ -14,11 +14,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, get_args
 
-from pydantic import AfterValidator, Field, StrictInt, create_model, field_validator
+from pydantic import AfterValidator, Field, Strict, StrictInt, create_model, field_validator
+from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from bridge.models import ChangeType, WireModel, api_key_preview, null_rejected
+from bridge.models import ChangeType, WireModel, null_rejected
 
 PREVIEW_SUFFIX: Final = "_preview"
 """A secret field ``f`` is shown as ``f_preview`` (``fPreview`` on the wire)."""
@@ -44,9 +45,22 @@ def _no_null(cls: Any, value: Any, handler: Any) -> Any:  # noqa: ARG001 - a val
     return handler(value)
 
 
+PREVIEW_MASK: Final = "••••••••"
+"""The preview of a secret under :data:`PREVIEW_MIN_CHARS` characters: nothing of it is shown."""
+PREVIEW_MIN_CHARS: Final = 16
+"""Shortest secret whose preview shows its last 4 characters."""
+
+
 def secret_preview(secret: str) -> str:
-    """Return the masked preview of a secret: first 3 + ``...`` + last 3, ``••••••••`` under 10 chars."""
-    return api_key_preview(secret)
+    """Return the masked preview of a collection secret.
+
+    ``••••`` + the last 4 characters when the secret has at least 16 characters, else
+    :data:`PREVIEW_MASK` (a short secret such as a password shows nothing). LLM configs keep
+    their own ``apiKeyPreview`` (first 3 + ``...`` + last 3).
+    """
+    if len(secret) < PREVIEW_MIN_CHARS:
+        return PREVIEW_MASK
+    return "••••" + secret[-4:]
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,34 @@ class CollectionTypes:
     changed: type[WireModel]
 
 
+_STRICT_TYPES: Final = (int, bool)
+
+
+def _strict(info: FieldInfo) -> bool:
+    """Whether a field's type is int or bool (optionally nullable): validated strictly on the wire."""
+    kinds = {arg for arg in (get_args(info.annotation) or (info.annotation,)) if arg is not type(None)}
+    return bool(kinds) and kinds <= set(_STRICT_TYPES)
+
+
+def _strict_input(model: type[WireModel]) -> type[WireModel]:
+    """Return ``model`` with its int and bool fields strict, as llm-config's ``StrictInt``/``StrictBool``.
+
+    ``"5"``, ``5.0`` and ``true`` are refused for an int (-32602), ``"true"`` and ``1`` for a
+    bool. Same name and JSON Schema; ``model`` itself when it has no such field.
+    """
+    strict = {
+        field: (Annotated[info.annotation, Strict()], info)
+        for field, info in model.model_fields.items()
+        if _strict(info)
+    }
+    if not strict:
+        return model
+    built: type[WireModel] = create_model(  # type: ignore[call-overload]
+        model.__name__, __base__=model, __module__=model.__module__, __doc__=model.__doc__, **strict
+    )
+    return built
+
+
 def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> CollectionTypes:
     """Build the wire models of collection ``name`` (see :class:`CollectionTypes`)."""
     base = model.__name__
@@ -89,7 +131,10 @@ def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> C
             nullable = type(None) in get_args(info.annotation)
             view_fields[field + PREVIEW_SUFFIX] = (
                 str | None if nullable else str,
-                Field(description=f"Masked preview of {field} (first 3 + '...' + last 3); never the secret."),
+                Field(
+                    description=f"Masked preview of {field}: '••••' + last 4 chars, or '••••••••' "
+                    "under 16 chars; never the secret."
+                ),
             )
         else:
             view_fields[field] = (info.annotation, info)
@@ -107,12 +152,15 @@ def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> C
     not_null: list[str] = []
     for field, info in fields.items():
         inner: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        strict = True if _strict(info) else None
         if type(None) in get_args(info.annotation):
-            patch_fields[field] = (inner, Field(default=None, description=info.description))
+            patch_fields[field] = (inner, Field(default=None, description=info.description, strict=strict))
         else:
             # ``X | None`` keeps the errors located at the field; null itself is refused
             # (as llm-config's patch does) and left out of the JSON Schema.
-            refused = Field(default=None, description=info.description, json_schema_extra=null_rejected)
+            refused = Field(
+                default=None, description=info.description, json_schema_extra=null_rejected, strict=strict
+            )
             patch_fields[field] = (inner | None, refused)
             not_null.append(field)
     validators = {"_no_null": field_validator(*not_null, mode="wrap")(_no_null)} if not_null else {}
@@ -129,7 +177,11 @@ def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> C
         Field(default=None, ge=1, description="Refuse (4012) unless at this version."),
     )
     create = create_model(
-        f"{base}CreateParams", __base__=WireModel, __module__=module, __doc__="``{item}``.", item=(model, ...)
+        f"{base}CreateParams",
+        __base__=WireModel,
+        __module__=module,
+        __doc__="``{item}``.",
+        item=(_strict_input(model), ...),
     )
     read = create_model(
         f"{base}IdParams", __base__=WireModel, __module__=module, __doc__="``{id}``.", id=(ItemId, ...)

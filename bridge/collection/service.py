@@ -54,6 +54,7 @@ from bridge.service.events import EventBus
 from bridge.service.llm_config import printable_id, utc_now
 from bridge.service.rules import (
     CIPHERTEXT_AUTH_FAILED,
+    NAME_CONFLICT,
     UNKNOWN_KEY_ID,
     valid_stored_id,
     valid_timestamp,
@@ -68,6 +69,12 @@ build, or the model's own validators raise on its values (other than a validatio
 
 (An id that is not a lower-case UUID is ``id.INVALID_FORMAT``; a timestamp that is not
 ISO 8601 UTC with milliseconds, ``createdAt``/``updatedAt.INVALID_FORMAT``.)"""
+PLAINTEXT_SECRET: Final = "PLAINTEXT_SECRET"  # noqa: S105 - a reason code, not a secret
+"""Quarantine reason (a security event): a secret field stored in plain text in the row's
+``data`` (outside ``$sealed``), as only another program writes it. The value is never logged.
+(A ``<field>_preview`` without a sealed secret is ``<field>_preview.INVALID_FORMAT``.)"""
+SECURITY_REASONS: Final = frozenset({CIPHERTEXT_AUTH_FAILED, PLAINTEXT_SECRET})
+"""Quarantine reasons logged as ``security_event`` instead of ``item_quarantined``."""
 UNKNOWN_REFERENCE: Final = "UNKNOWN_REFERENCE"
 """Field code of a reference to an id that does not exist (-32602)."""
 MAX_WRITE_ATTEMPTS: Final = 5
@@ -120,6 +127,9 @@ class CollectionService:
         self._resolve = resolve
         self._watch = watch
         self._cache: dict[str, _Entry] = {}
+        # (unique field, key) → id of the cached item holding it: a stored row whose key
+        # another served item holds (rows written without item_keys) is NAME_CONFLICT.
+        self._keys: dict[tuple[str, str], str] = {}
         self._views: tuple[Any, ...] | None = None
         self._revision = 0
         self._lock = asyncio.Lock()
@@ -592,7 +602,7 @@ class CollectionService:
             return None, INVALID_ROW
         return _Entry(item, view, plain), None
 
-    def _open_secrets(
+    def _open_secrets(  # noqa: PLR0911 - one return per rule
         self, item: StoredItem, data: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any]] | str:
         """The row's fields with each secret opened, and the previews; or the quarantine reason."""
@@ -603,6 +613,9 @@ class CollectionService:
             return f"{SEALED}.INVALID_FORMAT"
         sealed = sealed_values(data)
         shown: dict[str, Any] = {}
+        aliases = {field: self.rules.model.model_fields[field].alias or field for field in secret}
+        if any(field in data or alias in data for field, alias in aliases.items()):
+            return PLAINTEXT_SECRET
         for field in secret:
             try:
                 raw = sealed.get(field)
@@ -614,14 +627,17 @@ class CollectionService:
             except (ValueError, TypeError):
                 return f"{field}.INVALID_FORMAT"
             preview = data.get(field + PREVIEW_SUFFIX)
-            if values[field] is not None and not isinstance(preview, str):
+            if (values[field] is None) != (preview is None) or (
+                preview is not None and not isinstance(preview, str)
+            ):
+                # A preview with no sealed secret would tell of a secret that is not there.
                 return f"{field}{PREVIEW_SUFFIX}.INVALID_FORMAT"
             shown[field + PREVIEW_SUFFIX] = preview
         return values, shown
 
     def _hold(self, item_id: str, reason: str) -> None:
         if self._quarantine.get(item_id) != reason:
-            event = "security_event" if reason == CIPHERTEXT_AUTH_FAILED else "item_quarantined"
+            event = "security_event" if reason in SECURITY_REASONS else "item_quarantined"
             log.warning(event, collection=self.name, id=printable_id(item_id), reason=reason)
         self._quarantine[item_id] = reason
 
@@ -634,6 +650,8 @@ class CollectionService:
     ) -> None:
         old = self._cache.get(item_id)
         entry, reason = (None, None) if item is None else self._verdict(item)
+        if not self._claim_keys(item_id, old, entry):
+            entry, reason = None, NAME_CONFLICT
         if item is not None and reason is not None:
             self._hold(item_id, reason)
         else:
@@ -657,6 +675,25 @@ class CollectionService:
         if publish:
             kind = ChangeType.CREATED if old is None else ChangeType.UPDATED
             self._publish(kind, item_id, revision, entry.view)
+
+    def _claim_keys(self, item_id: str, old: _Entry | None, entry: _Entry | None) -> bool:
+        """Move ``item_id``'s unique keys from ``old`` to ``entry``; False when another item holds one.
+
+        Two stored rows sharing a unique key (another program wrote them without
+        ``item_keys``): the one served first keeps it, the other is held ``NAME_CONFLICT``
+        (as llm-config holds a clashing name) and claims nothing.
+        """
+        keys = unique_keys(self.rules.unique, entry.plain) if entry is not None else []
+        taken = any(self._keys.get(key, item_id) != item_id for key in keys)
+        if old is not None:
+            for key in unique_keys(self.rules.unique, old.plain):
+                if self._keys.get(key) == item_id:
+                    del self._keys[key]
+        if taken:
+            return False
+        for key in keys:
+            self._keys[key] = item_id
+        return True
 
     async def _apply(self, feed: Feed) -> None:
         """Apply committed changes in revision order (lock held); reload when the log cannot tell."""

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 import bridge
 from bridge.client import BridgeClient
+from tests.conftest import OPENAI_KEY, openai_config
 from tests.helpers.templates import running
 
 TOKEN = "whsec-" + "Q7r8S9t0" * 5
@@ -64,7 +65,7 @@ async def test_secrets_never_leave_the_server_and_rest_encrypted(tmp_path: Path)
                 "updatedAt",
                 "version",
             }
-            assert created["tokenPreview"] == f"{TOKEN[:3]}...{TOKEN[-3:]}"
+            assert created["tokenPreview"] == "••••" + TOKEN[-4:]
             kept = await client.invoke(
                 "webhook:update", {"id": created["id"], "updates": {"url": "https://b.example"}}
             )
@@ -90,6 +91,24 @@ async def test_secrets_never_leave_the_server_and_rest_encrypted(tmp_path: Path)
     assert SIGNING.encode() not in text
     assert TOKEN.encode() not in db_bytes(data)
     assert SIGNING.encode() not in db_bytes(data)
+
+
+async def test_a_short_secret_preview_shows_none_of_it_and_a_long_one_only_its_last_4(tmp_path: Path) -> None:
+    async with (
+        running(tmp_path / "data", registry()) as served,
+        BridgeClient(served.url, served.token, schema_hash=served.schema_hash()) as client,
+    ):
+        short = await client.invoke(
+            "webhook:create",
+            {"item": {"url": "https://a.example", "token": "pa55w0rd!x", "signingKey": "k" * 15}},
+        )
+        assert short["tokenPreview"] == short["signingKeyPreview"] == "••••••••"
+        long = await client.invoke(
+            "webhook:create", {"item": {"url": "https://b.example", "token": "abcdefghijkl3456"}}
+        )
+        assert long["tokenPreview"] == "••••3456"
+        config = await client.invoke("llm-config:create", {"config": openai_config()})
+        assert config["apiKeyPreview"] == f"{OPENAI_KEY[:3]}...{OPENAI_KEY[-3:]}"  # unchanged
 
 
 async def test_a_ciphertext_moved_to_another_row_or_field_does_not_open(tmp_path: Path) -> None:
@@ -122,6 +141,36 @@ async def test_a_ciphertext_moved_to_another_row_or_field_does_not_open(tmp_path
     events = [e for e in logs if e["event"] == "security_event"]
     assert sorted(e["id"] for e in events) == sorted([b.id, c.id])
     assert TOKEN not in repr(logs)
+
+
+async def test_a_plaintext_secret_or_a_preview_without_a_secret_in_a_stored_row_is_quarantined(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    async with running(data, registry()) as served:
+        service = served.collections["webhook"]
+        a = await service.create(Webhook(url="https://a.example", token=TOKEN))
+        b = await service.create(Webhook(url="https://b.example", token=TOKEN, signing_key=SIGNING))
+        c = await service.create(Webhook(url="https://c.example", token=TOKEN))
+    with sqlite3.connect(data / "collections.db") as db:
+        # Another program writes A's token in plain text beside its sealed copy, and drops
+        # B's sealed signing key but leaves its preview.
+        db.execute("UPDATE items SET data = json_set(data, '$.token', ?) WHERE id = ?", (TOKEN, a.id))
+        db.execute(
+            "UPDATE items SET data = json_remove(data, '$.\"$sealed\".signing_key') WHERE id = ?", (b.id,)
+        )
+    db.close()
+    with capture_logs() as logs:
+        async with running(data, registry()) as served:
+            service = served.collections["webhook"]
+            assert [v.id for v in service.list()] == [c.id]
+            assert service.quarantined() == {
+                a.id: "PLAINTEXT_SECRET",
+                b.id: "signing_key_preview.INVALID_FORMAT",
+            }
+    assert [e["id"] for e in logs if e["event"] == "security_event"] == [a.id]
+    assert TOKEN not in repr(logs)
+    assert SIGNING not in repr(logs)
 
 
 async def test_rotate_key_reseals_collection_secrets_and_retires_the_old_key(tmp_path: Path) -> None:
