@@ -45,7 +45,7 @@ from bridge.collection.protocol import (
 )
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
 from bridge.keystore import KEY_ID_BYTES
-from bridge.storage.sqlite import damage_of, move_aside
+from bridge.storage.sqlite import damage_of, move_aside, write_transaction
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -167,16 +167,11 @@ class SqliteCollectionStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             if version < SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with write_transaction(conn):
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
         except BaseException:
             conn.close()
             raise
@@ -264,8 +259,7 @@ class SqliteCollectionStore:
         """
 
         def work(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 rows = conn.execute(
                     f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
                 ).fetchall()
@@ -286,11 +280,6 @@ class SqliteCollectionStore:
                     )
                     _log(conn, collection, revision, item_id=item.id, kind="updated", row=encode_entry(again))
                     count += 1
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return count
 
         return await self._run(work)
@@ -384,26 +373,18 @@ class SqliteCollectionStore:
         """
 
         def work(conn: sqlite3.Connection) -> Feed | None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 found = conn.execute(
                     "SELECT version FROM items WHERE collection = ? AND id = ?", (collection, item_id)
                 ).fetchone()
                 check_write(item_id, None if found is None else found[0], expected_version, None)
                 if found is None:
-                    conn.execute("COMMIT")
                     return None
                 revision = _bump(conn, collection)
                 conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
                 conn.execute("DELETE FROM items WHERE collection = ? AND id = ?", (collection, item_id))
                 _log(conn, collection, revision, item_id=item_id, kind="deleted", row=None)
-                feed = _feed(conn, collection, since, revision, Change(revision, item_id, "deleted", None))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return feed
+                return _feed(conn, collection, since, revision, Change(revision, item_id, "deleted", None))
 
         return await self._run(work)
 
@@ -485,17 +466,10 @@ def _feed(conn: sqlite3.Connection, collection: str, since: int, revision: int, 
 def _transaction(
     conn: sqlite3.Connection, collection: str, since: int, kind: str, write: Callable[[], StoredItem]
 ) -> Feed:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         item = write()
         _log(conn, collection, item.revision, item_id=item.id, kind=kind, row=encode_entry(item))
-        feed = _feed(conn, collection, since, item.revision, Change(item.revision, item.id, kind, item))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return feed
+        return _feed(conn, collection, since, item.revision, Change(item.revision, item.id, kind, item))
 
 
 def examine_collections(path: Path) -> tuple[int, list[tuple[str, StoredItem]]]:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -245,6 +245,26 @@ def _is_busy(exc: sqlite3.DatabaseError) -> bool:
     return code in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED} or "locked" in str(exc)
 
 
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: ``BEGIN IMMEDIATE``, ``COMMIT`` when the block ends, ``ROLLBACK`` if it raises.
+
+    Used by every write of both SQLite files (``bridge.db`` and ``collections.db``).
+
+    Raises:
+        Whatever the block or the ``COMMIT`` raises (``sqlite3.Error``, ``BaseException``),
+        after rolling back.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def damage_of(path: Path) -> str | None:
     """Return why the SQLite file at ``path`` is unusable, or None when healthy or absent.
 
@@ -418,14 +438,8 @@ class SqliteConfigStore:
         self._repair(conn)
 
     def _repair(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             repaired = repair_structure(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         if repaired:
             self.repaired.extend(repaired)
             log.warning("store_repaired", path=str(self.path), findings=repaired)
@@ -642,8 +656,7 @@ class SqliteConfigStore:
         """
 
         def work(conn: sqlite3.Connection) -> WriteOutcome:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None or (
                     conn.execute("SELECT 1 FROM meta WHERE id = 1").fetchone() is None
                 ):
@@ -652,13 +665,7 @@ class SqliteConfigStore:
                 written = fn(conn)
                 revision = _revision(conn)
                 own = own_change(written, revision_before, revision)
-                outcome = _feed(conn, since, revision_before, revision, own=own, current=written.current)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return outcome
+                return _feed(conn, since, revision_before, revision, own=own, current=written.current)
 
         return await self._run(work)
 
@@ -739,8 +746,7 @@ class SqliteConfigStore:
         """
 
         def work(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 rows = _rows(conn.execute(f"SELECT {_COLUMNS} FROM configs ORDER BY seq").fetchall())
                 count = 0
                 for row in rows:
@@ -748,11 +754,6 @@ class SqliteConfigStore:
                     if sealed is not None:
                         conn.execute("UPDATE configs SET api_key_ct = ? WHERE id = ?", (sealed, row.id))
                         count += 1
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return count
 
         return await self._run(work)
