@@ -22,13 +22,12 @@ import functools
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from bridge.backoff import backoff_delays
 from bridge.errors import (
-    BridgeError,
     ConfigNotFoundError,
     ConfigOperationFailedError,
     DuplicateConfigNameError,
@@ -48,14 +47,12 @@ from bridge.models import (
 from bridge.service.events import EventBus
 from bridge.service.merge import merge_patch, rederive_row
 from bridge.service.rules import NAME_CONFLICT, SECURITY_REASONS, Verdict, check_row
-from bridge.storage.base import ConfigStore, StoredConfig, StoreState, WriteOutcome, backoff_delays
+from bridge.state import Cache, Quarantine, apply_feed, committed, follow, printable_id, shielded, utc_now
+from bridge.storage.base import Change, ConfigStore, StoredConfig, StoreState, WriteOutcome
+
+__all__ = ["CacheInfo", "LlmConfigService", "QuarantinedConfig", "printable_id", "to_view", "utc_now"]
 
 log = structlog.get_logger(__name__)
-
-
-def utc_now() -> str:
-    """Return the current time as ISO 8601 UTC with milliseconds and a ``Z`` suffix."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # Every view has every field set: one shared set instead of one new set per view (a
@@ -83,13 +80,6 @@ _ENTRY_OVERHEAD = 200
 """Rough bytes of one cached entry's Python objects besides its text (for ``cache.bytes``)."""
 _VIEW_OVERHEAD = 300
 """Rough bytes of one built view (a pydantic instance sharing the row's strings)."""
-
-
-def printable_id(config_id: object) -> str:
-    r"""An id as it may be logged or sent: bytes that were not UTF-8 shown as ``\xNN``."""
-    if isinstance(config_id, str):
-        return config_id.encode("utf-8", "backslashreplace").decode("utf-8")
-    return repr(config_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,44 +130,6 @@ class _Entry:
         return view
 
 
-class _Cache(dict[str, _Entry]):
-    """The cached entries by id, in creation order, with their views as one shared tuple.
-
-    Every mutation drops the tuple (it is rebuilt on the next :meth:`views`), so an
-    unchanged cache hands out the same tuple object: a consumer may memoise what it
-    derives from the whole list by identity. Reads (``get``, ``in``) are ``dict``'s own.
-    """
-
-    __slots__ = ("_views",)
-
-    def __init__(self, entries: Iterable[tuple[str, _Entry]] = ()) -> None:
-        super().__init__(entries)
-        self._views: tuple[LlmConfigView, ...] | None = None
-
-    def __setitem__(self, key: str, value: _Entry) -> None:
-        self._views = None
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: str) -> None:
-        self._views = None
-        super().__delitem__(key)
-
-    def pop(self, key: str, default: Any = None) -> Any:
-        self._views = None
-        return super().pop(key, default)
-
-    def clear(self) -> None:
-        self._views = None
-        super().clear()
-
-    def views(self) -> tuple[LlmConfigView, ...]:
-        """Every entry's view in creation order; the same tuple until the cache changes."""
-        views = self._views
-        if views is None:
-            views = self._views = tuple([entry.view for entry in self.values()])
-        return views
-
-
 @dataclass(frozen=True, slots=True)
 class CacheInfo:
     """Cache statistics: ``count`` configs at ``revision``; ``loaded`` once initialized.
@@ -209,7 +161,7 @@ class LlmConfigService:
         self._store = store
         self._cipher = cipher
         self._watch = watch
-        self._cache = _Cache()
+        self._cache: Cache[_Entry] = Cache()
         self._revision = 0
         self._lock = asyncio.Lock()
         self._load_task: asyncio.Task[None] | None = None
@@ -217,8 +169,7 @@ class LlmConfigService:
         self._load_failed = False
         self._closed = False
         self._watcher: asyncio.Task[None] | None = None
-        self._quarantine: dict[str, str] = {}
-        """Quarantined row id → reason code."""
+        self._quarantine = Quarantine("config_quarantined", SECURITY_REASONS)
         self._reserved: dict[str, str] = {}
         """Name keys of quarantined rows → their id (a create with one gets 4009)."""
         self._stale: dict[str, StoredConfig] = {}
@@ -256,8 +207,7 @@ class LlmConfigService:
                 )
                 await self._repair_stale()
             self._loaded = True
-        if self._watch and self._watcher is None:
-            self._watcher = asyncio.create_task(self._follow_store(), name="store-watcher")
+        self._start_watcher()
 
     async def start(self, state: StoreState | None) -> None:
         """Initialize from ``state``, read by the caller (start-up reads the store once).
@@ -274,8 +224,7 @@ class LlmConfigService:
             async with self._lock:
                 self._load_failed = True
                 self._loaded = True
-            if self._watch and self._watcher is None:
-                self._watcher = asyncio.create_task(self._follow_store(), name="store-watcher")
+            self._start_watcher()
             return
         self._load_task = asyncio.ensure_future(self._initial_load(state))
         await asyncio.shield(self._load_task)
@@ -295,34 +244,32 @@ class LlmConfigService:
         async with self._lock:
             self._cache.clear()
 
-    async def _follow_store(self) -> None:
-        """Apply other processes' commits as they are noticed (DESIGN §3); never stops.
+    def _start_watcher(self) -> None:
+        """Follow other processes' commits (DESIGN §3) with :func:`bridge.state.follow`."""
+        if self._watch and self._watcher is None:
+            follower = follow(
+                self._store_moved,
+                self._catch_up,
+                closed=lambda: self._closed,
+                backoff=backoff_delays,
+                failed="store_follow_failed",
+                recovered="store_follow_recovered",
+            )
+            self._watcher = asyncio.create_task(follower, name="store-watcher")
 
-        A failure (the store unreadable, the change feed broken) is retried with capped
-        exponential backoff and full jitter, and the retry is a full reload: the table,
-        not the log, is the truth. A degraded service (failed load) retries its load the
-        same way without waiting for a change.
-        """
-        delay: Callable[[], float] | None = None
-        while not self._closed:
-            try:
-                if delay is None and not self._load_failed:
-                    await self._store.wait_for_change()
-                async with self._lock:
-                    if delay is not None or self._load_failed:
-                        await self._reload()
-                    else:
-                        await self._apply(await self._store.changes_since(self._revision))
-                    await self._repair_stale()
-                if delay is not None:
-                    log.info("store_follow_recovered")
-                delay = None
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("store_follow_failed")
-                delay = delay or backoff_delays(base_s=0.1, cap_s=5.0)
-                await asyncio.sleep(delay())
+    async def _store_moved(self) -> None:
+        """Wait for another process's commit; at once while degraded (the load is retried)."""
+        if not self._load_failed:
+            await self._store.wait_for_change()
+
+    async def _catch_up(self, recovering: bool) -> None:
+        """Apply the change feed, or reload everything after a failure or a failed load."""
+        async with self._lock:
+            if recovering or self._load_failed:
+                await self._reload()
+            else:
+                await self._apply(await self._store.changes_since(self._revision))
+            await self._repair_stale()
 
     async def _reload(self) -> None:
         """Full reload from the store (lock held); clears the degraded state."""
@@ -427,7 +374,9 @@ class LlmConfigService:
 
     def quarantined(self) -> builtins.list[QuarantinedConfig]:
         """Return the quarantined rows (id, reason code), in the order they were met."""
-        return [QuarantinedConfig(printable_id(cid), reason) for cid, reason in self._quarantine.items()]
+        return [
+            QuarantinedConfig(printable_id(cid), reason) for cid, reason in self._quarantine.reasons().items()
+        ]
 
     async def validate_cache(self) -> dict[str, Any]:
         """Compare the cache with the store.
@@ -456,7 +405,7 @@ class LlmConfigService:
 
     # ---- writes ---------------------------------------------------------------------
 
-    async def _write(self, op: Callable[[int], Any]) -> WriteOutcome:
+    async def _write(self, op: Callable[[int], Awaitable[WriteOutcome]]) -> WriteOutcome:
         """Run one store write under the lock, then apply and publish its changes.
 
         The write and the cache update run in a task of their own, shielded from the
@@ -464,19 +413,11 @@ class LlmConfigService:
         and store apart, and the event is still sent.
         """
         await self._ensure_loaded()
-        task = asyncio.ensure_future(self._write_locked(op))
-        task.add_done_callback(_retrieve)
-        return await asyncio.shield(task)
+        return await shielded(self._write_locked(op))
 
-    async def _write_locked(self, op: Callable[[int], Any]) -> WriteOutcome:
+    async def _write_locked(self, op: Callable[[int], Awaitable[WriteOutcome]]) -> WriteOutcome:
         async with self._lock:
-            try:
-                outcome: WriteOutcome = await op(self._revision)
-            except BridgeError:
-                raise
-            except Exception:
-                log.exception("store_write_failed")
-                raise ConfigOperationFailedError from None
+            outcome = await committed(op(self._revision), "store_write_failed")
             try:
                 await self._apply(outcome)
                 await self._repair_stale()
@@ -613,27 +554,22 @@ class LlmConfigService:
         rules, the table (the truth) is reloaded instead, and a bad row is then
         quarantined from what the table holds, never from what the log claims.
         """
-        if outcome.changes is None:
-            await self._reload()
-            return
-        verdicts: builtins.list[Verdict | None] = []
-        for change in outcome.changes:
-            if change.undecodable:
-                log.warning(
-                    "change_log_entry_rejected", revision=change.revision, reason="UNDECODABLE_CHANGE"
-                )
-                await self._reload()
-                return
-            verdict = None if change.config is None else check_row(change.config, self._cipher)
-            if verdict is not None and verdict.reason is not None:
-                log.warning("change_log_entry_rejected", revision=change.revision, reason=verdict.reason)
-                await self._reload()
-                return
-            verdicts.append(verdict)
-        for change, verdict in zip(outcome.changes, verdicts, strict=True):
-            # Each change carries its row as of its revision: one event per revision.
-            self._apply_row(change.id, change.config, change.revision, verdict)
-        self._revision = max(self._revision, outcome.revision)
+        revision = await apply_feed(
+            outcome, self._revision, check=self._check_change, apply=self._apply_change, reload=self._reload
+        )
+        if revision is not None:
+            self._revision = revision
+
+    def _check_change(self, change: Change) -> tuple[str | None, Verdict | None]:
+        """A change-log entry's verdict (its row checked with the write rules); None for a deletion."""
+        if change.config is None:
+            return None, None
+        verdict = check_row(change.config, self._cipher)
+        return verdict.reason, verdict
+
+    def _apply_change(self, change: Change, verdict: Verdict | None) -> None:
+        # Each change carries its row as of its revision: one event per revision.
+        self._apply_row(change.id, change.config, change.revision, verdict)
 
     def _apply_row(
         self, config_id: str, row: StoredConfig | None, revision: int, verdict: Verdict | None = None
@@ -673,12 +609,8 @@ class LlmConfigService:
     def _hold(self, row: StoredConfig, reason: str) -> None:
         """Quarantine ``row``: out of the cache, its name reserved, logged once per reason."""
         config_id = row.id
-        if self._quarantine.get(config_id) != reason:
-            if reason in SECURITY_REASONS:
-                log.error("security_event", kind=reason, id=printable_id(config_id))
-            log.warning("config_quarantined", id=printable_id(config_id), reason=reason)
-        self._release(config_id)
-        self._quarantine[config_id] = reason
+        self._unreserve(config_id)
+        self._quarantine.hold(config_id, reason)
         self._stale.pop(config_id, None)
         for value in (row.name_key, row.custom_name):
             if isinstance(value, str):
@@ -691,15 +623,19 @@ class LlmConfigService:
         Returns:
             True when it was quarantined.
         """
-        if self._quarantine.pop(config_id, None) is None:
+        if not self._quarantine.release(config_id):
             return False
+        self._unreserve(config_id)
+        return True
+
+    def _unreserve(self, config_id: str) -> None:
+        """Free the names a quarantined ``config_id`` held reserved."""
         for key in [k for k, owner in self._reserved.items() if owner == config_id]:
             del self._reserved[key]
-        return True
 
     def _reorder(self) -> None:
         """Put a restored row back in creation order (rare: a stable sort by ``createdAt``)."""
-        self._cache = _Cache(sorted(self._cache.items(), key=lambda item: item[1].row.created_at))
+        self._cache.reorder(lambda entry: entry.row.created_at)
 
     async def _repair_stale(self) -> None:
         """Rewrite rows whose derived fields another program left stale (lock held).
@@ -738,7 +674,7 @@ class LlmConfigService:
         last, because the row that would say when it was deleted is gone.
         """
         old = self._cache
-        fresh = _Cache()
+        fresh: Cache[_Entry] = Cache()
         differences: builtins.list[tuple[int, ChangeType, _Entry]] = []
         present: set[str] = set()
         for row in rows:
@@ -760,8 +696,8 @@ class LlmConfigService:
             entry = fresh[row.id] = _Entry(row)
             kind = ChangeType.CREATED if previous is None else ChangeType.UPDATED
             differences.append((row.revision or revision, kind, entry))
-        for config_id in [cid for cid in self._quarantine if cid not in present]:
-            self._release(config_id)
+        for config_id in self._quarantine.keep_only(present):
+            self._unreserve(config_id)
         deleted = [config_id for config_id in old if config_id not in fresh]
         self._cache = fresh
         self._revision = revision
@@ -773,9 +709,3 @@ class LlmConfigService:
             self.events.publish(LlmConfigChanged(type=kind, id=view.id, revision=row_revision, config=view))
         for config_id in deleted:
             self.events.publish(LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision))
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Consume the outcome of a write whose caller was cancelled (no 'never retrieved')."""
-    if not task.cancelled():
-        task.exception()

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from bridge.keystore import KEY_ID_BYTES, DataKey, DecryptionError, KeyCipher, key_id_of, new_key_set
-from bridge.service.llm_config import printable_id
 from bridge.service.rules import check_row
+from bridge.state import printable_id
 from bridge.storage.base import ConfigStore, StoredConfig
 
 log = structlog.get_logger(__name__)
