@@ -29,6 +29,7 @@ from bridge.backoff import backoff_delays
 from bridge.collection.protocol import (
     SEALED,
     UNDECODABLE_ROW,
+    Change,
     CollectionStore,
     Feed,
     StaleBaseError,
@@ -51,7 +52,6 @@ from bridge.errors import (
 from bridge.keystore import KEY_ID_BYTES, DecryptionError, KeyCipher
 from bridge.models import ChangeType, field_errors, validation_error
 from bridge.service.events import EventBus
-from bridge.service.llm_config import printable_id, utc_now
 from bridge.service.rules import (
     CIPHERTEXT_AUTH_FAILED,
     NAME_CONFLICT,
@@ -59,6 +59,7 @@ from bridge.service.rules import (
     valid_stored_id,
     valid_timestamp,
 )
+from bridge.state import Cache, Quarantine, apply_feed, committed, follow, printable_id, shielded, utc_now
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -74,7 +75,7 @@ PLAINTEXT_SECRET: Final = "PLAINTEXT_SECRET"  # noqa: S105 - a reason code, not 
 ``data`` (outside ``$sealed``), as only another program writes it. The value is never logged.
 (A ``<field>_preview`` without a sealed secret is ``<field>_preview.INVALID_FORMAT``.)"""
 SECURITY_REASONS: Final = frozenset({CIPHERTEXT_AUTH_FAILED, PLAINTEXT_SECRET})
-"""Quarantine reasons logged as ``security_event`` instead of ``item_quarantined``."""
+"""Quarantine reasons that are security events (``security_event`` is logged besides ``item_quarantined``)."""
 UNKNOWN_REFERENCE: Final = "UNKNOWN_REFERENCE"
 """Field code of a reference to an id that does not exist (-32602)."""
 MAX_WRITE_ATTEMPTS: Final = 5
@@ -126,14 +127,15 @@ class CollectionService:
         self._cipher = cipher
         self._resolve = resolve
         self._watch = watch
-        self._cache: dict[str, _Entry] = {}
+        self._cache: Cache[_Entry] = Cache()
         # (unique field, key) → id of the cached item holding it: a stored row whose key
         # another served item holds (rows written without item_keys) is NAME_CONFLICT.
         self._keys: dict[tuple[str, str], str] = {}
-        self._views: tuple[Any, ...] | None = None
         self._revision = 0
         self._lock = asyncio.Lock()
-        self._quarantine: dict[str, str] = {}
+        self._quarantine = Quarantine("item_quarantined", SECURITY_REASONS, collection=rules.name)
+        self._seen = -1
+        """The store's ``data_version`` when the cache last caught up."""
         self._closed = False
         self._loaded = False
         self._load_failed = False
@@ -164,7 +166,17 @@ class CollectionService:
                 "collection_loaded", collection=self.name, count=len(self._cache), revision=self._revision
             )
         if self._watch:
-            self._watcher = asyncio.create_task(self._follow(), name=f"collection-watcher-{self.name}")
+            self._seen = self._store.data_version()
+            follower = follow(
+                self._store_moved,
+                self._follow_step,
+                closed=lambda: self._closed,
+                backoff=backoff_delays,
+                failed="collection_follow_failed",
+                recovered="collection_follow_recovered",
+                collection=self.name,
+            )
+            self._watcher = asyncio.create_task(follower, name=f"collection-watcher-{self.name}")
 
     async def close(self) -> None:
         """Stop following the store; later calls raise 5003."""
@@ -210,9 +222,7 @@ class CollectionService:
     def list(self) -> tuple[Any, ...]:
         """Every view in creation order (a tuple kept until the next change; empty if none)."""
         self._ready()
-        if self._views is None:
-            self._views = tuple(entry.view for entry in self._cache.values())
-        return self._views
+        return self._cache.views()
 
     def snapshot(self) -> tuple[int, tuple[Any, ...]]:
         """Return ``(revision, views)``: every view in creation order and the revision they reflect."""
@@ -220,7 +230,7 @@ class CollectionService:
 
     def quarantined(self) -> dict[str, str]:
         """Quarantined row id → reason code (e.g. ``name.INVALID_LENGTH``, ``CIPHERTEXT_AUTH_FAILED``)."""
-        return dict(self._quarantine)
+        return self._quarantine.reasons()
 
     async def secret(self, item_id: str, field: str) -> str | None:
         """Return the plaintext of secret ``field`` of ``item_id`` (server side only); None when unknown."""
@@ -249,11 +259,9 @@ class CollectionService:
         item_id = str(uuid.uuid4())
         data, plain = self._seal(item_id, values, {}, set(values))
         keys = unique_keys(self.rules.unique, plain)
-        async with self._lock:
-            feed = await self._commit(
-                self._store.insert(self.name, item_id, data, keys=keys, now=utc_now(), since=self._revision)
-            )
-            await self._apply(feed)
+        await self._write(
+            lambda since: self._store.insert(self.name, item_id, data, keys=keys, now=utc_now(), since=since)
+        )
         return self._written(item_id)
 
     async def update(self, item_id: str, updates: BaseModel, expected_version: int | None = None) -> Any:
@@ -270,7 +278,8 @@ class CollectionService:
         self._writable()
         sent = updates.model_dump(mode="json", by_alias=False, include=updates.model_fields_set)
         await self._check_references(sent, set(sent), "updates")
-        view = await self._modify(item_id, lambda _: sent, expected_version)
+        # Shielded like create and delete: a cancelled caller never splits store and cache.
+        view = await shielded(self._modify(item_id, lambda _: sent, expected_version))
         if view is None:  # pragma: no cover - a client patch always applies
             raise ConfigOperationFailedError
         return view
@@ -286,13 +295,10 @@ class CollectionService:
             ConfigOperationFailedError: the store failed (5000; nothing changed).
         """
         self._writable()
-        async with self._lock:
-            feed = await self._commit(
-                self._store.delete(self.name, item_id, expected_version, self._revision)
-            )
-            if feed is None:
-                return False
-            await self._apply(feed)
+        if not await self._write(
+            lambda since: self._store.delete(self.name, item_id, expected_version, since)
+        ):
+            return False
         await self.events.settle()
         return True
 
@@ -420,7 +426,7 @@ class CollectionService:
                 data, plain = self._seal(item_id, values, entry.item.data or {}, effective)
                 keys = unique_keys(self.rules.unique, plain)
                 try:
-                    feed = await self._commit(
+                    feed = await self._committed(
                         self._store.update(
                             self.name,
                             item_id,
@@ -440,15 +446,27 @@ class CollectionService:
             return self._written(item_id)
         raise ConfigOperationFailedError("The item kept changing; try again")
 
-    async def _commit(self, write: Awaitable[T]) -> T:
+    async def _write(self, write: Callable[[int], Awaitable[Feed | None]]) -> bool:
+        """Run ``write(since)`` under the lock and apply its feed; False when it wrote nothing.
+
+        The write and the cache update run in a task of their own, shielded from the
+        caller's cancellation (:func:`bridge.state.shielded`): a caller cancelled while
+        its write runs never leaves cache and store apart, and the event is still sent.
+        """
+        return await shielded(self._write_locked(write))
+
+    async def _write_locked(self, write: Callable[[int], Awaitable[Feed | None]]) -> bool:
+        async with self._lock:
+            feed = await self._committed(write(self._revision))
+            if feed is None:
+                return False
+            await self._apply(feed)
+            return True
+
+    def _committed(self, write: Awaitable[T]) -> Awaitable[T]:
         """Await one store write; a failure that is not a refusal is 5000 (nothing changed)."""
-        try:
-            return await write
-        except (BridgeError, StaleBaseError):
-            raise
-        except Exception:
-            log.exception("collection_write_failed", collection=self.name)
-            raise ConfigOperationFailedError from None
+        refusals = (BridgeError, StaleBaseError)
+        return committed(write, "collection_write_failed", refusals=refusals, collection=self.name)
 
     def _current(self, entry: _Entry) -> tuple[dict[str, Any], set[str]]:
         """The entry's fields with its secrets opened, and the secrets that do not open (a held row's)."""
@@ -635,12 +653,6 @@ class CollectionService:
             shown[field + PREVIEW_SUFFIX] = preview
         return values, shown
 
-    def _hold(self, item_id: str, reason: str) -> None:
-        if self._quarantine.get(item_id) != reason:
-            event = "security_event" if reason in SECURITY_REASONS else "item_quarantined"
-            log.warning(event, collection=self.name, id=printable_id(item_id), reason=reason)
-        self._quarantine[item_id] = reason
-
     def _publish(self, kind: ChangeType, item_id: str, revision: int, view: Any = None) -> None:
         changed: Any = self._types.changed
         self.events.publish(changed(type=kind, id=item_id, revision=revision, item=view))
@@ -653,25 +665,19 @@ class CollectionService:
         if not self._claim_keys(item_id, old, entry):
             entry, reason = None, NAME_CONFLICT
         if item is not None and reason is not None:
-            self._hold(item_id, reason)
+            self._quarantine.hold(item_id, reason)
         else:
-            self._quarantine.pop(item_id, None)
+            self._quarantine.release(item_id)
         if entry is None:
             if old is not None:
                 del self._cache[item_id]
-                self._views = None
                 if publish:
                     self._publish(ChangeType.DELETED, item_id, revision)
             return
         if old is not None and old.item == entry.item:
             return
-        # The cache is kept in creation order, so its last entry has the highest seq: a new
-        # item goes at the end (O(1)) unless another process created it before that one.
-        last = next(reversed(self._cache.values()), None) if old is None else None
-        self._cache[item_id] = entry
-        if last is not None and entry.item.seq < last.item.seq:
-            self._cache = dict(sorted(self._cache.items(), key=lambda kv: kv[1].item.seq))
-        self._views = None
+        # Creation order: a new item goes last unless another process created it earlier.
+        self._cache.place(item_id, entry, _seq)
         if publish:
             kind = ChangeType.CREATED if old is None else ChangeType.UPDATED
             self._publish(kind, item_id, revision, entry.view)
@@ -697,16 +703,19 @@ class CollectionService:
 
     async def _apply(self, feed: Feed) -> None:
         """Apply committed changes in revision order (lock held); reload when the log cannot tell."""
-        changes = feed.changes
-        if changes is None or any(c.undecodable for c in changes):
-            await self._reload()
-            return
-        for change in changes:
-            if change.revision <= self._revision:
-                continue
-            self._apply_item(change.id, change.item, change.revision)
-            self._revision = change.revision
-        self._revision = max(self._revision, feed.revision)
+        revision = await apply_feed(
+            feed,
+            self._revision,
+            check=_unchecked,
+            apply=self._apply_change,
+            reload=self._reload,
+            collection=self.name,
+        )
+        if revision is not None:
+            self._revision = revision
+
+    def _apply_change(self, change: Change, _: None) -> None:
+        self._apply_item(change.id, change.item, change.revision)
 
     async def _catch_up(self) -> None:
         await self._apply(await self._store.changes_since(self.name, self._revision))
@@ -729,39 +738,39 @@ class CollectionService:
         for item_id in builtins.list(self._cache):
             if item_id not in present:
                 self._apply_item(item_id, None, revision, publish=publish)
-        for item_id in builtins.list(self._quarantine):
-            if item_id not in present:
-                del self._quarantine[item_id]
+        self._quarantine.keep_only(present)
         for item in items:
             self._apply_item(item.id, item, revision, publish=publish)
-        self._cache = dict(sorted(self._cache.items(), key=lambda kv: kv[1].item.seq))
-        self._views = None
+        self._cache.reorder(_seq)
         self._revision = revision
 
-    async def _follow(self) -> None:
-        """Apply other processes' commits as ``PRAGMA data_version`` reveals them; never stops."""
-        seen = self._store.data_version()
-        delay: Callable[[], float] | None = None
-        while not self._closed:
-            await asyncio.sleep(self._store.poll_interval_s if delay is None else delay())
-            try:
-                if self._load_failed:
-                    seen = self._store.data_version()
-                    await self._recover()
-                    delay = None
-                    continue
-                now = self._store.data_version()
-                if now == seen and now != -1 and delay is None:
-                    continue
-                async with self._lock:
-                    await self._catch_up()
-                seen = now
-                delay = None
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("collection_follow_failed", collection=self.name)
-                delay = delay or backoff_delays(base_s=0.1, cap_s=5.0)
+    async def _store_moved(self) -> None:
+        """Poll ``data_version`` until another commit shows (DESIGN §3); one poll while degraded."""
+        while True:
+            await asyncio.sleep(self._store.poll_interval_s)
+            now = self._store.data_version()
+            if self._load_failed or now != self._seen or now == -1:
+                return
+
+    async def _follow_step(self, recovering: bool) -> None:
+        """Catch up with the feed; reload after a failure; retry a failed load (then repair references)."""
+        now = self._store.data_version()
+        if self._load_failed:
+            await self._recover()
+        else:
+            async with self._lock:
+                await (self._reload() if recovering else self._catch_up())
+        self._seen = now
+
+
+def _seq(entry: _Entry) -> int:
+    """An entry's creation order (the store's ``seq``)."""
+    return entry.item.seq
+
+
+def _unchecked(_: Change) -> tuple[None, None]:
+    """Feed entries need no check of their own: :meth:`CollectionService._verdict` checks each row."""
+    return None, None
 
 
 async def reseal_secrets(store: CollectionStore, cipher: KeyCipher) -> tuple[int, int, set[bytes]]:
