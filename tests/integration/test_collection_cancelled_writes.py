@@ -1,0 +1,126 @@
+"""A collection write whose caller is cancelled mid-write: cache and store stay equal, the event is sent.
+
+The same guarantee as ``llm-config`` (DESIGN §4), given by the shared
+:func:`bridge.state.shielded`. Real SQLite file; the fault (a store write that commits,
+then stalls while its caller is cancelled) is injected by wrapping one store method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.collection.service import CollectionService
+from bridge.collection.sqlite import SqliteCollectionStore
+from bridge.keystore import DataKey, KeyCipher
+from tests.helpers.templates import load_example
+
+CIPHER = KeyCipher(DataKey(b"k" * 32, "file"))
+TIMEOUT_S = 15.0
+NAME = "prompt-template"
+
+
+@pytest.fixture
+async def opened(tmp_path: Path) -> AsyncIterator[tuple[CollectionService, SqliteCollectionStore]]:
+    """The example's prompt-template service on a fresh file, not following it (nothing else writes)."""
+    store = SqliteCollectionStore(tmp_path / "collections.db")
+    await store.open()
+    service = CollectionService(load_example().PROMPT_TEMPLATES.rules, store, CIPHER, watch=False)
+    await service.start()
+    try:
+        yield service, store
+    finally:
+        await service.close()
+        await store.close()
+
+
+def stall_after_commit(
+    store: SqliteCollectionStore, method: str
+) -> tuple[asyncio.Event, asyncio.Event, Callable[[], None]]:
+    """Make ``store.<method>`` commit, then wait: return (committed, release, undo)."""
+    committed, release = asyncio.Event(), asyncio.Event()
+    real: Callable[..., Awaitable[Any]] = getattr(store, method)
+
+    async def commit_then_stall(*args: Any, **kwargs: Any) -> Any:
+        feed = await real(*args, **kwargs)
+        committed.set()
+        await release.wait()  # the caller is cancelled here, after the commit
+        return feed
+
+    setattr(store, method, commit_then_stall)
+    return committed, release, lambda: setattr(store, method, real)
+
+
+async def cancel_mid_write(
+    service: CollectionService, store: SqliteCollectionStore, method: str, write: Awaitable[Any]
+) -> list[Any]:
+    """Run ``write``, cancel its caller after the store committed; return the events it sent."""
+    events: list[Any] = []
+    arrived = asyncio.Event()
+
+    def record(event: Any) -> None:
+        events.append(event)
+        arrived.set()
+
+    service.events.subscribe(record)
+    committed, release, undo = stall_after_commit(store, method)
+    caller = asyncio.ensure_future(write)
+    try:
+        await asyncio.wait_for(committed.wait(), TIMEOUT_S)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        release.set()
+        await asyncio.wait_for(arrived.wait(), TIMEOUT_S)
+    finally:
+        undo()
+    return events
+
+
+async def assert_cache_equals_store(service: CollectionService, store: SqliteCollectionStore) -> None:
+    revision, items = await store.load(NAME)
+    assert [(v.id, v.version) for v in service.list()] == [(i.id, i.version) for i in items]
+    assert service.revision == revision
+
+
+async def test_a_create_whose_caller_is_cancelled_is_cached_and_sent_once(
+    opened: tuple[CollectionService, SqliteCollectionStore],
+) -> None:
+    service, store = opened
+    template = load_example().PromptTemplate(name="Groceries", template="t")
+    events = await cancel_mid_write(service, store, "insert", service.create(template))
+    assert [(e.type.value, e.item.name) for e in events] == [("created", "Groceries")]
+    assert service.read(events[0].id) is events[0].item
+    await assert_cache_equals_store(service, store)
+    # The next write applies the feed since the cache's revision: nothing of the first is left to send.
+    await service.create(load_example().PromptTemplate(name="Other", template="t"))
+    assert [(e.type.value, e.item.name) for e in events] == [("created", "Groceries"), ("created", "Other")]
+    await assert_cache_equals_store(service, store)
+
+
+async def test_an_update_whose_caller_is_cancelled_is_cached_and_sent_once(
+    opened: tuple[CollectionService, SqliteCollectionStore],
+) -> None:
+    service, store = opened
+    example = load_example()
+    made = await service.create(example.PromptTemplate(name="Before", template="t"))
+    updates = service.rules.types.patch.model_validate({"name": "After"})
+    events = await cancel_mid_write(service, store, "update", service.update(made.id, updates))
+    assert [(e.type.value, e.item.name, e.item.version) for e in events] == [("updated", "After", 2)]
+    assert service.read(made.id).name == "After"
+    await assert_cache_equals_store(service, store)
+
+
+async def test_a_delete_whose_caller_is_cancelled_leaves_the_cache_and_is_sent_once(
+    opened: tuple[CollectionService, SqliteCollectionStore],
+) -> None:
+    service, store = opened
+    made = await service.create(load_example().PromptTemplate(name="Gone", template="t"))
+    events = await cancel_mid_write(service, store, "delete", service.delete(made.id))
+    assert [(e.type.value, e.id) for e in events] == [("deleted", made.id)]
+    assert service.read(made.id) is None
+    await assert_cache_equals_store(service, store)
