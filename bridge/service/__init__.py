@@ -2,7 +2,8 @@
 
 from bridge.service.channels import register_llm_config_channels
 from bridge.service.events import EventBus
-from bridge.service.llm_config import CacheInfo, LlmConfigService, to_view, utc_now
+from bridge.service.llm_config import CacheInfo, LlmConfigService, to_view
+from bridge.state import utc_now
 
 __all__ = [
     "CacheInfo",
