@@ -170,10 +170,9 @@ class CollectionService:
             follower = follow(
                 self._store_moved,
                 self._follow_step,
-                closed=lambda: self._closed,
-                backoff=backoff_delays,
-                failed="collection_follow_failed",
-                recovered="collection_follow_recovered",
+                lambda: self._closed,
+                backoff_delays,
+                "collection_follow",
                 collection=self.name,
             )
             self._watcher = asyncio.create_task(follower, name=f"collection-watcher-{self.name}")

@@ -248,12 +248,7 @@ class LlmConfigService:
         """Follow other processes' commits (DESIGN §3) with :func:`bridge.state.follow`."""
         if self._watch and self._watcher is None:
             follower = follow(
-                self._store_moved,
-                self._catch_up,
-                closed=lambda: self._closed,
-                backoff=backoff_delays,
-                failed="store_follow_failed",
-                recovered="store_follow_recovered",
+                self._store_moved, self._catch_up, lambda: self._closed, backoff_delays, "store_follow"
             )
             self._watcher = asyncio.create_task(follower, name="store-watcher")
 

@@ -18,21 +18,19 @@ LAST_RETRY_S = 5.0
 async def follow(
     wait: Callable[[], Awaitable[object]],
     step: Callable[[bool], Awaitable[object]],
-    *,
     closed: Callable[[], bool],
     backoff: Callable[[float, float], Callable[[], float]],
-    failed: str,
-    recovered: str,
+    events: str,
     **context: str,
 ) -> None:
     """Run ``step`` each time ``wait`` returns, until ``closed()``; a failure is retried.
 
     A failure of either (the store unreadable, the change feed broken) is logged as
-    ``failed`` with its traceback, then retried after a delay from ``backoff`` (capped
+    ``<events>_failed`` with its traceback, then retried after a delay from ``backoff`` (capped
     exponential with full jitter, :func:`bridge.backoff.backoff_delays`, from
     :data:`FIRST_RETRY_S` to :data:`LAST_RETRY_S`) without waiting for a change; the retry is
     ``step(True)``, which reloads everything (the table, not the log, is the truth). The
-    first step that succeeds after failures logs ``recovered``. A degraded service (failed
+    first step that succeeds after failures logs ``<events>_recovered``. A degraded service (failed
     load) makes ``wait`` return at once so that ``step`` retries its load.
 
     Args:
@@ -42,13 +40,14 @@ async def follow(
             reload).
         closed: True once the service is closed (the loop ends).
         backoff: ``backoff(base_s, cap_s)`` returns successive delays in seconds.
-        failed: the log event of a failure (e.g. ``store_follow_failed``).
-        recovered: the log event of the first success after a failure.
+        events: the prefix of the log events: ``store_follow`` logs ``store_follow_failed``
+            and ``store_follow_recovered``.
         context: fields added to every log line.
 
     Raises:
         CancelledError: the task was cancelled (how :meth:`close` stops it).
     """
+    failed, recovered = f"{events}_failed", f"{events}_recovered"
     delay: Callable[[], float] | None = None
     while not closed():
         try:

@@ -172,12 +172,14 @@ async def test_the_follower_backs_off_after_a_failure_and_recovers_with_a_full_r
 
     with capture_logs() as logs:
         await asyncio.wait_for(
-            follow(wait, step, closed=lambda: closed, backoff=backoff, failed="f", recovered="r", c="x"),
+            follow(wait, step, lambda: closed, backoff, "x_follow", c="x"),
             TIMEOUT_S,
         )
     assert steps == [False, True, True, False]
     assert schedules == [(FIRST_RETRY_S, LAST_RETRY_S)]  # one schedule for the run of failures
-    assert [(e["event"], e["c"]) for e in logs] == [("f", "x"), ("f", "x"), ("r", "x")]
+    assert [(e["event"], e["c"]) for e in logs] == [("x_follow_failed", "x")] * 2 + [
+        ("x_follow_recovered", "x")
+    ]
 
 
 # ---- writes ----------------------------------------------------------------------------------
