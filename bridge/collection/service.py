@@ -221,7 +221,8 @@ class CollectionService:
     def list(self) -> tuple[Any, ...]:
         """Every view in creation order (a tuple kept until the next change; empty if none)."""
         self._ready()
-        return self._cache.views()
+        views = self._cache.built  # the hot path: no call once the tuple is built
+        return self._cache.views() if views is None else views
 
     def snapshot(self) -> tuple[int, tuple[Any, ...]]:
         """Return ``(revision, views)``: every view in creation order and the revision they reflect."""

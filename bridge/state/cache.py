@@ -28,45 +28,49 @@ class Cache(dict[str, E], Generic[E]):
     derives from the whole list by identity (the RPC binding keeps the list's wire JSON
     that way). Reads (``get``, ``in``, ``[]``) are ``dict``'s own: a hit costs one dict
     lookup, nothing more.
+
+    Attributes:
+        built: the shared tuple once :meth:`views` has built it, None after a change (read
+            it, never assign it): a hot path returns it without calling :meth:`views`.
     """
 
-    __slots__ = ("_views",)
+    __slots__ = ("built",)
 
     def __init__(self, entries: Iterable[tuple[str, E]] = ()) -> None:
         """Hold ``entries`` (``(id, entry)`` pairs) in the order given."""
         super().__init__(entries)
-        self._views: tuple[Any, ...] | None = None
+        self.built: tuple[Any, ...] | None = None
 
     def __setitem__(self, key: str, value: E) -> None:
         """Set ``key``'s entry (a new key goes last)."""
-        self._views = None
+        self.built = None
         super().__setitem__(key, value)
 
     def __delitem__(self, key: str) -> None:
         """Remove ``key``; raises KeyError when absent."""
-        self._views = None
+        self.built = None
         super().__delitem__(key)
 
     def pop(self, key: str, default: Any = None) -> Any:
         """Remove ``key`` and return its entry, or ``default`` (None) when absent."""
-        self._views = None
+        self.built = None
         return super().pop(key, default)
 
     def popitem(self) -> tuple[str, E]:
         """Remove and return the last ``(id, entry)``; raises KeyError when empty."""
-        self._views = None
+        self.built = None
         return super().popitem()
 
     def clear(self) -> None:
         """Drop every entry."""
-        self._views = None
+        self.built = None
         super().clear()
 
     def views(self) -> tuple[Any, ...]:
         """Every entry's view in creation order; the same tuple until the cache changes."""
-        views = self._views
+        views = self.built
         if views is None:
-            views = self._views = tuple([entry.view for entry in self.values()])
+            views = self.built = tuple([entry.view for entry in self.values()])
         return views
 
     def reorder(self, order: Callable[[E], Any]) -> None:
