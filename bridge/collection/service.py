@@ -59,7 +59,17 @@ from bridge.service.rules import (
     valid_stored_id,
     valid_timestamp,
 )
-from bridge.state import Cache, Quarantine, apply_feed, committed, follow, printable_id, shielded, utc_now
+from bridge.state import (
+    Cache,
+    Quarantine,
+    apply_feed,
+    committed,
+    follow,
+    printable_id,
+    shielded,
+    utc_now,
+    write_through,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -449,19 +459,23 @@ class CollectionService:
     async def _write(self, write: Callable[[int], Awaitable[Feed | None]]) -> bool:
         """Run ``write(since)`` under the lock and apply its feed; False when it wrote nothing.
 
-        The write and the cache update run in a task of their own, shielded from the
-        caller's cancellation (:func:`bridge.state.shielded`): a caller cancelled while
-        its write runs never leaves cache and store apart, and the event is still sent.
+        :func:`bridge.state.write_through`: a caller cancelled while its write runs never
+        leaves cache and store apart, and the event is still sent.
         """
-        return await shielded(self._write_locked(write))
+        refusals = (BridgeError, StaleBaseError)
+        feed = await write_through(
+            self._lock,
+            lambda: write(self._revision),
+            self._apply_written,
+            failed="collection_write_failed",
+            refusals=refusals,
+            collection=self.name,
+        )
+        return feed is not None
 
-    async def _write_locked(self, write: Callable[[int], Awaitable[Feed | None]]) -> bool:
-        async with self._lock:
-            feed = await self._committed(write(self._revision))
-            if feed is None:
-                return False
+    async def _apply_written(self, feed: Feed | None) -> None:
+        if feed is not None:
             await self._apply(feed)
-            return True
 
     def _committed(self, write: Awaitable[T]) -> Awaitable[T]:
         """Await one store write; a failure that is not a refusal is 5000 (nothing changed)."""

@@ -47,7 +47,7 @@ from bridge.models import (
 from bridge.service.events import EventBus
 from bridge.service.merge import merge_patch, rederive_row
 from bridge.service.rules import NAME_CONFLICT, SECURITY_REASONS, Verdict, check_row
-from bridge.state import Cache, Quarantine, apply_feed, committed, follow, printable_id, shielded, utc_now
+from bridge.state import Cache, Quarantine, apply_feed, follow, printable_id, utc_now, write_through
 from bridge.storage.base import Change, ConfigStore, StoredConfig, StoreState, WriteOutcome
 
 __all__ = ["CacheInfo", "LlmConfigService", "QuarantinedConfig", "printable_id", "to_view", "utc_now"]
@@ -401,25 +401,19 @@ class LlmConfigService:
     # ---- writes ---------------------------------------------------------------------
 
     async def _write(self, op: Callable[[int], Awaitable[WriteOutcome]]) -> WriteOutcome:
-        """Run one store write under the lock, then apply and publish its changes.
+        """Run ``op(since)`` (one store write) under the lock, then apply and publish its changes.
 
-        The write and the cache update run in a task of their own, shielded from the
-        caller's cancellation: a caller cancelled while its write runs never leaves cache
-        and store apart, and the event is still sent.
+        :func:`bridge.state.write_through`: a caller cancelled while its write runs never
+        leaves cache and store apart, and the event is still sent.
         """
         await self._ensure_loaded()
-        return await shielded(self._write_locked(op))
+        return await write_through(
+            self._lock, lambda: op(self._revision), self._apply_written, failed="store_write_failed"
+        )
 
-    async def _write_locked(self, op: Callable[[int], Awaitable[WriteOutcome]]) -> WriteOutcome:
-        async with self._lock:
-            outcome = await committed(op(self._revision), "store_write_failed")
-            try:
-                await self._apply(outcome)
-                await self._repair_stale()
-            except Exception:
-                # Committed: the write is done. The follower reloads what could not be applied.
-                log.exception("cache_apply_failed")
-            return outcome
+    async def _apply_written(self, outcome: WriteOutcome) -> None:
+        await self._apply(outcome)
+        await self._repair_stale()
 
     async def create(self, data: LlmConfigInput) -> LlmConfigView:
         """Store a new config and return its view (version 1, ``createdAt == updatedAt``).

@@ -11,9 +11,9 @@ collection) keep the same guarantees (DESIGN §3–§4); each piece of them exis
   with capped exponential backoff and a full reload after a failure;
 - :func:`~bridge.state.feed.apply_feed`: a change feed applied in revision order, or a
   reload when the log cannot tell;
-- :func:`~bridge.state.write.shielded` and :func:`~bridge.state.write.committed`: a write
-  that no caller's cancellation splits from its cache update, and one translation of a
-  store failure;
+- :func:`~bridge.state.write.write_through`: store first, cache after commit, in a task
+  that no caller's cancellation splits (its parts :func:`~bridge.state.write.shielded`
+  and :func:`~bridge.state.write.committed`, one translation of a store failure);
 - :func:`~bridge.state.clock.utc_now`.
 
 It sits below both services and imports neither (nor the wire: no websockets, rpc or
@@ -27,7 +27,7 @@ from bridge.state.clock import utc_now
 from bridge.state.feed import apply_feed
 from bridge.state.follow import follow
 from bridge.state.quarantine import Quarantine, printable_id
-from bridge.state.write import committed, shielded
+from bridge.state.write import committed, shielded, write_through
 
 __all__ = [
     "Cache",
@@ -38,4 +38,5 @@ __all__ = [
     "printable_id",
     "shielded",
     "utc_now",
+    "write_through",
 ]

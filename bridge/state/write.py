@@ -1,9 +1,13 @@
-"""The write discipline: one task per write, shielded from its caller; one translation of failure."""
+"""The write discipline: store first, cache after commit, in one task shielded from its caller.
+
+:func:`write_through` is the whole of it; :func:`shielded` and :func:`committed` are its
+parts, for a write that does more under its lock (a collection's update retries).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import structlog
@@ -11,6 +15,7 @@ import structlog
 from bridge.errors import BridgeError, ConfigOperationFailedError
 
 T = TypeVar("T")
+F = TypeVar("F")
 log = structlog.get_logger(__name__)
 
 
@@ -62,3 +67,46 @@ async def committed(
     except Exception:
         log.exception(event, **context)
         raise ConfigOperationFailedError from None
+
+
+async def write_through(
+    lock: asyncio.Lock,
+    write: Callable[[], Awaitable[F]],
+    apply: Callable[[F], Awaitable[object]],
+    *,
+    failed: str,
+    refusals: tuple[type[BaseException], ...] = (BridgeError,),
+    **context: str,
+) -> F:
+    """Under ``lock``: commit ``write()``, then ``apply`` what it returns to the cache; return it.
+
+    Store first, cache after commit (DESIGN §4), in a task of its own shielded from the
+    caller's cancellation (:func:`shielded`). ``write`` is called under the lock, so it may
+    read the revision the cache reflects. A failure of ``apply`` after the commit is
+    logged (``cache_apply_failed``) and not raised: the write is done, and the follower
+    reloads what could not be applied.
+
+    Args:
+        lock: the service's write lock (one write or catch-up at a time).
+        write: starts the store call (see :func:`committed`).
+        apply: applies the outcome to the cache and publishes its events.
+        failed: the log event of an unexpected store failure.
+        refusals: exceptions that are answers, re-raised as they are.
+        context: fields added to the log lines.
+
+    Raises:
+        ConfigOperationFailedError (5000): the store failed (nothing changed).
+        Any of ``refusals``.
+    """
+
+    async def locked() -> F:
+        async with lock:
+            outcome = await committed(write(), failed, refusals=refusals, **context)
+            try:
+                await apply(outcome)
+            except Exception:
+                # Committed: the write is done. The follower reloads what could not be applied.
+                log.exception("cache_apply_failed", **context)
+            return outcome
+
+    return await shielded(locked())

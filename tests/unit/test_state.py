@@ -10,7 +10,17 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.errors import ConfigNotFoundError, ConfigOperationFailedError
-from bridge.state import Cache, Quarantine, apply_feed, committed, follow, printable_id, shielded, utc_now
+from bridge.state import (
+    Cache,
+    Quarantine,
+    apply_feed,
+    committed,
+    follow,
+    printable_id,
+    shielded,
+    utc_now,
+    write_through,
+)
 from bridge.state.follow import FIRST_RETRY_S, LAST_RETRY_S
 
 TIMEOUT_S = 5.0
@@ -219,3 +229,39 @@ async def test_committed_passes_refusals_and_turns_other_failures_into_5000() ->
         await committed(broken(), "write_failed", collection="c")
     assert raised.value.__cause__ is None
     assert [(e["event"], e["collection"]) for e in logs] == [("write_failed", "c")]
+
+
+async def test_write_through_applies_after_the_commit_and_a_failed_apply_does_not_undo_the_write() -> None:
+    lock = asyncio.Lock()
+    applied: list[str] = []
+
+    async def store() -> str:
+        assert lock.locked()  # the store call starts under the write lock
+        return "feed"
+
+    async def apply(feed: str) -> None:
+        applied.append(feed)
+
+    async def broken_apply(_: str) -> None:
+        raise OSError("reload failed")
+
+    assert await write_through(lock, store, apply, failed="write_failed") == "feed"
+    assert applied == ["feed"]
+    with capture_logs() as logs:
+        assert await write_through(lock, store, broken_apply, failed="write_failed", c="x") == "feed"
+    assert [(e["event"], e["c"]) for e in logs] == [("cache_apply_failed", "x")]
+
+
+async def test_write_through_of_a_failed_store_call_is_5000_and_applies_nothing() -> None:
+    applied: list[object] = []
+
+    async def store() -> None:
+        raise OSError("disk")
+
+    async def apply(feed: object) -> None:
+        applied.append(feed)
+
+    with capture_logs() as logs, pytest.raises(ConfigOperationFailedError):
+        await write_through(asyncio.Lock(), store, apply, failed="write_failed")
+    assert applied == []
+    assert [e["event"] for e in logs] == ["write_failed"]
