@@ -9,18 +9,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from bridge import state
 from bridge.errors import ConfigNotFoundError, ConfigOperationFailedError
-from bridge.state import (
-    Cache,
-    Quarantine,
-    apply_feed,
-    committed,
-    follow,
-    printable_id,
-    shielded,
-    utc_now,
-    write_through,
-)
 from bridge.state.follow import FIRST_RETRY_S, LAST_RETRY_S
 
 TIMEOUT_S = 5.0
@@ -40,7 +30,7 @@ def seq(entry: Entry) -> int:
 
 
 def test_views_are_one_shared_tuple_until_the_cache_changes() -> None:
-    cache: Cache[Entry] = Cache([("a", Entry("A", 1))])
+    cache: state.Cache[Entry] = state.Cache([("a", Entry("A", 1))])
     first = cache.views()
     assert first == ("A",)
     assert cache.views() is first
@@ -59,7 +49,7 @@ def test_views_are_one_shared_tuple_until_the_cache_changes() -> None:
 
 
 def test_a_new_entry_goes_last_unless_it_was_created_earlier() -> None:
-    cache: Cache[Entry] = Cache()
+    cache: state.Cache[Entry] = state.Cache()
     cache.place("b", Entry("B", 2), seq)
     cache.place("c", Entry("C", 3), seq)
     assert cache.views() == ("B", "C")
@@ -73,7 +63,7 @@ def test_a_new_entry_goes_last_unless_it_was_created_earlier() -> None:
 
 
 def test_a_hold_is_logged_once_per_reason_and_security_reasons_also_as_security_events() -> None:
-    held = Quarantine("item_quarantined", {"CIPHERTEXT_AUTH_FAILED"}, collection="c")
+    held = state.Quarantine("item_quarantined", {"CIPHERTEXT_AUTH_FAILED"}, collection="c")
     with capture_logs() as logs:
         held.hold("x", "name.INVALID_LENGTH")
         held.hold("x", "name.INVALID_LENGTH")
@@ -92,13 +82,13 @@ def test_a_hold_is_logged_once_per_reason_and_security_reasons_also_as_security_
 
 
 def test_printable_id_escapes_what_is_not_utf8_and_shows_other_types_by_repr() -> None:
-    assert printable_id("ok") == "ok"
-    assert printable_id("a\udc80") == "a\\udc80"
-    assert printable_id(b"raw") == "b'raw'"
+    assert state.printable_id("ok") == "ok"
+    assert state.printable_id("a\udc80") == "a\\udc80"
+    assert state.printable_id(b"raw") == "b'raw'"
 
 
 def test_utc_now_is_iso_8601_utc_with_milliseconds() -> None:
-    now = utc_now()
+    now = state.utc_now()
     assert len(now) == 24
     assert now.endswith("Z")
     assert now[19] == "."
@@ -131,7 +121,9 @@ async def run_feed(feed: Feed, since: int, bad: str | None = None) -> tuple[int 
     def check(change: Change) -> tuple[str | None, str]:
         return ("REJECTED" if change.id == bad else None), change.id.upper()
 
-    revision = await apply_feed(feed, since, check=check, apply=lambda _, p: applied.append(p), reload=reload)
+    revision = await state.apply_feed(
+        feed, since, check=check, apply=lambda _, p: applied.append(p), reload=reload
+    )
     return revision, applied, reloads
 
 
@@ -182,7 +174,7 @@ async def test_the_follower_backs_off_after_a_failure_and_recovers_with_a_full_r
 
     with capture_logs() as logs:
         await asyncio.wait_for(
-            follow(wait, step, lambda: closed, backoff, "x_follow", c="x"),
+            state.follow(wait, step, lambda: closed, backoff, "x_follow", c="x"),
             TIMEOUT_S,
         )
     assert steps == [False, True, True, False]
@@ -205,7 +197,7 @@ async def test_a_shielded_write_finishes_when_its_caller_is_cancelled() -> None:
         finished.append("written")
         return "written"
 
-    caller = asyncio.ensure_future(shielded(write()))
+    caller = asyncio.ensure_future(state.shielded(write()))
     await asyncio.wait_for(started.wait(), TIMEOUT_S)
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -224,9 +216,9 @@ async def test_committed_passes_refusals_and_turns_other_failures_into_5000() ->
         raise OSError("disk")
 
     with pytest.raises(ConfigNotFoundError):
-        await committed(refused(), "write_failed")
+        await state.committed(refused(), "write_failed")
     with capture_logs() as logs, pytest.raises(ConfigOperationFailedError) as raised:
-        await committed(broken(), "write_failed", collection="c")
+        await state.committed(broken(), "write_failed", collection="c")
     assert raised.value.__cause__ is None
     assert [(e["event"], e["collection"]) for e in logs] == [("write_failed", "c")]
 
@@ -245,10 +237,10 @@ async def test_write_through_applies_after_the_commit_and_a_failed_apply_does_no
     async def broken_apply(_: str) -> None:
         raise OSError("reload failed")
 
-    assert await write_through(lock, store, apply, failed="write_failed") == "feed"
+    assert await state.write_through(lock, store, apply, failed="write_failed") == "feed"
     assert applied == ["feed"]
     with capture_logs() as logs:
-        assert await write_through(lock, store, broken_apply, failed="write_failed", c="x") == "feed"
+        assert await state.write_through(lock, store, broken_apply, failed="write_failed", c="x") == "feed"
     assert [(e["event"], e["c"]) for e in logs] == [("cache_apply_failed", "x")]
 
 
@@ -262,6 +254,6 @@ async def test_write_through_of_a_failed_store_call_is_5000_and_applies_nothing(
         applied.append(feed)
 
     with capture_logs() as logs, pytest.raises(ConfigOperationFailedError):
-        await write_through(asyncio.Lock(), store, apply, failed="write_failed")
+        await state.write_through(asyncio.Lock(), store, apply, failed="write_failed")
     assert applied == []
     assert [e["event"] for e in logs] == ["write_failed"]
