@@ -90,6 +90,8 @@ UNKNOWN_REFERENCE: Final = "UNKNOWN_REFERENCE"
 """Field code of a reference to an id that does not exist (-32602)."""
 MAX_WRITE_ATTEMPTS: Final = 5
 """Tries of an update whose item another process changed meanwhile."""
+_REFUSALS: Final = (BridgeError, StaleBaseError)
+"""What a store write raises as an answer (re-raised as it is; anything else is 5000)."""
 
 Resolver = Callable[[str, str], Awaitable[bool]]
 """``resolve(target, id)``: True when collection ``target`` (or ``llm-config``) has item ``id``.
@@ -462,13 +464,12 @@ class CollectionService:
         :func:`bridge.state.write_through`: a caller cancelled while its write runs never
         leaves cache and store apart, and the event is still sent.
         """
-        refusals = (BridgeError, StaleBaseError)
         feed = await write_through(
             self._lock,
             lambda: write(self._revision),
             self._apply_written,
             failed="collection_write_failed",
-            refusals=refusals,
+            refusals=_REFUSALS,
             collection=self.name,
         )
         return feed is not None
@@ -479,8 +480,7 @@ class CollectionService:
 
     def _committed(self, write: Awaitable[T]) -> Awaitable[T]:
         """Await one store write; a failure that is not a refusal is 5000 (nothing changed)."""
-        refusals = (BridgeError, StaleBaseError)
-        return committed(write, "collection_write_failed", refusals=refusals, collection=self.name)
+        return committed(write, "collection_write_failed", refusals=_REFUSALS, collection=self.name)
 
     def _current(self, entry: _Entry) -> tuple[dict[str, Any], set[str]]:
         """The entry's fields with its secrets opened, and the secrets that do not open (a held row's)."""
@@ -763,7 +763,7 @@ class CollectionService:
         while True:
             await asyncio.sleep(self._store.poll_interval_s)
             now = self._store.data_version()
-            if self._load_failed or now != self._seen or now == -1:
+            if self._load_failed or self._closed or now != self._seen or now == -1:
                 return
 
     async def _follow_step(self, recovering: bool) -> None:

@@ -50,6 +50,7 @@ from bridge.service.rules import NAME_CONFLICT, SECURITY_REASONS, Verdict, check
 from bridge.state import Cache, Quarantine, apply_feed, follow, printable_id, utc_now, write_through
 from bridge.storage.base import Change, ConfigStore, StoredConfig, StoreState, WriteOutcome
 
+# printable_id and utc_now live in bridge.state; re-exported here for the code that imported them from here.
 __all__ = ["CacheInfo", "LlmConfigService", "QuarantinedConfig", "printable_id", "to_view", "utc_now"]
 
 log = structlog.get_logger(__name__)

@@ -1,8 +1,10 @@
-"""A collection write whose caller is cancelled mid-write: cache and store stay equal, the event is sent.
+"""Collections on the shared state core: cancelled writers, and a follower that fails and recovers.
 
-The same guarantee as ``llm-config`` (DESIGN §4), given by the shared
-:func:`bridge.state.shielded`. Real SQLite file; the fault (a store write that commits,
-then stalls while its caller is cancelled) is injected by wrapping one store method.
+A collection write whose caller is cancelled mid-write leaves cache and store equal and
+its event is sent (as for ``llm-config``, DESIGN §4: :func:`bridge.state.write_through`).
+A follower whose feed read fails retries with a full reload (:func:`bridge.state.follow`).
+Real SQLite files; faults (a store write that commits, then stalls while its caller is
+cancelled; a failing feed read) are injected by wrapping one store method.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from bridge.collection.service import CollectionService
 from bridge.collection.sqlite import SqliteCollectionStore
@@ -122,3 +125,47 @@ async def test_a_delete_whose_caller_is_cancelled_leaves_the_cache_and_is_sent_o
     assert [(e.type.value, e.id) for e in events] == [("deleted", made.id)]
     assert service.read(made.id) is None
     await assert_cache_equals_store(service, store)
+
+
+async def test_a_follower_failure_is_retried_with_a_full_reload_that_publishes_what_it_missed(
+    tmp_path: Path,
+) -> None:
+    # The follower the collections now share with llm-config (bridge.state.follow): the
+    # feed read fails once; the retry reloads the table and publishes the other process's item.
+    path = tmp_path / "collections.db"
+    mine, theirs = SqliteCollectionStore(path, poll_interval_s=0.02), SqliteCollectionStore(path)
+    await mine.open()
+    await theirs.open()
+    rules = load_example().PROMPT_TEMPLATES.rules
+    follower = CollectionService(rules, mine, CIPHER)
+    writer = CollectionService(rules, theirs, CIPHER, watch=False)
+    real = mine.changes_since
+    failures = 0
+
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise OSError("feed unreadable")
+        return await real(*args, **kwargs)
+
+    sent: asyncio.Queue[Any] = asyncio.Queue()
+    try:
+        await follower.start()
+        await writer.start()
+        follower.events.subscribe(sent.put_nowait)
+        mine.changes_since = fails_once  # type: ignore[method-assign]
+        with capture_logs() as logs:
+            made = await writer.create(load_example().PromptTemplate(name="Elsewhere", template="t"))
+            # The follower publishes, then logs its recovery, without yielding in between.
+            event = await asyncio.wait_for(sent.get(), TIMEOUT_S)
+    finally:
+        await follower.close()
+        await writer.close()
+        await mine.close()
+        await theirs.close()
+    assert (event.type.value, event.id) == ("created", made.id)
+    assert failures == 1
+    events = [e["event"] for e in logs if e["event"].startswith("collection_")]
+    assert events == ["collection_follow_failed", "collection_reloaded", "collection_follow_recovered"]
+    assert sent.empty()
