@@ -7,8 +7,9 @@ Decided here, once, for every backend:
   plus ``id``, ``seq`` (creation order), ``created_at``, ``updated_at``, ``version``
   and ``revision``; the codec of that object (:func:`encode_data`, :func:`decode_data`);
 - the unique keys of an item (:func:`unique_keys`: ``casefold(NFC(trim(value)))``);
-- the checks of a write inside its transaction (:func:`check_write`): existence,
-  ``expectedVersion``, and the version the caller based its change on;
+- the checks of a write inside its transaction (:func:`check_write`): existence and
+  ``expectedVersion`` (:func:`bridge.storage.protocol.check_stored`, shared with the
+  config store), and the version the caller based its change on;
 - the merge of a patch (:func:`merge`);
 - the revision policy: one revision per write, per collection, gap-free; the log is
   trimmed to :data:`~bridge.storage.protocol.CHANGE_LOG_KEEP` entries every
@@ -22,15 +23,15 @@ does not decode instead of raising on the caller's whole read.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import orjson
 
-from bridge.errors import ConfigNotFoundError, VersionConflictError
-from bridge.storage.protocol import CHANGE_LOG_KEEP, TRIM_EVERY
+from bridge.models import name_key
+from bridge.storage import protocol as _log
+from bridge.storage.protocol import CHANGE_LOG_KEEP, TRIM_EVERY, check_stored, integer_version
 
 UNDECODABLE_ROW: Final = "UNDECODABLE_ROW"
 """Quarantine reason: the stored fields are not a JSON object."""
@@ -158,8 +159,11 @@ class StaleBaseError(Exception):
 
 
 def unique_key(value: object) -> str:
-    """Return the uniqueness key of a value: ``casefold(NFC(trim(value)))`` ("Straße" = "STRASSE")."""
-    return unicodedata.normalize("NFC", str(value).strip()).casefold()
+    """Return the uniqueness key of a value: ``casefold(NFC(trim(value)))`` ("Straße" = "STRASSE").
+
+    The rule of a config name (:func:`bridge.models.name_key`), applied to the value's text.
+    """
+    return name_key(str(value))
 
 
 def unique_keys(fields: Iterable[str], data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -208,14 +212,8 @@ def check_write(
         VersionConflictError: ``expected_version`` differs from the stored version.
         StaleBaseError: no ``expected_version`` and the row moved past ``base_version``.
     """
-    if stored_version is None:
-        if base_version is not None:
-            raise ConfigNotFoundError(item_id)
-        return
-    actual = stored_version if type(stored_version) is int else None
-    if expected_version is not None and actual != expected_version:
-        raise VersionConflictError(item_id, expected_version, actual)
-    if base_version is not None and actual != base_version:
+    exists = check_stored(item_id, stored_version, expected_version, required=base_version is not None)
+    if exists and base_version is not None and integer_version(stored_version) != base_version:
         raise StaleBaseError(item_id)
 
 
@@ -225,21 +223,20 @@ def merge(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any
 
 
 def trim_below(revision: int) -> int | None:
-    """Return the revision at and below which the log is trimmed after ``revision``, or None.
+    """Return the revision at and below which a collection's log is trimmed after ``revision``, or None.
 
-    One write in :data:`~bridge.storage.protocol.TRIM_EVERY` trims, keeping the last
-    :data:`~bridge.storage.protocol.CHANGE_LOG_KEEP` entries.
+    :func:`bridge.storage.protocol.trim_below` on this module's :data:`TRIM_EVERY` and
+    :data:`CHANGE_LOG_KEEP` (the config store's figures).
     """
-    if revision % TRIM_EVERY == 0 and revision > CHANGE_LOG_KEEP:
-        return revision - CHANGE_LOG_KEEP
-    return None
+    return _log.trim_below(revision, TRIM_EVERY, CHANGE_LOG_KEEP)
 
 
 def feed_reaches(oldest: int | None, since: int, revision: int) -> bool:
-    """True when the log (oldest entry ``oldest``) holds every change after ``since`` up to ``revision``."""
-    if revision <= since:
-        return True
-    return oldest is not None and oldest <= since + 1
+    """True when the log (oldest entry ``oldest``) holds every change after ``since`` up to ``revision``.
+
+    Nothing after ``since`` needs no log; else :func:`bridge.storage.protocol.feed_reaches`.
+    """
+    return revision <= since or _log.feed_reaches(oldest, since)
 
 
 def log_window(since: int, revision: int, own: Change | None) -> tuple[int, int] | None:

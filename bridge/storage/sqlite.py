@@ -35,9 +35,7 @@ from bridge.datadir import DB_COMPANIONS
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
 from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
 from bridge.storage.protocol import (
-    CHANGE_LOG_KEEP,
     KEY_ID_BYTES,
-    TRIM_EVERY,
     LogEntry,
     Written,
     build_feed,
@@ -47,6 +45,7 @@ from bridge.storage.protocol import (
     log_object_pairs,
     make_row,
     own_change,
+    trim_condition,
 )
 
 log = structlog.get_logger(__name__)
@@ -104,7 +103,7 @@ _NO_META = (
     "SELECT RAISE(ABORT, 'bridge: the revision row is missing') "
     "WHERE NOT EXISTS (SELECT 1 FROM meta WHERE id = 1);"
 )
-_TRIM = f"DELETE FROM changes WHERE {_REV} % {TRIM_EVERY} = 0 AND revision <= {_REV} - {CHANGE_LOG_KEEP};"
+_TRIM = f"DELETE FROM changes WHERE {trim_condition(_REV)};"
 _LOG_OBJECT = f"json_object({log_object_pairs(lambda c: c, lambda e: f'hex({e})')})"
 """The change-log row (:mod:`bridge.storage.protocol`'s codec) of the configs row in scope."""
 _LOG_ROW = (
