@@ -16,8 +16,6 @@ data_version`` moves). What the SQL means is :mod:`bridge.collection.protocol`'s
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,9 +41,9 @@ from bridge.collection.protocol import (
     resealed,
     trim_below,
 )
-from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
+from bridge.errors import DuplicateConfigNameError
 from bridge.keystore import KEY_ID_BYTES
-from bridge.storage.sqlite import damage_of, move_aside, write_transaction
+from bridge.storage.sqlite import open_healthy, open_prepared, prepare, read_only, write_transaction
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -53,7 +51,6 @@ log = structlog.get_logger(__name__)
 COLLECTIONS_DB_FILE_NAME: Final = "collections.db"
 SCHEMA_VERSION: Final = 1
 """``PRAGMA user_version`` of the schema below."""
-BUSY_TIMEOUT_MS: Final = 5000
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS items (
@@ -92,12 +89,6 @@ _EXAMINE: Final = f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM items ORDE
 _SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items"  # noqa: S608 - fixed column names
 
 
-def _text(raw: bytes) -> str:
-    # Text that is not UTF-8 comes back with lone surrogates; its row fails to decode and
-    # is quarantined instead of failing the whole read.
-    return raw.decode("utf-8", "surrogateescape")
-
-
 class SqliteCollectionStore:
     """Items of every collection in one SQLite file, shared safely by several processes.
 
@@ -130,59 +121,24 @@ class SqliteCollectionStore:
             sqlite3.DatabaseError: the file is not a usable database.
         """
         self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
-        self._probe = sqlite3.connect(
-            f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=0
-        )
+        self._probe = read_only(self.path, wait_s=0, any_thread=True)
 
     def _open_sync(self) -> sqlite3.Connection:
         """Open the file; a damaged one is moved aside (bytes kept) and replaced, as ``bridge.db`` is."""
-        reason = damage_of(self.path)
-        if reason is None:
-            try:
-                return self._connect()
-            except sqlite3.DatabaseError as exc:
-                # Only damage is moved aside; a lock or an I/O error leaves the file where it is.
-                if getattr(exc, "sqlite_errorcode", None) not in {
-                    sqlite3.SQLITE_CORRUPT,
-                    sqlite3.SQLITE_NOTADB,
-                }:
-                    raise
-                reason = f"failed to open ({type(exc).__name__})"
-        self.recovered_from = move_aside(self.path)
-        log.error(
-            "collections_store_quarantined", path=str(self.path), moved_to=self.recovered_from, reason=reason
-        )
-        return self._connect()
+        return open_healthy(self.path, lambda: open_prepared(self.path, self._prepare), self._moved)
 
-    def _connect(self) -> sqlite3.Connection:
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-        )
-        conn.text_factory = _text
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            version = self._schema_version(conn)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            if version < SCHEMA_VERSION:
-                with write_transaction(conn):
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+    def _moved(self, moved_to: str, reason: str) -> None:
+        self.recovered_from = moved_to
+        log.error("collections_store_quarantined", path=str(self.path), moved_to=moved_to, reason=reason)
 
-    def _schema_version(self, conn: sqlite3.Connection) -> int:
-        """``PRAGMA user_version``; a newer one raises :class:`SchemaTooNewError` (nothing changed)."""
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNewError(self.path, version)
-        return int(version)
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Refuse a newer schema, set the pragmas (``storage.sqlite.prepare``), create the schema."""
+        if prepare(conn, self.path, SCHEMA_VERSION) < SCHEMA_VERSION:
+            with write_transaction(conn):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
         """Close the connections and the thread; idempotent."""
@@ -481,8 +437,7 @@ def examine_collections(path: Path) -> tuple[int, list[tuple[str, StoredItem]]]:
     Raises:
         sqlite3.DatabaseError: the file is not a database, or ``quick_check`` fails.
     """
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.text_factory = _text
+    conn = read_only(path)
     try:
         (check,) = conn.execute("PRAGMA quick_check").fetchone()
         if check != "ok":

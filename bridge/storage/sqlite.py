@@ -224,13 +224,105 @@ class StoreDamagedError(Exception):
         self.reason = reason
 
 
-def _text(raw: bytes) -> str:
+def text_of(raw: bytes) -> str:
     """SQLite text → ``str``; bytes that are not UTF-8 become lone surrogates.
 
-    A strict decode would fail the whole query on one bad row; the service quarantines
-    the row instead (``rules.UNDECODABLE_TEXT``).
+    A strict decode would fail the whole query on one bad row; the services quarantine
+    the row instead (``rules.UNDECODABLE_TEXT``). The ``text_factory`` of every
+    connection to ``bridge.db`` and ``collections.db``.
     """
     return raw.decode("utf-8", "surrogateescape")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open ``path`` read-write for a store's own thread (``bridge.db``, ``collections.db``).
+
+    A new file is created 0600 first; SQLite gives its ``-wal`` and ``-shm`` the database
+    file's mode (names and URLs are nobody else's business). Autocommit (every
+    transaction explicit), a 5 s lock wait, text through :func:`text_of`.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    conn.text_factory = text_of
+    return conn
+
+
+def read_only(
+    path: Path, *, wait_s: float = BUSY_TIMEOUT_MS / 1000, any_thread: bool = False
+) -> sqlite3.Connection:
+    """A read-only connection to ``path`` (it never creates, checkpoints or deletes a file).
+
+    Args:
+        path: the database file.
+        wait_s: how long a statement waits for a lock, in seconds (0: a data-version probe).
+        any_thread: True for a connection used from the event loop's thread (a probe).
+    """
+    conn = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=not any_thread, timeout=wait_s
+    )
+    conn.text_factory = text_of
+    return conn
+
+
+def prepare(conn: sqlite3.Connection, path: Path, newest: int) -> int:
+    """Set the pragmas of DESIGN §3 on a new connection; return its ``PRAGMA user_version``.
+
+    ``busy_timeout`` 5 s; then the version is checked before ``journal_mode`` is set, so a
+    file from a newer bridge is left byte-for-byte untouched; then WAL and
+    ``synchronous=FULL``.
+
+    Raises:
+        SchemaTooNewError: ``user_version`` is above ``newest``.
+    """
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > newest:
+        raise SchemaTooNewError(path, version)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return int(version)
+
+
+def open_prepared(path: Path, setup: Callable[[sqlite3.Connection], object]) -> sqlite3.Connection:
+    """:func:`connect` to ``path`` and run ``setup`` on the connection; closed again if ``setup`` raises."""
+    conn = connect(path)
+    try:
+        setup(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def open_healthy(
+    path: Path, open_file: Callable[[], sqlite3.Connection], moved: Callable[[str, str], None]
+) -> sqlite3.Connection:
+    """Open ``path`` with ``open_file``; a damaged file is moved aside (bytes kept) and replaced.
+
+    Damage is :func:`damage_of`'s finding, :class:`StoreDamagedError`, or SQLite's
+    ``SQLITE_CORRUPT``/``SQLITE_NOTADB`` while opening; a lock, an I/O error or a failed
+    migration is raised and leaves the file where it is (DESIGN §3).
+
+    Args:
+        path: the database file.
+        open_file: opens (and prepares) the file; called again after a move.
+        moved: told ``(moved_to, reason)`` once the file is moved aside, before the new one opens.
+    """
+    reason = damage_of(path)
+    if reason is None:
+        try:
+            return open_file()
+        except StoreDamagedError as exc:
+            reason = exc.reason
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}:
+                raise
+            reason = f"failed to open ({type(exc).__name__})"
+    moved(move_aside(path), reason)
+    return open_file()
 
 
 def _rows(fetched: list[tuple[Any, ...]]) -> list[StoredConfig]:
@@ -278,7 +370,7 @@ def damage_of(path: Path) -> str | None:
     if not path.exists() or path.stat().st_size == 0:
         return None
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = read_only(path)
     except sqlite3.DatabaseError as exc:
         return f"unreadable ({type(exc).__name__})"
     try:
@@ -402,35 +494,15 @@ class SqliteConfigStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
 
     def _connect(self) -> sqlite3.Connection:
-        # A new database file is created 0600 first; SQLite gives its -wal and -shm the
-        # database file's mode. Config names and URLs are nobody else's business.
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-        )
-        conn.text_factory = _text
-        try:
-            self._prepare(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_prepared(self.path, self._prepare)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Refuse a newer schema, set the pragmas of DESIGN §3, create or migrate the schema.
+        """Refuse a newer schema and set the pragmas (:func:`prepare`), create or migrate the schema.
 
-        The version is checked before ``journal_mode`` is set: a file from a newer bridge
-        is left byte-for-byte untouched. Structural damage that loses nothing is then
-        repaired (:func:`repair_structure`); damage that would lose data raises
-        :class:`StoreDamagedError`.
+        Structural damage that loses nothing is then repaired (:func:`repair_structure`);
+        damage that would lose data raises :class:`StoreDamagedError`.
         """
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        (user_version,) = conn.execute("PRAGMA user_version").fetchone()
-        if user_version > SCHEMA_VERSION:
-            raise SchemaTooNewError(self.path, user_version)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        user_version = prepare(conn, self.path, SCHEMA_VERSION)
         conn.execute("PRAGMA recursive_triggers = OFF")
         if user_version < SCHEMA_VERSION:
             self._migrate(conn, user_version)
@@ -449,7 +521,7 @@ class SqliteConfigStore:
         target = self.path.with_name(f"{self.path.name}.pre-migration-{stamp}")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
-        src = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        src = read_only(self.path)
         dst = sqlite3.connect(target)
         try:
             src.backup(dst)
@@ -500,42 +572,21 @@ class SqliteConfigStore:
         if backup is not None:
             backup.unlink()
 
-    def _quarantine(self) -> str:
-        return move_aside(self.path)
-
-    def _damage(self) -> str | None:
-        return damage_of(self.path)
-
     def _open_sync(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        reason = self._damage()
-        if reason is None:
-            try:
-                return self._connect()
-            except StoreDamagedError as exc:
-                reason = exc.reason
-            except sqlite3.DatabaseError as exc:
-                # Only damage is quarantined; a lock, an I/O error or a failed migration
-                # is raised and leaves the file where it is.
-                if getattr(exc, "sqlite_errorcode", None) not in {
-                    sqlite3.SQLITE_CORRUPT,
-                    sqlite3.SQLITE_NOTADB,
-                }:
-                    raise
-                reason = f"failed to open ({type(exc).__name__})"
+        return open_healthy(self.path, self._connect, self._moved)
+
+    def _moved(self, moved_to: str, reason: str) -> None:
         # Keep the bytes, start empty (DESIGN §3).
-        self.recovered_from = self._quarantine()
-        log.error("store_quarantined", path=str(self.path), moved_to=self.recovered_from, reason=reason)
-        return self._connect()
+        self.recovered_from = moved_to
+        log.error("store_quarantined", path=str(self.path), moved_to=moved_to, reason=reason)
 
     async def open(self) -> None:
         """Open or create the database; a corrupt one is moved aside and replaced."""
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._open_sync)
         self._data_version = await self._run(_data_version)
-        self._probe = sqlite3.connect(
-            f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=0
-        )
+        self._probe = read_only(self.path, wait_s=0, any_thread=True)
 
     async def close(self) -> None:
         """Close the connection and its thread; idempotent."""
@@ -833,15 +884,10 @@ def examine_file(path: Path) -> Examination:
     """
     if not path.exists():
         raise FileNotFoundError(2, "No such file", str(path))
-    store = SqliteConfigStore(path)
-    try:
-        damage = store._damage()  # noqa: SLF001 - same module: the open path's own check
-    finally:
-        store._executor.shutdown()  # noqa: SLF001
+    damage = damage_of(path)
     if damage is not None:
         return Examination(0, damage, [], None, [])
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.text_factory = _text
+    conn = read_only(path)
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         repairable, fatal = inspect_structure(conn)
