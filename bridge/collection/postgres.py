@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -49,9 +48,9 @@ from bridge.collection.protocol import (
     resealed,
     trim_below,
 )
-from bridge.errors import DuplicateConfigNameError, SchemaTooNewError, StartupError
+from bridge.errors import DuplicateConfigNameError
 from bridge.keystore import KEY_ID_BYTES
-from bridge.storage.postgres import CONNECT_TIMEOUT_S, OP_TIMEOUT_S
+from bridge.storage.postgres import CONNECT_TIMEOUT_S, OP_TIMEOUT_S, create_pool, listen, migrate
 
 log = structlog.get_logger(__name__)
 
@@ -142,19 +141,14 @@ class PostgresCollectionStore:
             SchemaTooNewError: the collections' schema was migrated by a newer bridge.
             StartupError: the server cannot be reached or refuses the login.
         """
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn,
-                min_size=1,
-                max_size=self.pool_size,
-                timeout=CONNECT_TIMEOUT_S,
-                command_timeout=OP_TIMEOUT_S,
-                server_settings={"application_name": f"bridge-collections-{os.getpid()}"},
-            )
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise StartupError(
-                f"Cannot connect to PostgreSQL for the collections: {type(exc).__name__}"
-            ) from None
+        self._pool = await create_pool(
+            self.dsn,
+            size=self.pool_size,
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+            op_timeout_s=OP_TIMEOUT_S,
+            name="bridge-collections",
+            where="for the collections",
+        )
         try:
             await self._migrate()
             await self._listen()
@@ -164,18 +158,17 @@ class PostgresCollectionStore:
 
     async def _migrate(self) -> None:
         async with self._pool_or_fail().acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS bridge_collection_schema (version integer NOT NULL)"
+            await migrate(
+                conn,
+                lock=_MIGRATION_LOCK,
+                table="bridge_collection_schema",
+                migrations=_MIGRATIONS,
+                newest=SCHEMA_VERSION,
+                where="the PostgreSQL collections schema",
+                migrated=lambda target: log.info(
+                    "collections_migrated", backend="postgresql", to_version=target
+                ),
             )
-            version = int(await conn.fetchval("SELECT max(version) FROM bridge_collection_schema") or 0)
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNewError("the PostgreSQL collections schema", version)
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target]:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO bridge_collection_schema (version) VALUES ($1)", target)
-                log.info("collections_migrated", backend="postgresql", to_version=target)
 
     async def close(self) -> None:
         """Close the listener and the pool; idempotent."""
@@ -200,17 +193,14 @@ class PostgresCollectionStore:
     # ---- change notifications -----------------------------------------------------------
 
     async def _listen(self) -> None:
-        conn = await asyncpg.connect(
+        conn = await listen(
             self.dsn,
-            timeout=CONNECT_TIMEOUT_S,
-            server_settings={"application_name": f"bridge-collections-listener-{os.getpid()}"},
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+            name="bridge-collections-listener",
+            channel=CHANNEL,
+            on_notify=self._on_notify,
+            on_lost=self._on_lost,
         )
-        try:
-            await conn.add_listener(CHANNEL, self._on_notify)
-        except BaseException:
-            await conn.close()
-            raise
-        conn.add_termination_listener(self._on_lost)
         self._listener = conn
         self._generation += 1  # whatever was committed while nobody listened: look
 

@@ -192,6 +192,108 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+async def create_pool(
+    dsn: str, *, size: int, connect_timeout_s: float, op_timeout_s: float, name: str, where: str
+) -> asyncpg.Pool:
+    """Open a store's connection pool (the config store's and the collections' alike).
+
+    Args:
+        dsn: a libpq connection URI.
+        size: most connections (at least one is opened now).
+        connect_timeout_s: bound on one connection attempt, in seconds.
+        op_timeout_s: bound on one statement, in seconds.
+        name: ``application_name`` prefix (``<name>-<pid>`` in ``pg_stat_activity``).
+        where: the store in the error message (``at <redacted DSN>``, ``for the collections``).
+
+    Raises:
+        StartupError: the server cannot be reached or refuses the login (only the error's
+            type is told: never the DSN's password).
+    """
+    try:
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=size,
+            timeout=connect_timeout_s,
+            command_timeout=op_timeout_s,
+            server_settings={"application_name": f"{name}-{os.getpid()}"},
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise StartupError(f"Cannot connect to PostgreSQL {where}: {type(exc).__name__}") from None
+
+
+async def listen(
+    dsn: str,
+    *,
+    connect_timeout_s: float,
+    name: str,
+    channel: str,
+    on_notify: Callable[[Any, int, str, str], None],
+    on_lost: Callable[[Any], None],
+) -> asyncpg.Connection:
+    """Open a dedicated listener connection and ``LISTEN`` on ``channel``.
+
+    Args:
+        dsn: a libpq connection URI.
+        connect_timeout_s: bound on the connection attempt, in seconds.
+        name: ``application_name`` prefix (``<name>-<pid>``: names it for operators).
+        channel: the ``LISTEN/NOTIFY`` channel.
+        on_notify: asyncpg's listener callback ``(connection, pid, channel, payload)``.
+        on_lost: called with the connection when it terminates.
+
+    Raises:
+        Whatever connecting or ``LISTEN`` raises (the connection is closed again).
+    """
+    conn = await asyncpg.connect(
+        dsn, timeout=connect_timeout_s, server_settings={"application_name": f"{name}-{os.getpid()}"}
+    )
+    try:
+        await conn.add_listener(channel, on_notify)
+    except BaseException:
+        await conn.close()
+        raise
+    conn.add_termination_listener(on_lost)
+    return conn
+
+
+async def migrate(
+    conn: Any,
+    *,
+    lock: int,
+    table: str,
+    migrations: dict[int, tuple[str, ...]],
+    newest: int,
+    where: str,
+    migrated: Callable[[int], None],
+) -> None:
+    """Apply the missing migrations inside the caller's transaction, under an advisory lock.
+
+    Instances starting together take turns: the version is read under the lock.
+
+    Args:
+        conn: a connection in a transaction.
+        lock: the advisory lock id.
+        table: the table holding the schema version rows (created if absent).
+        migrations: the statements of each version, from 1 to ``newest``.
+        newest: the schema version this bridge writes.
+        where: the store, for :class:`SchemaTooNewError`.
+        migrated: told each version once its statements ran.
+
+    Raises:
+        SchemaTooNewError: the database was migrated past ``newest`` (nothing changed).
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
+    await conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (version integer NOT NULL)")
+    version = int(await conn.fetchval(f"SELECT max(version) FROM {table}") or 0)
+    if version > newest:
+        raise SchemaTooNewError(where, version)
+    for target in range(version + 1, newest + 1):
+        for statement in migrations[target]:
+            await conn.execute(statement)
+        await conn.execute(f"INSERT INTO {table} (version) VALUES ($1)", target)
+        migrated(target)
+
+
 class PostgresConfigStore:
     """The :class:`~bridge.storage.base.ConfigStore` on a PostgreSQL database.
 
@@ -252,19 +354,14 @@ class PostgresConfigStore:
             SchemaTooNewError: the database was migrated by a newer bridge.
             StartupError: the server cannot be reached or refuses the login.
         """
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn,
-                min_size=1,
-                max_size=self.pool_size,
-                timeout=self.connect_timeout_s,
-                command_timeout=self.op_timeout_s,
-                server_settings={"application_name": f"bridge-{os.getpid()}"},
-            )
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise StartupError(
-                f"Cannot connect to PostgreSQL at {self.where}: {type(exc).__name__}"
-            ) from None
+        self._pool = await create_pool(
+            self.dsn,
+            size=self.pool_size,
+            connect_timeout_s=self.connect_timeout_s,
+            op_timeout_s=self.op_timeout_s,
+            name="bridge",
+            where=f"at {self.where}",
+        )
         try:
             await self._migrate()
             await self._repair()
@@ -280,17 +377,15 @@ class PostgresConfigStore:
         Instances starting together take turns: the version is read under the lock.
         """
         async with self._acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute("CREATE TABLE IF NOT EXISTS bridge_schema (version integer NOT NULL)")
-            found = await conn.fetchval("SELECT max(version) FROM bridge_schema")
-            version = int(found or 0)
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNewError(self.where, version)
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target]:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO bridge_schema (version) VALUES ($1)", target)
-                log.info("store_migrated", backend="postgresql", to_version=target)
+            await migrate(
+                conn,
+                lock=_MIGRATION_LOCK,
+                table="bridge_schema",
+                migrations=_MIGRATIONS,
+                newest=SCHEMA_VERSION,
+                where=self.where,
+                migrated=lambda target: log.info("store_migrated", backend="postgresql", to_version=target),
+            )
 
     async def _repair(self) -> None:
         """Repair structural damage that loses nothing (DESIGN §3), under the migration lock.
@@ -369,18 +464,15 @@ class PostgresConfigStore:
 
     async def _listen(self) -> None:
         """Open the dedicated listener connection and ``LISTEN`` on :data:`CHANNEL`."""
-        conn = await asyncpg.connect(
+        conn = await listen(
             self.dsn,
-            timeout=self.connect_timeout_s,
+            connect_timeout_s=self.connect_timeout_s,
             # Names the connection in pg_stat_activity, for operators (and the fault tests).
-            server_settings={"application_name": f"bridge-listener-{os.getpid()}"},
+            name="bridge-listener",
+            channel=CHANNEL,
+            on_notify=self._on_notify,
+            on_lost=self._on_listener_terminated,
         )
-        try:
-            await conn.add_listener(CHANNEL, self._on_notify)
-        except BaseException:
-            await conn.close()
-            raise
-        conn.add_termination_listener(self._on_listener_terminated)
         self._listener = conn
         self._listener_lost = False
 
