@@ -39,16 +39,18 @@ from bridge.collection.protocol import (
     StoredItem,
     build_feed,
     check_write,
+    created_item,
     decode_data,
+    duplicate_key,
     encode_data,
-    encode_entry,
     key_ids_of,
     log_window,
+    logged_row,
     make_item,
-    resealed,
+    reseal_data,
+    rewritten,
     trim_below,
 )
-from bridge.errors import DuplicateConfigNameError
 from bridge.keystore import KEY_ID_BYTES
 from bridge.storage.postgres import CONNECT_TIMEOUT_S, OP_TIMEOUT_S, create_pool, listen, migrate
 
@@ -281,30 +283,20 @@ class PostgresCollectionStore:
             for record in rows:
                 collection, *values = tuple(record)
                 item = make_item(tuple(values))
-                data = resealed(collection, item.id, item.data, seal)
-                if data is None or type(item.version) is not int:
+                data = reseal_data(collection, item, seal)
+                if data is None:
                     continue
-                revision = int(await conn.fetchval(_BUMP, collection))
+                again = rewritten(item, data, int(await conn.fetchval(_BUMP, collection)))
                 await conn.execute(
                     "UPDATE bridge_items SET data = $1, version = $2, revision = $3 "
                     "WHERE collection = $4 AND id = $5",
                     encode_data(data),
-                    item.version + 1,
-                    revision,
+                    again.version,
+                    again.revision,
                     collection,
                     item.id,
                 )
-                again = StoredItem(
-                    item.id, item.seq, data, item.created_at, item.updated_at, item.version + 1, revision
-                )
-                await conn.execute(
-                    "INSERT INTO bridge_collection_changes (collection, revision, id, type, row) "
-                    "VALUES ($1, $2, $3, 'updated', $4)",
-                    collection,
-                    revision,
-                    item.id,
-                    encode_entry(again),
-                )
+                await _log(conn, collection, Change(again.revision, item.id, "updated", again))
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
                 count += 1
         return count
@@ -338,7 +330,7 @@ class PostgresCollectionStore:
                 now,
                 revision,
             )
-            return StoredItem(item_id, int(seq), dict(data), now, now, 1, revision)
+            return created_item(item_id, int(seq), data, now, revision)
 
         return await self._write(collection, since, "created", write)
 
@@ -367,23 +359,22 @@ class PostgresCollectionStore:
                 f"{_SELECT} WHERE collection = $1 AND id = $2 FOR UPDATE", collection, item_id
             )
             check_write(item_id, None if found is None else found["version"], expected_version, base_version)
-            current = make_item(tuple(found))
+            item = rewritten(make_item(tuple(found)), data, revision, now)
             await conn.execute(
                 "DELETE FROM bridge_item_keys WHERE collection = $1 AND id = $2", collection, item_id
             )
             await _insert_keys(conn, collection, item_id, keys)
-            version = current.version + 1
             await conn.execute(
                 "UPDATE bridge_items SET data = $1, updated_at = $2, version = $3, revision = $4 "
                 "WHERE collection = $5 AND id = $6",
                 encode_data(data),
                 now,
-                version,
-                revision,
+                item.version,
+                item.revision,
                 collection,
                 item_id,
             )
-            return StoredItem(item_id, current.seq, dict(data), current.created_at, now, version, revision)
+            return item
 
         return await self._write(collection, since, "updated", write)
 
@@ -427,23 +418,7 @@ class PostgresCollectionStore:
             revision = int(await conn.fetchval(_BUMP, collection))
             item = await write(conn, revision)
             own = Change(revision, item.id, kind, None if kind == "deleted" else item)
-            row = None if own.item is None else encode_entry(own.item)
-            await conn.execute(
-                "INSERT INTO bridge_collection_changes (collection, revision, id, type, row) "
-                "VALUES ($1, $2, $3, $4, $5)",
-                collection,
-                revision,
-                item.id,
-                kind,
-                row,
-            )
-            below = trim_below(revision)
-            if below is not None:
-                await conn.execute(
-                    "DELETE FROM bridge_collection_changes WHERE collection = $1 AND revision <= $2",
-                    collection,
-                    below,
-                )
+            await _log(conn, collection, own)
             feed = await _feed(conn, collection, since, revision, own)
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
         return feed
@@ -473,9 +448,27 @@ async def _insert_keys(
                     item_id,
                 )
         except asyncpg.UniqueViolationError:
-            raise DuplicateConfigNameError(
-                f"Another item of {collection} has this {field}", context={"field": field}
-            ) from None
+            raise duplicate_key(collection, field) from None
+
+
+async def _log(conn: asyncpg.Connection, collection: str, own: Change) -> None:
+    """Log ``own`` (the writer's change) and trim the log (:func:`trim_below`)."""
+    await conn.execute(
+        "INSERT INTO bridge_collection_changes (collection, revision, id, type, row) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        collection,
+        own.revision,
+        own.id,
+        own.kind,
+        logged_row(own),
+    )
+    below = trim_below(own.revision)
+    if below is not None:
+        await conn.execute(
+            "DELETE FROM bridge_collection_changes WHERE collection = $1 AND revision <= $2",
+            collection,
+            below,
+        )
 
 
 async def _feed(

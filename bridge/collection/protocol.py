@@ -29,6 +29,7 @@ from typing import Any, Final, Protocol
 
 import orjson
 
+from bridge.errors import DuplicateConfigNameError
 from bridge.models import name_key
 from bridge.storage import protocol as _log
 from bridge.storage.protocol import CHANGE_LOG_KEEP, TRIM_EVERY, check_stored, integer_version
@@ -220,6 +221,55 @@ def check_write(
 def merge(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``current`` with the fields of ``patch`` (the ones the client sent) replaced."""
     return {**current, **patch}
+
+
+def created_item(item_id: str, seq: int, data: Mapping[str, Any], now: str, revision: int) -> StoredItem:
+    """The item an insert writes: version 1, created and updated ``now``, at ``revision``.
+
+    Args:
+        item_id: the new id.
+        seq: the creation order the database gave the row.
+        data: the stored fields (:func:`encode_data`'s input).
+        now: ISO 8601 UTC, milliseconds.
+        revision: the collection revision the insert took.
+    """
+    return StoredItem(item_id, seq, dict(data), now, now, 1, revision)
+
+
+def rewritten(item: StoredItem, data: Mapping[str, Any], revision: int, now: str | None = None) -> StoredItem:
+    """The item an update or a reseal writes over ``item``: ``data``, version + 1, at ``revision``.
+
+    Args:
+        item: the stored item, its version checked to be an integer (:func:`check_write`,
+            :func:`reseal_data`).
+        data: the new stored fields.
+        revision: the collection revision the write took.
+        now: the new ``updated_at``; None keeps it (a reseal changes no field's value).
+    """
+    updated_at = item.updated_at if now is None else now
+    return StoredItem(item.id, item.seq, dict(data), item.created_at, updated_at, item.version + 1, revision)
+
+
+def reseal_data(collection: str, item: StoredItem, seal: Resealer) -> dict[str, Any] | None:
+    """The item's fields with each secret sealed again (:func:`resealed`), or None to leave the row.
+
+    None too when the stored version is no integer: such a row is quarantined, and a
+    reseal is a write (version + 1) that it cannot take.
+    """
+    data = resealed(collection, item.id, item.data, seal)
+    return None if data is None or type(item.version) is not int else data
+
+
+def logged_row(change: Change) -> str | None:
+    """The change-log ``row`` of a change the writer makes: the item as of its revision, or None (deleted)."""
+    return None if change.item is None else encode_entry(change.item)
+
+
+def duplicate_key(collection: str, field: str) -> DuplicateConfigNameError:
+    """The error of a write whose unique ``field`` is another item's (4009, context ``{field}``)."""
+    return DuplicateConfigNameError(
+        f"Another item of {collection} has this {field}", context={"field": field}
+    )
 
 
 def trim_below(revision: int) -> int | None:

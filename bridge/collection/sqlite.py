@@ -32,16 +32,18 @@ from bridge.collection.protocol import (
     StoredItem,
     build_feed,
     check_write,
+    created_item,
     decode_data,
+    duplicate_key,
     encode_data,
-    encode_entry,
     key_ids_of,
     log_window,
+    logged_row,
     make_item,
-    resealed,
+    reseal_data,
+    rewritten,
     trim_below,
 )
-from bridge.errors import DuplicateConfigNameError
 from bridge.keystore import KEY_ID_BYTES
 from bridge.storage.sqlite import open_healthy, open_prepared, prepare, read_only, write_transaction
 
@@ -222,19 +224,16 @@ class SqliteCollectionStore:
                 count = 0
                 for collection, *values in rows:
                     item = make_item(tuple(values))
-                    data = resealed(collection, item.id, item.data, seal)
-                    if data is None or type(item.version) is not int:
+                    data = reseal_data(collection, item, seal)
+                    if data is None:
                         continue
-                    revision = _bump(conn, collection)
+                    again = rewritten(item, data, _bump(conn, collection))
                     conn.execute(
                         "UPDATE items SET data = ?, version = ?, revision = ? "
                         "WHERE collection = ? AND id = ?",
-                        (encode_data(data), item.version + 1, revision, collection, item.id),
+                        (encode_data(data), again.version, again.revision, collection, item.id),
                     )
-                    again = StoredItem(
-                        item.id, item.seq, data, item.created_at, item.updated_at, item.version + 1, revision
-                    )
-                    _log(conn, collection, revision, item_id=item.id, kind="updated", row=encode_entry(again))
+                    _log(conn, collection, Change(again.revision, item.id, "updated", again))
                     count += 1
             return count
 
@@ -267,8 +266,7 @@ class SqliteCollectionStore:
                     "VALUES (?, ?, ?, ?, ?, 1, ?)",
                     (collection, item_id, encode_data(data), now, now, revision),
                 )
-                seq = int(cursor.lastrowid or 0)
-                return StoredItem(item_id, seq, dict(data), now, now, 1, revision)
+                return created_item(item_id, int(cursor.lastrowid or 0), data, now, revision)
 
             return _transaction(conn, collection, since, "created", write)
 
@@ -301,19 +299,15 @@ class SqliteCollectionStore:
                     f"{_SELECT} WHERE collection = ? AND id = ?", (collection, item_id)
                 ).fetchone()
                 check_write(item_id, None if found is None else found[5], expected_version, base_version)
-                current = make_item(tuple(found))
-                revision = _bump(conn, collection)
+                item = rewritten(make_item(tuple(found)), data, _bump(conn, collection), now)
                 conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
                 _insert_keys(conn, collection, item_id, keys)
-                version = current.version + 1
                 conn.execute(
                     "UPDATE items SET data = ?, updated_at = ?, version = ?, revision = ? "
                     "WHERE collection = ? AND id = ?",
-                    (encode_data(data), now, version, revision, collection, item_id),
+                    (encode_data(data), now, item.version, item.revision, collection, item_id),
                 )
-                return StoredItem(
-                    item_id, current.seq, dict(data), current.created_at, now, version, revision
-                )
+                return item
 
             return _transaction(conn, collection, since, "updated", write)
 
@@ -339,8 +333,9 @@ class SqliteCollectionStore:
                 revision = _bump(conn, collection)
                 conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
                 conn.execute("DELETE FROM items WHERE collection = ? AND id = ?", (collection, item_id))
-                _log(conn, collection, revision, item_id=item_id, kind="deleted", row=None)
-                return _feed(conn, collection, since, revision, Change(revision, item_id, "deleted", None))
+                own = Change(revision, item_id, "deleted", None)
+                _log(conn, collection, own)
+                return _feed(conn, collection, since, revision, own)
 
         return await self._run(work)
 
@@ -386,19 +381,15 @@ def _insert_keys(
                 (collection, field, key, item_id),
             )
         except sqlite3.IntegrityError:
-            raise DuplicateConfigNameError(
-                f"Another item of {collection} has this {field}", context={"field": field}
-            ) from None
+            raise duplicate_key(collection, field) from None
 
 
-def _log(
-    conn: sqlite3.Connection, collection: str, revision: int, *, item_id: str, kind: str, row: str | None
-) -> None:
+def _log(conn: sqlite3.Connection, collection: str, own: Change) -> None:
     conn.execute(
         "INSERT INTO changes (collection, revision, id, type, row) VALUES (?, ?, ?, ?, ?)",
-        (collection, revision, item_id, kind, row),
+        (collection, own.revision, own.id, own.kind, logged_row(own)),
     )
-    below = trim_below(revision)
+    below = trim_below(own.revision)
     if below is not None:
         conn.execute("DELETE FROM changes WHERE collection = ? AND revision <= ?", (collection, below))
 
@@ -424,8 +415,9 @@ def _transaction(
 ) -> Feed:
     with write_transaction(conn):
         item = write()
-        _log(conn, collection, item.revision, item_id=item.id, kind=kind, row=encode_entry(item))
-        return _feed(conn, collection, since, item.revision, Change(item.revision, item.id, kind, item))
+        own = Change(item.revision, item.id, kind, item)
+        _log(conn, collection, own)
+        return _feed(conn, collection, since, item.revision, own)
 
 
 def examine_collections(path: Path) -> tuple[int, list[tuple[str, StoredItem]]]:
