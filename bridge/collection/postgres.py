@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 import structlog
@@ -34,7 +34,10 @@ from bridge.backoff import backoff_delays
 from bridge.collection.protocol import (
     ITEM_COLUMNS,
     Change,
+    CollectionStore,
     Feed,
+    ItemDelete,
+    ItemWrite,
     Resealer,
     StoredItem,
     build_feed,
@@ -114,7 +117,7 @@ class _UnknownItemError(Exception):
     """Raised inside a delete's transaction when there is no row (rolls the revision back)."""
 
 
-class PostgresCollectionStore:
+class PostgresCollectionStore(CollectionStore):
     """Items of every collection on one PostgreSQL database, shared by every instance.
 
     Args:
@@ -303,72 +306,43 @@ class PostgresCollectionStore:
 
     # ---- writes -------------------------------------------------------------------
 
-    async def insert(
-        self,
-        collection: str,
-        item_id: str,
-        data: dict[str, Any],
-        *,
-        keys: list[tuple[str, str]],
-        now: str,
-        since: int,
-    ) -> Feed:
-        """Insert a new item (version 1) with its unique keys, in one transaction.
-
-        Raises:
-            DuplicateConfigNameError: a unique key is taken (context ``{field}``).
-        """
+    async def _insert(self, op: ItemWrite) -> Feed:
+        collection, item_id, now = op.collection, op.item_id, op.now
 
         async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
-            await _insert_keys(conn, collection, item_id, keys)
+            await _insert_keys(conn, collection, item_id, op.keys)
             seq = await conn.fetchval(
                 "INSERT INTO bridge_items (collection, id, data, created_at, updated_at, version, revision) "
                 "VALUES ($1, $2, $3, $4, $4, 1, $5) RETURNING seq",
                 collection,
                 item_id,
-                encode_data(data),
+                encode_data(op.data),
                 now,
                 revision,
             )
-            return created_item(item_id, int(seq), data, now, revision)
+            return created_item(item_id, int(seq), op.data, now, revision)
 
-        return await self._write(collection, since, "created", write)
+        return await self._write(collection, op.since, "created", write)
 
-    async def update(
-        self,
-        collection: str,
-        item_id: str,
-        data: dict[str, Any],
-        *,
-        keys: list[tuple[str, str]],
-        now: str,
-        base_version: int,
-        expected_version: int | None,
-        since: int,
-    ) -> Feed:
-        """Replace an item's fields (version + 1) if it is still at ``base_version``.
-
-        Raises:
-            ConfigNotFoundError, VersionConflictError, StaleBaseError: see
-                :func:`~bridge.collection.protocol.check_write`.
-            DuplicateConfigNameError: a unique key is taken by another item.
-        """
+    async def _update(self, op: ItemWrite) -> Feed:
+        collection, item_id = op.collection, op.item_id
 
         async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
             found = await conn.fetchrow(
                 f"{_SELECT} WHERE collection = $1 AND id = $2 FOR UPDATE", collection, item_id
             )
-            check_write(item_id, None if found is None else found["version"], expected_version, base_version)
-            item = rewritten(make_item(tuple(found)), data, revision, now)
+            stored = None if found is None else found["version"]
+            check_write(item_id, stored, op.expected_version, op.base_version)
+            item = rewritten(make_item(tuple(found)), op.data, revision, op.now)
             await conn.execute(
                 "DELETE FROM bridge_item_keys WHERE collection = $1 AND id = $2", collection, item_id
             )
-            await _insert_keys(conn, collection, item_id, keys)
+            await _insert_keys(conn, collection, item_id, op.keys)
             await conn.execute(
                 "UPDATE bridge_items SET data = $1, updated_at = $2, version = $3, revision = $4 "
                 "WHERE collection = $5 AND id = $6",
-                encode_data(data),
-                now,
+                encode_data(op.data),
+                op.now,
                 item.version,
                 item.revision,
                 collection,
@@ -376,22 +350,16 @@ class PostgresCollectionStore:
             )
             return item
 
-        return await self._write(collection, since, "updated", write)
+        return await self._write(collection, op.since, "updated", write)
 
-    async def delete(
-        self, collection: str, item_id: str, expected_version: int | None, since: int
-    ) -> Feed | None:
-        """Delete an item and its keys; None when no item has ``item_id``.
-
-        Raises:
-            VersionConflictError: ``expected_version`` differs from the stored version.
-        """
+    async def _delete(self, op: ItemDelete) -> Feed | None:
+        collection, item_id = op.collection, op.item_id
 
         async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
             found = await conn.fetchrow(
                 f"{_SELECT} WHERE collection = $1 AND id = $2 FOR UPDATE", collection, item_id
             )
-            check_write(item_id, None if found is None else found["version"], expected_version, None)
+            check_write(item_id, None if found is None else found["version"], op.expected_version, None)
             if found is None:
                 raise _UnknownItemError
             await conn.execute(
@@ -403,7 +371,7 @@ class PostgresCollectionStore:
             return StoredItem(item_id, 0, None, "", "", 0, revision)
 
         try:
-            return await self._write(collection, since, "deleted", write)
+            return await self._write(collection, op.since, "deleted", write)
         except _UnknownItemError:
             return None
 

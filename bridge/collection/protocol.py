@@ -23,9 +23,10 @@ does not decode instead of raising on the caller's whole read.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 
@@ -386,47 +387,84 @@ def decode_entry(revision: object, item_id: object, kind: object, row: object) -
     return Change(revision, item_id, str(kind), item)
 
 
-class CollectionStore(Protocol):
+@dataclass(frozen=True, slots=True)
+class ItemWrite:
+    """An insert or an update of one item, as :class:`CollectionStore` hands it to its backend.
+
+    Attributes:
+        collection: the collection's name.
+        item_id: the item's id.
+        data: the stored fields (:func:`encode_data`'s input).
+        keys: the item's unique keys ``(field, key)`` (:func:`unique_keys`).
+        now: ISO 8601 UTC, milliseconds: ``updated_at`` (and ``created_at`` of an insert).
+        since: the caller's revision; the returned :class:`Feed` starts after it.
+        base_version: an update's: the version the caller computed its change from
+            (:func:`check_write`); None for an insert.
+        expected_version: an update's ``expectedVersion``, or None.
+    """
+
+    collection: str
+    item_id: str
+    data: dict[str, Any]
+    keys: list[tuple[str, str]]
+    now: str
+    since: int
+    base_version: int | None = None
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemDelete:
+    """A delete of one item (see :class:`ItemWrite` for the attributes)."""
+
+    collection: str
+    item_id: str
+    expected_version: int | None
+    since: int
+
+
+class CollectionStore(abc.ABC):
     """A backend: :class:`~bridge.collection.sqlite.SqliteCollectionStore` or ``PostgresCollectionStore``.
 
     Every write is one transaction that applies :func:`check_write`, takes the
     collection's next revision, logs the change and returns the :class:`Feed` after
-    ``since``.
+    ``since``. The write methods are spelled here once; a backend implements
+    :meth:`_insert`, :meth:`_update` and :meth:`_delete` on the request they build.
     """
 
     poll_interval_s: float
 
+    @abc.abstractmethod
     async def open(self) -> None:
         """Connect and create or migrate the schema."""
-        ...
 
+    @abc.abstractmethod
     async def close(self) -> None:
         """Release every connection; idempotent."""
-        ...
 
+    @abc.abstractmethod
     async def has_ciphertexts(self) -> bool:
         """True when a collection with secret fields has an item."""
-        ...
 
+    @abc.abstractmethod
     async def key_ids(self) -> set[bytes]:
         """The ids of the data keys naming any stored secret."""
-        ...
 
+    @abc.abstractmethod
     async def reseal(self, seal: Resealer) -> int:
         """Seal every secret again with ``seal`` (each rewrite a logged write); return the items rewritten."""
-        ...
 
+    @abc.abstractmethod
     def data_version(self) -> int:
         """A number that moves with every commit to the store (-1: unknown, counts as moved)."""
-        ...
 
+    @abc.abstractmethod
     async def load(self, collection: str) -> tuple[int, list[StoredItem]]:
         """The collection's revision and every item in creation order."""
-        ...
 
+    @abc.abstractmethod
     async def changes_since(self, collection: str, since: int) -> Feed:
-        """The changes after ``since``."""
-        ...
+        """The changes after ``since`` (``changes`` None: the log does not reach it)."""
 
     async def insert(
         self,
@@ -438,8 +476,12 @@ class CollectionStore(Protocol):
         now: str,
         since: int,
     ) -> Feed:
-        """Insert an item (version 1); DuplicateConfigNameError when a key is taken."""
-        ...
+        """Insert a new item (version 1) with its unique keys, in one transaction.
+
+        Raises:
+            DuplicateConfigNameError: a unique key is taken (context ``{field}``).
+        """
+        return await self._insert(ItemWrite(collection, item_id, data, keys, now, since))
 
     async def update(
         self,
@@ -453,11 +495,34 @@ class CollectionStore(Protocol):
         expected_version: int | None,
         since: int,
     ) -> Feed:
-        """Replace an item's fields (version + 1); see :func:`check_write` for the errors."""
-        ...
+        """Replace an item's fields (version + 1) if it is still at ``base_version``.
+
+        Raises:
+            ConfigNotFoundError, VersionConflictError, StaleBaseError: see :func:`check_write`.
+            DuplicateConfigNameError: a unique key is taken by another item.
+        """
+        return await self._update(
+            ItemWrite(collection, item_id, data, keys, now, since, base_version, expected_version)
+        )
 
     async def delete(
         self, collection: str, item_id: str, expected_version: int | None, since: int
     ) -> Feed | None:
-        """Delete an item; None when unknown."""
-        ...
+        """Delete an item and its keys; None when no item has ``item_id``.
+
+        Raises:
+            VersionConflictError: ``expected_version`` differs from the stored version.
+        """
+        return await self._delete(ItemDelete(collection, item_id, expected_version, since))
+
+    @abc.abstractmethod
+    async def _insert(self, op: ItemWrite) -> Feed:
+        """:meth:`insert` in the backend's SQL."""
+
+    @abc.abstractmethod
+    async def _update(self, op: ItemWrite) -> Feed:
+        """:meth:`update` in the backend's SQL (``op.base_version`` set)."""
+
+    @abc.abstractmethod
+    async def _delete(self, op: ItemDelete) -> Feed | None:
+        """:meth:`delete` in the backend's SQL."""

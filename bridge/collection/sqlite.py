@@ -20,14 +20,17 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import structlog
 
 from bridge.collection.protocol import (
     ITEM_COLUMNS,
     Change,
+    CollectionStore,
     Feed,
+    ItemDelete,
+    ItemWrite,
     Resealer,
     StoredItem,
     build_feed,
@@ -91,7 +94,7 @@ _EXAMINE: Final = f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM items ORDE
 _SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items"  # noqa: S608 - fixed column names
 
 
-class SqliteCollectionStore:
+class SqliteCollectionStore(CollectionStore):
     """Items of every collection in one SQLite file, shared safely by several processes.
 
     Args:
@@ -241,93 +244,58 @@ class SqliteCollectionStore:
 
     # ---- writes -------------------------------------------------------------------
 
-    async def insert(
-        self,
-        collection: str,
-        item_id: str,
-        data: dict[str, Any],
-        *,
-        keys: list[tuple[str, str]],
-        now: str,
-        since: int,
-    ) -> Feed:
-        """Insert a new item (version 1) with its unique keys, in one transaction.
-
-        Raises:
-            DuplicateConfigNameError: a unique key is taken (context ``{field}``).
-        """
+    async def _insert(self, op: ItemWrite) -> Feed:
+        collection, item_id, now = op.collection, op.item_id, op.now
 
         def work(conn: sqlite3.Connection) -> Feed:
             def write() -> StoredItem:
                 revision = _bump(conn, collection)
-                _insert_keys(conn, collection, item_id, keys)
+                _insert_keys(conn, collection, item_id, op.keys)
                 cursor = conn.execute(
                     "INSERT INTO items (collection, id, data, created_at, updated_at, version, revision) "
                     "VALUES (?, ?, ?, ?, ?, 1, ?)",
-                    (collection, item_id, encode_data(data), now, now, revision),
+                    (collection, item_id, encode_data(op.data), now, now, revision),
                 )
-                return created_item(item_id, int(cursor.lastrowid or 0), data, now, revision)
+                return created_item(item_id, int(cursor.lastrowid or 0), op.data, now, revision)
 
-            return _transaction(conn, collection, since, "created", write)
+            return _transaction(conn, collection, op.since, "created", write)
 
         return await self._run(work)
 
-    async def update(
-        self,
-        collection: str,
-        item_id: str,
-        data: dict[str, Any],
-        *,
-        keys: list[tuple[str, str]],
-        now: str,
-        base_version: int,
-        expected_version: int | None,
-        since: int,
-    ) -> Feed:
-        """Replace an item's fields (version + 1) if it is still at ``base_version``.
-
-        Raises:
-            ConfigNotFoundError: no item has ``item_id``.
-            VersionConflictError: ``expected_version`` differs from the stored version.
-            StaleBaseError: the item moved past ``base_version`` (catch up and retry).
-            DuplicateConfigNameError: a unique key is taken by another item.
-        """
+    async def _update(self, op: ItemWrite) -> Feed:
+        collection, item_id = op.collection, op.item_id
 
         def work(conn: sqlite3.Connection) -> Feed:
             def write() -> StoredItem:
                 found = conn.execute(
                     f"{_SELECT} WHERE collection = ? AND id = ?", (collection, item_id)
                 ).fetchone()
-                check_write(item_id, None if found is None else found[5], expected_version, base_version)
-                item = rewritten(make_item(tuple(found)), data, _bump(conn, collection), now)
+                check_write(
+                    item_id, None if found is None else found[5], op.expected_version, op.base_version
+                )
+                item = rewritten(make_item(tuple(found)), op.data, _bump(conn, collection), op.now)
                 conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
-                _insert_keys(conn, collection, item_id, keys)
+                _insert_keys(conn, collection, item_id, op.keys)
                 conn.execute(
                     "UPDATE items SET data = ?, updated_at = ?, version = ?, revision = ? "
                     "WHERE collection = ? AND id = ?",
-                    (encode_data(data), now, item.version, item.revision, collection, item_id),
+                    (encode_data(op.data), op.now, item.version, item.revision, collection, item_id),
                 )
                 return item
 
-            return _transaction(conn, collection, since, "updated", write)
+            return _transaction(conn, collection, op.since, "updated", write)
 
         return await self._run(work)
 
-    async def delete(
-        self, collection: str, item_id: str, expected_version: int | None, since: int
-    ) -> Feed | None:
-        """Delete an item and its keys; None when no item has ``item_id``.
-
-        Raises:
-            VersionConflictError: ``expected_version`` differs from the stored version.
-        """
+    async def _delete(self, op: ItemDelete) -> Feed | None:
+        collection, item_id = op.collection, op.item_id
 
         def work(conn: sqlite3.Connection) -> Feed | None:
             with write_transaction(conn):
                 found = conn.execute(
                     "SELECT version FROM items WHERE collection = ? AND id = ?", (collection, item_id)
                 ).fetchone()
-                check_write(item_id, None if found is None else found[0], expected_version, None)
+                check_write(item_id, None if found is None else found[0], op.expected_version, None)
                 if found is None:
                     return None
                 revision = _bump(conn, collection)
@@ -335,7 +303,7 @@ class SqliteCollectionStore:
                 conn.execute("DELETE FROM items WHERE collection = ? AND id = ?", (collection, item_id))
                 own = Change(revision, item_id, "deleted", None)
                 _log(conn, collection, own)
-                return _feed(conn, collection, since, revision, own)
+                return _feed(conn, collection, op.since, revision, own)
 
         return await self._run(work)
 
