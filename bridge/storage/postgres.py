@@ -47,7 +47,7 @@ from bridge.storage.base import (
     row_values,
 )
 from bridge.storage.protocol import (
-    LogEntry,
+    LogRead,
     Written,
     build_feed,
     checked_delete,
@@ -622,7 +622,7 @@ class PostgresConfigStore:
         """Return the changes after ``since`` in revision order (None: reload needed)."""
         async with self._acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             revision = int(await conn.fetchval(_REVISION))
-            outcome = await _feed(conn, since, revision, revision)
+            outcome = build_feed(*await _read_log(conn, since, revision), revision=revision)
         self._saw(outcome.revision)
         return outcome
 
@@ -649,8 +649,11 @@ class PostgresConfigStore:
                 written = await fn(conn)
                 revision = int(await conn.fetchval(_REVISION))
                 own = own_change(written, revision_before, revision)
-                outcome = await _feed(
-                    conn, since, revision_before, revision, own=own, current=written.current
+                outcome = build_feed(
+                    *await _read_log(conn, since, revision_before),
+                    revision=revision,
+                    own=own,
+                    current=written.current,
                 )
                 # The trigger sent NOTIFY (delivered at commit). Before COMMIT: our own
                 # notification may be handled before this task resumes, and must not wake
@@ -780,35 +783,20 @@ class PostgresConfigStore:
         return await self._write(fn, since)
 
 
-async def _feed(
-    conn: Any,
-    since: int,
-    upto: int,
-    revision: int,
-    *,
-    own: Change | None = None,
-    current: StoredConfig | None = None,
-) -> WriteOutcome:
-    """Read the log after ``since`` up to ``upto`` and assemble the feed (protocol).
-
-    The table's rows of the ids named are read for the cross-check; ``own`` (the
-    caller's write, at ``revision``) is added from the row it wrote.
-    """
-    entries: list[LogEntry] | None = []
+async def _read_log(conn: Any, since: int, upto: int) -> LogRead:
+    """The log after ``since`` up to ``upto``, and the table's rows of the ids it names."""
+    if upto <= since:
+        return [], {}
+    if not feed_reaches(await conn.fetchval("SELECT min(revision) FROM bridge_changes"), since):
+        return None, {}
+    rows = await conn.fetch(
+        "SELECT revision, type, id, row FROM bridge_changes WHERE revision > $1 AND revision <= $2 "
+        "ORDER BY revision",
+        since,
+        upto,
+    )
     present: dict[str, StoredConfig] = {}
-    if upto > since:
-        entries = None
-        if feed_reaches(await conn.fetchval("SELECT min(revision) FROM bridge_changes"), since):
-            rows = await conn.fetch(
-                "SELECT revision, type, id, row FROM bridge_changes "
-                "WHERE revision > $1 AND revision <= $2 ORDER BY revision",
-                since,
-                upto,
-            )
-            entries = [(r["revision"], r["type"], r["id"], r["row"]) for r in rows]
-            if ids := list({r["id"] for r in rows}):
-                found = await conn.fetch(
-                    f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", ids
-                )
-                present = {r["id"]: make_row(r) for r in found}
-    return build_feed(entries, present, revision=revision, own=own, current=current)
+    if ids := list({r["id"] for r in rows}):
+        found = await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", ids)
+        present = {r["id"]: make_row(r) for r in found}
+    return [(r["revision"], r["type"], r["id"], r["row"]) for r in rows], present

@@ -245,6 +245,9 @@ def decode_logged_row(blob: bytes | str) -> StoredConfig:
 
 LogEntry = tuple[Any, Any, Any, Any]
 """One change-log entry as read: ``(revision, type, id, row blob or None)``."""
+LogRead = tuple[list[LogEntry] | None, dict[str, StoredConfig]]
+"""What a backend reads for :func:`build_feed`: the log entries after ``since`` (None when
+the log no longer reaches it: :func:`feed_reaches`) and the table's row of each id they name."""
 
 
 def _decode_entry(entry: LogEntry) -> Change:

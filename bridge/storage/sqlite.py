@@ -33,10 +33,10 @@ import structlog
 
 from bridge.datadir import DB_COMPANIONS
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
-from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
+from bridge.storage.base import COLUMNS, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
 from bridge.storage.protocol import (
     KEY_ID_BYTES,
-    LogEntry,
+    LogRead,
     Written,
     build_feed,
     checked_delete,
@@ -110,19 +110,12 @@ _LOG_ROW = (
     "INSERT INTO changes (revision, id, type, row) SELECT revision, id, '{kind}', "
     f"{_LOG_OBJECT} FROM configs WHERE seq = NEW.seq;"
 )
-_CONTENT_COLUMNS = (
-    "id",
-    "custom_name",
-    "name_key",
-    "provider",
-    "api_key_ct",
-    "api_key_preview",
-    "base_url",
-    "use_auth_header",
-    "created_at",
-    "updated_at",
-)
+_COUNTERS: Final = ("version", "revision")
+"""The columns the triggers keep (nobody else may change them)."""
+_CONTENT_COLUMNS: Final = tuple(name for name in COLUMNS if name not in _COUNTERS)
 _ALL_COLUMNS = ("seq", *_CONTENT_COLUMNS, "version", "revision")
+_SAME_CONTENT = " AND ".join(f"OLD.{c} IS NEW.{c}" for c in _CONTENT_COLUMNS)
+"""A trigger's condition: the statement changed none of the content columns."""
 _TRIGGERS: Final = {
     # Every write to configs, whoever makes it, takes the next revision, logs the row as
     # of that revision and (for updates) version + 1. recursive_triggers is off (SQLite's
@@ -134,9 +127,8 @@ _TRIGGERS: Final = {
         f"{_LOG_ROW.format(kind='created')} {_TRIM} END"
     ),
     "bridge_configs_update": (
-        "CREATE TRIGGER IF NOT EXISTS bridge_configs_update AFTER UPDATE ON configs WHEN NOT ("
-        + " AND ".join(f"OLD.{c} IS NEW.{c}" for c in _CONTENT_COLUMNS)
-        + f") BEGIN {_NO_META} UPDATE meta SET revision = revision + 1 WHERE id = 1; "
+        "CREATE TRIGGER IF NOT EXISTS bridge_configs_update AFTER UPDATE ON configs "
+        f"WHEN NOT ({_SAME_CONTENT}) BEGIN {_NO_META} UPDATE meta SET revision = revision + 1 WHERE id = 1; "
         f"UPDATE configs SET version = OLD.version + 1, revision = {_REV} WHERE seq = NEW.seq; "
         f"{_LOG_ROW.format(kind='updated')} {_TRIM} END"
     ),
@@ -144,9 +136,8 @@ _TRIGGERS: Final = {
     # anyone else changing only those is refused: the database keeps them.
     "bridge_configs_counters": (
         "CREATE TRIGGER IF NOT EXISTS bridge_configs_counters "
-        "BEFORE UPDATE OF version, revision, seq ON configs WHEN ("
-        + " AND ".join(f"OLD.{c} IS NEW.{c}" for c in _CONTENT_COLUMNS)
-        + f") AND (NEW.revision IS NOT {_REV} OR OLD.seq IS NOT NEW.seq) "
+        f"BEFORE UPDATE OF version, revision, seq ON configs WHEN ({_SAME_CONTENT}) "
+        f"AND (NEW.revision IS NOT {_REV} OR OLD.seq IS NOT NEW.seq) "
         "BEGIN SELECT RAISE(ABORT, 'bridge: version and revision are kept by the database'); END"
     ),
     "bridge_configs_delete": (
@@ -674,7 +665,7 @@ class SqliteConfigStore:
             conn.execute("BEGIN")
             try:
                 revision = _revision(conn)
-                outcome = _feed(conn, since, revision, revision)
+                outcome = build_feed(*_read_log(conn, since, revision), revision=revision)
             finally:
                 conn.execute("COMMIT")
             return outcome
@@ -715,7 +706,12 @@ class SqliteConfigStore:
                 written = fn(conn)
                 revision = _revision(conn)
                 own = own_change(written, revision_before, revision)
-                return _feed(conn, since, revision_before, revision, own=own, current=written.current)
+                return build_feed(
+                    *_read_log(conn, since, revision_before),
+                    revision=revision,
+                    own=own,
+                    current=written.current,
+                )
 
         return await self._run(work)
 
@@ -826,35 +822,20 @@ def _data_version(conn: sqlite3.Connection) -> int:
 _PRESENT_COLUMNS: Final = ", ".join(f"k.{name}" for name in COLUMNS)
 
 
-def _feed(
-    conn: sqlite3.Connection,
-    since: int,
-    upto: int,
-    revision: int,
-    *,
-    own: Change | None = None,
-    current: StoredConfig | None = None,
-) -> WriteOutcome:
-    """Read the log after ``since`` up to ``upto`` and assemble the feed (protocol).
-
-    Each entry comes with its id's row in the table (the join), for the cross-check;
-    ``own`` (the caller's write, at ``revision``) is added from the row it wrote.
-    """
-    entries: list[LogEntry] | None = []
-    present: dict[str, StoredConfig] = {}
-    if upto > since:
-        (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
-        entries = None
-        if feed_reaches(oldest, since):
-            rows = conn.execute(
-                f"SELECT c.revision, c.type, c.id, c.row, {_PRESENT_COLUMNS} FROM changes c "
-                "LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? AND c.revision <= ? "
-                "ORDER BY c.revision",
-                (since, upto),
-            ).fetchall()
-            entries = [r[:4] for r in rows]
-            present = {r[4]: make_row(r[4:]) for r in rows if r[4] is not None}
-    return build_feed(entries, present, revision=revision, own=own, current=current)
+def _read_log(conn: sqlite3.Connection, since: int, upto: int) -> LogRead:
+    """The log after ``since`` up to ``upto``, each entry with its id's row in the table (the join)."""
+    if upto <= since:
+        return [], {}
+    (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
+    if not feed_reaches(oldest, since):
+        return None, {}
+    rows = conn.execute(
+        f"SELECT c.revision, c.type, c.id, c.row, {_PRESENT_COLUMNS} FROM changes c "
+        "LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? AND c.revision <= ? "
+        "ORDER BY c.revision",
+        (since, upto),
+    ).fetchall()
+    return [r[:4] for r in rows], {r[4]: make_row(r[4:]) for r in rows if r[4] is not None}
 
 
 @dataclass(frozen=True, slots=True)
