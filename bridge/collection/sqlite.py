@@ -48,7 +48,16 @@ from bridge.collection.protocol import (
     trim_below,
 )
 from bridge.keystore import KEY_ID_BYTES
-from bridge.storage.sqlite import open_healthy, open_prepared, prepare, read_only, write_transaction
+from bridge.storage.sqlite import (
+    close_on,
+    open_healthy,
+    open_prepared,
+    prepare,
+    probe_version,
+    read_only,
+    run_on,
+    write_transaction,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -113,10 +122,7 @@ class SqliteCollectionStore(CollectionStore):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collections-store")
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        return await run_on(self._executor, self._conn, fn)
 
     async def open(self) -> None:
         """Create or open the file and its schema.
@@ -147,26 +153,17 @@ class SqliteCollectionStore(CollectionStore):
 
     async def close(self) -> None:
         """Close the connections and the thread; idempotent."""
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            probe.close()
         conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        self._executor.shutdown(wait=False)
+        probe, self._probe = self._probe, None
+        await close_on(self._executor, conn, probe)
 
     def data_version(self) -> int:
         """``PRAGMA data_version`` of a connection of its own: moves with every commit, ours included.
 
         Cheap (no disk read), run on the event loop. -1 when the probe fails (counts as moved).
         """
-        probe = self._probe
-        if probe is None:
-            return -1
-        try:
-            return int(probe.execute("PRAGMA data_version").fetchone()[0])
-        except sqlite3.Error:
-            return -1
+        version = probe_version(self._probe)
+        return -1 if version is None else version
 
     # ---- reads --------------------------------------------------------------------
 

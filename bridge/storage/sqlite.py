@@ -288,6 +288,44 @@ def open_prepared(path: Path, setup: Callable[[sqlite3.Connection], object]) -> 
     return conn
 
 
+async def run_on(
+    executor: ThreadPoolExecutor, conn: sqlite3.Connection | None, fn: Callable[[sqlite3.Connection], T]
+) -> T:
+    """Run ``fn(conn)`` on a store's own thread (the event loop never blocks on disk).
+
+    Raises:
+        RuntimeError: ``conn`` is None (the store is not open).
+    """
+    if conn is None:
+        raise RuntimeError("store is not open")
+    return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
+
+
+async def close_on(
+    executor: ThreadPoolExecutor, conn: sqlite3.Connection | None, probe: sqlite3.Connection | None
+) -> None:
+    """Close a store's probe, then its connection on its thread, then join the thread (off the loop)."""
+    if probe is not None:
+        probe.close()
+    if conn is not None:
+        await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+    await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+
+
+def probe_version(probe: sqlite3.Connection | None) -> int | None:
+    """``PRAGMA data_version`` of a probe connection (:func:`read_only`), run on the event loop.
+
+    Cheap (no disk read). It moves with every other connection's commit, the store's own
+    included. None when there is no probe or it fails (callers count that as moved).
+    """
+    if probe is None:
+        return None
+    try:
+        return _data_version(probe)
+    except sqlite3.Error:
+        return None
+
+
 def open_healthy(
     path: Path, open_file: Callable[[], sqlite3.Connection], moved: Callable[[str, str], None]
 ) -> sqlite3.Connection:
@@ -479,10 +517,7 @@ class SqliteConfigStore:
     # ---- plumbing -------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        return await run_on(self._executor, self._conn, fn)
 
     def _connect(self) -> sqlite3.Connection:
         return open_prepared(self.path, self._prepare)
@@ -581,14 +616,9 @@ class SqliteConfigStore:
 
     async def close(self) -> None:
         """Close the connection and its thread; idempotent."""
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            probe.close()
         conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        # Joining the store thread must not block the event loop.
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        probe, self._probe = self._probe, None
+        await close_on(self._executor, conn, probe)
 
     # ---- reads ----------------------------------------------------------------------
 
@@ -610,13 +640,8 @@ class SqliteConfigStore:
 
     def _probe_version(self) -> int:
         """``PRAGMA data_version`` of the probe connection (-2: unknown, counts as moved)."""
-        probe = self._probe
-        if probe is None:
-            return -2
-        try:
-            return _data_version(probe)
-        except sqlite3.Error:
-            return -2
+        version = probe_version(self._probe)
+        return -2 if version is None else version
 
     def moved(self) -> bool:
         """True when a connection committed since the last load or feed read.
