@@ -31,29 +31,7 @@ import asyncpg
 import structlog
 
 from bridge.backoff import backoff_delays
-from bridge.collection.protocol import (
-    ITEM_COLUMNS,
-    Change,
-    CollectionStore,
-    Feed,
-    ItemDelete,
-    ItemWrite,
-    Resealer,
-    StoredItem,
-    build_feed,
-    check_write,
-    created_item,
-    decode_data,
-    duplicate_key,
-    encode_data,
-    key_ids_of,
-    log_window,
-    logged_row,
-    make_item,
-    reseal_data,
-    rewritten,
-    trim_below,
-)
+from bridge.collection import protocol
 from bridge.keystore import KEY_ID_BYTES
 from bridge.storage.postgres import CONNECT_TIMEOUT_S, OP_TIMEOUT_S, create_pool, listen, migrate
 
@@ -100,9 +78,9 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         )""",
     ),
 }
-_SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM bridge_items"  # noqa: S608 - fixed column names
+_SELECT: Final = f"SELECT {', '.join(protocol.ITEM_COLUMNS)} FROM bridge_items"  # noqa: S608 - fixed column names
 _RESEAL_SELECT: Final = (
-    f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM bridge_items ORDER BY seq FOR UPDATE"  # noqa: S608 - fixed column names
+    f"SELECT collection, {', '.join(protocol.ITEM_COLUMNS)} FROM bridge_items ORDER BY seq FOR UPDATE"  # noqa: S608 - fixed column names
 )
 _LOGGED: Final = "(SELECT max(revision) FROM bridge_collection_changes WHERE collection = $1)"
 _BUMP: Final = (
@@ -117,7 +95,7 @@ class _UnknownItemError(Exception):
     """Raised inside a delete's transaction when there is no row (rolls the revision back)."""
 
 
-class PostgresCollectionStore(CollectionStore):
+class PostgresCollectionStore(protocol.CollectionStore):
     """Items of every collection on one PostgreSQL database, shared by every instance.
 
     Args:
@@ -244,7 +222,7 @@ class PostgresCollectionStore(CollectionStore):
 
     # ---- reads ----------------------------------------------------------------------
 
-    async def load(self, collection: str) -> tuple[int, list[StoredItem]]:
+    async def load(self, collection: str) -> tuple[int, list[protocol.StoredItem]]:
         """Return the collection's revision and every item in creation order (one snapshot)."""
         async with (
             self._pool_or_fail().acquire() as conn,
@@ -252,9 +230,9 @@ class PostgresCollectionStore(CollectionStore):
         ):
             revision = await _revision(conn, collection)
             rows = await conn.fetch(f"{_SELECT} WHERE collection = $1 ORDER BY seq", collection)
-        return revision, [make_item(tuple(r)) for r in rows]
+        return revision, [protocol.make_item(tuple(r)) for r in rows]
 
-    async def changes_since(self, collection: str, since: int) -> Feed:
+    async def changes_since(self, collection: str, since: int) -> protocol.Feed:
         """Return the changes after revision ``since`` (``changes`` None: the log does not reach it)."""
         async with (
             self._pool_or_fail().acquire() as conn,
@@ -271,10 +249,10 @@ class PostgresCollectionStore(CollectionStore):
         found: set[bytes] = set()
         async with self._pool_or_fail().acquire() as conn:
             for record in await conn.fetch("SELECT data FROM bridge_items WHERE data LIKE '%$sealed%'"):
-                found |= key_ids_of(decode_data(record["data"]), KEY_ID_BYTES)
+                found |= protocol.key_ids_of(protocol.decode_data(record["data"]), KEY_ID_BYTES)
         return found
 
-    async def reseal(self, seal: Resealer) -> int:
+    async def reseal(self, seal: protocol.Resealer) -> int:
         """Seal every secret again with ``seal``, in one transaction; return the items rewritten.
 
         Each rewritten item is a write (its collection's next revision, ``version + 1``,
@@ -285,55 +263,55 @@ class PostgresCollectionStore(CollectionStore):
             rows = await conn.fetch(_RESEAL_SELECT)
             for record in rows:
                 collection, *values = tuple(record)
-                item = make_item(tuple(values))
-                data = reseal_data(collection, item, seal)
+                item = protocol.make_item(tuple(values))
+                data = protocol.reseal_data(collection, item, seal)
                 if data is None:
                     continue
-                again = rewritten(item, data, int(await conn.fetchval(_BUMP, collection)))
+                again = protocol.rewritten(item, data, int(await conn.fetchval(_BUMP, collection)))
                 await conn.execute(
                     "UPDATE bridge_items SET data = $1, version = $2, revision = $3 "
                     "WHERE collection = $4 AND id = $5",
-                    encode_data(data),
+                    protocol.encode_data(data),
                     again.version,
                     again.revision,
                     collection,
                     item.id,
                 )
-                await _log(conn, collection, Change(again.revision, item.id, "updated", again))
+                await _log(conn, collection, protocol.Change(again.revision, item.id, "updated", again))
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
                 count += 1
         return count
 
     # ---- writes -------------------------------------------------------------------
 
-    async def _insert(self, op: ItemWrite) -> Feed:
+    async def _insert(self, op: protocol.ItemWrite) -> protocol.Feed:
         collection, item_id, now = op.collection, op.item_id, op.now
 
-        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
+        async def write(conn: asyncpg.Connection, revision: int) -> protocol.StoredItem:
             await _insert_keys(conn, collection, item_id, op.keys)
             seq = await conn.fetchval(
                 "INSERT INTO bridge_items (collection, id, data, created_at, updated_at, version, revision) "
                 "VALUES ($1, $2, $3, $4, $4, 1, $5) RETURNING seq",
                 collection,
                 item_id,
-                encode_data(op.data),
+                protocol.encode_data(op.data),
                 now,
                 revision,
             )
-            return created_item(item_id, int(seq), op.data, now, revision)
+            return protocol.created_item(item_id, int(seq), op.data, now, revision)
 
         return await self._write(collection, op.since, "created", write)
 
-    async def _update(self, op: ItemWrite) -> Feed:
+    async def _update(self, op: protocol.ItemWrite) -> protocol.Feed:
         collection, item_id = op.collection, op.item_id
 
-        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
+        async def write(conn: asyncpg.Connection, revision: int) -> protocol.StoredItem:
             found = await conn.fetchrow(
                 f"{_SELECT} WHERE collection = $1 AND id = $2 FOR UPDATE", collection, item_id
             )
             stored = None if found is None else found["version"]
-            check_write(item_id, stored, op.expected_version, op.base_version)
-            item = rewritten(make_item(tuple(found)), op.data, revision, op.now)
+            protocol.check_write(item_id, stored, op.expected_version, op.base_version)
+            item = protocol.rewritten(protocol.make_item(tuple(found)), op.data, revision, op.now)
             await conn.execute(
                 "DELETE FROM bridge_item_keys WHERE collection = $1 AND id = $2", collection, item_id
             )
@@ -341,7 +319,7 @@ class PostgresCollectionStore(CollectionStore):
             await conn.execute(
                 "UPDATE bridge_items SET data = $1, updated_at = $2, version = $3, revision = $4 "
                 "WHERE collection = $5 AND id = $6",
-                encode_data(op.data),
+                protocol.encode_data(op.data),
                 op.now,
                 item.version,
                 item.revision,
@@ -352,14 +330,16 @@ class PostgresCollectionStore(CollectionStore):
 
         return await self._write(collection, op.since, "updated", write)
 
-    async def _delete(self, op: ItemDelete) -> Feed | None:
+    async def _delete(self, op: protocol.ItemDelete) -> protocol.Feed | None:
         collection, item_id = op.collection, op.item_id
 
-        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
+        async def write(conn: asyncpg.Connection, revision: int) -> protocol.StoredItem:
             found = await conn.fetchrow(
                 f"{_SELECT} WHERE collection = $1 AND id = $2 FOR UPDATE", collection, item_id
             )
-            check_write(item_id, None if found is None else found["version"], op.expected_version, None)
+            protocol.check_write(
+                item_id, None if found is None else found["version"], op.expected_version, None
+            )
             if found is None:
                 raise _UnknownItemError
             await conn.execute(
@@ -368,7 +348,7 @@ class PostgresCollectionStore(CollectionStore):
             await conn.execute(
                 "DELETE FROM bridge_items WHERE collection = $1 AND id = $2", collection, item_id
             )
-            return StoredItem(item_id, 0, None, "", "", 0, revision)
+            return protocol.StoredItem(item_id, 0, None, "", "", 0, revision)
 
         try:
             return await self._write(collection, op.since, "deleted", write)
@@ -380,12 +360,12 @@ class PostgresCollectionStore(CollectionStore):
         collection: str,
         since: int,
         kind: str,
-        write: Callable[[asyncpg.Connection, int], Awaitable[StoredItem]],
-    ) -> Feed:
+        write: Callable[[asyncpg.Connection, int], Awaitable[protocol.StoredItem]],
+    ) -> protocol.Feed:
         async with self._pool_or_fail().acquire() as conn, conn.transaction():
             revision = int(await conn.fetchval(_BUMP, collection))
             item = await write(conn, revision)
-            own = Change(revision, item.id, kind, None if kind == "deleted" else item)
+            own = protocol.Change(revision, item.id, kind, None if kind == "deleted" else item)
             await _log(conn, collection, own)
             feed = await _feed(conn, collection, since, revision, own)
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
@@ -416,10 +396,10 @@ async def _insert_keys(
                     item_id,
                 )
         except asyncpg.UniqueViolationError:
-            raise duplicate_key(collection, field) from None
+            raise protocol.duplicate_key(collection, field) from None
 
 
-async def _log(conn: asyncpg.Connection, collection: str, own: Change) -> None:
+async def _log(conn: asyncpg.Connection, collection: str, own: protocol.Change) -> None:
     """Log ``own`` (the writer's change) and trim the log (:func:`trim_below`)."""
     await conn.execute(
         "INSERT INTO bridge_collection_changes (collection, revision, id, type, row) "
@@ -428,9 +408,9 @@ async def _log(conn: asyncpg.Connection, collection: str, own: Change) -> None:
         own.revision,
         own.id,
         own.kind,
-        logged_row(own),
+        protocol.logged_row(own),
     )
-    below = trim_below(own.revision)
+    below = protocol.trim_below(own.revision)
     if below is not None:
         await conn.execute(
             "DELETE FROM bridge_collection_changes WHERE collection = $1 AND revision <= $2",
@@ -440,11 +420,11 @@ async def _log(conn: asyncpg.Connection, collection: str, own: Change) -> None:
 
 
 async def _feed(
-    conn: asyncpg.Connection, collection: str, since: int, revision: int, own: Change | None
-) -> Feed:
-    window = log_window(since, revision, own)
+    conn: asyncpg.Connection, collection: str, since: int, revision: int, own: protocol.Change | None
+) -> protocol.Feed:
+    window = protocol.log_window(since, revision, own)
     if window is None:
-        return build_feed(revision, own, None, None, ())
+        return protocol.build_feed(revision, own, None, None, ())
     oldest = await conn.fetchval(
         "SELECT min(revision) FROM bridge_collection_changes WHERE collection = $1", collection
     )
@@ -454,6 +434,6 @@ async def _feed(
         collection,
         *window,
     )
-    return build_feed(
+    return protocol.build_feed(
         revision, own, window, None if oldest is None else int(oldest), [tuple(r) for r in rows]
     )

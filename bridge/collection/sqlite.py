@@ -24,29 +24,7 @@ from typing import Final, TypeVar
 
 import structlog
 
-from bridge.collection.protocol import (
-    ITEM_COLUMNS,
-    Change,
-    CollectionStore,
-    Feed,
-    ItemDelete,
-    ItemWrite,
-    Resealer,
-    StoredItem,
-    build_feed,
-    check_write,
-    created_item,
-    decode_data,
-    duplicate_key,
-    encode_data,
-    key_ids_of,
-    log_window,
-    logged_row,
-    make_item,
-    reseal_data,
-    rewritten,
-    trim_below,
-)
+from bridge.collection import protocol
 from bridge.keystore import KEY_ID_BYTES
 from bridge.storage.sqlite import (
     close_on,
@@ -99,11 +77,11 @@ CREATE TABLE IF NOT EXISTS changes (
     PRIMARY KEY (collection, revision)
 );
 """
-_EXAMINE: Final = f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
-_SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items"  # noqa: S608 - fixed column names
+_EXAMINE: Final = f"SELECT collection, {', '.join(protocol.ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
+_SELECT: Final = f"SELECT {', '.join(protocol.ITEM_COLUMNS)} FROM items"  # noqa: S608 - fixed column names
 
 
-class SqliteCollectionStore(CollectionStore):
+class SqliteCollectionStore(protocol.CollectionStore):
     """Items of every collection in one SQLite file, shared safely by several processes.
 
     Args:
@@ -167,24 +145,24 @@ class SqliteCollectionStore(CollectionStore):
 
     # ---- reads --------------------------------------------------------------------
 
-    async def load(self, collection: str) -> tuple[int, list[StoredItem]]:
+    async def load(self, collection: str) -> tuple[int, list[protocol.StoredItem]]:
         """Return the collection's revision and every item in creation order (one read transaction)."""
 
-        def work(conn: sqlite3.Connection) -> tuple[int, list[StoredItem]]:
+        def work(conn: sqlite3.Connection) -> tuple[int, list[protocol.StoredItem]]:
             conn.execute("BEGIN")
             try:
                 revision = _revision(conn, collection)
                 rows = conn.execute(f"{_SELECT} WHERE collection = ? ORDER BY seq", (collection,)).fetchall()
             finally:
                 conn.execute("COMMIT")
-            return revision, [make_item(tuple(r)) for r in rows]
+            return revision, [protocol.make_item(tuple(r)) for r in rows]
 
         return await self._run(work)
 
-    async def changes_since(self, collection: str, since: int) -> Feed:
+    async def changes_since(self, collection: str, since: int) -> protocol.Feed:
         """Return the changes after revision ``since`` (``changes`` None: the log does not reach it)."""
 
-        def work(conn: sqlite3.Connection) -> Feed:
+        def work(conn: sqlite3.Connection) -> protocol.Feed:
             conn.execute("BEGIN")
             try:
                 revision = _revision(conn, collection)
@@ -204,12 +182,12 @@ class SqliteCollectionStore(CollectionStore):
         def work(conn: sqlite3.Connection) -> set[bytes]:
             found: set[bytes] = set()
             for (data,) in conn.execute("SELECT data FROM items WHERE data LIKE '%$sealed%'"):
-                found |= key_ids_of(decode_data(data), KEY_ID_BYTES)
+                found |= protocol.key_ids_of(protocol.decode_data(data), KEY_ID_BYTES)
             return found
 
         return await self._run(work)
 
-    async def reseal(self, seal: Resealer) -> int:
+    async def reseal(self, seal: protocol.Resealer) -> int:
         """Seal every secret again with ``seal``, in one transaction; return the items rewritten.
 
         Each rewritten item is a write (its collection's next revision, ``version + 1``,
@@ -219,21 +197,21 @@ class SqliteCollectionStore(CollectionStore):
         def work(conn: sqlite3.Connection) -> int:
             with write_transaction(conn):
                 rows = conn.execute(
-                    f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
+                    f"SELECT collection, {', '.join(protocol.ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
                 ).fetchall()
                 count = 0
                 for collection, *values in rows:
-                    item = make_item(tuple(values))
-                    data = reseal_data(collection, item, seal)
+                    item = protocol.make_item(tuple(values))
+                    data = protocol.reseal_data(collection, item, seal)
                     if data is None:
                         continue
-                    again = rewritten(item, data, _bump(conn, collection))
+                    again = protocol.rewritten(item, data, _bump(conn, collection))
                     conn.execute(
                         "UPDATE items SET data = ?, version = ?, revision = ? "
                         "WHERE collection = ? AND id = ?",
-                        (encode_data(data), again.version, again.revision, collection, item.id),
+                        (protocol.encode_data(data), again.version, again.revision, collection, item.id),
                     )
-                    _log(conn, collection, Change(again.revision, item.id, "updated", again))
+                    _log(conn, collection, protocol.Change(again.revision, item.id, "updated", again))
                     count += 1
             return count
 
@@ -241,42 +219,44 @@ class SqliteCollectionStore(CollectionStore):
 
     # ---- writes -------------------------------------------------------------------
 
-    async def _insert(self, op: ItemWrite) -> Feed:
+    async def _insert(self, op: protocol.ItemWrite) -> protocol.Feed:
         collection, item_id, now = op.collection, op.item_id, op.now
 
-        def work(conn: sqlite3.Connection) -> Feed:
-            def write() -> StoredItem:
+        def work(conn: sqlite3.Connection) -> protocol.Feed:
+            def write() -> protocol.StoredItem:
                 revision = _bump(conn, collection)
                 _insert_keys(conn, collection, item_id, op.keys)
                 cursor = conn.execute(
                     "INSERT INTO items (collection, id, data, created_at, updated_at, version, revision) "
                     "VALUES (?, ?, ?, ?, ?, 1, ?)",
-                    (collection, item_id, encode_data(op.data), now, now, revision),
+                    (collection, item_id, protocol.encode_data(op.data), now, now, revision),
                 )
-                return created_item(item_id, int(cursor.lastrowid or 0), op.data, now, revision)
+                return protocol.created_item(item_id, int(cursor.lastrowid or 0), op.data, now, revision)
 
             return _transaction(conn, collection, op.since, "created", write)
 
         return await self._run(work)
 
-    async def _update(self, op: ItemWrite) -> Feed:
+    async def _update(self, op: protocol.ItemWrite) -> protocol.Feed:
         collection, item_id = op.collection, op.item_id
 
-        def work(conn: sqlite3.Connection) -> Feed:
-            def write() -> StoredItem:
+        def work(conn: sqlite3.Connection) -> protocol.Feed:
+            def write() -> protocol.StoredItem:
                 found = conn.execute(
                     f"{_SELECT} WHERE collection = ? AND id = ?", (collection, item_id)
                 ).fetchone()
-                check_write(
+                protocol.check_write(
                     item_id, None if found is None else found[5], op.expected_version, op.base_version
                 )
-                item = rewritten(make_item(tuple(found)), op.data, _bump(conn, collection), op.now)
+                item = protocol.rewritten(
+                    protocol.make_item(tuple(found)), op.data, _bump(conn, collection), op.now
+                )
                 conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
                 _insert_keys(conn, collection, item_id, op.keys)
                 conn.execute(
                     "UPDATE items SET data = ?, updated_at = ?, version = ?, revision = ? "
                     "WHERE collection = ? AND id = ?",
-                    (encode_data(op.data), op.now, item.version, item.revision, collection, item_id),
+                    (protocol.encode_data(op.data), op.now, item.version, item.revision, collection, item_id),
                 )
                 return item
 
@@ -284,21 +264,21 @@ class SqliteCollectionStore(CollectionStore):
 
         return await self._run(work)
 
-    async def _delete(self, op: ItemDelete) -> Feed | None:
+    async def _delete(self, op: protocol.ItemDelete) -> protocol.Feed | None:
         collection, item_id = op.collection, op.item_id
 
-        def work(conn: sqlite3.Connection) -> Feed | None:
+        def work(conn: sqlite3.Connection) -> protocol.Feed | None:
             with write_transaction(conn):
                 found = conn.execute(
                     "SELECT version FROM items WHERE collection = ? AND id = ?", (collection, item_id)
                 ).fetchone()
-                check_write(item_id, None if found is None else found[0], op.expected_version, None)
+                protocol.check_write(item_id, None if found is None else found[0], op.expected_version, None)
                 if found is None:
                     return None
                 revision = _bump(conn, collection)
                 conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
                 conn.execute("DELETE FROM items WHERE collection = ? AND id = ?", (collection, item_id))
-                own = Change(revision, item_id, "deleted", None)
+                own = protocol.Change(revision, item_id, "deleted", None)
                 _log(conn, collection, own)
                 return _feed(conn, collection, op.since, revision, own)
 
@@ -346,24 +326,26 @@ def _insert_keys(
                 (collection, field, key, item_id),
             )
         except sqlite3.IntegrityError:
-            raise duplicate_key(collection, field) from None
+            raise protocol.duplicate_key(collection, field) from None
 
 
-def _log(conn: sqlite3.Connection, collection: str, own: Change) -> None:
+def _log(conn: sqlite3.Connection, collection: str, own: protocol.Change) -> None:
     conn.execute(
         "INSERT INTO changes (collection, revision, id, type, row) VALUES (?, ?, ?, ?, ?)",
-        (collection, own.revision, own.id, own.kind, logged_row(own)),
+        (collection, own.revision, own.id, own.kind, protocol.logged_row(own)),
     )
-    below = trim_below(own.revision)
+    below = protocol.trim_below(own.revision)
     if below is not None:
         conn.execute("DELETE FROM changes WHERE collection = ? AND revision <= ?", (collection, below))
 
 
-def _feed(conn: sqlite3.Connection, collection: str, since: int, revision: int, own: Change | None) -> Feed:
+def _feed(
+    conn: sqlite3.Connection, collection: str, since: int, revision: int, own: protocol.Change | None
+) -> protocol.Feed:
     """Changes after ``since``: other writers' from the log, the writer's own as written (never decoded)."""
-    window = log_window(since, revision, own)
+    window = protocol.log_window(since, revision, own)
     if window is None:
-        return build_feed(revision, own, None, None, ())
+        return protocol.build_feed(revision, own, None, None, ())
     (oldest,) = conn.execute(
         "SELECT MIN(revision) FROM changes WHERE collection = ?", (collection,)
     ).fetchone()
@@ -372,20 +354,20 @@ def _feed(conn: sqlite3.Connection, collection: str, since: int, revision: int, 
         "ORDER BY revision",
         (collection, *window),
     ).fetchall()
-    return build_feed(revision, own, window, oldest, [tuple(r) for r in rows])
+    return protocol.build_feed(revision, own, window, oldest, [tuple(r) for r in rows])
 
 
 def _transaction(
-    conn: sqlite3.Connection, collection: str, since: int, kind: str, write: Callable[[], StoredItem]
-) -> Feed:
+    conn: sqlite3.Connection, collection: str, since: int, kind: str, write: Callable[[], protocol.StoredItem]
+) -> protocol.Feed:
     with write_transaction(conn):
         item = write()
-        own = Change(item.revision, item.id, kind, item)
+        own = protocol.Change(item.revision, item.id, kind, item)
         _log(conn, collection, own)
         return _feed(conn, collection, since, item.revision, own)
 
 
-def examine_collections(path: Path) -> tuple[int, list[tuple[str, StoredItem]]]:
+def examine_collections(path: Path) -> tuple[int, list[tuple[str, protocol.StoredItem]]]:
     """Read ``collections.db`` on a read-only connection (``bridge doctor``), changing no byte.
 
     Returns:
@@ -403,4 +385,4 @@ def examine_collections(path: Path) -> tuple[int, list[tuple[str, StoredItem]]]:
         rows = conn.execute(_EXAMINE).fetchall()
     finally:
         conn.close()
-    return int(version), [(collection, make_item(tuple(values))) for collection, *values in rows]
+    return int(version), [(collection, protocol.make_item(tuple(values))) for collection, *values in rows]

@@ -36,6 +36,7 @@ import orjson
 import structlog
 
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError, StartupError
+from bridge.storage import protocol
 from bridge.storage.base import (
     COLUMNS,
     Change,
@@ -45,17 +46,6 @@ from bridge.storage.base import (
     WriteOutcome,
     backoff_delays,
     row_values,
-)
-from bridge.storage.protocol import (
-    LogRead,
-    Written,
-    build_feed,
-    checked_delete,
-    checked_update,
-    feed_reaches,
-    is_logged,
-    make_row,
-    own_change,
 )
 
 log = structlog.get_logger(__name__)
@@ -164,6 +154,11 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 }
 
 _COLUMNS: Final = ", ".join(COLUMNS)
+_UPDATE: Final = (
+    "UPDATE bridge_configs SET "
+    + ", ".join(f"{c}=${i}" for i, c in enumerate(protocol.UPDATE_COLUMNS, 1))
+    + f" WHERE id=${len(protocol.UPDATE_COLUMNS) + 1} RETURNING {_COLUMNS}"
+)
 _REVISION: Final = "SELECT revision FROM bridge_meta WHERE id = 1"
 
 
@@ -583,7 +578,8 @@ class PostgresConfigStore:
         async with self._acquire() as conn, conn.transaction():
             await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1 FOR UPDATE")
             rows = [
-                make_row(r) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")
+                protocol.make_row(r)
+                for r in await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")
             ]
             count = 0
             for row in rows:
@@ -616,19 +612,19 @@ class PostgresConfigStore:
             revision = int(await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1"))
             rows = await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")
         self._saw(revision)
-        return StoreState(revision, [make_row(r) for r in rows])
+        return StoreState(revision, [protocol.make_row(r) for r in rows])
 
     async def changes_since(self, since: int) -> WriteOutcome:
         """Return the changes after ``since`` in revision order (None: reload needed)."""
         async with self._acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             revision = int(await conn.fetchval(_REVISION))
-            outcome = build_feed(*await _read_log(conn, since, revision), revision=revision)
+            outcome = protocol.build_feed(*await _read_log(conn, since, revision), revision=revision)
         self._saw(outcome.revision)
         return outcome
 
     # ---- writes ---------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[Any], Awaitable[Written]], since: int) -> WriteOutcome:
+    async def _write(self, fn: Callable[[Any], Awaitable[protocol.Written]], since: int) -> WriteOutcome:
         """Run ``fn`` in a transaction holding the counter row; the feed ends with its change.
 
         Other instances' changes come from the log, this write's own from the row the
@@ -648,8 +644,8 @@ class PostgresConfigStore:
                 )
                 written = await fn(conn)
                 revision = int(await conn.fetchval(_REVISION))
-                own = own_change(written, revision_before, revision)
-                outcome = build_feed(
+                own = protocol.own_change(written, revision_before, revision)
+                outcome = protocol.build_feed(
                     *await _read_log(conn, since, revision_before),
                     revision=revision,
                     own=own,
@@ -706,12 +702,12 @@ class PostgresConfigStore:
         if found is None:
             return False
         logged = found["row"]
-        return is_logged(own, found["id"], found["type"], None if logged is None else bytes(logged))
+        return protocol.is_logged(own, found["id"], found["type"], None if logged is None else bytes(logged))
 
     async def insert(self, config: StoredConfig, since: int) -> WriteOutcome:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
 
-        async def fn(conn: Any) -> Written:
+        async def fn(conn: Any) -> protocol.Written:
             try:
                 async with conn.transaction():  # a savepoint: the name clash is ours to report
                     # The trigger sets seq, key_id and the revision, logs and notifies.
@@ -724,8 +720,8 @@ class PostgresConfigStore:
                 if exc.constraint_name == "bridge_configs_name_key":
                     raise DuplicateConfigNameError from None
                 raise
-            row = make_row(written)
-            return Written(config.id, row, row, created=True)
+            row = protocol.make_row(written)
+            return protocol.Written(config.id, row, row, created=True)
 
         return await self._write(fn, since)
 
@@ -734,60 +730,46 @@ class PostgresConfigStore:
     ) -> WriteOutcome:
         """Apply ``mutate`` to the row locked ``FOR UPDATE`` (see the protocol)."""
 
-        async def fn(conn: Any) -> Written:
+        async def fn(conn: Any) -> protocol.Written:
             found = await conn.fetchrow(
                 f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = $1 FOR UPDATE", config_id
             )
-            current = None if found is None else make_row(found)
-            updated = checked_update(config_id, current, mutate, expected_version)
+            current = None if found is None else protocol.make_row(found)
+            updated = protocol.checked_update(config_id, current, mutate, expected_version)
             if updated is None:
-                return Written(config_id, current, current)
+                return protocol.Written(config_id, current, current)
             try:
                 async with conn.transaction():
                     # The trigger sets version + 1, key_id and the revision, logs and notifies.
-                    written = await conn.fetchrow(
-                        "UPDATE bridge_configs SET custom_name=$1, name_key=$2, provider=$3, "
-                        "api_key_ct=$4, api_key_preview=$5, base_url=$6, use_auth_header=$7, "
-                        f"created_at=$8, updated_at=$9 WHERE id=$10 RETURNING {_COLUMNS}",
-                        updated.custom_name,
-                        updated.name_key,
-                        updated.provider,
-                        updated.api_key_ct,
-                        updated.api_key_preview,
-                        updated.base_url,
-                        updated.use_auth_header,
-                        updated.created_at,
-                        updated.updated_at,
-                        config_id,
-                    )
+                    written = await conn.fetchrow(_UPDATE, *protocol.update_values(updated), config_id)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name == "bridge_configs_name_key":
                     raise DuplicateConfigNameError from None
                 raise
-            row = make_row(written)
-            return Written(config_id, row, row)
+            row = protocol.make_row(written)
+            return protocol.Written(config_id, row, row)
 
         return await self._write(fn, since)
 
     async def delete(self, config_id: str, expected_version: int | None, since: int) -> WriteOutcome:
         """Delete at the next revision; unknown id → no change, no error."""
 
-        async def fn(conn: Any) -> Written:
+        async def fn(conn: Any) -> protocol.Written:
             found = await conn.fetchval(
                 "SELECT version FROM bridge_configs WHERE id = $1 FOR UPDATE", config_id
             )
-            if checked_delete(config_id, found, expected_version):
+            if protocol.checked_delete(config_id, found, expected_version):
                 await conn.execute("DELETE FROM bridge_configs WHERE id = $1", config_id)
-            return Written(config_id, None, None)
+            return protocol.Written(config_id, None, None)
 
         return await self._write(fn, since)
 
 
-async def _read_log(conn: Any, since: int, upto: int) -> LogRead:
+async def _read_log(conn: Any, since: int, upto: int) -> protocol.LogRead:
     """The log after ``since`` up to ``upto``, and the table's rows of the ids it names."""
     if upto <= since:
         return [], {}
-    if not feed_reaches(await conn.fetchval("SELECT min(revision) FROM bridge_changes"), since):
+    if not protocol.feed_reaches(await conn.fetchval("SELECT min(revision) FROM bridge_changes"), since):
         return None, {}
     rows = await conn.fetch(
         "SELECT revision, type, id, row FROM bridge_changes WHERE revision > $1 AND revision <= $2 "
@@ -798,5 +780,5 @@ async def _read_log(conn: Any, since: int, upto: int) -> LogRead:
     present: dict[str, StoredConfig] = {}
     if ids := list({r["id"] for r in rows}):
         found = await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", ids)
-        present = {r["id"]: make_row(r) for r in found}
+        present = {r["id"]: protocol.make_row(r) for r in found}
     return [(r["revision"], r["type"], r["id"], r["row"]) for r in rows], present

@@ -41,6 +41,8 @@ TRIM_EVERY: Final = 1000
 
 LOG_FIELDS: Final = COLUMNS
 """Keys of a change-log row object, in :class:`StoredConfig` field order."""
+UPDATE_COLUMNS: Final = tuple(name for name in COLUMNS if name not in {"id", "version", "revision"})
+"""The columns an update writes, in :data:`COLUMNS` order (the database keeps version and revision)."""
 _BYTES_FIELD: Final = "api_key_ct"
 """The one binary field: hex text in the log (upper or lower case)."""
 
@@ -83,6 +85,11 @@ def make_row(values: Sequence[Any]) -> StoredConfig:
         version,
         revision,
     )
+
+
+def update_values(row: StoredConfig) -> tuple[object, ...]:
+    """The values of ``row`` in :data:`UPDATE_COLUMNS` order, for an ``UPDATE`` (its id goes last)."""
+    return tuple(getattr(row, name) for name in UPDATE_COLUMNS)
 
 
 # ---- the checks of a write --------------------------------------------------------------

@@ -33,20 +33,8 @@ import structlog
 
 from bridge.datadir import DB_COMPANIONS
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
+from bridge.storage import protocol
 from bridge.storage.base import COLUMNS, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
-from bridge.storage.protocol import (
-    KEY_ID_BYTES,
-    LogRead,
-    Written,
-    build_feed,
-    checked_delete,
-    checked_update,
-    feed_reaches,
-    log_object_pairs,
-    make_row,
-    own_change,
-    trim_condition,
-)
 
 log = structlog.get_logger(__name__)
 
@@ -103,8 +91,8 @@ _NO_META = (
     "SELECT RAISE(ABORT, 'bridge: the revision row is missing') "
     "WHERE NOT EXISTS (SELECT 1 FROM meta WHERE id = 1);"
 )
-_TRIM = f"DELETE FROM changes WHERE {trim_condition(_REV)};"
-_LOG_OBJECT = f"json_object({log_object_pairs(lambda c: c, lambda e: f'hex({e})')})"
+_TRIM = f"DELETE FROM changes WHERE {protocol.trim_condition(_REV)};"
+_LOG_OBJECT = f"json_object({protocol.log_object_pairs(lambda c: c, lambda e: f'hex({e})')})"
 """The change-log row (:mod:`bridge.storage.protocol`'s codec) of the configs row in scope."""
 _LOG_ROW = (
     "INSERT INTO changes (revision, id, type, row) SELECT revision, id, '{kind}', "
@@ -147,6 +135,7 @@ _TRIGGERS: Final = {
     ),
 }
 _COLUMNS: Final = ", ".join(COLUMNS)
+_UPDATE: Final = f"UPDATE configs SET {', '.join(f'{c}=?' for c in protocol.UPDATE_COLUMNS)} WHERE id=?"
 _MIGRATE_1_TO_2 = (
     "ALTER TABLE configs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE changes ADD COLUMN row BLOB",
@@ -356,7 +345,7 @@ def open_healthy(
 
 def _rows(fetched: list[tuple[Any, ...]]) -> list[StoredConfig]:
     """Build rows straight from SQLite's values (the load path: 10,000 rows at start-up)."""
-    return [make_row(values) for values in fetched]
+    return [protocol.make_row(values) for values in fetched]
 
 
 def _is_busy(exc: sqlite3.DatabaseError) -> bool:
@@ -632,7 +621,7 @@ class SqliteConfigStore:
         """Return the ids (8 bytes each) of the data keys named by the stored ciphertexts."""
         rows = await self._run(
             lambda c: c.execute(
-                f"SELECT DISTINCT substr(api_key_ct, 1, {KEY_ID_BYTES}) FROM configs "
+                f"SELECT DISTINCT substr(api_key_ct, 1, {protocol.KEY_ID_BYTES}) FROM configs "
                 "WHERE typeof(api_key_ct) = 'blob'"
             ).fetchall()
         )
@@ -690,7 +679,7 @@ class SqliteConfigStore:
             conn.execute("BEGIN")
             try:
                 revision = _revision(conn)
-                outcome = build_feed(*_read_log(conn, since, revision), revision=revision)
+                outcome = protocol.build_feed(*_read_log(conn, since, revision), revision=revision)
             finally:
                 conn.execute("COMMIT")
             return outcome
@@ -713,7 +702,7 @@ class SqliteConfigStore:
 
     # ---- writes ---------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], Written], since: int) -> WriteOutcome:
+    async def _write(self, fn: Callable[[sqlite3.Connection], protocol.Written], since: int) -> WriteOutcome:
         """Run ``fn`` in ``BEGIN IMMEDIATE``; the outcome's feed ends with its own change.
 
         The triggers take the revision and log the change; a lost revision row is
@@ -730,8 +719,8 @@ class SqliteConfigStore:
                 revision_before = _revision(conn)
                 written = fn(conn)
                 revision = _revision(conn)
-                own = own_change(written, revision_before, revision)
-                return build_feed(
+                own = protocol.own_change(written, revision_before, revision)
+                return protocol.build_feed(
                     *_read_log(conn, since, revision_before),
                     revision=revision,
                     own=own,
@@ -743,7 +732,7 @@ class SqliteConfigStore:
     async def insert(self, config: StoredConfig, since: int) -> WriteOutcome:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
 
-        def fn(conn: sqlite3.Connection) -> Written:
+        def fn(conn: sqlite3.Connection) -> protocol.Written:
             try:
                 conn.execute(
                     f"INSERT INTO configs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -754,7 +743,7 @@ class SqliteConfigStore:
                     raise DuplicateConfigNameError from None
                 raise
             row = _current(conn, config.id)
-            return Written(config.id, row, row, created=True)
+            return protocol.Written(config.id, row, row, created=True)
 
         return await self._write(fn, since)
 
@@ -763,46 +752,31 @@ class SqliteConfigStore:
     ) -> WriteOutcome:
         """Apply ``mutate`` to the current row in the write transaction (see protocol)."""
 
-        def fn(conn: sqlite3.Connection) -> Written:
+        def fn(conn: sqlite3.Connection) -> protocol.Written:
             current = _current(conn, config_id)
-            updated = checked_update(config_id, current, mutate, expected_version)
+            updated = protocol.checked_update(config_id, current, mutate, expected_version)
             if updated is None:
-                return Written(config_id, current, current)
+                return protocol.Written(config_id, current, current)
             try:
                 # The trigger sets version + 1 and the revision, and logs the row.
-                conn.execute(
-                    "UPDATE configs SET custom_name=?, name_key=?, provider=?, api_key_ct=?, "
-                    "api_key_preview=?, base_url=?, use_auth_header=?, created_at=?, updated_at=? WHERE id=?",
-                    (
-                        updated.custom_name,
-                        updated.name_key,
-                        updated.provider,
-                        updated.api_key_ct,
-                        updated.api_key_preview,
-                        updated.base_url,
-                        int(updated.use_auth_header),
-                        updated.created_at,
-                        updated.updated_at,
-                        config_id,
-                    ),
-                )
+                conn.execute(_UPDATE, (*protocol.update_values(updated), config_id))
             except sqlite3.IntegrityError as exc:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
             row = _current(conn, config_id)
-            return Written(config_id, row, row)
+            return protocol.Written(config_id, row, row)
 
         return await self._write(fn, since)
 
     async def delete(self, config_id: str, expected_version: int | None, since: int) -> WriteOutcome:
         """Delete at the next revision; unknown id → no change, no error."""
 
-        def fn(conn: sqlite3.Connection) -> Written:
+        def fn(conn: sqlite3.Connection) -> protocol.Written:
             found = conn.execute("SELECT version FROM configs WHERE id = ?", (config_id,)).fetchone()
-            if checked_delete(config_id, None if found is None else found[0], expected_version):
+            if protocol.checked_delete(config_id, None if found is None else found[0], expected_version):
                 conn.execute("DELETE FROM configs WHERE id = ?", (config_id,))
-            return Written(config_id, None, None)
+            return protocol.Written(config_id, None, None)
 
         return await self._write(fn, since)
 
@@ -832,7 +806,7 @@ class SqliteConfigStore:
 
 def _current(conn: sqlite3.Connection, config_id: str) -> StoredConfig | None:
     found = conn.execute(f"SELECT {_COLUMNS} FROM configs WHERE id = ?", (config_id,)).fetchone()
-    return None if found is None else make_row(found)
+    return None if found is None else protocol.make_row(found)
 
 
 def _revision(conn: sqlite3.Connection) -> int:
@@ -847,12 +821,12 @@ def _data_version(conn: sqlite3.Connection) -> int:
 _PRESENT_COLUMNS: Final = ", ".join(f"k.{name}" for name in COLUMNS)
 
 
-def _read_log(conn: sqlite3.Connection, since: int, upto: int) -> LogRead:
+def _read_log(conn: sqlite3.Connection, since: int, upto: int) -> protocol.LogRead:
     """The log after ``since`` up to ``upto``, each entry with its id's row in the table (the join)."""
     if upto <= since:
         return [], {}
     (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
-    if not feed_reaches(oldest, since):
+    if not protocol.feed_reaches(oldest, since):
         return None, {}
     rows = conn.execute(
         f"SELECT c.revision, c.type, c.id, c.row, {_PRESENT_COLUMNS} FROM changes c "
@@ -860,7 +834,7 @@ def _read_log(conn: sqlite3.Connection, since: int, upto: int) -> LogRead:
         "ORDER BY c.revision",
         (since, upto),
     ).fetchall()
-    return [r[:4] for r in rows], {r[4]: make_row(r[4:]) for r in rows if r[4] is not None}
+    return [r[:4] for r in rows], {r[4]: protocol.make_row(r[4:]) for r in rows if r[4] is not None}
 
 
 @dataclass(frozen=True, slots=True)
