@@ -24,34 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 import structlog
 
 from bridge.backoff import backoff_delays
-from bridge.collection.protocol import (
-    ITEM_COLUMNS,
-    Change,
-    Feed,
-    Resealer,
-    StoredItem,
-    build_feed,
-    check_write,
-    decode_data,
-    encode_data,
-    encode_entry,
-    key_ids_of,
-    log_window,
-    make_item,
-    resealed,
-    trim_below,
-)
-from bridge.errors import DuplicateConfigNameError, SchemaTooNewError, StartupError
+from bridge.collection import protocol
 from bridge.keystore import KEY_ID_BYTES
-from bridge.storage.postgres import CONNECT_TIMEOUT_S, OP_TIMEOUT_S
+from bridge.storage.postgres import CONNECT_TIMEOUT_S, OP_TIMEOUT_S, create_pool, listen, migrate
 
 log = structlog.get_logger(__name__)
 
@@ -96,9 +78,9 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         )""",
     ),
 }
-_SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM bridge_items"  # noqa: S608 - fixed column names
+_SELECT: Final = f"SELECT {', '.join(protocol.ITEM_COLUMNS)} FROM bridge_items"  # noqa: S608 - fixed column names
 _RESEAL_SELECT: Final = (
-    f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM bridge_items ORDER BY seq FOR UPDATE"  # noqa: S608 - fixed column names
+    f"SELECT collection, {', '.join(protocol.ITEM_COLUMNS)} FROM bridge_items ORDER BY seq FOR UPDATE"  # noqa: S608 - fixed column names
 )
 _LOGGED: Final = "(SELECT max(revision) FROM bridge_collection_changes WHERE collection = $1)"
 _BUMP: Final = (
@@ -113,7 +95,7 @@ class _UnknownItemError(Exception):
     """Raised inside a delete's transaction when there is no row (rolls the revision back)."""
 
 
-class PostgresCollectionStore:
+class PostgresCollectionStore(protocol.CollectionStore):
     """Items of every collection on one PostgreSQL database, shared by every instance.
 
     Args:
@@ -142,19 +124,14 @@ class PostgresCollectionStore:
             SchemaTooNewError: the collections' schema was migrated by a newer bridge.
             StartupError: the server cannot be reached or refuses the login.
         """
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn,
-                min_size=1,
-                max_size=self.pool_size,
-                timeout=CONNECT_TIMEOUT_S,
-                command_timeout=OP_TIMEOUT_S,
-                server_settings={"application_name": f"bridge-collections-{os.getpid()}"},
-            )
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise StartupError(
-                f"Cannot connect to PostgreSQL for the collections: {type(exc).__name__}"
-            ) from None
+        self._pool = await create_pool(
+            self.dsn,
+            size=self.pool_size,
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+            op_timeout_s=OP_TIMEOUT_S,
+            name="bridge-collections",
+            where="for the collections",
+        )
         try:
             await self._migrate()
             await self._listen()
@@ -164,18 +141,17 @@ class PostgresCollectionStore:
 
     async def _migrate(self) -> None:
         async with self._pool_or_fail().acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS bridge_collection_schema (version integer NOT NULL)"
+            await migrate(
+                conn,
+                lock=_MIGRATION_LOCK,
+                table="bridge_collection_schema",
+                migrations=_MIGRATIONS,
+                newest=SCHEMA_VERSION,
+                where="the PostgreSQL collections schema",
+                migrated=lambda target: log.info(
+                    "collections_migrated", backend="postgresql", to_version=target
+                ),
             )
-            version = int(await conn.fetchval("SELECT max(version) FROM bridge_collection_schema") or 0)
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNewError("the PostgreSQL collections schema", version)
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target]:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO bridge_collection_schema (version) VALUES ($1)", target)
-                log.info("collections_migrated", backend="postgresql", to_version=target)
 
     async def close(self) -> None:
         """Close the listener and the pool; idempotent."""
@@ -200,17 +176,14 @@ class PostgresCollectionStore:
     # ---- change notifications -----------------------------------------------------------
 
     async def _listen(self) -> None:
-        conn = await asyncpg.connect(
+        conn = await listen(
             self.dsn,
-            timeout=CONNECT_TIMEOUT_S,
-            server_settings={"application_name": f"bridge-collections-listener-{os.getpid()}"},
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+            name="bridge-collections-listener",
+            channel=CHANNEL,
+            on_notify=self._on_notify,
+            on_lost=self._on_lost,
         )
-        try:
-            await conn.add_listener(CHANNEL, self._on_notify)
-        except BaseException:
-            await conn.close()
-            raise
-        conn.add_termination_listener(self._on_lost)
         self._listener = conn
         self._generation += 1  # whatever was committed while nobody listened: look
 
@@ -249,7 +222,7 @@ class PostgresCollectionStore:
 
     # ---- reads ----------------------------------------------------------------------
 
-    async def load(self, collection: str) -> tuple[int, list[StoredItem]]:
+    async def load(self, collection: str) -> tuple[int, list[protocol.StoredItem]]:
         """Return the collection's revision and every item in creation order (one snapshot)."""
         async with (
             self._pool_or_fail().acquire() as conn,
@@ -257,9 +230,9 @@ class PostgresCollectionStore:
         ):
             revision = await _revision(conn, collection)
             rows = await conn.fetch(f"{_SELECT} WHERE collection = $1 ORDER BY seq", collection)
-        return revision, [make_item(tuple(r)) for r in rows]
+        return revision, [protocol.make_item(tuple(r)) for r in rows]
 
-    async def changes_since(self, collection: str, since: int) -> Feed:
+    async def changes_since(self, collection: str, since: int) -> protocol.Feed:
         """Return the changes after revision ``since`` (``changes`` None: the log does not reach it)."""
         async with (
             self._pool_or_fail().acquire() as conn,
@@ -276,10 +249,10 @@ class PostgresCollectionStore:
         found: set[bytes] = set()
         async with self._pool_or_fail().acquire() as conn:
             for record in await conn.fetch("SELECT data FROM bridge_items WHERE data LIKE '%$sealed%'"):
-                found |= key_ids_of(decode_data(record["data"]), KEY_ID_BYTES)
+                found |= protocol.key_ids_of(protocol.decode_data(record["data"]), KEY_ID_BYTES)
         return found
 
-    async def reseal(self, seal: Resealer) -> int:
+    async def reseal(self, seal: protocol.Resealer) -> int:
         """Seal every secret again with ``seal``, in one transaction; return the items rewritten.
 
         Each rewritten item is a write (its collection's next revision, ``version + 1``,
@@ -290,127 +263,83 @@ class PostgresCollectionStore:
             rows = await conn.fetch(_RESEAL_SELECT)
             for record in rows:
                 collection, *values = tuple(record)
-                item = make_item(tuple(values))
-                data = resealed(collection, item.id, item.data, seal)
-                if data is None or type(item.version) is not int:
+                item = protocol.make_item(tuple(values))
+                data = protocol.reseal_data(collection, item, seal)
+                if data is None:
                     continue
-                revision = int(await conn.fetchval(_BUMP, collection))
+                again = protocol.rewritten(item, data, int(await conn.fetchval(_BUMP, collection)))
                 await conn.execute(
                     "UPDATE bridge_items SET data = $1, version = $2, revision = $3 "
                     "WHERE collection = $4 AND id = $5",
-                    encode_data(data),
-                    item.version + 1,
-                    revision,
+                    protocol.encode_data(data),
+                    again.version,
+                    again.revision,
                     collection,
                     item.id,
                 )
-                again = StoredItem(
-                    item.id, item.seq, data, item.created_at, item.updated_at, item.version + 1, revision
-                )
-                await conn.execute(
-                    "INSERT INTO bridge_collection_changes (collection, revision, id, type, row) "
-                    "VALUES ($1, $2, $3, 'updated', $4)",
-                    collection,
-                    revision,
-                    item.id,
-                    encode_entry(again),
-                )
+                await _log(conn, collection, protocol.Change(again.revision, item.id, "updated", again))
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
                 count += 1
         return count
 
     # ---- writes -------------------------------------------------------------------
 
-    async def insert(
-        self,
-        collection: str,
-        item_id: str,
-        data: dict[str, Any],
-        *,
-        keys: list[tuple[str, str]],
-        now: str,
-        since: int,
-    ) -> Feed:
-        """Insert a new item (version 1) with its unique keys, in one transaction.
+    async def _insert(self, op: protocol.ItemWrite) -> protocol.Feed:
+        collection, item_id, now = op.collection, op.item_id, op.now
 
-        Raises:
-            DuplicateConfigNameError: a unique key is taken (context ``{field}``).
-        """
-
-        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
-            await _insert_keys(conn, collection, item_id, keys)
+        async def write(conn: asyncpg.Connection, revision: int) -> protocol.StoredItem:
+            await _insert_keys(conn, collection, item_id, op.keys)
             seq = await conn.fetchval(
                 "INSERT INTO bridge_items (collection, id, data, created_at, updated_at, version, revision) "
                 "VALUES ($1, $2, $3, $4, $4, 1, $5) RETURNING seq",
                 collection,
                 item_id,
-                encode_data(data),
+                protocol.encode_data(op.data),
                 now,
                 revision,
             )
-            return StoredItem(item_id, int(seq), dict(data), now, now, 1, revision)
+            return protocol.created_item(item_id, int(seq), op.data, now, revision)
 
-        return await self._write(collection, since, "created", write)
+        return await self._write(collection, op.since, "created", write)
 
-    async def update(
-        self,
-        collection: str,
-        item_id: str,
-        data: dict[str, Any],
-        *,
-        keys: list[tuple[str, str]],
-        now: str,
-        base_version: int,
-        expected_version: int | None,
-        since: int,
-    ) -> Feed:
-        """Replace an item's fields (version + 1) if it is still at ``base_version``.
+    async def _update(self, op: protocol.ItemWrite) -> protocol.Feed:
+        collection, item_id = op.collection, op.item_id
 
-        Raises:
-            ConfigNotFoundError, VersionConflictError, StaleBaseError: see
-                :func:`~bridge.collection.protocol.check_write`.
-            DuplicateConfigNameError: a unique key is taken by another item.
-        """
-
-        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
+        async def write(conn: asyncpg.Connection, revision: int) -> protocol.StoredItem:
             found = await conn.fetchrow(
                 f"{_SELECT} WHERE collection = $1 AND id = $2 FOR UPDATE", collection, item_id
             )
-            check_write(item_id, None if found is None else found["version"], expected_version, base_version)
-            current = make_item(tuple(found))
+            stored = None if found is None else found["version"]
+            protocol.check_write(item_id, stored, op.expected_version, op.base_version)
+            item = protocol.rewritten(protocol.make_item(tuple(found)), op.data, revision, op.now)
             await conn.execute(
                 "DELETE FROM bridge_item_keys WHERE collection = $1 AND id = $2", collection, item_id
             )
-            await _insert_keys(conn, collection, item_id, keys)
-            version = current.version + 1
+            await _insert_keys(conn, collection, item_id, op.keys)
             await conn.execute(
                 "UPDATE bridge_items SET data = $1, updated_at = $2, version = $3, revision = $4 "
                 "WHERE collection = $5 AND id = $6",
-                encode_data(data),
-                now,
-                version,
-                revision,
+                protocol.encode_data(op.data),
+                op.now,
+                item.version,
+                item.revision,
                 collection,
                 item_id,
             )
-            return StoredItem(item_id, current.seq, dict(data), current.created_at, now, version, revision)
+            return item
 
-        return await self._write(collection, since, "updated", write)
+        return await self._write(collection, op.since, "updated", write)
 
-    async def delete(
-        self, collection: str, item_id: str, expected_version: int | None, since: int
-    ) -> Feed | None:
-        """Delete an item and its keys; None when no item has ``item_id``.
+    async def _delete(self, op: protocol.ItemDelete) -> protocol.Feed | None:
+        collection, item_id = op.collection, op.item_id
 
-        Raises:
-            VersionConflictError: ``expected_version`` differs from the stored version.
-        """
-
-        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
+        async def write(conn: asyncpg.Connection, revision: int) -> protocol.StoredItem:
             found = await conn.fetchrow(
                 f"{_SELECT} WHERE collection = $1 AND id = $2 FOR UPDATE", collection, item_id
             )
-            check_write(item_id, None if found is None else found["version"], expected_version, None)
+            protocol.check_write(
+                item_id, None if found is None else found["version"], op.expected_version, None
+            )
             if found is None:
                 raise _UnknownItemError
             await conn.execute(
@@ -419,10 +348,10 @@ class PostgresCollectionStore:
             await conn.execute(
                 "DELETE FROM bridge_items WHERE collection = $1 AND id = $2", collection, item_id
             )
-            return StoredItem(item_id, 0, None, "", "", 0, revision)
+            return protocol.StoredItem(item_id, 0, None, "", "", 0, revision)
 
         try:
-            return await self._write(collection, since, "deleted", write)
+            return await self._write(collection, op.since, "deleted", write)
         except _UnknownItemError:
             return None
 
@@ -431,29 +360,13 @@ class PostgresCollectionStore:
         collection: str,
         since: int,
         kind: str,
-        write: Callable[[asyncpg.Connection, int], Awaitable[StoredItem]],
-    ) -> Feed:
+        write: Callable[[asyncpg.Connection, int], Awaitable[protocol.StoredItem]],
+    ) -> protocol.Feed:
         async with self._pool_or_fail().acquire() as conn, conn.transaction():
             revision = int(await conn.fetchval(_BUMP, collection))
             item = await write(conn, revision)
-            own = Change(revision, item.id, kind, None if kind == "deleted" else item)
-            row = None if own.item is None else encode_entry(own.item)
-            await conn.execute(
-                "INSERT INTO bridge_collection_changes (collection, revision, id, type, row) "
-                "VALUES ($1, $2, $3, $4, $5)",
-                collection,
-                revision,
-                item.id,
-                kind,
-                row,
-            )
-            below = trim_below(revision)
-            if below is not None:
-                await conn.execute(
-                    "DELETE FROM bridge_collection_changes WHERE collection = $1 AND revision <= $2",
-                    collection,
-                    below,
-                )
+            own = protocol.Change(revision, item.id, kind, None if kind == "deleted" else item)
+            await _log(conn, collection, own)
             feed = await _feed(conn, collection, since, revision, own)
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
         return feed
@@ -483,17 +396,35 @@ async def _insert_keys(
                     item_id,
                 )
         except asyncpg.UniqueViolationError:
-            raise DuplicateConfigNameError(
-                f"Another item of {collection} has this {field}", context={"field": field}
-            ) from None
+            raise protocol.duplicate_key(collection, field) from None
+
+
+async def _log(conn: asyncpg.Connection, collection: str, own: protocol.Change) -> None:
+    """Log ``own`` (the writer's change) and trim the log (:func:`trim_below`)."""
+    await conn.execute(
+        "INSERT INTO bridge_collection_changes (collection, revision, id, type, row) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        collection,
+        own.revision,
+        own.id,
+        own.kind,
+        protocol.logged_row(own),
+    )
+    below = protocol.trim_below(own.revision)
+    if below is not None:
+        await conn.execute(
+            "DELETE FROM bridge_collection_changes WHERE collection = $1 AND revision <= $2",
+            collection,
+            below,
+        )
 
 
 async def _feed(
-    conn: asyncpg.Connection, collection: str, since: int, revision: int, own: Change | None
-) -> Feed:
-    window = log_window(since, revision, own)
+    conn: asyncpg.Connection, collection: str, since: int, revision: int, own: protocol.Change | None
+) -> protocol.Feed:
+    window = protocol.log_window(since, revision, own)
     if window is None:
-        return build_feed(revision, own, None, None, ())
+        return protocol.build_feed(revision, own, None, None, ())
     oldest = await conn.fetchval(
         "SELECT min(revision) FROM bridge_collection_changes WHERE collection = $1", collection
     )
@@ -503,6 +434,6 @@ async def _feed(
         collection,
         *window,
     )
-    return build_feed(
+    return protocol.build_feed(
         revision, own, window, None if oldest is None else int(oldest), [tuple(r) for r in rows]
     )

@@ -7,8 +7,9 @@ Decided here, once, for every backend:
   plus ``id``, ``seq`` (creation order), ``created_at``, ``updated_at``, ``version``
   and ``revision``; the codec of that object (:func:`encode_data`, :func:`decode_data`);
 - the unique keys of an item (:func:`unique_keys`: ``casefold(NFC(trim(value)))``);
-- the checks of a write inside its transaction (:func:`check_write`): existence,
-  ``expectedVersion``, and the version the caller based its change on;
+- the checks of a write inside its transaction (:func:`check_write`): existence and
+  ``expectedVersion`` (:func:`bridge.storage.protocol.check_stored`, shared with the
+  config store), and the version the caller based its change on;
 - the merge of a patch (:func:`merge`);
 - the revision policy: one revision per write, per collection, gap-free; the log is
   trimmed to :data:`~bridge.storage.protocol.CHANGE_LOG_KEEP` entries every
@@ -22,15 +23,17 @@ does not decode instead of raising on the caller's whole read.
 
 from __future__ import annotations
 
-import unicodedata
+import abc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 
-from bridge.errors import ConfigNotFoundError, VersionConflictError
-from bridge.storage.protocol import CHANGE_LOG_KEEP, TRIM_EVERY
+from bridge.errors import DuplicateConfigNameError
+from bridge.models import name_key
+from bridge.storage import protocol as _log
+from bridge.storage.protocol import CHANGE_LOG_KEEP, TRIM_EVERY, check_stored, integer_version
 
 UNDECODABLE_ROW: Final = "UNDECODABLE_ROW"
 """Quarantine reason: the stored fields are not a JSON object."""
@@ -158,8 +161,11 @@ class StaleBaseError(Exception):
 
 
 def unique_key(value: object) -> str:
-    """Return the uniqueness key of a value: ``casefold(NFC(trim(value)))`` ("Straße" = "STRASSE")."""
-    return unicodedata.normalize("NFC", str(value).strip()).casefold()
+    """Return the uniqueness key of a value: ``casefold(NFC(trim(value)))`` ("Straße" = "STRASSE").
+
+    The rule of a config name (:func:`bridge.models.name_key`), applied to the value's text.
+    """
+    return name_key(str(value))
 
 
 def unique_keys(fields: Iterable[str], data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -208,14 +214,8 @@ def check_write(
         VersionConflictError: ``expected_version`` differs from the stored version.
         StaleBaseError: no ``expected_version`` and the row moved past ``base_version``.
     """
-    if stored_version is None:
-        if base_version is not None:
-            raise ConfigNotFoundError(item_id)
-        return
-    actual = stored_version if type(stored_version) is int else None
-    if expected_version is not None and actual != expected_version:
-        raise VersionConflictError(item_id, expected_version, actual)
-    if base_version is not None and actual != base_version:
+    exists = check_stored(item_id, stored_version, expected_version, required=base_version is not None)
+    if exists and base_version is not None and integer_version(stored_version) != base_version:
         raise StaleBaseError(item_id)
 
 
@@ -224,22 +224,70 @@ def merge(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any
     return {**current, **patch}
 
 
-def trim_below(revision: int) -> int | None:
-    """Return the revision at and below which the log is trimmed after ``revision``, or None.
+def created_item(item_id: str, seq: int, data: Mapping[str, Any], now: str, revision: int) -> StoredItem:
+    """The item an insert writes: version 1, created and updated ``now``, at ``revision``.
 
-    One write in :data:`~bridge.storage.protocol.TRIM_EVERY` trims, keeping the last
-    :data:`~bridge.storage.protocol.CHANGE_LOG_KEEP` entries.
+    Args:
+        item_id: the new id.
+        seq: the creation order the database gave the row.
+        data: the stored fields (:func:`encode_data`'s input).
+        now: ISO 8601 UTC, milliseconds.
+        revision: the collection revision the insert took.
     """
-    if revision % TRIM_EVERY == 0 and revision > CHANGE_LOG_KEEP:
-        return revision - CHANGE_LOG_KEEP
-    return None
+    return StoredItem(item_id, seq, dict(data), now, now, 1, revision)
+
+
+def rewritten(item: StoredItem, data: Mapping[str, Any], revision: int, now: str | None = None) -> StoredItem:
+    """The item an update or a reseal writes over ``item``: ``data``, version + 1, at ``revision``.
+
+    Args:
+        item: the stored item, its version checked to be an integer (:func:`check_write`,
+            :func:`reseal_data`).
+        data: the new stored fields.
+        revision: the collection revision the write took.
+        now: the new ``updated_at``; None keeps it (a reseal changes no field's value).
+    """
+    updated_at = item.updated_at if now is None else now
+    return StoredItem(item.id, item.seq, dict(data), item.created_at, updated_at, item.version + 1, revision)
+
+
+def reseal_data(collection: str, item: StoredItem, seal: Resealer) -> dict[str, Any] | None:
+    """The item's fields with each secret sealed again (:func:`resealed`), or None to leave the row.
+
+    None too when the stored version is no integer: such a row is quarantined, and a
+    reseal is a write (version + 1) that it cannot take.
+    """
+    data = resealed(collection, item.id, item.data, seal)
+    return None if data is None or type(item.version) is not int else data
+
+
+def logged_row(change: Change) -> str | None:
+    """The change-log ``row`` of a change the writer makes: the item as of its revision, or None (deleted)."""
+    return None if change.item is None else encode_entry(change.item)
+
+
+def duplicate_key(collection: str, field: str) -> DuplicateConfigNameError:
+    """The error of a write whose unique ``field`` is another item's (4009, context ``{field}``)."""
+    return DuplicateConfigNameError(
+        f"Another item of {collection} has this {field}", context={"field": field}
+    )
+
+
+def trim_below(revision: int) -> int | None:
+    """Return the revision at and below which a collection's log is trimmed after ``revision``, or None.
+
+    :func:`bridge.storage.protocol.trim_below` on this module's :data:`TRIM_EVERY` and
+    :data:`CHANGE_LOG_KEEP` (the config store's figures).
+    """
+    return _log.trim_below(revision, TRIM_EVERY, CHANGE_LOG_KEEP)
 
 
 def feed_reaches(oldest: int | None, since: int, revision: int) -> bool:
-    """True when the log (oldest entry ``oldest``) holds every change after ``since`` up to ``revision``."""
-    if revision <= since:
-        return True
-    return oldest is not None and oldest <= since + 1
+    """True when the log (oldest entry ``oldest``) holds every change after ``since`` up to ``revision``.
+
+    Nothing after ``since`` needs no log; else :func:`bridge.storage.protocol.feed_reaches`.
+    """
+    return revision <= since or _log.feed_reaches(oldest, since)
 
 
 def log_window(since: int, revision: int, own: Change | None) -> tuple[int, int] | None:
@@ -339,47 +387,84 @@ def decode_entry(revision: object, item_id: object, kind: object, row: object) -
     return Change(revision, item_id, str(kind), item)
 
 
-class CollectionStore(Protocol):
+@dataclass(frozen=True, slots=True)
+class ItemWrite:
+    """An insert or an update of one item, as :class:`CollectionStore` hands it to its backend.
+
+    Attributes:
+        collection: the collection's name.
+        item_id: the item's id.
+        data: the stored fields (:func:`encode_data`'s input).
+        keys: the item's unique keys ``(field, key)`` (:func:`unique_keys`).
+        now: ISO 8601 UTC, milliseconds: ``updated_at`` (and ``created_at`` of an insert).
+        since: the caller's revision; the returned :class:`Feed` starts after it.
+        base_version: an update's: the version the caller computed its change from
+            (:func:`check_write`); None for an insert.
+        expected_version: an update's ``expectedVersion``, or None.
+    """
+
+    collection: str
+    item_id: str
+    data: dict[str, Any]
+    keys: list[tuple[str, str]]
+    now: str
+    since: int
+    base_version: int | None = None
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemDelete:
+    """A delete of one item (see :class:`ItemWrite` for the attributes)."""
+
+    collection: str
+    item_id: str
+    expected_version: int | None
+    since: int
+
+
+class CollectionStore(abc.ABC):
     """A backend: :class:`~bridge.collection.sqlite.SqliteCollectionStore` or ``PostgresCollectionStore``.
 
     Every write is one transaction that applies :func:`check_write`, takes the
     collection's next revision, logs the change and returns the :class:`Feed` after
-    ``since``.
+    ``since``. The write methods are spelled here once; a backend implements
+    :meth:`_insert`, :meth:`_update` and :meth:`_delete` on the request they build.
     """
 
     poll_interval_s: float
 
+    @abc.abstractmethod
     async def open(self) -> None:
         """Connect and create or migrate the schema."""
-        ...
 
+    @abc.abstractmethod
     async def close(self) -> None:
         """Release every connection; idempotent."""
-        ...
 
+    @abc.abstractmethod
     async def has_ciphertexts(self) -> bool:
         """True when a collection with secret fields has an item."""
-        ...
 
+    @abc.abstractmethod
     async def key_ids(self) -> set[bytes]:
         """The ids of the data keys naming any stored secret."""
-        ...
 
+    @abc.abstractmethod
     async def reseal(self, seal: Resealer) -> int:
         """Seal every secret again with ``seal`` (each rewrite a logged write); return the items rewritten."""
-        ...
 
+    @abc.abstractmethod
     def data_version(self) -> int:
         """A number that moves with every commit to the store (-1: unknown, counts as moved)."""
-        ...
 
+    @abc.abstractmethod
     async def load(self, collection: str) -> tuple[int, list[StoredItem]]:
         """The collection's revision and every item in creation order."""
-        ...
 
+    @abc.abstractmethod
     async def changes_since(self, collection: str, since: int) -> Feed:
-        """The changes after ``since``."""
-        ...
+        """The changes after ``since`` (``changes`` None: the log does not reach it)."""
 
     async def insert(
         self,
@@ -391,8 +476,12 @@ class CollectionStore(Protocol):
         now: str,
         since: int,
     ) -> Feed:
-        """Insert an item (version 1); DuplicateConfigNameError when a key is taken."""
-        ...
+        """Insert a new item (version 1) with its unique keys, in one transaction.
+
+        Raises:
+            DuplicateConfigNameError: a unique key is taken (context ``{field}``).
+        """
+        return await self._insert(ItemWrite(collection, item_id, data, keys, now, since))
 
     async def update(
         self,
@@ -406,11 +495,34 @@ class CollectionStore(Protocol):
         expected_version: int | None,
         since: int,
     ) -> Feed:
-        """Replace an item's fields (version + 1); see :func:`check_write` for the errors."""
-        ...
+        """Replace an item's fields (version + 1) if it is still at ``base_version``.
+
+        Raises:
+            ConfigNotFoundError, VersionConflictError, StaleBaseError: see :func:`check_write`.
+            DuplicateConfigNameError: a unique key is taken by another item.
+        """
+        return await self._update(
+            ItemWrite(collection, item_id, data, keys, now, since, base_version, expected_version)
+        )
 
     async def delete(
         self, collection: str, item_id: str, expected_version: int | None, since: int
     ) -> Feed | None:
-        """Delete an item; None when unknown."""
-        ...
+        """Delete an item and its keys; None when no item has ``item_id``.
+
+        Raises:
+            VersionConflictError: ``expected_version`` differs from the stored version.
+        """
+        return await self._delete(ItemDelete(collection, item_id, expected_version, since))
+
+    @abc.abstractmethod
+    async def _insert(self, op: ItemWrite) -> Feed:
+        """:meth:`insert` in the backend's SQL."""
+
+    @abc.abstractmethod
+    async def _update(self, op: ItemWrite) -> Feed:
+        """:meth:`update` in the backend's SQL (``op.base_version`` set)."""
+
+    @abc.abstractmethod
+    async def _delete(self, op: ItemDelete) -> Feed | None:
+        """:meth:`delete` in the backend's SQL."""

@@ -16,36 +16,26 @@ data_version`` moves). What the SQL means is :mod:`bridge.collection.protocol`'s
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import structlog
 
-from bridge.collection.protocol import (
-    ITEM_COLUMNS,
-    Change,
-    Feed,
-    Resealer,
-    StoredItem,
-    build_feed,
-    check_write,
-    decode_data,
-    encode_data,
-    encode_entry,
-    key_ids_of,
-    log_window,
-    make_item,
-    resealed,
-    trim_below,
-)
-from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
+from bridge.collection import protocol
 from bridge.keystore import KEY_ID_BYTES
-from bridge.storage.sqlite import damage_of, move_aside, write_transaction
+from bridge.storage.sqlite import (
+    close_on,
+    open_healthy,
+    open_prepared,
+    prepare,
+    probe_version,
+    read_only,
+    run_on,
+    write_transaction,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -53,7 +43,6 @@ log = structlog.get_logger(__name__)
 COLLECTIONS_DB_FILE_NAME: Final = "collections.db"
 SCHEMA_VERSION: Final = 1
 """``PRAGMA user_version`` of the schema below."""
-BUSY_TIMEOUT_MS: Final = 5000
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS items (
@@ -88,17 +77,11 @@ CREATE TABLE IF NOT EXISTS changes (
     PRIMARY KEY (collection, revision)
 );
 """
-_EXAMINE: Final = f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
-_SELECT: Final = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items"  # noqa: S608 - fixed column names
+_EXAMINE: Final = f"SELECT collection, {', '.join(protocol.ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
+_SELECT: Final = f"SELECT {', '.join(protocol.ITEM_COLUMNS)} FROM items"  # noqa: S608 - fixed column names
 
 
-def _text(raw: bytes) -> str:
-    # Text that is not UTF-8 comes back with lone surrogates; its row fails to decode and
-    # is quarantined instead of failing the whole read.
-    return raw.decode("utf-8", "surrogateescape")
-
-
-class SqliteCollectionStore:
+class SqliteCollectionStore(protocol.CollectionStore):
     """Items of every collection in one SQLite file, shared safely by several processes.
 
     Args:
@@ -117,10 +100,7 @@ class SqliteCollectionStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collections-store")
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        return await run_on(self._executor, self._conn, fn)
 
     async def open(self) -> None:
         """Create or open the file and its schema.
@@ -130,103 +110,59 @@ class SqliteCollectionStore:
             sqlite3.DatabaseError: the file is not a usable database.
         """
         self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
-        self._probe = sqlite3.connect(
-            f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=0
-        )
+        self._probe = read_only(self.path, wait_s=0, any_thread=True)
 
     def _open_sync(self) -> sqlite3.Connection:
         """Open the file; a damaged one is moved aside (bytes kept) and replaced, as ``bridge.db`` is."""
-        reason = damage_of(self.path)
-        if reason is None:
-            try:
-                return self._connect()
-            except sqlite3.DatabaseError as exc:
-                # Only damage is moved aside; a lock or an I/O error leaves the file where it is.
-                if getattr(exc, "sqlite_errorcode", None) not in {
-                    sqlite3.SQLITE_CORRUPT,
-                    sqlite3.SQLITE_NOTADB,
-                }:
-                    raise
-                reason = f"failed to open ({type(exc).__name__})"
-        self.recovered_from = move_aside(self.path)
-        log.error(
-            "collections_store_quarantined", path=str(self.path), moved_to=self.recovered_from, reason=reason
-        )
-        return self._connect()
+        return open_healthy(self.path, lambda: open_prepared(self.path, self._prepare), self._moved)
 
-    def _connect(self) -> sqlite3.Connection:
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-        )
-        conn.text_factory = _text
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            version = self._schema_version(conn)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            if version < SCHEMA_VERSION:
-                with write_transaction(conn):
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+    def _moved(self, moved_to: str, reason: str) -> None:
+        self.recovered_from = moved_to
+        log.error("collections_store_quarantined", path=str(self.path), moved_to=moved_to, reason=reason)
 
-    def _schema_version(self, conn: sqlite3.Connection) -> int:
-        """``PRAGMA user_version``; a newer one raises :class:`SchemaTooNewError` (nothing changed)."""
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNewError(self.path, version)
-        return int(version)
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Refuse a newer schema, set the pragmas (``storage.sqlite.prepare``), create the schema."""
+        if prepare(conn, self.path, SCHEMA_VERSION) < SCHEMA_VERSION:
+            with write_transaction(conn):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
         """Close the connections and the thread; idempotent."""
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            probe.close()
         conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        self._executor.shutdown(wait=False)
+        probe, self._probe = self._probe, None
+        await close_on(self._executor, conn, probe)
 
     def data_version(self) -> int:
         """``PRAGMA data_version`` of a connection of its own: moves with every commit, ours included.
 
         Cheap (no disk read), run on the event loop. -1 when the probe fails (counts as moved).
         """
-        probe = self._probe
-        if probe is None:
-            return -1
-        try:
-            return int(probe.execute("PRAGMA data_version").fetchone()[0])
-        except sqlite3.Error:
-            return -1
+        version = probe_version(self._probe)
+        return -1 if version is None else version
 
     # ---- reads --------------------------------------------------------------------
 
-    async def load(self, collection: str) -> tuple[int, list[StoredItem]]:
+    async def load(self, collection: str) -> tuple[int, list[protocol.StoredItem]]:
         """Return the collection's revision and every item in creation order (one read transaction)."""
 
-        def work(conn: sqlite3.Connection) -> tuple[int, list[StoredItem]]:
+        def work(conn: sqlite3.Connection) -> tuple[int, list[protocol.StoredItem]]:
             conn.execute("BEGIN")
             try:
                 revision = _revision(conn, collection)
                 rows = conn.execute(f"{_SELECT} WHERE collection = ? ORDER BY seq", (collection,)).fetchall()
             finally:
                 conn.execute("COMMIT")
-            return revision, [make_item(tuple(r)) for r in rows]
+            return revision, [protocol.make_item(tuple(r)) for r in rows]
 
         return await self._run(work)
 
-    async def changes_since(self, collection: str, since: int) -> Feed:
+    async def changes_since(self, collection: str, since: int) -> protocol.Feed:
         """Return the changes after revision ``since`` (``changes`` None: the log does not reach it)."""
 
-        def work(conn: sqlite3.Connection) -> Feed:
+        def work(conn: sqlite3.Connection) -> protocol.Feed:
             conn.execute("BEGIN")
             try:
                 revision = _revision(conn, collection)
@@ -246,12 +182,12 @@ class SqliteCollectionStore:
         def work(conn: sqlite3.Connection) -> set[bytes]:
             found: set[bytes] = set()
             for (data,) in conn.execute("SELECT data FROM items WHERE data LIKE '%$sealed%'"):
-                found |= key_ids_of(decode_data(data), KEY_ID_BYTES)
+                found |= protocol.key_ids_of(protocol.decode_data(data), KEY_ID_BYTES)
             return found
 
         return await self._run(work)
 
-    async def reseal(self, seal: Resealer) -> int:
+    async def reseal(self, seal: protocol.Resealer) -> int:
         """Seal every secret again with ``seal``, in one transaction; return the items rewritten.
 
         Each rewritten item is a write (its collection's next revision, ``version + 1``,
@@ -261,24 +197,21 @@ class SqliteCollectionStore:
         def work(conn: sqlite3.Connection) -> int:
             with write_transaction(conn):
                 rows = conn.execute(
-                    f"SELECT collection, {', '.join(ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
+                    f"SELECT collection, {', '.join(protocol.ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
                 ).fetchall()
                 count = 0
                 for collection, *values in rows:
-                    item = make_item(tuple(values))
-                    data = resealed(collection, item.id, item.data, seal)
-                    if data is None or type(item.version) is not int:
+                    item = protocol.make_item(tuple(values))
+                    data = protocol.reseal_data(collection, item, seal)
+                    if data is None:
                         continue
-                    revision = _bump(conn, collection)
+                    again = protocol.rewritten(item, data, _bump(conn, collection))
                     conn.execute(
                         "UPDATE items SET data = ?, version = ?, revision = ? "
                         "WHERE collection = ? AND id = ?",
-                        (encode_data(data), item.version + 1, revision, collection, item.id),
+                        (protocol.encode_data(data), again.version, again.revision, collection, item.id),
                     )
-                    again = StoredItem(
-                        item.id, item.seq, data, item.created_at, item.updated_at, item.version + 1, revision
-                    )
-                    _log(conn, collection, revision, item_id=item.id, kind="updated", row=encode_entry(again))
+                    _log(conn, collection, protocol.Change(again.revision, item.id, "updated", again))
                     count += 1
             return count
 
@@ -286,105 +219,68 @@ class SqliteCollectionStore:
 
     # ---- writes -------------------------------------------------------------------
 
-    async def insert(
-        self,
-        collection: str,
-        item_id: str,
-        data: dict[str, Any],
-        *,
-        keys: list[tuple[str, str]],
-        now: str,
-        since: int,
-    ) -> Feed:
-        """Insert a new item (version 1) with its unique keys, in one transaction.
+    async def _insert(self, op: protocol.ItemWrite) -> protocol.Feed:
+        collection, item_id, now = op.collection, op.item_id, op.now
 
-        Raises:
-            DuplicateConfigNameError: a unique key is taken (context ``{field}``).
-        """
-
-        def work(conn: sqlite3.Connection) -> Feed:
-            def write() -> StoredItem:
+        def work(conn: sqlite3.Connection) -> protocol.Feed:
+            def write() -> protocol.StoredItem:
                 revision = _bump(conn, collection)
-                _insert_keys(conn, collection, item_id, keys)
+                _insert_keys(conn, collection, item_id, op.keys)
                 cursor = conn.execute(
                     "INSERT INTO items (collection, id, data, created_at, updated_at, version, revision) "
                     "VALUES (?, ?, ?, ?, ?, 1, ?)",
-                    (collection, item_id, encode_data(data), now, now, revision),
+                    (collection, item_id, protocol.encode_data(op.data), now, now, revision),
                 )
-                seq = int(cursor.lastrowid or 0)
-                return StoredItem(item_id, seq, dict(data), now, now, 1, revision)
+                return protocol.created_item(item_id, int(cursor.lastrowid or 0), op.data, now, revision)
 
-            return _transaction(conn, collection, since, "created", write)
+            return _transaction(conn, collection, op.since, "created", write)
 
         return await self._run(work)
 
-    async def update(
-        self,
-        collection: str,
-        item_id: str,
-        data: dict[str, Any],
-        *,
-        keys: list[tuple[str, str]],
-        now: str,
-        base_version: int,
-        expected_version: int | None,
-        since: int,
-    ) -> Feed:
-        """Replace an item's fields (version + 1) if it is still at ``base_version``.
+    async def _update(self, op: protocol.ItemWrite) -> protocol.Feed:
+        collection, item_id = op.collection, op.item_id
 
-        Raises:
-            ConfigNotFoundError: no item has ``item_id``.
-            VersionConflictError: ``expected_version`` differs from the stored version.
-            StaleBaseError: the item moved past ``base_version`` (catch up and retry).
-            DuplicateConfigNameError: a unique key is taken by another item.
-        """
-
-        def work(conn: sqlite3.Connection) -> Feed:
-            def write() -> StoredItem:
+        def work(conn: sqlite3.Connection) -> protocol.Feed:
+            def write() -> protocol.StoredItem:
                 found = conn.execute(
                     f"{_SELECT} WHERE collection = ? AND id = ?", (collection, item_id)
                 ).fetchone()
-                check_write(item_id, None if found is None else found[5], expected_version, base_version)
-                current = make_item(tuple(found))
-                revision = _bump(conn, collection)
+                protocol.check_write(
+                    item_id, None if found is None else found[5], op.expected_version, op.base_version
+                )
+                item = protocol.rewritten(
+                    protocol.make_item(tuple(found)), op.data, _bump(conn, collection), op.now
+                )
                 conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
-                _insert_keys(conn, collection, item_id, keys)
-                version = current.version + 1
+                _insert_keys(conn, collection, item_id, op.keys)
                 conn.execute(
                     "UPDATE items SET data = ?, updated_at = ?, version = ?, revision = ? "
                     "WHERE collection = ? AND id = ?",
-                    (encode_data(data), now, version, revision, collection, item_id),
+                    (protocol.encode_data(op.data), op.now, item.version, item.revision, collection, item_id),
                 )
-                return StoredItem(
-                    item_id, current.seq, dict(data), current.created_at, now, version, revision
-                )
+                return item
 
-            return _transaction(conn, collection, since, "updated", write)
+            return _transaction(conn, collection, op.since, "updated", write)
 
         return await self._run(work)
 
-    async def delete(
-        self, collection: str, item_id: str, expected_version: int | None, since: int
-    ) -> Feed | None:
-        """Delete an item and its keys; None when no item has ``item_id``.
+    async def _delete(self, op: protocol.ItemDelete) -> protocol.Feed | None:
+        collection, item_id = op.collection, op.item_id
 
-        Raises:
-            VersionConflictError: ``expected_version`` differs from the stored version.
-        """
-
-        def work(conn: sqlite3.Connection) -> Feed | None:
+        def work(conn: sqlite3.Connection) -> protocol.Feed | None:
             with write_transaction(conn):
                 found = conn.execute(
                     "SELECT version FROM items WHERE collection = ? AND id = ?", (collection, item_id)
                 ).fetchone()
-                check_write(item_id, None if found is None else found[0], expected_version, None)
+                protocol.check_write(item_id, None if found is None else found[0], op.expected_version, None)
                 if found is None:
                     return None
                 revision = _bump(conn, collection)
                 conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
                 conn.execute("DELETE FROM items WHERE collection = ? AND id = ?", (collection, item_id))
-                _log(conn, collection, revision, item_id=item_id, kind="deleted", row=None)
-                return _feed(conn, collection, since, revision, Change(revision, item_id, "deleted", None))
+                own = protocol.Change(revision, item_id, "deleted", None)
+                _log(conn, collection, own)
+                return _feed(conn, collection, op.since, revision, own)
 
         return await self._run(work)
 
@@ -430,28 +326,26 @@ def _insert_keys(
                 (collection, field, key, item_id),
             )
         except sqlite3.IntegrityError:
-            raise DuplicateConfigNameError(
-                f"Another item of {collection} has this {field}", context={"field": field}
-            ) from None
+            raise protocol.duplicate_key(collection, field) from None
 
 
-def _log(
-    conn: sqlite3.Connection, collection: str, revision: int, *, item_id: str, kind: str, row: str | None
-) -> None:
+def _log(conn: sqlite3.Connection, collection: str, own: protocol.Change) -> None:
     conn.execute(
         "INSERT INTO changes (collection, revision, id, type, row) VALUES (?, ?, ?, ?, ?)",
-        (collection, revision, item_id, kind, row),
+        (collection, own.revision, own.id, own.kind, protocol.logged_row(own)),
     )
-    below = trim_below(revision)
+    below = protocol.trim_below(own.revision)
     if below is not None:
         conn.execute("DELETE FROM changes WHERE collection = ? AND revision <= ?", (collection, below))
 
 
-def _feed(conn: sqlite3.Connection, collection: str, since: int, revision: int, own: Change | None) -> Feed:
+def _feed(
+    conn: sqlite3.Connection, collection: str, since: int, revision: int, own: protocol.Change | None
+) -> protocol.Feed:
     """Changes after ``since``: other writers' from the log, the writer's own as written (never decoded)."""
-    window = log_window(since, revision, own)
+    window = protocol.log_window(since, revision, own)
     if window is None:
-        return build_feed(revision, own, None, None, ())
+        return protocol.build_feed(revision, own, None, None, ())
     (oldest,) = conn.execute(
         "SELECT MIN(revision) FROM changes WHERE collection = ?", (collection,)
     ).fetchone()
@@ -460,19 +354,20 @@ def _feed(conn: sqlite3.Connection, collection: str, since: int, revision: int, 
         "ORDER BY revision",
         (collection, *window),
     ).fetchall()
-    return build_feed(revision, own, window, oldest, [tuple(r) for r in rows])
+    return protocol.build_feed(revision, own, window, oldest, [tuple(r) for r in rows])
 
 
 def _transaction(
-    conn: sqlite3.Connection, collection: str, since: int, kind: str, write: Callable[[], StoredItem]
-) -> Feed:
+    conn: sqlite3.Connection, collection: str, since: int, kind: str, write: Callable[[], protocol.StoredItem]
+) -> protocol.Feed:
     with write_transaction(conn):
         item = write()
-        _log(conn, collection, item.revision, item_id=item.id, kind=kind, row=encode_entry(item))
-        return _feed(conn, collection, since, item.revision, Change(item.revision, item.id, kind, item))
+        own = protocol.Change(item.revision, item.id, kind, item)
+        _log(conn, collection, own)
+        return _feed(conn, collection, since, item.revision, own)
 
 
-def examine_collections(path: Path) -> tuple[int, list[tuple[str, StoredItem]]]:
+def examine_collections(path: Path) -> tuple[int, list[tuple[str, protocol.StoredItem]]]:
     """Read ``collections.db`` on a read-only connection (``bridge doctor``), changing no byte.
 
     Returns:
@@ -481,8 +376,7 @@ def examine_collections(path: Path) -> tuple[int, list[tuple[str, StoredItem]]]:
     Raises:
         sqlite3.DatabaseError: the file is not a database, or ``quick_check`` fails.
     """
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.text_factory = _text
+    conn = read_only(path)
     try:
         (check,) = conn.execute("PRAGMA quick_check").fetchone()
         if check != "ok":
@@ -491,4 +385,4 @@ def examine_collections(path: Path) -> tuple[int, list[tuple[str, StoredItem]]]:
         rows = conn.execute(_EXAMINE).fetchall()
     finally:
         conn.close()
-    return int(version), [(collection, make_item(tuple(values))) for collection, *values in rows]
+    return int(version), [(collection, protocol.make_item(tuple(values))) for collection, *values in rows]

@@ -50,7 +50,7 @@ from bridge.models import (
     Provider,
     TestFailureKind,
 )
-from bridge.service.tester import MAX_BODY_BYTES, PROGRESS_CONNECTING, PROGRESS_LISTING, ProgressCallback
+from bridge.service.probe import MAX_BODY_BYTES, PROGRESS_CONNECTING, PROGRESS_LISTING, ProgressCallback
 
 log = structlog.get_logger(__name__)
 

@@ -10,7 +10,6 @@ guarantees (the key never leaves in anything but the provider's headers) are in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Final
 
 import structlog
@@ -30,19 +29,10 @@ from bridge.models import (
     Provider,
 )
 from bridge.service.llm_config import LlmConfigService
+from bridge.service.probe import MAX_BODY_BYTES, ProgressCallback
 
 log = structlog.get_logger(__name__)
 
-ProgressCallback = Callable[[str, int], None]
-"""Receives ``(message, percentage)``: ``("connecting", 0)`` before the request is sent,
-then ``("listing", 50)`` once the provider accepted the key and its list is being read.
-The messages are fixed; the RPC layer turns them into ``$/progress`` reports."""
-
-PROGRESS_CONNECTING: Final = ("connecting", 0)
-PROGRESS_LISTING: Final = ("listing", 50)
-
-MAX_BODY_BYTES: Final = 1024 * 1024
-"""Largest model-list body read, in bytes (after decompression); more → ``protocol``."""
 _SAVED_READ_ATTEMPTS: Final = 5
 MAX_CONCURRENT_DEFAULT: Final = 4
 """Most tests running at once per bridge process unless configured otherwise."""
@@ -92,7 +82,7 @@ class LlmConfigTester:
             config_id: id of a saved config; its key is decrypted in-process.
             draft: an unsaved config (already validated with the create rules).
             timeout_ms: bound of the whole test, 1 to 60,000 milliseconds.
-            progress: see :data:`ProgressCallback`.
+            progress: see :data:`bridge.service.probe.ProgressCallback`.
 
         Returns:
             The :func:`~bridge.service.provider_check.check_provider` result.

@@ -36,6 +36,7 @@ import orjson
 import structlog
 
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError, StartupError
+from bridge.storage import protocol
 from bridge.storage.base import (
     COLUMNS,
     Change,
@@ -45,17 +46,6 @@ from bridge.storage.base import (
     WriteOutcome,
     backoff_delays,
     row_values,
-)
-from bridge.storage.protocol import (
-    LogEntry,
-    Written,
-    build_feed,
-    checked_delete,
-    checked_update,
-    feed_reaches,
-    is_logged,
-    make_row,
-    own_change,
 )
 
 log = structlog.get_logger(__name__)
@@ -164,6 +154,11 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 }
 
 _COLUMNS: Final = ", ".join(COLUMNS)
+_UPDATE: Final = (
+    "UPDATE bridge_configs SET "
+    + ", ".join(f"{c}=${i}" for i, c in enumerate(protocol.UPDATE_COLUMNS, 1))
+    + f" WHERE id=${len(protocol.UPDATE_COLUMNS) + 1} RETURNING {_COLUMNS}"
+)
 _REVISION: Final = "SELECT revision FROM bridge_meta WHERE id = 1"
 
 
@@ -190,6 +185,108 @@ def redact_dsn(dsn: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+async def create_pool(
+    dsn: str, *, size: int, connect_timeout_s: float, op_timeout_s: float, name: str, where: str
+) -> asyncpg.Pool:
+    """Open a store's connection pool (the config store's and the collections' alike).
+
+    Args:
+        dsn: a libpq connection URI.
+        size: most connections (at least one is opened now).
+        connect_timeout_s: bound on one connection attempt, in seconds.
+        op_timeout_s: bound on one statement, in seconds.
+        name: ``application_name`` prefix (``<name>-<pid>`` in ``pg_stat_activity``).
+        where: the store in the error message (``at <redacted DSN>``, ``for the collections``).
+
+    Raises:
+        StartupError: the server cannot be reached or refuses the login (only the error's
+            type is told: never the DSN's password).
+    """
+    try:
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=size,
+            timeout=connect_timeout_s,
+            command_timeout=op_timeout_s,
+            server_settings={"application_name": f"{name}-{os.getpid()}"},
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise StartupError(f"Cannot connect to PostgreSQL {where}: {type(exc).__name__}") from None
+
+
+async def listen(
+    dsn: str,
+    *,
+    connect_timeout_s: float,
+    name: str,
+    channel: str,
+    on_notify: Callable[[Any, int, str, str], None],
+    on_lost: Callable[[Any], None],
+) -> asyncpg.Connection:
+    """Open a dedicated listener connection and ``LISTEN`` on ``channel``.
+
+    Args:
+        dsn: a libpq connection URI.
+        connect_timeout_s: bound on the connection attempt, in seconds.
+        name: ``application_name`` prefix (``<name>-<pid>``: names it for operators).
+        channel: the ``LISTEN/NOTIFY`` channel.
+        on_notify: asyncpg's listener callback ``(connection, pid, channel, payload)``.
+        on_lost: called with the connection when it terminates.
+
+    Raises:
+        Whatever connecting or ``LISTEN`` raises (the connection is closed again).
+    """
+    conn = await asyncpg.connect(
+        dsn, timeout=connect_timeout_s, server_settings={"application_name": f"{name}-{os.getpid()}"}
+    )
+    try:
+        await conn.add_listener(channel, on_notify)
+    except BaseException:
+        await conn.close()
+        raise
+    conn.add_termination_listener(on_lost)
+    return conn
+
+
+async def migrate(
+    conn: Any,
+    *,
+    lock: int,
+    table: str,
+    migrations: dict[int, tuple[str, ...]],
+    newest: int,
+    where: str,
+    migrated: Callable[[int], None],
+) -> None:
+    """Apply the missing migrations inside the caller's transaction, under an advisory lock.
+
+    Instances starting together take turns: the version is read under the lock.
+
+    Args:
+        conn: a connection in a transaction.
+        lock: the advisory lock id.
+        table: the table holding the schema version rows (created if absent).
+        migrations: the statements of each version, from 1 to ``newest``.
+        newest: the schema version this bridge writes.
+        where: the store, for :class:`SchemaTooNewError`.
+        migrated: told each version once its statements ran.
+
+    Raises:
+        SchemaTooNewError: the database was migrated past ``newest`` (nothing changed).
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
+    await conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (version integer NOT NULL)")
+    version = int(await conn.fetchval(f"SELECT max(version) FROM {table}") or 0)
+    if version > newest:
+        raise SchemaTooNewError(where, version)
+    for target in range(version + 1, newest + 1):
+        for statement in migrations[target]:
+            await conn.execute(statement)
+        await conn.execute(f"INSERT INTO {table} (version) VALUES ($1)", target)
+        migrated(target)
 
 
 class PostgresConfigStore:
@@ -252,19 +349,14 @@ class PostgresConfigStore:
             SchemaTooNewError: the database was migrated by a newer bridge.
             StartupError: the server cannot be reached or refuses the login.
         """
-        try:
-            self._pool = await asyncpg.create_pool(
-                self.dsn,
-                min_size=1,
-                max_size=self.pool_size,
-                timeout=self.connect_timeout_s,
-                command_timeout=self.op_timeout_s,
-                server_settings={"application_name": f"bridge-{os.getpid()}"},
-            )
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise StartupError(
-                f"Cannot connect to PostgreSQL at {self.where}: {type(exc).__name__}"
-            ) from None
+        self._pool = await create_pool(
+            self.dsn,
+            size=self.pool_size,
+            connect_timeout_s=self.connect_timeout_s,
+            op_timeout_s=self.op_timeout_s,
+            name="bridge",
+            where=f"at {self.where}",
+        )
         try:
             await self._migrate()
             await self._repair()
@@ -280,17 +372,15 @@ class PostgresConfigStore:
         Instances starting together take turns: the version is read under the lock.
         """
         async with self._acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute("CREATE TABLE IF NOT EXISTS bridge_schema (version integer NOT NULL)")
-            found = await conn.fetchval("SELECT max(version) FROM bridge_schema")
-            version = int(found or 0)
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNewError(self.where, version)
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target]:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO bridge_schema (version) VALUES ($1)", target)
-                log.info("store_migrated", backend="postgresql", to_version=target)
+            await migrate(
+                conn,
+                lock=_MIGRATION_LOCK,
+                table="bridge_schema",
+                migrations=_MIGRATIONS,
+                newest=SCHEMA_VERSION,
+                where=self.where,
+                migrated=lambda target: log.info("store_migrated", backend="postgresql", to_version=target),
+            )
 
     async def _repair(self) -> None:
         """Repair structural damage that loses nothing (DESIGN §3), under the migration lock.
@@ -369,18 +459,15 @@ class PostgresConfigStore:
 
     async def _listen(self) -> None:
         """Open the dedicated listener connection and ``LISTEN`` on :data:`CHANNEL`."""
-        conn = await asyncpg.connect(
+        conn = await listen(
             self.dsn,
-            timeout=self.connect_timeout_s,
+            connect_timeout_s=self.connect_timeout_s,
             # Names the connection in pg_stat_activity, for operators (and the fault tests).
-            server_settings={"application_name": f"bridge-listener-{os.getpid()}"},
+            name="bridge-listener",
+            channel=CHANNEL,
+            on_notify=self._on_notify,
+            on_lost=self._on_listener_terminated,
         )
-        try:
-            await conn.add_listener(CHANNEL, self._on_notify)
-        except BaseException:
-            await conn.close()
-            raise
-        conn.add_termination_listener(self._on_listener_terminated)
         self._listener = conn
         self._listener_lost = False
 
@@ -491,7 +578,8 @@ class PostgresConfigStore:
         async with self._acquire() as conn, conn.transaction():
             await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1 FOR UPDATE")
             rows = [
-                make_row(r) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")
+                protocol.make_row(r)
+                for r in await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")
             ]
             count = 0
             for row in rows:
@@ -524,19 +612,19 @@ class PostgresConfigStore:
             revision = int(await conn.fetchval("SELECT revision FROM bridge_meta WHERE id = 1"))
             rows = await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs ORDER BY seq")
         self._saw(revision)
-        return StoreState(revision, [make_row(r) for r in rows])
+        return StoreState(revision, [protocol.make_row(r) for r in rows])
 
     async def changes_since(self, since: int) -> WriteOutcome:
         """Return the changes after ``since`` in revision order (None: reload needed)."""
         async with self._acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             revision = int(await conn.fetchval(_REVISION))
-            outcome = await _feed(conn, since, revision, revision)
+            outcome = protocol.build_feed(*await _read_log(conn, since, revision), revision=revision)
         self._saw(outcome.revision)
         return outcome
 
     # ---- writes ---------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[Any], Awaitable[Written]], since: int) -> WriteOutcome:
+    async def _write(self, fn: Callable[[Any], Awaitable[protocol.Written]], since: int) -> WriteOutcome:
         """Run ``fn`` in a transaction holding the counter row; the feed ends with its change.
 
         Other instances' changes come from the log, this write's own from the row the
@@ -556,9 +644,12 @@ class PostgresConfigStore:
                 )
                 written = await fn(conn)
                 revision = int(await conn.fetchval(_REVISION))
-                own = own_change(written, revision_before, revision)
-                outcome = await _feed(
-                    conn, since, revision_before, revision, own=own, current=written.current
+                own = protocol.own_change(written, revision_before, revision)
+                outcome = protocol.build_feed(
+                    *await _read_log(conn, since, revision_before),
+                    revision=revision,
+                    own=own,
+                    current=written.current,
                 )
                 # The trigger sent NOTIFY (delivered at commit). Before COMMIT: our own
                 # notification may be handled before this task resumes, and must not wake
@@ -611,12 +702,12 @@ class PostgresConfigStore:
         if found is None:
             return False
         logged = found["row"]
-        return is_logged(own, found["id"], found["type"], None if logged is None else bytes(logged))
+        return protocol.is_logged(own, found["id"], found["type"], None if logged is None else bytes(logged))
 
     async def insert(self, config: StoredConfig, since: int) -> WriteOutcome:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
 
-        async def fn(conn: Any) -> Written:
+        async def fn(conn: Any) -> protocol.Written:
             try:
                 async with conn.transaction():  # a savepoint: the name clash is ours to report
                     # The trigger sets seq, key_id and the revision, logs and notifies.
@@ -629,8 +720,8 @@ class PostgresConfigStore:
                 if exc.constraint_name == "bridge_configs_name_key":
                     raise DuplicateConfigNameError from None
                 raise
-            row = make_row(written)
-            return Written(config.id, row, row, created=True)
+            row = protocol.make_row(written)
+            return protocol.Written(config.id, row, row, created=True)
 
         return await self._write(fn, since)
 
@@ -639,84 +730,55 @@ class PostgresConfigStore:
     ) -> WriteOutcome:
         """Apply ``mutate`` to the row locked ``FOR UPDATE`` (see the protocol)."""
 
-        async def fn(conn: Any) -> Written:
+        async def fn(conn: Any) -> protocol.Written:
             found = await conn.fetchrow(
                 f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = $1 FOR UPDATE", config_id
             )
-            current = None if found is None else make_row(found)
-            updated = checked_update(config_id, current, mutate, expected_version)
+            current = None if found is None else protocol.make_row(found)
+            updated = protocol.checked_update(config_id, current, mutate, expected_version)
             if updated is None:
-                return Written(config_id, current, current)
+                return protocol.Written(config_id, current, current)
             try:
                 async with conn.transaction():
                     # The trigger sets version + 1, key_id and the revision, logs and notifies.
-                    written = await conn.fetchrow(
-                        "UPDATE bridge_configs SET custom_name=$1, name_key=$2, provider=$3, "
-                        "api_key_ct=$4, api_key_preview=$5, base_url=$6, use_auth_header=$7, "
-                        f"created_at=$8, updated_at=$9 WHERE id=$10 RETURNING {_COLUMNS}",
-                        updated.custom_name,
-                        updated.name_key,
-                        updated.provider,
-                        updated.api_key_ct,
-                        updated.api_key_preview,
-                        updated.base_url,
-                        updated.use_auth_header,
-                        updated.created_at,
-                        updated.updated_at,
-                        config_id,
-                    )
+                    written = await conn.fetchrow(_UPDATE, *protocol.update_values(updated), config_id)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name == "bridge_configs_name_key":
                     raise DuplicateConfigNameError from None
                 raise
-            row = make_row(written)
-            return Written(config_id, row, row)
+            row = protocol.make_row(written)
+            return protocol.Written(config_id, row, row)
 
         return await self._write(fn, since)
 
     async def delete(self, config_id: str, expected_version: int | None, since: int) -> WriteOutcome:
         """Delete at the next revision; unknown id → no change, no error."""
 
-        async def fn(conn: Any) -> Written:
+        async def fn(conn: Any) -> protocol.Written:
             found = await conn.fetchval(
                 "SELECT version FROM bridge_configs WHERE id = $1 FOR UPDATE", config_id
             )
-            if checked_delete(config_id, found, expected_version):
+            if protocol.checked_delete(config_id, found, expected_version):
                 await conn.execute("DELETE FROM bridge_configs WHERE id = $1", config_id)
-            return Written(config_id, None, None)
+            return protocol.Written(config_id, None, None)
 
         return await self._write(fn, since)
 
 
-async def _feed(
-    conn: Any,
-    since: int,
-    upto: int,
-    revision: int,
-    *,
-    own: Change | None = None,
-    current: StoredConfig | None = None,
-) -> WriteOutcome:
-    """Read the log after ``since`` up to ``upto`` and assemble the feed (protocol).
-
-    The table's rows of the ids named are read for the cross-check; ``own`` (the
-    caller's write, at ``revision``) is added from the row it wrote.
-    """
-    entries: list[LogEntry] | None = []
+async def _read_log(conn: Any, since: int, upto: int) -> protocol.LogRead:
+    """The log after ``since`` up to ``upto``, and the table's rows of the ids it names."""
+    if upto <= since:
+        return [], {}
+    if not protocol.feed_reaches(await conn.fetchval("SELECT min(revision) FROM bridge_changes"), since):
+        return None, {}
+    rows = await conn.fetch(
+        "SELECT revision, type, id, row FROM bridge_changes WHERE revision > $1 AND revision <= $2 "
+        "ORDER BY revision",
+        since,
+        upto,
+    )
     present: dict[str, StoredConfig] = {}
-    if upto > since:
-        entries = None
-        if feed_reaches(await conn.fetchval("SELECT min(revision) FROM bridge_changes"), since):
-            rows = await conn.fetch(
-                "SELECT revision, type, id, row FROM bridge_changes "
-                "WHERE revision > $1 AND revision <= $2 ORDER BY revision",
-                since,
-                upto,
-            )
-            entries = [(r["revision"], r["type"], r["id"], r["row"]) for r in rows]
-            if ids := list({r["id"] for r in rows}):
-                found = await conn.fetch(
-                    f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", ids
-                )
-                present = {r["id"]: make_row(r) for r in found}
-    return build_feed(entries, present, revision=revision, own=own, current=current)
+    if ids := list({r["id"] for r in rows}):
+        found = await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", ids)
+        present = {r["id"]: protocol.make_row(r) for r in found}
+    return [(r["revision"], r["type"], r["id"], r["row"]) for r in rows], present

@@ -3,14 +3,16 @@
 The backends (:mod:`bridge.storage.sqlite`, :mod:`bridge.storage.postgres`) only run
 SQL; what the SQL means is decided here, once:
 
-- the checks of a write inside its transaction (existence, ``expectedVersion``) and the
+- the checks of a write inside its transaction (existence, ``expectedVersion``:
+  :func:`check_stored`, the one check of both stacks, configs and collections) and the
   application of the caller's pure merge (:func:`checked_update`, :func:`checked_delete`);
 - the change-log codec: one JSON object per logged row, keyed by :data:`LOG_FIELDS`,
   the ciphertext in hex (:func:`log_object_pairs` spells it for a trigger,
   :func:`decode_logged_row` reads it back);
 - the revision policy: a write took a revision when the counter moved
-  (:func:`took_revision`), and the trim of the log (:data:`CHANGE_LOG_KEEP`, every
-  :data:`TRIM_EVERY` revisions);
+  (:func:`took_revision`), the trim of the log (:data:`CHANGE_LOG_KEEP`, every
+  :data:`TRIM_EVERY` revisions: :func:`trim_below`, :func:`trim_condition` for a
+  trigger), and whether the log still reaches a reader (:func:`feed_reaches`);
 - the feed a write or a catch-up returns (:func:`build_feed`): other writers' changes
   decoded from the log and checked against the table, the writer's own change taken
   from the row it wrote (never encoded to the log and decoded again).
@@ -39,6 +41,8 @@ TRIM_EVERY: Final = 1000
 
 LOG_FIELDS: Final = COLUMNS
 """Keys of a change-log row object, in :class:`StoredConfig` field order."""
+UPDATE_COLUMNS: Final = tuple(name for name in COLUMNS if name not in {"id", "version", "revision"})
+"""The columns an update writes, in :data:`COLUMNS` order (the database keeps version and revision)."""
 _BYTES_FIELD: Final = "api_key_ct"
 """The one binary field: hex text in the log (upper or lower case)."""
 
@@ -83,13 +87,62 @@ def make_row(values: Sequence[Any]) -> StoredConfig:
     )
 
 
+def update_values(row: StoredConfig) -> tuple[object, ...]:
+    """The values of ``row`` in :data:`UPDATE_COLUMNS` order, for an ``UPDATE`` (its id goes last)."""
+    return tuple(getattr(row, name) for name in UPDATE_COLUMNS)
+
+
 # ---- the checks of a write --------------------------------------------------------------
+
+
+def integer_version(stored: object) -> int | None:
+    """The stored ``version`` as an integer, or None when it is none (another program wrote it).
+
+    A bool is no version; neither is ``"3"`` or ``3.0``: such a value never matches an
+    ``expectedVersion``.
+    """
+    return stored if type(stored) is int else None
+
+
+def check_stored(
+    item_id: str, stored_version: object, expected_version: int | None, *, required: bool
+) -> bool:
+    """The one check of a write against the row it locked: existence, then ``expectedVersion``.
+
+    Used by every write of both stacks (:func:`checked_update`, :func:`checked_delete`,
+    :func:`bridge.collection.protocol.check_write`).
+
+    Args:
+        item_id: the config's or item's id.
+        stored_version: the locked row's ``version`` as read (untrusted), or None when no
+            row has the id.
+        expected_version: the caller's ``expectedVersion``, or None for any.
+        required: True when an absent row is an error (an update); False when it is no
+            change (a delete of an unknown id: DESIGN §4).
+
+    Returns:
+        True when the row exists and may be written; False when it is absent and not
+        ``required``.
+
+    Raises:
+        ConfigNotFoundError: no row and ``required``.
+        VersionConflictError: ``expected_version`` differs from the stored version
+            (``actual`` None when the stored one is no integer).
+    """
+    if stored_version is None:
+        if required:
+            raise ConfigNotFoundError(item_id)
+        return False
+    actual = integer_version(stored_version)
+    if expected_version is not None and actual != expected_version:
+        raise VersionConflictError(item_id, expected_version, actual)
+    return True
 
 
 def checked_update(
     config_id: str, current: StoredConfig | None, mutate: Mutation, expected_version: int | None
 ) -> StoredConfig | None:
-    """Check an update against the locked row and apply the caller's merge.
+    """Check an update against the locked row (:func:`check_stored`) and apply the caller's merge.
 
     Args:
         config_id: the id being updated.
@@ -105,10 +158,8 @@ def checked_update(
         VersionConflictError: ``expected_version`` differs from the stored version.
         ValidationError: raised by ``mutate`` for the merged result.
     """
-    if current is None:
-        raise ConfigNotFoundError(config_id)
-    if expected_version is not None and expected_version != current.version:
-        raise VersionConflictError(config_id, expected_version, current.version)
+    check_stored(config_id, None if current is None else current.version, expected_version, required=True)
+    assert current is not None
     return mutate(current)
 
 
@@ -125,12 +176,7 @@ def checked_delete(config_id: str, version: object, expected_version: int | None
     Raises:
         VersionConflictError: the row exists and ``expected_version`` differs.
     """
-    if version is None:
-        return False
-    if expected_version is not None and expected_version != version:
-        actual = version if isinstance(version, int) and not isinstance(version, bool) else None
-        raise VersionConflictError(config_id, expected_version, actual)
-    return True
+    return check_stored(config_id, version, expected_version, required=False)
 
 
 # ---- revisions --------------------------------------------------------------------------
@@ -139,6 +185,26 @@ def checked_delete(config_id: str, version: object, expected_version: int | None
 def took_revision(revision_before: int, revision_after: int) -> bool:
     """True when a write took a revision (the counter moved inside its transaction)."""
     return revision_after != revision_before
+
+
+def trim_below(revision: int, every: int = TRIM_EVERY, keep: int = CHANGE_LOG_KEEP) -> int | None:
+    """Return the revision at and below which the log is trimmed after ``revision``, or None.
+
+    One write in ``every`` (:data:`TRIM_EVERY`) trims, keeping the last ``keep``
+    (:data:`CHANGE_LOG_KEEP`) entries. :func:`trim_condition` is the same rule for a trigger.
+    """
+    if revision % every == 0 and revision > keep:
+        return revision - keep
+    return None
+
+
+def trim_condition(revision: str) -> str:
+    """The SQL ``WHERE`` of :func:`trim_below` for the change-log rows, given the SQL of ``revision``.
+
+    ``revision <= revision - CHANGE_LOG_KEEP`` holds for no row until the revision passes
+    :data:`CHANGE_LOG_KEEP`, as :func:`trim_below` answers None until then.
+    """
+    return f"{revision} % {TRIM_EVERY} = 0 AND revision <= {revision} - {CHANGE_LOG_KEEP}"
 
 
 # ---- the change-log codec ---------------------------------------------------------------
@@ -186,6 +252,9 @@ def decode_logged_row(blob: bytes | str) -> StoredConfig:
 
 LogEntry = tuple[Any, Any, Any, Any]
 """One change-log entry as read: ``(revision, type, id, row blob or None)``."""
+LogRead = tuple[list[LogEntry] | None, dict[str, StoredConfig]]
+"""What a backend reads for :func:`build_feed`: the log entries after ``since`` (None when
+the log no longer reaches it: :func:`feed_reaches`) and the table's row of each id they name."""
 
 
 def _decode_entry(entry: LogEntry) -> Change:

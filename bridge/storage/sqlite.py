@@ -33,21 +33,8 @@ import structlog
 
 from bridge.datadir import DB_COMPANIONS
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
-from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
-from bridge.storage.protocol import (
-    CHANGE_LOG_KEEP,
-    KEY_ID_BYTES,
-    TRIM_EVERY,
-    LogEntry,
-    Written,
-    build_feed,
-    checked_delete,
-    checked_update,
-    feed_reaches,
-    log_object_pairs,
-    make_row,
-    own_change,
-)
+from bridge.storage import protocol
+from bridge.storage.base import COLUMNS, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
 
 log = structlog.get_logger(__name__)
 
@@ -104,26 +91,19 @@ _NO_META = (
     "SELECT RAISE(ABORT, 'bridge: the revision row is missing') "
     "WHERE NOT EXISTS (SELECT 1 FROM meta WHERE id = 1);"
 )
-_TRIM = f"DELETE FROM changes WHERE {_REV} % {TRIM_EVERY} = 0 AND revision <= {_REV} - {CHANGE_LOG_KEEP};"
-_LOG_OBJECT = f"json_object({log_object_pairs(lambda c: c, lambda e: f'hex({e})')})"
+_TRIM = f"DELETE FROM changes WHERE {protocol.trim_condition(_REV)};"
+_LOG_OBJECT = f"json_object({protocol.log_object_pairs(lambda c: c, lambda e: f'hex({e})')})"
 """The change-log row (:mod:`bridge.storage.protocol`'s codec) of the configs row in scope."""
 _LOG_ROW = (
     "INSERT INTO changes (revision, id, type, row) SELECT revision, id, '{kind}', "
     f"{_LOG_OBJECT} FROM configs WHERE seq = NEW.seq;"
 )
-_CONTENT_COLUMNS = (
-    "id",
-    "custom_name",
-    "name_key",
-    "provider",
-    "api_key_ct",
-    "api_key_preview",
-    "base_url",
-    "use_auth_header",
-    "created_at",
-    "updated_at",
-)
+_COUNTERS: Final = ("version", "revision")
+"""The columns the triggers keep (nobody else may change them)."""
+_CONTENT_COLUMNS: Final = tuple(name for name in COLUMNS if name not in _COUNTERS)
 _ALL_COLUMNS = ("seq", *_CONTENT_COLUMNS, "version", "revision")
+_SAME_CONTENT = " AND ".join(f"OLD.{c} IS NEW.{c}" for c in _CONTENT_COLUMNS)
+"""A trigger's condition: the statement changed none of the content columns."""
 _TRIGGERS: Final = {
     # Every write to configs, whoever makes it, takes the next revision, logs the row as
     # of that revision and (for updates) version + 1. recursive_triggers is off (SQLite's
@@ -135,9 +115,8 @@ _TRIGGERS: Final = {
         f"{_LOG_ROW.format(kind='created')} {_TRIM} END"
     ),
     "bridge_configs_update": (
-        "CREATE TRIGGER IF NOT EXISTS bridge_configs_update AFTER UPDATE ON configs WHEN NOT ("
-        + " AND ".join(f"OLD.{c} IS NEW.{c}" for c in _CONTENT_COLUMNS)
-        + f") BEGIN {_NO_META} UPDATE meta SET revision = revision + 1 WHERE id = 1; "
+        "CREATE TRIGGER IF NOT EXISTS bridge_configs_update AFTER UPDATE ON configs "
+        f"WHEN NOT ({_SAME_CONTENT}) BEGIN {_NO_META} UPDATE meta SET revision = revision + 1 WHERE id = 1; "
         f"UPDATE configs SET version = OLD.version + 1, revision = {_REV} WHERE seq = NEW.seq; "
         f"{_LOG_ROW.format(kind='updated')} {_TRIM} END"
     ),
@@ -145,9 +124,8 @@ _TRIGGERS: Final = {
     # anyone else changing only those is refused: the database keeps them.
     "bridge_configs_counters": (
         "CREATE TRIGGER IF NOT EXISTS bridge_configs_counters "
-        "BEFORE UPDATE OF version, revision, seq ON configs WHEN ("
-        + " AND ".join(f"OLD.{c} IS NEW.{c}" for c in _CONTENT_COLUMNS)
-        + f") AND (NEW.revision IS NOT {_REV} OR OLD.seq IS NOT NEW.seq) "
+        f"BEFORE UPDATE OF version, revision, seq ON configs WHEN ({_SAME_CONTENT}) "
+        f"AND (NEW.revision IS NOT {_REV} OR OLD.seq IS NOT NEW.seq) "
         "BEGIN SELECT RAISE(ABORT, 'bridge: version and revision are kept by the database'); END"
     ),
     "bridge_configs_delete": (
@@ -157,6 +135,7 @@ _TRIGGERS: Final = {
     ),
 }
 _COLUMNS: Final = ", ".join(COLUMNS)
+_UPDATE: Final = f"UPDATE configs SET {', '.join(f'{c}=?' for c in protocol.UPDATE_COLUMNS)} WHERE id=?"
 _MIGRATE_1_TO_2 = (
     "ALTER TABLE configs ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE changes ADD COLUMN row BLOB",
@@ -225,18 +204,148 @@ class StoreDamagedError(Exception):
         self.reason = reason
 
 
-def _text(raw: bytes) -> str:
+def text_of(raw: bytes) -> str:
     """SQLite text → ``str``; bytes that are not UTF-8 become lone surrogates.
 
-    A strict decode would fail the whole query on one bad row; the service quarantines
-    the row instead (``rules.UNDECODABLE_TEXT``).
+    A strict decode would fail the whole query on one bad row; the services quarantine
+    the row instead (``rules.UNDECODABLE_TEXT``). The ``text_factory`` of every
+    connection to ``bridge.db`` and ``collections.db``.
     """
     return raw.decode("utf-8", "surrogateescape")
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """Open ``path`` read-write for a store's own thread (``bridge.db``, ``collections.db``).
+
+    A new file is created 0600 first; SQLite gives its ``-wal`` and ``-shm`` the database
+    file's mode (names and URLs are nobody else's business). Autocommit (every
+    transaction explicit), a 5 s lock wait, text through :func:`text_of`.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    conn.text_factory = text_of
+    return conn
+
+
+def read_only(
+    path: Path, *, wait_s: float = BUSY_TIMEOUT_MS / 1000, any_thread: bool = False
+) -> sqlite3.Connection:
+    """A read-only connection to ``path`` (it never creates, checkpoints or deletes a file).
+
+    Args:
+        path: the database file.
+        wait_s: how long a statement waits for a lock, in seconds (0: a data-version probe).
+        any_thread: True for a connection used from the event loop's thread (a probe).
+    """
+    conn = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=not any_thread, timeout=wait_s
+    )
+    conn.text_factory = text_of
+    return conn
+
+
+def prepare(conn: sqlite3.Connection, path: Path, newest: int) -> int:
+    """Set the pragmas of DESIGN §3 on a new connection; return its ``PRAGMA user_version``.
+
+    ``busy_timeout`` 5 s; then the version is checked before ``journal_mode`` is set, so a
+    file from a newer bridge is left byte-for-byte untouched; then WAL and
+    ``synchronous=FULL``.
+
+    Raises:
+        SchemaTooNewError: ``user_version`` is above ``newest``.
+    """
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > newest:
+        raise SchemaTooNewError(path, version)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return int(version)
+
+
+def open_prepared(path: Path, setup: Callable[[sqlite3.Connection], object]) -> sqlite3.Connection:
+    """:func:`connect` to ``path`` and run ``setup`` on the connection; closed again if ``setup`` raises."""
+    conn = connect(path)
+    try:
+        setup(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+async def run_on(
+    executor: ThreadPoolExecutor, conn: sqlite3.Connection | None, fn: Callable[[sqlite3.Connection], T]
+) -> T:
+    """Run ``fn(conn)`` on a store's own thread (the event loop never blocks on disk).
+
+    Raises:
+        RuntimeError: ``conn`` is None (the store is not open).
+    """
+    if conn is None:
+        raise RuntimeError("store is not open")
+    return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
+
+
+async def close_on(
+    executor: ThreadPoolExecutor, conn: sqlite3.Connection | None, probe: sqlite3.Connection | None
+) -> None:
+    """Close a store's probe, then its connection on its thread, then join the thread (off the loop)."""
+    if probe is not None:
+        probe.close()
+    if conn is not None:
+        await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+    await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+
+
+def probe_version(probe: sqlite3.Connection | None) -> int | None:
+    """``PRAGMA data_version`` of a probe connection (:func:`read_only`), run on the event loop.
+
+    Cheap (no disk read). It moves with every other connection's commit, the store's own
+    included. None when there is no probe or it fails (callers count that as moved).
+    """
+    if probe is None:
+        return None
+    try:
+        return _data_version(probe)
+    except sqlite3.Error:
+        return None
+
+
+def open_healthy(
+    path: Path, open_file: Callable[[], sqlite3.Connection], moved: Callable[[str, str], None]
+) -> sqlite3.Connection:
+    """Open ``path`` with ``open_file``; a damaged file is moved aside (bytes kept) and replaced.
+
+    Damage is :func:`damage_of`'s finding, :class:`StoreDamagedError`, or SQLite's
+    ``SQLITE_CORRUPT``/``SQLITE_NOTADB`` while opening; a lock, an I/O error or a failed
+    migration is raised and leaves the file where it is (DESIGN §3).
+
+    Args:
+        path: the database file.
+        open_file: opens (and prepares) the file; called again after a move.
+        moved: told ``(moved_to, reason)`` once the file is moved aside, before the new one opens.
+    """
+    reason = damage_of(path)
+    if reason is None:
+        try:
+            return open_file()
+        except StoreDamagedError as exc:
+            reason = exc.reason
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}:
+                raise
+            reason = f"failed to open ({type(exc).__name__})"
+    moved(move_aside(path), reason)
+    return open_file()
+
+
 def _rows(fetched: list[tuple[Any, ...]]) -> list[StoredConfig]:
     """Build rows straight from SQLite's values (the load path: 10,000 rows at start-up)."""
-    return [make_row(values) for values in fetched]
+    return [protocol.make_row(values) for values in fetched]
 
 
 def _is_busy(exc: sqlite3.DatabaseError) -> bool:
@@ -279,7 +388,7 @@ def damage_of(path: Path) -> str | None:
     if not path.exists() or path.stat().st_size == 0:
         return None
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = read_only(path)
     except sqlite3.DatabaseError as exc:
         return f"unreadable ({type(exc).__name__})"
     try:
@@ -397,41 +506,18 @@ class SqliteConfigStore:
     # ---- plumbing -------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        return await run_on(self._executor, self._conn, fn)
 
     def _connect(self) -> sqlite3.Connection:
-        # A new database file is created 0600 first; SQLite gives its -wal and -shm the
-        # database file's mode. Config names and URLs are nobody else's business.
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-        )
-        conn.text_factory = _text
-        try:
-            self._prepare(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_prepared(self.path, self._prepare)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Refuse a newer schema, set the pragmas of DESIGN §3, create or migrate the schema.
+        """Refuse a newer schema and set the pragmas (:func:`prepare`), create or migrate the schema.
 
-        The version is checked before ``journal_mode`` is set: a file from a newer bridge
-        is left byte-for-byte untouched. Structural damage that loses nothing is then
-        repaired (:func:`repair_structure`); damage that would lose data raises
-        :class:`StoreDamagedError`.
+        Structural damage that loses nothing is then repaired (:func:`repair_structure`);
+        damage that would lose data raises :class:`StoreDamagedError`.
         """
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        (user_version,) = conn.execute("PRAGMA user_version").fetchone()
-        if user_version > SCHEMA_VERSION:
-            raise SchemaTooNewError(self.path, user_version)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        user_version = prepare(conn, self.path, SCHEMA_VERSION)
         conn.execute("PRAGMA recursive_triggers = OFF")
         if user_version < SCHEMA_VERSION:
             self._migrate(conn, user_version)
@@ -450,7 +536,7 @@ class SqliteConfigStore:
         target = self.path.with_name(f"{self.path.name}.pre-migration-{stamp}")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
-        src = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        src = read_only(self.path)
         dst = sqlite3.connect(target)
         try:
             src.backup(dst)
@@ -501,53 +587,27 @@ class SqliteConfigStore:
         if backup is not None:
             backup.unlink()
 
-    def _quarantine(self) -> str:
-        return move_aside(self.path)
-
-    def _damage(self) -> str | None:
-        return damage_of(self.path)
-
     def _open_sync(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        reason = self._damage()
-        if reason is None:
-            try:
-                return self._connect()
-            except StoreDamagedError as exc:
-                reason = exc.reason
-            except sqlite3.DatabaseError as exc:
-                # Only damage is quarantined; a lock, an I/O error or a failed migration
-                # is raised and leaves the file where it is.
-                if getattr(exc, "sqlite_errorcode", None) not in {
-                    sqlite3.SQLITE_CORRUPT,
-                    sqlite3.SQLITE_NOTADB,
-                }:
-                    raise
-                reason = f"failed to open ({type(exc).__name__})"
+        return open_healthy(self.path, self._connect, self._moved)
+
+    def _moved(self, moved_to: str, reason: str) -> None:
         # Keep the bytes, start empty (DESIGN §3).
-        self.recovered_from = self._quarantine()
-        log.error("store_quarantined", path=str(self.path), moved_to=self.recovered_from, reason=reason)
-        return self._connect()
+        self.recovered_from = moved_to
+        log.error("store_quarantined", path=str(self.path), moved_to=moved_to, reason=reason)
 
     async def open(self) -> None:
         """Open or create the database; a corrupt one is moved aside and replaced."""
         loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._open_sync)
         self._data_version = await self._run(_data_version)
-        self._probe = sqlite3.connect(
-            f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=0
-        )
+        self._probe = read_only(self.path, wait_s=0, any_thread=True)
 
     async def close(self) -> None:
         """Close the connection and its thread; idempotent."""
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            probe.close()
         conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        # Joining the store thread must not block the event loop.
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        probe, self._probe = self._probe, None
+        await close_on(self._executor, conn, probe)
 
     # ---- reads ----------------------------------------------------------------------
 
@@ -561,7 +621,7 @@ class SqliteConfigStore:
         """Return the ids (8 bytes each) of the data keys named by the stored ciphertexts."""
         rows = await self._run(
             lambda c: c.execute(
-                f"SELECT DISTINCT substr(api_key_ct, 1, {KEY_ID_BYTES}) FROM configs "
+                f"SELECT DISTINCT substr(api_key_ct, 1, {protocol.KEY_ID_BYTES}) FROM configs "
                 "WHERE typeof(api_key_ct) = 'blob'"
             ).fetchall()
         )
@@ -569,13 +629,8 @@ class SqliteConfigStore:
 
     def _probe_version(self) -> int:
         """``PRAGMA data_version`` of the probe connection (-2: unknown, counts as moved)."""
-        probe = self._probe
-        if probe is None:
-            return -2
-        try:
-            return _data_version(probe)
-        except sqlite3.Error:
-            return -2
+        version = probe_version(self._probe)
+        return -2 if version is None else version
 
     def moved(self) -> bool:
         """True when a connection committed since the last load or feed read.
@@ -624,7 +679,7 @@ class SqliteConfigStore:
             conn.execute("BEGIN")
             try:
                 revision = _revision(conn)
-                outcome = _feed(conn, since, revision, revision)
+                outcome = protocol.build_feed(*_read_log(conn, since, revision), revision=revision)
             finally:
                 conn.execute("COMMIT")
             return outcome
@@ -647,7 +702,7 @@ class SqliteConfigStore:
 
     # ---- writes ---------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], Written], since: int) -> WriteOutcome:
+    async def _write(self, fn: Callable[[sqlite3.Connection], protocol.Written], since: int) -> WriteOutcome:
         """Run ``fn`` in ``BEGIN IMMEDIATE``; the outcome's feed ends with its own change.
 
         The triggers take the revision and log the change; a lost revision row is
@@ -664,15 +719,20 @@ class SqliteConfigStore:
                 revision_before = _revision(conn)
                 written = fn(conn)
                 revision = _revision(conn)
-                own = own_change(written, revision_before, revision)
-                return _feed(conn, since, revision_before, revision, own=own, current=written.current)
+                own = protocol.own_change(written, revision_before, revision)
+                return protocol.build_feed(
+                    *_read_log(conn, since, revision_before),
+                    revision=revision,
+                    own=own,
+                    current=written.current,
+                )
 
         return await self._run(work)
 
     async def insert(self, config: StoredConfig, since: int) -> WriteOutcome:
         """Insert at the next revision; raises DuplicateConfigNameError on a name clash."""
 
-        def fn(conn: sqlite3.Connection) -> Written:
+        def fn(conn: sqlite3.Connection) -> protocol.Written:
             try:
                 conn.execute(
                     f"INSERT INTO configs ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -683,7 +743,7 @@ class SqliteConfigStore:
                     raise DuplicateConfigNameError from None
                 raise
             row = _current(conn, config.id)
-            return Written(config.id, row, row, created=True)
+            return protocol.Written(config.id, row, row, created=True)
 
         return await self._write(fn, since)
 
@@ -692,46 +752,31 @@ class SqliteConfigStore:
     ) -> WriteOutcome:
         """Apply ``mutate`` to the current row in the write transaction (see protocol)."""
 
-        def fn(conn: sqlite3.Connection) -> Written:
+        def fn(conn: sqlite3.Connection) -> protocol.Written:
             current = _current(conn, config_id)
-            updated = checked_update(config_id, current, mutate, expected_version)
+            updated = protocol.checked_update(config_id, current, mutate, expected_version)
             if updated is None:
-                return Written(config_id, current, current)
+                return protocol.Written(config_id, current, current)
             try:
                 # The trigger sets version + 1 and the revision, and logs the row.
-                conn.execute(
-                    "UPDATE configs SET custom_name=?, name_key=?, provider=?, api_key_ct=?, "
-                    "api_key_preview=?, base_url=?, use_auth_header=?, created_at=?, updated_at=? WHERE id=?",
-                    (
-                        updated.custom_name,
-                        updated.name_key,
-                        updated.provider,
-                        updated.api_key_ct,
-                        updated.api_key_preview,
-                        updated.base_url,
-                        int(updated.use_auth_header),
-                        updated.created_at,
-                        updated.updated_at,
-                        config_id,
-                    ),
-                )
+                conn.execute(_UPDATE, (*protocol.update_values(updated), config_id))
             except sqlite3.IntegrityError as exc:
                 if _is_name_conflict(exc):
                     raise DuplicateConfigNameError from None
                 raise
             row = _current(conn, config_id)
-            return Written(config_id, row, row)
+            return protocol.Written(config_id, row, row)
 
         return await self._write(fn, since)
 
     async def delete(self, config_id: str, expected_version: int | None, since: int) -> WriteOutcome:
         """Delete at the next revision; unknown id → no change, no error."""
 
-        def fn(conn: sqlite3.Connection) -> Written:
+        def fn(conn: sqlite3.Connection) -> protocol.Written:
             found = conn.execute("SELECT version FROM configs WHERE id = ?", (config_id,)).fetchone()
-            if checked_delete(config_id, None if found is None else found[0], expected_version):
+            if protocol.checked_delete(config_id, None if found is None else found[0], expected_version):
                 conn.execute("DELETE FROM configs WHERE id = ?", (config_id,))
-            return Written(config_id, None, None)
+            return protocol.Written(config_id, None, None)
 
         return await self._write(fn, since)
 
@@ -761,7 +806,7 @@ class SqliteConfigStore:
 
 def _current(conn: sqlite3.Connection, config_id: str) -> StoredConfig | None:
     found = conn.execute(f"SELECT {_COLUMNS} FROM configs WHERE id = ?", (config_id,)).fetchone()
-    return None if found is None else make_row(found)
+    return None if found is None else protocol.make_row(found)
 
 
 def _revision(conn: sqlite3.Connection) -> int:
@@ -776,35 +821,20 @@ def _data_version(conn: sqlite3.Connection) -> int:
 _PRESENT_COLUMNS: Final = ", ".join(f"k.{name}" for name in COLUMNS)
 
 
-def _feed(
-    conn: sqlite3.Connection,
-    since: int,
-    upto: int,
-    revision: int,
-    *,
-    own: Change | None = None,
-    current: StoredConfig | None = None,
-) -> WriteOutcome:
-    """Read the log after ``since`` up to ``upto`` and assemble the feed (protocol).
-
-    Each entry comes with its id's row in the table (the join), for the cross-check;
-    ``own`` (the caller's write, at ``revision``) is added from the row it wrote.
-    """
-    entries: list[LogEntry] | None = []
-    present: dict[str, StoredConfig] = {}
-    if upto > since:
-        (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
-        entries = None
-        if feed_reaches(oldest, since):
-            rows = conn.execute(
-                f"SELECT c.revision, c.type, c.id, c.row, {_PRESENT_COLUMNS} FROM changes c "
-                "LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? AND c.revision <= ? "
-                "ORDER BY c.revision",
-                (since, upto),
-            ).fetchall()
-            entries = [r[:4] for r in rows]
-            present = {r[4]: make_row(r[4:]) for r in rows if r[4] is not None}
-    return build_feed(entries, present, revision=revision, own=own, current=current)
+def _read_log(conn: sqlite3.Connection, since: int, upto: int) -> protocol.LogRead:
+    """The log after ``since`` up to ``upto``, each entry with its id's row in the table (the join)."""
+    if upto <= since:
+        return [], {}
+    (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
+    if not protocol.feed_reaches(oldest, since):
+        return None, {}
+    rows = conn.execute(
+        f"SELECT c.revision, c.type, c.id, c.row, {_PRESENT_COLUMNS} FROM changes c "
+        "LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? AND c.revision <= ? "
+        "ORDER BY c.revision",
+        (since, upto),
+    ).fetchall()
+    return [r[:4] for r in rows], {r[4]: protocol.make_row(r[4:]) for r in rows if r[4] is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -834,15 +864,10 @@ def examine_file(path: Path) -> Examination:
     """
     if not path.exists():
         raise FileNotFoundError(2, "No such file", str(path))
-    store = SqliteConfigStore(path)
-    try:
-        damage = store._damage()  # noqa: SLF001 - same module: the open path's own check
-    finally:
-        store._executor.shutdown()  # noqa: SLF001
+    damage = damage_of(path)
     if damage is not None:
         return Examination(0, damage, [], None, [])
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.text_factory = _text
+    conn = read_only(path)
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         repairable, fatal = inspect_structure(conn)
