@@ -364,22 +364,20 @@ def _follow_references(
 ) -> None:
     """A referenced item's deletion (here, or by another process) sets ``svc``'s fields holding it to null.
 
-    An item sent as ``deleted`` because it went into quarantine is not deleted (an update
-    may restore it): references to it are kept.
+    Deletion is the row leaving the store (the service's ``removed``), whether it was served
+    or held in quarantine. An item sent as ``deleted`` because it went into quarantine is
+    not deleted (an update may restore it): references to it are kept.
     """
-    from bridge.models import ChangeType  # noqa: PLC0415 - only with collections
-
     for target in {ref.target for ref in svc.rules.references.values()}:
-        source: Any = configs.events if target == "llm-config" else services[target].events
+        source: LlmConfigService | CollectionService = configs if target == "llm-config" else services[target]
 
-        def on_change(event: Any, target: str = target, source: Any = source) -> None:
-            if event.type is ChangeType.DELETED and not _held(configs, services, target, event.id):
-                task = svc.on_deleted(target, event.id)
-                if task is not None:
-                    # The deleting service awaits it: the set-null events precede its response.
-                    source.follow_up(task)
+        def on_removed(item_id: str, target: str = target, source: Any = source) -> None:
+            task = svc.on_deleted(target, item_id)
+            if task is not None:
+                # The deleting service awaits it: the set-null events precede its response.
+                source.events.follow_up(task)
 
-        source.subscribe(on_change)
+        source.removed.subscribe(on_removed)
 
 
 async def _open_collection_store(options: BridgeOptions, registry: api.Registry) -> CollectionStore | None:

@@ -106,7 +106,8 @@ class CollectionService:
             references).
         watch: follow other processes' commits.
 
-    Subscribe to :attr:`events` for the ``<Model>Changed`` models (synchronous callbacks).
+    Subscribe to :attr:`events` for the ``<Model>Changed`` models (synchronous callbacks),
+    and to :attr:`removed` for the ids whose row left the store.
     """
 
     def __init__(
@@ -140,6 +141,10 @@ class CollectionService:
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events: EventBus[Any] = EventBus()
+        self.removed: EventBus[str] = EventBus()
+        """Ids whose row left the store (deleted here or by another process), served or
+        quarantined; not one merely quarantined (still stored). A subscriber's task handed
+        to ``events.follow_up`` is awaited by :meth:`delete` before it answers."""
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -654,14 +659,17 @@ class CollectionService:
             entry, reason = None, NAME_CONFLICT
         if item is not None and reason is not None:
             self._hold(item_id, reason)
+            held = False
         else:
-            self._quarantine.pop(item_id, None)
+            held = self._quarantine.pop(item_id, None) is not None
         if entry is None:
             if old is not None:
                 del self._cache[item_id]
                 self._views = None
                 if publish:
                     self._publish(ChangeType.DELETED, item_id, revision)
+            if item is None and (old is not None or held) and publish:
+                self.removed.publish(item_id)
             return
         if old is not None and old.item == entry.item:
             return
@@ -732,6 +740,8 @@ class CollectionService:
         for item_id in builtins.list(self._quarantine):
             if item_id not in present:
                 del self._quarantine[item_id]
+                if publish:
+                    self.removed.publish(item_id)
         for item in items:
             self._apply_item(item.id, item, revision, publish=publish)
         self._cache = dict(sorted(self._cache.items(), key=lambda kv: kv[1].item.seq))
