@@ -739,7 +739,8 @@ def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Pat
     ``collections`` is null without ``collections.db``; else ``{database, damage,
     schemaVersion, rows, quarantined: [{collection, id, reason}]}`` — the rows the server
     would quarantine for reasons that need no application definitions (undecodable
-    fields, secrets no key opens).
+    fields, secrets no key opens, a secret in plain text or a preview without its
+    secret: :func:`bridge.collection.service.examine_items`). No value is printed.
 
     Returns:
         0 when clean, 1 with findings, 2 when the database cannot be examined.

@@ -7,7 +7,10 @@ Real SQLite files on ``tmp_path``, real sockets on 127.0.0.1 port 0, real client
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +156,92 @@ async def test_a_quarantined_item_another_process_deletes_clears_the_references(
         db.close()
         cleared = await asyncio.wait_for(templates.get(), TIMEOUT)
     assert (cleared["type"], cleared["id"], cleared["item"]["model"]) == ("updated", item["id"], None)
+
+
+# ---- 2. bridge doctor flags a plaintext secret and an orphan preview ----------------------
+
+TOKEN = "whsec-" + "Q7r8S9t0" * 5
+SIGNING = "sign-" + "K1l2M3n4" * 5
+
+
+class Webhook(bridge.WireModel):
+    """A webhook with two secrets."""
+
+    url: str
+    token: str
+    signing_key: str | None = None
+
+
+class Card(bridge.WireModel):
+    """A card's masked number, kept by the application itself: not a secret of bridge's."""
+
+    holder: str
+    number_preview: str
+
+
+def webhooks_and_cards() -> bridge.Registry:
+    """``webhook`` (secrets ``token``, ``signing_key``) and ``card`` (no secret)."""
+    registry = bridge.Registry()
+    registry.add_collection(bridge.Collection("webhook", Webhook, secret=("token", "signing_key")))
+    registry.add_collection(bridge.Collection("card", Card))
+    return registry
+
+
+async def doctor(data: Path) -> tuple[int, dict[str, Any], str]:
+    """Run ``bridge doctor`` on ``data``: exit code, its JSON line, everything it printed."""
+    command = [sys.executable, "-m", "bridge", "doctor", "--data-dir", str(data), "--secret-backend", "file"]
+    done = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, check=False, timeout=60
+    )
+    return done.returncode, json.loads(done.stdout.splitlines()[-1]), done.stdout + done.stderr
+
+
+async def test_doctor_flags_a_plaintext_secret_and_an_orphan_preview_as_the_server_quarantines_them(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    async with running(data, webhooks_and_cards()) as served:
+        hooks = served.collections["webhook"]
+        plain = await hooks.create(Webhook(url="https://a.example", token=TOKEN))
+        orphan = await hooks.create(Webhook(url="https://b.example", token=TOKEN, signing_key=SIGNING))
+        camel = await hooks.create(Webhook(url="https://c.example", token=TOKEN, signing_key=SIGNING))
+        unsealed = await hooks.create(Webhook(url="https://d.example", token=TOKEN, signing_key=SIGNING))
+        kept = await hooks.create(Webhook(url="https://e.example", token=TOKEN, signing_key=SIGNING))
+        await served.collections["card"].create(Card(holder="Ada", number_preview="••••1234"))
+    code, clean, _ = await doctor(data)
+    assert (code, clean["collections"]["rows"], clean["collections"]["quarantined"]) == (0, 6, [])
+    with sqlite3.connect(data / "collections.db") as db:
+        # Another program writes a token in plain text beside its sealed copy, a signing key
+        # in plain text under its wire name, drops a sealed signing key but leaves its
+        # preview, and clears a preview but leaves its sealed signing key.
+        db.execute("UPDATE items SET data = json_set(data, '$.token', ?) WHERE id = ?", (TOKEN, plain.id))
+        db.execute(
+            "UPDATE items SET data = json_remove(data, '$.\"$sealed\".signing_key') WHERE id = ?",
+            (orphan.id,),
+        )
+        db.execute(
+            "UPDATE items SET data = json_set(data, '$.signingKey', ?) WHERE id = ?", (SIGNING, camel.id)
+        )
+        db.execute(
+            "UPDATE items SET data = json_set(data, '$.signing_key_preview', json('null')) WHERE id = ?",
+            (unsealed.id,),
+        )
+    db.close()
+    before = (data / "collections.db").read_bytes()
+    code, report, printed = await doctor(data)
+    assert code == 1, printed
+    found = [(q["collection"], q["id"], q["reason"]) for q in report["collections"]["quarantined"]]
+    assert found == [
+        ("webhook", plain.id, "PLAINTEXT_SECRET"),
+        ("webhook", orphan.id, "signing_key_preview.INVALID_FORMAT"),
+        ("webhook", camel.id, "PLAINTEXT_SECRET"),
+        ("webhook", unsealed.id, "signing_key_preview.INVALID_FORMAT"),
+    ]
+    assert (data / "collections.db").read_bytes() == before
+    for value in (TOKEN, SIGNING, TOKEN[-4:], SIGNING[-4:]):
+        assert value not in printed
+    # The server, which has the definitions, holds exactly those rows for the same reasons.
+    async with running(data, webhooks_and_cards()) as served:
+        assert served.collections["webhook"].quarantined() == {i: r for _, i, r in found}
+        assert [v.id for v in served.collections["webhook"].list()] == [kept.id]
+        assert served.collections["card"].quarantined() == {}
