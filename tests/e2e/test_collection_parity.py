@@ -12,8 +12,10 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import pytest
+from pydantic import Field
 from websockets.asyncio.client import ClientConnection
 
 import bridge
@@ -245,3 +247,51 @@ async def test_doctor_flags_a_plaintext_secret_and_an_orphan_preview_as_the_serv
         assert served.collections["webhook"].quarantined() == {i: r for _, i, r in found}
         assert [v.id for v in served.collections["webhook"].list()] == [kept.id]
         assert served.collections["card"].quarantined() == {}
+
+
+# ---- 3. float params are strict like int and bool --------------------------------------------
+
+
+class Gauge(bridge.WireModel):
+    """A gauge with float fields: required, nullable and constrained."""
+
+    label: str
+    ratio: float
+    limit: float | None = None
+    scale: Annotated[float, Field(ge=0)] = 1.0
+
+
+async def test_float_params_of_a_collection_are_strict_and_accept_json_numbers(tmp_path: Path) -> None:
+    registry = bridge.Registry()
+    registry.add_collection(bridge.Collection("gauge", Gauge))
+    async with running(tmp_path / "data", registry) as served, client_of(served) as client:
+        made = await client.invoke("gauge:create", {"item": {"label": "a", "ratio": 1, "limit": 2.5}})
+        assert (made["ratio"], made["limit"], made["scale"]) == (1.0, 2.5, 1.0)
+        assert isinstance(made["ratio"], float)
+        for field, bad in [
+            ("ratio", "1.5"),
+            ("ratio", True),
+            ("limit", "2"),
+            ("limit", False),
+            ("scale", "0.5"),
+            ("scale", -1),
+        ]:
+            item = {"label": "b", "ratio": 0.5, field: bad}
+            with pytest.raises(bridge.ValidationError) as created:
+                await client.invoke("gauge:create", {"item": item})
+            assert created.value.rpc_code == -32602
+            assert [e.field for e in created.value.errors] == [f"item.{field}"]
+            with pytest.raises(bridge.ValidationError) as updated:
+                await client.invoke("gauge:update", {"id": made["id"], "updates": {field: bad}})
+            assert updated.value.rpc_code == -32602
+            assert [e.field for e in updated.value.errors] == [f"updates.{field}"]
+        patched = await client.invoke(
+            "gauge:update", {"id": made["id"], "updates": {"ratio": 0.25, "limit": None, "scale": 3}}
+        )
+        assert (patched["ratio"], patched["limit"], patched["scale"], patched["version"]) == (
+            0.25,
+            None,
+            3.0,
+            2,
+        )
+        assert await client.invoke("gauge:list") == [patched]
