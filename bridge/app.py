@@ -38,7 +38,7 @@ from bridge.keystore import (
     load_data_key,
     load_shared_data_key,
 )
-from bridge.log import configure_logging
+from bridge.log import configure_library_logging, configure_logging
 from bridge.models import EmptyParams, WireModel
 from bridge.options import (
     STORE_ENV,
@@ -262,6 +262,10 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         registry: a registry holding the application's own channels and topics; the
             ``llm-config:*``, ``bridge:hello`` and ``rpc.discover`` channels are added.
 
+    Logging: unless the program has configured structlog, bridge's lines go, redacted,
+    to the standard library's :mod:`logging` (``bridge.*`` loggers), never to stdout
+    (:func:`bridge.log.configure_library_logging`).
+
     Returns:
         The running :class:`Bridge`.
 
@@ -272,6 +276,7 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         StartupError: the data key is lost while ciphertexts exist, or the token is malformed.
         AddressUnavailableError: the address cannot be listened on (e.g. the port is busy).
     """
+    configure_library_logging()
     options = options or BridgeOptions()
     registry = registry or api.Registry()
     token = _resolve_token(options.token)
@@ -308,14 +313,13 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     registry.add(api.RPC_OFF, api.subscription_handler(registry), inline=True)
 
     # The RPC layer takes one flat settings object: the transport options plus the token.
-    settings = ServerSettings(token=token, **_shallow_fields(options.transport))
     server = BridgeServer(
         Dispatcher(
             registry,
             max_batch=options.transport.max_batch,
             max_reply_bytes=options.transport.max_reply_bytes,
         ),
-        settings,
+        ServerSettings(token=token, **_shallow_fields(options.transport)),
     )
     service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
     collections: dict[str, CollectionService] = {}
