@@ -38,7 +38,7 @@ from bridge.keystore import (
     load_data_key,
     load_shared_data_key,
 )
-from bridge.log import configure_logging
+from bridge.log import configure_library_logging, configure_logging
 from bridge.models import EmptyParams, WireModel
 from bridge.options import (
     STORE_ENV,
@@ -262,6 +262,10 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         registry: a registry holding the application's own channels and topics; the
             ``llm-config:*``, ``bridge:hello`` and ``rpc.discover`` channels are added.
 
+    Logging: unless the program has configured structlog, bridge's lines go, redacted,
+    to the standard library's :mod:`logging` (``bridge.*`` loggers), never to stdout
+    (:func:`bridge.log.configure_library_logging`).
+
     Returns:
         The running :class:`Bridge`.
 
@@ -272,6 +276,7 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
         StartupError: the data key is lost while ciphertexts exist, or the token is malformed.
         AddressUnavailableError: the address cannot be listened on (e.g. the port is busy).
     """
+    configure_library_logging()
     options = options or BridgeOptions()
     registry = registry or api.Registry()
     token = _resolve_token(options.token)
@@ -308,14 +313,13 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     registry.add(api.RPC_OFF, api.subscription_handler(registry), inline=True)
 
     # The RPC layer takes one flat settings object: the transport options plus the token.
-    settings = ServerSettings(token=token, **_shallow_fields(options.transport))
     server = BridgeServer(
         Dispatcher(
             registry,
             max_batch=options.transport.max_batch,
             max_reply_bytes=options.transport.max_reply_bytes,
         ),
-        settings,
+        ServerSettings(token=token, **_shallow_fields(options.transport)),
     )
     service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
     collections: dict[str, CollectionService] = {}
@@ -364,22 +368,20 @@ def _follow_references(
 ) -> None:
     """A referenced item's deletion (here, or by another process) sets ``svc``'s fields holding it to null.
 
-    An item sent as ``deleted`` because it went into quarantine is not deleted (an update
-    may restore it): references to it are kept.
+    Deletion is the row leaving the store (the service's ``removed``), whether it was served
+    or held in quarantine. An item sent as ``deleted`` because it went into quarantine is
+    not deleted (an update may restore it): references to it are kept.
     """
-    from bridge.models import ChangeType  # noqa: PLC0415 - only with collections
-
     for target in {ref.target for ref in svc.rules.references.values()}:
-        source: Any = configs.events if target == "llm-config" else services[target].events
+        source: LlmConfigService | CollectionService = configs if target == "llm-config" else services[target]
 
-        def on_change(event: Any, target: str = target, source: Any = source) -> None:
-            if event.type is ChangeType.DELETED and not _held(configs, services, target, event.id):
-                task = svc.on_deleted(target, event.id)
-                if task is not None:
-                    # The deleting service awaits it: the set-null events precede its response.
-                    source.follow_up(task)
+        def on_removed(item_id: str, target: str = target, source: Any = source) -> None:
+            task = svc.on_deleted(target, item_id)
+            if task is not None:
+                # The deleting service awaits it: the set-null events precede its response.
+                source.events.follow_up(task)
 
-        source.subscribe(on_change)
+        source.removed.subscribe(on_removed)
 
 
 async def _open_collection_store(options: BridgeOptions, registry: api.Registry) -> CollectionStore | None:
@@ -741,7 +743,8 @@ def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Pat
     ``collections`` is null without ``collections.db``; else ``{database, damage,
     schemaVersion, rows, quarantined: [{collection, id, reason}]}`` — the rows the server
     would quarantine for reasons that need no application definitions (undecodable
-    fields, secrets no key opens).
+    fields, secrets no key opens, a secret in plain text or a preview without its
+    secret: :func:`bridge.collection.service.examine_items`). No value is printed.
 
     Returns:
         0 when clean, 1 with findings, 2 when the database cannot be examined.

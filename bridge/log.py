@@ -107,3 +107,46 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     # what a provider sends back is not ours to log (llm_config_tested says what happened).
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+
+
+def configure_library_logging() -> bool:
+    """Make bridge a quiet library when the program embedding it has not configured structlog.
+
+    structlog's own defaults print every line to **stdout**, unredacted, which would mix
+    bridge's log into a program's output (a ready line, a CLI's result). Unless structlog
+    is configured already (by the program, or by :func:`configure_logging` in ``bridge
+    serve``), bridge's lines are redacted, rendered as one JSON object each (tracebacks
+    as text, without local variables) and handed to the standard library's :mod:`logging`
+    under ``bridge.*`` logger names: the program's handlers and levels decide what is
+    shown; with none configured, Python's last-resort handler prints warnings and errors
+    on **stderr**. The ``websockets`` logger is capped at WARNING when its level is unset
+    (at DEBUG it prints request paths, which carry tokens, and frames).
+
+    Called by :func:`bridge.start_bridge`. A program configuring structlog itself should
+    include :func:`redact_secrets` and render tracebacks without locals.
+
+    Returns:
+        True when this call configured structlog, False when it was configured already.
+    """
+    if structlog.is_configured():
+        return False
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Not cached: a program that configures structlog later still takes bridge's lines.
+        cache_logger_on_first_use=False,
+    )
+    websockets = logging.getLogger("websockets")
+    if websockets.level == logging.NOTSET:
+        websockets.setLevel(logging.WARNING)
+    return True

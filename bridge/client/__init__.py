@@ -7,12 +7,13 @@ configs' one, ``LlmConfigMirror``, and any other through ``BridgeClient.collecti
 typed helpers.
 """
 
-from bridge.client.client import BridgeClient, SchemaMismatchWarning, builtin_schema_hash
+from bridge.client.client import ANNOUNCED_SCHEMA, BridgeClient, SchemaMismatchWarning, builtin_schema_hash
 from bridge.client.connection import Connection, ConnectionProvider
 from bridge.client.mirror import CollectionMirror, LlmConfigMirror
 from bridge.connection_file import ConnectionInfo, read_connection_file
 
 __all__ = [
+    "ANNOUNCED_SCHEMA",
     "BridgeClient",
     "CollectionMirror",
     "Connection",

@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import structlog
 from pydantic import BaseModel
@@ -51,6 +51,13 @@ log = structlog.get_logger(__name__)
 R = TypeVar("R")
 
 Callback = Callable[[Any], None]
+
+
+ANNOUNCED_SCHEMA: Final = "announced"
+"""``schema_hash=ANNOUNCED_SCHEMA``: the expected ``schemaHash`` is the one the first
+``bridge:hello`` announces (for a client whose types are the server's own at run time,
+e.g. a Python client of an application's sidecar); a later one that differs (a server
+upgraded while the client reconnects) is reported as any drift."""
 
 
 def builtin_schema_hash() -> str:
@@ -103,7 +110,8 @@ class BridgeClient:
         schema_hash: ``schemaHash`` (``sha256:<hex>``) of the OpenRPC document the
             caller's types come from; None → bridge's built-in one
             (:func:`builtin_schema_hash`). An application serving its own channels gives
-            its document's (``bridge.schemas.schema_hash``, or ``Bridge.schema_hash()``).
+            its document's (``bridge.schemas.schema_hash``, or ``Bridge.schema_hash()``),
+            or :data:`ANNOUNCED_SCHEMA` to take the first ``bridge:hello``'s.
         on_schema_mismatch: called with a :class:`SchemaMismatchWarning` when
             ``bridge:hello`` announces another hash (once per announced hash); None →
             :func:`warnings.warn` it. Either way a ``schema_hash_mismatch`` warning is logged.
@@ -260,6 +268,8 @@ class BridgeClient:
 
     def _check_schema(self, actual: str) -> None:
         """Report ``actual`` when it is not the expected ``schemaHash`` (once per announced hash)."""
+        if self._expected_schema_hash == ANNOUNCED_SCHEMA:
+            self._expected_schema_hash = actual  # pinned by the first hello
         expected = self._expected_schema_hash or builtin_schema_hash()
         if actual == expected:
             self._schema_mismatch = None

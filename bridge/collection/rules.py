@@ -92,20 +92,21 @@ class CollectionTypes:
     changed: type[WireModel]
 
 
-_STRICT_TYPES: Final = (int, bool)
+_STRICT_TYPES: Final = (int, float, bool)
 
 
 def _strict(info: FieldInfo) -> bool:
-    """Whether a field's type is int or bool (optionally nullable): validated strictly on the wire."""
+    """Whether a field's type is int, float or bool (optionally nullable): validated strictly on the wire."""
     kinds = {arg for arg in (get_args(info.annotation) or (info.annotation,)) if arg is not type(None)}
     return bool(kinds) and kinds <= set(_STRICT_TYPES)
 
 
 def _strict_input(model: type[WireModel]) -> type[WireModel]:
-    """Return ``model`` with its int and bool fields strict, as llm-config's ``StrictInt``/``StrictBool``.
+    """Return ``model`` with its int, float and bool fields strict, as llm-config's ``StrictBool``.
 
-    ``"5"``, ``5.0`` and ``true`` are refused for an int (-32602), ``"true"`` and ``1`` for a
-    bool. Same name and JSON Schema; ``model`` itself when it has no such field.
+    ``"5"``, ``5.0`` and ``true`` are refused for an int (-32602), ``"1.5"`` and ``true`` for a
+    float (a JSON number, ``1`` included, is accepted), ``"true"`` and ``1`` for a bool.
+    Same name and JSON Schema; ``model`` itself when it has no such field.
     """
     strict = {
         field: (Annotated[info.annotation, Strict()], info)

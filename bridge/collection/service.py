@@ -17,13 +17,14 @@ import asyncio
 import builtins
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import structlog
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
+from pydantic.alias_generators import to_camel
 
 from bridge.backoff import backoff_delays
 from bridge.collection.protocol import (
@@ -119,7 +120,8 @@ class CollectionService:
             references).
         watch: follow other processes' commits.
 
-    Subscribe to :attr:`events` for the ``<Model>Changed`` models (synchronous callbacks).
+    Subscribe to :attr:`events` for the ``<Model>Changed`` models (synchronous callbacks),
+    and to :attr:`removed` for the ids whose row left the store.
     """
 
     def __init__(
@@ -154,6 +156,10 @@ class CollectionService:
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.events: EventBus[Any] = EventBus()
+        self.removed: EventBus[str] = EventBus()
+        """Ids whose row left the store (deleted here or by another process), served or
+        quarantined; not one merely quarantined (still stored). A subscriber's task handed
+        to ``events.follow_up`` is awaited by :meth:`delete` before it answers."""
 
     # ---- lifecycle ----------------------------------------------------------------
 
@@ -680,13 +686,16 @@ class CollectionService:
             entry, reason = None, NAME_CONFLICT
         if item is not None and reason is not None:
             self._quarantine.hold(item_id, reason)
+            held = False
         else:
-            self._quarantine.release(item_id)
+            held = self._quarantine.release(item_id)
         if entry is None:
             if old is not None:
                 del self._cache[item_id]
                 if publish:
                     self._publish(ChangeType.DELETED, item_id, revision)
+            if item is None and (old is not None or held) and publish:
+                self.removed.publish(item_id)
             return
         if old is not None and old.item == entry.item:
             return
@@ -752,7 +761,9 @@ class CollectionService:
         for item_id in builtins.list(self._cache):
             if item_id not in present:
                 self._apply_item(item_id, None, revision, publish=publish)
-        self._quarantine.keep_only(present)
+        for item_id in self._quarantine.keep_only(present):
+            if publish:
+                self.removed.publish(item_id)
         for item in items:
             self._apply_item(item.id, item, revision, publish=publish)
         self._cache.reorder(_seq)
@@ -823,11 +834,20 @@ def examine_items(
 
     A row whose fields do not decode, or a secret that no key opens for its collection,
     item and field, is one the server would quarantine (the model's own rules need the
-    application and are not checked here).
+    application and are not checked here). A field counts as secret when a row of the
+    same collection holds a ciphertext for it (only secret fields are sealed); then a row
+    holding it in plain text (its name or camelCase wire name) is ``PLAINTEXT_SECRET``,
+    and one whose ``<field>_preview`` is set without a ciphertext, or missing beside one,
+    is ``<field>_preview.INVALID_FORMAT``. A secret field no row of its collection holds
+    sealed cannot be told from an ordinary field, so it is not checked (no false finding
+    on an application field named ``*_preview``). Findings never carry a value.
 
     Returns:
         ``(collection, printable id, reason)`` per finding, in creation order.
     """
+    secret: dict[str, dict[str, None]] = {}  # collection → fields sealed in any row (ordered)
+    for collection, item in items:
+        secret.setdefault(collection, {}).update(dict.fromkeys(sealed_values(item.data)))
     findings: builtins.list[tuple[str, str, str]] = []
     for collection, item in items:
         reason = None
@@ -835,11 +855,27 @@ def examine_items(
             reason = UNDECODABLE_ROW
         elif SEALED in item.data and not isinstance(item.data[SEALED], dict):
             reason = f"{SEALED}.INVALID_FORMAT"
+        elif any(field in item.data or to_camel(field) in item.data for field in secret[collection]):
+            reason = PLAINTEXT_SECRET
         else:
-            reason = _examine_secrets(collection, item, cipher)
+            reason = _examine_secrets(collection, item, cipher) or _examine_previews(
+                item.data, secret[collection]
+            )
         if reason is not None:
             findings.append((collection, printable_id(item.id), reason))
     return findings
+
+
+def _examine_previews(data: dict[str, Any], secret: Iterable[str]) -> str | None:
+    """``<field>_preview.INVALID_FORMAT``: a preview of a secret the row does not hold, or none beside one."""
+    sealed = sealed_values(data)
+    for field in secret:
+        preview = data.get(field + PREVIEW_SUFFIX)
+        if (sealed.get(field) is None) != (preview is None) or (
+            preview is not None and not isinstance(preview, str)
+        ):
+            return f"{field}{PREVIEW_SUFFIX}.INVALID_FORMAT"
+    return None
 
 
 def _examine_secrets(collection: str, item: StoredItem, cipher: KeyCipher | None) -> str | None:

@@ -154,7 +154,8 @@ class LlmConfigService:
         cipher: seals API keys for the store and opens them for :meth:`get_api_key`.
         watch: follow other processes' commits through ``store.wait_for_change``.
 
-    Subscribe to :attr:`events` for ``LlmConfigChanged`` events (synchronous callbacks).
+    Subscribe to :attr:`events` for ``LlmConfigChanged`` events (synchronous callbacks),
+    and to :attr:`removed` for the ids whose row left the store.
     """
 
     def __init__(self, store: ConfigStore, cipher: KeyCipher, *, watch: bool = True) -> None:
@@ -177,6 +178,10 @@ class LlmConfigService:
         """Valid rows whose derived fields must be rewritten through the write path before
         they are served (held back until then; the cache keeps their previous state)."""
         self.events: EventBus[LlmConfigChanged] = EventBus()
+        self.removed: EventBus[str] = EventBus()
+        """Ids whose row left the store (deleted here or by another process), served or
+        quarantined; not one merely quarantined (still stored). A subscriber's task handed
+        to ``events.follow_up`` is awaited by :meth:`delete` before it answers."""
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -566,12 +571,15 @@ class LlmConfigService:
     ) -> None:
         entry = self._cache.get(config_id)
         if row is None:
-            self._release(config_id)
+            held = self._release(config_id)
             self._stale.pop(config_id, None)
-            if entry is None:
-                return
-            del self._cache[config_id]
-            self.events.publish(LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision))
+            if entry is not None:
+                del self._cache[config_id]
+                self.events.publish(
+                    LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision)
+                )
+            if entry is not None or held:
+                self.removed.publish(config_id)
             return
         if entry is not None and entry.row == row:
             return
@@ -654,7 +662,9 @@ class LlmConfigService:
                 continue
             await self._apply(outcome)
 
-    def _replace_all(self, rows: Iterable[StoredConfig], revision: int, *, publish: bool = True) -> None:
+    def _replace_all(  # noqa: C901 - one pass over the rows, then one per kind of difference
+        self, rows: Iterable[StoredConfig], revision: int, *, publish: bool = True
+    ) -> None:
         """Swap in a full reload and publish one event per difference.
 
         Every row new or changed since the cache last held it is checked with the write
@@ -686,7 +696,9 @@ class LlmConfigService:
             entry = fresh[row.id] = _Entry(row)
             kind = ChangeType.CREATED if previous is None else ChangeType.UPDATED
             differences.append((row.revision or revision, kind, entry))
-        for config_id in self._quarantine.keep_only(present):
+        # Rows that left the store, served or held (sorted: a set has no order of its own).
+        gone = sorted({*self._quarantine.keep_only(present), *(cid for cid in old if cid not in present)})
+        for config_id in gone:
             self._unreserve(config_id)
         deleted = [config_id for config_id in old if config_id not in fresh]
         self._cache = fresh
@@ -699,3 +711,5 @@ class LlmConfigService:
             self.events.publish(LlmConfigChanged(type=kind, id=view.id, revision=row_revision, config=view))
         for config_id in deleted:
             self.events.publish(LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision))
+        for config_id in gone:
+            self.removed.publish(config_id)

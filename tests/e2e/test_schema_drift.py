@@ -23,7 +23,13 @@ from structlog.testing import capture_logs
 
 import bridge
 from bridge import app, schemas
-from bridge.client import BridgeClient, SchemaMismatchWarning, builtin_schema_hash
+from bridge.client import (
+    ANNOUNCED_SCHEMA,
+    BridgeClient,
+    ConnectionInfo,
+    SchemaMismatchWarning,
+    builtin_schema_hash,
+)
 from bridge.keystore import SecretBackend
 from tests.conftest import ServedBridge, start_bridge_process
 from tests.helpers.app_sidecar import load_example
@@ -196,3 +202,46 @@ async def test_with_reconnect_under_warnings_as_errors_the_mismatch_is_raised_on
         assert caught == []
     finally:
         await client.close()
+
+
+async def test_a_client_taking_the_announced_hash_warns_only_when_a_later_server_differs(
+    app_sidecar: ServedBridge, sidecar: ServedBridge
+) -> None:
+    servers = [app_sidecar, sidecar]
+
+    def provider() -> ConnectionInfo:
+        return ConnectionInfo(servers[0].url, servers[0].token)
+
+    seen: list[SchemaMismatchWarning] = []
+    with warnings.catch_warnings(record=True) as caught, capture_logs() as logs:
+        warnings.simplefilter("always")
+        client = BridgeClient(
+            provider=provider, reconnect=True, schema_hash=ANNOUNCED_SCHEMA, on_schema_mismatch=seen.append
+        )
+        async with client:
+            announced = (await client.hello()).schema_hash
+            assert await client.invoke("app:echo", {"text": "own"}) == {"text": "own", "length": 3}
+            assert client.schema_mismatch is None
+            # The application's server is replaced by another (here a stock one) while connected.
+            servers.pop(0)
+            assert client._ws is not None
+            await client._ws.close()
+            await client.wait_connected(timeout_s=10)
+            assert (await client.hello()).schema_hash == builtin_schema_hash()
+    assert announced != builtin_schema_hash()
+    assert [(m.expected, m.actual) for m in seen] == [(announced, builtin_schema_hash())]
+    assert [w.message for w in caught] == []
+    assert [(e["expected"], e["actual"]) for e in logs if e["event"] == "schema_hash_mismatch"] == [
+        (announced, builtin_schema_hash())
+    ]
+
+
+async def test_a_client_taking_the_announced_hash_of_an_application_sidecar_is_not_reported(
+    app_sidecar: ServedBridge,
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with BridgeClient(app_sidecar.url, app_sidecar.token, schema_hash=ANNOUNCED_SCHEMA) as client:
+            assert await client.invoke("app:echo", {"text": "x"}) == {"text": "x", "length": 1}
+            assert client.schema_mismatch is None
+    assert [w.message for w in caught] == []

@@ -1,0 +1,58 @@
+"""Bridge embedded as a library never writes its log to the program's stdout (issue 14, S4-B).
+
+A real subprocess (``tests/helpers/embedded.py``) starts a bridge with
+:func:`bridge.start_bridge`, uses it through a real client and prints its own line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers.embedded import OPENAI_KEY
+
+ROOT = Path(__file__).parents[2]
+
+
+def embedded(data_dir: Path, *mode: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tests.helpers.embedded DATA_DIR [mode]``; its exit code must be 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "tests.helpers.embedded", str(data_dir), *mode]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_an_embedding_program_keeps_stdout_and_sees_warnings_on_stderr(tmp_path: Path) -> None:
+    done = embedded(tmp_path / "data")
+    (line,) = done.stdout.splitlines()
+    assert json.loads(line)["event"] == "done"
+    # No logging configured: Python's last resort shows bridge's warnings on stderr only.
+    logged = [json.loads(entry) for entry in done.stderr.splitlines()]
+    assert [(e["event"], e["level"], e["logger"]) for e in logged] == [
+        ("secret_backend_file", "warning", "bridge.app")
+    ]
+    assert OPENAI_KEY not in done.stdout + done.stderr
+
+
+def test_an_embedding_program_s_logging_configuration_decides_what_is_shown(tmp_path: Path) -> None:
+    done = embedded(tmp_path / "data", "basic")
+    (line,) = done.stdout.splitlines()
+    assert json.loads(line)["event"] == "done"
+    # Through the program's handler (basicConfig's "LEVEL:logger:message"), INFO included.
+    records = [entry.split(":", 2) for entry in done.stderr.splitlines()]
+    shown = [(level, name, json.loads(message)["event"]) for level, name, message in records]
+    assert ("WARNING", "bridge.app", "secret_backend_file") in shown
+    assert ("INFO", "bridge.rpc.server", "server_listening") in shown
+    assert ("INFO", "bridge.rpc.server", "server_stopped") in shown
+    assert OPENAI_KEY not in done.stdout + done.stderr
+
+
+def test_a_program_that_configured_structlog_itself_keeps_its_configuration(tmp_path: Path) -> None:
+    done = embedded(tmp_path / "data", "structlog")
+    lines = done.stdout.splitlines()
+    assert json.loads(lines[-1])["event"] == "done"
+    assert any("server_listening" in line for line in lines[:-1])
