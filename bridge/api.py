@@ -22,34 +22,13 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any, Final, Generic, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Final, Literal, Protocol
 
 import orjson
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    RootModel,
-    StringConstraints,
-    TypeAdapter,
-    WithJsonSchema,
-    create_model,
-)
+from pydantic import ConfigDict, Field, RootModel, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
-from pydantic_core import PydanticCustomError
 
-from bridge.errors import (
-    BridgeError,
-    ConfigNotFoundError,
-    ConfigOperationFailedError,
-    DuplicateConfigNameError,
-    OutboundDisabledError,
-    RateLimitedError,
-    ServiceUnavailableError,
-    ValidationError,
-    VersionConflictError,
-)
+from bridge import llm_config
 from bridge.models import (
     CreateParams,
     DeleteParams,
@@ -57,7 +36,6 @@ from bridge.models import (
     EmptyParams,
     IdParams,
     InitializeResult,
-    LlmConfigChanged,
     LlmConfigTestParams,
     LlmConfigTestResult,
     LlmConfigView,
@@ -66,174 +44,66 @@ from bridge.models import (
     UpdateParams,
     WireModel,
 )
+from bridge.spec import (
+    WORK_DONE_TOKEN,
+    ChannelSpec,
+    Example,
+    P,
+    ProgressToken,
+    R,
+    TopicSpec,
+    accepting_work_done_token,
+)
 
-P = TypeVar("P", bound=BaseModel)
-R = TypeVar("R")
+__all__ = [
+    "BRIDGE_HELLO",
+    "BRIDGE_SHUTDOWN",
+    "BUILTIN_CHANNELS",
+    "BUILTIN_TOPICS",
+    "CANCEL_REQUEST",
+    "LLM_CONFIG_CHANGED",
+    "LLM_CONFIG_CHANNELS",
+    "LLM_CONFIG_CREATE",
+    "LLM_CONFIG_DELETE",
+    "LLM_CONFIG_INITIALIZE",
+    "LLM_CONFIG_LIST",
+    "LLM_CONFIG_READ",
+    "LLM_CONFIG_REFRESH_CACHE",
+    "LLM_CONFIG_SNAPSHOT",
+    "LLM_CONFIG_TEST",
+    "LLM_CONFIG_UPDATE",
+    "MAX_RUNNING_TESTS_PER_CONNECTION",
+    "OPENRPC_RESOURCE",
+    "OPTIONAL_CHANNELS",
+    "PROGRESS",
+    "PROTOCOL_VERSION",
+    "RPC_DISCOVER",
+    "RPC_OFF",
+    "RPC_ON",
+    "WORK_DONE_TOKEN",
+    "CacheStats",
+    "ChannelSpec",
+    "CollectionDefinition",
+    "EventNames",
+    "Example",
+    "Handler",
+    "HelloResult",
+    "Progress",
+    "ProgressSink",
+    "ProgressToken",
+    "QuarantinedRow",
+    "Registration",
+    "Registry",
+    "ShutdownResult",
+    "SubscriptionResults",
+    "TopicSpec",
+    "accepting_work_done_token",
+    "builtin_openrpc",
+    "subscription_handler",
+]
 
 PROTOCOL_VERSION = 1
 """Wire protocol version reported by ``bridge:hello`` and OpenRPC ``info.version``."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """A documented call, published as an OpenRPC Example Pairing (OpenRPC 1.3 §4.9.x).
-
-    Attributes:
-        name: short unique name within the channel, e.g. ``create-openai``.
-        params: by-name params as sent on the wire (camelCase keys).
-        result: the result as the server sends it (wire form); ignored for topics.
-        summary: one line saying what the example shows.
-    """
-
-    name: str
-    params: dict[str, Any]
-    result: Any = None
-    summary: str = ""
-
-
-WORK_DONE_TOKEN: Final = "workDoneToken"  # noqa: S105 - a params key, not a secret
-"""The params key of a progress token (LSP ``WorkDoneProgressParams``), accepted by every channel."""
-_MAX_SAFE_INTEGER: Final = 2**53 - 1
-
-_TOKEN_MAX_CHARS: Final = 256
-
-
-def _check_token(value: Any) -> str | int:
-    # A string of at most 256 characters, or an integer within ±(2^53 − 1) like ids;
-    # bool (an int in Python) and null are refused.
-    if isinstance(value, str) and len(value) <= _TOKEN_MAX_CHARS:
-        return value
-    if type(value) is int and -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
-        return value
-    raise PydanticCustomError("INVALID_FORMAT", "must be a string (at most 256 characters) or an integer")
-
-
-ProgressToken = Annotated[
-    Any,
-    PlainValidator(_check_token),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "maxLength": _TOKEN_MAX_CHARS},
-                {"type": "integer", "minimum": -_MAX_SAFE_INTEGER, "maximum": _MAX_SAFE_INTEGER},
-            ],
-            "description": "LSP progress token: the $/progress notifications of this request carry it; "
-            "ignored by channels without progress.",
-        }
-    ),
-]
-"""``workDoneToken``: a string (≤ 256 characters) or an integer (±(2^53 − 1))."""
-_with_token: dict[type[BaseModel], type[BaseModel]] = {}
-
-
-def accepting_work_done_token(model: type[P]) -> type[P]:
-    """Return ``model`` extended with an optional ``workDoneToken`` (string or integer).
-
-    Every channel accepts ``workDoneToken`` in its params, as the Language Server
-    Protocol's ``WorkDoneProgressParams`` does; channels without progress ignore it. The
-    extension is a subclass with the same name and module (one per model, cached), so
-    handlers receive an instance of their own model. Positional params (``RootModel``)
-    and models that already declare the key are returned as they are.
-    """
-    if issubclass(model, RootModel) or _declares_token(model):
-        return model
-    extended = _with_token.get(model)
-    if extended is None:
-        extended = create_model(
-            model.__name__,
-            __base__=model,
-            __module__=model.__module__,
-            __doc__=model.__doc__,
-            work_done_token=(ProgressToken, Field(default=None, alias=WORK_DONE_TOKEN)),
-        )
-        _with_token[model] = extended
-    return extended  # type: ignore[return-value]
-
-
-def _declares_token(model: type[BaseModel]) -> bool:
-    return any(
-        name == "work_done_token" or info.alias == WORK_DONE_TOKEN
-        for name, info in model.model_fields.items()
-    )
-
-
-@dataclass(frozen=True)
-class ChannelSpec(Generic[P, R]):
-    """A channel's contract: name, by-name params model, result type and errors.
-
-    Attributes:
-        name: channel (JSON-RPC method) name, e.g. ``llm-config:read``.
-        params: pydantic model of the by-name params (``EmptyParams`` for none or ``{}``).
-        result: result type (a model, ``X | None``, ``list[X]``...).
-        summary: one line for the OpenRPC document.
-        errors: error classes the channel may return besides -32602/-32603/5003.
-        params_optional: True when the params may be omitted entirely.
-        examples: documented calls for the OpenRPC document (params and result, wire form).
-        long_running: True for a long operation (DESIGN §5): a request to it runs
-            concurrently with the requests after it on its connection, its response may
-            leave out of order, and ``$/cancelRequest`` cancels it (-32800). Its task is
-            cancelled (``asyncio.CancelledError`` at its current ``await``); a handler
-            whose write already committed answers it as done by catching the
-            cancellation and returning its result. Built-in writes are never
-            long-running, so a cancel never reaches them.
-        progress: True when the channel reports work-done progress: its handler is
-            called as ``handler(params, progress)`` with a :class:`Progress` that sends
-            ``$/progress`` notifications for the request's ``workDoneToken`` (and does
-            nothing without one).
-        max_running: for a long-running channel, most requests to it running at once on
-            one connection; one more is answered 4029 ``RATE_LIMITED`` with
-            ``data.context = {channel, maxRunning}``. None → only the connection's
-            in-flight limit applies.
-    """
-
-    name: str
-    params: type[P]
-    result: Any
-    summary: str
-    errors: tuple[type[BridgeError], ...] = ()
-    params_optional: bool = False
-    examples: tuple[Example, ...] = ()
-    long_running: bool = False
-    progress: bool = False
-    max_running: int | None = None
-
-    def __post_init__(self) -> None:
-        """Replace a by-name params model by one that also accepts ``workDoneToken``.
-
-        See :func:`accepting_work_done_token`.
-        """
-        if self.max_running is not None and (self.max_running < 1 or not self.long_running):
-            raise ValueError("max_running must be at least 1, on a long-running channel")
-        object.__setattr__(self, "params", accepting_work_done_token(self.params))
-
-    @functools.cached_property
-    def result_adapter(self) -> TypeAdapter[Any]:
-        """The result's adapter, built on first use (not at import: cold start) and kept.
-
-        Serialization is on the hot path: it is built once per spec.
-        """
-        return TypeAdapter(self.result)
-
-    def dump_result(self, value: R) -> Any:
-        """Return ``value`` as JSON-ready data with wire (camelCase) names."""
-        return self.result_adapter.dump_python(value, mode="json", by_alias=True)
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    """A notification topic (server → renderer), e.g. ``llm-config:changed``.
-
-    Attributes:
-        name: the JSON-RPC notification ``method``.
-        payload: pydantic model of ``params``.
-        summary: one line for the OpenRPC document.
-        examples: documented notifications (``params`` is the payload; no result).
-    """
-
-    name: str
-    payload: type[WireModel]
-    summary: str
-    examples: tuple[Example, ...] = ()
 
 
 Handler = Callable[..., Awaitable[Any]]
@@ -447,204 +317,26 @@ class Registry:
 
 # ---- the built-in channels -------------------------------------------------------------
 
-_WRITE_ERRORS: tuple[type[BridgeError], ...] = (ConfigOperationFailedError, ServiceUnavailableError)
+# llm-config is the first collection (bridge.llm_config): its CRUD specs and topic are
+# derived from its definition as any collection's; the names below are kept for callers.
+_LLM: Final = llm_config.LLM_CONFIG.channels
 
-# Documentation examples (OpenRPC "examples"); tests check each one against the server's
-# params models and the published result schemas. The API key is a fake of a valid shape.
-_EX_ID = "0b7e2f44-5c1a-4d3e-9f6b-2a8c7d1e4f90"
-_EX_KEY = "sk-example-" + "0" * 32
-_EX_VIEW: dict[str, Any] = {
-    "id": _EX_ID,
-    "customName": "My OpenAI",
-    "provider": "openai",
-    "apiKeyPreview": "sk-...000",
-    "baseUrl": None,
-    "useAuthHeader": True,
-    "createdAt": "2025-01-15T09:30:00.000Z",
-    "updatedAt": "2025-01-15T09:30:00.000Z",
-    "version": 1,
-}
-_EX_UPDATED: dict[str, Any] = {
-    **_EX_VIEW,
-    "customName": "Work OpenAI",
-    "baseUrl": "https://api.openai.com/v1",
-    "updatedAt": "2025-01-15T10:00:00.000Z",
-    "version": 2,
-}
-
-LLM_CONFIG_CREATE: ChannelSpec[CreateParams, LlmConfigView] = ChannelSpec(
-    "llm-config:create",
-    CreateParams,
-    LlmConfigView,
-    "Create an LLM provider config; returns its view (no API key).",
-    (ValidationError, DuplicateConfigNameError, *_WRITE_ERRORS),
-    examples=(
-        Example(
-            "create-openai",
-            {"config": {"customName": "My OpenAI", "provider": "openai", "apiKey": _EX_KEY}},
-            _EX_VIEW,
-            "Create an OpenAI config; the result carries a key preview, never the key.",
-        ),
-    ),
-)
-LLM_CONFIG_READ: ChannelSpec[IdParams, LlmConfigView | None] = ChannelSpec(
-    "llm-config:read",
-    IdParams,
-    LlmConfigView | None,
-    "Read one config by id from the cache; null when unknown.",
-    (ValidationError, ServiceUnavailableError),
-    examples=(
-        Example("read-existing", {"id": _EX_ID}, _EX_VIEW, "Read a config by id."),
-        Example(
-            "read-unknown", {"id": "9d3c1b2a-0f4e-4a5b-8c6d-7e8f9a0b1c2d"}, None, "An unknown id reads null."
-        ),
-    ),
-)
-LLM_CONFIG_UPDATE: ChannelSpec[UpdateParams, LlmConfigView] = ChannelSpec(
-    "llm-config:update",
-    UpdateParams,
-    LlmConfigView,
-    "Patch a config; omitted fields keep their value, baseUrl null clears it. A patch that "
-    "changes baseUrl (clearing it included) or provider must carry apiKey (else updates.apiKey "
-    "REQUIRED): a stored key never follows a new destination on its own.",
-    (
-        ValidationError,
-        ConfigNotFoundError,
-        VersionConflictError,
-        DuplicateConfigNameError,
-        *_WRITE_ERRORS,
-    ),
-    examples=(
-        Example(
-            "rename-and-set-base-url",
-            {
-                "id": _EX_ID,
-                "updates": {
-                    "customName": "Work OpenAI",
-                    "baseUrl": "https://api.openai.com/v1",
-                    "apiKey": _EX_KEY,
-                },
-                "expectedVersion": 1,
-            },
-            _EX_UPDATED,
-            "Rename a config and set its base URL (which needs the key again), guarded by expectedVersion.",
-        ),
-    ),
-)
-LLM_CONFIG_DELETE: ChannelSpec[DeleteParams, DeleteResult] = ChannelSpec(
-    "llm-config:delete",
-    DeleteParams,
-    DeleteResult,
-    "Delete a config; {deleted: false} when the id is unknown.",
-    (ValidationError, VersionConflictError, *_WRITE_ERRORS),
-    examples=(
-        Example("delete-existing", {"id": _EX_ID, "expectedVersion": 2}, {"deleted": True}),
-        Example(
-            "delete-unknown",
-            {"id": "9d3c1b2a-0f4e-4a5b-8c6d-7e8f9a0b1c2d"},
-            {"deleted": False},
-            "Deleting an unknown id is not an error.",
-        ),
-    ),
-)
-LLM_CONFIG_LIST: ChannelSpec[EmptyParams, list[LlmConfigView]] = ChannelSpec(
-    "llm-config:list",
-    EmptyParams,
-    list[LlmConfigView],
-    "Every config in creation order.",
-    (ServiceUnavailableError,),
-    params_optional=True,
-    examples=(Example("list-one", {}, [_EX_VIEW]),),
-)
-LLM_CONFIG_SNAPSHOT: ChannelSpec[EmptyParams, Snapshot] = ChannelSpec(
-    "llm-config:snapshot",
-    EmptyParams,
-    Snapshot,
-    "Every config and the revision they reflect (for resync after reconnect).",
-    (ServiceUnavailableError,),
-    params_optional=True,
-    examples=(Example("snapshot-one", {}, {"revision": 1, "configs": [_EX_VIEW]}),),
-)
-LLM_CONFIG_INITIALIZE: ChannelSpec[EmptyParams, InitializeResult] = ChannelSpec(
-    "llm-config:initialize",
-    EmptyParams,
-    InitializeResult,
-    "Load the cache if not yet loaded (idempotent).",
-    (ServiceUnavailableError,),
-    params_optional=True,
-    examples=(Example("initialize", {}, {"initialized": True, "count": 1}),),
-)
-LLM_CONFIG_REFRESH_CACHE: ChannelSpec[EmptyParams, RefreshResult] = ChannelSpec(
-    "llm-config:refresh-cache",
-    EmptyParams,
-    RefreshResult,
-    "Reload the cache from the store; an event is sent for every difference.",
-    _WRITE_ERRORS,
-    params_optional=True,
-    examples=(Example("refresh", {}, {"count": 1, "revision": 1}),),
-)
-
-MAX_RUNNING_TESTS_PER_CONNECTION: Final = 4
+LLM_CONFIG_CREATE: ChannelSpec[CreateParams, LlmConfigView] = _LLM.create
+LLM_CONFIG_READ: ChannelSpec[IdParams, LlmConfigView | None] = _LLM.read
+LLM_CONFIG_UPDATE: ChannelSpec[UpdateParams, LlmConfigView] = _LLM.update
+LLM_CONFIG_DELETE: ChannelSpec[DeleteParams, DeleteResult] = _LLM.delete
+LLM_CONFIG_LIST: ChannelSpec[EmptyParams, list[LlmConfigView]] = _LLM.list
+LLM_CONFIG_SNAPSHOT: ChannelSpec[EmptyParams, Snapshot] = _LLM.snapshot
+LLM_CONFIG_INITIALIZE: ChannelSpec[EmptyParams, InitializeResult] = llm_config.INITIALIZE
+LLM_CONFIG_REFRESH_CACHE: ChannelSpec[EmptyParams, RefreshResult] = llm_config.REFRESH_CACHE
+MAX_RUNNING_TESTS_PER_CONNECTION: Final = llm_config.MAX_RUNNING_TESTS_PER_CONNECTION
 """Most ``llm-config:test`` requests running at once on one connection; one more → 4029."""
-
-LLM_CONFIG_TEST: ChannelSpec[LlmConfigTestParams, LlmConfigTestResult] = ChannelSpec(
-    "llm-config:test",
-    LlmConfigTestParams,
-    LlmConfigTestResult,
-    "List the provider's models with a saved config's key ({id}) or a draft ({config}, never saved); "
-    "the key stays in the server.",
-    (
-        ValidationError,
-        OutboundDisabledError,
-        ConfigNotFoundError,
-        ConfigOperationFailedError,
-        RateLimitedError,
-        ServiceUnavailableError,
-    ),
-    long_running=True,
-    progress=True,
-    max_running=MAX_RUNNING_TESTS_PER_CONNECTION,
-    examples=(
-        Example(
-            "test-saved",
-            {"id": _EX_ID, "timeoutMs": 5000},
-            {"ok": True, "latencyMs": 412, "models": ["gpt-4o", "gpt-4o-mini"], "error": None},
-            "Test a saved config with its stored key.",
-        ),
-        Example(
-            "test-draft-refused",
-            {"config": {"customName": "Draft", "provider": "openai", "apiKey": _EX_KEY}},
-            {
-                "ok": False,
-                "latencyMs": 230,
-                "models": None,
-                "error": {"kind": "auth", "status": 401, "message": "The provider refused the API key"},
-            },
-            "Test a draft from a form (not saved); the provider refused its key.",
-        ),
-    ),
-)
-
-LLM_CONFIG_CHANGED = TopicSpec(
-    "llm-config:changed",
-    LlmConfigChanged,
-    "A config was created, updated or deleted (by any renderer or process).",
-    examples=(
-        Example("created", {"type": "created", "id": _EX_ID, "revision": 1, "config": _EX_VIEW}),
-        Example("deleted", {"type": "deleted", "id": _EX_ID, "revision": 3}, summary="No config."),
-    ),
-)
+LLM_CONFIG_TEST: ChannelSpec[LlmConfigTestParams, LlmConfigTestResult] = llm_config.TEST
+LLM_CONFIG_CHANGED: TopicSpec = llm_config.LLM_CONFIG.changed
 
 LLM_CONFIG_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (
-    LLM_CONFIG_CREATE,
-    LLM_CONFIG_READ,
-    LLM_CONFIG_UPDATE,
-    LLM_CONFIG_DELETE,
-    LLM_CONFIG_LIST,
-    LLM_CONFIG_SNAPSHOT,
-    LLM_CONFIG_INITIALIZE,
-    LLM_CONFIG_REFRESH_CACHE,
-    LLM_CONFIG_TEST,
+    *llm_config.LLM_CONFIG.channels.all(),
+    *llm_config.EXTRA_CHANNELS,
 )
 
 

@@ -15,6 +15,6 @@ secrets, references) → :mod:`.sqlite` (SQL only) → :mod:`.rules` (wire model
 from __future__ import annotations
 
 from bridge.collection.definition import Collection, CollectionSpecs
-from bridge.collection.rules import CollectionTypes, ItemId, Ref, Rules
+from bridge.collection.rules import CollectionTypes, ItemId, Ref, Rules, Wire
 
-__all__ = ["Collection", "CollectionSpecs", "CollectionTypes", "ItemId", "Ref", "Rules"]
+__all__ = ["Collection", "CollectionSpecs", "CollectionTypes", "ItemId", "Ref", "Rules", "Wire"]

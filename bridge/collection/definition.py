@@ -12,25 +12,26 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, get_args
+from typing import TYPE_CHECKING, Any, Final, get_args
 
-from bridge import api
 from bridge.collection.channels import CollectionChannels
-from bridge.collection.rules import PREVIEW_SUFFIX, CollectionTypes, Ref, Rules, build_types
+from bridge.collection.rules import PREVIEW_SUFFIX, VERBS, CollectionTypes, Ref, Rules, Wire, build_types
 from bridge.errors import (
     ConfigOperationFailedError,
-    DuplicateItemError,
-    ItemNotFoundError,
     ServiceUnavailableError,
     ValidationError,
     VersionConflictError,
 )
 from bridge.models import DeleteResult, EmptyParams, WireModel
+from bridge.spec import ChannelSpec, TopicSpec
+
+if TYPE_CHECKING:
+    from bridge.api import Registry
 
 NAME_PATTERN: Final = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")
 """A collection name: lower-case words joined by ``-`` (``prompt-template``)."""
 RESERVED_NAMES: Final = frozenset({"llm-config", "bridge", "rpc"})
-"""Names taken by bridge's own channels."""
+"""Names taken by bridge's own channels (``llm-config`` is bridge's own collection)."""
 
 
 class Collection:
@@ -47,10 +48,16 @@ class Collection:
             to collection, id and field), shown as ``<field>Preview``, never logged.
         references: field → :class:`Ref`; the field must accept null (``set-null``).
         description: one line for the OpenRPC summaries.
+        types: the wire models, when given instead of built from ``model`` (bridge's own
+            llm-config keeps the models it had before collections); None → built.
+        wire: keys, errors, summaries and examples of the channels (:class:`Wire`);
+            None → the collection wire.
+        builtin: bridge's own collection (``llm-config``): its name may be a reserved one.
 
     Raises:
         ValueError: a bad name, an unknown field, a secret or unique field that is not a
-            string, or a reference field that does not accept null.
+            string, a reference field that does not accept null, or a :attr:`Wire.summaries`
+            key that is not a verb.
     """
 
     def __init__(
@@ -62,10 +69,17 @@ class Collection:
         secret: tuple[str, ...] = (),
         references: Mapping[str, Ref] | None = None,
         description: str = "",
+        types: CollectionTypes | None = None,
+        wire: Wire | None = None,
+        builtin: bool = False,
     ) -> None:
         """Check the rules against the model and build the wire types."""
-        if not NAME_PATTERN.match(name) or name in RESERVED_NAMES:
+        if not NAME_PATTERN.match(name) or (name in RESERVED_NAMES and not builtin):
             raise ValueError(f"bad collection name {name!r}: lower-case words joined by '-', not reserved")
+        wire = wire or Wire()
+        unknown = {*wire.summaries, *wire.examples} - set(VERBS)
+        if unknown:
+            raise ValueError(f"unknown verbs {sorted(unknown)}: the verbs are {VERBS}")
         fields = model.model_fields
         refs = dict(references or {})
         for field in (*unique, *secret, *refs):
@@ -84,27 +98,32 @@ class Collection:
         self.secret = tuple(secret)
         self.references = refs
         self.description = description or f"{model.__name__} items"
-        self.types: CollectionTypes = build_types(name, model, self.secret)
+        self.wire = wire
+        self.builtin = builtin
+        self.types: CollectionTypes = types or build_types(name, model, self.secret)
         self.rules = Rules(name, model, self.unique, self.secret, refs, self.types)
         self.channels = _build_specs(self)
-        self.changed = api.TopicSpec(
+        self.changed = TopicSpec(
             f"{name}:changed",
             self.types.changed,
-            f"An item of {name} was created, updated or deleted (by any renderer or process).",
+            wire.summaries.get(
+                "changed", f"An item of {name} was created, updated or deleted (by any renderer or process)."
+            ),
+            examples=wire.examples.get("changed", ()),
         )
 
     def __repr__(self) -> str:
         """``Collection('prompt-template', PromptTemplate)``."""
         return f"Collection({self.name!r}, {self.model.__name__})"
 
-    def bind(self, registry: api.Registry) -> CollectionChannels:
+    def bind(self, registry: Registry) -> CollectionChannels:
         """Register this collection's channels and topic in ``registry``; return their binding.
 
         Called by :meth:`bridge.api.Registry.add_collection`; the binding
         (:class:`bridge.collection.channels.CollectionChannels`) answers 5003 until
         :func:`bridge.start_bridge` attaches the collection's service to it.
         """
-        return CollectionChannels(self.rules, self.channels.all(), self.changed, registry)
+        return CollectionChannels(self.rules, self.channels.all(), self.changed, registry, self.wire)
 
 
 _VIEW_FIELDS: Final = frozenset({"id", "created_at", "updated_at", "version"})
@@ -131,62 +150,76 @@ def _check_names(
 
 @dataclass(frozen=True)
 class CollectionSpecs:
-    """The :class:`~bridge.api.ChannelSpec` of each channel of one collection."""
+    """The :class:`~bridge.spec.ChannelSpec` of each channel of one collection."""
 
-    create: api.ChannelSpec[Any, Any]
-    read: api.ChannelSpec[Any, Any]
-    update: api.ChannelSpec[Any, Any]
-    delete: api.ChannelSpec[Any, Any]
-    list: api.ChannelSpec[Any, Any]
-    snapshot: api.ChannelSpec[Any, Any]
+    create: ChannelSpec[Any, Any]
+    read: ChannelSpec[Any, Any]
+    update: ChannelSpec[Any, Any]
+    delete: ChannelSpec[Any, Any]
+    list: ChannelSpec[Any, Any]
+    snapshot: ChannelSpec[Any, Any]
 
-    def all(self) -> tuple[api.ChannelSpec[Any, Any], ...]:
+    def all(self) -> tuple[ChannelSpec[Any, Any], ...]:
         """Every spec, in CRUD order."""
         return (self.create, self.read, self.update, self.delete, self.list, self.snapshot)
 
 
 def _build_specs(collection: Collection) -> CollectionSpecs:
-    name, types = collection.name, collection.types
+    name, types, wire = collection.name, collection.types, collection.wire
     write = (ConfigOperationFailedError, ServiceUnavailableError)
+
+    def spec(
+        verb: str, params: Any, result: Any, summary: str, errors: Any, **kw: Any
+    ) -> ChannelSpec[Any, Any]:
+        return ChannelSpec(
+            f"{name}:{verb}",
+            params,
+            result,
+            wire.summaries.get(verb, summary),
+            errors,
+            examples=wire.examples.get(verb, ()),
+            **kw,
+        )
+
     return CollectionSpecs(
-        create=api.ChannelSpec(
-            f"{name}:create",
+        create=spec(
+            "create",
             types.create,
             types.view,
             f"Create an item of {name}; returns its view.",
-            (ValidationError, DuplicateItemError, *write),
+            (ValidationError, wire.duplicate, *write),
         ),
-        read=api.ChannelSpec(
-            f"{name}:read",
+        read=spec(
+            "read",
             types.read,
             types.view | None,
             f"Read one item of {name} by id from the cache; null when unknown.",
             (ValidationError, ServiceUnavailableError),
         ),
-        update=api.ChannelSpec(
-            f"{name}:update",
+        update=spec(
+            "update",
             types.update,
             types.view,
             f"Patch an item of {name}; omitted fields keep their value.",
-            (ValidationError, ItemNotFoundError, VersionConflictError, DuplicateItemError, *write),
+            (ValidationError, wire.not_found, VersionConflictError, wire.duplicate, *write),
         ),
-        delete=api.ChannelSpec(
-            f"{name}:delete",
+        delete=spec(
+            "delete",
             types.delete,
             DeleteResult,
             f"Delete an item of {name}; {{deleted: false}} when the id is unknown.",
             (ValidationError, VersionConflictError, *write),
         ),
-        list=api.ChannelSpec(
-            f"{name}:list",
+        list=spec(
+            "list",
             EmptyParams,
             list[types.view],  # type: ignore[name-defined]
             f"Every item of {name} in creation order.",
             (ServiceUnavailableError,),
             params_optional=True,
         ),
-        snapshot=api.ChannelSpec(
-            f"{name}:snapshot",
+        snapshot=spec(
+            "snapshot",
             EmptyParams,
             types.snapshot,
             f"Every item of {name} and the revision they reflect (for resync after reconnect).",

@@ -10,7 +10,9 @@ channel, the snapshot and the ``<name>:changed`` payload, each named after the m
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal, get_args
 
@@ -19,8 +21,12 @@ from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
+from bridge.errors import BridgeError, DuplicateItemError, ItemNotFoundError
 from bridge.models import ChangeType, WireModel, null_rejected
+from bridge.spec import Example
 
+VERBS: Final = ("create", "read", "update", "delete", "list", "snapshot", "changed")
+"""The channels (and, last, the topic) of a collection, as :attr:`Wire.summaries` keys them."""
 PREVIEW_SUFFIX: Final = "_preview"
 """A secret field ``f`` is shown as ``f_preview`` (``fPreview`` on the wire)."""
 
@@ -224,6 +230,40 @@ def build_types(name: str, model: type[WireModel], secret: tuple[str, ...]) -> C
         item=(optional_view, Field(default=None, exclude_if=lambda v: v is None)),
     )
     return CollectionTypes(view, patch, create, read, update, delete, snapshot, changed)
+
+
+@dataclass(frozen=True)
+class Wire:
+    """How a collection's channels are spelled beyond its name; the defaults are the collection wire.
+
+    A new collection keeps the defaults. bridge's own ``llm-config``
+    (:data:`bridge.llm_config.LLM_CONFIG`) gives the spelling it had before collections, so
+    its wire contract is unchanged.
+
+    Attributes:
+        item_key: the item's key in ``<name>:create`` params and in a ``<name>:changed``
+            event (``item``; ``config`` for llm-config). It must match the given types.
+        items_key: the item list's key in a ``<name>:snapshot`` result (``items``; ``configs``).
+        not_found: the error of an unknown id (4004 ``ITEM_NOT_FOUND``;
+            ``CONFIG_NOT_FOUND`` for llm-config).
+        duplicate: the error of a taken unique key (4009 ``DUPLICATE_ITEM``;
+            ``DUPLICATE_CONFIG_NAME``).
+        summaries: verb (:data:`VERBS`) → the OpenRPC summary; a verb left out gets the
+            generic one, worded from the collection's name.
+        examples: verb → documented calls (OpenRPC examples); none by default.
+    """
+
+    item_key: str = "item"
+    items_key: str = "items"
+    not_found: type[BridgeError] = ItemNotFoundError
+    duplicate: type[BridgeError] = DuplicateItemError
+    summaries: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    examples: Mapping[str, tuple[Example, ...]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def generic(self) -> bool:
+        """True for the collection wire's own errors (the binding words config errors as item errors)."""
+        return self.not_found is ItemNotFoundError and self.duplicate is DuplicateItemError
 
 
 @dataclass(frozen=True)

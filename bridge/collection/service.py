@@ -236,6 +236,31 @@ class CollectionService:
         entry = self._cache.get(item_id)
         return None if entry is None else entry.view
 
+    def peek(self, item_id: str) -> Any:
+        """The cached view of ``item_id``; None when unknown or not served (:meth:`fetch` tells which)."""
+        if self._closed or not self._loaded:
+            return None
+        entry = self._cache.get(item_id)
+        return None if entry is None else entry.view
+
+    async def fetch(self, item_id: str) -> Any:
+        """:meth:`read` for the channel binding (which tries :meth:`peek` first)."""
+        return self.read(item_id)
+
+    def peek_views(self) -> tuple[int, tuple[Any, ...]] | None:
+        """:meth:`snapshot` while served; None when closed or not started (then :meth:`views` raises 5003)."""
+        if self._closed or not self._loaded:
+            return None
+        return self.snapshot()
+
+    async def views(self) -> tuple[int, tuple[Any, ...]]:
+        """:meth:`snapshot` for the channel binding (which tries :meth:`peek_views` first).
+
+        Raises:
+            ServiceUnavailableError: the service is closed or not started (5003).
+        """
+        return self.snapshot()
+
     def list(self) -> tuple[Any, ...]:
         """Every view in creation order (a tuple kept until the next change; empty if none)."""
         self._ready()

@@ -294,6 +294,16 @@ class LlmConfigService:
         entry = self._cache.get(config_id)
         return None if entry is None else entry.view
 
+    async def fetch(self, config_id: str) -> LlmConfigView | None:
+        """:meth:`read`, as the channel binding of any collection calls it (after :meth:`peek`)."""
+        return await self.read(config_id)
+
+    def peek_views(self) -> tuple[int, tuple[LlmConfigView, ...]] | None:
+        """:meth:`views` without waiting; None when it has more to do (not loaded, closed)."""
+        if self._closed or not self._loaded:
+            return None
+        return self._revision, self._cache.views()
+
     async def read(self, config_id: str) -> LlmConfigView | None:
         """Return the view of ``config_id`` from the cache, or None when unknown.
 
