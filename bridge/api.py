@@ -28,22 +28,21 @@ import orjson
 from pydantic import ConfigDict, Field, RootModel, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 
-from bridge import llm_config
-from bridge.models import (
-    CreateParams,
-    DeleteParams,
-    DeleteResult,
-    EmptyParams,
-    IdParams,
-    InitializeResult,
-    LlmConfigTestParams,
-    LlmConfigTestResult,
-    LlmConfigView,
-    RefreshResult,
-    Snapshot,
-    UpdateParams,
-    WireModel,
-)
+# llm-config is the first collection (bridge.llm_config): its CRUD specs and topic are
+# derived from its definition as any collection's; the LLM_CONFIG_* names are kept for callers.
+from bridge.llm_config import CHANGED as LLM_CONFIG_CHANGED
+from bridge.llm_config import CHANNELS as LLM_CONFIG_CHANNELS
+from bridge.llm_config import CREATE as LLM_CONFIG_CREATE
+from bridge.llm_config import DELETE as LLM_CONFIG_DELETE
+from bridge.llm_config import INITIALIZE as LLM_CONFIG_INITIALIZE
+from bridge.llm_config import LIST as LLM_CONFIG_LIST
+from bridge.llm_config import MAX_RUNNING_TESTS_PER_CONNECTION
+from bridge.llm_config import READ as LLM_CONFIG_READ
+from bridge.llm_config import REFRESH_CACHE as LLM_CONFIG_REFRESH_CACHE
+from bridge.llm_config import SNAPSHOT as LLM_CONFIG_SNAPSHOT
+from bridge.llm_config import TEST as LLM_CONFIG_TEST
+from bridge.llm_config import UPDATE as LLM_CONFIG_UPDATE
+from bridge.models import EmptyParams, WireModel
 from bridge.spec import (
     WORK_DONE_TOKEN,
     ChannelSpec,
@@ -316,28 +315,6 @@ class Registry:
 
 
 # ---- the built-in channels -------------------------------------------------------------
-
-# llm-config is the first collection (bridge.llm_config): its CRUD specs and topic are
-# derived from its definition as any collection's; the names below are kept for callers.
-_LLM: Final = llm_config.LLM_CONFIG.channels
-
-LLM_CONFIG_CREATE: ChannelSpec[CreateParams, LlmConfigView] = _LLM.create
-LLM_CONFIG_READ: ChannelSpec[IdParams, LlmConfigView | None] = _LLM.read
-LLM_CONFIG_UPDATE: ChannelSpec[UpdateParams, LlmConfigView] = _LLM.update
-LLM_CONFIG_DELETE: ChannelSpec[DeleteParams, DeleteResult] = _LLM.delete
-LLM_CONFIG_LIST: ChannelSpec[EmptyParams, list[LlmConfigView]] = _LLM.list
-LLM_CONFIG_SNAPSHOT: ChannelSpec[EmptyParams, Snapshot] = _LLM.snapshot
-LLM_CONFIG_INITIALIZE: ChannelSpec[EmptyParams, InitializeResult] = llm_config.INITIALIZE
-LLM_CONFIG_REFRESH_CACHE: ChannelSpec[EmptyParams, RefreshResult] = llm_config.REFRESH_CACHE
-MAX_RUNNING_TESTS_PER_CONNECTION: Final = llm_config.MAX_RUNNING_TESTS_PER_CONNECTION
-"""Most ``llm-config:test`` requests running at once on one connection; one more → 4029."""
-LLM_CONFIG_TEST: ChannelSpec[LlmConfigTestParams, LlmConfigTestResult] = llm_config.TEST
-LLM_CONFIG_CHANGED: TopicSpec = llm_config.LLM_CONFIG.changed
-
-LLM_CONFIG_CHANNELS: tuple[ChannelSpec[Any, Any], ...] = (
-    *llm_config.LLM_CONFIG.channels.all(),
-    *llm_config.EXTRA_CHANNELS,
-)
 
 
 class QuarantinedRow(WireModel):

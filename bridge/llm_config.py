@@ -32,6 +32,7 @@ from bridge.errors import (
 from bridge.models import (
     CreateParams,
     DeleteParams,
+    DeleteResult,
     EmptyParams,
     IdParams,
     InitializeResult,
@@ -45,7 +46,7 @@ from bridge.models import (
     Snapshot,
     UpdateParams,
 )
-from bridge.spec import ChannelSpec, Example
+from bridge.spec import ChannelSpec, Example, TopicSpec
 
 NAME: Final = "llm-config"
 """The collection's name: its channels' namespace (a name reserved for bridge)."""
@@ -166,6 +167,15 @@ LLM_CONFIG: Final = Collection(
 )
 """LLM configs as a collection: ``customName`` unique ignoring case, ``apiKey`` secret."""
 
+# The derived specs, typed (bridge.api re-exports them as LLM_CONFIG_*).
+CREATE: ChannelSpec[CreateParams, LlmConfigView] = LLM_CONFIG.channels.create
+READ: ChannelSpec[IdParams, LlmConfigView | None] = LLM_CONFIG.channels.read
+UPDATE: ChannelSpec[UpdateParams, LlmConfigView] = LLM_CONFIG.channels.update
+DELETE: ChannelSpec[DeleteParams, DeleteResult] = LLM_CONFIG.channels.delete
+LIST: ChannelSpec[EmptyParams, list[LlmConfigView]] = LLM_CONFIG.channels.list
+SNAPSHOT: ChannelSpec[EmptyParams, Snapshot] = LLM_CONFIG.channels.snapshot
+CHANGED: Final[TopicSpec] = LLM_CONFIG.changed
+
 INITIALIZE: ChannelSpec[EmptyParams, InitializeResult] = ChannelSpec(
     "llm-config:initialize",
     EmptyParams,
@@ -228,3 +238,5 @@ TEST: ChannelSpec[LlmConfigTestParams, LlmConfigTestResult] = ChannelSpec(
 
 EXTRA_CHANNELS: Final[tuple[ChannelSpec[Any, Any], ...]] = (INITIALIZE, REFRESH_CACHE, TEST)
 """llm-config's channels beside the collection's six, in the order they are registered."""
+CHANNELS: Final[tuple[ChannelSpec[Any, Any], ...]] = (*LLM_CONFIG.channels.all(), *EXTRA_CHANNELS)
+"""Every ``llm-config:*`` channel: the collection's six, then its own three."""

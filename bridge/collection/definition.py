@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, get_args
+from typing import Any, Final, get_args
 
-from bridge.collection.channels import CollectionChannels
+from bridge.collection.channels import CollectionChannels, Registrar
 from bridge.collection.rules import PREVIEW_SUFFIX, VERBS, CollectionTypes, Ref, Rules, Wire, build_types
 from bridge.errors import (
     ConfigOperationFailedError,
@@ -24,9 +24,6 @@ from bridge.errors import (
 )
 from bridge.models import DeleteResult, EmptyParams, WireModel
 from bridge.spec import ChannelSpec, TopicSpec
-
-if TYPE_CHECKING:
-    from bridge.api import Registry
 
 NAME_PATTERN: Final = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*\Z")
 """A collection name: lower-case words joined by ``-`` (``prompt-template``)."""
@@ -116,7 +113,7 @@ class Collection:
         """``Collection('prompt-template', PromptTemplate)``."""
         return f"Collection({self.name!r}, {self.model.__name__})"
 
-    def bind(self, registry: Registry) -> CollectionChannels:
+    def bind(self, registry: Registrar) -> CollectionChannels:
         """Register this collection's channels and topic in ``registry``; return their binding.
 
         Called by :meth:`bridge.api.Registry.add_collection`; the binding
