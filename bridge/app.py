@@ -38,6 +38,7 @@ from bridge.keystore import (
     load_data_key,
     load_shared_data_key,
 )
+from bridge.llm_config import LLM_CONFIG
 from bridge.log import configure_library_logging, configure_logging
 from bridge.models import EmptyParams, WireModel
 from bridge.options import (
@@ -58,7 +59,7 @@ from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore, StoreSt
 
 if TYPE_CHECKING:
     from bridge.collection.protocol import CollectionStore
-    from bridge.collection.service import CollectionService
+    from bridge.collection.service import CollectionService, Referenced
 
 log = structlog.get_logger(__name__)
 
@@ -353,19 +354,7 @@ def _notifier(server: BridgeServer, topic: api.TopicSpec) -> Callable[[Any], Non
     return notify
 
 
-def _held(
-    configs: LlmConfigService, services: dict[str, CollectionService], target: str, item_id: str
-) -> bool:
-    """True when ``item_id`` of ``target`` is in quarantine: still stored, only not served."""
-    if target == "llm-config":
-        return any(held.id == item_id for held in configs.quarantined())
-    other = services.get(target)
-    return other is not None and item_id in other.quarantined()
-
-
-def _follow_references(
-    svc: CollectionService, configs: LlmConfigService, services: dict[str, CollectionService]
-) -> None:
+def _follow_references(svc: CollectionService, sources: dict[str, Referenced]) -> None:
     """A referenced item's deletion (here, or by another process) sets ``svc``'s fields holding it to null.
 
     Deletion is the row leaving the store (the service's ``removed``), whether it was served
@@ -373,9 +362,9 @@ def _follow_references(
     not deleted (an update may restore it): references to it are kept.
     """
     for target in {ref.target for ref in svc.rules.references.values()}:
-        source: LlmConfigService | CollectionService = configs if target == "llm-config" else services[target]
+        source = sources[target]
 
-        def on_removed(item_id: str, target: str = target, source: Any = source) -> None:
+        def on_removed(item_id: str, target: str = target, source: Referenced = source) -> None:
             task = svc.on_deleted(target, item_id)
             if task is not None:
                 # The deleting service awaits it: the set-null events precede its response.
@@ -454,24 +443,22 @@ async def _start_collections(
     services: dict[str, CollectionService] = {}
     _check_targets(bindings)
 
+    # Every collection a reference may name, llm-config (the first collection) included.
+    sources: dict[str, Referenced] = {LLM_CONFIG.name: configs}
+
     async def resolve(target: str, item_id: str) -> bool:
-        if target == "llm-config":
-            if configs.cache_info().load_failed:
-                # Served degraded (empty): an absent config is not a deleted one.
-                raise ConfigOperationFailedError("The configs cannot be read; references cannot be checked")
-            found = await configs.read(item_id) is not None
-        else:
-            other = services.get(target)
-            if other is not None and other.load_failed:
-                raise ConfigOperationFailedError(
-                    f"{target} could not be loaded; references cannot be checked"
-                )
-            found = other is not None and other.read(item_id) is not None
+        source = sources.get(target)
+        if source is None:
+            return False
+        if source.load_failed:
+            # Served degraded (empty): an absent item is not a deleted one.
+            raise ConfigOperationFailedError(f"{target} could not be loaded; references cannot be checked")
         # A quarantined item is still stored (an update may restore it): not a dangling reference.
-        return found or _held(configs, services, target, item_id)
+        return await source.fetch(item_id) is not None or source.holds(item_id)
 
     for binding in bindings:
         services[binding.rules.name] = CollectionService(binding.rules, store, cipher, resolve=resolve)
+    sources.update(services)
     try:
         for binding in bindings:
             svc = services[binding.rules.name]
@@ -479,7 +466,7 @@ async def _start_collections(
             binding.attach(svc)
             await svc.start()
         for svc in services.values():
-            _follow_references(svc, configs, services)
+            _follow_references(svc, sources)
             await svc.repair_references()
     except BaseException:
         # The ones started already follow the store: stop them before it closes.

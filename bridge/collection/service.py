@@ -19,7 +19,7 @@ import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import structlog
 from pydantic import BaseModel
@@ -99,6 +99,33 @@ Resolver = Callable[[str, str], Awaitable[bool]]
 
 Raises :class:`~bridge.errors.ConfigOperationFailedError` when it cannot tell (the target's
 store could not be read): a reference is then neither accepted nor cleared."""
+
+
+class Referenced(Protocol):
+    """What a reference needs of the collection it names (a ``CollectionService`` or llm-config's service)."""
+
+    @property
+    def events(self) -> EventBus[Any]:
+        """Its change events (a deletion's follow-ups are handed to ``events.follow_up``)."""
+        ...
+
+    @property
+    def removed(self) -> EventBus[str]:
+        """The ids whose row left its store."""
+        ...
+
+    @property
+    def load_failed(self) -> bool:
+        """True while it is served degraded (an absent item is then not a deleted one)."""
+        ...
+
+    async def fetch(self, item_id: str) -> Any:
+        """The view of ``item_id``, or None when it does not serve it."""
+        ...
+
+    def holds(self, item_id: str) -> bool:
+        """True when ``item_id`` is stored but quarantined (an update may restore it)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -270,6 +297,10 @@ class CollectionService:
     def snapshot(self) -> tuple[int, tuple[Any, ...]]:
         """Return ``(revision, views)``: every view in creation order and the revision they reflect."""
         return self._revision, self.list()
+
+    def holds(self, item_id: str) -> bool:
+        """True when ``item_id`` is quarantined: still stored, not served."""
+        return item_id in self._quarantine
 
     def quarantined(self) -> dict[str, str]:
         """Quarantined row id → reason code (e.g. ``name.INVALID_LENGTH``, ``CIPHERTEXT_AUTH_FAILED``)."""

@@ -294,6 +294,15 @@ class LlmConfigService:
         entry = self._cache.get(config_id)
         return None if entry is None else entry.view
 
+    @property
+    def load_failed(self) -> bool:
+        """True while the last load failed: served degraded (empty), retried in the background."""
+        return self._load_failed
+
+    def holds(self, config_id: str) -> bool:
+        """True when ``config_id`` is quarantined: still stored, not served."""
+        return config_id in self._quarantine
+
     async def fetch(self, config_id: str) -> LlmConfigView | None:
         """:meth:`read`, as the channel binding of any collection calls it (after :meth:`peek`)."""
         return await self.read(config_id)
