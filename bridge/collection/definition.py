@@ -53,8 +53,8 @@ class Collection:
 
     Raises:
         ValueError: a bad name, an unknown field, a secret or unique field that is not a
-            string, a reference field that does not accept null, or a :attr:`Wire.summaries`
-            key that is not a verb.
+            string, a reference field that does not accept null, a :attr:`Wire.summaries`
+            key that is not a verb, or wire keys the types do not have.
     """
 
     def __init__(
@@ -98,6 +98,10 @@ class Collection:
         self.wire = wire
         self.builtin = builtin
         self.types: CollectionTypes = types or build_types(name, model, self.secret)
+        if wire.item_key not in self.types.create.model_fields or wire.items_key not in (
+            self.types.snapshot.model_fields
+        ):
+            raise ValueError(f"the wire keys {wire.item_key!r}/{wire.items_key!r} are not the types' keys")
         self.rules = Rules(name, model, self.unique, self.secret, refs, self.types)
         self.channels = _build_specs(self)
         self.changed = TopicSpec(
