@@ -119,8 +119,9 @@ def configure_library_logging() -> bool:
     as text, without local variables) and handed to the standard library's :mod:`logging`
     under ``bridge.*`` logger names: the program's handlers and levels decide what is
     shown; with none configured, Python's last-resort handler prints warnings and errors
-    on **stderr**. The ``websockets`` logger is capped at WARNING when its level is unset
-    (at DEBUG it prints request paths, which carry tokens, and frames).
+    on **stderr**. The ``websockets`` logger is capped at WARNING when its level is unset,
+    whoever configured structlog (at DEBUG it prints request paths and headers, which carry
+    the token, and frames; those lines never pass through structlog's redaction).
 
     Called by :func:`bridge.start_bridge`. A program configuring structlog itself should
     include :func:`redact_secrets` and render tracebacks without locals.
@@ -128,6 +129,9 @@ def configure_library_logging() -> bool:
     Returns:
         True when this call configured structlog, False when it was configured already.
     """
+    websockets = logging.getLogger("websockets")
+    if websockets.level == logging.NOTSET:
+        websockets.setLevel(logging.WARNING)
     if structlog.is_configured():
         return False
     structlog.configure(
@@ -146,7 +150,4 @@ def configure_library_logging() -> bool:
         # Not cached: a program that configures structlog later still takes bridge's lines.
         cache_logger_on_first_use=False,
     )
-    websockets = logging.getLogger("websockets")
-    if websockets.level == logging.NOTSET:
-        websockets.setLevel(logging.WARNING)
     return True

@@ -5,7 +5,8 @@ checkout's root): starts a bridge in process, creates an llm-config through a re
 client, closes, and prints one line, ``{"event": "done", "id": ...}``, on stdout.
 ``basic`` configures the standard library's logging first (INFO, stderr), as a program
 would; ``structlog`` configures structlog itself (lines on stdout, which bridge must then
-leave alone).
+leave alone); ``structlog-debug`` configures structlog onto the standard library's logging
+and that at DEBUG on stderr (the websockets logger must still not print the token).
 """
 
 from __future__ import annotations
@@ -47,5 +48,8 @@ if __name__ == "__main__":
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     elif mode == "structlog":
         structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stdout))
+    elif mode == "structlog-debug":
+        structlog.configure(logger_factory=structlog.stdlib.LoggerFactory())
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     config_id = asyncio.run(run(Path(sys.argv[1])))
     print(json.dumps({"event": "done", "id": config_id}))
