@@ -69,3 +69,14 @@ def test_a_program_with_its_own_structlog_and_debug_logging_never_sees_the_token
     assert "server_listening" in done.stderr
     assert "websockets" not in done.stderr
     assert token not in done.stdout + done.stderr
+
+
+def test_an_embedding_program_at_debug_sees_no_provider_request_lines(tmp_path: Path) -> None:
+    done = embedded(tmp_path / "data", "provider")
+    assert json.loads(done.stdout.splitlines()[-1])["ok"] is True  # the provider was reached
+    assert "bridge.service" in done.stderr  # the program's DEBUG shows bridge's own lines
+    # As in ``bridge serve``: the request URL (httpx) and the provider's headers (httpcore)
+    # are not bridge's to log.
+    assert "httpx" not in done.stderr
+    assert "httpcore" not in done.stderr
+    assert OPENAI_KEY not in done.stdout + done.stderr
