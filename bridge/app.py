@@ -55,6 +55,7 @@ from bridge.rpc.dispatch import Dispatcher
 from bridge.rpc.server import TOKEN_PATTERN, BridgeServer, ServerSettings, raise_descriptor_limit
 from bridge.service import LlmConfigService, register_llm_config_channels
 from bridge.service.tester import LlmConfigTester
+from bridge.state import printable_id
 from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore, StoreState
 
 if TYPE_CHECKING:
@@ -826,7 +827,9 @@ def _collection_findings(
         return []
     from bridge.collection.service import examine_items  # noqa: PLC0415 - maintenance only
 
-    return examine_items(collections[1], None if key is None else KeyCipher(key))
+    # The collection name is as read, like the id: another program may have stored a BLOB.
+    found = examine_items(collections[1], None if key is None else KeyCipher(key))
+    return [(printable_id(collection), item_id, reason) for collection, item_id, reason in found]
 
 
 def run_rotate_key(options: BridgeOptions, *, stage: bool) -> int:

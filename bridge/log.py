@@ -50,6 +50,10 @@ def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return _scrub(event_dict)  # type: ignore[no-any-return]
 
 
+_QUIET_LIBRARIES: Final = ("websockets", "httpx", "httpcore")
+"""Loggers held at WARNING or above: what they print below it is not bridge's to log."""
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Send structlog and stdlib logging to stderr through one redacting pipeline.
 
@@ -101,11 +105,10 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     # websockets at DEBUG prints request paths (query tokens), headers and frames; its
-    # INFO lines repeat our own connection events.
-    logging.getLogger("websockets").setLevel(max(numeric, logging.WARNING))
-    # httpx logs each request's URL at INFO and httpcore each response's headers at DEBUG:
-    # what a provider sends back is not ours to log (llm_config_tested says what happened).
-    for name in ("httpx", "httpcore"):
+    # INFO lines repeat our own connection events. httpx logs each request's URL at INFO
+    # and httpcore each response's headers at DEBUG: what a provider sends back is not
+    # ours to log (llm_config_tested says what happened).
+    for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
@@ -119,8 +122,11 @@ def configure_library_logging() -> bool:
     as text, without local variables) and handed to the standard library's :mod:`logging`
     under ``bridge.*`` logger names: the program's handlers and levels decide what is
     shown; with none configured, Python's last-resort handler prints warnings and errors
-    on **stderr**. The ``websockets`` logger is capped at WARNING when its level is unset
-    (at DEBUG it prints request paths, which carry tokens, and frames).
+    on **stderr**. The ``websockets``, ``httpx`` and ``httpcore`` loggers are capped at
+    WARNING when their level is unset, whoever configured structlog, as ``bridge serve``
+    caps them: at DEBUG websockets prints request paths and headers, which carry the token,
+    and frames; httpx logs each provider request's URL at INFO and httpcore each response's
+    headers at DEBUG. Their lines never pass through structlog's redaction.
 
     Called by :func:`bridge.start_bridge`. A program configuring structlog itself should
     include :func:`redact_secrets` and render tracebacks without locals.
@@ -128,6 +134,12 @@ def configure_library_logging() -> bool:
     Returns:
         True when this call configured structlog, False when it was configured already.
     """
+    # As in ``bridge serve`` (:func:`configure_logging`), whoever configured structlog: these
+    # libraries' lines never pass through its redaction.
+    for name in _QUIET_LIBRARIES:
+        library = logging.getLogger(name)
+        if library.level == logging.NOTSET:
+            library.setLevel(logging.WARNING)
     if structlog.is_configured():
         return False
     structlog.configure(
@@ -146,7 +158,4 @@ def configure_library_logging() -> bool:
         # Not cached: a program that configures structlog later still takes bridge's lines.
         cache_logger_on_first_use=False,
     )
-    websockets = logging.getLogger("websockets")
-    if websockets.level == logging.NOTSET:
-        websockets.setLevel(logging.WARNING)
     return True

@@ -434,6 +434,16 @@ async def _feed(
         collection,
         *window,
     )
+    # The table's item of each id the entries name, in the same transaction: the cross-check.
+    present: dict[str, protocol.StoredItem] = {}
+    if ids := list({r["id"] for r in rows}):
+        found = await conn.fetch(f"{_SELECT} WHERE collection = $1 AND id = ANY($2::text[])", collection, ids)
+        present = {r["id"]: protocol.make_item(tuple(r)) for r in found}
     return protocol.build_feed(
-        revision, own, window, None if oldest is None else int(oldest), [tuple(r) for r in rows]
+        revision,
+        own,
+        window,
+        None if oldest is None else int(oldest),
+        [tuple(r) for r in rows],
+        present=present,
     )

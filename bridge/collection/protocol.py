@@ -305,6 +305,8 @@ def build_feed(
     window: tuple[int, int] | None,
     oldest: int | None,
     rows: Iterable[tuple[object, object, object, object]],
+    *,
+    present: Mapping[str, StoredItem] | None = None,
 ) -> Feed:
     """The feed after ``window[0]``: the logged entries ``rows`` of the window, then ``own``.
 
@@ -315,9 +317,12 @@ def build_feed(
         oldest: the oldest revision left in the log (None: empty).
         rows: ``(revision, id, type, row)`` of the window's entries in revision order
             (not read when the log does not reach the window: pass ``()``).
+        present: the table's item of every id the window's entries name (absent: no
+            row), read in the same transaction (:func:`cross_check`); None checks nothing.
 
     Returns:
-        ``changes`` None when the log does not reach the window or holds a gap there.
+        ``changes`` None when the log does not reach the window or holds a gap there;
+        an entry the table contradicts is marked :attr:`Change.undecodable`.
     """
     tail = [] if own is None else [own]
     if window is None:
@@ -328,7 +333,36 @@ def build_feed(
     changes = [decode_entry(*row) for row in rows]
     if len(changes) != top - since:
         return Feed(revision, None)
+    if present is not None:
+        changes = cross_check(changes, present, None if own is None else own.id)
     return Feed(revision, changes + tail)
+
+
+def cross_check(changes: list[Change], present: Mapping[str, StoredItem], own_id: str | None) -> list[Change]:
+    """Mark the log entries the table contradicts as undecodable (the reader reloads the table).
+
+    Read in the same transaction as the log, the table holds every write up to the log's
+    last revision: the last entry of each id must carry exactly the item the table holds
+    (or, for ``deleted``, the table must not hold the id). One that does not (a forged
+    ``deleted`` of a live item, which would also clear the references to it, or a row
+    the table does not hold) is not trusted: the config store's rule
+    (:func:`bridge.storage.base.cross_check`).
+
+    Args:
+        changes: the window's entries, in revision order.
+        present: the table's item of every id they name (absent: no row).
+        own_id: the id the writer's own change (after the window) wrote, whose entries
+            the table no longer shows as logged; None for a catch-up.
+    """
+    last = {change.id: index for index, change in enumerate(changes)}
+    checked: list[Change] = []
+    for index, change in enumerate(changes):
+        if last[change.id] == index and change.id != own_id and not change.undecodable:
+            row = present.get(change.id)
+            if (change.item is None) != (row is None) or (row is not None and change.item != row):
+                change = Change(change.revision, change.id, change.kind, None, undecodable=True)  # noqa: PLW2901
+        checked.append(change)
+    return checked
 
 
 def encode_entry(item: StoredItem) -> str:

@@ -79,6 +79,8 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 _EXAMINE: Final = f"SELECT collection, {', '.join(protocol.ITEM_COLUMNS)} FROM items ORDER BY seq"  # noqa: S608 - fixed names
 _SELECT: Final = f"SELECT {', '.join(protocol.ITEM_COLUMNS)} FROM items"  # noqa: S608 - fixed column names
+_JOINED: Final = ", ".join(f"i.{name}" for name in protocol.ITEM_COLUMNS)
+"""The item columns of a change-log read joined with the table (alias ``i``)."""
 
 
 class SqliteCollectionStore(protocol.CollectionStore):
@@ -350,11 +352,14 @@ def _feed(
         "SELECT MIN(revision) FROM changes WHERE collection = ?", (collection,)
     ).fetchone()
     rows = conn.execute(
-        "SELECT revision, id, type, row FROM changes WHERE collection = ? AND revision > ? AND revision <= ? "
-        "ORDER BY revision",
+        f"SELECT c.revision, c.id, c.type, c.row, {_JOINED} FROM changes c "  # noqa: S608 - fixed names
+        "LEFT JOIN items i ON i.collection = c.collection AND i.id = c.id "
+        "WHERE c.collection = ? AND c.revision > ? AND c.revision <= ? ORDER BY c.revision",
         (collection, *window),
     ).fetchall()
-    return protocol.build_feed(revision, own, window, oldest, [tuple(r) for r in rows])
+    # Each entry with its id's item in the table (the join), for the cross-check.
+    present = {r[4]: protocol.make_item(tuple(r[4:])) for r in rows if r[4] is not None}
+    return protocol.build_feed(revision, own, window, oldest, [tuple(r[:4]) for r in rows], present=present)
 
 
 def _transaction(

@@ -766,7 +766,10 @@ class PostgresConfigStore:
 
 
 async def _read_log(conn: Any, since: int, upto: int) -> protocol.LogRead:
-    """The log after ``since`` up to ``upto``, and the table's rows of the ids it names."""
+    """The log after ``since`` up to ``upto``, and the table's rows of the ids it names.
+
+    None for the entries when the log does not reach ``since`` or has a hole (see :data:`protocol.LogRead`).
+    """
     if upto <= since:
         return [], {}
     if not protocol.feed_reaches(await conn.fetchval("SELECT min(revision) FROM bridge_changes"), since):
@@ -777,8 +780,11 @@ async def _read_log(conn: Any, since: int, upto: int) -> protocol.LogRead:
         since,
         upto,
     )
+    entries = [(r["revision"], r["type"], r["id"], r["row"]) for r in rows]
+    if not protocol.log_is_whole(entries, since, upto):
+        return None, {}
     present: dict[str, StoredConfig] = {}
     if ids := list({r["id"] for r in rows}):
         found = await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", ids)
         present = {r["id"]: protocol.make_row(r) for r in found}
-    return [(r["revision"], r["type"], r["id"], r["row"]) for r in rows], present
+    return entries, present

@@ -12,7 +12,8 @@ SQL; what the SQL means is decided here, once:
 - the revision policy: a write took a revision when the counter moved
   (:func:`took_revision`), the trim of the log (:data:`CHANGE_LOG_KEEP`, every
   :data:`TRIM_EVERY` revisions: :func:`trim_below`, :func:`trim_condition` for a
-  trigger), and whether the log still reaches a reader (:func:`feed_reaches`);
+  trigger), and whether the log still reaches a reader (:func:`feed_reaches`) without a
+  hole (:func:`log_is_whole`);
 - the feed a write or a catch-up returns (:func:`build_feed`): other writers' changes
   decoded from the log and checked against the table, the writer's own change taken
   from the row it wrote (never encoded to the log and decoded again).
@@ -254,7 +255,8 @@ LogEntry = tuple[Any, Any, Any, Any]
 """One change-log entry as read: ``(revision, type, id, row blob or None)``."""
 LogRead = tuple[list[LogEntry] | None, dict[str, StoredConfig]]
 """What a backend reads for :func:`build_feed`: the log entries after ``since`` (None when
-the log no longer reaches it: :func:`feed_reaches`) and the table's row of each id they name."""
+the log no longer reaches it, :func:`feed_reaches`, or has a hole, :func:`log_is_whole`) and
+the table's row of each id they name."""
 
 
 def _decode_entry(entry: LogEntry) -> Change:
@@ -336,7 +338,8 @@ def build_feed(
     Args:
         entries: the log entries after the caller's ``since`` up to the revision before
             the write (all of them for a catch-up), in revision order; None when the log
-            no longer reaches back to ``since`` (:func:`feed_reaches`): the caller reloads.
+            no longer reaches back to ``since`` (:func:`feed_reaches`) or skips a revision
+            (:func:`log_is_whole`): the caller reloads.
         present: the table's current row of every id the entries name (absent: no row).
         revision: the store's revision after the write (or now, for a catch-up).
         own: the writer's own change (built from the row it wrote, never from the log),
@@ -364,3 +367,21 @@ def build_feed(
 def feed_reaches(oldest: int | None, since: int) -> bool:
     """True when the log still holds every change after ``since`` (``oldest``: its first)."""
     return oldest is not None and oldest <= since + 1
+
+
+def log_is_whole(entries: Sequence[LogEntry], since: int, upto: int) -> bool:
+    """True when ``entries`` are the revisions ``since + 1`` to ``upto``, each once, in order.
+
+    Revisions are gap-free (one per write, DESIGN §3), so a log read that skips or repeats
+    one has lost a change (another program deleted a log row, or wrote one under another
+    revision): applying the rest would leave the cache behind the table for good. The
+    reader reloads instead (the backends return no entries: :data:`LogRead`), as a
+    collection's feed does (:func:`bridge.collection.protocol.build_feed`).
+
+    Args:
+        entries: the log entries read after ``since`` up to ``upto``, in revision order.
+        since: the revision the reader reflects.
+        upto: the last revision read (the revision before a write, or now).
+    """
+    revisions = [entry[0] for entry in entries]
+    return all(type(r) is int for r in revisions) and revisions == list(range(since + 1, upto + 1))

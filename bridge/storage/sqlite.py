@@ -822,7 +822,10 @@ _PRESENT_COLUMNS: Final = ", ".join(f"k.{name}" for name in COLUMNS)
 
 
 def _read_log(conn: sqlite3.Connection, since: int, upto: int) -> protocol.LogRead:
-    """The log after ``since`` up to ``upto``, each entry with its id's row in the table (the join)."""
+    """The log after ``since`` up to ``upto``, each entry with its id's row in the table (the join).
+
+    None for the entries when the log does not reach ``since`` or has a hole (see :data:`protocol.LogRead`).
+    """
     if upto <= since:
         return [], {}
     (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
@@ -834,7 +837,10 @@ def _read_log(conn: sqlite3.Connection, since: int, upto: int) -> protocol.LogRe
         "ORDER BY c.revision",
         (since, upto),
     ).fetchall()
-    return [r[:4] for r in rows], {r[4]: protocol.make_row(r[4:]) for r in rows if r[4] is not None}
+    entries = [r[:4] for r in rows]
+    if not protocol.log_is_whole(entries, since, upto):
+        return None, {}
+    return entries, {r[4]: protocol.make_row(r[4:]) for r in rows if r[4] is not None}
 
 
 @dataclass(frozen=True, slots=True)

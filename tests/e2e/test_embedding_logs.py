@@ -12,14 +12,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bridge.options import TOKEN_ENV
 from tests.helpers.embedded import OPENAI_KEY
 
 ROOT = Path(__file__).parents[2]
 
 
-def embedded(data_dir: Path, *mode: str) -> subprocess.CompletedProcess[str]:
+def embedded(data_dir: Path, *mode: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m tests.helpers.embedded DATA_DIR [mode]``; its exit code must be 0."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if token is not None:
+        env[TOKEN_ENV] = token
     command = [sys.executable, "-m", "tests.helpers.embedded", str(data_dir), *mode]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
@@ -56,3 +59,24 @@ def test_a_program_that_configured_structlog_itself_keeps_its_configuration(tmp_
     lines = done.stdout.splitlines()
     assert json.loads(lines[-1])["event"] == "done"
     assert any("server_listening" in line for line in lines[:-1])
+
+
+def test_a_program_with_its_own_structlog_and_debug_logging_never_sees_the_token(tmp_path: Path) -> None:
+    token = "embedded-token-" + "t" * 32
+    done = embedded(tmp_path / "data", "structlog-debug", token=token)
+    assert json.loads(done.stdout.splitlines()[-1])["event"] == "done"
+    # The program's DEBUG reaches bridge's own lines; websockets' (request line, headers) stay capped.
+    assert "server_listening" in done.stderr
+    assert "websockets" not in done.stderr
+    assert token not in done.stdout + done.stderr
+
+
+def test_an_embedding_program_at_debug_sees_no_provider_request_lines(tmp_path: Path) -> None:
+    done = embedded(tmp_path / "data", "provider")
+    assert json.loads(done.stdout.splitlines()[-1])["ok"] is True  # the provider was reached
+    assert "bridge.service" in done.stderr  # the program's DEBUG shows bridge's own lines
+    # As in ``bridge serve``: the request URL (httpx) and the provider's headers (httpcore)
+    # are not bridge's to log.
+    assert "httpx" not in done.stderr
+    assert "httpcore" not in done.stderr
+    assert OPENAI_KEY not in done.stdout + done.stderr

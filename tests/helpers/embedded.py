@@ -5,7 +5,11 @@ checkout's root): starts a bridge in process, creates an llm-config through a re
 client, closes, and prints one line, ``{"event": "done", "id": ...}``, on stdout.
 ``basic`` configures the standard library's logging first (INFO, stderr), as a program
 would; ``structlog`` configures structlog itself (lines on stdout, which bridge must then
-leave alone).
+leave alone); ``structlog-debug`` configures structlog onto the standard library's logging
+and that at DEBUG on stderr (the websockets logger must still not print the token);
+``provider`` configures the standard library's logging at DEBUG and also tests a draft
+config against a local fake provider (``httpx``/``httpcore`` stay quiet, as in ``bridge
+serve``), printing its ``ok`` in the last line.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -21,24 +26,34 @@ import structlog
 import bridge
 from bridge.client import BridgeClient
 from bridge.keystore import SecretBackend
+from tests.helpers.fake_provider import NO_PROXY_ENV, FakeProvider
 
 OPENAI_KEY = "sk-embedded-" + "7" * 40
 
 
-async def run(data_dir: Path) -> str:
-    """Start a bridge on ``data_dir``, create one config through a client; return its id."""
+async def run(data_dir: Path, *, provider: bool = False) -> dict[str, object]:
+    """Start a bridge, create one config through a client; return its id (and a provider test's ``ok``)."""
     running = await bridge.start_bridge(
         bridge.BridgeOptions(data_dir=data_dir, secrets=bridge.SecretOptions(backend=SecretBackend.FILE))
     )
+    done: dict[str, object] = {"event": "done"}
     try:
         async with BridgeClient(running.url, running.token) as client:
             config = await client.invoke(
                 "llm-config:create",
                 {"config": {"customName": "Embedded", "provider": "openai", "apiKey": OPENAI_KEY}},
             )
+            done["id"] = config["id"]
+            if provider:
+                with FakeProvider("custom", OPENAI_KEY) as fake:
+                    draft = {"customName": "Draft", "provider": "custom", "apiKey": OPENAI_KEY}
+                    tested = await client.invoke(
+                        "llm-config:test", {"config": {**draft, "baseUrl": fake.base_url}}
+                    )
+                    done["ok"] = tested["ok"]
     finally:
         await running.close()
-    return str(config["id"])
+    return done
 
 
 if __name__ == "__main__":
@@ -47,5 +62,10 @@ if __name__ == "__main__":
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     elif mode == "structlog":
         structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stdout))
-    config_id = asyncio.run(run(Path(sys.argv[1])))
-    print(json.dumps({"event": "done", "id": config_id}))
+    elif mode == "structlog-debug":
+        structlog.configure(logger_factory=structlog.stdlib.LoggerFactory())
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    elif mode == "provider":
+        os.environ.update(NO_PROXY_ENV)
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    print(json.dumps(asyncio.run(run(Path(sys.argv[1]), provider=mode == "provider"))))
