@@ -210,14 +210,7 @@ class CollectionService(StateService[_Entry]):
 
     async def close(self) -> None:
         """Stop following the store; later calls raise 5003."""
-        self._closed = True
-        tasks = builtins.list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await self._stop()
+        await self._stop(*self._tasks)
 
     def _ready(self) -> None:
         if self._closed or not self._loaded:

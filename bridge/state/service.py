@@ -57,6 +57,10 @@ INVALID = "INVALID_ROW"
 """Quarantine reason when a verdict gives none."""
 
 
+Differences = builtins.list[tuple[int, str, str, E]]
+"""A reload's created/updated rows: ``(row revision, kind, id, entry)`` in store order."""
+
+
 class Row(Protocol):
     """A stored row as the store returned it: untrusted but for its ``id``."""
 
@@ -183,12 +187,7 @@ class StateService(Generic[E]):
     def _sort(self, cache: Cache[E]) -> None:
         """Put a reloaded cache in creation order (rows come in creation order: nothing to do)."""
 
-    def _announce(
-        self,
-        changed: builtins.list[tuple[int, str, str, E]],
-        deleted: builtins.list[str],
-        revision: int,
-    ) -> None:
+    def _announce(self, changed: Differences[E], deleted: builtins.list[str], revision: int) -> None:
         """Publish a reload's events: ``changed`` ``(row revision, kind, id, entry)`` in store order.
 
         The default stamps every event with the store's ``revision``, deletions first.
@@ -283,13 +282,15 @@ class StateService(Generic[E]):
             await (self._reload() if recovering else self._catch_up())
             await self._after_apply()
 
-    async def _stop(self) -> None:
-        """Stop following the store; later calls raise 5003."""
+    async def _stop(self, *others: asyncio.Task[Any]) -> None:
+        """Stop following the store and cancel ``others`` (the policy's tasks); later calls raise 5003."""
         self._closed = True
-        if self._watcher is not None:
-            self._watcher.cancel()
+        tasks = [task for task in (self._watcher, *others) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watcher
+                await task
 
     async def _catch_up(self) -> None:
         """Apply the change feed since the cache's revision (lock held)."""
@@ -413,7 +414,7 @@ class StateService(Generic[E]):
         for row_id in gone:
             self._on_release(row_id)
         fresh: Cache[E] = Cache()
-        changed: builtins.list[tuple[int, str, str, E]] = []
+        changed: Differences[E] = []
         for row in rows:
             previous = old.get(row.id)
             if previous is not None and self._same(previous, row):
