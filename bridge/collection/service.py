@@ -727,17 +727,17 @@ class CollectionService(StateService[_Entry]):
         log.info("collection_reloaded", collection=self.name, revision=self._revision)
 
     async def _wait(self) -> None:
-        """Poll ``data_version`` until another commit shows (DESIGN §3); one poll while degraded."""
+        """Poll ``data_version`` until another commit shows (DESIGN §3); one poll while degraded.
+
+        The version seen is noted before the catch-up that follows: a commit during it shows
+        at the next poll.
+        """
         while True:
             await asyncio.sleep(self._store.poll_interval_s)
             now = self._store.data_version()
             if self._load_failed or self._closed or now != self._seen or now == -1:
+                self._seen = now
                 return
-
-    async def _follow_step(self, recovering: bool) -> None:
-        now = self._store.data_version()
-        await super()._follow_step(recovering)
-        self._seen = now
 
 
 def _seq(entry: _Entry) -> int:
