@@ -63,7 +63,6 @@ from bridge.service.rules import (
 from bridge.state import (
     Cache,
     Quarantine,
-    committed,
     printable_id,
     shielded,
     utc_now,
@@ -421,62 +420,74 @@ class CollectionService(StateService[_Entry]):
         A quarantined item is merged from its stored fields and, when the result is valid,
         restored (DESIGN §3; sent as ``created``).
         """
-        caught_up = False
-        for _ in range(MAX_WRITE_ATTEMPTS):
-            async with self._lock:
-                entry = self._cache.get(item_id)
-                restoring = False
-                if entry is None:
-                    await self._catch_up()
-                    entry = self._cache.get(item_id)
-                    if entry is None:
-                        entry, restoring = await self._held_entry(item_id), True
-                sent = change(entry.plain)
-                if sent is None:
-                    return None
-                current, unopened = self._current(entry)
-                try:
-                    validated = self.rules.model.model_validate(merge(current, sent))
-                except PydanticValidationError as exc:
-                    raise validation_error(exc, ("updates",)) from None
-                values = validated.model_dump(mode="json", by_alias=False)
-                # Secrets compare in clear: the same secret sent again keeps its ciphertext.
-                effective = {field for field in sent if values.get(field) != current.get(field)}
-                if restoring:  # every field the client sent, and no secret that did not open
-                    effective |= set(sent) | unopened
-                elif not effective:
-                    if not caught_up:  # another process may have changed it meanwhile
-                        await self._catch_up()
-                        caught_up = True
-                        continue
-                    check_write(item_id, entry.item.version, expected_version, None)
-                    return entry.view
-                data, plain = self._seal(item_id, values, entry.item.data or {}, effective)
-                keys = unique_keys(self.rules.unique, plain)
-                try:
-                    feed = await self._committed(
-                        self._store.update(
-                            self.name,
-                            item_id,
-                            data,
-                            keys=keys,
-                            now=utc_now(),
-                            base_version=entry.item.version,
-                            expected_version=expected_version,
-                            since=self._revision,
-                        )
-                    )
-                except StaleBaseError:
-                    await self._catch_up()
-                    continue
-                await self._apply(feed)
-            await self._recheck(plain, set(sent))
-            return self._written(item_id)
-        raise ConfigOperationFailedError("The item kept changing; try again")
+        done: dict[str, Any] = {}  # what the attempt decided: the view to answer, or what it wrote
+        await self._write(lambda _: self._merge_and_write(item_id, change, expected_version, done))
+        if "plain" not in done:
+            return done.get("view")
+        await self._recheck(done["plain"], done["sent"])
+        return self._written(item_id)
 
-    def _committed(self, write: Awaitable[T]) -> Awaitable[T]:
-        """Await one store write; a failure that is not a refusal is 5000 (nothing changed)."""
-        return committed(write, "collection_write_failed", refusals=_REFUSALS, collection=self.name)
+    async def _merge_and_write(
+        self,
+        item_id: str,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+        expected_version: int | None,
+        done: dict[str, Any],
+    ) -> Feed | None:
+        """:meth:`_modify`'s store write (lock held): merge, then write on the item's version.
+
+        Retries when another process changed the item meanwhile (``StaleBaseError``: catch
+        up, merge again). Returns None when there is nothing to write (``done["view"]``
+        is then the answer, if any); else the feed, with ``done["plain"]`` and ``done["sent"]``.
+        """
+        caught_up = False
+        for _attempt in range(MAX_WRITE_ATTEMPTS):
+            entry = self._cache.get(item_id)
+            restoring = False
+            if entry is None:
+                await self._catch_up()
+                entry = self._cache.get(item_id)
+                if entry is None:
+                    entry, restoring = await self._held_entry(item_id), True
+            sent = change(entry.plain)
+            if sent is None:
+                return None
+            current, unopened = self._current(entry)
+            try:
+                validated = self.rules.model.model_validate(merge(current, sent))
+            except PydanticValidationError as exc:
+                raise validation_error(exc, ("updates",)) from None
+            values = validated.model_dump(mode="json", by_alias=False)
+            # Secrets compare in clear: the same secret sent again keeps its ciphertext.
+            effective = {field for field in sent if values.get(field) != current.get(field)}
+            if restoring:  # every field the client sent, and no secret that did not open
+                effective |= set(sent) | unopened
+            elif not effective:
+                if not caught_up:  # another process may have changed it meanwhile
+                    await self._catch_up()
+                    caught_up = True
+                    continue
+                check_write(item_id, entry.item.version, expected_version, None)
+                done["view"] = entry.view
+                return None
+            data, plain = self._seal(item_id, values, entry.item.data or {}, effective)
+            try:
+                feed = await self._store.update(
+                    self.name,
+                    item_id,
+                    data,
+                    keys=unique_keys(self.rules.unique, plain),
+                    now=utc_now(),
+                    base_version=entry.item.version,
+                    expected_version=expected_version,
+                    since=self._revision,
+                )
+            except StaleBaseError:
+                await self._catch_up()
+                continue
+            done["plain"], done["sent"] = plain, set(sent)
+            return feed
+        raise ConfigOperationFailedError("The item kept changing; try again")
 
     def _current(self, entry: _Entry) -> tuple[dict[str, Any], set[str]]:
         """The entry's fields with its secrets opened, and the secrets that do not open (a held row's)."""
