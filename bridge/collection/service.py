@@ -9,6 +9,11 @@ untrusted: a row that does not validate against the model, or whose secret does 
 for its own collection, id and field, is quarantined (not served, logged once by id and
 reason, never with a value). The service returns models; the wire JSON is the channel
 binding's (:mod:`bridge.collection.channels`).
+
+The cache, the write flow, the lifecycle and the quarantine are
+:class:`bridge.state.service.StateService`'s, as for llm-config; this module is the
+generic policy (model validation, sealed secrets bound to collection/id/field, unique
+keys claimed in the cache, ``seq`` order, references).
 """
 
 from __future__ import annotations

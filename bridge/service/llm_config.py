@@ -11,6 +11,12 @@ A row that fails is *quarantined*: left untouched in the store, never served or
 broadcast (one that goes bad while cached is sent as ``deleted``), logged once by id and
 reason code, listed by :meth:`LlmConfigService.quarantined`; its name stays reserved,
 ``delete`` removes it and an ``update`` whose merged result is valid restores it.
+
+The cache, the write flow, the lifecycle and the quarantine are
+:class:`bridge.state.service.StateService`'s, as for every collection; this module is
+llm-config's policy over its ``ConfigStore`` (the ``configs`` table, unchanged): the hooks
+read that store, ``update`` writes through its in-transaction merge (``mutate``), and
+``refresh``, ``validate_cache``, ``cache_info`` and ``get_api_key`` are llm-config's own.
 """
 
 from __future__ import annotations
