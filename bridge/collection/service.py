@@ -9,6 +9,11 @@ untrusted: a row that does not validate against the model, or whose secret does 
 for its own collection, id and field, is quarantined (not served, logged once by id and
 reason, never with a value). The service returns models; the wire JSON is the channel
 binding's (:mod:`bridge.collection.channels`).
+
+The cache, the write flow, the lifecycle and the quarantine are
+:class:`bridge.state.service.StateService`'s, as for llm-config; this module is the
+generic policy (model validation, sealed secrets bound to collection/id/field, unique
+keys claimed in the cache, ``seq`` order, references).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.alias_generators import to_camel
 
-from bridge.backoff import backoff_delays
+# The follower's backoff (bridge.state.service) is the one helper of every retry loop.
+from bridge.backoff import backoff_delays as backoff_delays  # noqa: PLC0414 - an explicit re-export
 from bridge.collection.protocol import (
     SEALED,
     UNDECODABLE_ROW,
@@ -55,7 +61,6 @@ from bridge.models import ChangeType, field_errors, validation_error
 from bridge.service.events import EventBus
 from bridge.service.rules import (
     CIPHERTEXT_AUTH_FAILED,
-    NAME_CONFLICT,
     UNKNOWN_KEY_ID,
     valid_stored_id,
     valid_timestamp,
@@ -63,14 +68,11 @@ from bridge.service.rules import (
 from bridge.state import (
     Cache,
     Quarantine,
-    apply_feed,
-    committed,
-    follow,
     printable_id,
     shielded,
     utc_now,
-    write_through,
 )
+from bridge.state.service import StateService
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -136,7 +138,7 @@ class _Entry:
     """The model's fields by Python name, secrets excluded."""
 
 
-class CollectionService:
+class CollectionService(StateService[_Entry]):
     """Owns one collection: validation, cache, events, secrets and references. No sockets.
 
     Args:
@@ -149,7 +151,16 @@ class CollectionService:
 
     Subscribe to :attr:`events` for the ``<Model>Changed`` models (synchronous callbacks),
     and to :attr:`removed` for the ids whose row left the store.
+
+    The cache, write flow, lifecycle and quarantine are :class:`~bridge.state.service.StateService`'s;
+    this class is its generic policy: rows validate against the model, secrets bind
+    collection, id and field, unique keys are claimed in the cache, creation order is ``seq``.
     """
+
+    _FOLLOW = "collection_follow"
+    _WRITE_FAILED = "collection_write_failed"
+    _LOAD_FAILED = "collection_load_failed"
+    _REFUSALS = _REFUSALS
 
     def __init__(
         self,
@@ -161,29 +172,29 @@ class CollectionService:
         watch: bool = True,
     ) -> None:
         """Wire the service; :meth:`start` loads it."""
+        self.events: EventBus[Any] = EventBus()
+        self.removed: EventBus[str] = EventBus()
+        quarantine = Quarantine("item_quarantined", SECURITY_REASONS, collection=rules.name)
+        super().__init__(
+            quarantine,
+            self.events,
+            self.removed,
+            watch=watch,
+            task_name=f"collection-watcher-{rules.name}",
+            collection=rules.name,
+        )
         self.rules = rules
         self.name = rules.name
         self._types = rules.types
         self._store = store
         self._cipher = cipher
         self._resolve = resolve
-        self._watch = watch
-        self._cache: Cache[_Entry] = Cache()
         # (unique field, key) → id of the cached item holding it: a stored row whose key
         # another served item holds (rows written without item_keys) is NAME_CONFLICT.
         self._keys: dict[tuple[str, str], str] = {}
-        self._revision = 0
-        self._lock = asyncio.Lock()
-        self._quarantine = Quarantine("item_quarantined", SECURITY_REASONS, collection=rules.name)
         self._seen = -1
         """The store's ``data_version`` when the cache last caught up."""
-        self._closed = False
-        self._loaded = False
-        self._load_failed = False
-        self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.events: EventBus[Any] = EventBus()
-        self.removed: EventBus[str] = EventBus()
         """Ids whose row left the store (deleted here or by another process), served or
         quarantined; not one merely quarantined (still stored). A subscriber's task handed
         to ``events.follow_up`` is awaited by :meth:`delete` before it answers."""
@@ -197,40 +208,13 @@ class CollectionService:
         refused with 5000, references to it neither checked nor cleared; the follower
         retries the load (with backoff) and publishes what it finds as ``created``.
         """
-        async with self._lock:
-            try:
-                revision, items = await self._store.load(self.name)
-            except Exception:
-                log.exception("collection_load_failed", collection=self.name)
-                self._load_failed = True
-            else:
-                self._replace_all(items, revision, publish=False)
-            self._loaded = True
-        if not self._load_failed:
-            log.info(
-                "collection_loaded", collection=self.name, count=len(self._cache), revision=self._revision
-            )
         if self._watch:
             self._seen = self._store.data_version()
-            follower = follow(
-                self._store_moved,
-                self._follow_step,
-                lambda: self._closed,
-                backoff_delays,
-                "collection_follow",
-                collection=self.name,
-            )
-            self._watcher = asyncio.create_task(follower, name=f"collection-watcher-{self.name}")
+        await self._first_load()
 
     async def close(self) -> None:
         """Stop following the store; later calls raise 5003."""
-        self._closed = True
-        tasks = [t for t in (self._watcher, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._stop(*self._tasks)
 
     def _ready(self) -> None:
         if self._closed or not self._loaded:
@@ -241,17 +225,7 @@ class CollectionService:
         if self._load_failed:
             raise ConfigOperationFailedError("The collection could not be loaded; it is retried")
 
-    @property
-    def load_failed(self) -> bool:
-        """True while the last load failed: served degraded (empty), retried in the background."""
-        return self._load_failed
-
     # ---- reads (the cache only) -------------------------------------------------------
-
-    @property
-    def revision(self) -> int:
-        """The collection revision the cache reflects."""
-        return self._revision
 
     def read(self, item_id: str) -> Any:
         """Return the view of ``item_id`` from the cache, or None when unknown.
@@ -263,22 +237,9 @@ class CollectionService:
         entry = self._cache.get(item_id)
         return None if entry is None else entry.view
 
-    def peek(self, item_id: str) -> Any:
-        """The cached view of ``item_id``; None when unknown or not served (:meth:`fetch` tells which)."""
-        if self._closed or not self._loaded:
-            return None
-        entry = self._cache.get(item_id)
-        return None if entry is None else entry.view
-
     async def fetch(self, item_id: str) -> Any:
         """:meth:`read` for the channel binding (which tries :meth:`peek` first)."""
         return self.read(item_id)
-
-    def peek_views(self) -> tuple[int, tuple[Any, ...]] | None:
-        """:meth:`snapshot` while served; None when closed or not started (then :meth:`views` raises 5003)."""
-        if self._closed or not self._loaded:
-            return None
-        return self.snapshot()
 
     async def views(self) -> tuple[int, tuple[Any, ...]]:
         """:meth:`snapshot` for the channel binding (which tries :meth:`peek_views` first).
@@ -297,10 +258,6 @@ class CollectionService:
     def snapshot(self) -> tuple[int, tuple[Any, ...]]:
         """Return ``(revision, views)``: every view in creation order and the revision they reflect."""
         return self._revision, self.list()
-
-    def holds(self, item_id: str) -> bool:
-        """True when ``item_id`` is quarantined: still stored, not served."""
-        return item_id in self._quarantine
 
     def quarantined(self) -> dict[str, str]:
         """Quarantined row id → reason code (e.g. ``name.INVALID_LENGTH``, ``CIPHERTEXT_AUTH_FAILED``)."""
@@ -369,8 +326,9 @@ class CollectionService:
             ConfigOperationFailedError: the store failed (5000; nothing changed).
         """
         self._writable()
-        if not await self._write(
-            lambda since: self._store.delete(self.name, item_id, expected_version, since)
+        if (
+            await self._write(lambda since: self._store.delete(self.name, item_id, expected_version, since))
+            is None
         ):
             return False
         await self.events.settle()
@@ -467,82 +425,74 @@ class CollectionService:
         A quarantined item is merged from its stored fields and, when the result is valid,
         restored (DESIGN §3; sent as ``created``).
         """
-        caught_up = False
-        for _ in range(MAX_WRITE_ATTEMPTS):
-            async with self._lock:
-                entry = self._cache.get(item_id)
-                restoring = False
-                if entry is None:
-                    await self._catch_up()
-                    entry = self._cache.get(item_id)
-                    if entry is None:
-                        entry, restoring = await self._held_entry(item_id), True
-                sent = change(entry.plain)
-                if sent is None:
-                    return None
-                current, unopened = self._current(entry)
-                try:
-                    validated = self.rules.model.model_validate(merge(current, sent))
-                except PydanticValidationError as exc:
-                    raise validation_error(exc, ("updates",)) from None
-                values = validated.model_dump(mode="json", by_alias=False)
-                # Secrets compare in clear: the same secret sent again keeps its ciphertext.
-                effective = {field for field in sent if values.get(field) != current.get(field)}
-                if restoring:  # every field the client sent, and no secret that did not open
-                    effective |= set(sent) | unopened
-                elif not effective:
-                    if not caught_up:  # another process may have changed it meanwhile
-                        await self._catch_up()
-                        caught_up = True
-                        continue
-                    check_write(item_id, entry.item.version, expected_version, None)
-                    return entry.view
-                data, plain = self._seal(item_id, values, entry.item.data or {}, effective)
-                keys = unique_keys(self.rules.unique, plain)
-                try:
-                    feed = await self._committed(
-                        self._store.update(
-                            self.name,
-                            item_id,
-                            data,
-                            keys=keys,
-                            now=utc_now(),
-                            base_version=entry.item.version,
-                            expected_version=expected_version,
-                            since=self._revision,
-                        )
-                    )
-                except StaleBaseError:
-                    await self._catch_up()
-                    continue
-                await self._apply(feed)
-            await self._recheck(plain, set(sent))
-            return self._written(item_id)
-        raise ConfigOperationFailedError("The item kept changing; try again")
+        done: dict[str, Any] = {}  # what the attempt decided: the view to answer, or what it wrote
+        await self._write(lambda _: self._merge_and_write(item_id, change, expected_version, done))
+        if "plain" not in done:
+            return done.get("view")
+        await self._recheck(done["plain"], done["sent"])
+        return self._written(item_id)
 
-    async def _write(self, write: Callable[[int], Awaitable[Feed | None]]) -> bool:
-        """Run ``write(since)`` under the lock and apply its feed; False when it wrote nothing.
+    async def _merge_and_write(
+        self,
+        item_id: str,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+        expected_version: int | None,
+        done: dict[str, Any],
+    ) -> Feed | None:
+        """:meth:`_modify`'s store write (lock held): merge, then write on the item's version.
 
-        :func:`bridge.state.write_through`: a caller cancelled while its write runs never
-        leaves cache and store apart, and the event is still sent.
+        Retries when another process changed the item meanwhile (``StaleBaseError``: catch
+        up, merge again). Returns None when there is nothing to write (``done["view"]``
+        is then the answer, if any); else the feed, with ``done["plain"]`` and ``done["sent"]``.
         """
-        feed = await write_through(
-            self._lock,
-            lambda: write(self._revision),
-            self._apply_written,
-            failed="collection_write_failed",
-            refusals=_REFUSALS,
-            collection=self.name,
-        )
-        return feed is not None
-
-    async def _apply_written(self, feed: Feed | None) -> None:
-        if feed is not None:
-            await self._apply(feed)
-
-    def _committed(self, write: Awaitable[T]) -> Awaitable[T]:
-        """Await one store write; a failure that is not a refusal is 5000 (nothing changed)."""
-        return committed(write, "collection_write_failed", refusals=_REFUSALS, collection=self.name)
+        caught_up = False
+        for _attempt in range(MAX_WRITE_ATTEMPTS):
+            entry = self._cache.get(item_id)
+            restoring = False
+            if entry is None:
+                await self._catch_up()
+                entry = self._cache.get(item_id)
+                if entry is None:
+                    entry, restoring = await self._held_entry(item_id), True
+            sent = change(entry.plain)
+            if sent is None:
+                return None
+            current, unopened = self._current(entry)
+            try:
+                validated = self.rules.model.model_validate(merge(current, sent))
+            except PydanticValidationError as exc:
+                raise validation_error(exc, ("updates",)) from None
+            values = validated.model_dump(mode="json", by_alias=False)
+            # Secrets compare in clear: the same secret sent again keeps its ciphertext.
+            effective = {field for field in sent if values.get(field) != current.get(field)}
+            if restoring:  # every field the client sent, and no secret that did not open
+                effective |= set(sent) | unopened
+            elif not effective:
+                if not caught_up:  # another process may have changed it meanwhile
+                    await self._catch_up()
+                    caught_up = True
+                    continue
+                check_write(item_id, entry.item.version, expected_version, None)
+                done["view"] = entry.view
+                return None
+            data, plain = self._seal(item_id, values, entry.item.data or {}, effective)
+            try:
+                feed = await self._store.update(
+                    self.name,
+                    item_id,
+                    data,
+                    keys=unique_keys(self.rules.unique, plain),
+                    now=utc_now(),
+                    base_version=entry.item.version,
+                    expected_version=expected_version,
+                    since=self._revision,
+                )
+            except StaleBaseError:
+                await self._catch_up()
+                continue
+            done["plain"], done["sent"] = plain, set(sent)
+            return feed
+        raise ConfigOperationFailedError("The item kept changing; try again")
 
     def _current(self, entry: _Entry) -> tuple[dict[str, Any], set[str]]:
         """The entry's fields with its secrets opened, and the secrets that do not open (a held row's)."""
@@ -655,7 +605,11 @@ class CollectionService:
 
     # ---- applying committed changes ----------------------------------------------------
 
-    def _verdict(self, item: StoredItem) -> tuple[_Entry | None, str | None]:  # noqa: PLR0911 - one per reason
+    def _verdict(  # noqa: PLR0911 - one per reason
+        self,
+        item: StoredItem,
+        prepared: Any = None,  # noqa: ARG002 - a hook: no check of feed entries to reuse
+    ) -> tuple[_Entry | None, str | None]:
         """Check a stored row: its entry, or the quarantine reason (never a value)."""
         data = item.data
         if data is None:
@@ -729,129 +683,82 @@ class CollectionService:
             shown[field + PREVIEW_SUFFIX] = preview
         return values, shown
 
-    def _publish(self, kind: ChangeType, item_id: str, revision: int, view: Any = None) -> None:
+    # ---- the state policy (hooks of StateService) ---------------------------------------
+
+    async def _load(self) -> tuple[int, builtins.list[StoredItem]]:
+        return await self._store.load(self.name)
+
+    async def _changes_since(self, revision: int) -> Feed:
+        return await self._store.changes_since(self.name, revision)
+
+    def _change(self, change: Change) -> tuple[str, StoredItem | None]:
+        return change.id, change.item
+
+    def _same(self, entry: _Entry, row: StoredItem) -> bool:
+        return entry.item == row
+
+    def _event(self, kind: str, row_id: str, revision: int, view: Any = None) -> Any:
         changed: Any = self._types.changed
-        self.events.publish(changed(type=kind, id=item_id, revision=revision, item=view))
+        return changed(type=ChangeType(kind), id=row_id, revision=revision, item=view)
 
-    def _apply_item(
-        self, item_id: str, item: StoredItem | None, revision: int, *, publish: bool = True
-    ) -> None:
-        old = self._cache.get(item_id)
-        entry, reason = (None, None) if item is None else self._verdict(item)
-        if not self._claim_keys(item_id, old, entry):
-            entry, reason = None, NAME_CONFLICT
-        if item is not None and reason is not None:
-            self._quarantine.hold(item_id, reason)
-            held = False
-        else:
-            held = self._quarantine.release(item_id)
-        if entry is None:
-            if old is not None:
-                del self._cache[item_id]
-                if publish:
-                    self._publish(ChangeType.DELETED, item_id, revision)
-            if item is None and (old is not None or held) and publish:
-                self.removed.publish(item_id)
-            return
-        if old is not None and old.item == entry.item:
-            return
+    def _place(self, row_id: str, entry: _Entry, restored: bool) -> None:  # noqa: ARG002 - a hook
         # Creation order: a new item goes last unless another process created it earlier.
-        self._cache.place(item_id, entry, _seq)
-        if publish:
-            kind = ChangeType.CREATED if old is None else ChangeType.UPDATED
-            self._publish(kind, item_id, revision, entry.view)
+        self._cache.place(row_id, entry, _seq)
 
-    def _claim_keys(self, item_id: str, old: _Entry | None, entry: _Entry | None) -> bool:
-        """Move ``item_id``'s unique keys from ``old`` to ``entry``; False when another item holds one.
+    def _sort(self, cache: Cache[_Entry]) -> None:
+        cache.reorder(_seq)
+
+    def _claim(self, row_id: str, old: _Entry | None, entry: _Entry | None) -> bool:
+        """Move ``row_id``'s unique keys from ``old`` to ``entry``; False when another item holds one.
 
         Two stored rows sharing a unique key (another program wrote them without
         ``item_keys``): the one served first keeps it, the other is held ``NAME_CONFLICT``
         (as llm-config holds a clashing name) and claims nothing.
         """
         keys = unique_keys(self.rules.unique, entry.plain) if entry is not None else []
-        taken = any(self._keys.get(key, item_id) != item_id for key in keys)
+        taken = any(self._keys.get(key, row_id) != row_id for key in keys)
         if old is not None:
             for key in unique_keys(self.rules.unique, old.plain):
-                if self._keys.get(key) == item_id:
+                if self._keys.get(key) == row_id:
                     del self._keys[key]
         if taken:
             return False
         for key in keys:
-            self._keys[key] = item_id
+            self._keys[key] = row_id
         return True
 
-    async def _apply(self, feed: Feed) -> None:
-        """Apply committed changes in revision order (lock held); reload when the log cannot tell."""
-        revision = await apply_feed(
-            feed,
-            self._revision,
-            check=_unchecked,
-            apply=self._apply_change,
-            reload=self._reload,
-            collection=self.name,
-        )
-        if revision is not None:
-            self._revision = revision
+    def _loaded_log(self, *, after_failure: bool) -> None:
+        if not after_failure:
+            log.info(
+                "collection_loaded", collection=self.name, count=len(self._cache), revision=self._revision
+            )
 
-    def _apply_change(self, change: Change, _: None) -> None:
-        self._apply_item(change.id, change.item, change.revision)
-
-    async def _catch_up(self) -> None:
-        await self._apply(await self._store.changes_since(self.name, self._revision))
-
-    async def _recover(self) -> None:
-        """Retry a failed load; on success publish every item and repair references."""
-        async with self._lock:
-            await self._reload()
-            self._load_failed = False
+    async def _recovered(self) -> None:
+        """A failed load succeeded: every item was published as ``created``; repair references."""
         log.info("collection_recovered", collection=self.name, count=len(self._cache))
         await self.repair_references()
 
     async def _reload(self) -> None:
-        revision, items = await self._store.load(self.name)
-        log.info("collection_reloaded", collection=self.name, revision=revision)
-        self._replace_all(items, revision, publish=True)
+        await super()._reload()
+        log.info("collection_reloaded", collection=self.name, revision=self._revision)
 
-    def _replace_all(self, items: builtins.list[StoredItem], revision: int, *, publish: bool) -> None:
-        present = {item.id for item in items}
-        for item_id in builtins.list(self._cache):
-            if item_id not in present:
-                self._apply_item(item_id, None, revision, publish=publish)
-        for item_id in self._quarantine.keep_only(present):
-            if publish:
-                self.removed.publish(item_id)
-        for item in items:
-            self._apply_item(item.id, item, revision, publish=publish)
-        self._cache.reorder(_seq)
-        self._revision = revision
+    async def _wait(self) -> None:
+        """Poll ``data_version`` until another commit shows (DESIGN §3); one poll while degraded.
 
-    async def _store_moved(self) -> None:
-        """Poll ``data_version`` until another commit shows (DESIGN §3); one poll while degraded."""
+        The version seen is noted before the catch-up that follows: a commit during it shows
+        at the next poll.
+        """
         while True:
             await asyncio.sleep(self._store.poll_interval_s)
             now = self._store.data_version()
             if self._load_failed or self._closed or now != self._seen or now == -1:
+                self._seen = now
                 return
-
-    async def _follow_step(self, recovering: bool) -> None:
-        """Catch up with the feed; reload after a failure; retry a failed load (then repair references)."""
-        now = self._store.data_version()
-        if self._load_failed:
-            await self._recover()
-        else:
-            async with self._lock:
-                await (self._reload() if recovering else self._catch_up())
-        self._seen = now
 
 
 def _seq(entry: _Entry) -> int:
     """An entry's creation order (the store's ``seq``)."""
     return entry.item.seq
-
-
-def _unchecked(_: Change) -> tuple[None, None]:
-    """Feed entries need no check of their own: :meth:`CollectionService._verdict` checks each row."""
-    return None, None
 
 
 async def reseal_secrets(store: CollectionStore, cipher: KeyCipher) -> tuple[int, int, set[bytes]]:

@@ -11,6 +11,12 @@ A row that fails is *quarantined*: left untouched in the store, never served or
 broadcast (one that goes bad while cached is sent as ``deleted``), logged once by id and
 reason code, listed by :meth:`LlmConfigService.quarantined`; its name stays reserved,
 ``delete`` removes it and an ``update`` whose merged result is valid restores it.
+
+The cache, the write flow, the lifecycle and the quarantine are
+:class:`bridge.state.service.StateService`'s, as for every collection; this module is
+llm-config's policy over its ``ConfigStore`` (the ``configs`` table, unchanged): the hooks
+read that store, ``update`` writes through its in-transaction merge (``mutate``), and
+``refresh``, ``validate_cache``, ``cache_info`` and ``get_api_key`` are llm-config's own.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ import builtins
 import contextlib
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
-from bridge.backoff import backoff_delays
+# The follower's backoff (bridge.state.service) is the one helper of every retry loop.
+from bridge.backoff import backoff_delays as backoff_delays  # noqa: PLC0414 - an explicit re-export
 from bridge.errors import (
     ConfigNotFoundError,
     ConfigOperationFailedError,
@@ -47,13 +54,15 @@ from bridge.models import (
 from bridge.service.events import EventBus
 from bridge.service.merge import merge_patch, rederive_row
 from bridge.service.rules import NAME_CONFLICT, SECURITY_REASONS, Verdict, check_row
-from bridge.state import Cache, Quarantine, apply_feed, follow, printable_id, utc_now, write_through
+from bridge.state import Quarantine, printable_id, utc_now
+from bridge.state.service import DEFERRED, DELETED, Deferred, Differences, StateService
 from bridge.storage.base import Change, ConfigStore, StoredConfig, StoreState, WriteOutcome
 
 # printable_id and utc_now live in bridge.state; re-exported here for the code that imported them from here.
 __all__ = ["CacheInfo", "LlmConfigService", "QuarantinedConfig", "printable_id", "to_view", "utc_now"]
 
 log = structlog.get_logger(__name__)
+F = TypeVar("F")
 
 
 # Every view has every field set: one shared set instead of one new set per view (a
@@ -146,7 +155,7 @@ class CacheInfo:
     bytes: int = 0
 
 
-class LlmConfigService:
+class LlmConfigService(StateService[_Entry]):
     """Owns LLM provider configs: validation, cache, events and concurrency. No sockets.
 
     Args:
@@ -156,32 +165,36 @@ class LlmConfigService:
 
     Subscribe to :attr:`events` for ``LlmConfigChanged`` events (synchronous callbacks),
     and to :attr:`removed` for the ids whose row left the store.
+
+    The cache, write flow, lifecycle and quarantine are :class:`~bridge.state.service.StateService`'s
+    (as for every collection); this class is llm-config's policy over its ``ConfigStore``
+    (the ``configs`` table): rows are checked with the write rules (:func:`check_row`, with
+    the repair of stale derived fields through the write path), views are built on first
+    read, quarantined rows keep their names reserved, the cache loads on first use, and a
+    reload's events carry each row's own revision.
     """
+
+    _FOLLOW = "store_follow"
+    _WRITE_FAILED = "store_write_failed"
+    _LOAD_FAILED = "cache_load_failed"
 
     def __init__(self, store: ConfigStore, cipher: KeyCipher, *, watch: bool = True) -> None:
         """Wire the service; nothing is loaded until the first operation."""
-        self._store = store
-        self._cipher = cipher
-        self._watch = watch
-        self._cache: Cache[_Entry] = Cache()
-        self._revision = 0
-        self._lock = asyncio.Lock()
-        self._load_task: asyncio.Task[None] | None = None
-        self._loaded = False
-        self._load_failed = False
-        self._closed = False
-        self._watcher: asyncio.Task[None] | None = None
-        self._quarantine = Quarantine("config_quarantined", SECURITY_REASONS)
-        self._reserved: dict[str, str] = {}
-        """Name keys of quarantined rows → their id (a create with one gets 4009)."""
-        self._stale: dict[str, StoredConfig] = {}
-        """Valid rows whose derived fields must be rewritten through the write path before
-        they are served (held back until then; the cache keeps their previous state)."""
         self.events: EventBus[LlmConfigChanged] = EventBus()
         self.removed: EventBus[str] = EventBus()
         """Ids whose row left the store (deleted here or by another process), served or
         quarantined; not one merely quarantined (still stored). A subscriber's task handed
         to ``events.follow_up`` is awaited by :meth:`delete` before it answers."""
+        quarantine = Quarantine("config_quarantined", SECURITY_REASONS)
+        super().__init__(quarantine, self.events, self.removed, watch=watch, task_name="store-watcher")
+        self._store = store
+        self._cipher = cipher
+        self._load_task: asyncio.Task[None] | None = None
+        self._reserved: dict[str, str] = {}
+        """Name keys of quarantined rows → their id (a create with one gets 4009)."""
+        self._stale: dict[str, StoredConfig] = {}
+        """Valid rows whose derived fields must be rewritten through the write path before
+        they are served (held back until then; the cache keeps their previous state)."""
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -191,29 +204,8 @@ class LlmConfigService:
         if self._loaded:
             return
         if self._load_task is None:
-            self._load_task = asyncio.ensure_future(self._initial_load())
+            self._load_task = asyncio.ensure_future(self._first_load())
         await asyncio.shield(self._load_task)
-
-    async def _initial_load(self, state: StoreState | None = None) -> None:
-        async with self._lock:
-            try:
-                if state is None:
-                    state = await self._store.load()
-            except Exception:
-                log.exception("cache_load_failed")
-                self._load_failed = True
-            else:
-                self._replace_all(state.configs, state.revision, publish=False)
-                self._load_failed = False
-                log.info(
-                    "cache_loaded",
-                    count=len(self._cache),
-                    quarantined=len(self._quarantine),
-                    revision=self._revision,
-                )
-                await self._repair_stale()
-            self._loaded = True
-        self._start_watcher()
 
     async def start(self, state: StoreState | None) -> None:
         """Initialize from ``state``, read by the caller (start-up reads the store once).
@@ -226,13 +218,13 @@ class LlmConfigService:
         if self._loaded or self._load_task is not None:
             return
         if state is None:
-            log.error("cache_load_failed", detail="serving degraded; retried in the background")
+            log.error(self._LOAD_FAILED, detail="serving degraded; retried in the background")
             async with self._lock:
                 self._load_failed = True
                 self._loaded = True
-            self._start_watcher()
+            self._start_following()
             return
-        self._load_task = asyncio.ensure_future(self._initial_load(state))
+        self._load_task = asyncio.ensure_future(self._first_load((state.revision, state.configs)))
         await asyncio.shield(self._load_task)
 
     async def initialize(self) -> int:
@@ -242,76 +234,109 @@ class LlmConfigService:
 
     async def close(self) -> None:
         """Stop following the store and clear the cache; later calls raise 5003."""
-        self._closed = True
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await self._stop()
         async with self._lock:
             self._cache.clear()
 
-    def _start_watcher(self) -> None:
-        """Follow other processes' commits (DESIGN §3) with :func:`bridge.state.follow`."""
-        if self._watch and self._watcher is None:
-            follower = follow(
-                self._store_moved, self._catch_up, lambda: self._closed, backoff_delays, "store_follow"
-            )
-            self._watcher = asyncio.create_task(follower, name="store-watcher")
+    # ---- the state policy (hooks of StateService) ---------------------------------------
 
-    async def _store_moved(self) -> None:
+    async def _load(self) -> tuple[int, builtins.list[StoredConfig]]:
+        state = await self._store.load()
+        return state.revision, state.configs
+
+    async def _changes_since(self, revision: int) -> WriteOutcome:
+        return await self._store.changes_since(revision)
+
+    async def _wait(self) -> None:
         """Wait for another process's commit; at once while degraded (the load is retried)."""
         if not self._load_failed:
             await self._store.wait_for_change()
 
-    async def _catch_up(self, recovering: bool) -> None:
-        """Apply the change feed, or reload everything after a failure or a failed load."""
-        async with self._lock:
-            if recovering or self._load_failed:
-                await self._reload()
-            else:
-                await self._apply(await self._store.changes_since(self._revision))
-            await self._repair_stale()
+    def _change(self, change: Change) -> tuple[str, StoredConfig | None]:
+        # Each change carries its row as of its revision: one event per revision.
+        return change.id, change.config
 
-    async def _reload(self) -> None:
-        """Full reload from the store (lock held); clears the degraded state."""
-        state = await self._store.load()
-        self._replace_all(state.configs, state.revision)
-        if self._load_failed:
+    def _check_change(self, change: Change) -> tuple[str | None, Verdict | None]:
+        """A change-log entry's verdict (its row checked with the write rules); None for a deletion."""
+        if change.config is None:
+            return None, None
+        verdict = check_row(change.config, self._cipher)
+        return verdict.reason, verdict
+
+    def _verdict(
+        self, row: StoredConfig, prepared: Verdict | None = None
+    ) -> tuple[_Entry | Deferred | None, str | None]:
+        verdict = prepared or check_row(row, self._cipher)
+        if verdict.reason is not None:
+            return None, verdict.reason
+        if verdict.stale:
+            # Not served until the write path has recomputed it (or found it clashing).
+            self._stale[row.id] = row
+            return DEFERRED, None
+        return _Entry(row), None
+
+    def _same(self, entry: _Entry, row: StoredConfig) -> bool:
+        return entry.row == row
+
+    def _event(self, kind: str, row_id: str, revision: int, view: Any = None) -> LlmConfigChanged:
+        return LlmConfigChanged(type=ChangeType(kind), id=row_id, revision=revision, config=view)
+
+    def _on_hold(self, row: StoredConfig) -> None:
+        """A quarantined row's names stay reserved (from ``name_key`` and ``custom_name``)."""
+        config_id = row.id
+        self._unreserve(config_id)
+        self._stale.pop(config_id, None)
+        for value in (row.name_key, row.custom_name):
+            if isinstance(value, str):
+                with contextlib.suppress(UnicodeError):
+                    self._reserved[name_key(value.encode("utf-8").decode("utf-8"))] = config_id
+
+    def _on_release(self, row_id: str) -> None:
+        self._unreserve(row_id)
+        self._stale.pop(row_id, None)
+
+    def _unreserve(self, config_id: str) -> None:
+        """Free the names a quarantined ``config_id`` held reserved."""
+        for key in [k for k, owner in self._reserved.items() if owner == config_id]:
+            del self._reserved[key]
+
+    def _place(self, row_id: str, entry: _Entry, restored: bool) -> None:
+        self._cache[row_id] = entry
+        if restored:
+            # Put a restored row back in creation order (rare: a stable sort by createdAt).
+            self._cache.reorder(lambda entry: entry.row.created_at)
+
+    def _announce(self, changed: Differences[_Entry], deleted: builtins.list[str], revision: int) -> None:
+        """Publish a reload's events in llm-config's order.
+
+        Created and updated configs carry their row's own revision (distinct, and in
+        increasing order); deletions carry ``revision`` (the store's current one) and come
+        last, because the row that would say when it was deleted is gone.
+        """
+        for row_revision, kind, row_id, entry in sorted(changed, key=lambda item: item[0]):
+            self.events.publish(self._event(kind, row_id, row_revision, entry.view))
+        for config_id in deleted:
+            self.events.publish(self._event(DELETED, config_id, revision))
+
+    async def _after_apply(self) -> None:
+        await self._repair_stale()
+
+    def _loaded_log(self, *, after_failure: bool) -> None:
+        if after_failure:
             log.info("cache_loaded", count=len(self._cache), revision=self._revision, after_failure=True)
-        self._load_failed = False
+        else:
+            log.info(
+                "cache_loaded",
+                count=len(self._cache),
+                quarantined=len(self._quarantine),
+                revision=self._revision,
+            )
 
     # ---- reads ----------------------------------------------------------------------
-
-    def peek(self, config_id: str) -> LlmConfigView | None:
-        """Return the cached view of ``config_id`` without waiting, or None.
-
-        None when :meth:`read` has more to do than a cache lookup (the cache is not
-        loaded, the service is closed, or ``config_id`` is not cached): call it then. The
-        RPC binding's ``llm-config:read`` tries this first, so a hit costs no coroutine.
-        """
-        if self._closed or not self._loaded:
-            return None
-        entry = self._cache.get(config_id)
-        return None if entry is None else entry.view
-
-    @property
-    def load_failed(self) -> bool:
-        """True while the last load failed: served degraded (empty), retried in the background."""
-        return self._load_failed
-
-    def holds(self, config_id: str) -> bool:
-        """True when ``config_id`` is quarantined: still stored, not served."""
-        return config_id in self._quarantine
 
     async def fetch(self, config_id: str) -> LlmConfigView | None:
         """:meth:`read`, as the channel binding of any collection calls it (after :meth:`peek`)."""
         return await self.read(config_id)
-
-    def peek_views(self) -> tuple[int, tuple[LlmConfigView, ...]] | None:
-        """:meth:`views` without waiting; None when it has more to do (not loaded, closed)."""
-        if self._closed or not self._loaded:
-            return None
-        return self._revision, self._cache.views()
 
     async def read(self, config_id: str) -> LlmConfigView | None:
         """Return the view of ``config_id`` from the cache, or None when unknown.
@@ -425,20 +450,10 @@ class LlmConfigService:
 
     # ---- writes ---------------------------------------------------------------------
 
-    async def _write(self, op: Callable[[int], Awaitable[WriteOutcome]]) -> WriteOutcome:
-        """Run ``op(since)`` (one store write) under the lock, then apply and publish its changes.
-
-        :func:`bridge.state.write_through`: a caller cancelled while its write runs never
-        leaves cache and store apart, and the event is still sent.
-        """
+    async def _write(self, write: Callable[[int], Awaitable[F]]) -> F:
+        """Load first, then :meth:`StateService._write` (lock → store → apply → publish → repairs)."""
         await self._ensure_loaded()
-        return await write_through(
-            self._lock, lambda: op(self._revision), self._apply_written, failed="store_write_failed"
-        )
-
-    async def _apply_written(self, outcome: WriteOutcome) -> None:
-        await self._apply(outcome)
-        await self._repair_stale()
+        return await super()._write(write)
 
     async def create(self, data: LlmConfigInput) -> LlmConfigView:
         """Store a new config and return its view (version 1, ``createdAt == updatedAt``).
@@ -559,101 +574,6 @@ class LlmConfigService:
                 log.exception("stale_repair_failed")
             return len(self._cache), self._revision
 
-    # ---- applying committed changes ---------------------------------------------------
-
-    async def _apply(self, outcome: WriteOutcome) -> None:
-        """Apply committed changes to the cache and publish them (lock held).
-
-        The change log is untrusted: when an entry does not decode, or its row fails the
-        rules, the table (the truth) is reloaded instead, and a bad row is then
-        quarantined from what the table holds, never from what the log claims.
-        """
-        revision = await apply_feed(
-            outcome, self._revision, check=self._check_change, apply=self._apply_change, reload=self._reload
-        )
-        if revision is not None:
-            self._revision = revision
-
-    def _check_change(self, change: Change) -> tuple[str | None, Verdict | None]:
-        """A change-log entry's verdict (its row checked with the write rules); None for a deletion."""
-        if change.config is None:
-            return None, None
-        verdict = check_row(change.config, self._cipher)
-        return verdict.reason, verdict
-
-    def _apply_change(self, change: Change, verdict: Verdict | None) -> None:
-        # Each change carries its row as of its revision: one event per revision.
-        self._apply_row(change.id, change.config, change.revision, verdict)
-
-    def _apply_row(
-        self, config_id: str, row: StoredConfig | None, revision: int, verdict: Verdict | None = None
-    ) -> None:
-        entry = self._cache.get(config_id)
-        if row is None:
-            held = self._release(config_id)
-            self._stale.pop(config_id, None)
-            if entry is not None:
-                del self._cache[config_id]
-                self.events.publish(
-                    LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision)
-                )
-            if entry is not None or held:
-                self.removed.publish(config_id)
-            return
-        if entry is not None and entry.row == row:
-            return
-        verdict = verdict or check_row(row, self._cipher)
-        if verdict.reason is not None:
-            self._hold(row, verdict.reason)
-            if entry is not None:
-                del self._cache[config_id]
-                self.events.publish(
-                    LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision)
-                )
-            return
-        if verdict.stale:
-            # Not served until the write path has recomputed it (or found it clashing).
-            self._stale[config_id] = row
-            return
-        restored = self._release(config_id)
-        view = to_view(row)
-        self._cache[config_id] = _Entry(row, view)
-        if restored:
-            self._reorder()
-        kind = ChangeType.CREATED if entry is None else ChangeType.UPDATED
-        self.events.publish(LlmConfigChanged(type=kind, id=config_id, revision=revision, config=view))
-
-    def _hold(self, row: StoredConfig, reason: str) -> None:
-        """Quarantine ``row``: out of the cache, its name reserved, logged once per reason."""
-        config_id = row.id
-        self._unreserve(config_id)
-        self._quarantine.hold(config_id, reason)
-        self._stale.pop(config_id, None)
-        for value in (row.name_key, row.custom_name):
-            if isinstance(value, str):
-                with contextlib.suppress(UnicodeError):
-                    self._reserved[name_key(value.encode("utf-8").decode("utf-8"))] = config_id
-
-    def _release(self, config_id: str) -> bool:
-        """Take ``config_id`` out of quarantine (deleted, restored or valid again).
-
-        Returns:
-            True when it was quarantined.
-        """
-        if not self._quarantine.release(config_id):
-            return False
-        self._unreserve(config_id)
-        return True
-
-    def _unreserve(self, config_id: str) -> None:
-        """Free the names a quarantined ``config_id`` held reserved."""
-        for key in [k for k, owner in self._reserved.items() if owner == config_id]:
-            del self._reserved[key]
-
-    def _reorder(self) -> None:
-        """Put a restored row back in creation order (rare: a stable sort by ``createdAt``)."""
-        self._cache.reorder(lambda entry: entry.row.created_at)
-
     async def _repair_stale(self) -> None:
         """Rewrite rows whose derived fields another program left stale (lock held).
 
@@ -670,9 +590,7 @@ class LlmConfigService:
             except DuplicateConfigNameError:
                 self._hold(row, NAME_CONFLICT)
                 if self._cache.pop(config_id, None) is not None:
-                    self.events.publish(
-                        LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=self._revision)
-                    )
+                    self.events.publish(self._event(DELETED, config_id, self._revision))
                 continue
             except ConfigNotFoundError:
                 continue
@@ -680,55 +598,3 @@ class LlmConfigService:
                 log.exception("stale_repair_failed", id=printable_id(config_id))
                 continue
             await self._apply(outcome)
-
-    def _replace_all(  # noqa: C901 - one pass over the rows, then one per kind of difference
-        self, rows: Iterable[StoredConfig], revision: int, *, publish: bool = True
-    ) -> None:
-        """Swap in a full reload and publish one event per difference.
-
-        Every row new or changed since the cache last held it is checked with the write
-        rules; a failing one is quarantined (and sent as ``deleted`` if it was cached).
-        Created and updated configs carry their row's own revision (distinct, and in
-        increasing order); deletions carry ``revision`` (the store's current one) and come
-        last, because the row that would say when it was deleted is gone.
-        """
-        old = self._cache
-        fresh: Cache[_Entry] = Cache()
-        differences: builtins.list[tuple[int, ChangeType, _Entry]] = []
-        present: set[str] = set()
-        for row in rows:
-            present.add(row.id)
-            previous = old.get(row.id)
-            if previous is not None and previous.row == row:
-                fresh[row.id] = previous
-                continue
-            verdict = check_row(row, self._cipher)
-            if verdict.reason is not None:
-                self._hold(row, verdict.reason)
-                continue
-            if verdict.stale:
-                self._stale[row.id] = row
-                if previous is not None:
-                    fresh[row.id] = previous
-                continue
-            self._release(row.id)
-            entry = fresh[row.id] = _Entry(row)
-            kind = ChangeType.CREATED if previous is None else ChangeType.UPDATED
-            differences.append((row.revision or revision, kind, entry))
-        # Rows that left the store, served or held (sorted: a set has no order of its own).
-        gone = sorted({*self._quarantine.keep_only(present), *(cid for cid in old if cid not in present)})
-        for config_id in gone:
-            self._unreserve(config_id)
-        deleted = [config_id for config_id in old if config_id not in fresh]
-        self._cache = fresh
-        self._revision = revision
-        if not publish:
-            return
-        differences.sort(key=lambda item: item[0])
-        for row_revision, kind, entry in differences:
-            view = entry.view
-            self.events.publish(LlmConfigChanged(type=kind, id=view.id, revision=row_revision, config=view))
-        for config_id in deleted:
-            self.events.publish(LlmConfigChanged(type=ChangeType.DELETED, id=config_id, revision=revision))
-        for config_id in gone:
-            self.removed.publish(config_id)

@@ -1,8 +1,11 @@
-"""The state core both services stand on: cache, quarantine, follower, write discipline, clock.
+"""The state core both services stand on: the state service, cache, quarantine, follower, writes, clock.
 
 ``bridge.service.llm_config`` (LLM configs) and ``bridge.collection.service`` (every
 collection) keep the same guarantees (DESIGN §3–§4); each piece of them exists once, here:
 
+- :class:`~bridge.state.service.StateService`: the one flow of a served state (cache
+  discipline, write flow, load/reload/follow lifecycle, quarantine handling); each
+  service is it plus a policy of hooks;
 - :class:`~bridge.state.cache.Cache`: the ordered write-through cache whose views are one
   shared tuple until it changes;
 - :class:`~bridge.state.quarantine.Quarantine`: rows held out of the cache, logged once per
@@ -27,11 +30,13 @@ from bridge.state.clock import utc_now
 from bridge.state.feed import apply_feed
 from bridge.state.follow import follow
 from bridge.state.quarantine import Quarantine, printable_id
+from bridge.state.service import StateService
 from bridge.state.write import committed, shielded, write_through
 
 __all__ = [
     "Cache",
     "Quarantine",
+    "StateService",
     "apply_feed",
     "committed",
     "follow",
