@@ -290,10 +290,14 @@ class CollectionService(StateService[_Entry]):
         item_id = str(uuid.uuid4())
         data, plain = self._seal(item_id, values, {}, set(values))
         keys = unique_keys(self.rules.unique, plain)
-        await self._write(
+        feed = await self._write(
             lambda since: self._store.insert(self.name, item_id, data, keys=keys, now=utc_now(), since=since)
         )
-        return self._written(item_id)
+        view = self._written(item_id, feed)
+        # A referenced item deleted between the check and the commit: cleared now (as update does).
+        await self._recheck(plain, set(values))
+        entry = self._cache.get(item_id)
+        return view if entry is None else entry.view
 
     async def update(self, item_id: str, updates: BaseModel, expected_version: int | None = None) -> Any:
         """Apply the fields the client sent in ``updates`` (null clears a nullable field); return the view.
@@ -426,11 +430,13 @@ class CollectionService(StateService[_Entry]):
         restored (DESIGN §3; sent as ``created``).
         """
         done: dict[str, Any] = {}  # what the attempt decided: the view to answer, or what it wrote
-        await self._write(lambda _: self._merge_and_write(item_id, change, expected_version, done))
+        feed = await self._write(lambda _: self._merge_and_write(item_id, change, expected_version, done))
         if "plain" not in done:
             return done.get("view")
+        view = self._written(item_id, feed)
         await self._recheck(done["plain"], done["sent"])
-        return self._written(item_id)
+        entry = self._cache.get(item_id)
+        return view if entry is None else entry.view
 
     async def _merge_and_write(
         self,
@@ -528,12 +534,25 @@ class CollectionService(StateService[_Entry]):
         plain = {key: value for key, value in (item.data or {}).items() if key in fields}
         return _Entry(item, None, plain)
 
-    def _written(self, item_id: str) -> Any:
+    def _written(self, item_id: str, feed: Feed | None) -> Any:
+        """The view of the item this process just wrote (``feed``: what its write returned).
+
+        From the cache; when the cache could not take the committed write (its apply and
+        the reload after it failed: the follower reloads), from the write's own change.
+
+        Raises:
+            ConfigOperationFailedError: the row fails its own checks, or another process
+                deleted it right after (5000).
+        """
         entry = self._cache.get(item_id)
-        if entry is None:
-            # Our own row failed its checks, or another process deleted it right after.
-            raise ConfigOperationFailedError
-        return entry.view
+        if entry is not None:
+            return entry.view
+        own = feed.changes[-1] if feed is not None and feed.changes else None
+        if self._behind.is_set() and own is not None and own.id == item_id and own.item is not None:
+            built, _ = self._verdict(own.item)
+            if isinstance(built, _Entry):
+                return built.view
+        raise ConfigOperationFailedError
 
     # ---- secrets and references ---------------------------------------------------------
 

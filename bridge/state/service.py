@@ -134,6 +134,9 @@ class StateService(Generic[E]):
         self._closed = False
         self._loaded = False
         self._load_failed = False
+        self._behind = asyncio.Event()
+        """Set when a committed write of this process could not be applied, nor the store
+        reloaded: the follower wakes at once and reloads (the table is the truth)."""
         self._watcher: asyncio.Task[None] | None = None
 
     # ---- the policy's hooks ------------------------------------------------------------
@@ -261,7 +264,7 @@ class StateService(Generic[E]):
         """Follow other processes' commits (DESIGN §3) with :func:`bridge.state.follow.follow`."""
         if self._watch and self._watcher is None:
             follower = follow(
-                self._wait,
+                self._next_change,
                 self._follow_step,
                 lambda: self._closed,
                 backoff_delays,
@@ -270,8 +273,30 @@ class StateService(Generic[E]):
             )
             self._watcher = asyncio.create_task(follower, name=self._task_name)
 
+    async def _next_change(self) -> None:
+        """The policy's :meth:`_wait`, cut short when this process's own write left the cache behind.
+
+        A store's change notice shows other processes' commits only: a write of this
+        process that committed but could not be applied (:meth:`_apply_written`) sets
+        :attr:`_behind` instead.
+        """
+        if self._behind.is_set():
+            return
+        waiting = asyncio.ensure_future(self._wait())
+        behind = asyncio.ensure_future(self._behind.wait())
+        try:
+            await asyncio.wait((waiting, behind), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, behind):
+                task.cancel()
+        if waiting.done() and not waiting.cancelled():
+            waiting.result()  # a failed wait is the follower's to retry
+
     async def _follow_step(self, recovering: bool) -> None:
         """Catch up with the feed; reload after a failure; retry a failed load."""
+        if self._behind.is_set():
+            self._behind.clear()
+            recovering = True
         if self._load_failed:
             async with self._lock:
                 await self._reload()
@@ -322,9 +347,26 @@ class StateService(Generic[E]):
         )
 
     async def _apply_written(self, feed: Any) -> None:
-        if feed is not None:
+        """Apply a committed write's feed (lock held); when that fails, reload from the store.
+
+        The write is done whatever happens here. A failed apply is logged
+        (``cache_apply_failed``) and the cache reloaded at once, so the write is served before
+        its caller is answered; when the reload fails too, :attr:`_behind` makes the follower
+        reload (with backoff) without waiting for another process's commit.
+        """
+        if feed is None:
+            return
+        try:
             await self._apply(feed)
             await self._after_apply()
+        except Exception:
+            log.exception("cache_apply_failed", **self._context)
+            try:
+                await self._reload()
+                await self._after_apply()
+            except Exception:
+                log.exception("cache_reload_failed", **self._context)
+                self._behind.set()
 
     # ---- applying committed changes ---------------------------------------------------
 

@@ -83,8 +83,9 @@ async def write_through(
     Store first, cache after commit (DESIGN §4), in a task of its own shielded from the
     caller's cancellation (:func:`shielded`). ``write`` is called under the lock, so it may
     read the revision the cache reflects. A failure of ``apply`` after the commit is
-    logged (``cache_apply_failed``) and not raised: the write is done, and the follower
-    reloads what could not be applied.
+    logged (``cache_apply_failed``) and not raised: the write is done. (The state service's
+    ``apply`` recovers on its own: it reloads at once, else wakes its follower to reload;
+    :meth:`bridge.state.service.StateService._apply_written`.)
 
     Args:
         lock: the service's write lock (one write or catch-up at a time).
