@@ -29,6 +29,7 @@ from bridge.collection.sqlite import SqliteCollectionStore
 from bridge.keystore import DataKey, KeyCipher, SecretBackend
 from bridge.models import ChangeType, LlmConfigInput
 from bridge.service.llm_config import LlmConfigService
+from bridge.service.rules import check_row
 from bridge.storage import SqliteConfigStore
 from tests.conftest import openai_config
 from tests.helpers.templates import load_example
@@ -50,7 +51,7 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> bool:
 
 def failing_check_row(monkeypatch: pytest.MonkeyPatch, failures: int) -> None:
     """Make llm-config's row check raise on its first ``failures`` calls (then check as usual)."""
-    real = llm_config_module.check_row
+    real = check_row  # the service calls it by its name in bridge.service.llm_config
     calls = {"n": 0}
 
     def check(*args: Any, **kwargs: Any) -> Any:
