@@ -16,58 +16,14 @@ from typing import Annotated, Any
 
 import pytest
 from pydantic import Field
-from websockets.asyncio.client import ClientConnection
 
 import bridge
-from bridge.client import BridgeClient
 from tests.conftest import openai_config
-from tests.e2e.wire import open_ws, recv_json, request
+from tests.e2e.wire import open_ws, recv_json
+from tests.helpers.notes import call, client_of, folders_and_notes, template
 from tests.helpers.templates import running
 
 TIMEOUT = 10.0
-
-
-def template(name: str, model: str | None = None) -> dict[str, Any]:
-    """A ``PromptTemplate`` wire dict."""
-    return {"name": name, "template": "Summarize: {text}", "model": model}
-
-
-def client_of(served: bridge.Bridge) -> BridgeClient:
-    """A ``BridgeClient`` of ``served``."""
-    return BridgeClient(served.url, served.token, schema_hash=served.schema_hash())
-
-
-async def call(ws: ClientConnection, method: str, params: Any, request_id: int) -> tuple[Any, list[Any]]:
-    """Send one request; return its result and every notification read before its response."""
-    await ws.send(request(method, params, request_id))
-    before: list[Any] = []
-    while True:
-        frame = await recv_json(ws)
-        if frame.get("id") == request_id:
-            assert "result" in frame, frame
-            return frame["result"], before
-        before.append(frame)
-
-
-class Folder(bridge.WireModel):
-    """A folder of notes."""
-
-    title: str
-
-
-class Note(bridge.WireModel):
-    """A note filed in a folder."""
-
-    text: str
-    folder: str | None = None
-
-
-def folders_and_notes() -> bridge.Registry:
-    """``folder`` and ``note`` (``note.folder`` references a folder, set-null)."""
-    registry = bridge.Registry()
-    registry.add_collection(bridge.Collection("folder", Folder))
-    registry.add_collection(bridge.Collection("note", Note, references={"folder": bridge.Ref("folder")}))
-    return registry
 
 
 # ---- 1. deleting a quarantined item clears the references to it --------------------------

@@ -16,10 +16,8 @@ from typing import Any
 import orjson
 import pydantic
 import pytest
-from websockets.asyncio.client import ClientConnection
 
 import bridge
-from bridge.client import BridgeClient
 from bridge.collection.service import CollectionService
 from bridge.collection.sqlite import SqliteCollectionStore
 from bridge.errors import (
@@ -30,30 +28,9 @@ from bridge.errors import (
 )
 from bridge.storage import SqliteConfigStore
 from tests.conftest import OPENAI_KEY, openai_config
-from tests.e2e.wire import open_ws, recv_json, request
+from tests.e2e.wire import open_ws
+from tests.helpers.notes import Folder, Note, call, client_of, template
 from tests.helpers.templates import load_example, options, running
-
-
-def template(name: str, model: str | None = None) -> dict[str, Any]:
-    """A ``PromptTemplate`` wire dict."""
-    return {"name": name, "template": "Summarize: {text}", "model": model}
-
-
-def client_of(served: bridge.Bridge) -> BridgeClient:
-    """A ``BridgeClient`` of ``served``."""
-    return BridgeClient(served.url, served.token, schema_hash=served.schema_hash())
-
-
-async def call(ws: ClientConnection, method: str, params: Any, request_id: int) -> tuple[Any, list[Any]]:
-    """Send one request; return its result and every notification read before its response."""
-    await ws.send(request(method, params, request_id))
-    before: list[Any] = []
-    while True:
-        frame = await recv_json(ws)
-        if frame.get("id") == request_id:
-            assert "result" in frame, frame
-            return frame["result"], before
-        before.append(frame)
 
 
 async def test_set_null_events_of_a_config_delete_come_before_its_response(tmp_path: Path) -> None:
@@ -74,19 +51,6 @@ async def test_set_null_events_of_a_config_delete_come_before_its_response(tmp_p
     assert cleared["id"] == item["id"]
     assert cleared["item"]["model"] is None
     assert cleared["item"]["version"] == 2
-
-
-class Folder(bridge.WireModel):
-    """A folder of notes."""
-
-    title: str
-
-
-class Note(bridge.WireModel):
-    """A note filed in a folder."""
-
-    text: str
-    folder: str | None = None
 
 
 async def test_set_null_events_of_a_collection_delete_come_before_its_response(tmp_path: Path) -> None:

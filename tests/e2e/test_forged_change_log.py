@@ -18,31 +18,10 @@ from typing import Any
 
 import asyncpg
 
-import bridge
 from bridge.collection.postgres import PostgresCollectionStore
 from bridge.collection.sqlite import SqliteCollectionStore
+from tests.helpers.notes import Folder, Note, folders_and_notes
 from tests.helpers.templates import running
-
-
-class Folder(bridge.WireModel):
-    """A folder of notes."""
-
-    title: str
-
-
-class Note(bridge.WireModel):
-    """A note filed in a folder."""
-
-    text: str
-    folder: str | None = None
-
-
-def folders_and_notes() -> bridge.Registry:
-    """``folder`` and ``note`` (``note.folder`` references a folder, set-null)."""
-    registry = bridge.Registry()
-    registry.add_collection(bridge.Collection("folder", Folder))
-    registry.add_collection(bridge.Collection("note", Note, references={"folder": bridge.Ref("folder")}))
-    return registry
 
 
 def forge(path: Path, collection: str, item_id: str, kind: str, row: str | None) -> int:
