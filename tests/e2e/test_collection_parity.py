@@ -20,7 +20,7 @@ from pydantic import Field
 import bridge
 from tests.conftest import openai_config
 from tests.e2e.wire import open_ws, recv_json
-from tests.helpers.notes import call, client_of, folders_and_notes, template
+from tests.helpers.notes import SIGNING, TOKEN, Webhook, call, client_of, folders_and_notes, template
 from tests.helpers.templates import running
 
 TIMEOUT = 10.0
@@ -117,17 +117,6 @@ async def test_a_quarantined_item_another_process_deletes_clears_the_references(
 
 
 # ---- 2. bridge doctor flags a plaintext secret and an orphan preview ----------------------
-
-TOKEN = "whsec-" + "Q7r8S9t0" * 5
-SIGNING = "sign-" + "K1l2M3n4" * 5
-
-
-class Webhook(bridge.WireModel):
-    """A webhook with two secrets."""
-
-    url: str
-    token: str
-    signing_key: str | None = None
 
 
 class Card(bridge.WireModel):

@@ -16,19 +16,8 @@ from structlog.testing import capture_logs
 import bridge
 from bridge.client import BridgeClient
 from tests.conftest import OPENAI_KEY, openai_config
+from tests.helpers.notes import SIGNING, TOKEN, Webhook
 from tests.helpers.templates import running
-
-TOKEN = "whsec-" + "Q7r8S9t0" * 5
-SIGNING = "sign-" + "K1l2M3n4" * 5
-
-
-class Webhook(bridge.WireModel):
-    """A webhook with two secrets."""
-
-    url: str
-    token: str
-    signing_key: str | None = None
-
 
 WEBHOOKS = bridge.Collection("webhook", Webhook, unique=("url",), secret=("token", "signing_key"))
 

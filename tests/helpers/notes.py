@@ -1,7 +1,8 @@
-"""What the collection end-to-end tests share: a folders-and-notes app, template dicts, calls.
+"""What the collection end-to-end tests share: small apps, template dicts, calls.
 
 ``folder`` and ``note`` (``note.folder`` references a folder, set-null) are the smallest
-application with a reference between two collections of its own.
+application with a reference between two collections of its own; ``Webhook`` is the
+smallest model with two secret fields.
 """
 
 from __future__ import annotations
@@ -26,6 +27,20 @@ class Note(bridge.WireModel):
 
     text: str
     folder: str | None = None
+
+
+TOKEN = "whsec-" + "Q7r8S9t0" * 5
+"""A webhook token of a shape no log line may show."""
+SIGNING = "sign-" + "K1l2M3n4" * 5
+"""A webhook signing key of a shape no log line may show."""
+
+
+class Webhook(bridge.WireModel):
+    """A webhook with two secrets."""
+
+    url: str
+    token: str
+    signing_key: str | None = None
 
 
 def folders_and_notes() -> bridge.Registry:
