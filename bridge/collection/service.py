@@ -496,7 +496,11 @@ class CollectionService(StateService[_Entry]):
             except StaleBaseError:
                 await self._catch_up()
                 continue
-            done["plain"], done["sent"] = plain, set(sent)
+            # A restored item's references were not followed while it was held: each is checked again.
+            done["plain"], done["sent"] = (
+                plain,
+                set(sent) | (set(self.rules.references) if restoring else set()),
+            )
             return feed
         raise ConfigOperationFailedError("The item kept changing; try again")
 

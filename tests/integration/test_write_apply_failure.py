@@ -7,7 +7,8 @@ store's change notice shows other processes' commits only). Both for ``llm-confi
 (``LlmConfigService``) and a collection (``CollectionService``), on real SQLite files;
 the faults (a row check that raises, a store load that fails) are injected.
 Also: a reference checked before a create, whose target is deleted before the create
-commits, is cleared by the create (as by an update).
+commits, is cleared by the create (as by an update); and an item restored from quarantine
+by an update drops a reference whose target was deleted while it was held.
 """
 
 from __future__ import annotations
@@ -164,6 +165,49 @@ async def test_create_clears_a_reference_whose_target_went_before_the_commit() -
         release.set()
         made = await creating
         assert made.model is None
+        assert templates.read(made.id).model is None
+    finally:
+        await running.close()
+
+
+async def test_a_restored_item_drops_a_reference_whose_target_went_while_it_was_held() -> None:
+    example = load_example()
+    data_dir = Path(tempfile.mkdtemp()) / "data"
+    running = await bridge.start_bridge(
+        bridge.BridgeOptions(data_dir=data_dir, secrets=bridge.SecretOptions(backend=SecretBackend.FILE)),
+        example.build_registry(),
+    )
+    try:
+        templates = running.collections["prompt-template"]
+        config = await running.service.create(LlmConfigInput.model_validate(openai_config("Target")))
+        made = await templates.create(example.PromptTemplate(name="T", template="t", model=config.id))
+        # Another bridge process writes the template with an empty name: held (quarantined) here.
+        other = SqliteCollectionStore(data_dir / "collections.db")
+        await other.open()
+        try:
+            revision, items = await other.load("prompt-template")
+            item = next(found for found in items if found.id == made.id)
+            await other.update(
+                "prompt-template",
+                made.id,
+                {**(item.data or {}), "name": ""},
+                keys=[],
+                now=item.updated_at,
+                base_version=item.version,
+                expected_version=None,
+                since=revision,
+            )
+        finally:
+            await other.close()
+
+        async def held() -> bool:
+            return made.id in templates.quarantined()
+
+        assert await eventually(held)
+        assert await running.service.delete(config.id) is True  # while the template is held
+        restored = await templates.update(made.id, templates.rules.types.patch.model_validate({"name": "T2"}))
+        assert restored.name == "T2"
+        assert restored.model is None
         assert templates.read(made.id).model is None
     finally:
         await running.close()
