@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,17 +22,17 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-import bridge
 import bridge.service.llm_config as llm_config_module
 from bridge.collection.service import CollectionService
 from bridge.collection.sqlite import SqliteCollectionStore
-from bridge.keystore import DataKey, KeyCipher, SecretBackend
+from bridge.keystore import DataKey, KeyCipher
 from bridge.models import ChangeType, LlmConfigInput
 from bridge.service.llm_config import LlmConfigService
 from bridge.service.rules import check_row
 from bridge.storage import SqliteConfigStore
 from tests.conftest import openai_config
 from tests.helpers.templates import load_example
+from tests.helpers.templates import running as served_example
 
 CIPHER = KeyCipher(DataKey(b"k" * 32, "file"))
 TIMEOUT_S = 15.0
@@ -138,14 +137,10 @@ async def test_collection_write_whose_apply_and_reload_fail_is_answered_then_ser
         await store.close()
 
 
-async def test_create_clears_a_reference_whose_target_went_before_the_commit() -> None:
+async def test_create_clears_a_reference_whose_target_went_before_the_commit(tmp_path: Path) -> None:
     example = load_example()
-    data_dir = Path(tempfile.mkdtemp()) / "data"
-    running = await bridge.start_bridge(
-        bridge.BridgeOptions(data_dir=data_dir, secrets=bridge.SecretOptions(backend=SecretBackend.FILE)),
-        example.build_registry(),
-    )
-    try:
+    data_dir = tmp_path / "data"
+    async with served_example(data_dir) as running:
         templates = running.collections["prompt-template"]
         config = await running.service.create(LlmConfigInput.model_validate(openai_config("Target")))
         checked, release = asyncio.Event(), asyncio.Event()
@@ -166,18 +161,12 @@ async def test_create_clears_a_reference_whose_target_went_before_the_commit() -
         made = await creating
         assert made.model is None
         assert templates.read(made.id).model is None
-    finally:
-        await running.close()
 
 
-async def test_a_restored_item_drops_a_reference_whose_target_went_while_it_was_held() -> None:
+async def test_a_restored_item_drops_a_reference_whose_target_went_while_it_was_held(tmp_path: Path) -> None:
     example = load_example()
-    data_dir = Path(tempfile.mkdtemp()) / "data"
-    running = await bridge.start_bridge(
-        bridge.BridgeOptions(data_dir=data_dir, secrets=bridge.SecretOptions(backend=SecretBackend.FILE)),
-        example.build_registry(),
-    )
-    try:
+    data_dir = tmp_path / "data"
+    async with served_example(data_dir) as running:
         templates = running.collections["prompt-template"]
         config = await running.service.create(LlmConfigInput.model_validate(openai_config("Target")))
         made = await templates.create(example.PromptTemplate(name="T", template="t", model=config.id))
@@ -209,5 +198,3 @@ async def test_a_restored_item_drops_a_reference_whose_target_went_while_it_was_
         assert restored.name == "T2"
         assert restored.model is None
         assert templates.read(made.id).model is None
-    finally:
-        await running.close()
