@@ -17,11 +17,12 @@ from pathlib import Path
 import asyncpg
 
 from bridge.keystore import DataKey, KeyCipher, SecretBackend, load_data_key
-from bridge.models import LlmConfigChanged, LlmConfigInput
+from bridge.models import LlmConfigInput
 from bridge.service import LlmConfigService
 from bridge.storage import SqliteConfigStore, StoredConfig, protocol
 from bridge.storage.postgres import PostgresConfigStore
 from tests.conftest import OPENAI_KEY, openai_config
+from tests.integration.test_service_state import assert_cache_equals_store, recorder
 
 
 def make(name: str) -> LlmConfigInput:
@@ -34,17 +35,6 @@ async def open_service(data_dir: Path) -> tuple[LlmConfigService, SqliteConfigSt
     await store.open()
     key = load_data_key(data_dir, SecretBackend.FILE, must_exist=False)
     return LlmConfigService(store, KeyCipher(key), watch=False), store
-
-
-def recorder(svc: LlmConfigService) -> list[LlmConfigChanged]:
-    events: list[LlmConfigChanged] = []
-    svc.events.subscribe(events.append)
-    return events
-
-
-async def assert_cache_equals_store(svc: LlmConfigService) -> None:
-    report = await svc.validate_cache()
-    assert report["consistent"] is True, report
 
 
 def row(name: str) -> StoredConfig:
