@@ -14,6 +14,7 @@ dispatcher, server). Applications embedding bridge call :func:`start_bridge` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import os
@@ -125,15 +126,17 @@ class Bridge:
         """Send a notification on an application topic to every renderer (held while a batch runs)."""
         self.server.notify(topic, payload.model_dump(mode="json"))
 
+    _resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
+    """What start-up opened, closed in reverse order: the collections, the service, the stores."""
+
     async def close(self) -> None:
-        """Graceful shutdown (DESIGN §7), then close the service and the store."""
-        await self.server.shutdown()
-        for collection in self.collections.values():
-            await collection.close()
-        await self.service.close()
-        if self.collection_store is not None:
-            await self.collection_store.close()
-        await self.store.close()
+        """Graceful shutdown (DESIGN §7), then close the services and the stores.
+
+        Every one is closed even when an earlier step raises (the shutdown included); the
+        first failure is then raised, after the rest are closed.
+        """
+        async with self._resources:
+            await self.server.shutdown()
 
 
 def _published(registry: api.Registry) -> list[api.ChannelSpec[Any, Any]]:
@@ -283,67 +286,68 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
     registry = registry or api.Registry()
     token = _resolve_token(options.token)
     _check_paths(options)
-    store = _make_store(options)
-    try:
+    # Each step's undo is pushed as soon as the step is done: a failure or a cancellation
+    # anywhere below closes what was opened, in reverse order. On success the stack is
+    # handed to the Bridge, whose close() unwinds it.
+    async with contextlib.AsyncExitStack() as opened:
+        store = _make_store(options)
+        opened.push_async_callback(store.close)
         await store.open()
-    except BaseException:
-        await store.close()
-        raise
-    collection_store: CollectionStore | None = None
-    try:
         collection_store = await _open_collection_store(options, registry)
-        key = await _load_key(options, store, collection_store)
-    except BaseException:
         if collection_store is not None:
-            await collection_store.close()
-        await store.close()
-        raise
-    if key.backend == "file" and not _is_shared(options.store):
-        log.warning("secret_backend_file", detail="data key kept in a 0600 file, not the OS keyring")
-    service = LlmConfigService(store, KeyCipher(key))
-    tester = LlmConfigTester(
-        service, enabled=options.outbound.enabled, max_concurrent=options.outbound.max_concurrent_tests
-    )
-    register_llm_config_channels(registry, service, tester)
-    initial = await _load_once(store)
+            opened.push_async_callback(collection_store.close)
+        key = await _load_key(options, store, collection_store)
+        if key.backend == "file" and not _is_shared(options.store):
+            log.warning("secret_backend_file", detail="data key kept in a 0600 file, not the OS keyring")
+        service = LlmConfigService(store, KeyCipher(key))
+        opened.push_async_callback(service.close)
+        tester = LlmConfigTester(
+            service, enabled=options.outbound.enabled, max_concurrent=options.outbound.max_concurrent_tests
+        )
+        register_llm_config_channels(registry, service, tester)
+        initial = await _load_once(store)
 
-    builtin = BridgeChannels(registry, service, store, key.backend)
-    # Inline (bridge.rpc.eager): none of them needs a task; they answer without suspending.
-    registry.add(api.BRIDGE_HELLO, builtin.hello, inline=True)
-    registry.add(api.RPC_DISCOVER, builtin.discover, inline=True)
-    registry.add(api.RPC_ON, api.subscription_handler(registry), inline=True)
-    registry.add(api.RPC_OFF, api.subscription_handler(registry), inline=True)
+        builtin = BridgeChannels(registry, service, store, key.backend)
+        # Inline (bridge.rpc.eager): none of them needs a task; they answer without suspending.
+        registry.add(api.BRIDGE_HELLO, builtin.hello, inline=True)
+        registry.add(api.RPC_DISCOVER, builtin.discover, inline=True)
+        registry.add(api.RPC_ON, api.subscription_handler(registry), inline=True)
+        registry.add(api.RPC_OFF, api.subscription_handler(registry), inline=True)
 
-    # The RPC layer takes one flat settings object: the transport options plus the token.
-    server = BridgeServer(
-        Dispatcher(
-            registry,
-            max_batch=options.transport.max_batch,
-            max_reply_bytes=options.transport.max_reply_bytes,
-        ),
-        ServerSettings(token=token, **_shallow_fields(options.transport)),
-    )
-    service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
-    collections: dict[str, CollectionService] = {}
-    try:
+        # The RPC layer takes one flat settings object: the transport options plus the token.
+        server = BridgeServer(
+            Dispatcher(
+                registry,
+                max_batch=options.transport.max_batch,
+                max_reply_bytes=options.transport.max_reply_bytes,
+            ),
+            ServerSettings(token=token, **_shallow_fields(options.transport)),
+        )
+        service.events.subscribe(lambda event: server.notify(api.LLM_CONFIG_CHANGED, event.to_wire()))
         await service.start(initial)
+        collections: dict[str, CollectionService] = {}
         if collection_store is not None:
             collections = await _start_collections(
                 registry, collection_store, KeyCipher(key), service, server
             )
+            for collection in collections.values():
+                opened.push_async_callback(collection.close)
         try:
             await server.start()
         except OSError as exc:
             raise AddressUnavailableError(f"cannot listen: {exc.strerror}") from None
-    except BaseException:
-        for collection in collections.values():
-            await collection.close()
-        await service.close()
-        if collection_store is not None:
-            await collection_store.close()
-        await store.close()
-        raise
-    return Bridge(server.url, token, registry, service, server, store, builtin, collections, collection_store)
+        return Bridge(
+            server.url,
+            token,
+            registry,
+            service,
+            server,
+            store,
+            builtin,
+            collections,
+            collection_store,
+            _resources=opened.pop_all(),
+        )
 
 
 def _notifier(server: BridgeServer, topic: api.TopicSpec) -> Callable[[Any], None]:

@@ -7,7 +7,6 @@ frames where the order of frames is the subject; mocks only inject store faults.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import uuid
 from pathlib import Path
@@ -30,7 +29,7 @@ from bridge.storage import SqliteConfigStore
 from tests.conftest import OPENAI_KEY, openai_config
 from tests.e2e.wire import open_ws
 from tests.helpers.notes import Folder, Note, call, client_of, template
-from tests.helpers.templates import load_example, options, running
+from tests.helpers.templates import load_example, open_paths, options, running
 
 
 async def test_set_null_events_of_a_config_delete_come_before_its_response(tmp_path: Path) -> None:
@@ -184,17 +183,6 @@ async def test_a_row_with_a_bad_id_or_timestamp_is_quarantined_and_lists_keep_wo
         assert await client.invoke("prompt-template:list") == [good]
         assert await client.invoke("prompt-template:snapshot") == {"revision": 1, "items": [good]}
         assert list(served.collections["prompt-template"].quarantined().values()) == [reason]
-
-
-def open_paths(directory: Path) -> list[str]:
-    """The files below ``directory`` this process holds open (from ``/proc/self/fd``)."""
-    held = []
-    for fd in Path("/proc/self/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = str(fd.readlink())
-            if target.startswith(str(directory)):
-                held.append(target)
-    return held
 
 
 async def test_a_collections_file_too_new_refuses_start_up_and_leaves_bridge_db_closed(

@@ -86,3 +86,14 @@ def stop_sidecar(process: subprocess.Popen[bytes]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(registry=load_example().build_registry()))
+
+
+def open_paths(directory: Path) -> list[str]:
+    """The files below ``directory`` this process holds open (from ``/proc/self/fd``)."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = str(fd.readlink())
+            if target.startswith(str(directory)):
+                held.append(target)
+    return held
