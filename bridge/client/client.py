@@ -39,6 +39,7 @@ from bridge.client.connection import Connection, ConnectionProvider, ProgressCal
 from bridge.client.mirror import CollectionMirror, LlmConfigMirror, collection_channels
 from bridge.connection_file import ConnectionInfo, read_connection_file
 from bridge.errors import BridgeError, ConnectionLostError, ProtocolMismatchError
+from bridge.log import configure_library_logging
 from bridge.models import (
     LlmConfigInput,
     LlmConfigPatch,
@@ -135,7 +136,14 @@ class BridgeClient:
         schema_hash: str | None = None,
         on_schema_mismatch: Callable[[SchemaMismatchWarning], None] | None = None,
     ) -> None:
-        """Configure the client; :meth:`connect` opens the connection."""
+        """Configure the client; :meth:`connect` opens the connection.
+
+        Logging: unless the program has configured structlog, the client's lines go,
+        redacted, to the standard library's :mod:`logging` (``bridge.client.*``), never to
+        stdout, and ``websockets`` is capped at WARNING (at DEBUG it prints the handshake's
+        ``Authorization`` header): :func:`bridge.log.configure_library_logging`.
+        """
+        configure_library_logging()
         if provider is None:
             if url is None or token is None:
                 raise ValueError("give url and token, or a provider")

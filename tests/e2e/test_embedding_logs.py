@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bridge.options import TOKEN_ENV
+from tests.conftest import ServedBridge
 from tests.helpers.embedded import OPENAI_KEY
 
 ROOT = Path(__file__).parents[2]
@@ -79,4 +80,23 @@ def test_an_embedding_program_at_debug_sees_no_provider_request_lines(tmp_path: 
     # are not bridge's to log.
     assert "httpx" not in done.stderr
     assert "httpcore" not in done.stderr
+    assert OPENAI_KEY not in done.stdout + done.stderr
+
+
+def test_a_program_using_only_the_client_keeps_stdout_and_never_logs_the_token(
+    served: ServedBridge,
+) -> None:
+    # No start_bridge in this program: the client alone must keep structlog off stdout and
+    # websockets (at the program's DEBUG it prints the handshake's Authorization header) capped.
+    done = embedded(served.data_dir, "client")
+    (line,) = done.stdout.splitlines()
+    result = json.loads(line)
+    assert result["event"] == "done"
+    assert result["mismatch"] is True
+    # The client's own warning (the schema hash it was given is not the server's) is shown,
+    # redacted JSON through the program's handler, on stderr.
+    assert "schema_hash_mismatch" in done.stderr
+    assert "bridge.client" in done.stderr
+    assert "websockets" not in done.stderr
+    assert served.token not in done.stdout + done.stderr
     assert OPENAI_KEY not in done.stdout + done.stderr

@@ -9,7 +9,10 @@ leave alone); ``structlog-debug`` configures structlog onto the standard library
 and that at DEBUG on stderr (the websockets logger must still not print the token);
 ``provider`` configures the standard library's logging at DEBUG and also tests a draft
 config against a local fake provider (``httpx``/``httpcore`` stay quiet, as in ``bridge
-serve``), printing its ``ok`` in the last line.
+serve``), printing its ``ok`` in the last line. ``client`` starts no bridge: at DEBUG, as
+``provider``, it only connects a client to the ``bridge serve`` whose connection file is in
+``DATA_DIR``, with a ``schema_hash`` the server does not announce (a warning of the client's
+own), and creates one config.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import structlog
 
 import bridge
 from bridge.client import BridgeClient
+from bridge.connection_file import CONNECTION_FILE_NAME
 from bridge.keystore import SecretBackend
 from tests.helpers.fake_provider import NO_PROXY_ENV, FakeProvider
 
@@ -56,6 +60,19 @@ async def run(data_dir: Path, *, provider: bool = False) -> dict[str, object]:
     return done
 
 
+async def client_only(data_dir: Path) -> dict[str, object]:
+    """Connect to a running ``bridge serve`` (its connection file) and create one config; return its id."""
+    client = BridgeClient.from_connection_file(
+        data_dir / CONNECTION_FILE_NAME, schema_hash="sha256:" + "0" * 64
+    )
+    async with client:
+        config = await client.invoke(
+            "llm-config:create",
+            {"config": {"customName": "From a client", "provider": "openai", "apiKey": OPENAI_KEY}},
+        )
+    return {"event": "done", "id": config["id"], "mismatch": client.schema_mismatch is not None}
+
+
 if __name__ == "__main__":
     mode = sys.argv[2] if len(sys.argv) > 2 else ""
     if mode == "basic":
@@ -68,4 +85,8 @@ if __name__ == "__main__":
     elif mode == "provider":
         os.environ.update(NO_PROXY_ENV)
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    elif mode == "client":
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+        print(json.dumps(asyncio.run(client_only(Path(sys.argv[1])))))
+        sys.exit(0)
     print(json.dumps(asyncio.run(run(Path(sys.argv[1]), provider=mode == "provider"))))
