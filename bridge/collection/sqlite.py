@@ -15,7 +15,6 @@ data_version`` moves). What the SQL means is :mod:`bridge.collection.protocol`'s
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from bridge.keystore import KEY_ID_BYTES
 from bridge.storage.sqlite import (
     close_on,
     open_healthy,
+    open_on,
     open_prepared,
     prepare,
     probe_version,
@@ -111,7 +111,7 @@ class SqliteCollectionStore(protocol.CollectionStore):
             SchemaTooNewError: the file was written by a newer bridge (left untouched).
             sqlite3.DatabaseError: the file is not a usable database.
         """
-        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
+        self._conn = await open_on(self._executor, self._open_sync)
         self._probe = read_only(self.path, wait_s=0, any_thread=True)
 
     def _open_sync(self) -> sqlite3.Connection:

@@ -23,7 +23,7 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -288,6 +288,33 @@ async def run_on(
     if conn is None:
         raise RuntimeError("store is not open")
     return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
+
+
+async def open_on(
+    executor: ThreadPoolExecutor, open_file: Callable[[], sqlite3.Connection]
+) -> sqlite3.Connection:
+    """Run ``open_file`` on a store's own thread and return its connection.
+
+    A thread cannot be interrupted: when the caller is cancelled while the file opens (an
+    embedding program's start-up timed out), the connection is closed as soon as the
+    thread has made it, so nothing stays open behind the caller (:meth:`close` then finds
+    no connection, and joining the thread waits for that close).
+
+    Raises:
+        Whatever ``open_file`` raises.
+    """
+    opening = executor.submit(open_file)
+    try:
+        return await asyncio.shield(asyncio.wrap_future(opening))
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_abandoned)
+        raise
+
+
+def _close_abandoned(opening: Future[sqlite3.Connection]) -> None:
+    """Close the connection of an open whose caller was cancelled (on the store's thread, or now)."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 async def close_on(
@@ -598,8 +625,7 @@ class SqliteConfigStore:
 
     async def open(self) -> None:
         """Open or create the database; a corrupt one is moved aside and replaced."""
-        loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._executor, self._open_sync)
+        self._conn = await open_on(self._executor, self._open_sync)
         self._data_version = await self._run(_data_version)
         self._probe = read_only(self.path, wait_s=0, any_thread=True)
 

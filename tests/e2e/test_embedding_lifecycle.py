@@ -9,11 +9,14 @@ The faults are injected; the stores, files and sockets are real.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 import bridge
+from bridge.collection.sqlite import SqliteCollectionStore
 from bridge.storage import SqliteConfigStore
 from tests.helpers.templates import load_example, open_paths, options
 
@@ -68,3 +71,31 @@ async def test_close_closes_every_store_when_the_shutdown_raises(
     assert watchers() == []
     with pytest.raises(bridge.ServiceUnavailableError):
         await served.service.list()
+
+
+@pytest.mark.parametrize("store", [SqliteConfigStore, SqliteCollectionStore])
+async def test_a_start_up_cancelled_while_a_database_opens_leaves_it_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: type[SqliteConfigStore | SqliteCollectionStore]
+) -> None:
+    data = tmp_path / "data"
+    loop = asyncio.get_running_loop()
+    opening = asyncio.Event()
+    proceed = threading.Event()
+    real_open = store._open_sync
+
+    def slow_open(self: SqliteConfigStore | SqliteCollectionStore) -> sqlite3.Connection:
+        # On the store's thread: the caller is cancelled while this open is under way.
+        loop.call_soon_threadsafe(opening.set)
+        proceed.wait(10)
+        return real_open(self)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_open_sync", slow_open)
+    starting = asyncio.ensure_future(bridge.start_bridge(options(data), load_example().build_registry()))
+    await asyncio.wait_for(opening.wait(), 10)
+    starting.cancel()
+    await asyncio.sleep(0)  # the cancellation reaches the open before the thread finishes it
+    proceed.set()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert open_paths(data) == []
+    assert watchers() == []
