@@ -251,7 +251,7 @@ def _load_connection(path: Path) -> ConnectionInfo | dict[str, str]:
 
 
 def _call_command(args: argparse.Namespace) -> int:
-    from bridge.client import BridgeClient  # noqa: PLC0415
+    from bridge.client import ANNOUNCED_SCHEMA, BridgeClient  # noqa: PLC0415
     from bridge.connection_file import CONNECTION_FILE_NAME  # noqa: PLC0415
     from bridge.errors import BridgeError  # noqa: PLC0415
     from bridge.options import default_data_dir  # noqa: PLC0415
@@ -271,7 +271,9 @@ def _call_command(args: argparse.Namespace) -> int:
         return 1
 
     async def run() -> Any:
-        async with BridgeClient(info.url, info.token, unix_socket=info.socket) as client:
+        # Untyped JSON in and out: any server's channels are this client's (no drift to warn of).
+        client = BridgeClient(info.url, info.token, unix_socket=info.socket, schema_hash=ANNOUNCED_SCHEMA)
+        async with client:
             return await asyncio.wait_for(client.invoke(args.channel, params), args.timeout)
 
     try:

@@ -17,6 +17,7 @@ import pytest
 from bridge.client import BridgeClient, ConnectionInfo, read_connection_file
 from bridge.errors import AuthenticationError, BridgeError, ConnectionLostError, ServiceUnavailableError
 from tests.conftest import ServedBridge, openai_config, serve_command, start_bridge_process
+from tests.helpers.templates import start_sidecar, stop_sidecar
 
 TIMEOUT = 15
 
@@ -292,6 +293,25 @@ def test_bridge_call_prints_results_and_errors_as_json(served: ServedBridge) -> 
     (garbage / "connection.json").write_text("not json")
     code, out = bridge_call(garbage, "llm-config:list")
     assert (code, out["error"]["code"]) == (1, "BAD_CONNECTION_FILE")
+
+
+def test_bridge_call_passes_any_server_s_channels_through_without_a_drift_warning(tmp_path: Path) -> None:
+    # A custom app's server (the prompt-template example) announces its own schemaHash:
+    # ``bridge call`` is untyped JSON, so it has no types to drift from.
+    data = tmp_path / "data"
+    process, _ready = start_sidecar(data)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bridge", "call", "prompt-template:list", "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        stop_sidecar(process)
+    assert (done.returncode, json.loads(done.stdout)) == (0, {"result": []})
+    assert "schema" not in done.stderr.lower()
 
 
 def test_a_second_server_with_its_own_connection_file_leaves_the_first_ones_alone(
