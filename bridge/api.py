@@ -30,6 +30,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 # llm-config is the first collection (bridge.llm_config): its CRUD specs and topic are
 # derived from its definition as any collection's; the LLM_CONFIG_* names are kept for callers.
+from bridge.collection.channels import Bindable, bind
 from bridge.llm_config import CHANGED as LLM_CONFIG_CHANGED
 from bridge.llm_config import CHANNELS as LLM_CONFIG_CHANNELS
 from bridge.llm_config import CREATE as LLM_CONFIG_CREATE
@@ -198,16 +199,12 @@ class Registration:
     inline: bool = False
 
 
-class CollectionDefinition(Protocol):
+class CollectionDefinition(Bindable, Protocol):
     """What :meth:`Registry.add_collection` takes: a :class:`bridge.Collection`."""
 
     @property
     def name(self) -> str:
         """The collection's name (its channels' namespace)."""
-        ...
-
-    def bind(self, registry: Registry) -> Any:
-        """Register the collection's channels and topic in ``registry``; return their binding."""
         ...
 
 
@@ -236,7 +233,7 @@ class Registry:
         """
         if collection.name in self._collections:
             raise ValueError(f"collection {collection.name!r} is already registered")
-        binding = collection.bind(self)
+        binding = bind(collection, self)
         self._collections[collection.name] = binding
         return binding
 
