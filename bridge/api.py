@@ -28,9 +28,10 @@ import orjson
 from pydantic import ConfigDict, Field, RootModel, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 
+from bridge.collection.channels import Bindable, bind
+
 # llm-config is the first collection (bridge.llm_config): its CRUD specs and topic are
 # derived from its definition as any collection's; the LLM_CONFIG_* names are kept for callers.
-from bridge.collection.channels import Bindable, bind
 from bridge.llm_config import CHANGED as LLM_CONFIG_CHANGED
 from bridge.llm_config import CHANNELS as LLM_CONFIG_CHANNELS
 from bridge.llm_config import CREATE as LLM_CONFIG_CREATE
