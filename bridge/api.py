@@ -28,6 +28,8 @@ import orjson
 from pydantic import ConfigDict, Field, RootModel, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 
+from bridge.collection.channels import Bindable, bind
+
 # llm-config is the first collection (bridge.llm_config): its CRUD specs and topic are
 # derived from its definition as any collection's; the LLM_CONFIG_* names are kept for callers.
 from bridge.llm_config import CHANGED as LLM_CONFIG_CHANGED
@@ -198,16 +200,12 @@ class Registration:
     inline: bool = False
 
 
-class CollectionDefinition(Protocol):
+class CollectionDefinition(Bindable, Protocol):
     """What :meth:`Registry.add_collection` takes: a :class:`bridge.Collection`."""
 
     @property
     def name(self) -> str:
         """The collection's name (its channels' namespace)."""
-        ...
-
-    def bind(self, registry: Registry) -> Any:
-        """Register the collection's channels and topic in ``registry``; return their binding."""
         ...
 
 
@@ -236,7 +234,7 @@ class Registry:
         """
         if collection.name in self._collections:
             raise ValueError(f"collection {collection.name!r} is already registered")
-        binding = collection.bind(self)
+        binding = bind(collection, self)
         self._collections[collection.name] = binding
         return binding
 

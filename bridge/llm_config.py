@@ -81,6 +81,7 @@ WIRE: Final = Wire(
     items_key="configs",
     not_found=ConfigNotFoundError,
     duplicate=DuplicateConfigNameError,
+    unopened_secret="is required: the stored key cannot be opened",  # noqa: S106 - a message, not a secret
     summaries={
         "create": "Create an LLM provider config; returns its view (no API key).",
         "read": "Read one config by id from the cache; null when unknown.",
@@ -144,13 +145,16 @@ WIRE: Final = Wire(
         ),
     },
 )
-"""llm-config's wire: its keys, errors, summaries and examples (as before collections)."""
+"""llm-config's wire: its keys, errors, summaries, examples and the wording of a key that
+does not open (as before collections)."""
 
 LLM_CONFIG: Final = Collection(
     NAME,
     LlmConfigInput,
     unique=("custom_name",),
     secret=("api_key",),
+    # A stored key never follows a new destination on its own (DESIGN §2).
+    secret_bound_to={"api_key": ("base_url", "provider")},
     description="LLM provider configs",
     types=CollectionTypes(
         view=LlmConfigView,
@@ -165,7 +169,8 @@ LLM_CONFIG: Final = Collection(
     wire=WIRE,
     builtin=True,
 )
-"""LLM configs as a collection: ``customName`` unique ignoring case, ``apiKey`` secret."""
+"""LLM configs as a collection: ``customName`` unique ignoring case, ``apiKey`` secret and
+bound to ``baseUrl`` and ``provider`` (a patch changing either must carry it)."""
 
 # The derived specs, typed (bridge.api re-exports them as LLM_CONFIG_*).
 CREATE: ChannelSpec[CreateParams, LlmConfigView] = LLM_CONFIG.channels.create

@@ -41,6 +41,55 @@ class Registrar(Protocol):
         ...
 
 
+class Specs(Protocol):
+    """The channel specs of a collection (:class:`~bridge.collection.definition.CollectionSpecs`)."""
+
+    def all(self) -> tuple[ChannelSpec[Any, Any], ...]:
+        """Every spec, in CRUD order (create, read, update, delete, list, snapshot)."""
+        ...
+
+
+class Bindable(Protocol):
+    """What :func:`bind` reads of a collection (a :class:`bridge.Collection`)."""
+
+    @property
+    def rules(self) -> Rules:
+        """Its rules and wire models."""
+        ...
+
+    @property
+    def channels(self) -> Specs:
+        """Its channel specs."""
+        ...
+
+    @property
+    def changed(self) -> TopicSpec:
+        """Its ``<name>:changed`` topic."""
+        ...
+
+    @property
+    def wire(self) -> Wire:
+        """Its wire's keys and errors."""
+        ...
+
+
+def bind(collection: Bindable, registry: Registrar) -> CollectionChannels:
+    """Register ``collection``'s channels and topic in ``registry``; return their binding.
+
+    Called by :meth:`bridge.api.Registry.add_collection` (and for llm-config by
+    :func:`bridge.service.channels.register_llm_config_channels`); the binding answers
+    5003 until its service is attached (:meth:`CollectionChannels.attach`). The
+    definition does not bind itself: it stays data, importable below the wire (the
+    llm-config service reads its rules).
+
+    Raises:
+        ValueError: one of the names is already registered.
+    """
+    return CollectionChannels(
+        collection.rules, collection.channels.all(), collection.changed, registry, collection.wire
+    )
+
+
 class Served(Protocol):
     """What the binding needs of a collection's service (``CollectionService``, ``LlmConfigService``).
 

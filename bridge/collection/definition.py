@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, get_args
 
-from bridge.collection.channels import CollectionChannels, Registrar
 from bridge.collection.rules import PREVIEW_SUFFIX, VERBS, CollectionTypes, Ref, Rules, Wire, build_types
 from bridge.errors import (
     ConfigOperationFailedError,
@@ -44,6 +43,12 @@ class Collection:
         secret: string fields that are write-only on the wire, encrypted at rest (bound
             to collection, id and field), shown as ``<field>Preview``, never logged.
         references: field → :class:`Ref`; the field must accept null (``set-null``).
+        secret_bound_to: secret field → the fields it is bound to (e.g. ``{"api_key":
+            ("base_url", "provider")}``: where the key is sent). An update that changes
+            any of them (to null included) must send the secret again, else -32602
+            ``updates.<secret>`` REQUIRED "is required when baseUrl or provider changes":
+            a stored secret never follows a new destination on its own. Targets are
+            non-secret fields of the model.
         description: one line for the OpenRPC summaries.
         types: the wire models, when given instead of built from ``model`` (bridge's own
             llm-config keeps the models it had before collections); None → built.
@@ -53,8 +58,9 @@ class Collection:
 
     Raises:
         ValueError: a bad name, an unknown field, a secret or unique field that is not a
-            string, a reference field that does not accept null, a :attr:`Wire.summaries`
-            key that is not a verb, or wire keys the types do not have.
+            string, a reference field that does not accept null, a ``secret_bound_to`` key
+            that is not a secret field or a target that is not a non-secret field, a
+            :attr:`Wire.summaries` key that is not a verb, or wire keys the types do not have.
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class Collection:
         unique: tuple[str, ...] = (),
         secret: tuple[str, ...] = (),
         references: Mapping[str, Ref] | None = None,
+        secret_bound_to: Mapping[str, tuple[str, ...]] | None = None,
         description: str = "",
         types: CollectionTypes | None = None,
         wire: Wire | None = None,
@@ -89,11 +96,14 @@ class Collection:
             if type(None) not in get_args(fields[field].annotation):
                 raise ValueError(f"reference field {field!r} must accept null (on_delete='set-null')")
         _check_names(model, unique, secret, refs)
+        bound = {field: tuple(targets) for field, targets in (secret_bound_to or {}).items()}
+        _check_bound(model, secret, bound)
         self.name = name
         self.model = model
         self.unique = tuple(unique)
         self.secret = tuple(secret)
         self.references = refs
+        self.secret_bound_to = bound
         self.description = description or f"{model.__name__} items"
         self.wire = wire
         self.builtin = builtin
@@ -102,7 +112,16 @@ class Collection:
             self.types.snapshot.model_fields
         ):
             raise ValueError(f"the wire keys {wire.item_key!r}/{wire.items_key!r} are not the types' keys")
-        self.rules = Rules(name, model, self.unique, self.secret, refs, self.types)
+        self.rules = Rules(
+            name,
+            model,
+            self.unique,
+            self.secret,
+            refs,
+            self.types,
+            bound=bound,
+            unopened=wire.unopened_secret,
+        )
         self.channels = _build_specs(self)
         self.changed = TopicSpec(
             f"{name}:changed",
@@ -116,15 +135,6 @@ class Collection:
     def __repr__(self) -> str:
         """``Collection('prompt-template', PromptTemplate)``."""
         return f"Collection({self.name!r}, {self.model.__name__})"
-
-    def bind(self, registry: Registrar) -> CollectionChannels:
-        """Register this collection's channels and topic in ``registry``; return their binding.
-
-        Called by :meth:`bridge.api.Registry.add_collection`; the binding
-        (:class:`bridge.collection.channels.CollectionChannels`) answers 5003 until
-        :func:`bridge.start_bridge` attaches the collection's service to it.
-        """
-        return CollectionChannels(self.rules, self.channels.all(), self.changed, registry, self.wire)
 
 
 _VIEW_FIELDS: Final = frozenset({"id", "created_at", "updated_at", "version"})
@@ -147,6 +157,20 @@ def _check_names(
             raise ValueError(
                 f"secret field {field!r} cannot be unique or a reference (it is never compared in clear)"
             )
+
+
+def _check_bound(model: type[WireModel], secret: tuple[str, ...], bound: dict[str, tuple[str, ...]]) -> None:
+    """Refuse a binding whose key is not a secret field, or whose targets are not non-secret fields."""
+    for field, targets in bound.items():
+        if field not in secret:
+            raise ValueError(f"secret_bound_to key {field!r} must be a secret field of {model.__name__}")
+        if not targets:
+            raise ValueError(f"secret {field!r} is bound to no field")
+        for target in targets:
+            if target not in model.model_fields or target in secret:
+                raise ValueError(
+                    f"secret {field!r} is bound to {target!r}: not a non-secret field of {model.__name__}"
+                )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ Decided here, once, for every backend:
 - the checks of a write inside its transaction (:func:`check_write`): existence and
   ``expectedVersion`` (:func:`bridge.storage.protocol.check_stored`, shared with the
   config store), and the version the caller based its change on;
-- the merge of a patch (:func:`merge`);
+- the overlay of a patch (:func:`merge`; the whole merge of an update, validation and
+  the secrets' rules, is :func:`bridge.collection.merge.merge_update`);
 - the revision policy: one revision per write, per collection, gap-free; the log is
   trimmed to :data:`~bridge.storage.protocol.CHANGE_LOG_KEEP` entries every
   :data:`~bridge.storage.protocol.TRIM_EVERY` revisions (:func:`trim_below`), and a
@@ -30,6 +31,7 @@ from typing import Any, Final
 
 import orjson
 
+from bridge.collection.merge import merge as merge  # noqa: PLC0414 - re-exported: the overlay of a patch
 from bridge.errors import DuplicateConfigNameError
 from bridge.models import name_key
 from bridge.storage import protocol as _log
@@ -217,11 +219,6 @@ def check_write(
     exists = check_stored(item_id, stored_version, expected_version, required=base_version is not None)
     if exists and base_version is not None and integer_version(stored_version) != base_version:
         raise StaleBaseError(item_id)
-
-
-def merge(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """Return ``current`` with the fields of ``patch`` (the ones the client sent) replaced."""
-    return {**current, **patch}
 
 
 def created_item(item_id: str, seq: int, data: Mapping[str, Any], now: str, revision: int) -> StoredItem:

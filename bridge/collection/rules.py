@@ -251,6 +251,11 @@ class Wire:
         summaries: verb (:data:`VERBS`) → the OpenRPC summary; a verb left out gets the
             generic one, worded from the collection's name.
         examples: verb → documented calls (OpenRPC examples); none by default.
+        unopened_secret: the message of ``updates.<secret>`` REQUIRED when an update of an
+            item whose stored secret does not open leaves that secret out (llm-config:
+            "is required: the stored key cannot be opened"); None (the collection wire):
+            the secret merges as null and the model judges it (a required secret fails
+            ``INVALID_FORMAT``; a nullable one is cleared by the restoring write).
     """
 
     item_key: str = "item"
@@ -259,6 +264,7 @@ class Wire:
     duplicate: type[BridgeError] = DuplicateItemError
     summaries: Mapping[str, str] = dataclasses.field(default_factory=dict)
     examples: Mapping[str, tuple[Example, ...]] = dataclasses.field(default_factory=dict)
+    unopened_secret: str | None = None
 
     @property
     def generic(self) -> bool:
@@ -277,6 +283,11 @@ class Rules:
         secret: write-only fields, encrypted at rest.
         references: field → :class:`Ref`.
         types: the wire models.
+        bound: secret field → the fields it is bound to: a patch changing one of them
+            must send the secret again (``Collection(secret_bound_to=...)``).
+        unopened: :attr:`Wire.unopened_secret`.
+
+    The merge of an update applies them: :func:`bridge.collection.merge.merge_update`.
     """
 
     name: str
@@ -285,3 +296,5 @@ class Rules:
     secret: tuple[str, ...]
     references: dict[str, Ref]
     types: CollectionTypes
+    bound: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    unopened: str | None = None

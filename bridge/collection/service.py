@@ -33,6 +33,7 @@ from pydantic.alias_generators import to_camel
 
 # The follower's backoff (bridge.state.service) is the one helper of every retry loop.
 from bridge.backoff import backoff_delays as backoff_delays  # noqa: PLC0414 - an explicit re-export
+from bridge.collection.merge import merge_update
 from bridge.collection.protocol import (
     SEALED,
     UNDECODABLE_ROW,
@@ -43,7 +44,6 @@ from bridge.collection.protocol import (
     StoredItem,
     associated_data,
     check_write,
-    merge,
     sealed_values,
     unique_keys,
 )
@@ -57,7 +57,7 @@ from bridge.errors import (
     ValidationError,
 )
 from bridge.keystore import KEY_ID_BYTES, DecryptionError, KeyCipher
-from bridge.models import ChangeType, field_errors, validation_error
+from bridge.models import ChangeType, field_errors
 from bridge.service.events import EventBus
 from bridge.service.rules import (
     CIPHERTEXT_AUTH_FAILED,
@@ -464,16 +464,10 @@ class CollectionService(StateService[_Entry]):
             if sent is None:
                 return None
             current, unopened = self._current(entry)
-            try:
-                validated = self.rules.model.model_validate(merge(current, sent))
-            except PydanticValidationError as exc:
-                raise validation_error(exc, ("updates",)) from None
-            values = validated.model_dump(mode="json", by_alias=False)
-            # Secrets compare in clear: the same secret sent again keeps its ciphertext.
-            effective = {field for field in sent if values.get(field) != current.get(field)}
-            if restoring:  # every field the client sent, and no secret that did not open
-                effective |= set(sent) | unopened
-            elif not effective:
+            # Secrets compare in clear: the same secret sent again keeps its ciphertext. A held
+            # item's write rewrites every field sent, and each secret that did not open.
+            merged = merge_update(current, sent, self.rules, unopened=unopened, held=restoring)
+            if merged is None:
                 if not caught_up:  # another process may have changed it meanwhile
                     await self._catch_up()
                     caught_up = True
@@ -481,7 +475,7 @@ class CollectionService(StateService[_Entry]):
                 check_write(item_id, entry.item.version, expected_version, None)
                 done["view"] = entry.view
                 return None
-            data, plain = self._seal(item_id, values, entry.item.data or {}, effective)
+            data, plain = self._seal(item_id, merged.values, entry.item.data or {}, set(merged.changed))
             try:
                 feed = await self._store.update(
                     self.name,

@@ -11,7 +11,7 @@ registered beside them here.
 from __future__ import annotations
 
 from bridge import api
-from bridge.collection.channels import CollectionChannels
+from bridge.collection.channels import CollectionChannels, bind
 from bridge.collection.memo import JsonMemo
 from bridge.llm_config import LLM_CONFIG
 from bridge.models import (
@@ -46,7 +46,7 @@ def register_llm_config_channels(
         ValueError: one of the names is already registered.
     """
     tester = tester or LlmConfigTester(service)
-    binding = LLM_CONFIG.bind(registry)
+    binding = bind(LLM_CONFIG, registry)
     binding.attach(service)
 
     async def initialize(_: EmptyParams) -> InitializeResult:

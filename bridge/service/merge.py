@@ -1,6 +1,11 @@
-"""The merge of an update into a stored row, as pure functions (DESIGN §2, §4).
+"""llm-config's merge of an update into a stored row, and the repair of its derived fields (pure).
 
-The store runs them inside its write transaction, on the row it locked
+The merge itself is the collections' one (:func:`bridge.collection.merge.merge_update`,
+with the rules :data:`bridge.llm_config.LLM_CONFIG` declares: ``api_key`` secret and
+bound to ``base_url`` and ``provider``, "is required: the stored key cannot be opened");
+:func:`merge_patch` adapts a :class:`StoredConfig` to it and builds the row it writes.
+
+The store runs these inside its write transaction, on the row it locked
 (:data:`~bridge.storage.base.Mutation`): they read nothing but their arguments and write
 nothing (the cipher seals a new key with a fresh nonce, its only effect). The service
 binds their arguments with :func:`functools.partial` before it calls the store, so no
@@ -13,40 +18,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pydantic import ValidationError as PydanticValidationError
-from pydantic.alias_generators import to_camel
+from pydantic_core import to_jsonable_python
 
-from bridge.errors import FieldError, ValidationError
+from bridge.collection.merge import merge_update
 from bridge.keystore import DecryptionError, KeyCipher
-from bridge.models import LlmConfigInput, api_key_preview, field_errors, name_key
+from bridge.llm_config import LLM_CONFIG
+from bridge.models import api_key_preview, name_key
 from bridge.service.rules import check_row, valid_timestamp
 from bridge.storage.base import StoredConfig
-
-_UPDATE_FIELDS = [f"updates.{to_camel(name)}" for name in LlmConfigInput.model_fields]
-_KEY_REQUIRED = FieldError("updates.apiKey", "REQUIRED", "is required when baseUrl or provider changes")
-
-
-def _with_key_rule(
-    errors: list[FieldError], current: StoredConfig, changes: dict[str, Any]
-) -> list[FieldError]:
-    """Add ``updates.apiKey`` REQUIRED when the patch moves the key's destination without it.
-
-    A stored key may only follow a new ``baseUrl`` (cleared included) or ``provider`` when
-    the patch carries the key (DESIGN §2): otherwise whoever can send an update could have
-    an in-process consumer send the key to a host of their choosing. The rule replaces the
-    errors on ``updates.apiKey`` (they concern the stored key, which is not being
-    submitted) and keeps model field order.
-    """
-    if "api_key" in changes:
-        return errors
-    moved = ("base_url" in changes and changes["base_url"] != current.base_url) or (
-        "provider" in changes and str(changes["provider"]) != current.provider
-    )
-    if not moved:
-        return errors
-    kept = [error for error in errors if error.field != _KEY_REQUIRED.field]
-    order = {name: index for index, name in enumerate(_UPDATE_FIELDS)}
-    return sorted([*kept, _KEY_REQUIRED], key=lambda e: order.get(e.field, len(order)))
 
 
 def merge_patch(
@@ -85,44 +64,36 @@ def merge_patch(
         old_key: str | None = cipher.decrypt(current.api_key_ct, current.id)
     except (DecryptionError, TypeError):
         old_key = None
-    if old_key is None and "api_key" not in changes:
-        raise ValidationError(
-            [FieldError("updates.apiKey", "REQUIRED", "is required: the stored key cannot be opened")]
-        )
-    merged: dict[str, Any] = {
+    fields = {
         "custom_name": current.custom_name,
         "provider": current.provider,
         "api_key": old_key,
         "base_url": current.base_url,
         "use_auth_header": current.use_auth_header,
     }
-    merged.update(changes)
-    try:
-        valid = LlmConfigInput.model_validate(merged)
-    except PydanticValidationError as exc:
-        raise ValidationError(_with_key_rule(field_errors(exc, ("updates",)), current, changes)) from None
-    if errors := _with_key_rule([], current, changes):
-        raise ValidationError(errors)
-    if not repair and (
-        valid.custom_name == current.custom_name
-        and valid.provider.value == current.provider
-        and valid.api_key == old_key
-        and valid.base_url == current.base_url
-        and valid.use_auth_header == current.use_auth_header
-    ):
+    merged = merge_update(
+        fields,
+        to_jsonable_python(changes),
+        LLM_CONFIG.rules,
+        unopened=frozenset() if old_key is not None else frozenset({"api_key"}),
+        held=repair,
+    )
+    if merged is None:
         return None
-    key_changed = repair or valid.api_key != old_key
+    valid = merged.values
+    # A repaired row's key is sealed again even when it opened (as before collections).
+    key_changed = repair or "api_key" in merged.changed
     created_ok = isinstance(current.created_at, str) and valid_timestamp(current.created_at)
     stamp = now()
     return replace(
         current,
-        custom_name=valid.custom_name,
-        name_key=name_key(valid.custom_name),
-        provider=valid.provider.value,
-        api_key_ct=cipher.encrypt(valid.api_key, current.id) if key_changed else current.api_key_ct,
-        api_key_preview=api_key_preview(valid.api_key),
-        base_url=valid.base_url,
-        use_auth_header=valid.use_auth_header,
+        custom_name=valid["custom_name"],
+        name_key=name_key(valid["custom_name"]),
+        provider=valid["provider"],
+        api_key_ct=cipher.encrypt(valid["api_key"], current.id) if key_changed else current.api_key_ct,
+        api_key_preview=api_key_preview(valid["api_key"]),
+        base_url=valid["base_url"],
+        use_auth_header=valid["use_auth_header"],
         created_at=current.created_at if created_ok else stamp,
         updated_at=stamp,
         version=current.version + 1 if type(current.version) is int else 1,
