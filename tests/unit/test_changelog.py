@@ -10,7 +10,7 @@ import pytest
 from bridge.collection.protocol import ITEM_LOG, StoredItem
 from bridge.models import ChangeType
 from bridge.storage import sqlite as sqlite_store
-from bridge.storage.base import COLUMNS, StoredConfig
+from bridge.storage.base import COLUMNS
 from bridge.storage.changelog import (
     LogEntry,
     build_feed,
@@ -35,22 +35,6 @@ def item(item_id: str, revision: int, name: str = "A", version: int = 1) -> Stor
 
 def logged(row: StoredItem, kind: str = "updated") -> LogEntry:
     return (row.revision, kind, row.id, ITEM_LOG.encode(row))
-
-
-CONFIG = StoredConfig(
-    id=A,
-    custom_name="Name",
-    name_key="name",
-    provider="openai",
-    api_key_ct=b"\x01\x02\xff",
-    api_key_preview="sk-...abc",
-    base_url=None,
-    use_auth_header=True,
-    created_at="2026-01-01T00:00:00.000Z",
-    updated_at="2026-01-01T00:00:00.000Z",
-    version=1,
-    revision=7,
-)
 
 
 # ---- the window, the reach and the gaps ------------------------------------------------------
@@ -113,10 +97,23 @@ def test_a_feed_the_log_no_longer_reaches_is_a_reload_whatever_it_read() -> None
 def test_both_layouts_entries_round_trip() -> None:
     row = item(A, 7)
     assert decode_entry(ITEM_LOG, logged(row)) == Change(7, A, ChangeType.UPDATED, row)
-    trigger_row = {name: getattr(CONFIG, name) for name in COLUMNS} | {"api_key_ct": "0102FF"}
-    decoded = decode_entry(CONFIG_LOG, (7, "created", A, orjson.dumps(trigger_row)))
-    assert decoded == Change(7, A, ChangeType.CREATED, CONFIG)
-    assert (decoded.type, decoded.config, decoded.item) == (ChangeType.CREATED, CONFIG, CONFIG)
+    # The SQLite trigger's spelling of a config: 0/1 for a boolean, upper-case hex.
+    trigger_row = {name: name for name in COLUMNS} | {
+        "id": A,
+        "api_key_ct": "0102FF",
+        "use_auth_header": 1,
+        "version": 1,
+        "revision": 7,
+    }
+    change = decode_entry(CONFIG_LOG, (7, "created", A, orjson.dumps(trigger_row)))
+    assert change.config is not None
+    assert (change.kind, change.undecodable) == (ChangeType.CREATED, False)
+    assert (change.config.id, change.config.api_key_ct, change.config.use_auth_header) == (
+        A,
+        b"\x01\x02\xff",
+        True,
+    )
+    assert (change.type, change.item) == (change.kind, change.row)  # llm-config's and a collection's names
 
 
 @pytest.mark.parametrize(
