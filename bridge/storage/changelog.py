@@ -80,11 +80,10 @@ class LogCodec(Generic[R]):
 
     def encode(self, row: R) -> str:
         """Return the logged JSON text of ``row`` (keys in :attr:`fields` order)."""
-        return orjson.dumps({name: self._logged(row, name) for name in self.fields}).decode()
-
-    def _logged(self, row: R, name: str) -> Any:
-        value = getattr(row, name)
-        return value.hex() if name in self.hex_fields else value
+        hexed = self.hex_fields
+        return orjson.dumps(
+            {name: getattr(row, name).hex() if name in hexed else getattr(row, name) for name in self.fields}
+        ).decode()
 
     def decode(self, logged: object) -> R:
         """Decode a logged row: JSON text or bytes (text that is not UTF-8 fails here).
