@@ -32,7 +32,7 @@ import structlog
 
 from bridge.backoff import backoff_delays
 from bridge.collection import protocol
-from bridge.collection.protocol import Feed, StoredItem
+from bridge.collection.protocol import Change, Feed, StoredItem
 from bridge.keystore import KEY_ID_BYTES
 from bridge.models import ChangeType
 from bridge.storage import changelog
@@ -280,9 +280,7 @@ class PostgresCollectionStore(protocol.CollectionStore):
                     collection,
                     item.id,
                 )
-                await _log(
-                    conn, collection, protocol.Change(again.revision, item.id, ChangeType.UPDATED, again)
-                )
+                await _log(conn, collection, Change(again.revision, item.id, ChangeType.UPDATED, again))
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
                 count += 1
         return count
@@ -370,7 +368,7 @@ class PostgresCollectionStore(protocol.CollectionStore):
         async with self._pool_or_fail().acquire() as conn, conn.transaction():
             revision = int(await conn.fetchval(_BUMP, collection))
             item = await write(conn, revision)
-            own = protocol.Change(revision, item.id, kind, None if kind is ChangeType.DELETED else item)
+            own = Change(revision, item.id, kind, None if kind is ChangeType.DELETED else item)
             await _log(conn, collection, own)
             feed = await _feed(conn, collection, since, revision, own)
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
@@ -404,7 +402,7 @@ async def _insert_keys(
             raise protocol.duplicate_key(collection, field) from None
 
 
-async def _log(conn: asyncpg.Connection, collection: str, own: protocol.Change[StoredItem]) -> None:
+async def _log(conn: asyncpg.Connection, collection: str, own: Change[StoredItem]) -> None:
     """Log ``own`` (the writer's change) and trim the log (:func:`trim_below`)."""
     await conn.execute(
         "INSERT INTO bridge_collection_changes (collection, revision, id, type, row) "
@@ -429,7 +427,7 @@ async def _feed(
     collection: str,
     since: int,
     revision: int,
-    own: protocol.Change[StoredItem] | None,
+    own: Change[StoredItem] | None,
 ) -> Feed[StoredItem]:
     """Changes after ``since``: the log's window, and the table's items of the ids it names.
 

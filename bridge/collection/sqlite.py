@@ -25,7 +25,7 @@ from typing import Final, TypeVar
 import structlog
 
 from bridge.collection import protocol
-from bridge.collection.protocol import Feed, StoredItem
+from bridge.collection.protocol import Change, Feed, StoredItem
 from bridge.keystore import KEY_ID_BYTES
 from bridge.models import ChangeType
 from bridge.storage import changelog
@@ -216,9 +216,7 @@ class SqliteCollectionStore(protocol.CollectionStore):
                         "WHERE collection = ? AND id = ?",
                         (protocol.encode_data(data), again.version, again.revision, collection, item.id),
                     )
-                    _log(
-                        conn, collection, protocol.Change(again.revision, item.id, ChangeType.UPDATED, again)
-                    )
+                    _log(conn, collection, Change(again.revision, item.id, ChangeType.UPDATED, again))
                     count += 1
             return count
 
@@ -285,9 +283,7 @@ class SqliteCollectionStore(protocol.CollectionStore):
                 revision = _bump(conn, collection)
                 conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
                 conn.execute("DELETE FROM items WHERE collection = ? AND id = ?", (collection, item_id))
-                own: protocol.Change[StoredItem] = protocol.Change(
-                    revision, item_id, ChangeType.DELETED, None
-                )
+                own: Change[StoredItem] = Change(revision, item_id, ChangeType.DELETED, None)
                 _log(conn, collection, own)
                 return _feed(conn, collection, op.since, revision, own)
 
@@ -338,7 +334,7 @@ def _insert_keys(
             raise protocol.duplicate_key(collection, field) from None
 
 
-def _log(conn: sqlite3.Connection, collection: str, own: protocol.Change[StoredItem]) -> None:
+def _log(conn: sqlite3.Connection, collection: str, own: Change[StoredItem]) -> None:
     conn.execute(
         "INSERT INTO changes (collection, revision, id, type, row) VALUES (?, ?, ?, ?, ?)",
         (collection, own.revision, own.id, own.kind.value, protocol.logged_row(own)),
@@ -353,7 +349,7 @@ def _feed(
     collection: str,
     since: int,
     revision: int,
-    own: protocol.Change[StoredItem] | None,
+    own: Change[StoredItem] | None,
 ) -> Feed[StoredItem]:
     """Changes after ``since``: the log's window, each entry with its id's item in the table (the join).
 
@@ -387,7 +383,7 @@ def _transaction(
 ) -> Feed[StoredItem]:
     with write_transaction(conn):
         item = write()
-        own = protocol.Change(item.revision, item.id, kind, item)
+        own = Change(item.revision, item.id, kind, item)
         _log(conn, collection, own)
         return _feed(conn, collection, since, item.revision, own)
 
