@@ -19,7 +19,8 @@ The public API, importable from here (each name is loaded on first use, so
 - channels of your own: :class:`Registry`, :class:`ChannelSpec`, :class:`TopicSpec`,
   :class:`Progress`, :class:`WireModel`, :class:`EmptyParams`;
 - state of your own: :class:`Collection` (a model plus its rules: unique, secret and
-  reference fields; ``registry.add_collection``) and :class:`Ref`;
+  reference fields; ``registry.add_collection``), :class:`Ref` and :data:`DisplayName`
+  (a field with ``customName``'s rules);
 - the client: :class:`BridgeClient`, :class:`CollectionMirror` (a collection followed by
   ``BridgeClient.collection(name)``), :class:`ConnectionInfo`, :data:`ConnectionProvider`,
   :func:`read_connection_file`;
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
         VersionConflictError,
     )
     from bridge.keystore import SecretBackend
-    from bridge.models import EmptyParams, WireModel
+    from bridge.models import DisplayName, EmptyParams, WireModel
     from bridge.options import (
         BridgeOptions,
         EventLoop,
@@ -110,7 +111,7 @@ _EXPORTS: Final[dict[str, tuple[str, ...]]] = {
         "VersionConflictError",
     ),
     "bridge.keystore": ("SecretBackend",),
-    "bridge.models": ("EmptyParams", "WireModel"),
+    "bridge.models": ("DisplayName", "EmptyParams", "WireModel"),
     "bridge.options": (
         "BridgeOptions",
         "EventLoop",
@@ -152,6 +153,7 @@ __all__ = [  # noqa: RUF022 - grouped as in the docstring, each group sorted
     "WireModel",
     # state of your own (collections)
     "Collection",
+    "DisplayName",
     "Ref",
     # the client
     "BridgeClient",

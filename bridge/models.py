@@ -186,6 +186,18 @@ CustomName = Annotated[
         "bidirectional overrides."
     ),
 ]
+DisplayName = Annotated[
+    str,
+    AfterValidator(_check_name),
+    Field(
+        description="Display name: trimmed, 1 to 100 characters (after NFC), no control characters or "
+        "bidirectional overrides."
+    ),
+]
+"""A name people read in a list, with ``customName``'s rules (:func:`_check_name`) for a field
+of your own collection: trimmed; 1 to 100 characters after NFC, else ``INVALID_LENGTH``; no
+C0/C1 control character or bidirectional override (a name that reads as another's),
+else ``INVALID_FORMAT``. Pair it with ``unique=`` for "unique ignoring case"."""
 ApiKey = Annotated[str, Field(description="Provider API key; write-only over IPC.")]
 BaseUrl = Annotated[
     str,

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 import bridge
 from bridge.client import BridgeClient
@@ -24,7 +24,7 @@ from bridge.keystore import SecretBackend
 class PromptTemplate(bridge.WireModel):
     """A reusable prompt: ``{name, template, model}`` on the wire."""
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    name: bridge.DisplayName  # trimmed, 1-100 chars, no control or bidi characters
     template: Annotated[
         str,
         # JSON spends at most 12 bytes on a char (two \uXXXX): 20,000 always fit a 256 KiB frame.

@@ -500,3 +500,26 @@ async def test_an_item_another_program_created_earlier_is_listed_in_creation_ord
         second = await client.invoke("prompt-template:create", {"item": template("Second")})
         listed = await client.invoke("prompt-template:list")
         assert [item["id"] for item in listed] == [early, first["id"], second["id"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("a\u0000b", "INVALID_FORMAT"),
+        ("a\u202eb", "INVALID_FORMAT"),
+        ("  ", "INVALID_LENGTH"),
+        ("n" * 101, "INVALID_LENGTH"),
+    ],
+)
+async def test_a_template_name_follows_the_config_name_rules(tmp_path: Path, name: str, code: str) -> None:
+    # bridge.DisplayName: a NUL or a right-to-left override would make one name read as another.
+    async with running(tmp_path / "data") as served, client_of(served) as client:
+        with pytest.raises(ValidationError) as invalid:
+            await client.invoke("prompt-template:create", {"item": template(name)})
+        assert [(e.field, e.code) for e in invalid.value.errors] == [("item.name", code)]
+        item = await client.invoke("prompt-template:create", {"item": template(" Fine ")})
+        assert item["name"] == "Fine"
+        with pytest.raises(ValidationError) as invalid:
+            await client.invoke("prompt-template:update", {"id": item["id"], "updates": {"name": name}})
+        assert [(e.field, e.code) for e in invalid.value.errors] == [("updates.name", code)]
+        assert await client.invoke("prompt-template:list") == [item]
