@@ -302,7 +302,8 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
         argv: the command's arguments (default ``sys.argv[1:]``).
         registry: an application's own channels and topics, served by ``serve`` beside
             bridge's (an application's own sidecar: ``main(registry=my_registry)`` gives it
-            every ``bridge serve`` flag).
+            every ``bridge serve`` flag); ``doctor`` checks its collections' rows with their
+            model, unique keys and secret fields, as the server loads them.
     """
     words = sys.argv[1:] if argv is None else list(argv)
     if words[:1] == ["serve"] and not sys.stderr.isatty():  # JSON logs (bridge.log's default)
@@ -314,19 +315,19 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
     if args.command == "schemas":
         return _schemas_command(args)
     if args.command == "doctor":
-        return _doctor_command(args)
+        return _doctor_command(args, registry)
     if args.command == "rotate-key":
         return _rotate_key_command(args)
     return _call_command(args)
 
 
-def _doctor_command(args: argparse.Namespace) -> int:
+def _doctor_command(args: argparse.Namespace, registry: Registry | None = None) -> int:
     from bridge.app import run_doctor  # noqa: PLC0415
     from bridge.keystore import SecretBackend  # noqa: PLC0415
     from bridge.options import default_data_dir  # noqa: PLC0415
 
     return run_doctor(
-        args.data_dir or default_data_dir(), SecretBackend(args.secret_backend), args.data_key_file
+        args.data_dir or default_data_dir(), SecretBackend(args.secret_backend), args.data_key_file, registry
     )
 
 
