@@ -144,7 +144,10 @@ def _add_doctor_parser(sub: Any) -> None:
     from bridge.keystore import DATA_KEY_ENV, SecretBackend  # noqa: PLC0415 - see the module docstring
 
     doc = sub.add_parser(
-        "doctor", help="list quarantined rows and structural findings of a SQLite store (no server started)"
+        "doctor",
+        help="list the rows the server would quarantine or repair at start, and structural findings "
+        "of a SQLite store (read-only, no server started; an application's own CLI also checks "
+        "its collections' model rules)",
     )
     doc.add_argument("--data-dir", type=Path, help="data directory (default: the platform's user data dir)")
     doc.add_argument(

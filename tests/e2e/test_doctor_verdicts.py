@@ -56,7 +56,7 @@ def rename(db: Path, config_id: str, name: str) -> None:
 
 
 async def served_state(data: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Start ``bridge serve`` on ``data``: ``bridge:hello``'s ``quarantined`` and each served config's version."""
+    """Start ``bridge serve`` on ``data``: hello's ``quarantined`` and each served config's version."""
     served = start_bridge_process(data)
     try:
         async with BridgeClient(served.url, served.token) as client:
