@@ -152,3 +152,20 @@ async def test_an_applications_own_cli_doctor_applies_its_collections_rules_as_t
         templates = served.collections["prompt-template"]
         assert templates.quarantined() == {q["id"]: q["reason"] for q in expected}
         assert [view.id for view in templates.list()] == [one, five]
+
+
+async def test_of_two_configs_renamed_onto_one_new_name_the_newer_is_held_by_doctor_and_server(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    alpha, beta, gamma = await seed_configs(data, "Alpha", "Beta", "Gamma")
+    rename(data / "bridge.db", gamma, "delta")
+    rename(data / "bridge.db", beta, "Delta")
+    code, report, printed = await doctor(data)
+    assert code == 1, printed
+    # Repairs run in creation order (DESIGN §3: a clash quarantines the newer row).
+    assert report["repairs"] == [{"id": beta, "reason": "STALE_DERIVED_FIELDS"}]
+    assert report["quarantined"] == [{"id": gamma, "reason": "NAME_CONFLICT"}]
+    quarantined, versions = await served_state(data)
+    assert quarantined == report["quarantined"]
+    assert versions == {alpha: 1, beta: 3}
