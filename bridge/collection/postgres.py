@@ -32,7 +32,10 @@ import structlog
 
 from bridge.backoff import backoff_delays
 from bridge.collection import protocol
+from bridge.collection.protocol import Change, Feed, StoredItem
 from bridge.keystore import KEY_ID_BYTES
+from bridge.models import ChangeType
+from bridge.storage import changelog
 from bridge.storage.postgres import CONNECT_TIMEOUT_S, OP_TIMEOUT_S, create_pool, listen, migrate
 
 log = structlog.get_logger(__name__)
@@ -222,7 +225,7 @@ class PostgresCollectionStore(protocol.CollectionStore):
 
     # ---- reads ----------------------------------------------------------------------
 
-    async def load(self, collection: str) -> tuple[int, list[protocol.StoredItem]]:
+    async def load(self, collection: str) -> tuple[int, list[StoredItem]]:
         """Return the collection's revision and every item in creation order (one snapshot)."""
         async with (
             self._pool_or_fail().acquire() as conn,
@@ -232,7 +235,7 @@ class PostgresCollectionStore(protocol.CollectionStore):
             rows = await conn.fetch(f"{_SELECT} WHERE collection = $1 ORDER BY seq", collection)
         return revision, [protocol.make_item(tuple(r)) for r in rows]
 
-    async def changes_since(self, collection: str, since: int) -> protocol.Feed:
+    async def changes_since(self, collection: str, since: int) -> Feed[StoredItem]:
         """Return the changes after revision ``since`` (``changes`` None: the log does not reach it)."""
         async with (
             self._pool_or_fail().acquire() as conn,
@@ -277,17 +280,17 @@ class PostgresCollectionStore(protocol.CollectionStore):
                     collection,
                     item.id,
                 )
-                await _log(conn, collection, protocol.Change(again.revision, item.id, "updated", again))
+                await _log(conn, collection, Change(again.revision, item.id, ChangeType.UPDATED, again))
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
                 count += 1
         return count
 
     # ---- writes -------------------------------------------------------------------
 
-    async def _insert(self, op: protocol.ItemWrite) -> protocol.Feed:
+    async def _insert(self, op: protocol.ItemWrite) -> Feed[StoredItem]:
         collection, item_id, now = op.collection, op.item_id, op.now
 
-        async def write(conn: asyncpg.Connection, revision: int) -> protocol.StoredItem:
+        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
             await _insert_keys(conn, collection, item_id, op.keys)
             seq = await conn.fetchval(
                 "INSERT INTO bridge_items (collection, id, data, created_at, updated_at, version, revision) "
@@ -300,12 +303,12 @@ class PostgresCollectionStore(protocol.CollectionStore):
             )
             return protocol.created_item(item_id, int(seq), op.data, now, revision)
 
-        return await self._write(collection, op.since, "created", write)
+        return await self._write(collection, op.since, ChangeType.CREATED, write)
 
-    async def _update(self, op: protocol.ItemWrite) -> protocol.Feed:
+    async def _update(self, op: protocol.ItemWrite) -> Feed[StoredItem]:
         collection, item_id = op.collection, op.item_id
 
-        async def write(conn: asyncpg.Connection, revision: int) -> protocol.StoredItem:
+        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
             found = await conn.fetchrow(
                 f"{_SELECT} WHERE collection = $1 AND id = $2 FOR UPDATE", collection, item_id
             )
@@ -328,12 +331,12 @@ class PostgresCollectionStore(protocol.CollectionStore):
             )
             return item
 
-        return await self._write(collection, op.since, "updated", write)
+        return await self._write(collection, op.since, ChangeType.UPDATED, write)
 
-    async def _delete(self, op: protocol.ItemDelete) -> protocol.Feed | None:
+    async def _delete(self, op: protocol.ItemDelete) -> Feed[StoredItem] | None:
         collection, item_id = op.collection, op.item_id
 
-        async def write(conn: asyncpg.Connection, revision: int) -> protocol.StoredItem:
+        async def write(conn: asyncpg.Connection, revision: int) -> StoredItem:
             found = await conn.fetchrow(
                 f"{_SELECT} WHERE collection = $1 AND id = $2 FOR UPDATE", collection, item_id
             )
@@ -348,10 +351,10 @@ class PostgresCollectionStore(protocol.CollectionStore):
             await conn.execute(
                 "DELETE FROM bridge_items WHERE collection = $1 AND id = $2", collection, item_id
             )
-            return protocol.StoredItem(item_id, 0, None, "", "", 0, revision)
+            return StoredItem(item_id, 0, None, "", "", 0, revision)
 
         try:
-            return await self._write(collection, op.since, "deleted", write)
+            return await self._write(collection, op.since, ChangeType.DELETED, write)
         except _UnknownItemError:
             return None
 
@@ -359,13 +362,13 @@ class PostgresCollectionStore(protocol.CollectionStore):
         self,
         collection: str,
         since: int,
-        kind: str,
-        write: Callable[[asyncpg.Connection, int], Awaitable[protocol.StoredItem]],
-    ) -> protocol.Feed:
+        kind: ChangeType,
+        write: Callable[[asyncpg.Connection, int], Awaitable[StoredItem]],
+    ) -> Feed[StoredItem]:
         async with self._pool_or_fail().acquire() as conn, conn.transaction():
             revision = int(await conn.fetchval(_BUMP, collection))
             item = await write(conn, revision)
-            own = protocol.Change(revision, item.id, kind, None if kind == "deleted" else item)
+            own = Change(revision, item.id, kind, None if kind is ChangeType.DELETED else item)
             await _log(conn, collection, own)
             feed = await _feed(conn, collection, since, revision, own)
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, collection)
@@ -399,7 +402,7 @@ async def _insert_keys(
             raise protocol.duplicate_key(collection, field) from None
 
 
-async def _log(conn: asyncpg.Connection, collection: str, own: protocol.Change) -> None:
+async def _log(conn: asyncpg.Connection, collection: str, own: Change[StoredItem]) -> None:
     """Log ``own`` (the writer's change) and trim the log (:func:`trim_below`)."""
     await conn.execute(
         "INSERT INTO bridge_collection_changes (collection, revision, id, type, row) "
@@ -407,7 +410,7 @@ async def _log(conn: asyncpg.Connection, collection: str, own: protocol.Change) 
         collection,
         own.revision,
         own.id,
-        own.kind,
+        own.kind.value,
         protocol.logged_row(own),
     )
     below = protocol.trim_below(own.revision)
@@ -420,30 +423,39 @@ async def _log(conn: asyncpg.Connection, collection: str, own: protocol.Change) 
 
 
 async def _feed(
-    conn: asyncpg.Connection, collection: str, since: int, revision: int, own: protocol.Change | None
-) -> protocol.Feed:
-    window = protocol.log_window(since, revision, own)
+    conn: asyncpg.Connection,
+    collection: str,
+    since: int,
+    revision: int,
+    own: Change[StoredItem] | None,
+) -> Feed[StoredItem]:
+    """Changes after ``since``: the log's window, and the table's items of the ids it names.
+
+    What it means is :func:`bridge.storage.changelog.build_feed`'s (the change log's rules).
+    """
+    window = changelog.log_window(since, revision, own)
     if window is None:
-        return protocol.build_feed(revision, own, None, None, ())
+        return changelog.build_feed(protocol.ITEM_LOG, [], {}, revision=revision, own=own)
     oldest = await conn.fetchval(
         "SELECT min(revision) FROM bridge_collection_changes WHERE collection = $1", collection
     )
     rows = await conn.fetch(
-        "SELECT revision, id, type, row FROM bridge_collection_changes "
+        "SELECT revision, type, id, row FROM bridge_collection_changes "
         "WHERE collection = $1 AND revision > $2 AND revision <= $3 ORDER BY revision",
         collection,
         *window,
     )
     # The table's item of each id the entries name, in the same transaction: the cross-check.
-    present: dict[str, protocol.StoredItem] = {}
+    present: dict[str, StoredItem] = {}
     if ids := list({r["id"] for r in rows}):
         found = await conn.fetch(f"{_SELECT} WHERE collection = $1 AND id = ANY($2::text[])", collection, ids)
         present = {r["id"]: protocol.make_item(tuple(r)) for r in found}
-    return protocol.build_feed(
-        revision,
-        own,
-        window,
-        None if oldest is None else int(oldest),
+    return changelog.build_feed(
+        protocol.ITEM_LOG,
         [tuple(r) for r in rows],
-        present=present,
+        present,
+        revision=revision,
+        own=own,
+        window=window,
+        oldest=oldest,
     )

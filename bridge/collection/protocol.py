@@ -12,14 +12,17 @@ Decided here, once, for every backend:
   config store), and the version the caller based its change on;
 - the overlay of a patch (:func:`merge`; the whole merge of an update, validation and
   the secrets' rules, is :func:`bridge.collection.merge.merge_update`);
-- the revision policy: one revision per write, per collection, gap-free; the log is
-  trimmed to :data:`~bridge.storage.protocol.CHANGE_LOG_KEEP` entries every
-  :data:`~bridge.storage.protocol.TRIM_EVERY` revisions (:func:`trim_below`), and a
-  reader further behind than the log reloads (:func:`feed_reaches`);
-- the change-log codec (:func:`encode_entry`, :func:`decode_entry`).
+- the layout of the change log: :data:`ITEM_LOG`, the
+  :class:`~bridge.storage.changelog.LogCodec` of a logged item (its row, data inline:
+  :func:`encode_entry`, :func:`decode_entry`), written by the writer (:func:`logged_row`)
+  and trimmed by it (:func:`trim_below`).
 
-Nothing read back is trusted: :func:`decode_data` and :func:`decode_entry` report what
-does not decode instead of raising on the caller's whole read.
+The change log's rules (one revision per write, per collection, gap-free; the window a
+feed reads, reach, gaps, decoding, the cross-check against the table, own change last,
+the trim) are :mod:`bridge.storage.changelog`'s, shared with llm-config.
+
+Nothing read back is trusted: :func:`decode_data` and the change log's decoding report
+what does not decode instead of raising on the caller's whole read.
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ import orjson
 from bridge.collection.merge import merge as merge  # noqa: PLC0414 - re-exported: the overlay of a patch
 from bridge.errors import DuplicateConfigNameError
 from bridge.models import name_key
-from bridge.storage import protocol as _log
-from bridge.storage.protocol import CHANGE_LOG_KEEP, TRIM_EVERY, check_stored, integer_version
+from bridge.storage import changelog
+from bridge.storage.changelog import CHANGE_LOG_KEEP, TRIM_EVERY, LogCodec
+from bridge.storage.changelog import feed_reaches as feed_reaches  # noqa: PLC0414 - re-exported
+from bridge.storage.changes import Change as Change  # noqa: PLC0414 - re-exported for the backends and the service
+from bridge.storage.changes import Feed as Feed  # noqa: PLC0414 - re-exported for the backends and the service
+from bridge.storage.protocol import check_stored, integer_version
 
 UNDECODABLE_ROW: Final = "UNDECODABLE_ROW"
 """Quarantine reason: the stored fields are not a JSON object."""
@@ -120,39 +127,6 @@ class StoredItem:
     updated_at: str
     version: int
     revision: int
-
-
-@dataclass(frozen=True)
-class Change:
-    """One committed write as the change feed reports it.
-
-    Attributes:
-        revision: the collection revision the write took.
-        id: the item's id.
-        kind: ``created``, ``updated`` or ``deleted``.
-        item: the item as of that revision (None for ``deleted``, or when undecodable).
-        undecodable: the log entry did not decode (the reader reloads from the table).
-    """
-
-    revision: int
-    id: str
-    kind: str
-    item: StoredItem | None
-    undecodable: bool = False
-
-
-@dataclass(frozen=True)
-class Feed:
-    """What a write or a catch-up returns: changes after ``since`` up to ``revision``.
-
-    Attributes:
-        revision: the collection's revision after the write (or now).
-        changes: every change after ``since`` in revision order, the writer's own last;
-            None when the log no longer reaches ``since`` (the reader reloads).
-    """
-
-    revision: int
-    changes: list[Change] | None
 
 
 class StaleBaseError(Exception):
@@ -258,9 +232,9 @@ def reseal_data(collection: str, item: StoredItem, seal: Resealer) -> dict[str, 
     return None if data is None or type(item.version) is not int else data
 
 
-def logged_row(change: Change) -> str | None:
+def logged_row(change: Change[StoredItem]) -> str | None:
     """The change-log ``row`` of a change the writer makes: the item as of its revision, or None (deleted)."""
-    return None if change.item is None else encode_entry(change.item)
+    return None if change.row is None else encode_entry(change.row)
 
 
 def duplicate_key(collection: str, field: str) -> DuplicateConfigNameError:
@@ -273,149 +247,43 @@ def duplicate_key(collection: str, field: str) -> DuplicateConfigNameError:
 def trim_below(revision: int) -> int | None:
     """Return the revision at and below which a collection's log is trimmed after ``revision``, or None.
 
-    :func:`bridge.storage.protocol.trim_below` on this module's :data:`TRIM_EVERY` and
+    :func:`bridge.storage.changelog.trim_below` on this module's :data:`TRIM_EVERY` and
     :data:`CHANGE_LOG_KEEP` (the config store's figures).
     """
-    return _log.trim_below(revision, TRIM_EVERY, CHANGE_LOG_KEEP)
+    return changelog.trim_below(revision, TRIM_EVERY, CHANGE_LOG_KEEP)
 
 
-def feed_reaches(oldest: int | None, since: int, revision: int) -> bool:
-    """True when the log (oldest entry ``oldest``) holds every change after ``since`` up to ``revision``.
-
-    Nothing after ``since`` needs no log; else :func:`bridge.storage.protocol.feed_reaches`.
-    """
-    return revision <= since or _log.feed_reaches(oldest, since)
-
-
-def log_window(since: int, revision: int, own: Change | None) -> tuple[int, int] | None:
-    """The log entries a feed after ``since`` must read: ``(since, top]``; None when none.
-
-    The writer's own change (``own``, at ``revision``) is never read back from the log.
-    """
-    top = revision - 1 if own is not None else revision
-    return None if top <= since else (since, top)
-
-
-def build_feed(
-    revision: int,
-    own: Change | None,
-    window: tuple[int, int] | None,
-    oldest: int | None,
-    rows: Iterable[tuple[object, object, object, object]],
-    *,
-    present: Mapping[str, StoredItem] | None = None,
-) -> Feed:
-    """The feed after ``window[0]``: the logged entries ``rows`` of the window, then ``own``.
-
-    Args:
-        revision: the collection's revision now.
-        own: the writer's own change, taken from the row it wrote; None for a catch-up.
-        window: :func:`log_window`'s answer.
-        oldest: the oldest revision left in the log (None: empty).
-        rows: ``(revision, id, type, row)`` of the window's entries in revision order
-            (not read when the log does not reach the window: pass ``()``).
-        present: the table's item of every id the window's entries name (absent: no
-            row), read in the same transaction (:func:`cross_check`); None checks nothing.
-
-    Returns:
-        ``changes`` None when the log does not reach the window or holds a gap there;
-        an entry the table contradicts is marked :attr:`Change.undecodable`.
-    """
-    tail = [] if own is None else [own]
-    if window is None:
-        return Feed(revision, tail)
-    since, top = window
-    if not feed_reaches(oldest, since, top):
-        return Feed(revision, None)
-    changes = [decode_entry(*row) for row in rows]
-    if len(changes) != top - since:
-        return Feed(revision, None)
-    if present is not None:
-        changes = cross_check(changes, present, None if own is None else own.id)
-    return Feed(revision, changes + tail)
-
-
-def cross_check(changes: list[Change], present: Mapping[str, StoredItem], own_id: str | None) -> list[Change]:
-    """Mark the log entries the table contradicts as undecodable (the reader reloads the table).
-
-    Read in the same transaction as the log, the table holds every write up to the log's
-    last revision: the last entry of each id must carry exactly the item the table holds
-    (or, for ``deleted``, the table must not hold the id). One that does not (a forged
-    ``deleted`` of a live item, which would also clear the references to it, or a row
-    the table does not hold) is not trusted: the config store's rule
-    (:func:`bridge.storage.base.cross_check`).
-
-    Args:
-        changes: the window's entries, in revision order.
-        present: the table's item of every id they name (absent: no row).
-        own_id: the id the writer's own change (after the window) wrote, whose entries
-            the table no longer shows as logged; None for a catch-up.
-    """
-    last = {change.id: index for index, change in enumerate(changes)}
-    checked: list[Change] = []
-    for index, change in enumerate(changes):
-        if last[change.id] == index and change.id != own_id and not change.undecodable:
-            row = present.get(change.id)
-            if (change.item is None) != (row is None) or (row is not None and change.item != row):
-                change = Change(change.revision, change.id, change.kind, None, undecodable=True)  # noqa: PLW2901
-        checked.append(change)
-    return checked
-
-
-def encode_entry(item: StoredItem) -> str:
-    """Return the change-log text of an item as of its revision (its row, data inline)."""
-    return orjson.dumps(
-        {
-            "id": item.id,
-            "seq": item.seq,
-            "data": item.data,
-            "created_at": item.created_at,
-            "updated_at": item.updated_at,
-            "version": item.version,
-            "revision": item.revision,
-        }
-    ).decode()
-
-
-def decode_entry(revision: object, item_id: object, kind: object, row: object) -> Change:
-    """Return the change a log entry records; ``undecodable`` when it does not decode."""
-    if (
-        type(revision) is not int
-        or not isinstance(item_id, str)
-        or kind not in {"created", "updated", "deleted"}
-    ):
-        return Change(
-            revision if type(revision) is int else 0, str(item_id), "deleted", None, undecodable=True
-        )
-    if kind == "deleted":
-        return Change(revision, item_id, "deleted", None)
-    value = decode_data(row)
-    if value is None:
-        return Change(revision, item_id, str(kind), None, undecodable=True)
-    try:
-        item = StoredItem(
-            value["id"],
-            value["seq"],
-            value["data"] if isinstance(value["data"], dict) else None,
-            value["created_at"],
-            value["updated_at"],
-            value["version"],
-            value["revision"],
-        )
-    except KeyError:
-        return Change(revision, item_id, str(kind), None, undecodable=True)
-    if (
-        item.id != item_id
-        or item.revision != revision
-        or item.data is None
+def _item_lies(item: StoredItem, revision: int) -> bool:
+    """A logged item lies when it is not of its entry's revision, or a column has the wrong type."""
+    return (
+        item.revision != revision
+        or not isinstance(item.data, dict)
         or type(item.seq) is not int
         or type(item.version) is not int
         or not isinstance(item.created_at, str)
         or not isinstance(item.updated_at, str)
-    ):
-        # A lying entry: the reader reloads the table (the truth) instead of trusting it.
-        return Change(revision, item_id, str(kind), None, undecodable=True)
-    return Change(revision, item_id, str(kind), item)
+    )
+
+
+ITEM_LOG: Final[LogCodec[StoredItem]] = LogCodec(
+    fields=ITEM_COLUMNS, hex_fields=frozenset(), build=lambda values: StoredItem(*values), lies=_item_lies
+)
+"""The change-log codec of an item: its row as one JSON object keyed by :data:`ITEM_COLUMNS`,
+the fields (``data``) inline; a lying entry (:func:`_item_lies`) is undecodable and the reader
+reloads the table (the truth) instead."""
+
+
+def encode_entry(item: StoredItem) -> str:
+    """Return the change-log text of an item as of its revision (:data:`ITEM_LOG`)."""
+    return ITEM_LOG.encode(item)
+
+
+def decode_entry(revision: object, item_id: object, kind: object, row: object) -> Change[StoredItem]:
+    """Return the change a log entry records, as a feed decodes it; ``undecodable`` when it does not decode.
+
+    :func:`bridge.storage.changelog.decode_entry` with :data:`ITEM_LOG`.
+    """
+    return changelog.decode_entry(ITEM_LOG, (revision, kind, item_id, row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,7 +296,8 @@ class ItemWrite:
         data: the stored fields (:func:`encode_data`'s input).
         keys: the item's unique keys ``(field, key)`` (:func:`unique_keys`).
         now: ISO 8601 UTC, milliseconds: ``updated_at`` (and ``created_at`` of an insert).
-        since: the caller's revision; the returned :class:`Feed` starts after it.
+        since: the caller's revision; the returned :class:`~bridge.storage.changes.Feed`
+            starts after it.
         base_version: an update's: the version the caller computed its change from
             (:func:`check_write`); None for an insert.
         expected_version: an update's ``expectedVersion``, or None.
@@ -458,9 +327,10 @@ class CollectionStore(abc.ABC):
     """A backend: :class:`~bridge.collection.sqlite.SqliteCollectionStore` or ``PostgresCollectionStore``.
 
     Every write is one transaction that applies :func:`check_write`, takes the
-    collection's next revision, logs the change and returns the :class:`Feed` after
-    ``since``. The write methods are spelled here once; a backend implements
-    :meth:`_insert`, :meth:`_update` and :meth:`_delete` on the request they build.
+    collection's next revision, logs the change and returns the
+    :class:`~bridge.storage.changes.Feed` after ``since``. The write methods are spelled
+    here once; a backend implements :meth:`_insert`, :meth:`_update` and :meth:`_delete`
+    on the request they build.
     """
 
     poll_interval_s: float
@@ -494,7 +364,7 @@ class CollectionStore(abc.ABC):
         """The collection's revision and every item in creation order."""
 
     @abc.abstractmethod
-    async def changes_since(self, collection: str, since: int) -> Feed:
+    async def changes_since(self, collection: str, since: int) -> Feed[StoredItem]:
         """The changes after ``since`` (``changes`` None: the log does not reach it)."""
 
     async def insert(
@@ -506,7 +376,7 @@ class CollectionStore(abc.ABC):
         keys: list[tuple[str, str]],
         now: str,
         since: int,
-    ) -> Feed:
+    ) -> Feed[StoredItem]:
         """Insert a new item (version 1) with its unique keys, in one transaction.
 
         Raises:
@@ -525,7 +395,7 @@ class CollectionStore(abc.ABC):
         base_version: int,
         expected_version: int | None,
         since: int,
-    ) -> Feed:
+    ) -> Feed[StoredItem]:
         """Replace an item's fields (version + 1) if it is still at ``base_version``.
 
         Raises:
@@ -538,7 +408,7 @@ class CollectionStore(abc.ABC):
 
     async def delete(
         self, collection: str, item_id: str, expected_version: int | None, since: int
-    ) -> Feed | None:
+    ) -> Feed[StoredItem] | None:
         """Delete an item and its keys; None when no item has ``item_id``.
 
         Raises:
@@ -547,13 +417,13 @@ class CollectionStore(abc.ABC):
         return await self._delete(ItemDelete(collection, item_id, expected_version, since))
 
     @abc.abstractmethod
-    async def _insert(self, op: ItemWrite) -> Feed:
+    async def _insert(self, op: ItemWrite) -> Feed[StoredItem]:
         """:meth:`insert` in the backend's SQL."""
 
     @abc.abstractmethod
-    async def _update(self, op: ItemWrite) -> Feed:
+    async def _update(self, op: ItemWrite) -> Feed[StoredItem]:
         """:meth:`update` in the backend's SQL (``op.base_version`` set)."""
 
     @abc.abstractmethod
-    async def _delete(self, op: ItemDelete) -> Feed | None:
+    async def _delete(self, op: ItemDelete) -> Feed[StoredItem] | None:
         """:meth:`delete` in the backend's SQL."""

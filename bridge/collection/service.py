@@ -579,7 +579,7 @@ class CollectionService(StateService[_Entry]):
         change: Callable[[dict[str, Any]], dict[str, Any] | None],
         expected_version: int | None,
         done: dict[str, Any],
-    ) -> Feed | None:
+    ) -> Feed[StoredItem] | None:
         """:meth:`_modify`'s store write (lock held): merge, then write on the item's version.
 
         Retries when another process changed the item meanwhile (``StaleBaseError``: catch
@@ -667,7 +667,7 @@ class CollectionService(StateService[_Entry]):
         plain = {key: value for key, value in (item.data or {}).items() if key in fields}
         return _Entry(item, None, plain)
 
-    def _written(self, item_id: str, feed: Feed | None) -> Any:
+    def _written(self, item_id: str, feed: Feed[StoredItem] | None) -> Any:
         """The view of the item this process just wrote (``feed``: what its write returned).
 
         From the cache; when the cache could not take the committed write (its apply and
@@ -681,8 +681,8 @@ class CollectionService(StateService[_Entry]):
         if entry is not None:
             return entry.view
         own = feed.changes[-1] if feed is not None and feed.changes else None
-        if self._behind.is_set() and own is not None and own.id == item_id and own.item is not None:
-            built, _ = self._verdict(own.item)
+        if self._behind.is_set() and own is not None and own.id == item_id and own.row is not None:
+            built, _ = self._verdict(own.row)
             if isinstance(built, _Entry):
                 return built.view
         raise ConfigOperationFailedError
@@ -766,11 +766,11 @@ class CollectionService(StateService[_Entry]):
     async def _load(self) -> tuple[int, builtins.list[StoredItem]]:
         return await self._store.load(self.name)
 
-    async def _changes_since(self, revision: int) -> Feed:
+    async def _changes_since(self, revision: int) -> Feed[StoredItem]:
         return await self._store.changes_since(self.name, revision)
 
-    def _change(self, change: Change) -> tuple[str, StoredItem | None]:
-        return change.id, change.item
+    def _change(self, change: Change[StoredItem]) -> tuple[str, StoredItem | None]:
+        return change.id, change.row
 
     def _same(self, entry: _Entry, row: StoredItem) -> bool:
         return entry.item == row

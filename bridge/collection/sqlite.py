@@ -24,7 +24,10 @@ from typing import Final, TypeVar
 import structlog
 
 from bridge.collection import protocol
+from bridge.collection.protocol import Change, Feed, StoredItem
 from bridge.keystore import KEY_ID_BYTES
+from bridge.models import ChangeType
+from bridge.storage import changelog
 from bridge.storage.sqlite import (
     close_on,
     open_healthy,
@@ -147,10 +150,10 @@ class SqliteCollectionStore(protocol.CollectionStore):
 
     # ---- reads --------------------------------------------------------------------
 
-    async def load(self, collection: str) -> tuple[int, list[protocol.StoredItem]]:
+    async def load(self, collection: str) -> tuple[int, list[StoredItem]]:
         """Return the collection's revision and every item in creation order (one read transaction)."""
 
-        def work(conn: sqlite3.Connection) -> tuple[int, list[protocol.StoredItem]]:
+        def work(conn: sqlite3.Connection) -> tuple[int, list[StoredItem]]:
             conn.execute("BEGIN")
             try:
                 revision = _revision(conn, collection)
@@ -161,10 +164,10 @@ class SqliteCollectionStore(protocol.CollectionStore):
 
         return await self._run(work)
 
-    async def changes_since(self, collection: str, since: int) -> protocol.Feed:
+    async def changes_since(self, collection: str, since: int) -> Feed[StoredItem]:
         """Return the changes after revision ``since`` (``changes`` None: the log does not reach it)."""
 
-        def work(conn: sqlite3.Connection) -> protocol.Feed:
+        def work(conn: sqlite3.Connection) -> Feed[StoredItem]:
             conn.execute("BEGIN")
             try:
                 revision = _revision(conn, collection)
@@ -213,7 +216,7 @@ class SqliteCollectionStore(protocol.CollectionStore):
                         "WHERE collection = ? AND id = ?",
                         (protocol.encode_data(data), again.version, again.revision, collection, item.id),
                     )
-                    _log(conn, collection, protocol.Change(again.revision, item.id, "updated", again))
+                    _log(conn, collection, Change(again.revision, item.id, ChangeType.UPDATED, again))
                     count += 1
             return count
 
@@ -221,11 +224,11 @@ class SqliteCollectionStore(protocol.CollectionStore):
 
     # ---- writes -------------------------------------------------------------------
 
-    async def _insert(self, op: protocol.ItemWrite) -> protocol.Feed:
+    async def _insert(self, op: protocol.ItemWrite) -> Feed[StoredItem]:
         collection, item_id, now = op.collection, op.item_id, op.now
 
-        def work(conn: sqlite3.Connection) -> protocol.Feed:
-            def write() -> protocol.StoredItem:
+        def work(conn: sqlite3.Connection) -> Feed[StoredItem]:
+            def write() -> StoredItem:
                 revision = _bump(conn, collection)
                 _insert_keys(conn, collection, item_id, op.keys)
                 cursor = conn.execute(
@@ -235,15 +238,15 @@ class SqliteCollectionStore(protocol.CollectionStore):
                 )
                 return protocol.created_item(item_id, int(cursor.lastrowid or 0), op.data, now, revision)
 
-            return _transaction(conn, collection, op.since, "created", write)
+            return _transaction(conn, collection, op.since, ChangeType.CREATED, write)
 
         return await self._run(work)
 
-    async def _update(self, op: protocol.ItemWrite) -> protocol.Feed:
+    async def _update(self, op: protocol.ItemWrite) -> Feed[StoredItem]:
         collection, item_id = op.collection, op.item_id
 
-        def work(conn: sqlite3.Connection) -> protocol.Feed:
-            def write() -> protocol.StoredItem:
+        def work(conn: sqlite3.Connection) -> Feed[StoredItem]:
+            def write() -> StoredItem:
                 found = conn.execute(
                     f"{_SELECT} WHERE collection = ? AND id = ?", (collection, item_id)
                 ).fetchone()
@@ -262,14 +265,14 @@ class SqliteCollectionStore(protocol.CollectionStore):
                 )
                 return item
 
-            return _transaction(conn, collection, op.since, "updated", write)
+            return _transaction(conn, collection, op.since, ChangeType.UPDATED, write)
 
         return await self._run(work)
 
-    async def _delete(self, op: protocol.ItemDelete) -> protocol.Feed | None:
+    async def _delete(self, op: protocol.ItemDelete) -> Feed[StoredItem] | None:
         collection, item_id = op.collection, op.item_id
 
-        def work(conn: sqlite3.Connection) -> protocol.Feed | None:
+        def work(conn: sqlite3.Connection) -> Feed[StoredItem] | None:
             with write_transaction(conn):
                 found = conn.execute(
                     "SELECT version FROM items WHERE collection = ? AND id = ?", (collection, item_id)
@@ -280,7 +283,7 @@ class SqliteCollectionStore(protocol.CollectionStore):
                 revision = _bump(conn, collection)
                 conn.execute("DELETE FROM item_keys WHERE collection = ? AND id = ?", (collection, item_id))
                 conn.execute("DELETE FROM items WHERE collection = ? AND id = ?", (collection, item_id))
-                own = protocol.Change(revision, item_id, "deleted", None)
+                own: Change[StoredItem] = Change(revision, item_id, ChangeType.DELETED, None)
                 _log(conn, collection, own)
                 return _feed(conn, collection, op.since, revision, own)
 
@@ -331,10 +334,10 @@ def _insert_keys(
             raise protocol.duplicate_key(collection, field) from None
 
 
-def _log(conn: sqlite3.Connection, collection: str, own: protocol.Change) -> None:
+def _log(conn: sqlite3.Connection, collection: str, own: Change[StoredItem]) -> None:
     conn.execute(
         "INSERT INTO changes (collection, revision, id, type, row) VALUES (?, ?, ?, ?, ?)",
-        (collection, own.revision, own.id, own.kind, protocol.logged_row(own)),
+        (collection, own.revision, own.id, own.kind.value, protocol.logged_row(own)),
     )
     below = protocol.trim_below(own.revision)
     if below is not None:
@@ -342,37 +345,50 @@ def _log(conn: sqlite3.Connection, collection: str, own: protocol.Change) -> Non
 
 
 def _feed(
-    conn: sqlite3.Connection, collection: str, since: int, revision: int, own: protocol.Change | None
-) -> protocol.Feed:
-    """Changes after ``since``: other writers' from the log, the writer's own as written (never decoded)."""
-    window = protocol.log_window(since, revision, own)
+    conn: sqlite3.Connection,
+    collection: str,
+    since: int,
+    revision: int,
+    own: Change[StoredItem] | None,
+) -> Feed[StoredItem]:
+    """Changes after ``since``: the log's window, each entry with its id's item in the table (the join).
+
+    What it means is :func:`bridge.storage.changelog.build_feed`'s (the change log's rules).
+    """
+    window = changelog.log_window(since, revision, own)
     if window is None:
-        return protocol.build_feed(revision, own, None, None, ())
+        return changelog.build_feed(protocol.ITEM_LOG, [], {}, revision=revision, own=own)
     (oldest,) = conn.execute(
         "SELECT MIN(revision) FROM changes WHERE collection = ?", (collection,)
     ).fetchone()
     rows = conn.execute(
-        f"SELECT c.revision, c.id, c.type, c.row, {_JOINED} FROM changes c "  # noqa: S608 - fixed names
+        f"SELECT c.revision, c.type, c.id, c.row, {_JOINED} FROM changes c "  # noqa: S608 - fixed names
         "LEFT JOIN items i ON i.collection = c.collection AND i.id = c.id "
         "WHERE c.collection = ? AND c.revision > ? AND c.revision <= ? ORDER BY c.revision",
         (collection, *window),
     ).fetchall()
-    # Each entry with its id's item in the table (the join), for the cross-check.
-    present = {r[4]: protocol.make_item(tuple(r[4:])) for r in rows if r[4] is not None}
-    return protocol.build_feed(revision, own, window, oldest, [tuple(r[:4]) for r in rows], present=present)
+    return changelog.build_feed(
+        protocol.ITEM_LOG,
+        [r[:4] for r in rows],
+        {r[4]: protocol.make_item(tuple(r[4:])) for r in rows if r[4] is not None},
+        revision=revision,
+        own=own,
+        window=window,
+        oldest=oldest,
+    )
 
 
 def _transaction(
-    conn: sqlite3.Connection, collection: str, since: int, kind: str, write: Callable[[], protocol.StoredItem]
-) -> protocol.Feed:
+    conn: sqlite3.Connection, collection: str, since: int, kind: ChangeType, write: Callable[[], StoredItem]
+) -> Feed[StoredItem]:
     with write_transaction(conn):
         item = write()
-        own = protocol.Change(item.revision, item.id, kind, item)
+        own = Change(item.revision, item.id, kind, item)
         _log(conn, collection, own)
         return _feed(conn, collection, since, item.revision, own)
 
 
-def examine_collections(path: Path) -> tuple[int, list[tuple[str, protocol.StoredItem]]]:
+def examine_collections(path: Path) -> tuple[int, list[tuple[str, StoredItem]]]:
     """Read ``collections.db`` on a read-only connection (``bridge doctor``), changing no byte.
 
     Returns:

@@ -56,7 +56,8 @@ from bridge.service.merge import merge_patch, rederive_row
 from bridge.service.rules import NAME_CONFLICT, SECURITY_REASONS, Verdict, check_row
 from bridge.state import Quarantine, printable_id, utc_now
 from bridge.state.service import DEFERRED, DELETED, Deferred, Differences, StateService, classify
-from bridge.storage.base import Change, ConfigStore, StoredConfig, StoreState, WriteOutcome
+from bridge.storage.base import ConfigStore, StoredConfig, StoreState, WriteOutcome
+from bridge.storage.changes import Change
 
 # printable_id and utc_now live in bridge.state; re-exported here for the code that imported them from here.
 __all__ = [
@@ -339,15 +340,15 @@ class LlmConfigService(StateService[_Entry]):
         if not self._load_failed:
             await self._store.wait_for_change()
 
-    def _change(self, change: Change) -> tuple[str, StoredConfig | None]:
+    def _change(self, change: Change[StoredConfig]) -> tuple[str, StoredConfig | None]:
         # Each change carries its row as of its revision: one event per revision.
-        return change.id, change.config
+        return change.id, change.row
 
-    def _check_change(self, change: Change) -> tuple[str | None, Verdict | None]:
+    def _check_change(self, change: Change[StoredConfig]) -> tuple[str | None, Verdict | None]:
         """A change-log entry's verdict (its row checked with the write rules); None for a deletion."""
-        if change.config is None:
+        if change.row is None:
             return None, None
-        verdict = check_row(change.config, self._cipher)
+        verdict = check_row(change.row, self._cipher)
         return verdict.reason, verdict
 
     def _verdict(

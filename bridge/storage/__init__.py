@@ -7,13 +7,13 @@
 from typing import Any
 
 from bridge.storage.base import (
-    Change,
     ConfigStore,
     Mutation,
     StoredConfig,
     StoreState,
     WriteOutcome,
 )
+from bridge.storage.changes import Change
 from bridge.storage.sqlite import DB_FILE_NAME, SqliteConfigStore
 
 __all__ = [

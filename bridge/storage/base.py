@@ -16,7 +16,7 @@ from typing import Protocol
 # Retry delays shared by the PostgreSQL listener, the service's store follower and the
 # client's reconnect: one helper (bridge.backoff), re-exported for the storage layer.
 from bridge.backoff import backoff_delays as backoff_delays  # noqa: PLC0414 - an explicit re-export for mypy
-from bridge.models import ChangeType
+from bridge.storage.changes import Feed
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,27 +63,6 @@ def row_values(config: StoredConfig) -> tuple[object, ...]:
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
-    """One committed change, as the change feed reports it.
-
-    Attributes:
-        revision: the global revision the change committed at (gap-free, commit order).
-        type: created, updated or deleted.
-        id: config id.
-        config: the row after the change; None for ``deleted`` (and when undecodable).
-        undecodable: the change-log entry did not decode (written by something other
-            than bridge's triggers): its content is not to be trusted, the service
-            reloads the table instead.
-    """
-
-    revision: int
-    type: ChangeType
-    id: str
-    config: StoredConfig | None
-    undecodable: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class StoreState:
     """Everything in the store: ``configs`` in creation order at ``revision``."""
 
@@ -92,21 +71,19 @@ class StoreState:
 
 
 @dataclass(frozen=True, slots=True)
-class WriteOutcome:
-    """What a write returns.
+class WriteOutcome(Feed[StoredConfig]):
+    """What a write or a catch-up returns: the :class:`~bridge.storage.changes.Feed` of configs.
 
     Attributes:
+        revision: the store's revision after the write (or now).
         changes: changes with a revision above the caller's ``since``, in revision order;
             the caller's own change (if any) is last. ``None`` when the feed no longer
             reaches back to ``since``: the caller must reload everything.
         current: for ``update``, the row after the write (or unchanged, for a no-op).
-        revision: the store's revision after the write.
         written: True when the write changed a row (False: no-op update, unknown delete).
     """
 
-    changes: list[Change] | None
-    current: StoredConfig | None
-    revision: int
+    current: StoredConfig | None = None
     written: bool = False
 
 
@@ -189,30 +166,3 @@ class ConfigStore(Protocol):
         Returns:
             How many rows were re-sealed.
         """
-
-
-def cross_check(changes: list[Change], present: dict[str, StoredConfig]) -> list[Change]:
-    """Mark change-log entries that contradict the table as undecodable (not to be trusted).
-
-    Read in the same transaction as the log, the table holds every write up to the log's
-    last revision: the last entry of each id must carry exactly the row the table holds
-    (or, for ``deleted``, the table must not hold the id). An entry that does not — a
-    forged ``deleted`` of a live row, a forged row — is marked :attr:`Change.undecodable`
-    and the service reloads the table instead.
-
-    Args:
-        changes: the feed, in revision order.
-        present: the table's current row of every id the feed names (absent: no row).
-
-    Returns:
-        ``changes`` with contradicting entries marked.
-    """
-    last = {change.id: index for index, change in enumerate(changes)}
-    checked: list[Change] = []
-    for index, change in enumerate(changes):
-        if last[change.id] == index and not change.undecodable:
-            row = present.get(change.id)
-            if (change.config is None) != (row is None) or (row is not None and change.config != row):
-                change = Change(change.revision, change.type, change.id, None, undecodable=True)  # noqa: PLW2901
-        checked.append(change)
-    return checked

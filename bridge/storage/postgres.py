@@ -36,10 +36,9 @@ import orjson
 import structlog
 
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError, StartupError
-from bridge.storage import protocol
+from bridge.storage import changelog, protocol
 from bridge.storage.base import (
     COLUMNS,
-    Change,
     Mutation,
     StoredConfig,
     StoreState,
@@ -47,6 +46,7 @@ from bridge.storage.base import (
     backoff_delays,
     row_values,
 )
+from bridge.storage.changes import Change
 
 log = structlog.get_logger(__name__)
 
@@ -617,8 +617,7 @@ class PostgresConfigStore:
     async def changes_since(self, since: int) -> WriteOutcome:
         """Return the changes after ``since`` in revision order (None: reload needed)."""
         async with self._acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            revision = int(await conn.fetchval(_REVISION))
-            outcome = protocol.build_feed(*await _read_log(conn, since, revision), revision=revision)
+            outcome = await _feed(conn, since, int(await conn.fetchval(_REVISION)), None, None)
         self._saw(outcome.revision)
         return outcome
 
@@ -634,7 +633,7 @@ class PostgresConfigStore:
         """
         seen_before = self._seen_revision
         outcome: WriteOutcome | None = None
-        own: Change | None = None
+        own: Change[StoredConfig] | None = None
         try:
             async with self._acquire() as conn, conn.transaction():
                 # The global write lock: writes of every instance take turns here, so the
@@ -645,12 +644,7 @@ class PostgresConfigStore:
                 written = await fn(conn)
                 revision = int(await conn.fetchval(_REVISION))
                 own = protocol.own_change(written, revision_before, revision)
-                outcome = protocol.build_feed(
-                    *await _read_log(conn, since, revision_before),
-                    revision=revision,
-                    own=own,
-                    current=written.current,
-                )
+                outcome = await _feed(conn, since, revision, own, written.current)
                 # The trigger sent NOTIFY (delivered at commit). Before COMMIT: our own
                 # notification may be handled before this task resumes, and must not wake
                 # the watcher.
@@ -684,7 +678,7 @@ class PostgresConfigStore:
         if self._notified_revision > self._seen_revision:
             self._wake.set()
 
-    async def _committed(self, own: Change) -> bool:
+    async def _committed(self, own: Change[StoredConfig]) -> bool:
         """Whether ``own``, the change a failed write logged, is in the store.
 
         Reads the change log on a fresh connection: committed when that revision holds
@@ -765,26 +759,32 @@ class PostgresConfigStore:
         return await self._write(fn, since)
 
 
-async def _read_log(conn: Any, since: int, upto: int) -> protocol.LogRead:
-    """The log after ``since`` up to ``upto``, and the table's rows of the ids it names.
+async def _feed(
+    conn: Any, since: int, revision: int, own: Change[StoredConfig] | None, current: StoredConfig | None
+) -> WriteOutcome:
+    """The feed after ``since``: the log's window, and the table's rows of the ids it names.
 
-    None for the entries when the log does not reach ``since`` or has a hole (see :data:`protocol.LogRead`).
+    What it means is :func:`~bridge.storage.protocol.build_feed`'s (the change log's rules).
     """
-    if upto <= since:
-        return [], {}
-    if not protocol.feed_reaches(await conn.fetchval("SELECT min(revision) FROM bridge_changes"), since):
-        return None, {}
+    window = changelog.log_window(since, revision, own)
+    if window is None:
+        return protocol.build_feed([], {}, revision=revision, own=own, current=current)
+    oldest = await conn.fetchval("SELECT min(revision) FROM bridge_changes")
     rows = await conn.fetch(
         "SELECT revision, type, id, row FROM bridge_changes WHERE revision > $1 AND revision <= $2 "
         "ORDER BY revision",
-        since,
-        upto,
+        *window,
     )
-    entries = [(r["revision"], r["type"], r["id"], r["row"]) for r in rows]
-    if not protocol.log_is_whole(entries, since, upto):
-        return None, {}
     present: dict[str, StoredConfig] = {}
     if ids := list({r["id"] for r in rows}):
         found = await conn.fetch(f"SELECT {_COLUMNS} FROM bridge_configs WHERE id = ANY($1::text[])", ids)
         present = {r["id"]: protocol.make_row(r) for r in found}
-    return entries, present
+    return protocol.build_feed(
+        [tuple(r) for r in rows],
+        present,
+        revision=revision,
+        own=own,
+        current=current,
+        window=window,
+        oldest=oldest,
+    )

@@ -1,4 +1,4 @@
-"""The write protocol every backend follows, as pure functions (DESIGN §3).
+"""The llm-config write protocol every backend follows, as pure functions (DESIGN §3).
 
 The backends (:mod:`bridge.storage.sqlite`, :mod:`bridge.storage.postgres`) only run
 SQL; what the SQL means is decided here, once:
@@ -6,17 +6,16 @@ SQL; what the SQL means is decided here, once:
 - the checks of a write inside its transaction (existence, ``expectedVersion``:
   :func:`check_stored`, the one check of both stacks, configs and collections) and the
   application of the caller's pure merge (:func:`checked_update`, :func:`checked_delete`);
-- the change-log codec: one JSON object per logged row, keyed by :data:`LOG_FIELDS`,
-  the ciphertext in hex (:func:`log_object_pairs` spells it for a trigger,
-  :func:`decode_logged_row` reads it back);
+- the layout of the change log: :data:`CONFIG_LOG`, the
+  :class:`~bridge.storage.changelog.LogCodec` of a logged config (one JSON object keyed by
+  :data:`LOG_FIELDS`, the ciphertext in hex), spelled for a trigger by
+  :func:`log_object_pairs` and read back by :func:`decode_logged_row`;
 - the revision policy: a write took a revision when the counter moved
-  (:func:`took_revision`), the trim of the log (:data:`CHANGE_LOG_KEEP`, every
-  :data:`TRIM_EVERY` revisions: :func:`trim_below`, :func:`trim_condition` for a
-  trigger), and whether the log still reaches a reader (:func:`feed_reaches`) without a
-  hole (:func:`log_is_whole`);
-- the feed a write or a catch-up returns (:func:`build_feed`): other writers' changes
-  decoded from the log and checked against the table, the writer's own change taken
-  from the row it wrote (never encoded to the log and decoded again).
+  (:func:`took_revision`); the writer's own change is the row it wrote
+  (:func:`own_change`), confirmed in the log after a lost commit by :func:`is_logged`;
+- the feed a write or a catch-up returns (:func:`build_feed`): the change log's rules
+  (window, reach, gaps, decoding, the cross-check against the table, own change last,
+  the trim) are :mod:`bridge.storage.changelog`'s, shared with the collections.
 
 Rows read from a file or a log are untrusted: wrong types are kept (the service's rules
 refuse them by reason code), entries that do not decode are reported as such.
@@ -24,28 +23,28 @@ refuse them by reason code), entries that do not decode are reported as such.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Final
-
-import orjson
 
 from bridge.errors import ConfigNotFoundError, VersionConflictError
 from bridge.keystore import KEY_ID_BYTES as KEY_ID_BYTES  # noqa: PLC0414 - the one width, re-exported for the backends
 from bridge.models import ChangeType
-from bridge.storage.base import COLUMNS, Change, Mutation, StoredConfig, WriteOutcome, cross_check
+from bridge.storage import changelog
+from bridge.storage.base import COLUMNS, Mutation, StoredConfig, WriteOutcome
 
-CHANGE_LOG_KEEP: Final = 10_000
-"""Changes kept in the log; a process further behind reloads everything."""
-TRIM_EVERY: Final = 1000
-"""The log is trimmed when the revision is a multiple of this (one write in a thousand pays)."""
+# The change log's figures and rules, as the config layout's callers name them.
+from bridge.storage.changelog import CHANGE_LOG_KEEP as CHANGE_LOG_KEEP  # noqa: PLC0414 - re-exported
+from bridge.storage.changelog import TRIM_EVERY as TRIM_EVERY  # noqa: PLC0414 - re-exported
+from bridge.storage.changelog import LogCodec
+from bridge.storage.changelog import LogEntry as LogEntry  # noqa: PLC0414 - re-exported
+from bridge.storage.changelog import log_is_whole as log_is_whole  # noqa: PLC0414 - re-exported
+from bridge.storage.changes import Change
 
 LOG_FIELDS: Final = COLUMNS
 """Keys of a change-log row object, in :class:`StoredConfig` field order."""
 UPDATE_COLUMNS: Final = tuple(name for name in COLUMNS if name not in {"id", "version", "revision"})
 """The columns an update writes, in :data:`COLUMNS` order (the database keeps version and revision)."""
-_BYTES_FIELD: Final = "api_key_ct"
-"""The one binary field: hex text in the log (upper or lower case)."""
 
 _PROVIDER_NAMES: Final[dict[str, str]] = {name: name for name in ("openai", "anthropic", "google", "custom")}
 
@@ -188,91 +187,39 @@ def took_revision(revision_before: int, revision_after: int) -> bool:
     return revision_after != revision_before
 
 
-def trim_below(revision: int, every: int = TRIM_EVERY, keep: int = CHANGE_LOG_KEEP) -> int | None:
-    """Return the revision at and below which the log is trimmed after ``revision``, or None.
-
-    One write in ``every`` (:data:`TRIM_EVERY`) trims, keeping the last ``keep``
-    (:data:`CHANGE_LOG_KEEP`) entries. :func:`trim_condition` is the same rule for a trigger.
-    """
-    if revision % every == 0 and revision > keep:
-        return revision - keep
-    return None
-
-
-def trim_condition(revision: str) -> str:
-    """The SQL ``WHERE`` of :func:`trim_below` for the change-log rows, given the SQL of ``revision``.
-
-    ``revision <= revision - CHANGE_LOG_KEEP`` holds for no row until the revision passes
-    :data:`CHANGE_LOG_KEEP`, as :func:`trim_below` answers None until then.
-    """
-    return f"{revision} % {TRIM_EVERY} = 0 AND revision <= {revision} - {CHANGE_LOG_KEEP}"
-
-
 # ---- the change-log codec ---------------------------------------------------------------
 
 
+CONFIG_LOG: Final[LogCodec[StoredConfig]] = LogCodec(
+    fields=LOG_FIELDS, hex_fields=frozenset({"api_key_ct"}), build=make_row
+)
+"""The change-log codec of a config: the triggers' JSON object, keyed by :data:`LOG_FIELDS`,
+the ciphertext as hex text (SQLite's ``hex()`` upper case, PostgreSQL's ``encode`` lower)."""
+
+
 def log_object_pairs(column: Callable[[str], str], hex_of: Callable[[str], str]) -> str:
-    """Spell the change-log object's key/value pairs for a trigger's JSON builder.
+    """:meth:`~bridge.storage.changelog.LogCodec.object_pairs` of :data:`CONFIG_LOG`, for a trigger.
+
+    Spelled on :data:`LOG_FIELDS` as they are when called: a release that adds a field
+    builds its triggers from it (recorded migrations spell their own, frozen).
 
     Args:
         column: the SQL expression of a column (``lambda c: f"NEW.{c}"``).
         hex_of: the SQL expression of an expression's hex text (``lambda e: f"hex({e})"``).
-
-    Returns:
-        ``'id', NEW.id, 'custom_name', NEW.custom_name, ...`` for ``json_object`` (SQLite) or
-        ``json_build_object`` (PostgreSQL): both write the object :func:`decode_logged_row`
-        reads.
     """
-    return ", ".join(
-        f"'{name}', {hex_of(column(name)) if name == _BYTES_FIELD else column(name)}" for name in LOG_FIELDS
-    )
+    return replace(CONFIG_LOG, fields=LOG_FIELDS).object_pairs(column, hex_of)
 
 
 def decode_logged_row(blob: bytes | str) -> StoredConfig:
-    """Decode a change-log row (the triggers' JSON object).
-
-    Text that is not UTF-8 is kept as lone surrogates and fails to parse here.
+    """Decode a change-log row (the triggers' JSON object) with :data:`CONFIG_LOG`.
 
     Raises:
-        ValueError: the entry is not such an object (orjson's error is a ValueError).
+        ValueError: the entry is not such an object.
     """
-    if isinstance(blob, str):
-        blob = blob.encode("utf-8", "surrogateescape")
-    values = orjson.loads(blob)
-    if (
-        not isinstance(values, dict)
-        or values.keys() != set(LOG_FIELDS)
-        or not isinstance(values[_BYTES_FIELD], str)
-    ):
-        raise ValueError("not a change-log row")
-    values[_BYTES_FIELD] = bytes.fromhex(values[_BYTES_FIELD])
-    return make_row([values[name] for name in LOG_FIELDS])
+    return CONFIG_LOG.decode(blob)
 
 
 # ---- the feed ---------------------------------------------------------------------------
-
-LogEntry = tuple[Any, Any, Any, Any]
-"""One change-log entry as read: ``(revision, type, id, row blob or None)``."""
-LogRead = tuple[list[LogEntry] | None, dict[str, StoredConfig]]
-"""What a backend reads for :func:`build_feed`: the log entries after ``since`` (None when
-the log no longer reaches it, :func:`feed_reaches`, or has a hole, :func:`log_is_whole`) and
-the table's row of each id they name."""
-
-
-def _decode_entry(entry: LogEntry) -> Change:
-    revision, kind_text, config_id, blob = entry
-    try:
-        kind = ChangeType(kind_text)
-        config = (
-            None if blob is None else decode_logged_row(bytes(blob) if not isinstance(blob, str) else blob)
-        )
-        if not isinstance(config_id, str) or (config is not None and config.id != config_id):
-            raise ValueError("change-log id does not match its row")  # noqa: TRY301
-        if (config is None) != (kind is ChangeType.DELETED):
-            raise ValueError("change-log row does not match its type")  # noqa: TRY301
-    except (ValueError, TypeError):
-        return Change(int(revision), ChangeType.UPDATED, str(config_id), None, undecodable=True)
-    return Change(int(revision), kind, config_id, config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +240,7 @@ class Written:
     created: bool = False
 
 
-def own_change(written: Written, revision_before: int, revision: int) -> Change | None:
+def own_change(written: Written, revision_before: int, revision: int) -> Change[StoredConfig] | None:
     """The writer's own change, built from the row it wrote (never from the change log).
 
     Args:
@@ -308,80 +255,51 @@ def own_change(written: Written, revision_before: int, revision: int) -> Change 
     if not took_revision(revision_before, revision):
         return None
     if written.row is None:
-        return Change(revision, ChangeType.DELETED, written.config_id, None)
+        return Change(revision, written.config_id, ChangeType.DELETED, None)
     kind = ChangeType.CREATED if written.created else ChangeType.UPDATED
-    return Change(revision, kind, written.config_id, written.row)
+    return Change(revision, written.config_id, kind, written.row)
 
 
-def is_logged(own: Change, logged_id: object, logged_type: object, logged_row: bytes | None) -> bool:
-    """True when a change-log entry holds exactly ``own`` (a commit confirmed after an error)."""
-    if logged_id != own.id or logged_type != own.type.value:
-        return False
-    if own.config is None:
-        return logged_row is None
-    try:
-        return logged_row is not None and decode_logged_row(logged_row) == own.config
-    except ValueError:
-        return False
+def is_logged(
+    own: Change[StoredConfig], logged_id: object, logged_type: object, logged_row: bytes | None
+) -> bool:
+    """True when the change-log entry at ``own``'s revision holds exactly ``own``.
+
+    A commit confirmed after an error: the entry decodes (:data:`CONFIG_LOG`) to ``own``.
+    """
+    return changelog.decode_entry(CONFIG_LOG, (own.revision, logged_type, logged_id, logged_row)) == own
 
 
 def build_feed(
-    entries: Sequence[LogEntry] | None,
-    present: dict[str, StoredConfig],
+    entries: Sequence[LogEntry],
+    present: Mapping[str, StoredConfig],
     *,
     revision: int,
-    own: Change | None = None,
+    own: Change[StoredConfig] | None = None,
     current: StoredConfig | None = None,
+    window: tuple[int, int] | None = None,
+    oldest: int | None = None,
 ) -> WriteOutcome:
-    """Assemble a feed: logged changes of others, then the writer's own change.
+    """Assemble a config feed: :func:`bridge.storage.changelog.build_feed` with :data:`CONFIG_LOG`.
 
     Args:
-        entries: the log entries after the caller's ``since`` up to the revision before
-            the write (all of them for a catch-up), in revision order; None when the log
-            no longer reaches back to ``since`` (:func:`feed_reaches`) or skips a revision
-            (:func:`log_is_whole`): the caller reloads.
+        entries: the log entries of ``window`` as read, in revision order (none when the
+            window is None).
         present: the table's current row of every id the entries name (absent: no row).
         revision: the store's revision after the write (or now, for a catch-up).
-        own: the writer's own change (built from the row it wrote, never from the log),
-            or None (no write, or a write that changed nothing).
+        own: the writer's own change (:func:`own_change`), or None (no write, or a write
+            that changed nothing).
         current: for an update, the row after the write (or unchanged, for a no-op).
+        window: :func:`~bridge.storage.changelog.log_window`'s answer the entries were
+            read for (None: nothing read); the outcome's ``changes`` are None when the log
+            does not reach it or skips or repeats a revision in it.
+        oldest: the oldest revision left in the log (None: empty).
 
     Returns:
         The outcome; entries that do not decode, or that contradict the table, are marked
-        :attr:`Change.undecodable`.
+        :attr:`~bridge.storage.changes.Change.undecodable`.
     """
-    written = own is not None
-    if entries is None:
-        return WriteOutcome(None, current, revision, written=written)
-    # The writer's own log entry (at its revision) is never decoded: the stores read up to
-    # the revision before the write, and one passed anyway is superseded by ``own``.
-    changes = [_decode_entry(entry) for entry in entries if own is None or entry[0] != own.revision]
-    if own is not None:
-        changes.append(own)
-        present = {key: row for key, row in present.items() if key != own.id}
-        if own.config is not None:
-            present[own.id] = own.config
-    return WriteOutcome(cross_check(changes, present), current, revision, written=written)
-
-
-def feed_reaches(oldest: int | None, since: int) -> bool:
-    """True when the log still holds every change after ``since`` (``oldest``: its first)."""
-    return oldest is not None and oldest <= since + 1
-
-
-def log_is_whole(entries: Sequence[LogEntry], since: int, upto: int) -> bool:
-    """True when ``entries`` are the revisions ``since + 1`` to ``upto``, each once, in order.
-
-    Revisions are gap-free (one per write, DESIGN §3), so a log read that skips or repeats
-    one has lost a change (another program deleted a log row, or wrote one under another
-    revision): applying the rest would leave the cache behind the table for good. The
-    reader reloads instead (the backends return no entries: :data:`LogRead`), as a
-    collection's feed does (:func:`bridge.collection.protocol.build_feed`).
-
-    Args:
-        entries: the log entries read after ``since`` up to ``upto``, in revision order.
-        since: the revision the reader reflects.
-        upto: the last revision read (the revision before a write, or now).
-    """
-    revisions = [entry[0] for entry in entries]
-    return all(type(r) is int for r in revisions) and revisions == list(range(since + 1, upto + 1))
+    feed = changelog.build_feed(
+        CONFIG_LOG, entries, present, revision=revision, own=own, window=window, oldest=oldest
+    )
+    return WriteOutcome(feed.revision, feed.changes, current, written=own is not None)

@@ -33,8 +33,9 @@ import structlog
 
 from bridge.datadir import DB_COMPANIONS
 from bridge.errors import DuplicateConfigNameError, SchemaTooNewError
-from bridge.storage import protocol
+from bridge.storage import changelog, protocol
 from bridge.storage.base import COLUMNS, Mutation, StoredConfig, StoreState, WriteOutcome, row_values
+from bridge.storage.changes import Change
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +92,7 @@ _NO_META = (
     "SELECT RAISE(ABORT, 'bridge: the revision row is missing') "
     "WHERE NOT EXISTS (SELECT 1 FROM meta WHERE id = 1);"
 )
-_TRIM = f"DELETE FROM changes WHERE {protocol.trim_condition(_REV)};"
+_TRIM = f"DELETE FROM changes WHERE {changelog.trim_condition(_REV)};"
 _LOG_OBJECT = f"json_object({protocol.log_object_pairs(lambda c: c, lambda e: f'hex({e})')})"
 """The change-log row (:mod:`bridge.storage.protocol`'s codec) of the configs row in scope."""
 _LOG_ROW = (
@@ -704,8 +705,7 @@ class SqliteConfigStore:
         def work(conn: sqlite3.Connection) -> WriteOutcome:
             conn.execute("BEGIN")
             try:
-                revision = _revision(conn)
-                outcome = protocol.build_feed(*_read_log(conn, since, revision), revision=revision)
+                outcome = _feed(conn, since, _revision(conn), None, None)
             finally:
                 conn.execute("COMMIT")
             return outcome
@@ -746,12 +746,7 @@ class SqliteConfigStore:
                 written = fn(conn)
                 revision = _revision(conn)
                 own = protocol.own_change(written, revision_before, revision)
-                return protocol.build_feed(
-                    *_read_log(conn, since, revision_before),
-                    revision=revision,
-                    own=own,
-                    current=written.current,
-                )
+                return _feed(conn, since, revision, own, written.current)
 
         return await self._run(work)
 
@@ -847,26 +842,36 @@ def _data_version(conn: sqlite3.Connection) -> int:
 _PRESENT_COLUMNS: Final = ", ".join(f"k.{name}" for name in COLUMNS)
 
 
-def _read_log(conn: sqlite3.Connection, since: int, upto: int) -> protocol.LogRead:
-    """The log after ``since`` up to ``upto``, each entry with its id's row in the table (the join).
+def _feed(
+    conn: sqlite3.Connection,
+    since: int,
+    revision: int,
+    own: Change[StoredConfig] | None,
+    current: StoredConfig | None,
+) -> WriteOutcome:
+    """The feed after ``since``: the log's window, each entry with its id's row in the table (the join).
 
-    None for the entries when the log does not reach ``since`` or has a hole (see :data:`protocol.LogRead`).
+    What it means is :func:`~bridge.storage.protocol.build_feed`'s (the change log's rules).
     """
-    if upto <= since:
-        return [], {}
+    window = changelog.log_window(since, revision, own)
+    if window is None:
+        return protocol.build_feed([], {}, revision=revision, own=own, current=current)
     (oldest,) = conn.execute("SELECT MIN(revision) FROM changes").fetchone()
-    if not protocol.feed_reaches(oldest, since):
-        return None, {}
     rows = conn.execute(
         f"SELECT c.revision, c.type, c.id, c.row, {_PRESENT_COLUMNS} FROM changes c "
         "LEFT JOIN configs k ON k.id = c.id WHERE c.revision > ? AND c.revision <= ? "
         "ORDER BY c.revision",
-        (since, upto),
+        window,
     ).fetchall()
-    entries = [r[:4] for r in rows]
-    if not protocol.log_is_whole(entries, since, upto):
-        return None, {}
-    return entries, {r[4]: protocol.make_row(r[4:]) for r in rows if r[4] is not None}
+    return protocol.build_feed(
+        [r[:4] for r in rows],
+        {r[4]: protocol.make_row(r[4:]) for r in rows if r[4] is not None},
+        revision=revision,
+        own=own,
+        current=current,
+        window=window,
+        oldest=oldest,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 Another program that writes into ``collections.db``'s log (a forged ``deleted`` of a live
 item, or a row the table does not hold) must not take the item out of the cache, nor make
 the collections referencing it write their references to null: the reader reloads the
-table (the truth) instead, as the config store does (``bridge.storage.base.cross_check``).
+table (the truth) instead, as the config store does (``bridge.storage.changelog.cross_check``).
 Real SQLite files and PostgreSQL databases; an in-process bridge; the other program is a
 plain ``sqlite3`` or ``asyncpg`` connection.
 """

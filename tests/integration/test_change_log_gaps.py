@@ -3,7 +3,7 @@
 Revisions are gap-free (DESIGN §3), so a feed whose entries skip a revision has lost a
 change (another program deleted a log row, or wrote one under a wrong revision). Applying
 the rest would leave the cache behind the table for good; the reader reloads the table
-(the truth) instead, as :func:`bridge.collection.protocol.build_feed` already does.
+(the truth) instead: the one rule of :func:`bridge.storage.changelog.build_feed`.
 Real SQLite file and PostgreSQL database; the other program is a plain ``sqlite3`` or
 ``asyncpg`` connection.
 """
