@@ -20,6 +20,7 @@ from typing import Any
 
 from bridge.client import BridgeClient
 from tests.conftest import openai_config, start_bridge_process
+from tests.helpers import webhook_app
 from tests.helpers.templates import ROOT, load_example, running
 
 TIMEOUT_S = 60
@@ -169,3 +170,29 @@ async def test_of_two_configs_renamed_onto_one_new_name_the_newer_is_held_by_doc
     quarantined, versions = await served_state(data)
     assert quarantined == report["quarantined"]
     assert versions == {alpha: 1, beta: 3}
+
+
+async def test_an_applications_cli_doctor_finds_a_plaintext_secret_no_row_holds_sealed_and_a_wrong_type(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    async with running(data, webhook_app.build_registry()) as served:
+        hooks = served.collections["hook"]
+        made = [await hooks.create(webhook_app.Hook(url=f"https://{n}.example")) for n in "abc"]
+    plain, wrong, kept = (item.id for item in made)
+    # No row holds a token sealed: only the definitions tell that ``token`` is a secret.
+    edit_items(data / "collections.db", ("$.token", "s3cr3t-in-clear", plain), ("$.retries", "three", wrong))
+    code, report, printed = await doctor(data, "tests.helpers.webhook_app")
+    assert code == 1, printed
+    expected = [
+        {"collection": "hook", "id": plain, "reason": "PLAINTEXT_SECRET"},
+        {"collection": "hook", "id": wrong, "reason": "retries.INVALID_FORMAT"},
+    ]
+    assert report["collections"]["quarantined"] == expected
+    assert "s3cr3t-in-clear" not in printed
+    code, bare, _ = await doctor(data)
+    assert (code, bare["collections"]["quarantined"]) == (0, [])
+    async with running(data, webhook_app.build_registry()) as served:
+        hooks = served.collections["hook"]
+        assert hooks.quarantined() == {q["id"]: q["reason"] for q in expected}
+        assert [view.id for view in hooks.list()] == [kept]
