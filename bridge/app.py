@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 import structlog
@@ -61,6 +61,7 @@ from bridge.storage import DB_FILE_NAME, ConfigStore, SqliteConfigStore, StoreSt
 
 if TYPE_CHECKING:
     from bridge.collection.protocol import CollectionStore
+    from bridge.collection.rules import Rules
     from bridge.collection.service import CollectionService, Referenced
 
 log = structlog.get_logger(__name__)
@@ -729,17 +730,33 @@ def run_sidecar(options: BridgeOptions, process: SidecarOptions, registry: api.R
 # ---- maintenance commands (bridge doctor, bridge rotate-key) -------------------------------
 
 
-def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Path | None) -> int:
+def run_doctor(
+    data_dir: Path,
+    secret_backend: SecretBackend,
+    data_key_file: Path | None,
+    registry: api.Registry | None = None,
+) -> int:
     """``bridge doctor``: examine ``bridge.db`` and ``collections.db`` read-only; print one JSON line.
 
+    The verdicts are the services' own (:func:`bridge.state.service.admit`: the same
+    checks, unique-key claims and repairs the server runs when it loads), played on the
+    rows read without writing: ``quarantined`` ``[{id, reason}]`` the configs it would
+    hold, ``repairs`` ``[{id, reason: "STALE_DERIVED_FIELDS"}]`` those it would rewrite at
+    start and serve (not a finding).
+
     ``collections`` is null without ``collections.db``; else ``{database, damage,
-    schemaVersion, rows, quarantined: [{collection, id, reason}]}`` — the rows the server
-    would quarantine for reasons that need no application definitions (undecodable
-    fields, secrets no key opens, a secret in plain text or a preview without its
-    secret: :func:`bridge.collection.service.examine_items`). No value is printed.
+    schemaVersion, rows, quarantined: [{collection, id, reason}]}``. A collection of
+    ``registry`` (an application's own CLI: ``bridge.cli.main(registry=...)``) is checked
+    with its model, unique keys and secret fields exactly as its service loads it
+    (:func:`bridge.collection.service.examine_collection`); any other, as plain ``bridge
+    doctor`` does, by its stored form only (undecodable fields, secrets no key opens, a
+    secret in plain text or a preview without its secret:
+    :func:`bridge.collection.service.examine_items`). ``collectionRules`` says which:
+    ``{"model": [names], "storedForm": [names]}``. No value is printed.
 
     Returns:
-        0 when clean, 1 with findings, 2 when the database cannot be examined.
+        0 when clean (repairs alone included), 1 with findings, 2 when the database
+        cannot be examined.
     """
     import sqlite3  # noqa: PLC0415 - maintenance only
 
@@ -771,8 +788,9 @@ def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Pat
             )
         except StartupError as exc:
             key_problem = exc.message
-    findings = examine_rows(exam.rows, key)
-    collection_findings = _collection_findings(collections, key)
+    rows = examine_rows(exam.rows, key)
+    defined = {binding.rules.name: binding.rules for binding in (registry.collections if registry else [])}
+    collection_findings, rules_used = _collection_findings(collections, key, defined)
     sidecar.emit(
         {
             "event": "doctor",
@@ -783,7 +801,8 @@ def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Pat
             "fatal": exam.fatal,
             "dataKey": key_problem,
             "rows": len(exam.rows),
-            "quarantined": [{"id": f.id, "reason": f.reason} for f in findings],
+            "quarantined": [{"id": f.id, "reason": f.reason} for f in rows.quarantined],
+            "repairs": [{"id": f.id, "reason": f.reason} for f in rows.repaired],
             "collections": None
             if collections is None and collections_problem is None
             else {
@@ -793,6 +812,7 @@ def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Pat
                 "rows": 0 if collections is None else len(collections[1]),
                 "quarantined": [{"collection": c, "id": i, "reason": r} for c, i, r in collection_findings],
             },
+            "collectionRules": rules_used,
         }
     )
     clean = not (
@@ -800,7 +820,7 @@ def run_doctor(data_dir: Path, secret_backend: SecretBackend, data_key_file: Pat
         or exam.repairable
         or exam.fatal
         or key_problem
-        or findings
+        or rows.quarantined
         or collections_problem
         or collection_findings
     )
@@ -824,16 +844,49 @@ def _examine_collections(data_dir: Path) -> tuple[tuple[int, list[Any]] | None, 
     return found, None, any(sealed_values(item.data) for _, item in found[1])
 
 
-def _collection_findings(
-    collections: tuple[int, list[Any]] | None, key: DataKey | None
-) -> list[tuple[str, str, str]]:
-    if collections is None:
-        return []
-    from bridge.collection.service import examine_items  # noqa: PLC0415 - maintenance only
+STORED_FORM_ONLY: Final = (
+    "collections in storedForm are checked by their stored form only: their model's rules "
+    "(fields, unique keys, secret fields) need the application's own CLI "
+    "(bridge.cli.main(registry=...), e.g. python myapp.py doctor)"
+)
+"""``collectionRules.note`` when some collection's rows were checked without its definition."""
 
+
+def _collection_findings(
+    collections: tuple[int, list[Any]] | None, key: DataKey | None, defined: dict[str, Rules]
+) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
+    """``([(collection, id, reason)] in creation order, collectionRules)`` of ``collections.db``'s rows."""
+    if collections is None:
+        return [], {"model": sorted(defined), "storedForm": []}
+    from bridge.collection.service import examine_collection, examine_items  # noqa: PLC0415 - maintenance only
+
+    items: list[tuple[Any, Any]] = collections[1]
+    own: dict[str, list[Any]] = {name: [] for name in defined}
+    others: list[tuple[Any, Any]] = []
+    for collection, item in items:
+        if isinstance(collection, str) and collection in own:
+            own[collection].append(item)
+        else:
+            others.append((collection, item))
+    found: dict[tuple[str, str], str] = {}
+    if own:
+        # Without the data keys, a cipher that knows no key: every secret is UNKNOWN_KEY_ID.
+        cipher = KeyCipher(key if key is not None else DataKey(secrets.token_bytes(32), "none"))
+        for name, rows in own.items():
+            found.update(
+                ((name, row_id), reason) for row_id, reason in examine_collection(defined[name], cipher, rows)
+            )
     # The collection name is as read, like the id: another program may have stored a BLOB.
-    found = examine_items(collections[1], None if key is None else KeyCipher(key))
-    return [(printable_id(collection), item_id, reason) for collection, item_id, reason in found]
+    for collection, item_id, reason in examine_items(others, None if key is None else KeyCipher(key)):
+        found[(printable_id(collection), item_id)] = reason
+    # One list in creation order (the file's), whichever check found them.
+    ordered = [(printable_id(c), printable_id(item.id)) for c, item in items]
+    findings = [(c, i, found[(c, i)]) for c, i in ordered if (c, i) in found]
+    undefined = sorted({printable_id(c) for c, _ in others})
+    rules_used: dict[str, Any] = {"model": sorted(defined), "storedForm": undefined}
+    if undefined:
+        rules_used["note"] = STORED_FORM_ONLY
+    return findings, rules_used
 
 
 def run_rotate_key(options: BridgeOptions, *, stage: bool) -> int:

@@ -144,7 +144,10 @@ def _add_doctor_parser(sub: Any) -> None:
     from bridge.keystore import DATA_KEY_ENV, SecretBackend  # noqa: PLC0415 - see the module docstring
 
     doc = sub.add_parser(
-        "doctor", help="list quarantined rows and structural findings of a SQLite store (no server started)"
+        "doctor",
+        help="list the rows the server would quarantine or repair at start, and structural findings "
+        "of a SQLite store (read-only, no server started; an application's own CLI also checks "
+        "its collections' model rules)",
     )
     doc.add_argument("--data-dir", type=Path, help="data directory (default: the platform's user data dir)")
     doc.add_argument(
@@ -302,7 +305,8 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
         argv: the command's arguments (default ``sys.argv[1:]``).
         registry: an application's own channels and topics, served by ``serve`` beside
             bridge's (an application's own sidecar: ``main(registry=my_registry)`` gives it
-            every ``bridge serve`` flag).
+            every ``bridge serve`` flag); ``doctor`` checks its collections' rows with their
+            model, unique keys and secret fields, as the server loads them.
     """
     words = sys.argv[1:] if argv is None else list(argv)
     if words[:1] == ["serve"] and not sys.stderr.isatty():  # JSON logs (bridge.log's default)
@@ -314,19 +318,19 @@ def main(argv: Sequence[str] | None = None, registry: Registry | None = None) ->
     if args.command == "schemas":
         return _schemas_command(args)
     if args.command == "doctor":
-        return _doctor_command(args)
+        return _doctor_command(args, registry)
     if args.command == "rotate-key":
         return _rotate_key_command(args)
     return _call_command(args)
 
 
-def _doctor_command(args: argparse.Namespace) -> int:
+def _doctor_command(args: argparse.Namespace, registry: Registry | None = None) -> int:
     from bridge.app import run_doctor  # noqa: PLC0415
     from bridge.keystore import SecretBackend  # noqa: PLC0415
     from bridge.options import default_data_dir  # noqa: PLC0415
 
     return run_doctor(
-        args.data_dir or default_data_dir(), SecretBackend(args.secret_backend), args.data_key_file
+        args.data_dir or default_data_dir(), SecretBackend(args.secret_backend), args.data_key_file, registry
     )
 
 

@@ -72,7 +72,7 @@ from bridge.state import (
     shielded,
     utc_now,
 )
-from bridge.state.service import StateService
+from bridge.state.service import StateService, classify
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -138,6 +138,143 @@ class _Entry:
     """The model's fields by Python name, secrets excluded."""
 
 
+class KeyClaims:
+    """The unique keys of the items a cache serves: (unique field, key) → id of the item holding it.
+
+    Two stored rows sharing a unique key (another program wrote them without
+    ``item_keys``): the one admitted first keeps it, the other is held ``NAME_CONFLICT``
+    (as llm-config holds a clashing name) and claims nothing. The service claims through
+    it; ``bridge doctor`` replays a load with a fresh one (:func:`examine_collection`).
+
+    Args:
+        unique: the collection's unique fields (``Rules.unique``).
+    """
+
+    __slots__ = ("_held", "_unique")
+
+    def __init__(self, unique: tuple[str, ...]) -> None:
+        """Start with no key claimed."""
+        self._unique = unique
+        self._held: dict[tuple[str, str], str] = {}
+
+    def claim(self, row_id: str, old: _Entry | None, entry: _Entry | None) -> bool:
+        """Move ``row_id``'s unique keys from ``old`` to ``entry``; False when another item holds one.
+
+        ``old``'s keys are released either way; on False ``entry`` claims nothing.
+        """
+        keys = unique_keys(self._unique, entry.plain) if entry is not None else []
+        taken = any(self._held.get(key, row_id) != row_id for key in keys)
+        if old is not None:
+            for key in unique_keys(self._unique, old.plain):
+                if self._held.get(key) == row_id:
+                    del self._held[key]
+        if taken:
+            return False
+        for key in keys:
+            self._held[key] = row_id
+        return True
+
+
+def _open_secret(collection: str, cipher: KeyCipher, item: StoredItem, field: str) -> str | None:
+    """The plaintext of a secret field. Raises DecryptionError or ValueError when it does not open."""
+    raw = sealed_values(item.data).get(field)
+    if raw is None:
+        return None
+    blob = bytes.fromhex(raw)
+    return cipher.decrypt(blob, associated_data(collection, item.id, field))
+
+
+def check_item(  # noqa: PLR0911 - one per reason
+    rules: Rules, cipher: KeyCipher, item: StoredItem
+) -> tuple[_Entry | None, str | None]:
+    """Check a stored row with its collection's rules, as the service does where it enters the cache.
+
+    Args:
+        rules: the collection's rules (model, secret fields, wire types).
+        cipher: opens the secrets (every known data key).
+        item: the row as stored (untrusted).
+
+    Returns:
+        ``(entry, None)`` when it may be served, else ``(None, reason code)`` (never a value):
+        ``UNDECODABLE_ROW``, ``INVALID_ROW``, ``id``/``createdAt``/``updatedAt.INVALID_FORMAT``,
+        ``PLAINTEXT_SECRET``, ``UNKNOWN_KEY_ID``, ``CIPHERTEXT_AUTH_FAILED``,
+        ``<field>.<FIELD CODE>`` of the model (e.g. ``name.INVALID_LENGTH``),
+        ``<field>_preview.INVALID_FORMAT``, ``$sealed.INVALID_FORMAT``.
+    """
+    data = item.data
+    if data is None:
+        return None, UNDECODABLE_ROW
+    if type(item.version) is not int or item.version < 1:
+        return None, INVALID_ROW
+    # Served ids and timestamps are what a write makes: an id no client can address,
+    # or text that is not UTF-8 (which no reply could encode), never enters the cache.
+    if not valid_stored_id(item.id):
+        return None, "id.INVALID_FORMAT"
+    if not valid_timestamp(item.created_at):
+        return None, "createdAt.INVALID_FORMAT"
+    if not valid_timestamp(item.updated_at):
+        return None, "updatedAt.INVALID_FORMAT"
+    opened = _open_secrets(rules, cipher, item, data)
+    if isinstance(opened, str):
+        return None, opened
+    values, previews = opened
+    try:
+        model = rules.model.model_validate(values)
+    except PydanticValidationError as exc:
+        first = field_errors(exc)[0]
+        return None, f"{first.field}.{first.code}"
+    except Exception:  # the application's own validator met a value no write makes
+        return None, INVALID_ROW
+    plain = model.model_dump(mode="json", by_alias=False, exclude=set(rules.secret))
+    fields = {
+        **plain,
+        **previews,
+        "id": item.id,
+        "created_at": item.created_at,
+        "updated_at": item.updated_at,
+        "version": item.version,
+    }
+    try:
+        view = rules.types.view.model_validate(fields)
+    except PydanticValidationError:
+        return None, INVALID_ROW
+    return _Entry(item, view, plain), None
+
+
+def _open_secrets(  # noqa: PLR0911 - one return per rule
+    rules: Rules, cipher: KeyCipher, item: StoredItem, data: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]] | str:
+    """The row's fields with each secret opened, and the previews; or the quarantine reason."""
+    secret = rules.secret
+    hidden = {SEALED, *(field + PREVIEW_SUFFIX for field in secret)}
+    values = {k: v for k, v in data.items() if k not in hidden}
+    if SEALED in data and not isinstance(data[SEALED], dict):
+        return f"{SEALED}.INVALID_FORMAT"
+    sealed = sealed_values(data)
+    shown: dict[str, Any] = {}
+    aliases = {field: rules.model.model_fields[field].alias or field for field in secret}
+    if any(field in data or alias in data for field, alias in aliases.items()):
+        return PLAINTEXT_SECRET
+    for field in secret:
+        try:
+            raw = sealed.get(field)
+            if raw is not None and not cipher.knows(bytes.fromhex(raw)[:KEY_ID_BYTES]):
+                return UNKNOWN_KEY_ID
+            values[field] = _open_secret(rules.name, cipher, item, field)
+        except DecryptionError:
+            return CIPHERTEXT_AUTH_FAILED
+        except (ValueError, TypeError):
+            return f"{field}.INVALID_FORMAT"
+        preview = data.get(field + PREVIEW_SUFFIX)
+        if (values[field] is None) != (preview is None) or (
+            preview is not None and not isinstance(preview, str)
+        ):
+            # A preview with no sealed secret would tell of a secret that is not there.
+            return f"{field}{PREVIEW_SUFFIX}.INVALID_FORMAT"
+        shown[field + PREVIEW_SUFFIX] = preview
+    return values, shown
+
+
 class CollectionService(StateService[_Entry]):
     """Owns one collection: validation, cache, events, secrets and references. No sockets.
 
@@ -189,9 +326,7 @@ class CollectionService(StateService[_Entry]):
         self._store = store
         self._cipher = cipher
         self._resolve = resolve
-        # (unique field, key) → id of the cached item holding it: a stored row whose key
-        # another served item holds (rows written without item_keys) is NAME_CONFLICT.
-        self._keys: dict[tuple[str, str], str] = {}
+        self._keys = KeyClaims(rules.unique)
         self._seen = -1
         """The store's ``data_version`` when the cache last caught up."""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -581,11 +716,7 @@ class CollectionService(StateService[_Entry]):
 
     def _open(self, item: StoredItem, field: str) -> str | None:
         """The plaintext of a secret field. Raises DecryptionError or ValueError when it does not open."""
-        raw = sealed_values(item.data).get(field)
-        if raw is None:
-            return None
-        blob = bytes.fromhex(raw)
-        return self._cipher.decrypt(blob, associated_data(self.name, item.id, field))
+        return _open_secret(self.name, self._cipher, item, field)
 
     async def _check_references(self, values: dict[str, Any], sent: set[str], prefix: str) -> None:
         errors = []
@@ -622,83 +753,13 @@ class CollectionService(StateService[_Entry]):
 
     # ---- applying committed changes ----------------------------------------------------
 
-    def _verdict(  # noqa: PLR0911 - one per reason
+    def _verdict(
         self,
         item: StoredItem,
         prepared: Any = None,  # noqa: ARG002 - a hook: no check of feed entries to reuse
     ) -> tuple[_Entry | None, str | None]:
-        """Check a stored row: its entry, or the quarantine reason (never a value)."""
-        data = item.data
-        if data is None:
-            return None, UNDECODABLE_ROW
-        if type(item.version) is not int or item.version < 1:
-            return None, INVALID_ROW
-        # Served ids and timestamps are what a write makes: an id no client can address,
-        # or text that is not UTF-8 (which no reply could encode), never enters the cache.
-        if not valid_stored_id(item.id):
-            return None, "id.INVALID_FORMAT"
-        if not valid_timestamp(item.created_at):
-            return None, "createdAt.INVALID_FORMAT"
-        if not valid_timestamp(item.updated_at):
-            return None, "updatedAt.INVALID_FORMAT"
-        opened = self._open_secrets(item, data)
-        if isinstance(opened, str):
-            return None, opened
-        values, previews = opened
-        try:
-            model = self.rules.model.model_validate(values)
-        except PydanticValidationError as exc:
-            first = field_errors(exc)[0]
-            return None, f"{first.field}.{first.code}"
-        except Exception:  # the application's own validator met a value no write makes
-            return None, INVALID_ROW
-        plain = model.model_dump(mode="json", by_alias=False, exclude=set(self.rules.secret))
-        fields = {
-            **plain,
-            **previews,
-            "id": item.id,
-            "created_at": item.created_at,
-            "updated_at": item.updated_at,
-            "version": item.version,
-        }
-        try:
-            view = self._types.view.model_validate(fields)
-        except PydanticValidationError:
-            return None, INVALID_ROW
-        return _Entry(item, view, plain), None
-
-    def _open_secrets(  # noqa: PLR0911 - one return per rule
-        self, item: StoredItem, data: dict[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any]] | str:
-        """The row's fields with each secret opened, and the previews; or the quarantine reason."""
-        secret = self.rules.secret
-        hidden = {SEALED, *(field + PREVIEW_SUFFIX for field in secret)}
-        values = {k: v for k, v in data.items() if k not in hidden}
-        if SEALED in data and not isinstance(data[SEALED], dict):
-            return f"{SEALED}.INVALID_FORMAT"
-        sealed = sealed_values(data)
-        shown: dict[str, Any] = {}
-        aliases = {field: self.rules.model.model_fields[field].alias or field for field in secret}
-        if any(field in data or alias in data for field, alias in aliases.items()):
-            return PLAINTEXT_SECRET
-        for field in secret:
-            try:
-                raw = sealed.get(field)
-                if raw is not None and not self._cipher.knows(bytes.fromhex(raw)[:KEY_ID_BYTES]):
-                    return UNKNOWN_KEY_ID
-                values[field] = self._open(item, field)
-            except DecryptionError:
-                return CIPHERTEXT_AUTH_FAILED
-            except (ValueError, TypeError):
-                return f"{field}.INVALID_FORMAT"
-            preview = data.get(field + PREVIEW_SUFFIX)
-            if (values[field] is None) != (preview is None) or (
-                preview is not None and not isinstance(preview, str)
-            ):
-                # A preview with no sealed secret would tell of a secret that is not there.
-                return f"{field}{PREVIEW_SUFFIX}.INVALID_FORMAT"
-            shown[field + PREVIEW_SUFFIX] = preview
-        return values, shown
+        """Check a stored row: its entry, or the quarantine reason (never a value): :func:`check_item`."""
+        return check_item(self.rules, self._cipher, item)
 
     # ---- the state policy (hooks of StateService) ---------------------------------------
 
@@ -726,23 +787,8 @@ class CollectionService(StateService[_Entry]):
         cache.reorder(_seq)
 
     def _claim(self, row_id: str, old: _Entry | None, entry: _Entry | None) -> bool:
-        """Move ``row_id``'s unique keys from ``old`` to ``entry``; False when another item holds one.
-
-        Two stored rows sharing a unique key (another program wrote them without
-        ``item_keys``): the one served first keeps it, the other is held ``NAME_CONFLICT``
-        (as llm-config holds a clashing name) and claims nothing.
-        """
-        keys = unique_keys(self.rules.unique, entry.plain) if entry is not None else []
-        taken = any(self._keys.get(key, row_id) != row_id for key in keys)
-        if old is not None:
-            for key in unique_keys(self.rules.unique, old.plain):
-                if self._keys.get(key) == row_id:
-                    del self._keys[key]
-        if taken:
-            return False
-        for key in keys:
-            self._keys[key] = row_id
-        return True
+        """Move ``row_id``'s unique keys from ``old`` to ``entry``: :meth:`KeyClaims.claim`."""
+        return self._keys.claim(row_id, old, entry)
 
     def _loaded_log(self, *, after_failure: bool) -> None:
         if not after_failure:
@@ -807,10 +853,42 @@ async def reseal_secrets(store: CollectionStore, cipher: KeyCipher) -> tuple[int
     return resealed, unopened, await store.key_ids()
 
 
+def examine_collection(
+    rules: Rules, cipher: KeyCipher, items: Iterable[StoredItem]
+) -> builtins.list[tuple[str, str]]:
+    """The rows of one collection its service would quarantine at start, for the same reasons.
+
+    The service's own load, without a store or a cache: each row in creation order through
+    :func:`~bridge.state.service.admit` with :func:`check_item` and a fresh
+    :class:`KeyClaims` (so a row whose unique key an earlier served row holds is
+    ``NAME_CONFLICT``). What ``python myapp.py doctor`` (``bridge.cli.main(registry=...)``)
+    reports for the application's collections. Reasons never carry a value.
+
+    Args:
+        rules: the collection's rules (``Collection.rules``).
+        cipher: the data keys (a cipher that knows none reports every secret ``UNKNOWN_KEY_ID``).
+        items: the collection's rows as stored, in creation order (``seq``).
+
+    Returns:
+        ``(printable id, reason code)`` per row that would be quarantined, in creation order.
+    """
+    claims = KeyClaims(rules.unique)
+    found = classify(
+        items,
+        lambda item, _prepared: check_item(rules, cipher, item),
+        claims.claim,
+    )
+    return [(printable_id(item_id), reason) for item_id, reason in found.held.items()]
+
+
 def examine_items(
     items: builtins.list[tuple[str, StoredItem]], cipher: KeyCipher | None
 ) -> builtins.list[tuple[str, str, str]]:
     """The checks ``bridge doctor`` can make without the application's definitions.
+
+    Plain ``bridge doctor`` has none; an application's own CLI checks its collections with
+    :func:`examine_collection` instead (the server's rules) and these only for rows of
+    collections it does not define.
 
     A row whose fields do not decode, or a secret that no key opens for its collection,
     item and field, is one the server would quarantine (the model's own rules need the

@@ -55,12 +55,22 @@ from bridge.service.events import EventBus
 from bridge.service.merge import merge_patch, rederive_row
 from bridge.service.rules import NAME_CONFLICT, SECURITY_REASONS, Verdict, check_row
 from bridge.state import Quarantine, printable_id, utc_now
-from bridge.state.service import DEFERRED, DELETED, Deferred, Differences, StateService
+from bridge.state.service import DEFERRED, DELETED, Deferred, Differences, StateService, classify
 from bridge.storage.base import ConfigStore, StoredConfig, StoreState, WriteOutcome
 from bridge.storage.changes import Change
 
 # printable_id and utc_now live in bridge.state; re-exported here for the code that imported them from here.
-__all__ = ["CacheInfo", "LlmConfigService", "QuarantinedConfig", "printable_id", "to_view", "utc_now"]
+__all__ = [
+    "CacheInfo",
+    "ConfigExamination",
+    "LlmConfigService",
+    "QuarantinedConfig",
+    "config_verdict",
+    "examine_configs",
+    "printable_id",
+    "to_view",
+    "utc_now",
+]
 
 log = structlog.get_logger(__name__)
 F = TypeVar("F")
@@ -154,6 +164,83 @@ class CacheInfo:
     loaded: bool
     load_failed: bool
     bytes: int = 0
+
+
+def config_verdict(
+    row: StoredConfig, cipher: KeyCipher, prepared: Verdict | None = None
+) -> tuple[_Entry | Deferred | None, str | None]:
+    """A stored row's verdict where it enters the cache (the service's, and ``bridge doctor``'s).
+
+    Args:
+        row: the row as stored (untrusted).
+        cipher: opens its API key.
+        prepared: its :func:`check_row` verdict when already made (a feed entry's).
+
+    Returns:
+        ``(entry, None)`` to serve; ``(DEFERRED, None)`` for a valid row whose derived
+        fields are stale (rewritten through the write path before it is served); ``(None,
+        reason code)`` to quarantine.
+    """
+    verdict = prepared or check_row(row, cipher)
+    if verdict.reason is not None:
+        return None, verdict.reason
+    if verdict.stale:
+        return DEFERRED, None
+    return _Entry(row), None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigExamination:
+    """What the service would do with the stored rows at start (:func:`examine_configs`).
+
+    Attributes:
+        quarantined: ``(id, reason code)`` of each row it would hold, in the order it would
+            hold them (the load's verdicts in creation order, then the repairs' clashes).
+        repaired: ids of the rows whose stale derived fields it would rewrite (a write:
+            version + 1), in creation order; then served.
+    """
+
+    quarantined: builtins.list[tuple[str, str]]
+    repaired: builtins.list[str]
+
+
+def examine_configs(rows: builtins.list[StoredConfig], cipher: KeyCipher) -> ConfigExamination:
+    """The start of :class:`LlmConfigService` on ``rows``, without a store: what it would hold and repair.
+
+    The load is the service's (:func:`~bridge.state.service.classify` with
+    :func:`config_verdict`). The repair of each deferred row is the service's
+    (:func:`~bridge.service.merge.rederive_row`, in creation order like
+    ``_repair_stale``); the store's unique index on ``name_key``, which refuses a repaired
+    name key another stored row holds (``NAME_CONFLICT``; quarantined rows hold theirs
+    too), is played on the rows' keys instead of written.
+
+    Args:
+        rows: the stored rows in creation order (as ``load`` returns them).
+        cipher: the data keys.
+    """
+    found = classify(rows, lambda row, prepared: config_verdict(row, cipher, prepared), _no_unique_keys)
+    quarantined = [(printable_id(config_id), reason) for config_id, reason in found.held.items()]
+    stored = {row.id: row for row in rows}
+    index = {row.name_key: row.id for row in rows if isinstance(row.name_key, str)}
+    repaired: builtins.list[str] = []
+    for config_id in found.deferred:
+        row = stored[config_id]
+        fresh = rederive_row(row, cipher=cipher, now=lambda: "")  # only its name key is looked at
+        if fresh is None:  # pragma: no cover - a deferred row is stale
+            continue
+        if index.get(fresh.name_key, config_id) != config_id:
+            quarantined.append((printable_id(config_id), NAME_CONFLICT))
+            continue
+        if index.get(row.name_key) == config_id:
+            del index[row.name_key]
+        index[fresh.name_key] = config_id
+        repaired.append(printable_id(config_id))
+    return ConfigExamination(quarantined, repaired)
+
+
+def _no_unique_keys(_row_id: str, _old: object, _entry: object) -> bool:
+    """llm-config claims no key in its cache: the store's unique index holds the names."""
+    return True
 
 
 class LlmConfigService(StateService[_Entry]):
@@ -267,14 +354,11 @@ class LlmConfigService(StateService[_Entry]):
     def _verdict(
         self, row: StoredConfig, prepared: Verdict | None = None
     ) -> tuple[_Entry | Deferred | None, str | None]:
-        verdict = prepared or check_row(row, self._cipher)
-        if verdict.reason is not None:
-            return None, verdict.reason
-        if verdict.stale:
+        entry, reason = config_verdict(row, self._cipher, prepared)
+        if isinstance(entry, Deferred):
             # Not served until the write path has recomputed it (or found it clashing).
             self._stale[row.id] = row
-            return DEFERRED, None
-        return _Entry(row), None
+        return entry, reason
 
     def _same(self, entry: _Entry, row: StoredConfig) -> bool:
         return entry.row == row
@@ -584,7 +668,9 @@ class LlmConfigService(StateService[_Entry]):
         quarantined with ``NAME_CONFLICT``.
         """
         while self._stale:
-            config_id, row = self._stale.popitem()
+            # In creation order: of two rows whose repaired names clash, the newer is held.
+            config_id = next(iter(self._stale))
+            row = self._stale.pop(config_id)
             rederive = functools.partial(rederive_row, cipher=self._cipher, now=utc_now)
             try:
                 outcome = await self._store.update(config_id, rederive, None, self._revision)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import structlog
 
 from bridge.keystore import KEY_ID_BYTES, DataKey, DecryptionError, KeyCipher, key_id_of, new_key_set
-from bridge.service.rules import check_row
+from bridge.service.llm_config import examine_configs
+from bridge.service.rules import UNKNOWN_KEY_ID
 from bridge.state import printable_id
 from bridge.storage.base import ConfigStore, StoredConfig
 
@@ -115,35 +117,48 @@ async def rotate_data_key(
     return report
 
 
+REPAIR_STALE_DERIVED_FIELDS: Final = "STALE_DERIVED_FIELDS"
+"""Repair kind (not a quarantine): a row another program edited without its derived fields
+(name key, key preview); the server rewrites them at start (version + 1) and serves it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One row the doctor would quarantine: its id (printable) and the reason code."""
+    """One row the doctor reports: its id (printable) and the reason (or repair) code."""
 
     id: str
     reason: str
 
 
-def examine_rows(rows: list[StoredConfig], key: DataKey | None) -> list[Finding]:
-    """Check stored rows with the write rules, as the service does when it loads them.
+@dataclass(frozen=True, slots=True)
+class RowsExamination:
+    """What the server would do with ``bridge.db``'s rows at start (:func:`examine_rows`).
+
+    Attributes:
+        quarantined: the rows it would hold, with their reason codes (a finding).
+        repaired: the rows it would rewrite and serve (``STALE_DERIVED_FIELDS``; not a finding).
+    """
+
+    quarantined: list[Finding]
+    repaired: list[Finding]
+
+
+def examine_rows(rows: list[StoredConfig], key: DataKey | None) -> RowsExamination:
+    """What :class:`~bridge.service.llm_config.LlmConfigService` would do with ``rows`` at start.
+
+    The service's own load and repair, without a store (:func:`~bridge.service.llm_config.examine_configs`):
+    the write rules' verdict per row, the stale rows it would repair, and those whose
+    repaired name clashes with another row's (``NAME_CONFLICT``).
 
     Args:
-        rows: the rows as the store holds them.
+        rows: the rows as the store holds them, in creation order.
         key: the data keys; None when unavailable (then every row is reported
             ``UNKNOWN_KEY_ID``: nothing can be opened).
-
-    Returns:
-        The rows that would be quarantined, and those whose derived fields are stale
-        (``STALE_DERIVED_FIELDS``: the server rewrites them).
     """
-    cipher = KeyCipher(key) if key is not None else None
-    findings: list[Finding] = []
-    for row in rows:
-        if cipher is None:
-            findings.append(Finding(printable_id(row.id), "UNKNOWN_KEY_ID"))
-            continue
-        verdict = check_row(row, cipher)
-        if verdict.reason is not None:
-            findings.append(Finding(printable_id(row.id), verdict.reason))
-        elif verdict.stale:
-            findings.append(Finding(printable_id(row.id), "STALE_DERIVED_FIELDS"))
-    return findings
+    if key is None:
+        return RowsExamination([Finding(printable_id(row.id), UNKNOWN_KEY_ID) for row in rows], [])
+    found = examine_configs(rows, KeyCipher(key))
+    return RowsExamination(
+        [Finding(row_id, reason) for row_id, reason in found.quarantined],
+        [Finding(row_id, REPAIR_STALE_DERIVED_FIELDS) for row_id in found.repaired],
+    )

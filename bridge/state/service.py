@@ -28,6 +28,7 @@ import asyncio
 import builtins
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -85,6 +86,81 @@ class Deferred(Enum):
 
 
 DEFERRED = Deferred.DEFERRED
+
+
+Verdict = Callable[[Any, Any], tuple[Any, "str | None"]]
+"""``verdict(row, prepared)``: a stored row's entry, :data:`DEFERRED`, or ``(None, reason)``."""
+Claim = Callable[[str, Any, Any], bool]
+"""``claim(row_id, old entry or None, new entry or None)``: move unique keys; False when taken."""
+
+
+def admit(
+    row_id: str, row: Any, previous: Any, verdict: Verdict, claim: Claim, *, prepared: Any = None
+) -> tuple[Any, str | None]:
+    """The fate of one stored row where it enters a cache: the one rule of load, reload and feed.
+
+    The row's verdict first (the policy's rules), then its unique keys: a valid row whose
+    key another served row holds is ``NAME_CONFLICT`` (the row admitted first, in creation
+    order on a load, keeps it). :class:`StateService` admits every row through this, and
+    ``bridge doctor`` runs it (through :func:`classify`) on the rows it reads.
+
+    Args:
+        row_id: the row's id (a feed entry's, for a change).
+        row: the stored row (untrusted).
+        previous: the entry the cache holds for ``row.id``, or None.
+        verdict: the policy's verdict (``StateService._verdict``).
+        claim: the policy's unique-key claim (``StateService._claim``); it has moved the
+            keys when it returns True.
+        prepared: what the verdict may reuse (a feed entry's check).
+
+    Returns:
+        ``(entry, None)`` to serve, ``(DEFERRED, None)`` for a valid row not served before
+        a repair, or ``(None, reason code)`` to quarantine.
+    """
+    entry, reason = verdict(row, prepared)
+    if isinstance(entry, Deferred):
+        return entry, None
+    if entry is not None and not claim(row_id, previous, entry):
+        return None, NAME_CONFLICT
+    if entry is None:
+        return None, reason or INVALID
+    return entry, None
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What a first load makes of stored rows (:func:`classify`); ids as stored.
+
+    Attributes:
+        served: ids of the rows served, in row order.
+        held: id → quarantine reason code, in row order.
+        deferred: ids of valid rows held back until a repair rewrites them (llm-config's
+            stale derived fields), in row order.
+    """
+
+    served: builtins.list[str]
+    held: dict[str, str]
+    deferred: builtins.list[str]
+
+
+def classify(rows: Iterable[Row], verdict: Verdict, claim: Claim) -> Classification:
+    """Admit ``rows`` (in creation order) into an empty cache with :func:`admit`, and say what became of each.
+
+    The verdict on a first load, without a cache or a store: what ``bridge doctor`` reports.
+    ``claim`` must start with no key claimed.
+    """
+    served: builtins.list[str] = []
+    held: dict[str, str] = {}
+    deferred: builtins.list[str] = []
+    for row in rows:
+        entry, reason = admit(row.id, row, None, verdict, claim)
+        if isinstance(entry, Deferred):
+            deferred.append(row.id)
+        elif entry is None:
+            held[row.id] = reason or INVALID
+        else:
+            served.append(row.id)
+    return Classification(served, held, deferred)
 
 
 class StateService(Generic[E]):
@@ -422,11 +498,9 @@ class StateService(Generic[E]):
             return
         if old is not None and self._same(old, row):
             return
-        entry, reason = self._verdict(row, prepared)
+        entry, reason = admit(row_id, row, old, self._verdict, self._claim, prepared=prepared)
         if isinstance(entry, Deferred):
             return
-        if entry is not None and not self._claim(row_id, old, entry):
-            entry, reason = None, NAME_CONFLICT
         if entry is None:
             self._hold(row, reason or INVALID)
             if old is not None:
@@ -462,13 +536,11 @@ class StateService(Generic[E]):
             if previous is not None and self._same(previous, row):
                 fresh[row.id] = previous
                 continue
-            entry, reason = self._verdict(row)
+            entry, reason = admit(row.id, row, previous, self._verdict, self._claim)
             if isinstance(entry, Deferred):
                 if previous is not None:
                     fresh[row.id] = previous
                 continue
-            if entry is not None and not self._claim(row.id, previous, entry):
-                entry, reason = None, NAME_CONFLICT
             if entry is None:
                 if previous is not None:
                     self._claim(row.id, previous, None)
