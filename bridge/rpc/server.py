@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import structlog
+from websockets.protocol import State
 
 from bridge.api import TopicSpec
 from bridge.errors import BridgeError, RateLimitedError, ServiceUnavailableError
@@ -350,8 +351,13 @@ class BridgeServer:
         self._alive.discard(connection)
         self._connections.discard(connection)
         if connection.opened:
+            sansio = connection.sansio
+            # ``code`` is the peer's close code (1006: none came); ``sent`` is bridge's own (1009
+            # for an oversized frame, 1001 at shutdown), None when bridge sent none.
+            closed = sansio.close_exc if sansio.state is State.CLOSED else None
+            sent = None if closed is None or closed.sent is None else closed.sent.code
             log.info(
-                "connection_closed", code=connection.sansio.close_code, connections=len(self._connections)
+                "connection_closed", code=sansio.close_code, sent=sent, connections=len(self._connections)
             )
 
     def request_started(self) -> None:

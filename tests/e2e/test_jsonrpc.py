@@ -329,6 +329,22 @@ async def test_message_over_the_size_limit_closes_with_1009(tmp_path: Path) -> N
         assert ws.close_code == 1009
 
 
+async def test_the_log_of_a_closed_connection_names_the_code_bridge_sent(tmp_path: Path) -> None:
+    # ``code`` is what the peer sent (1006 when its close frame never came); ``sent`` is bridge's.
+    with capture_logs() as logs:
+        async with running_bridge(tmp_path / "data", max_message_bytes=4096) as bridge:
+            async with await open_ws(bridge) as ws:
+                await ws.send(request("test:sum", [1] * 3000))
+                with pytest.raises(ConnectionClosedError):
+                    await asyncio.wait_for(ws.recv(), 10)
+            for _ in range(200):  # the server logs once its side of TCP is gone
+                if any(e["event"] == "connection_closed" for e in logs):
+                    break
+                await asyncio.sleep(0.05)
+    (closed,) = [e for e in logs if e["event"] == "connection_closed"]
+    assert closed["sent"] == 1009
+
+
 async def test_rate_limit_answers_excess_requests_with_4029(tmp_path: Path) -> None:
     async with running_bridge(tmp_path / "data", rate_limit_per_s=3) as bridge, await open_ws(bridge) as ws:
         await ws.send(orjson.dumps([orjson.loads(request("test:sum", [1], i)) for i in range(5)]).decode())
