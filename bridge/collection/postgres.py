@@ -85,10 +85,13 @@ _SELECT: Final = f"SELECT {', '.join(protocol.ITEM_COLUMNS)} FROM bridge_items" 
 _RESEAL_SELECT: Final = (
     f"SELECT collection, {', '.join(protocol.ITEM_COLUMNS)} FROM bridge_items ORDER BY seq FOR UPDATE"  # noqa: S608 - fixed column names
 )
-_LOGGED: Final = "(SELECT max(revision) FROM bridge_collection_changes WHERE collection = $1)"
 _BUMP: Final = (
-    # A lost counter row restarts above the log, not at 1 (which the log's keys would refuse).
-    f"INSERT INTO bridge_collection_revisions (collection, revision) VALUES ($1, 1 + COALESCE({_LOGGED}, 0)) "  # noqa: S608 - fixed names
+    "UPDATE bridge_collection_revisions SET revision = revision + 1 WHERE collection = $1 RETURNING revision"
+)
+_RESTART: Final = (
+    # The counter row is lost: it restarts at $2 (protocol.recovered_revision + 1); two
+    # writers restarting at once meet in ON CONFLICT, and the second takes the next one.
+    "INSERT INTO bridge_collection_revisions (collection, revision) VALUES ($1, $2) "
     "ON CONFLICT (collection) DO UPDATE SET revision = bridge_collection_revisions.revision + 1 "
     "RETURNING revision"
 )
@@ -270,7 +273,7 @@ class PostgresCollectionStore(protocol.CollectionStore):
                 data = protocol.reseal_data(collection, item, seal)
                 if data is None:
                     continue
-                again = protocol.rewritten(item, data, int(await conn.fetchval(_BUMP, collection)))
+                again = protocol.rewritten(item, data, await _bump(conn, collection))
                 await conn.execute(
                     "UPDATE bridge_items SET data = $1, version = $2, revision = $3 "
                     "WHERE collection = $4 AND id = $5",
@@ -366,7 +369,7 @@ class PostgresCollectionStore(protocol.CollectionStore):
         write: Callable[[asyncpg.Connection, int], Awaitable[StoredItem]],
     ) -> Feed[StoredItem]:
         async with self._pool_or_fail().acquire() as conn, conn.transaction():
-            revision = int(await conn.fetchval(_BUMP, collection))
+            revision = await _bump(conn, collection)
             item = await write(conn, revision)
             own = Change(revision, item.id, kind, None if kind is ChangeType.DELETED else item)
             await _log(conn, collection, own)
@@ -376,12 +379,26 @@ class PostgresCollectionStore(protocol.CollectionStore):
 
 
 async def _revision(conn: asyncpg.Connection, collection: str) -> int:
+    """The collection's revision: its counter row, else (row lost) :func:`~protocol.recovered_revision`."""
     found = await conn.fetchval(
-        "SELECT COALESCE((SELECT revision FROM bridge_collection_revisions WHERE collection = $1), "  # noqa: S608 - fixed names
-        f"{_LOGGED}, 0)",
+        "SELECT revision FROM bridge_collection_revisions WHERE collection = $1", collection
+    )
+    if found is not None:
+        return int(found)
+    logged, stored = await conn.fetchrow(
+        "SELECT (SELECT max(revision) FROM bridge_collection_changes WHERE collection = $1), "
+        "(SELECT max(revision) FROM bridge_items WHERE collection = $1)",
         collection,
     )
-    return int(found)
+    return protocol.recovered_revision(logged, stored)
+
+
+async def _bump(conn: asyncpg.Connection, collection: str) -> int:
+    """Take the collection's next revision (gap-free: the counter row stays locked until commit)."""
+    bumped = await conn.fetchval(_BUMP, collection)
+    if bumped is None:
+        bumped = await conn.fetchval(_RESTART, collection, await _revision(conn, collection) + 1)
+    return int(bumped)
 
 
 async def _insert_keys(

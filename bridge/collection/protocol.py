@@ -237,6 +237,22 @@ def logged_row(change: Change[StoredItem]) -> str | None:
     return None if change.row is None else encode_entry(change.row)
 
 
+def recovered_revision(logged: object, stored: object) -> int:
+    """A collection's revision when its counter row is lost: the highest logged or stored (0: none).
+
+    Structural damage is repaired when nothing is lost (DESIGN §3). A counter restarting
+    at 1 would collide with the log's entries and refuse every write; one below an item's
+    stored revision would move the collection's revision backwards, and a follower that
+    reflects that revision would take the next writes for ones it has applied. A value
+    that is not an integer (another program's row) counts as none.
+
+    Args:
+        logged: the highest revision in the collection's change log (None: empty).
+        stored: the highest revision of the collection's items (None: none).
+    """
+    return max((value for value in (logged, stored) if type(value) is int), default=0)
+
+
 def duplicate_key(collection: str, field: str) -> DuplicateConfigNameError:
     """The error of a write whose unique ``field`` is another item's (4009, context ``{field}``)."""
     return DuplicateConfigNameError(

@@ -294,11 +294,7 @@ class SqliteCollectionStore(protocol.CollectionStore):
 
 
 def _revision(conn: sqlite3.Connection, collection: str) -> int:
-    """The collection's revision: its counter row, or when that row is lost the highest logged or stored.
-
-    Structural damage is repaired when nothing is lost (DESIGN §3): a new counter starting
-    at 1 would collide with the log's entries and refuse every write.
-    """
+    """The collection's revision: its counter row, else (row lost) :func:`~protocol.recovered_revision`."""
     row = conn.execute("SELECT revision FROM revisions WHERE collection = ?", (collection,)).fetchone()
     if row is not None:
         return int(row[0])
@@ -307,7 +303,7 @@ def _revision(conn: sqlite3.Connection, collection: str) -> int:
         "(SELECT MAX(revision) FROM items WHERE collection = ?1)",
         (collection,),
     ).fetchone()
-    return max((value for value in (logged, stored) if type(value) is int), default=0)
+    return protocol.recovered_revision(logged, stored)
 
 
 def _bump(conn: sqlite3.Connection, collection: str) -> int:

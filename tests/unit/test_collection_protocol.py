@@ -17,6 +17,7 @@ from bridge.collection.protocol import (
     encode_entry,
     feed_reaches,
     merge,
+    recovered_revision,
     trim_below,
     unique_key,
     unique_keys,
@@ -184,3 +185,14 @@ def test_a_collection_registers_six_channels_and_a_topic() -> None:
     assert [t.name for t in registry.topics] == ["item:changed"]
     with pytest.raises(ValueError, match="already registered"):
         registry.add_collection(bridge.Collection("item", Item))
+
+
+def test_a_lost_counter_restarts_from_the_highest_logged_or_stored_integer() -> None:
+    assert recovered_revision(None, None) == 0
+    assert recovered_revision(7, None) == 7
+    assert recovered_revision(None, 9) == 9
+    assert recovered_revision(7, 9) == 9
+    assert recovered_revision(12, 9) == 12
+    # Another program's values that are not integers count as none.
+    assert recovered_revision("99", 3) == 3
+    assert recovered_revision(True, None) == 0  # noqa: FBT003 - a bool stored by another program
