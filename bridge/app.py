@@ -128,7 +128,8 @@ class Bridge:
         self.server.notify(topic, payload.model_dump(mode="json"))
 
     _resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
-    """What start-up opened, closed in reverse order: the collections, the service, the stores."""
+    """What start-up opened, closed in reverse order: the server (graceful shutdown), the
+    collections, the service, the stores."""
 
     async def close(self) -> None:
         """Graceful shutdown (DESIGN §7), then close the services and the stores.
@@ -136,8 +137,7 @@ class Bridge:
         Every one is closed even when an earlier step raises (the shutdown included); the
         first failure is then raised, after the rest are closed.
         """
-        async with self._resources:
-            await self.server.shutdown()
+        await self._resources.aclose()
 
 
 def _published(registry: api.Registry) -> list[api.ChannelSpec[Any, Any]]:
@@ -333,6 +333,9 @@ async def start_bridge(options: BridgeOptions | None = None, registry: api.Regis
             )
             for collection in collections.values():
                 opened.push_async_callback(collection.close)
+        # Pushed before start(): a listener bound when start-up fails or is cancelled is
+        # closed; and the graceful shutdown is the first step Bridge.close() unwinds.
+        opened.push_async_callback(lambda: server.shutdown())  # noqa: PLW0108 - looked up at close
         try:
             await server.start()
         except OSError as exc:

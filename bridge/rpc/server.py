@@ -183,55 +183,67 @@ class BridgeServer:
         """
         loop = asyncio.get_running_loop()
         s = self.settings
+        # Each listener is bound without serving and recorded at once: whatever fails or
+        # is cancelled afterwards, shutdown() closes it (asyncio's own start of serving
+        # awaits, and a cancellation there would lose a bound socket).
         if s.uds is not None:
             s.uds.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 s.uds.unlink()
-            listener = await loop.create_unix_server(lambda: Connection(self), path=str(s.uds))
-            s.uds.chmod(0o600)
+            listener = await loop.create_unix_server(
+                lambda: Connection(self), path=str(s.uds), start_serving=False
+            )
             self._listeners.append(listener)
+            s.uds.chmod(0o600)
         else:
-            listeners, self.port = await self._listen_tcp(lambda: Connection(self))
-            self._listeners.extend(listeners)
+            self.port = await self._listen_tcp(lambda: Connection(self))
             self.policy = dataclasses.replace(self.policy, port=self.port)
+        for listener in self._listeners:
+            await listener.start_serving()
         self.handshake_slots = handshake_slots(s)
         if self.handshake_slots < s.max_handshakes:
             log.warning("handshakes_capped_by_descriptor_limit", max_handshakes=self.handshake_slots)
         log.info("server_listening", url=self.url)
 
-    async def _listen_tcp(self, factory: Callable[[], Connection]) -> tuple[list[asyncio.Server], int]:
-        """Bind the TCP listeners: on loopback, 127.0.0.1 and [::1] on one port (DESIGN §6).
+    async def _bind(self, factory: Callable[[], Connection], host: str, port: int) -> asyncio.Server:
+        """Bind one TCP listener, not serving yet, and record it (closed by :meth:`shutdown`)."""
+        listener = await asyncio.get_running_loop().create_server(factory, host, port, start_serving=False)
+        self._listeners.append(listener)
+        return listener
+
+    async def _listen_tcp(self, factory: Callable[[], Connection]) -> int:
+        """Bind the TCP listeners, recorded and not serving: on loopback, 127.0.0.1 and [::1] (DESIGN §6).
 
         Returns:
-            The listeners and the bound port.
+            The bound port.
 
         Raises:
             OSError: a bind failed; for a given port, also when [::1]:PORT is taken
                 (a squatter there would receive what clients send to ``localhost``).
         """
-        loop = asyncio.get_running_loop()
         s = self.settings
         if s.host not in LOOPBACK_HOSTS:
-            listener = await loop.create_server(factory, s.host, s.port)
-            return [listener], listener.sockets[0].getsockname()[1]
+            listener = await self._bind(factory, s.host, s.port)
+            return int(listener.sockets[0].getsockname()[1])
         first, second = ("::1", "127.0.0.1") if s.host == "::1" else ("127.0.0.1", "::1")
         attempts = PORT_ATTEMPTS if s.port == 0 else 1
         for attempt in range(1, attempts + 1):
-            primary = await loop.create_server(factory, first, s.port)
+            primary = await self._bind(factory, first, s.port)
             port: int = primary.sockets[0].getsockname()[1]
             try:
-                twin = await loop.create_server(factory, second, port)
+                await self._bind(factory, second, port)
             except OSError as exc:
                 if second == "::1" and exc.errno in _NO_IPV6:
                     log.warning("ipv6_loopback_unavailable", port=port, error=exc.strerror)
-                    return [primary], port
+                    return port
+                self._listeners.remove(primary)
                 primary.close()
                 await primary.wait_closed()
                 if exc.errno == errno.EADDRINUSE and attempt < attempts:
                     log.info("loopback_twin_port_taken", port=port, address=second)
                     continue
                 raise
-            return [primary, twin], port
+            return port
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def shutdown(self) -> None:

@@ -99,3 +99,29 @@ async def test_a_start_up_cancelled_while_a_database_opens_leaves_it_closed(
         await starting
     assert open_paths(data) == []
     assert watchers() == []
+
+
+async def test_a_start_up_cancelled_while_it_starts_listening_leaves_no_listener(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # asyncio's start of serving awaits once: a cancellation there must not lose a bound socket.
+    data = tmp_path / "data"
+    bound: list[asyncio.Server] = []
+    real_start_serving = asyncio.Server.start_serving
+
+    async def start_serving(self: asyncio.Server) -> None:
+        bound.append(self)
+        await real_start_serving(self)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(asyncio.Server, "start_serving", start_serving)
+    starting = asyncio.ensure_future(bridge.start_bridge(options(data), load_example().build_registry()))
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert bound != []
+    assert not any(server.is_serving() for server in bound)
+    assert open_paths(data) == []
+    assert watchers() == []
