@@ -213,16 +213,27 @@ def cross_check(
         own_id: the id the writer's own change (after the window) wrote: the table shows
             that write, not the window's entries of the id; None for a catch-up.
 
+    An id is never written again once deleted (ids are never reused), so every entry of an
+    id that has an entry after its ``deleted`` is untrusted too: the table cannot tell
+    which of them lies (a genuine update turned into a forged ``deleted`` would otherwise
+    pass, as only the id's last entry meets the table).
+
     Returns:
         ``changes`` with contradicting entries marked (their type kept, no row).
     """
     last = {change.id: index for index, change in enumerate(changes)}
+    first_deleted: dict[str, int] = {}
+    for index, change in enumerate(changes):
+        if change.kind is ChangeType.DELETED:
+            first_deleted.setdefault(change.id, index)
+    revived = {change_id for change_id, index in first_deleted.items() if last[change_id] > index}
     return [
         replace(change, row=None, undecodable=True)
-        if last[change.id] == index
-        and change.id != own_id
-        and not change.undecodable
-        and change.row != present.get(change.id)
+        if not change.undecodable
+        and (
+            change.id in revived
+            or (last[change.id] == index and change.id != own_id and change.row != present.get(change.id))
+        )
         else change
         for index, change in enumerate(changes)
     ]

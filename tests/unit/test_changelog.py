@@ -159,6 +159,25 @@ def test_only_the_last_entry_of_an_id_must_match_the_table() -> None:
     assert [c.undecodable for c in cross_check(changes, {})] == [False, True]
 
 
+def test_an_id_written_after_its_deletion_makes_every_entry_of_it_untrusted() -> None:
+    # A genuine update turned into a forged ``deleted``, a later genuine update after it: the
+    # last entry matches the table, but an id is never written again once deleted.
+    later = item(A, 8, "new", version=3)
+    changes: list[Change[StoredItem]] = [
+        Change(7, A, ChangeType.DELETED, None),
+        decode_entry(ITEM_LOG, logged(later)),
+        decode_entry(ITEM_LOG, logged(item(B, 9))),
+    ]
+    checked = cross_check(changes, {A: later, B: item(B, 9)})
+    assert [(c.kind, c.undecodable) for c in checked] == [
+        (ChangeType.DELETED, True),
+        (ChangeType.UPDATED, True),
+        (ChangeType.UPDATED, False),
+    ]
+    # A deletion that is the id's last entry, the table agreeing, is trusted.
+    assert [c.undecodable for c in cross_check(changes[:1], {})] == [False]
+
+
 def test_a_forged_row_for_the_writer_s_id_is_superseded_by_its_own_change_not_marked() -> None:
     own_row = item(A, 8, "mine", version=2)
     own: Change[StoredItem] = Change(8, A, ChangeType.UPDATED, own_row)
