@@ -58,7 +58,8 @@ async def apply_feed(
     """Apply the changes after ``since`` in revision order; reload instead when the log cannot tell.
 
     The change log is untrusted: every entry is checked before any is applied. When the
-    log no longer reaches ``since``, an entry does not decode, or ``check`` rejects one,
+    log no longer reaches ``since``, the store's revision is below ``since`` (it went
+    back), an entry does not decode, or ``check`` rejects one,
     nothing is applied from it and ``reload`` reads the table (the truth) instead; a
     rejection is logged as ``change_log_entry_rejected`` with the revision and reason.
     Entries at or below ``since`` are already applied and skipped.
@@ -77,6 +78,12 @@ async def apply_feed(
     """
     changes = feed.changes
     if changes is None:
+        await reload()
+        return None
+    if feed.revision < since:
+        # The store's revision went back (another program removed its counter and log):
+        # what it writes now reuses revisions the cache has passed, so only the table can tell.
+        log.warning("store_revision_went_back", revision=feed.revision, since=since, **context)
         await reload()
         return None
     checked: list[tuple[C, P]] = []
