@@ -112,6 +112,65 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
 
 
+def cap_library_loggers() -> None:
+    """Cap the ``websockets``, ``httpx`` and ``httpcore`` loggers at WARNING when their level is unset.
+
+    As ``bridge serve`` caps them (:func:`configure_logging`), whoever configured
+    structlog: at DEBUG websockets prints request paths and headers, which carry the
+    token, and frames; httpx logs each provider request's URL at INFO and httpcore each
+    response's headers at DEBUG. Their lines never pass through structlog's redaction.
+    """
+    for name in _QUIET_LIBRARIES:
+        library = logging.getLogger(name)
+        if library.level == logging.NOTSET:
+            library.setLevel(logging.WARNING)
+
+
+def _library_processors() -> list[Processor]:
+    """Bridge's own pipeline as a library: redacted JSON lines handed to stdlib :mod:`logging`."""
+    return [
+        structlog.stdlib.filter_by_level,
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        redact_secrets,
+        structlog.processors.JSONRenderer(),
+    ]
+
+
+class _LibraryLogger:
+    """A logger that follows structlog's configuration when there is one, else bridge's own pipeline."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._own = structlog.wrap_logger(
+            logging.getLogger(name),
+            processors=_library_processors(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+
+    def __getattr__(self, method: str) -> Any:
+        # Looked up at each call: a program may configure structlog after importing bridge.
+        target = structlog.get_logger(self._name) if structlog.is_configured() else self._own
+        return getattr(target, method)
+
+
+def library_logger(name: str) -> Any:
+    """A logger of the Python client (``bridge.client.*``) that never configures structlog.
+
+    When the program has configured structlog, the client's lines go through that
+    configuration, as any library's. When it has not, they are redacted, rendered as one
+    JSON object each (tracebacks as text, without local variables) and handed to the
+    standard library's logger ``name``: the program's handlers and levels decide what is
+    shown (with none configured, Python's last-resort handler prints warnings and errors
+    on **stderr**, never stdout), and structlog's global configuration stays the
+    program's (its defaults included).
+    """
+    return _LibraryLogger(name)
+
+
 def configure_library_logging() -> bool:
     """Make bridge a quiet library when the program embedding it has not configured structlog.
 
@@ -122,37 +181,21 @@ def configure_library_logging() -> bool:
     as text, without local variables) and handed to the standard library's :mod:`logging`
     under ``bridge.*`` logger names: the program's handlers and levels decide what is
     shown; with none configured, Python's last-resort handler prints warnings and errors
-    on **stderr**. The ``websockets``, ``httpx`` and ``httpcore`` loggers are capped at
-    WARNING when their level is unset, whoever configured structlog, as ``bridge serve``
-    caps them: at DEBUG websockets prints request paths and headers, which carry the token,
-    and frames; httpx logs each provider request's URL at INFO and httpcore each response's
-    headers at DEBUG. Their lines never pass through structlog's redaction.
+    on **stderr**. The noisy libraries are capped (:func:`cap_library_loggers`).
 
-    Called by :func:`bridge.start_bridge`. A program configuring structlog itself should
-    include :func:`redact_secrets` and render tracebacks without locals.
+    Called by :func:`bridge.start_bridge` (a program that embeds the server). The Python
+    client alone never calls it: its loggers are :func:`library_logger`'s. A program
+    configuring structlog itself should include :func:`redact_secrets` and render
+    tracebacks without locals.
 
     Returns:
         True when this call configured structlog, False when it was configured already.
     """
-    # As in ``bridge serve`` (:func:`configure_logging`), whoever configured structlog: these
-    # libraries' lines never pass through its redaction.
-    for name in _QUIET_LIBRARIES:
-        library = logging.getLogger(name)
-        if library.level == logging.NOTSET:
-            library.setLevel(logging.WARNING)
+    cap_library_loggers()
     if structlog.is_configured():
         return False
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            structlog.contextvars.merge_contextvars,
-            structlog.stdlib.add_log_level,
-            structlog.stdlib.add_logger_name,
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            structlog.processors.JSONRenderer(),
-        ],
+        processors=_library_processors(),
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         # Not cached: a program that configures structlog later still takes bridge's lines.

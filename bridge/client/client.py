@@ -30,7 +30,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
-import structlog
 from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection
 
@@ -39,7 +38,7 @@ from bridge.client.connection import Connection, ConnectionProvider, ProgressCal
 from bridge.client.mirror import CollectionMirror, LlmConfigMirror, collection_channels
 from bridge.connection_file import ConnectionInfo, read_connection_file
 from bridge.errors import BridgeError, ConnectionLostError, ProtocolMismatchError
-from bridge.log import configure_library_logging
+from bridge.log import cap_library_loggers, library_logger
 from bridge.models import (
     LlmConfigInput,
     LlmConfigPatch,
@@ -47,7 +46,7 @@ from bridge.models import (
     Snapshot,
 )
 
-log = structlog.get_logger(__name__)
+log = library_logger(__name__)
 
 R = TypeVar("R")
 
@@ -138,12 +137,13 @@ class BridgeClient:
     ) -> None:
         """Configure the client; :meth:`connect` opens the connection.
 
-        Logging: unless the program has configured structlog, the client's lines go,
-        redacted, to the standard library's :mod:`logging` (``bridge.client.*``), never to
-        stdout, and ``websockets`` is capped at WARNING (at DEBUG it prints the handshake's
-        ``Authorization`` header): :func:`bridge.log.configure_library_logging`.
+        Logging: the client's lines go, redacted, to the standard library's :mod:`logging`
+        (``bridge.client.*``), never to stdout, and leave the program's structlog
+        configuration alone (:func:`bridge.log.library_logger`); ``websockets`` is capped at
+        WARNING when its level is unset (at DEBUG it prints the handshake's
+        ``Authorization`` header): :func:`bridge.log.cap_library_loggers`.
         """
-        configure_library_logging()
+        cap_library_loggers()
         if provider is None:
             if url is None or token is None:
                 raise ValueError("give url and token, or a provider")

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-import structlog
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -34,8 +33,9 @@ from bridge.errors import (
     ProtocolMismatchError,
     error_from_wire,
 )
+from bridge.log import library_logger
 
-log = structlog.get_logger(__name__)
+log = library_logger(__name__)
 
 ProgressCallback = Callable[[Any], None]
 """Receives one ``$/progress`` value: ``{kind: "begin"|"report"|"end", message?, percentage?}``."""

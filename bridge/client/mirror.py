@@ -20,11 +20,10 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
-
 from bridge import api
+from bridge.log import library_logger
 
-log = structlog.get_logger(__name__)
+log = library_logger(__name__)
 
 TOPIC = api.LLM_CONFIG_CHANGED.name
 """The LLM-config topic, ``llm-config:changed``."""

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from bridge.log import REDACTED, configure_logging, redact_secrets
+from bridge.client import BridgeClient
+from bridge.log import REDACTED, configure_logging, library_logger, redact_secrets
 from tests.conftest import ANTHROPIC_KEY, CUSTOM_KEY, GOOGLE_KEY, OPENAI_KEY
 
 
@@ -92,3 +93,23 @@ def test_console_tracebacks_are_redacted_too(capsys: pytest.CaptureFixture[str])
     assert "ValueError" in err
     assert OPENAI_KEY not in err
     assert REDACTED in err
+
+
+def test_a_client_leaves_the_program_s_structlog_configuration_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A program on structlog's defaults that creates a client keeps them (its lines, its
+    # levels); the client's own lines go to stdlib logging as redacted JSON, never stdout.
+    structlog.reset_defaults()
+    try:
+        client = BridgeClient("ws://127.0.0.1:9", "t" * 43)
+        assert not structlog.is_configured()
+        structlog.get_logger("program").info("program line", api_key=OPENAI_KEY)
+        assert "program line" in capsys.readouterr().out  # the program's own choice of defaults
+        library_logger("bridge.client.client").warning("client line", api_key=OPENAI_KEY)
+        captured = capsys.readouterr()
+        assert "client line" not in captured.out
+        assert OPENAI_KEY not in captured.out + captured.err
+        assert repr(client) == "BridgeClient(url='ws://127.0.0.1:9')"
+    finally:
+        structlog.reset_defaults()
